@@ -1,0 +1,326 @@
+"""The cleanup ladder: coordinated, measured, rate-limited memory release.
+
+Rungs run cheapest first (see :class:`~memdiag.registry.CleanupAction` for the order):
+shrink or clear registered caches, ``gc.collect()``, glibc ``malloc_trim(0)``, then what
+other parts register (zombie reaping, Node.js GC, owned children) and user handlers.
+Each rung is measured: seconds, RSS before and after, and what the rung itself
+accounts (a cache's bytes). RSS lags and sticks (freed heap often stays mapped until
+``malloc_trim``), so both figures are reported.
+
+Only one cleanup runs at a time (single-flight); between cleanups ``cleanup_cooldown``
+must pass unless forced. An automatic cleanup re-checks pressure between rungs and stops
+once it is resolved. Dry runs report what they would do and change nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import registry
+from .config import MemoryConfig
+from .probes.process import read_statm_rss
+from .registry import CleanupContext
+
+__all__ = ["ActionResult", "CleanupLadder", "CleanupResult", "install_builtin_actions", "malloc_trim_available"]
+
+log = logging.getLogger("memdiag.cleanup")
+
+
+@dataclass
+class ActionResult:
+    """What one rung did."""
+
+    name: str
+    freed_bytes: int = 0
+    rss_freed_bytes: int = 0
+    reported_bytes: int | None = None
+    seconds: float = 0.0
+    count: int | None = None
+    detail: str = ""
+    skipped: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "freed_bytes": self.freed_bytes,
+            "rss_freed_bytes": self.rss_freed_bytes,
+            "reported_bytes": self.reported_bytes,
+            "seconds": round(self.seconds, 6),
+            "count": self.count,
+            "detail": self.detail,
+            "skipped": self.skipped,
+            "error": self.error,
+        }
+
+
+@dataclass
+class CleanupResult:
+    """The outcome of one cleanup request (performed or skipped)."""
+
+    performed: bool
+    reason: str
+    dry_run: bool = False
+    skipped_reason: str | None = None
+    retry_after_seconds: float | None = None
+    level_before: str = "ok"
+    level_after: str | None = None
+    resolved: bool = False
+    actions: list[ActionResult] = field(default_factory=list)
+    rss_before: int | None = None
+    rss_after: int | None = None
+    started_at: float = field(default_factory=time.time)
+    seconds: float = 0.0
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(a.freed_bytes for a in self.actions)
+
+    def to_dict(self) -> dict[str, Any]:
+        rss_freed = None
+        if self.rss_before is not None and self.rss_after is not None:
+            rss_freed = self.rss_before - self.rss_after
+        return {
+            "performed": self.performed,
+            "reason": self.reason,
+            "dry_run": self.dry_run,
+            "skipped_reason": self.skipped_reason,
+            "retry_after_seconds": None if self.retry_after_seconds is None else round(self.retry_after_seconds, 3),
+            "level_before": self.level_before,
+            "level_after": self.level_after,
+            "resolved": self.resolved,
+            "actions": [a.to_dict() for a in self.actions],
+            "actions_taken": [a.name for a in self.actions if a.skipped is None and a.error is None],
+            "freed_bytes": self.freed_bytes,
+            "rss_before": self.rss_before,
+            "rss_after": self.rss_after,
+            "rss_freed_bytes": rss_freed,
+            "started_at": self.started_at,
+            "seconds": round(self.seconds, 6),
+        }
+
+
+# A function that returns the current raw pressure rank (0 ok, 1 warning, 2 critical)
+# and its level name, from a fresh sample.
+Checker = Callable[[], "tuple[int, str]"]
+
+
+class CleanupLadder:
+    """Runs the registered cleanup actions under single-flight and a cooldown.
+
+    Args:
+        config_getter: returns the configuration in force (read at each run).
+        checker: returns the raw pressure from a fresh sample; used between rungs of
+            automatic runs, and for ``level_after``.
+        pid: the process whose RSS measures the rungs.
+    """
+
+    def __init__(self, config_getter: Callable[[], MemoryConfig], checker: Checker | None = None, pid: int | str = "self") -> None:
+        self._config = config_getter
+        self._checker = checker
+        self._pid = pid
+        self._lock = threading.Lock()
+        self._last_end: float | None = None  # monotonic
+        self._last_result: CleanupResult | None = None
+        self.runs = {"performed": 0, "skipped_cooldown": 0, "skipped_in_progress": 0, "dry_run": 0, "errors": 0}
+        self._listeners: list[Callable[[CleanupResult], None]] = []
+
+    @property
+    def last_result(self) -> CleanupResult | None:
+        return self._last_result
+
+    @property
+    def running(self) -> bool:
+        return self._lock.locked()
+
+    def add_listener(self, fn: Callable[[CleanupResult], None]) -> None:
+        self._listeners.append(fn)
+
+    def retry_after(self) -> float:
+        """Seconds until a non-forced cleanup may run (0 if it may run now)."""
+        if self._last_end is None:
+            return 0.0
+        return max(0.0, self._config().cleanup_cooldown - (time.monotonic() - self._last_end))
+
+    def run(self, *, force: bool = False, dry_run: bool | None = None, reason: str = "manual", level: str = "ok") -> CleanupResult:
+        """Run the ladder once, unless another run is under way or the cooldown holds.
+
+        Args:
+            force: ignore the cooldown, and run emergency rungs (clear caches, ...).
+            dry_run: report only; ``None`` uses the config's ``cleanup_dry_run``.
+            reason: "manual" (asked for) or "auto" (pressure); auto runs stop once the
+                pressure is resolved.
+            level: the pressure level at the time of the request.
+        """
+        cfg = self._config()
+        dry = cfg.cleanup_dry_run if dry_run is None else bool(dry_run)
+        if force and reason == "manual":
+            reason = "forced"
+        if not dry and not force:
+            wait = self.retry_after()
+            if wait > 0:
+                self.runs["skipped_cooldown"] += 1
+                return CleanupResult(False, reason, dry, "cooldown", wait, level)
+        if not self._lock.acquire(blocking=False):
+            self.runs["skipped_in_progress"] += 1
+            return CleanupResult(False, reason, dry, "in_progress", 1.0, level)
+        try:
+            result = self._run_locked(cfg, force=force, dry=dry, reason=reason, level=level)
+        finally:
+            self._lock.release()
+        for fn in list(self._listeners):
+            try:
+                fn(result)
+            except Exception as exc:
+                log.warning("cleanup listener failed: %r", exc)
+        return result
+
+    def _run_locked(self, cfg: MemoryConfig, *, force: bool, dry: bool, reason: str, level: str) -> CleanupResult:
+        start = time.perf_counter()
+        emergency = force or reason in ("manual", "forced") or level == "critical"
+        ctx = CleanupContext(level=level, emergency=emergency, dry_run=dry, reason=reason)
+        result = CleanupResult(True, reason, dry, level_before=level)
+        result.rss_before = read_statm_rss(self._pid)
+        for action in registry.cleanup_actions():
+            if action.emergency_only and not emergency:
+                result.actions.append(ActionResult(action.name, skipped="not an emergency"))
+                continue
+            result.actions.append(self._run_action(action, ctx))
+            if reason == "auto" and not dry and self._checker is not None:
+                rank, name = self._safe_check()
+                if rank == 0:
+                    result.resolved = True
+                    result.level_after = name
+                    break
+        result.rss_after = read_statm_rss(self._pid)
+        if result.level_after is None and self._checker is not None:
+            result.level_after = self._safe_check()[1]
+        result.seconds = time.perf_counter() - start
+        if dry:
+            self.runs["dry_run"] += 1
+        else:
+            self.runs["performed"] += 1
+            self._last_end = time.monotonic()
+        self._last_result = result
+        return result
+
+    def _safe_check(self) -> tuple[int, str]:
+        try:
+            return self._checker()  # type: ignore[misc]
+        except Exception as exc:
+            log.debug("pressure re-check failed: %r", exc)
+            return 2, "unknown"
+
+    def _run_action(self, action: registry.CleanupAction, ctx: CleanupContext) -> ActionResult:
+        res = ActionResult(action.name)
+        before = read_statm_rss(self._pid)
+        t0 = time.perf_counter()
+        try:
+            facts: Mapping[str, Any] | None = action.fn(ctx)
+        except Exception as exc:
+            self.runs["errors"] += 1
+            res.error = f"{type(exc).__name__}: {exc}"[:300]
+            facts = None
+        res.seconds = time.perf_counter() - t0
+        after = read_statm_rss(self._pid)
+        if before is not None and after is not None:
+            res.rss_freed_bytes = before - after
+        if facts:
+            reported = facts.get("would_free_bytes" if ctx.dry_run else "freed_bytes")
+            if isinstance(reported, (int, float)):
+                res.reported_bytes = int(reported)
+            if isinstance(facts.get("count"), int):
+                res.count = facts["count"]
+            res.detail = str(facts.get("detail", ""))[:300]
+        # Headline figure: what the rung accounts for itself where it can (a cache knows
+        # the bytes it dropped; RSS may not move until malloc_trim), else the RSS drop.
+        if res.reported_bytes is not None:
+            res.freed_bytes = max(0, res.reported_bytes)
+        elif not ctx.dry_run:
+            res.freed_bytes = max(0, res.rss_freed_bytes)
+        return res
+
+
+# -- built-in rungs ----------------------------------------------------------------------
+
+
+def _caches_action(config_getter: Callable[[], MemoryConfig]) -> registry.CleanupFn:
+    def shrink_caches(ctx: CleanupContext) -> dict[str, Any]:
+        fraction = 1.0 if ctx.emergency else config_getter().cache_shrink_fraction
+        freed = 0
+        names = []
+        for cache in registry.caches():
+            try:
+                if ctx.dry_run:
+                    freed += int(int(cache.metrics().get("bytes", 0)) * fraction)
+                elif fraction >= 1.0:
+                    try:
+                        freed += int(cache.clear(cause="pressure"))  # type: ignore[call-arg]
+                    except TypeError:
+                        freed += int(cache.clear())
+                else:
+                    freed += int(cache.shrink(fraction))
+                names.append(getattr(cache, "name", "?"))
+            except Exception as exc:
+                log.warning("cache %r failed to shrink: %r", getattr(cache, "name", cache), exc)
+        verb = "clear" if fraction >= 1.0 else f"shrink by {fraction:.0%}"
+        key = "would_free_bytes" if ctx.dry_run else "freed_bytes"
+        return {key: freed, "count": len(names), "detail": f"{verb}: {', '.join(names) or 'no caches'}"}
+
+    return shrink_caches
+
+
+def _gc_action(ctx: CleanupContext) -> dict[str, Any]:
+    if ctx.dry_run:
+        return {"detail": "would run gc.collect()"}
+    collected = gc.collect()
+    return {"count": collected, "detail": f"{collected} unreachable objects collected; {len(gc.garbage)} in gc.garbage"}
+
+
+_trim: Callable[[int], int] | None = None
+_trim_checked = False
+
+
+def malloc_trim_available() -> bool:
+    """True where glibc's ``malloc_trim`` can be called."""
+    global _trim, _trim_checked
+    if not _trim_checked:
+        _trim_checked = True
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            fn = libc.malloc_trim
+            fn.argtypes = [ctypes.c_size_t]
+            fn.restype = ctypes.c_int
+            _trim = fn
+        except (OSError, AttributeError):
+            _trim = None
+    return _trim is not None
+
+
+def _trim_action(config_getter: Callable[[], MemoryConfig]) -> registry.CleanupFn:
+    def malloc_trim(ctx: CleanupContext) -> dict[str, Any]:
+        if not config_getter().malloc_trim:
+            return {"detail": "disabled by config (malloc_trim = false)"}
+        if not malloc_trim_available():
+            return {"detail": "not available (not glibc)"}
+        if ctx.dry_run:
+            return {"detail": "would call malloc_trim(0)"}
+        released = _trim(0)  # type: ignore[misc]
+        return {"detail": "memory returned to the OS" if released else "nothing to return"}
+
+    return malloc_trim
+
+
+def install_builtin_actions(config_getter: Callable[[], MemoryConfig]) -> None:
+    """Register the core rungs: caches (10), gc (20), malloc_trim (30)."""
+    registry.register_cleanup("caches", _caches_action(config_getter), order=10)
+    registry.register_cleanup("gc", _gc_action, order=20)
+    registry.register_cleanup("malloc_trim", _trim_action(config_getter), order=30)

@@ -1,0 +1,268 @@
+"""Process-wide registry of the things memdiag watches and can act on.
+
+Caches, cleanup actions, extra pressure signals and extra sample collectors register
+here, whether or not the monitor is running yet: a cache built at import time of the
+host application is found by a monitor started later. Caches are held weakly, so
+registering never keeps a cache alive.
+
+The registry is deliberately dumb: it stores and lists. The monitor
+(:mod:`memdiag.service`) decides when to read and when to act.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .sample import Sample
+
+__all__ = [
+    "CleanupAction",
+    "CleanupContext",
+    "ManagedCache",
+    "SignalReading",
+    "caches",
+    "cleanup_actions",
+    "collectors",
+    "register_cache",
+    "register_cleanup",
+    "register_collector",
+    "register_section",
+    "register_signal",
+    "sections",
+    "signal_sources",
+    "unregister_cache",
+    "unregister_cleanup",
+    "unregister_collector",
+    "unregister_section",
+    "unregister_signal",
+]
+
+
+@runtime_checkable
+class ManagedCache(Protocol):
+    """What a cache must offer to be watched and shrunk by memdiag.
+
+    ``metrics()`` must be cheap (O(1), no deep walk) and return at least ``entries``,
+    ``bytes``, ``max_bytes`` and ``fill_ratio``. ``shrink(fraction)`` evicts about that
+    fraction of the cache's bytes and returns the bytes it accounted as freed;
+    ``clear()`` empties it and returns the same.
+    """
+
+    name: str
+
+    def metrics(self) -> dict[str, Any]: ...
+
+    def shrink(self, fraction: float) -> int: ...
+
+    def clear(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class CleanupContext:
+    """What a cleanup action is told about the run it is part of.
+
+    Attributes:
+        level: the pressure level that triggered the run ("ok", "warning", "critical");
+            "manual" runs carry the current level.
+        emergency: True when the run is forced or pressure is critical: actions may then
+            do their stronger variant (clear instead of shrink, terminate instead of reap).
+        dry_run: the action must only report what it would do, and change nothing.
+        reason: "auto", "manual" or "forced".
+    """
+
+    level: str
+    emergency: bool
+    dry_run: bool
+    reason: str
+
+
+# An action returns None, or a dict of facts: "freed_bytes" (its own accounting, e.g.
+# a cache's bytes), "detail" (short text), "count" (how many things it acted on), or
+# "would_free_bytes" in dry-run mode. The ladder measures RSS and time itself.
+CleanupFn = Callable[[CleanupContext], "Mapping[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class CleanupAction:
+    """One rung of the cleanup ladder.
+
+    Attributes:
+        name: unique, stable name shown in reports ("caches", "gc", ...).
+        fn: the action.
+        order: rungs run in ascending order; built-ins use 10 (caches), 20 (gc),
+            30 (malloc_trim), 40 (zombies), 50 (node_gc), 60 (owned children),
+            100 (user handlers, the default).
+        emergency_only: run only when the context is an emergency.
+    """
+
+    name: str
+    fn: CleanupFn
+    order: int = 100
+    emergency_only: bool = False
+    seq: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class SignalReading:
+    """One pressure signal read from a sample.
+
+    ``warning`` and ``critical`` are the enter levels; ``None`` means the signal never
+    raises that level. ``value`` and the thresholds share one unit (``unit``).
+    """
+
+    signal: str
+    value: float
+    warning: float | None
+    critical: float | None
+    unit: str = "bytes"
+    detail: str = ""
+
+
+SignalFn = Callable[["Sample", Any], "list[SignalReading]"]
+CollectorFn = Callable[[bool], Any]
+SectionFn = Callable[[Any], Any]
+
+_lock = threading.Lock()
+_seq = itertools.count(1)
+_caches: dict[int, weakref.ref[Any]] = {}
+_cleanups: dict[str, CleanupAction] = {}
+_signals: dict[str, SignalFn] = {}
+_collectors: dict[str, CollectorFn] = {}
+_sections: dict[str, SectionFn] = {}
+
+
+def register_cache(cache: ManagedCache) -> None:
+    """Watch ``cache`` (held weakly) for pressure, reports and the cleanup ladder."""
+    key = id(cache)
+
+    def _gone(_ref: weakref.ref[Any], key: int = key) -> None:
+        with _lock:
+            if _caches.get(key) is _ref:
+                del _caches[key]
+
+    with _lock:
+        _caches[key] = weakref.ref(cache, _gone)
+
+
+def unregister_cache(cache: ManagedCache) -> None:
+    """Stop watching ``cache``; unknown caches are ignored."""
+    with _lock:
+        ref = _caches.get(id(cache))
+        if ref is not None and ref() is cache:
+            del _caches[id(cache)]
+
+
+def caches() -> list[ManagedCache]:
+    """The live registered caches, in registration order."""
+    with _lock:
+        refs = list(_caches.values())
+    return [c for c in (r() for r in refs) if c is not None]
+
+
+def register_cleanup(
+    name: str, fn: CleanupFn, *, order: int = 100, emergency_only: bool = False
+) -> CleanupAction:
+    """Add (or replace, by name) a rung of the cleanup ladder.
+
+    Args:
+        name: unique name shown in cleanup reports.
+        fn: called with a :class:`CleanupContext`; must honour ``dry_run``.
+        order: position on the ladder; lower runs first (see :class:`CleanupAction`).
+        emergency_only: only run on forced cleanups or critical pressure.
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError("cleanup action name must be a non-empty string")
+    if not callable(fn):
+        raise TypeError(f"cleanup action {name!r}: fn must be callable")
+    action = CleanupAction(name, fn, int(order), bool(emergency_only), next(_seq))
+    with _lock:
+        _cleanups[name] = action
+    return action
+
+
+def unregister_cleanup(name: str) -> None:
+    """Remove a cleanup rung by name; unknown names are ignored."""
+    with _lock:
+        _cleanups.pop(name, None)
+
+
+def cleanup_actions() -> list[CleanupAction]:
+    """The ladder, cheapest (lowest order) first."""
+    with _lock:
+        actions = list(_cleanups.values())
+    return sorted(actions, key=lambda a: (a.order, a.seq))
+
+
+def register_signal(name: str, fn: SignalFn) -> None:
+    """Add a pressure signal source: ``fn(sample, config) -> [SignalReading, ...]``."""
+    if not callable(fn):
+        raise TypeError(f"signal source {name!r}: fn must be callable")
+    with _lock:
+        _signals[name] = fn
+
+
+def unregister_signal(name: str) -> None:
+    """Remove a pressure signal source by name."""
+    with _lock:
+        _signals.pop(name, None)
+
+
+def signal_sources() -> dict[str, SignalFn]:
+    """A copy of the registered signal sources."""
+    with _lock:
+        return dict(_signals)
+
+
+def register_collector(name: str, fn: CollectorFn) -> None:
+    """Add a sample collector: ``fn(profile_tick) -> JSON-able data or None``.
+
+    Its result lands in ``Sample.extra[name]``. It runs on the monitor thread every tick
+    (``profile_tick`` False) and on profile ticks (True): keep the cheap path cheap.
+    """
+    if not callable(fn):
+        raise TypeError(f"collector {name!r}: fn must be callable")
+    with _lock:
+        _collectors[name] = fn
+
+
+def unregister_collector(name: str) -> None:
+    """Remove a sample collector by name."""
+    with _lock:
+        _collectors.pop(name, None)
+
+
+def collectors() -> dict[str, CollectorFn]:
+    """A copy of the registered collectors."""
+    with _lock:
+        return dict(_collectors)
+
+
+def register_section(name: str, fn: SectionFn) -> None:
+    """Add a section to the diagnostics report: ``fn(diagnostics) -> JSON-able data``.
+
+    ``fn`` gets the :class:`~memdiag.service.MemoryDiagnostics` instance; its result
+    appears as ``report[name]``. It must be quick and must not raise (errors are shown
+    as ``{"error": ...}`` in its place).
+    """
+    if not callable(fn):
+        raise TypeError(f"report section {name!r}: fn must be callable")
+    with _lock:
+        _sections[name] = fn
+
+
+def unregister_section(name: str) -> None:
+    """Remove a diagnostics report section by name."""
+    with _lock:
+        _sections.pop(name, None)
+
+
+def sections() -> dict[str, SectionFn]:
+    """A copy of the registered report sections."""
+    with _lock:
+        return dict(_sections)

@@ -1,0 +1,158 @@
+"""Where running services announce themselves, so the CLI can find them.
+
+A service whose API server is up writes ``<runtime dir>/<pid>.json`` (its PID, process
+start time, API URL, memdiag version) and the API token in ``<pid>.token`` with mode
+0600, in a per-user directory with mode 0700: ``$MEMDIAG_RUNTIME_DIR``, else
+``$XDG_RUNTIME_DIR/memdiag``, else ``<tmp>/memdiag-<uid>``. Entries of dead processes,
+or of a reused PID whose start time differs, are ignored and removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .probes.process import read_stat
+
+__all__ = ["ServiceEntry", "list_services", "register_service", "runtime_dir", "unregister_service"]
+
+
+def runtime_dir(create: bool = False) -> Path:
+    """The per-user directory service entries live in (made 0700 when ``create``)."""
+    explicit = os.environ.get("MEMDIAG_RUNTIME_DIR")
+    if explicit:
+        d = Path(explicit)
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        d = Path(os.environ["XDG_RUNTIME_DIR"]) / "memdiag"
+    else:
+        d = Path(tempfile.gettempdir()) / f"memdiag-{os.getuid()}"
+    if create:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = d.stat()
+        if st.st_uid != os.getuid():
+            raise PermissionError(f"{d} belongs to another user; set MEMDIAG_RUNTIME_DIR")
+        if st.st_mode & 0o077:
+            os.chmod(d, 0o700)
+    return d
+
+
+def _start_ticks(pid: int) -> int | None:
+    st = read_stat(pid)
+    return None if st is None else st.start_ticks
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    """A running service that announced itself."""
+
+    pid: int
+    start_ticks: int
+    url: str | None
+    version: str
+    name: str
+    started_at: float
+    token_file: str | None
+
+    def token(self) -> str | None:
+        """The API token, read from its 0600 file (``None`` if unreadable)."""
+        if not self.token_file:
+            return None
+        try:
+            return Path(self.token_file).read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "url": self.url,
+            "version": self.version,
+            "name": self.name,
+            "started_at": self.started_at,
+        }
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def register_service(url: str | None, token: str | None, *, name: str = "", started_at: float = 0.0) -> Path:
+    """Announce this process; returns the entry's path."""
+    from . import __version__
+
+    pid = os.getpid()
+    d = runtime_dir(create=True)
+    token_file = None
+    if token:
+        token_file = d / f"{pid}.token"
+        _write_private(token_file, token + "\n")
+    entry = {
+        "pid": pid,
+        "start_ticks": _start_ticks(pid),
+        "url": url,
+        "version": __version__,
+        "name": name,
+        "started_at": started_at,
+        "token_file": str(token_file) if token_file else None,
+    }
+    path = d / f"{pid}.json"
+    _write_private(path, json.dumps(entry))
+    return path
+
+
+def unregister_service(pid: int | None = None) -> None:
+    """Remove this process's entry (or ``pid``'s); missing entries are fine."""
+    pid = os.getpid() if pid is None else pid
+    d = runtime_dir()
+    for suffix in (".json", ".token"):
+        with contextlib.suppress(OSError):
+            (d / f"{pid}{suffix}").unlink()
+
+
+def list_services(*, prune: bool = True) -> list[ServiceEntry]:
+    """Live services of this user; stale entries are skipped (and removed if ``prune``)."""
+    d = runtime_dir()
+    out = []
+    try:
+        files = sorted(d.glob("*.json"))
+    except OSError:
+        return out
+    for f in files:
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+            pid = int(data["pid"])
+            entry = ServiceEntry(
+                pid=pid,
+                start_ticks=int(data.get("start_ticks") or 0),
+                url=data.get("url"),
+                version=str(data.get("version", "")),
+                name=str(data.get("name", "")),
+                started_at=float(data.get("started_at") or 0.0),
+                token_file=data.get("token_file"),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            if prune:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+            continue
+        live = _start_ticks(pid)
+        if live is None or (entry.start_ticks and live != entry.start_ticks):
+            if prune:
+                unregister_service(pid)
+            continue
+        out.append(entry)
+    return out
