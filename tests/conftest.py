@@ -1,0 +1,100 @@
+"""Shared fixtures: fresh monitors with fast intervals, isolated runtime/config dirs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+import memdiag
+from memdiag import registry
+from memdiag.config import MemoryConfig
+from memdiag.service import MemoryDiagnostics
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test gets its own runtime and config directories, and no MEMDIAG_* leaks in."""
+    base = tmp_path_factory.mktemp("memdiag-env")
+    for key in list(os.environ):
+        if key.startswith("MEMDIAG_"):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MEMDIAG_RUNTIME_DIR", str(base / "run"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
+    yield
+    MemoryDiagnostics.reset_instance()
+
+
+@pytest.fixture
+def fast_config() -> MemoryConfig:
+    """A config that reacts within a test's patience (no sustain, quick samples)."""
+    return MemoryConfig(
+        sample_interval=0.05,
+        profile_interval=1.0,
+        sustain_seconds=0.0,
+        recovery_seconds=0.0,
+        cleanup_cooldown=0.0,
+        enable_auto_cleanup=False,
+    )
+
+
+@pytest.fixture
+def diag(fast_config: MemoryConfig) -> Iterator[MemoryDiagnostics]:
+    """A stopped, non-shared MemoryDiagnostics with ``fast_config``."""
+    d = MemoryDiagnostics(fast_config)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def shared(fast_config: MemoryConfig) -> Iterator[MemoryDiagnostics]:
+    """The shared instance, started with ``fast_config``; stopped afterwards."""
+    d = memdiag.start(fast_config)
+    try:
+        yield d
+    finally:
+        memdiag.stop()
+        MemoryDiagnostics.reset_instance()
+
+
+@pytest.fixture
+def children() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """A list to put real child processes in; every one is killed and reaped afterwards."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def spawn_sleeper(seconds: float = 60.0) -> subprocess.Popen[bytes]:
+    """A real Python child that sleeps (killed by the ``children`` fixture)."""
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+
+
+@pytest.fixture
+def clean_registry() -> Iterator[None]:
+    """Remove cleanup actions, signals, collectors and sections a test added."""
+    before_actions = {a.name for a in registry.cleanup_actions()}
+    before_signals = set(registry.signal_sources())
+    before_collectors = set(registry.collectors())
+    before_sections = set(registry.sections())
+    yield
+    for a in registry.cleanup_actions():
+        if a.name not in before_actions:
+            registry.unregister_cleanup(a.name)
+    for n in set(registry.signal_sources()) - before_signals:
+        registry.unregister_signal(n)
+    for n in set(registry.collectors()) - before_collectors:
+        registry.unregister_collector(n)
+    for n in set(registry.sections()) - before_sections:
+        registry.unregister_section(n)
