@@ -74,6 +74,9 @@ def children() -> Iterator[list[subprocess.Popen[bytes]]]:
             p.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+        for stream in (p.stdin, p.stdout, p.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def spawn_sleeper(seconds: float = 60.0) -> subprocess.Popen[bytes]:

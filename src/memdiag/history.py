@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 import threading
 import time
 from array import array
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .sample import Sample
 from .stats import Trend, trend
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["COLUMNS", "History", "HistoryStore", "summarize"]
 
@@ -189,6 +191,8 @@ class HistoryStore:
         self._conn: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
+        import sqlite3  # imported on first use: importing memdiag stays cheap
+
         if self._conn is None:
             parent = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(parent, exist_ok=True)
@@ -232,7 +236,7 @@ class HistoryStore:
                 conn.execute("DELETE FROM samples WHERE time < ?", (now - self.retention,))
                 self._pruned_at = now
             self.last_error = None
-        except (sqlite3.Error, OSError) as exc:
+        except (_sqlite_error(), OSError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
 
     def query(self, since: float | None = None, until: float | None = None, columns: Sequence[str] = ("rss",), limit: int = 10000) -> list[dict[str, Any]]:
@@ -246,7 +250,7 @@ class HistoryStore:
             try:
                 cur = self._connect().execute(sql, (since or 0.0, until or 1e18, int(limit)))
                 return [dict(zip(names, r)) for r in cur.fetchall()]
-            except (sqlite3.Error, OSError) as exc:
+            except (_sqlite_error(), OSError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 return []
 
@@ -256,6 +260,12 @@ class HistoryStore:
             if self._conn is not None:
                 try:
                     self._conn.close()
-                except sqlite3.Error:
+                except _sqlite_error():
                     pass
                 self._conn = None
+
+
+def _sqlite_error() -> type[Exception]:
+    import sqlite3
+
+    return sqlite3.Error

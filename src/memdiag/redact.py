@@ -18,6 +18,7 @@ _QUERY_SECRET = re.compile(
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"(?P<p>\b(bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 MASK = "***"
 
 
@@ -50,7 +51,7 @@ def redact_argv(argv: Sequence[str], max_len: int = 4096) -> list[str]:
             mask_next = True
         elif "=" in arg and not arg.startswith("-"):
             name, _, value = arg.partition("=")
-            if _SECRET_NAME.search(name) and " " not in name:
+            if _ENV_NAME.fullmatch(name) and _SECRET_NAME.search(name):
                 out.append(f"{name}={MASK}")
             else:
                 out.append(redact_url(arg))

@@ -1,0 +1,32 @@
+"""Importing memdiag is cheap: no threads, no frameworks, no tracemalloc; the API is curated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import memdiag
+
+HEAVY = ("fastapi", "flask", "aiohttp", "starlette", "uvicorn", "click", "asyncio", "sqlite3", "http.server")
+
+
+def test_import_starts_nothing_and_loads_no_framework() -> None:
+    code = (
+        "import sys, threading, tracemalloc, json\n"
+        "before = set(sys.modules)\n"
+        "import memdiag\n"
+        "print(json.dumps({'threads': threading.active_count(), 'tracing': tracemalloc.is_tracing(),"
+        " 'mods': sorted(set(sys.modules) - before)}))\n"
+    )
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert out["threads"] == 1 and out["tracing"] is False
+    loaded = [m for m in out["mods"] if m.split(".")[0] in {h.split(".")[0] for h in HEAVY} and m in HEAVY]
+    assert loaded == [], loaded
+
+
+def test_all_is_sorted_and_every_name_resolves() -> None:
+    names = [n for n in memdiag.__all__ if n != "__version__"]
+    assert names == sorted(names)
+    for name in memdiag.__all__:
+        assert getattr(memdiag, name) is not None, name

@@ -1,0 +1,200 @@
+"""MemoryDiagnostics: the shared instance, the monitor thread, reports, fork safety."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+import memdiag
+from memdiag import registry
+from memdiag.config import MemoryConfig
+from memdiag.errors import ConfigError
+from memdiag.service import MemoryDiagnostics
+
+from .conftest import spawn_sleeper
+
+MIB = 1024 * 1024
+
+
+def wait_for(pred, timeout: float = 10.0, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+def test_shared_instance_start_stop_idempotent(fast_config) -> None:
+    a = memdiag.start(fast_config)
+    b = memdiag.start()
+    assert a is b is MemoryDiagnostics.get_instance()
+    assert a.running
+    wait_for(lambda: a._ticks >= 3)
+    memdiag.stop()
+    memdiag.stop()
+    assert not a.running
+
+
+def test_profile_report_shape_and_json(diag) -> None:
+    p = diag.profile()
+    json.dumps(p, allow_nan=False)
+    assert p["process"]["pid"] == os.getpid()
+    assert p["process"]["rss_bytes"] > 0
+    assert p["process"]["threshold_bytes"] == 500 * MIB
+    assert p["process"]["uss_bytes"] > 0  # first report includes a profile tick
+    assert {"total_bytes", "available_bytes", "percent"} <= set(p["system"])
+    assert "cgroup" in p  # None where there is no memory cgroup
+    assert p["pressure"]["level"] == "ok" and isinstance(p["pressure"]["reasons"], list)
+
+
+def test_diagnostics_report_shape(diag, children) -> None:
+    children.append(spawn_sleeper())
+    d = diag.diagnostics()
+    json.dumps(d, allow_nan=False)
+    assert d["config"]["memory_threshold_mb"] == 500
+    (child,) = [s for s in d["subprocesses"] if s["pid"] == children[0].pid]
+    assert child["rss_bytes"] > 0 and child["cmdline"][0] == sys.executable
+    assert {"monitor_cpu_seconds", "memory_bytes", "tick_seconds_median"} <= set(d["overhead"])
+    assert {"last", "runs", "retry_after_seconds", "actions"} <= set(d["cleanup"])
+
+
+def test_real_pressure_transition_and_auto_cleanup(fast_config, clean_registry) -> None:
+    freed: list[int] = []
+    hog = [bytes([7]) * (64 * MIB)]
+
+    def release(ctx):
+        if not ctx.dry_run and hog:
+            hog.clear()
+            freed.append(1)
+        return {"count": len(freed)}
+
+    registry.register_cleanup("test_hog", release, order=5)
+    rss_mb = memdiag.probes.read_statm_rss() / MIB
+    cfg = fast_config.updated(memory_threshold_mb=max(1.0, rss_mb - 10), enable_auto_cleanup=True)
+    d = MemoryDiagnostics(cfg)
+    events: list[tuple[str, str]] = []
+    d.on_pressure_change(lambda prev, cur: events.append((prev.level, cur.level)))
+    with d:
+        wait_for(lambda: d.ladder.last_result is not None)
+    result = d.ladder.last_result.to_dict()
+    assert result["reason"] == "auto" and result["level_before"] == "critical"
+    assert "test_hog" in result["actions_taken"] and freed
+    assert ("ok", "critical") in events
+    assert d.events[0]["reasons"][0]["signal"] == "process_rss"
+    d.close()
+
+
+def test_configure_validates_as_a_whole_and_applies_live(diag) -> None:
+    with pytest.raises(ConfigError) as info:
+        diag.configure(memory_threshold_mb=100, cache_pressure_threshold=3)
+    assert "cache_pressure_threshold" in info.value.errors
+    assert diag.config.memory_threshold_mb == 500
+    diag.configure(memory_threshold_mb=100, history_size=50)
+    assert diag.detector.config.memory_threshold_mb == 100
+    assert diag.history.capacity == 50
+
+
+def test_configure_persist_writes_the_file(diag) -> None:
+    from memdiag.config import default_config_path, load_config
+
+    diag.configure({"memory_threshold_mb": 750}, persist=True)
+    assert load_config(environ={}).memory_threshold_mb == 750
+    assert default_config_path().exists()
+
+
+def test_history_is_bounded_and_trends_project(diag) -> None:
+    diag.configure(history_size=20)
+    for _ in range(30):
+        diag.tick()
+    assert len(diag.history) == 20
+    rows = diag.history_rows(last=5, columns=["rss"])
+    assert len(rows) == 5 and rows[-1]["rss"] > 0
+    t = diag.trends(window_seconds=3600)
+    assert "rss" in t
+
+
+def test_monitor_survives_a_failing_collector_and_reports_it(fast_config, clean_registry) -> None:
+    registry.register_collector("bad", lambda profile: 1 / 0)
+    registry.register_collector("good", lambda profile: {"n": 1})
+    d = MemoryDiagnostics(fast_config).start()
+    try:
+        wait_for(lambda: d._ticks >= 3)
+        assert d.running
+        assert d.last_sample.extra["good"] == {"n": 1}
+        assert "bad" in d.overhead()["collector_errors"]
+    finally:
+        d.close()
+
+
+def test_async_helpers_do_not_block_the_loop(diag) -> None:
+    async def main() -> tuple[dict, int]:
+        beats = 0
+
+        async def heartbeat() -> None:
+            nonlocal beats
+            while True:
+                beats += 1
+                await asyncio.sleep(0.001)
+
+        hb = asyncio.create_task(heartbeat())
+        results = await asyncio.gather(diag.aprofile(), diag.adiagnostics(), diag.acleanup(dry_run=True))
+        hb.cancel()
+        return results[0], beats
+
+    profile, beats = asyncio.run(main())
+    assert profile["process"]["rss_bytes"] > 0
+    assert beats >= 1
+
+
+def test_report_sections_are_added_and_errors_contained(diag, clean_registry) -> None:
+    registry.register_section("custom", lambda d: {"ok": True})
+    registry.register_section("broken", lambda d: 1 / 0)
+    report = diag.diagnostics()
+    assert report["custom"] == {"ok": True}
+    assert "ZeroDivisionError" in report["broken"]["error"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_forked_child_gets_its_own_clean_monitor(fast_config) -> None:
+    d = memdiag.start(fast_config)
+    wait_for(lambda: d._ticks >= 2)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report what its monitor looks like, then leave at once
+        try:
+            time.sleep(0.5)
+            inst = MemoryDiagnostics.get_instance()
+            info = {
+                "same": inst is d,
+                "pid_ok": inst.pid == os.getpid(),
+                "running": inst.running,
+                "ticks": inst._ticks,
+                "http": inst.http_server is None,
+                "history_pids": inst.last_sample.process.pid if inst.last_sample else None,
+            }
+            os.write(w, json.dumps(info).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 4096):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    info = json.loads(data)
+    assert info["pid_ok"] and info["running"] and info["http"]
+    assert info["history_pids"] == pid  # it samples itself, not the parent
+    assert d.running and d.pid == os.getpid()
+
+
+def test_monitor_thread_is_a_daemon_named_for_humans(shared) -> None:
+    names = {t.name: t.daemon for t in threading.enumerate()}
+    assert names.get("memdiag-monitor") is True
