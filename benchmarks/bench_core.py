@@ -1,0 +1,262 @@
+"""Core engine benchmarks: tick cost, monitoring overhead, own memory, cleanup speed.
+
+Run:  python benchmarks/bench_core.py [--quick]
+
+Everything is measured side by side in one run, in interleaved rounds, and reported as
+medians and ratios (the machines here are shared and noisy):
+
+1. One cheap tick (self + cgroup + PSI + 100 live children) vs the naive psutil loop a
+   user would write (``virtual_memory()``, ``memory_info()``, ``children(recursive=True)``
+   and each child's ``memory_info()``).
+2. Slowdown of a CPU- and allocation-heavy workload with the monitor at
+   ``sample_interval=1`` vs no monitor vs a naive psutil polling thread at 1 s.
+3. The monitor's own memory with its history full (RSS and tracemalloc).
+4. A cleanup that clears 500 MB of cached data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+import psutil  # noqa: E402  (after the path tweak, for running from a checkout)
+
+from memdiag import registry  # noqa: E402
+from memdiag.config import MemoryConfig  # noqa: E402
+from memdiag.probes import read_statm_rss  # noqa: E402
+from memdiag.sample import Sampler  # noqa: E402
+from memdiag.service import MemoryDiagnostics  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def bench_tick(n_children: int, rounds: int) -> dict:
+    kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]) for _ in range(n_children)]
+    try:
+        time.sleep(1.0)
+        sampler = Sampler()
+        sampler.take(profile=True)
+        me = psutil.Process()
+
+        def naive() -> int:
+            psutil.virtual_memory()
+            total = me.memory_info().rss
+            for c in me.children(recursive=True):
+                try:
+                    total += c.memory_info().rss
+                except psutil.Error:
+                    pass
+            return total
+
+        naive()
+        ours, theirs = [], []
+        for _ in range(rounds):  # interleaved
+            t = time.perf_counter()
+            s = sampler.take()
+            ours.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            naive()
+            theirs.append(time.perf_counter() - t)
+        assert len(s.children) == n_children, len(s.children)
+        sampler.close()
+        return {
+            "children": n_children,
+            "memdiag_tick_median_ms": statistics.median(ours) * 1e3,
+            "memdiag_tick_p90_ms": pct(ours, 0.9) * 1e3,
+            "psutil_naive_median_ms": statistics.median(theirs) * 1e3,
+            "ratio_naive_over_memdiag": statistics.median(theirs) / statistics.median(ours),
+            "cgroup": s.cgroup is not None,
+            "psi": s.psi is not None,
+        }
+    finally:
+        for k in kids:
+            k.kill()
+            k.wait()
+
+
+def workload(n: int) -> float:
+    """CPU- and allocation-heavy: dicts, lists, strings, JSON."""
+    t = time.perf_counter()
+    acc = 0
+    for i in range(n):
+        d = {f"k{j}": [j, str(j) * 3, {"x": j}] for j in range(40)}
+        s = json.dumps(d)
+        acc += len(s) + sum(len(v[1]) for v in d.values())
+    return time.perf_counter() - t
+
+
+def naive_poller(stop: threading.Event) -> None:
+    me = psutil.Process()
+    while not stop.wait(1.0):
+        psutil.virtual_memory()
+        me.memory_info()
+        for c in me.children(recursive=True):
+            try:
+                c.memory_info()
+            except psutil.Error:
+                pass
+
+
+def bench_overhead(rounds: int, n: int) -> dict:
+    workload(n // 4)  # warm up
+    results: dict[str, list[float]] = {"baseline": [], "memdiag": [], "psutil_naive": []}
+    cfg = MemoryConfig(sample_interval=1.0, enable_auto_cleanup=False)
+    for _ in range(rounds):
+        for mode in ("baseline", "memdiag", "psutil_naive"):
+            gc.collect()
+            if mode == "memdiag":
+                d = MemoryDiagnostics(cfg).start()
+                results[mode].append(workload(n))
+                d.close()
+            elif mode == "psutil_naive":
+                stop = threading.Event()
+                t = threading.Thread(target=naive_poller, args=(stop,), daemon=True)
+                t.start()
+                results[mode].append(workload(n))
+                stop.set()
+                t.join()
+            else:
+                results[mode].append(workload(n))
+    base = statistics.median(results["baseline"])
+    # Ratio of each round against the baseline run next to it, then the median.
+    per_round = [m / b for m, b in zip(results["memdiag"], results["baseline"])]
+    per_round_naive = [m / b for m, b in zip(results["psutil_naive"], results["baseline"])]
+    return {
+        "rounds": rounds,
+        "workload_seconds_median": base,
+        "memdiag_slowdown_percent_median": (statistics.median(per_round) - 1) * 100,
+        "memdiag_slowdown_percent_of_medians": (statistics.median(results["memdiag"]) / base - 1) * 100,
+        "psutil_naive_slowdown_percent_median": (statistics.median(per_round_naive) - 1) * 100,
+    }
+
+
+def bench_own_memory(history: int) -> dict:
+    gc.collect()
+    rss0 = read_statm_rss()
+    tracemalloc.start()
+    d = MemoryDiagnostics(MemoryConfig(history_size=history, enable_auto_cleanup=False))
+    for _ in range(history + 50):
+        d.tick(profile=False)
+    d.tick(profile=True)
+    d.diagnostics()
+    traced, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    gc.collect()
+    rss1 = read_statm_rss()
+    out = {
+        "history_size": history,
+        "history_full": len(d.history) == history,
+        "tracemalloc_current_mb": traced / MIB,
+        "tracemalloc_peak_mb": peak / MIB,
+        "rss_delta_mb": ((rss1 or 0) - (rss0 or 0)) / MIB,
+        "self_reported_mb": d.overhead()["memory_bytes"] / MIB,
+    }
+    d.close()
+    return out
+
+
+class BytesCache:
+    """A cache of real, touched 1 MiB values registered like SharedPromptCache."""
+
+    name = "bench"
+
+    def __init__(self, mb: int) -> None:
+        self.items = [bytes([i % 251 + 1]) * MIB for i in range(mb)]
+
+    def metrics(self) -> dict:
+        b = len(self.items) * MIB
+        return {"entries": len(self.items), "bytes": b, "max_bytes": 2 * b or 1, "fill_ratio": 0.5}
+
+    def shrink(self, fraction: float) -> int:
+        k = int(len(self.items) * fraction)
+        del self.items[:k]
+        return k * MIB
+
+    def clear(self, cause: str = "manual") -> int:
+        freed = len(self.items) * MIB
+        self.items.clear()
+        return freed
+
+
+def bench_cleanup(mb: int, rounds: int) -> dict:
+    try:
+        from memdiag import SharedPromptCache
+
+        kind = "SharedPromptCache"
+    except (ImportError, AttributeError):
+        SharedPromptCache = None  # type: ignore[assignment]
+        kind = "bytes cache"
+    times, freed_rss, freed = [], [], []
+    d = MemoryDiagnostics(MemoryConfig(cleanup_cooldown=0, enable_auto_cleanup=False))
+    for r in range(rounds):
+        if SharedPromptCache is not None:
+            cache = SharedPromptCache(max_bytes=(mb + 64) * MIB, max_entries=mb * 2, name=f"bench{r}")
+            for i in range(mb):
+                cache.set(f"k{i}", bytes([i % 251 + 1]) * MIB)
+        else:
+            cache = BytesCache(mb)
+            registry.register_cache(cache)
+        result = d.cleanup(force=True)
+        times.append(result["seconds"])
+        freed.append(result["freed_bytes"] / MIB)
+        freed_rss.append((result["rss_freed_bytes"] or 0) / MIB)
+        registry.unregister_cache(cache)
+        del cache
+    d.close()
+    return {
+        "cache": kind,
+        "cached_mb": mb,
+        "cleanup_seconds_median": statistics.median(times),
+        "cleanup_seconds_max": max(times),
+        "freed_mb_accounted_median": statistics.median(freed),
+        "freed_mb_rss_median": statistics.median(freed_rss),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    ap.add_argument("--json", action="store_true", help="print JSON only")
+    args = ap.parse_args()
+    q = args.quick
+    res = {
+        "tick": bench_tick(100, 100 if q else 400),
+        "overhead": bench_overhead(3 if q else 9, 20000 if q else 80000),  # ~1.2 s / ~5 s rounds
+        "own_memory": bench_own_memory(3600),
+        "cleanup_500mb": bench_cleanup(500, 2 if q else 5),
+    }
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return
+    t, o, m, c = res["tick"], res["overhead"], res["own_memory"], res["cleanup_500mb"]
+    print("| measure | memdiag | alternative | ratio / bar |")
+    print("| --- | --- | --- | --- |")
+    print(f"| one tick, 100 children (median) | {t['memdiag_tick_median_ms']:.3f} ms (p90 {t['memdiag_tick_p90_ms']:.3f}) "
+          f"| psutil naive {t['psutil_naive_median_ms']:.3f} ms | naive/memdiag {t['ratio_naive_over_memdiag']:.1f}x; bar <= 1 ms |")
+    print(f"| workload slowdown, monitor at 1 s | {o['memdiag_slowdown_percent_median']:+.2f}% "
+          f"| psutil poller {o['psutil_naive_slowdown_percent_median']:+.2f}% | bar <= 0.5% ({o['rounds']} interleaved rounds of {o['workload_seconds_median']:.2f} s) |")
+    print(f"| own memory, history full ({m['history_size']}) | tracemalloc {m['tracemalloc_current_mb']:.2f} MB "
+          f"(peak {m['tracemalloc_peak_mb']:.2f}), RSS +{m['rss_delta_mb']:.2f} MB | self-reported {m['self_reported_mb']:.2f} MB | bar <= 10 MB |")
+    print(f"| cleanup of {c['cached_mb']} MB cached ({c['cache']}) | {c['cleanup_seconds_median']:.3f} s median, "
+          f"{c['cleanup_seconds_max']:.3f} s max | freed {c['freed_mb_accounted_median']:.0f} MB accounted, "
+          f"{c['freed_mb_rss_median']:.0f} MB RSS | bar < 1 s |")
+    print(f"\ncgroup seen: {t['cgroup']}, PSI seen: {t['psi']}")
+
+
+if __name__ == "__main__":
+    main()
