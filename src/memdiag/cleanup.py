@@ -186,7 +186,7 @@ class CleanupLadder:
     def _run_locked(self, cfg: MemoryConfig, *, force: bool, dry: bool, reason: str, level: str) -> CleanupResult:
         start = time.perf_counter()
         emergency = force or reason in ("manual", "forced") or level == "critical"
-        ctx = CleanupContext(level=level, emergency=emergency, dry_run=dry, reason=reason)
+        ctx = CleanupContext(level=level, emergency=emergency, dry_run=dry, reason=reason, config=cfg)
         result = CleanupResult(True, reason, dry, level_before=level)
         result.rss_before = read_statm_rss(self._pid)
         for action in registry.cleanup_actions():
@@ -254,7 +254,7 @@ class CleanupLadder:
 
 def _caches_action(config_getter: Callable[[], MemoryConfig]) -> registry.CleanupFn:
     def shrink_caches(ctx: CleanupContext) -> dict[str, Any]:
-        fraction = 1.0 if ctx.emergency else config_getter().cache_shrink_fraction
+        fraction = 1.0 if ctx.emergency else (ctx.config or config_getter()).cache_shrink_fraction
         freed = 0
         names = []
         for cache in registry.caches():
@@ -307,7 +307,7 @@ def malloc_trim_available() -> bool:
 
 def _trim_action(config_getter: Callable[[], MemoryConfig]) -> registry.CleanupFn:
     def malloc_trim(ctx: CleanupContext) -> dict[str, Any]:
-        if not config_getter().malloc_trim:
+        if not (ctx.config or config_getter()).malloc_trim:
             return {"detail": "disabled by config (malloc_trim = false)"}
         if not malloc_trim_available():
             return {"detail": "not available (not glibc)"}

@@ -74,12 +74,15 @@ class CleanupContext:
             do their stronger variant (clear instead of shrink, terminate instead of reap).
         dry_run: the action must only report what it would do, and change nothing.
         reason: "auto", "manual" or "forced".
+        config: the configuration of the monitor running the ladder (rungs should read
+            their settings from here rather than from a captured getter).
     """
 
     level: str
     emergency: bool
     dry_run: bool
     reason: str
+    config: Any = None
 
 
 # An action returns None, or a dict of facts: "freed_bytes" (its own accounting, e.g.
