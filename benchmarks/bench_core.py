@@ -29,13 +29,13 @@ import tracemalloc
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-import psutil  # noqa: E402  (after the path tweak, for running from a checkout)
+import psutil
 
-from memdiag import registry  # noqa: E402
-from memdiag.config import MemoryConfig  # noqa: E402
-from memdiag.probes import read_statm_rss  # noqa: E402
-from memdiag.sample import Sampler  # noqa: E402
-from memdiag.service import MemoryDiagnostics  # noqa: E402
+from memdiag import registry
+from memdiag.config import MemoryConfig
+from memdiag.probes import read_statm_rss
+from memdiag.sample import Sampler
+from memdiag.service import MemoryDiagnostics
 
 MIB = 1024 * 1024
 
@@ -93,7 +93,7 @@ def workload(n: int) -> float:
     """CPU- and allocation-heavy: dicts, lists, strings, JSON."""
     t = time.perf_counter()
     acc = 0
-    for i in range(n):
+    for _i in range(n):
         d = {f"k{j}": [j, str(j) * 3, {"x": j}] for j in range(40)}
         s = json.dumps(d)
         acc += len(s) + sum(len(v[1]) for v in d.values())
@@ -246,15 +246,26 @@ def main() -> None:
     t, o, m, c = res["tick"], res["overhead"], res["own_memory"], res["cleanup_500mb"]
     print("| measure | memdiag | alternative | ratio / bar |")
     print("| --- | --- | --- | --- |")
-    print(f"| one tick, 100 children (median) | {t['memdiag_tick_median_ms']:.3f} ms (p90 {t['memdiag_tick_p90_ms']:.3f}) "
-          f"| psutil naive {t['psutil_naive_median_ms']:.3f} ms | naive/memdiag {t['ratio_naive_over_memdiag']:.1f}x; bar <= 1 ms |")
-    print(f"| workload slowdown, monitor at 1 s | {o['memdiag_slowdown_percent_median']:+.2f}% "
-          f"| psutil poller {o['psutil_naive_slowdown_percent_median']:+.2f}% | bar <= 0.5% ({o['rounds']} interleaved rounds of {o['workload_seconds_median']:.2f} s) |")
-    print(f"| own memory, history full ({m['history_size']}) | tracemalloc {m['tracemalloc_current_mb']:.2f} MB "
-          f"(peak {m['tracemalloc_peak_mb']:.2f}), RSS +{m['rss_delta_mb']:.2f} MB | self-reported {m['self_reported_mb']:.2f} MB | bar <= 10 MB |")
-    print(f"| cleanup of {c['cached_mb']} MB cached ({c['cache']}) | {c['cleanup_seconds_median']:.3f} s median, "
-          f"{c['cleanup_seconds_max']:.3f} s max | freed {c['freed_mb_accounted_median']:.0f} MB accounted, "
-          f"{c['freed_mb_rss_median']:.0f} MB RSS | bar < 1 s |")
+    print(
+        f"| one tick, 100 children (median) | {t['memdiag_tick_median_ms']:.3f} ms "
+        f"(p90 {t['memdiag_tick_p90_ms']:.3f}) | psutil naive {t['psutil_naive_median_ms']:.3f} ms "
+        f"| naive/memdiag {t['ratio_naive_over_memdiag']:.1f}x; bar <= 1 ms |"
+    )
+    print(
+        f"| workload slowdown, monitor at 1 s | {o['memdiag_slowdown_percent_median']:+.2f}% "
+        f"| psutil poller {o['psutil_naive_slowdown_percent_median']:+.2f}% | bar <= 0.5% "
+        f"({o['rounds']} interleaved rounds of {o['workload_seconds_median']:.2f} s) |"
+    )
+    print(
+        f"| own memory, history full ({m['history_size']}) | tracemalloc {m['tracemalloc_current_mb']:.2f} MB "
+        f"(peak {m['tracemalloc_peak_mb']:.2f}), RSS +{m['rss_delta_mb']:.2f} MB "
+        f"| self-reported {m['self_reported_mb']:.2f} MB | bar <= 10 MB |"
+    )
+    print(
+        f"| cleanup of {c['cached_mb']} MB cached ({c['cache']}) | {c['cleanup_seconds_median']:.3f} s median, "
+        f"{c['cleanup_seconds_max']:.3f} s max | freed {c['freed_mb_accounted_median']:.0f} MB accounted, "
+        f"{c['freed_mb_rss_median']:.0f} MB RSS | bar < 1 s |"
+    )
     print(f"\ncgroup seen: {t['cgroup']}, PSI seen: {t['psi']}")
 
 

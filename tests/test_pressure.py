@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -24,7 +25,9 @@ def make_sample(rss_mb: float, *, t: float = 0.0, **kw) -> Sample:
         monotonic=t,
         profile=False,
         process=ProcessMemory(pid=1, rss=int(rss_mb * MIB)),
-        system=kw.get("system", SystemMemory(total=16 << 30, available=12 << 30, free=10 << 30, swap_total=0, swap_free=0)),
+        system=kw.get(
+            "system", SystemMemory(total=16 << 30, available=12 << 30, free=10 << 30, swap_total=0, swap_free=0)
+        ),
         cgroup=kw.get("cgroup"),
         psi=kw.get("psi"),
         python=PythonHeap(1, (0, 0, 0), (), (), (), 0, 1),
@@ -59,7 +62,7 @@ def feed(d: PressureDetector, clock: Clock, rss_mb: float, seconds: float, step:
 
 
 def test_levels_carry_reasons_with_signal_value_threshold() -> None:
-    d, clock = detector(sustain_seconds=0)
+    d, _clock = detector(sustain_seconds=0)
     state, prev = d.update(make_sample(600))
     assert state.level == "critical" and prev is not None and prev.level == "ok"
     (reason,) = [r for r in state.reasons if r["signal"] == "process_rss"]
@@ -92,7 +95,7 @@ def test_hysteresis_and_recovery_prevent_flapping() -> None:
     # Clearly below: still critical until the recovery time has passed.
     levels = feed(d, clock, 100, 12)
     assert levels[0] == "critical" and levels[-1] == "ok"
-    transitions = sum(1 for a, b in zip(levels, levels[1:]) if a != b)
+    transitions = sum(1 for a, b in itertools.pairwise(levels) if a != b)
     assert transitions == 1
 
 
@@ -105,9 +108,22 @@ def test_drops_to_the_highest_level_seen_during_recovery() -> None:
 
 def test_container_psi_children_and_cache_signals() -> None:
     d, _ = detector(sustain_seconds=0, subprocess_threshold_mb=100, psi_threshold=20)
-    cg = CgroupMemory(2, "/x", limit=1000 * MIB, high=None, usage=950 * MIB, working_set=950 * MIB,
-                      inactive_file=0, anon=None, file=None, swap=None, events={}, psi=Psi(30, 10, 1, 0, 5, 1, 0, 0))
-    kids = tuple(ChildInfo(10 + i, 1, "w", "S", 30 * MIB, 1, 1, 1) for i in range(4)) + (ChildInfo(99, 1, "z", "Z", 0, 1, 1, 1),)
+    cg = CgroupMemory(
+        2,
+        "/x",
+        limit=1000 * MIB,
+        high=None,
+        usage=950 * MIB,
+        working_set=950 * MIB,
+        inactive_file=0,
+        anon=None,
+        file=None,
+        swap=None,
+        events={},
+        psi=Psi(30, 10, 1, 0, 5, 1, 0, 0),
+    )
+    workers = [ChildInfo(10 + i, 1, "w", "S", 30 * MIB, 1, 1, 1) for i in range(4)]
+    kids = (*workers, ChildInfo(99, 1, "z", "Z", 0, 1, 1, 1))
     caches = ({"name": "prompts", "fill_ratio": 0.95, "bytes": 1},)
     state, _ = d.update(make_sample(10, cgroup=cg, children=kids, caches=caches))
     signals = {r["signal"]: r for r in state.reasons}

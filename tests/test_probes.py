@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from memdiag.probes import ChildWalker, detect_cgroup, read_cgroup, read_meminfo, read_psi, read_smaps_rollup, read_stat, read_statm_rss
+from memdiag.probes import (
+    ChildWalker,
+    detect_cgroup,
+    read_cgroup,
+    read_meminfo,
+    read_psi,
+    read_smaps_rollup,
+    read_stat,
+    read_statm_rss,
+)
 from memdiag.probes._io import PreadCache, parse_kv
 from memdiag.probes.system import _join
 from memdiag.sample import Sampler

@@ -7,9 +7,18 @@ from memdiag.redact import redact_argv, redact_url
 
 def test_option_values_pairs_urls_and_headers_are_masked() -> None:
     argv = [
-        "python", "app.py", "--password=hunter2", "--api-key", "sk-123456", "-t", "5",
-        "DB_PASSWORD=swordfish", "postgres://admin:s3cret@db/prod", "https://x/y?token=abc&page=2",
-        "Authorization: Bearer abcdefghijklmnop", "--port=8080",
+        "python",
+        "app.py",
+        "--password=hunter2",
+        "--api-key",
+        "sk-123456",
+        "-t",
+        "5",
+        "DB_PASSWORD=swordfish",
+        "postgres://admin:s3cret@db/prod",
+        "https://x/y?token=abc&page=2",
+        "Authorization: Bearer abcdefghijklmnop",
+        "--port=8080",
     ]
     out = " ".join(redact_argv(argv))
     for secret in ("hunter2", "sk-123456", "swordfish", "s3cret", "abc&", "abcdefghijklmnop"):

@@ -123,7 +123,9 @@ class CleanupLadder:
         pid: the process whose RSS measures the rungs.
     """
 
-    def __init__(self, config_getter: Callable[[], MemoryConfig], checker: Checker | None = None, pid: int | str = "self") -> None:
+    def __init__(
+        self, config_getter: Callable[[], MemoryConfig], checker: Checker | None = None, pid: int | str = "self"
+    ) -> None:
         self._config = config_getter
         self._checker = checker
         self._pid = pid
@@ -150,7 +152,9 @@ class CleanupLadder:
             return 0.0
         return max(0.0, self._config().cleanup_cooldown - (time.monotonic() - self._last_end))
 
-    def run(self, *, force: bool = False, dry_run: bool | None = None, reason: str = "manual", level: str = "ok") -> CleanupResult:
+    def run(
+        self, *, force: bool = False, dry_run: bool | None = None, reason: str = "manual", level: str = "ok"
+    ) -> CleanupResult:
         """Run the ladder once, unless another run is under way or the cooldown holds.
 
         Args:

@@ -75,7 +75,9 @@ class MemoryConfig:
     history_retention_days: float = _f(7.0, "Days of stored history to keep", min=0.01)
 
     # -- cleanup ---------------------------------------------------------------------------
-    auto_cleanup_level: str = _f("critical", "Pressure level that triggers auto-cleanup", choices=("warning", "critical"))
+    auto_cleanup_level: str = _f(
+        "critical", "Pressure level that triggers auto-cleanup", choices=("warning", "critical")
+    )
     cleanup_dry_run: bool = _f(False, "Cleanups only report what they would do")
     cache_shrink_fraction: float = _f(0.5, "Share of a cache's bytes a non-emergency cleanup evicts", ratio=True)
     malloc_trim: bool = _f(True, "Return freed heap to the OS with glibc malloc_trim(0)")
@@ -223,7 +225,9 @@ def _coerce(name: str, raw: Any) -> Any:
             try:
                 raw = float(raw.strip()) if info.type is float else int(raw.strip(), 10)
             except ValueError:
-                raise ValueError(f"must be {'a number' if info.type is float else 'a whole number'}, got {raw!r}") from None
+                raise ValueError(
+                    f"must be {'a number' if info.type is float else 'a whole number'}, got {raw!r}"
+                ) from None
         if info.type is int:
             if isinstance(raw, float) and raw.is_integer():
                 raw = int(raw)
@@ -375,9 +379,7 @@ def _toml_value(value: Any) -> str:
     return f'"{text}"'
 
 
-def save_config(
-    changes: Mapping[str, Any], path: str | os.PathLike[str] | None = None
-) -> Path:
+def save_config(changes: Mapping[str, Any], path: str | os.PathLike[str] | None = None) -> Path:
     """Persist ``changes`` into the TOML file, merged with what it holds, atomically.
 
     Only fields that differ from the defaults are kept, so the file stays short. The file

@@ -127,10 +127,15 @@ def main(duration: float = 30.0, *, http: bool = True, out: TextIO | None = None
         d = result.to_dict()
         if not d["performed"]:
             return
-        rungs = ", ".join(f"{a['name']} {human_bytes(a['freed_bytes'])} in {a['seconds'] * 1000:.1f} ms" for a in d["actions"] if not a["skipped"])
+        rungs = ", ".join(
+            f"{a['name']} {human_bytes(a['freed_bytes'])} in {a['seconds'] * 1000:.1f} ms"
+            for a in d["actions"]
+            if not a["skipped"]
+        )
         events.append(
             f"cleanup ({d['reason']}) freed {human_bytes(d['freed_bytes'])} "
-            f"(RSS {human_bytes(d['rss_before'])} -> {human_bytes(d['rss_after'])}) in {d['seconds'] * 1000:.0f} ms: {rungs}"
+            f"(RSS {human_bytes(d['rss_before'])} -> {human_bytes(d['rss_after'])}) "
+            f"in {d['seconds'] * 1000:.0f} ms: {rungs}"
         )
         work.paused.set()  # let the story end calm: the service stops caching new prompts
 
@@ -198,7 +203,7 @@ def _fmt(reason: dict[str, Any]) -> str:
 
 def _http_available() -> bool:
     try:
-        import memdiag.dashboard  # noqa: F401
+        import memdiag.dashboard
         import memdiag.http.server  # noqa: F401
     except ImportError:
         return False

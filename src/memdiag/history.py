@@ -120,7 +120,9 @@ class History:
         start = (self._next - n) % self.capacity
         return [(start + k) % self.capacity for k in range(n)]
 
-    def series(self, name: str, *, since: float | None = None, last: int | None = None) -> tuple[list[float], list[float]]:
+    def series(
+        self, name: str, *, since: float | None = None, last: int | None = None
+    ) -> tuple[list[float], list[float]]:
         """``(times, values)`` of one column, oldest first."""
         ci = COLUMNS.index(name)
         with self._lock:
@@ -135,7 +137,9 @@ class History:
             ys = [ys[k] for k in keep]
         return xs, ys
 
-    def rows(self, *, last: int | None = None, since: float | None = None, columns: Sequence[str] | None = None) -> list[dict[str, float | None]]:
+    def rows(
+        self, *, last: int | None = None, since: float | None = None, columns: Sequence[str] | None = None
+    ) -> list[dict[str, float | None]]:
         """Rows as dicts (NaN becomes None), oldest first."""
         names = list(columns) if columns else list(COLUMNS)
         cis = [COLUMNS.index(n) for n in names]
@@ -239,7 +243,13 @@ class HistoryStore:
         except (_sqlite_error(), OSError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
 
-    def query(self, since: float | None = None, until: float | None = None, columns: Sequence[str] = ("rss",), limit: int = 10000) -> list[dict[str, Any]]:
+    def query(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        columns: Sequence[str] = ("rss",),
+        limit: int = 10000,
+    ) -> list[dict[str, Any]]:
         """Stored rows in time order: ``time``, ``n`` and ``<col>_mean``/``<col>_max``."""
         bad = [c for c in columns if c not in COLUMNS[1:]]
         if bad:

@@ -127,7 +127,12 @@ def builtin_signals(sample: Sample, cfg: MemoryConfig) -> list[SignalReading]:
             if worst is not None:
                 out.append(
                     SignalReading(
-                        "child_rss", float(worst.rss_bytes), limit * w, limit, "bytes", f"pid {worst.pid} ({worst.name})"
+                        "child_rss",
+                        float(worst.rss_bytes),
+                        limit * w,
+                        limit,
+                        "bytes",
+                        f"pid {worst.pid} ({worst.name})",
                     )
                 )
     for cache in sample.caches:

@@ -50,7 +50,7 @@ def redact_argv(argv: Sequence[str], max_len: int = 4096) -> list[str]:
             out.append(arg)
             mask_next = True
         elif "=" in arg and not arg.startswith("-"):
-            name, _, value = arg.partition("=")
+            name = arg.partition("=")[0]
             if _ENV_NAME.fullmatch(name) and _SECRET_NAME.search(name):
                 out.append(f"{name}={MASK}")
             else:

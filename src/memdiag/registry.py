@@ -168,9 +168,7 @@ def caches() -> list[ManagedCache]:
     return [c for c in (r() for r in refs) if c is not None]
 
 
-def register_cleanup(
-    name: str, fn: CleanupFn, *, order: int = 100, emergency_only: bool = False
-) -> CleanupAction:
+def register_cleanup(name: str, fn: CleanupFn, *, order: int = 100, emergency_only: bool = False) -> CleanupAction:
     """Add (or replace, by name) a rung of the cleanup ladder.
 
     Args:

@@ -81,7 +81,9 @@ class Sample:
     @property
     def effective_limit(self) -> int | None:
         """The memory this process can really use: the container limit, else system RAM."""
-        limits = [x for x in (self.cgroup.limit if self.cgroup else None, self.system.total if self.system else None) if x]
+        limits = [
+            x for x in (self.cgroup.limit if self.cgroup else None, self.system.total if self.system else None) if x
+        ]
         return min(limits) if limits else None
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ file gives ``None`` for that figure, never an exception into the host. Each take
 machine in tests.
 """
 
-from .process import ProcStat, read_smaps_rollup, read_stat, read_statm_rss, page_size
+from .process import ProcStat, page_size, read_smaps_rollup, read_stat, read_statm_rss
 from .python import python_heap
 from .system import (
     CgroupLocation,

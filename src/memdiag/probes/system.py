@@ -9,9 +9,8 @@ and ``/proc/PID/mountinfo``; :func:`read_cgroup` reads its limit, usage, working
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ._io import parse_kv, read_bytes, read_int
 
@@ -29,10 +28,10 @@ def _int(data: bytes | None) -> int | None:
 
 __all__ = [
     "CgroupLocation",
-    "ancestor_limits",
     "CgroupMemory",
     "Psi",
     "SystemMemory",
+    "ancestor_limits",
     "detect_cgroup",
     "read_cgroup",
     "read_meminfo",

@@ -139,9 +139,7 @@ class ChildWalker:
 
     def _probe_children_files(self) -> bool:
         if self._has_children_files is None:
-            self._has_children_files = os.path.exists(
-                f"{self.proc_root}/{self.root_pid}/task/{self.root_pid}/children"
-            )
+            self._has_children_files = os.path.exists(f"{self.proc_root}/{self.root_pid}/task/{self.root_pid}/children")
         return self._has_children_files
 
     def _stat(self, pid: int, depth: int) -> ChildInfo | None:
