@@ -126,7 +126,7 @@ def unregister_service(pid: int | None = None) -> None:
 def list_services(*, prune: bool = True) -> list[ServiceEntry]:
     """Live services of this user; stale entries are skipped (and removed if ``prune``)."""
     d = runtime_dir()
-    out = []
+    out: list[ServiceEntry] = []
     try:
         files = sorted(d.glob("*.json"))
     except OSError:

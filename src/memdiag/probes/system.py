@@ -174,7 +174,7 @@ def read_psi(path: str, reader: Reader = read_bytes) -> Psi | None:
 def _mounts(proc_root: str, pid: int | str) -> list[tuple[str, str, str, set[str]]]:
     """(mount root, mount point, fstype, super options) for cgroup mounts."""
     data = read_bytes(f"{proc_root}/{pid}/mountinfo")
-    out = []
+    out: list[tuple[str, str, str, set[str]]] = []
     if not data:
         return out
     for line in data.decode("utf-8", "replace").splitlines():
@@ -244,9 +244,10 @@ def detect_cgroup(
     v1_mount = next(((root, mp) for root, mp, fs, opts in mounts if fs == "cgroup" and "memory" in opts), None)
     if cgroup_root is not None:
         v2_mount = ("/", cgroup_root) if v2_path is not None else None
-        v1_mount = ("/", os.path.join(cgroup_root, "memory")) if v1_path is not None else None
-        if v1_path is not None and not os.path.isdir(v1_mount[1]):
-            v1_mount = ("/", cgroup_root)
+        v1_mount = None
+        if v1_path is not None:
+            v1_dir = os.path.join(cgroup_root, "memory")
+            v1_mount = ("/", v1_dir if os.path.isdir(v1_dir) else cgroup_root)
 
     v2_dir = None
     if v2_path is not None and v2_mount is not None:

@@ -172,7 +172,7 @@ class ChildWalker:
                 if pid in seen:
                     continue
                 seen.add(pid)
-                node = nodes.get(pid)
+                node: _Node | None = nodes.get(pid)
                 info: ChildInfo | None = None
                 if node is not None and not full and node.statm_fd >= 0:
                     prev = node.info
@@ -193,7 +193,7 @@ class ChildWalker:
                         self.extra_roots.discard(pid)
                         continue
                     if node is not None and node.info.start_ticks != info.start_ticks:
-                        node.close()  # the PID was reused by another process
+                        self._drop(node)  # the PID was reused by another process
                         node = None
                     if node is None:
                         node = _Node(info)
@@ -202,30 +202,33 @@ class ChildWalker:
                             node.children_fd = _open(f"{self.proc_root}/{pid}/task/{pid}/children")
                             self._open_nodes += 1
                     node.info = info
+                assert node is not None  # known on the fast path, made on the slow one
                 out.append(info)
                 alive[pid] = node
                 if len(out) >= self.max_children:
                     break
                 if depth < self.max_depth and info.state != "Z":
+                    kids: list[int]
                     if full and info.num_threads > 1:
                         kids = self._children_of(pid, True)
                     elif node.children_fd >= 0:
                         try:
-                            kids = pread(node.children_fd, 65536, 0).split()
-                        except OSError:
+                            kids = [int(k) for k in pread(node.children_fd, 65536, 0).split()]
+                        except (OSError, ValueError):
                             kids = []
                     else:
                         kids = self._children_of(pid, False)
-                    if kids:
-                        nxt.extend((int(k), depth + 1) for k in kids)
+                    nxt.extend((k, depth + 1) for k in kids)
             frontier = nxt
         for pid in nodes.keys() - alive.keys():
-            node = nodes[pid]
-            if node.statm_fd >= 0:
-                self._open_nodes -= 1
-            node.close()
+            self._drop(nodes[pid])
         self._nodes = alive
         return out
+
+    def _drop(self, node: _Node) -> None:
+        if node.statm_fd >= 0:
+            self._open_nodes -= 1
+        node.close()
 
     def _scan_all(self) -> list[ChildInfo]:
         """Fallback without children files: read every /proc/*/stat, rate-limited."""
