@@ -151,8 +151,12 @@ def list_services(*, prune: bool = True) -> list[ServiceEntry]:
             continue
         live = _start_ticks(pid)
         if live is None or (entry.start_ticks and live != entry.start_ticks):
-            if prune:
-                unregister_service(pid)
+            if prune:  # the entry and its token file, whatever they are called
+                with contextlib.suppress(OSError):
+                    f.unlink()
+                if entry.token_file and Path(entry.token_file).parent == d:
+                    with contextlib.suppress(OSError):
+                        Path(entry.token_file).unlink()
             continue
         out.append(entry)
     return out
