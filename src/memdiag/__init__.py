@@ -34,6 +34,13 @@ if TYPE_CHECKING:
 # Names whose modules are imported on first use (they are larger, or optional).
 _LAZY: dict[str, str] = {
     "SharedPromptCache": "memdiag.cache",
+    "MemoryAwarePool": "memdiag.processes",
+    "NodeProcess": "memdiag.processes",
+    "Popen": "memdiag.processes",
+    "owned": "memdiag.processes",
+    "spawn": "memdiag.processes",
+    "spawn_node": "memdiag.processes",
+    "track": "memdiag.processes",
 }
 
 __all__ = [
@@ -41,20 +48,27 @@ __all__ = [
     "ConfigError",
     "HealthMonitor",
     "MemdiagError",
+    "MemoryAwarePool",
     "MemoryConfig",
     "MemoryDiagnostics",
     "MissingExtraError",
+    "NodeProcess",
+    "Popen",
     "ProcessNotOwnedError",
     "SharedPromptCache",
     "__version__",
     "active_config",
     "get_diagnostics",
     "load_config",
+    "owned",
     "register_cache",
     "register_cleanup",
     "save_config",
+    "spawn",
+    "spawn_node",
     "start",
     "stop",
+    "track",
     "unregister_cache",
     "unregister_cleanup",
 ]

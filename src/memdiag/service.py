@@ -71,6 +71,9 @@ class MemoryDiagnostics:
         self.http_server: Any = None
         self._init_state()
         install_builtin_actions(lambda: self._cfg)
+        from .processes import install as install_process_parts  # zombie/owned rungs, tree report
+
+        install_process_parts(lambda: self._cfg)
         _INSTANCES.add(self)
 
     def _init_state(self) -> None:

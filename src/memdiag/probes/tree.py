@@ -181,13 +181,14 @@ class ChildWalker:
                         rss = int(data.split()[1]) * _PAGE
                     except (OSError, IndexError, ValueError):
                         rss = -1  # gone: the fd is tied to the old process
-                    if rss > 0:
-                        if rss == prev.rss_bytes and depth == prev.depth:
+                    # A new depth means a new parent (re-parented orphan): re-read stat.
+                    if rss > 0 and depth == prev.depth:
+                        if rss == prev.rss_bytes:
                             info = prev
                         else:
-                            info = node.info = prev._replace(rss_bytes=rss, depth=depth)
+                            info = node.info = prev._replace(rss_bytes=rss)
                 if info is None:
-                    # New, a full pass, RSS 0 (a zombie has no memory map), or gone.
+                    # New, a full pass, moved, RSS 0 (a zombie has no memory map), or gone.
                     info = self._stat(pid, depth)
                     if info is None:
                         self.extra_roots.discard(pid)

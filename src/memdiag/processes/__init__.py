@@ -1,0 +1,88 @@
+"""Process-tree governance: ownership, spawning, reaping, termination, pools, Node.js.
+
+The public names (also on the ``memdiag`` package): :class:`Popen`, :func:`spawn`,
+:func:`owned`, :func:`track`, :class:`MemoryAwarePool`, :func:`spawn_node`,
+:class:`NodeProcess`. See ``docs/processes.md``.
+
+:func:`install` registers the tree observer, the ``zombies`` (40) and ``owned_children``
+(60) cleanup rungs, the ``owned_child_limit`` signal, the ``processes`` diagnostics
+section and the ``subprocesses()`` decorator. Every monitor calls it; it is idempotent.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from .. import registry as _registry
+from ..config import MemoryConfig
+from .ownership import OwnedProcess, is_descendant, owned_processes, owner_of, track
+from .reap import direct_zombies, reap_zombies
+from .sanitize import sanitize_env, sanitize_node_options
+from .spawn import Popen, owned, spawn
+from .subreaper import is_child_subreaper, set_child_subreaper
+from .terminate import stop_entries, terminate
+
+__all__ = [
+    "MemoryAwarePool",
+    "NodeProcess",
+    "OwnedProcess",
+    "Popen",
+    "direct_zombies",
+    "install",
+    "is_child_subreaper",
+    "is_descendant",
+    "owned",
+    "owned_processes",
+    "owner_of",
+    "reap_zombies",
+    "sanitize_env",
+    "sanitize_node_options",
+    "set_child_subreaper",
+    "spawn",
+    "spawn_node",
+    "stop_entries",
+    "terminate",
+    "track",
+]
+
+_LAZY = {
+    "MemoryAwarePool": "memdiag.processes.pool",
+    "NodeProcess": "memdiag.processes.node",
+    "spawn_node": "memdiag.processes.node",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'memdiag.processes' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def install(config_getter: Callable[[], MemoryConfig] | None = None) -> None:
+    """Register the process rungs, signals, report section and decorator (idempotent).
+
+    Args:
+        config_getter: where the rungs read ``terminate_policy`` and the grace period;
+            the monitor passes its own (the last one wins, as for the core rungs).
+    """
+    from ..service import add_subprocess_decorator
+    from . import groups, rungs
+
+    if config_getter is not None:
+        rungs.config_getter = config_getter
+    names = {a.name for a in _registry.cleanup_actions()}
+    if "zombies" not in names:
+        _registry.register_cleanup("zombies", rungs.zombies_rung, order=40)
+    if "owned_children" not in names:
+        _registry.register_cleanup("owned_children", rungs.owned_children_rung, order=60, emergency_only=True)
+    signals = _registry.signal_sources()
+    if "process_tree" not in signals:
+        _registry.register_signal("process_tree", groups.observe_signal)
+    if "owned_child_limit" not in signals:
+        _registry.register_signal("owned_child_limit", rungs.owned_limit_signal)
+    if "processes" not in _registry.sections():
+        _registry.register_section("processes", groups.processes_section)
+    add_subprocess_decorator(groups.decorate_subprocesses)

@@ -1,0 +1,389 @@
+"""Which processes the service owns, and how to name one without a PID-reuse race.
+
+A process is *owned* when it was started through memdiag (:class:`memdiag.Popen`,
+:func:`memdiag.spawn_node`, :class:`memdiag.MemoryAwarePool`) or handed to
+:func:`track`. Only owned processes in this service's own tree are ever signalled.
+
+A PID alone does not name a process: once reaped, the number is free for the next fork.
+Each entry keeps the process's identity, ``(pid, start_ticks)`` (the start time from
+``/proc/PID/stat``), and, where the kernel has them (Linux 5.3+), a *pidfd*: a descriptor
+that refers to that one process, so ``pidfd_send_signal`` can never reach a successor
+that got the same number.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..probes._io import read_bytes
+from ..probes.process import ProcStat, parse_stat
+
+__all__ = ["OwnedProcess", "is_descendant", "owned_processes", "owner_of", "read_identity", "registry", "track"]
+
+log = logging.getLogger("memdiag.processes")
+MIB = 1024 * 1024
+
+
+def read_identity(pid: int, proc_root: str = "/proc") -> ProcStat | None:
+    """The process's ``/proc/PID/stat`` (state, parent, start ticks), or ``None`` if gone."""
+    return parse_stat(pid, read_bytes(f"{proc_root}/{pid}/stat", 4096))
+
+
+def is_descendant(pid: int, root: int | None = None, proc_root: str = "/proc") -> bool:
+    """True if ``pid`` is ``root`` (default: this process) or one of its descendants now."""
+    root = os.getpid() if root is None else root
+    cur = pid
+    for _ in range(64):  # deeper trees than this are not ours to judge
+        if cur == root:
+            return True
+        if cur <= 1:
+            return False
+        st = read_identity(cur, proc_root)
+        if st is None:
+            return False
+        cur = st.ppid
+    return False
+
+
+def _pidfd_open(pid: int) -> int:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return -1
+    try:
+        return int(opener(pid))
+    except OSError:  # ENOSYS on old kernels, ESRCH if already reaped
+        return -1
+
+
+@dataclass(eq=False)
+class OwnedProcess:
+    """One owned process: its identity, its owner object and how it may be signalled.
+
+    Attributes:
+        pid: the process ID.
+        start_ticks: start time in clock ticks since boot; with ``pid``, the identity.
+        kind: how it became owned: "popen", "multiprocessing", "pid", "pool", "node".
+        role: a free label for grouping in reports ("worker", "node", "ffmpeg", ...).
+        group: a second label (the pool or service part it belongs to).
+        process_group: it leads its own process group, which is signalled as a unit.
+        memory_limit_bytes: its own RSS limit (``None``: the config's ``child_limit_mb``).
+        expendable: the owned-children rung may terminate it in an emergency even when
+            it is under its limit.
+        started_at: epoch seconds when memdiag started or adopted it.
+        returncode: its exit status once reaped (negative: killed by that signal).
+    """
+
+    pid: int
+    start_ticks: int | None
+    kind: str
+    role: str | None = None
+    group: str | None = None
+    process_group: bool = False
+    memory_limit_bytes: int | None = None
+    expendable: bool = False
+    started_at: float = field(default_factory=time.time)
+    returncode: int | None = None
+    _owner: weakref.ref[Any] | None = field(default=None, repr=False)
+    _pidfd: int = field(default=-1, repr=False)
+
+    @property
+    def owner(self) -> Any:
+        """The object that reaps it (a ``Popen`` or ``multiprocessing.Process``), if alive."""
+        return self._owner() if self._owner is not None else None
+
+    @property
+    def identity(self) -> tuple[int, int | None]:
+        return (self.pid, self.start_ticks)
+
+    @property
+    def has_pidfd(self) -> bool:
+        return self._pidfd >= 0
+
+    def is_same_process(self, proc_root: str = "/proc") -> bool:
+        """True while ``pid`` still names this process (alive or a zombie, not a successor)."""
+        st = read_identity(self.pid, proc_root)
+        return st is not None and (self.start_ticks is None or st.start_ticks == self.start_ticks)
+
+    def send_signal(self, sig: int) -> bool:
+        """Signal exactly this process; False if it is gone (never a reused PID).
+
+        Uses the pidfd where there is one. Without one, the identity is checked right
+        before ``kill``; for an unreaped child of ours the PID cannot be reused meanwhile.
+        """
+        if self._pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self._pidfd, sig)
+                return True
+            except ProcessLookupError:
+                return False
+        if not self.is_same_process():
+            return False
+        try:
+            os.kill(self.pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def signal_group(self, sig: int) -> bool:
+        """Signal its whole process group, only while the leader is provably this process.
+
+        The group ID is the leader's PID; while the leader is unreaped (checked through the
+        pidfd, or the identity) that ID cannot name anyone else's group.
+        """
+        if not self.send_signal(0):
+            return False
+        try:
+            os.killpg(self.pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def poll(self) -> int | None:
+        """Reap it through its owner if it has exited; its return code, else ``None``.
+
+        Never calls ``waitpid(-1)``: a ``Popen`` owner reaps with ``poll()`` (so its
+        ``returncode`` stays right), a ``multiprocessing`` owner with ``is_alive()``,
+        and an entry with no owner object by its exact PID, only if it is our child.
+        """
+        if self.returncode is not None:
+            return self.returncode
+        owner = self.owner
+        if owner is not None:
+            if hasattr(owner, "poll"):
+                rc = owner.poll()
+            else:
+                owner.is_alive()  # multiprocessing reaps here
+                rc = owner.exitcode
+            if rc is not None:
+                self.returncode = rc
+            return rc
+        st = read_identity(self.pid)
+        if st is None or (self.start_ticks is not None and st.start_ticks != self.start_ticks):
+            # Gone (reaped elsewhere, or it was never our child): no status to be had.
+            self.returncode = self.returncode if self.returncode is not None else _UNKNOWN
+            return self.returncode
+        if st.state == "Z" and st.ppid == os.getpid():
+            rc = waitpid_exact(self.pid)
+            if rc is not None:
+                self.returncode = rc
+            return rc
+        return None
+
+    def close(self) -> None:
+        fd, self._pidfd = self._pidfd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "start_ticks": self.start_ticks,
+            "kind": self.kind,
+            "role": self.role,
+            "group": self.group,
+            "process_group": self.process_group,
+            "memory_limit_bytes": self.memory_limit_bytes,
+            "expendable": self.expendable,
+            "started_at": self.started_at,
+            "returncode": None if self.returncode == _UNKNOWN else self.returncode,
+            "pidfd": self.has_pidfd,
+        }
+
+
+# The return code recorded for an owned process that vanished without us seeing its
+# status (someone else reaped it). Never shown as a number: to_dict() gives None.
+_UNKNOWN = -(1 << 30)
+
+
+def waitpid_exact(pid: int) -> int | None:
+    """Reap one child by its exact PID without blocking; its return code, else ``None``.
+
+    The status is converted like ``Popen.returncode``: the exit code, or ``-signal``.
+    """
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if got == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+class _Registry:
+    """The process-wide table of owned processes, keyed by PID (one live process each)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: dict[int, OwnedProcess] = {}
+        self.exited: deque[dict[str, Any]] = deque(maxlen=100)
+        self.counts = {"owned_total": 0, "exited": 0}
+
+    def add(self, entry: OwnedProcess) -> OwnedProcess:
+        with self._lock:
+            old = self._live.get(entry.pid)
+            if old is not None and old is not entry:
+                old.close()  # a stale entry for a reused PID
+            self._live[entry.pid] = entry
+            self.counts["owned_total"] += 1
+        return entry
+
+    def get(self, pid: int, start_ticks: int | None = None) -> OwnedProcess | None:
+        """The live entry for exactly this process (``start_ticks`` checked when given)."""
+        e = self._live.get(pid)
+        if e is None:
+            return None
+        if start_ticks is not None and e.start_ticks is not None and e.start_ticks != start_ticks:
+            return None
+        return e
+
+    def entries(self) -> list[OwnedProcess]:
+        with self._lock:
+            return list(self._live.values())
+
+    def finish(self, entry: OwnedProcess) -> None:
+        """Forget an entry whose process has been reaped (or vanished), keeping its status."""
+        with self._lock:
+            if self._live.get(entry.pid) is entry:
+                del self._live[entry.pid]
+            else:
+                return
+            self.counts["exited"] += 1
+        d = entry.to_dict()
+        d["exited_at"] = time.time()
+        entry.close()
+        self.exited.append(d)
+
+    def refresh(self) -> int:
+        """Poll every entry (reaping through owners); forget the finished. Returns how many."""
+        done = 0
+        for e in self.entries():
+            try:
+                rc = e.poll()
+            except Exception as exc:  # an owner object in a strange state: leave it
+                log.debug("polling owned pid %d failed: %r", e.pid, exc)
+                continue
+            if rc is not None:
+                self.finish(e)
+                done += 1
+        return done
+
+    def _after_fork_in_child(self) -> None:
+        # The child owns none of its parent's children (it cannot reap them).
+        self._lock = threading.Lock()
+        for e in self._live.values():
+            e.close()
+        self._live = {}
+        self.exited.clear()
+
+
+registry = _Registry()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=registry._after_fork_in_child)
+
+
+def owned_processes() -> list[OwnedProcess]:
+    """The live owned processes (not yet reaped), oldest first."""
+    return registry.entries()
+
+
+def owner_of(pid: int, start_ticks: int | None = None) -> OwnedProcess | None:
+    """The owned entry for this exact process, or ``None`` if it is not owned."""
+    return registry.get(pid, start_ticks)
+
+
+def track(
+    target: Any,
+    *,
+    role: str | None = None,
+    group: str | None = None,
+    memory_limit_mb: float | None = None,
+    expendable: bool = False,
+    kind: str | None = None,
+) -> OwnedProcess:
+    """Take ownership of a process started some other way.
+
+    Owned processes are shown as owned in reports, reaped through their owner object,
+    and may be terminated by memdiag (explicitly, or by the owned-children cleanup rung
+    when over their limit), per ``terminate_policy``. A process outside this service's
+    tree may be tracked for reports but is never signalled.
+
+    Args:
+        target: a ``subprocess.Popen``, a started ``multiprocessing.Process``, or a PID.
+        role: a label for grouping in reports.
+        group: a second label (e.g. the pool or component).
+        memory_limit_mb: this process's own RSS limit.
+        expendable: may be terminated in an emergency even under its limit.
+        kind: overrides the recorded kind ("pool", "node", ...).
+
+    Returns:
+        The :class:`OwnedProcess` entry.
+
+    Raises:
+        ProcessLookupError: the process does not exist (or was already reaped).
+        ValueError: ``target`` is not a Popen, a started Process or a PID.
+    """
+    from . import install
+
+    install()
+    owner: Any = None
+    if isinstance(target, int) and not isinstance(target, bool):
+        pid, k = target, "pid"
+    elif hasattr(target, "poll") and isinstance(getattr(target, "pid", None), int):
+        pid, owner, k = target.pid, target, "popen"
+    elif hasattr(target, "is_alive") and hasattr(target, "exitcode"):
+        if target.pid is None:
+            raise ValueError("track(): the multiprocessing.Process has not been started")
+        pid, owner, k = int(target.pid), target, "multiprocessing"
+    else:
+        raise ValueError(f"track() takes a Popen, a multiprocessing.Process or a PID, not {type(target).__name__}")
+    existing = registry.get(pid)
+    # Open the pidfd first, then read the identity: if the PID was reused before the
+    # open, the identity read afterwards is the successor's, and so is the pidfd.
+    pidfd = _pidfd_open(pid)
+    st = read_identity(pid)
+    if st is None:
+        if pidfd >= 0:
+            os.close(pidfd)
+        raise ProcessLookupError(f"no process {pid}")
+    if existing is not None and existing.start_ticks == st.start_ticks:
+        if pidfd >= 0:
+            os.close(pidfd)
+        # Re-tracking updates the labels; the first owner object wins.
+        existing.role = role or existing.role
+        existing.group = group or existing.group
+        if memory_limit_mb is not None:
+            existing.memory_limit_bytes = int(memory_limit_mb * MIB)
+        existing.expendable = existing.expendable or expendable
+        if existing._owner is None and owner is not None:
+            existing._owner = weakref.ref(owner)
+        return existing
+    entry = OwnedProcess(
+        pid=pid,
+        start_ticks=st.start_ticks,
+        kind=kind or k,
+        role=role,
+        group=group,
+        process_group=st.pgrp == pid,
+        memory_limit_bytes=int(memory_limit_mb * MIB) if memory_limit_mb is not None else None,
+        expendable=expendable,
+        _owner=weakref.ref(owner) if owner is not None else None,
+        _pidfd=pidfd,
+    )
+    registry.add(entry)
+    if not is_descendant(pid):
+        # Outside our tree: the walker must be told where to look, and we never signal it.
+        from .groups import add_extra_root
+
+        add_extra_root(pid)
+    return entry

@@ -1,0 +1,173 @@
+"""Reaping zombies without stealing anyone's exit status.
+
+Only a parent can reap its child, and ``os.waitpid(-1)`` would take statuses that
+``subprocess.Popen`` or ``multiprocessing`` are waiting for (``Popen.returncode`` then
+reads 0). So zombie children are reaped in this order, each stage counted:
+
+1. ``owned``: memdiag's own entries, through their owner object (``Popen.poll()``,
+   ``Process.is_alive()``);
+2. ``multiprocessing``: ``multiprocessing.active_children()`` (if it is in use);
+3. ``popen_objects``: any other live ``subprocess.Popen`` for that PID, found with one
+   ``gc.get_objects()`` pass, through its own ``poll()``;
+4. ``unowned``: by exact PID with ``waitpid(pid, WNOHANG)``, only when no object owns it
+   (raw ``os.fork()`` children, adopted orphans); the status is kept in the events.
+
+Stages 3 and 4 act only on a zombie that has been one for ``min_age`` seconds: an owner
+that reaps at all (asyncio's child watcher, a thread in ``wait()``) does so within
+milliseconds, and must not find its child already gone. Zombies whose parent is another
+process in the tree cannot be reaped from here; they are reported with their parent.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from ..probes._io import read_bytes
+from ..probes.process import ProcStat
+from .ownership import read_identity, registry, waitpid_exact
+
+__all__ = ["ZOMBIE_MIN_AGE", "direct_zombies", "reap_zombies", "zombie_age"]
+
+log = logging.getLogger("memdiag.processes")
+
+ZOMBIE_MIN_AGE = 1.0  # seconds a zombie must have been one before a non-owner reaps it
+
+_lock = threading.Lock()
+_zombie_since: dict[tuple[int, int], float] = {}  # (pid, start_ticks) -> monotonic first seen
+reaped_events: deque[dict[str, Any]] = deque(maxlen=100)
+totals = {"owned": 0, "multiprocessing": 0, "popen_objects": 0, "unowned": 0}
+
+
+def note_zombie(pid: int, start_ticks: int, now: float | None = None) -> float:
+    """Remember when this zombie was first seen; returns that time."""
+    key = (pid, start_ticks)
+    with _lock:
+        return _zombie_since.setdefault(key, time.monotonic() if now is None else now)
+
+
+def forget_zombies(keep: set[tuple[int, int]]) -> None:
+    """Drop the first-seen times of zombies that are gone."""
+    with _lock:
+        for key in list(_zombie_since):
+            if key not in keep:
+                del _zombie_since[key]
+
+
+def zombie_age(pid: int, start_ticks: int) -> float:
+    """Seconds since memdiag first saw this zombie (0 if just now)."""
+    return max(0.0, time.monotonic() - note_zombie(pid, start_ticks))
+
+
+def direct_zombies() -> list[ProcStat]:
+    """This process's children that are zombies now."""
+    me = os.getpid()
+    try:
+        tids = os.listdir(f"/proc/{me}/task")
+    except OSError:
+        return []
+    out: list[ProcStat] = []
+    for tid in tids:
+        for kid in (read_bytes(f"/proc/{me}/task/{tid}/children", 65536) or b"").split():
+            st = read_identity(int(kid))
+            if st is not None and st.state == "Z" and st.ppid == me:
+                out.append(st)
+    return out
+
+
+def _still_zombie(st: ProcStat) -> bool:
+    cur = read_identity(st.pid)
+    return cur is not None and cur.state == "Z" and cur.start_ticks == st.start_ticks and cur.ppid == os.getpid()
+
+
+def reap_zombies(*, min_age: float = ZOMBIE_MIN_AGE, dry_run: bool = False) -> dict[str, Any]:
+    """Reap this process's zombie children, each through its owner where it has one.
+
+    Args:
+        min_age: seconds a zombie must have been one before a non-owner (stages 3, 4)
+            reaps it.
+        dry_run: only count what would be reaped.
+
+    Returns:
+        ``{"count", "by_stage": {...}, "waiting": n, "detail"}``; ``waiting`` counts
+        zombies left because they are younger than ``min_age``.
+    """
+    zombies = direct_zombies()
+    for z in zombies:
+        note_zombie(z.pid, z.start_ticks)
+    by_stage = dict.fromkeys(totals, 0)
+    if dry_run:
+        owned = [z for z in zombies if registry.get(z.pid, z.start_ticks) is not None]
+        old = [z for z in zombies if z not in owned and zombie_age(z.pid, z.start_ticks) >= min_age]
+        n = len(owned) + len(old)
+        return {"count": n, "by_stage": by_stage, "waiting": len(zombies) - n, "detail": f"would reap {n} zombie children"}
+    left = list(zombies)
+
+    def settle(stage: str) -> None:
+        nonlocal left
+        remaining = [z for z in left if _still_zombie(z)]
+        by_stage[stage] += len(left) - len(remaining)
+        left = remaining
+
+    # 1. memdiag's own entries, through their owners.
+    if left:
+        registry.refresh()
+        settle("owned")
+    # 2. multiprocessing reaps its own when asked for its live children.
+    if left and "multiprocessing" in sys.modules:
+        import multiprocessing
+
+        multiprocessing.active_children()
+        settle("multiprocessing")
+    old = [z for z in left if zombie_age(z.pid, z.start_ticks) >= min_age]
+    waiting = len(left) - len(old)
+    # 3. Popen objects memdiag did not create: let each reap its own child.
+    if old:
+        pids = {z.pid for z in old}
+        for obj in _popen_objects(pids):
+            try:
+                obj.poll()
+            except Exception as exc:
+                log.debug("Popen(%d).poll() failed: %r", obj.pid, exc)
+        left = old
+        settle("popen_objects")
+        old = left
+    # 4. No object owns them: reap by exact PID, keep the status.
+    for z in old:
+        if not _still_zombie(z):
+            continue
+        rc = waitpid_exact(z.pid)
+        if rc is not None:
+            by_stage["unowned"] += 1
+            reaped_events.append({"time": time.time(), "pid": z.pid, "name": z.name, "returncode": rc, "how": "waitpid"})
+            log.info("reaped unowned zombie child %d (%s), exit status %d", z.pid, z.name, rc)
+    with _lock:
+        for k, v in by_stage.items():
+            totals[k] += v
+    n = sum(by_stage.values())
+    return {
+        "count": n,
+        "by_stage": by_stage,
+        "waiting": waiting,
+        "detail": f"reaped {n} zombie children" + (f"; {waiting} younger than {min_age:g}s left to their owners" if waiting else ""),
+    }
+
+
+def _popen_objects(pids: set[int]) -> list[subprocess.Popen[Any]]:
+    """Live ``Popen`` objects for these PIDs that have not seen their exit yet.
+
+    One ``gc.get_objects()`` pass (~15 ms per million objects); only run when an old
+    zombie child is left after the cheaper stages.
+    """
+    found = []
+    for obj in gc.get_objects():
+        if isinstance(obj, subprocess.Popen) and obj.pid in pids and obj.returncode is None:
+            found.append(obj)
+    return found
