@@ -1,0 +1,46 @@
+"""The memdiag command line: ``memdiag`` and ``claude-pm memory``.
+
+* :func:`main` runs ``memdiag`` (the ``memory`` group at top level);
+* :func:`claude_pm_main` runs ``claude-pm`` (whose ``memory`` group is the same);
+* ``memory_group`` is the click group a host CLI mounts::
+
+      from memdiag.cli import memory_group
+      host.add_command(memory_group, "memory")      # host memory profile
+
+click is imported only here (the ``cli`` extra). Without it, the entry points say
+``pip install 'memdiag[cli]'`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+__all__ = ["claude_pm_main", "main", "memory_group"]
+
+
+def _load(name: str) -> Any:
+    from ..errors import MissingExtraError
+
+    try:
+        from . import _commands
+    except MissingExtraError as exc:
+        print(f"memdiag: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return getattr(_commands, name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``memdiag`` command."""
+    _load("memory_group").main(args=argv, prog_name="memdiag")
+
+
+def claude_pm_main(argv: list[str] | None = None) -> None:
+    """The ``claude-pm`` command (its ``memory`` group is memdiag's)."""
+    _load("claude_pm_group").main(args=argv, prog_name="claude-pm")
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("memory_group", "claude_pm_group"):
+        return _load(name)
+    raise AttributeError(f"module 'memdiag.cli' has no attribute {name!r}")

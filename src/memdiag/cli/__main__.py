@@ -1,0 +1,5 @@
+"""``python -m memdiag.cli``: the ``memdiag`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,216 @@
+"""What can be seen of a process, or of the machine, from outside (no agent inside).
+
+``profile --pid N`` on a process without memdiag reads its ``/proc`` files: RSS, USS,
+PSS and swap (``smaps_rollup``), its descendants and zombies, its cgroup and the
+system's memory and PSI. It cannot see the Python heap, caches, or any pressure
+history: the report says so in ``unavailable``. Pressure is judged from this one
+reading against the local configuration (``pressure.instant`` is true).
+
+With no target at all, the machine view shows system memory, this shell's cgroup, PSI,
+and the largest processes (psutil is fine here: the CLI is not a monitor).
+
+The dicts use the keys of :meth:`memdiag.MemoryDiagnostics.profile` where the figures
+are the same, so scripts can read either.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..config import MemoryConfig, load_config
+from ..errors import ConfigError
+from ..probes.process import clock_ticks, count_fds, read_smaps_rollup, read_stat
+from ..probes.python import PythonHeap
+from ..probes.system import ancestor_limits, detect_cgroup, read_cgroup, read_meminfo, read_psi
+from ..probes.tree import ChildWalker
+from ..redact import redact_argv
+from ..sample import ProcessMemory, Sample
+
+__all__ = ["machine_view", "process_view"]
+
+_NO_HEAP = PythonHeap(0, (0, 0, 0), (), (), (), 0, 0)
+_MAX_CHILD_SMAPS = 256  # smaps_rollup per child costs ~10 us/MiB: bound a huge tree
+
+UNAVAILABLE_OUTSIDE = {
+    "python": "the Python heap (objects, gc, allocation sites) is visible only to an agent inside the process",
+    "caches": "cache metrics are visible only to an agent inside the process",
+    "pressure_history": "pressure history, trends and leak analysis need a running monitor",
+    "cleanup": "cleanup needs an agent: memdiag.start(http=True) in the process, or `memdiag run`",
+}
+
+
+def _config() -> MemoryConfig:
+    """The local configuration (file + env) for thresholds; defaults if it is broken."""
+    try:
+        return load_config()
+    except ConfigError:
+        return MemoryConfig()
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            data = fh.read(65536)
+    except OSError:
+        return None
+    return redact_argv([a.decode("utf-8", "replace") for a in data.split(b"\0") if a])
+
+
+def _system_and_psi(pid: int | str) -> tuple[Sample, dict[str, Any]]:
+    """A :class:`Sample` for ``pid`` without its process figures filled in (helper)."""
+    loc = detect_cgroup(pid)
+    cgroup = read_cgroup(loc, ancestor_limits(loc)) if loc else None
+    sample = Sample(
+        time=time.time(),
+        monotonic=time.monotonic(),
+        profile=True,
+        process=ProcessMemory(pid=0, rss=None),
+        system=read_meminfo(),
+        cgroup=cgroup,
+        psi=read_psi("/proc/pressure/memory"),
+        python=_NO_HEAP,
+        children=(),
+    )
+    return sample, sample.to_dict()
+
+
+def _instant_pressure(sample: Sample, cfg: MemoryConfig) -> dict[str, Any]:
+    from ..pressure import LEVELS, PressureDetector
+
+    rank, signals = PressureDetector(cfg).assess(sample)
+    return {
+        "level": LEVELS[rank],
+        "raw_level": LEVELS[rank],
+        "instant": True,
+        "reasons": [s for s in signals if s["level"] != "ok"],
+        "signals": signals,
+    }
+
+
+def process_view(pid: int, *, children_detail: bool = True) -> dict[str, Any] | None:
+    """Everything visible about ``pid`` from outside; ``None`` if it is gone.
+
+    Args:
+        pid: the process.
+        children_detail: include one row per descendant (``children.processes``).
+    """
+    st = read_stat(pid)
+    if st is None:
+        return None
+    cfg = _config()
+    roll = read_smaps_rollup(pid)
+    walker = ChildWalker(pid)
+    try:
+        kids = walker.walk(full=True)
+    finally:
+        walker.close()
+    child_mem: dict[int, dict[str, int]] = {}
+    for c in kids[:_MAX_CHILD_SMAPS]:
+        if c.state != "Z":
+            r = read_smaps_rollup(c.pid)
+            if r:
+                child_mem[c.pid] = r
+    base, bd = _system_and_psi(pid)
+    rss = roll["rss"] if roll else st.rss_bytes
+    sample = Sample(
+        time=base.time,
+        monotonic=base.monotonic,
+        profile=True,
+        process=ProcessMemory(pid=pid, rss=rss, threads=st.num_threads),
+        system=base.system,
+        cgroup=base.cgroup,
+        psi=base.psi,
+        python=_NO_HEAP,
+        children=tuple(kids),
+        child_memory=child_mem,
+    )
+    threshold = cfg.memory_threshold_bytes
+    unavailable = dict(UNAVAILABLE_OUTSIDE)
+    if roll is None:
+        unavailable["uss_pss"] = f"/proc/{pid}/smaps_rollup is not readable (another user's process, or an old kernel)"
+    children: dict[str, Any] = {
+        "count": len(kids),
+        "rss_bytes": sample.children_rss,
+        "zombies": sample.zombies,
+        "threshold_bytes": cfg.subprocess_threshold_bytes,
+    }
+    if children_detail:
+        children["processes"] = [
+            {
+                "pid": c.pid,
+                "ppid": c.ppid,
+                "name": c.name,
+                "state": c.state,
+                "zombie": c.state == "Z",
+                "depth": c.depth,
+                "threads": c.num_threads,
+                "rss_bytes": c.rss_bytes,
+                "uss_bytes": child_mem.get(c.pid, {}).get("uss"),
+                "pss_bytes": child_mem.get(c.pid, {}).get("pss"),
+                "cmdline": _cmdline(c.pid),
+            }
+            for c in kids
+        ]
+
+    return {
+        "view": "outside",
+        "agent": False,
+        "timestamp": sample.time,
+        "pid": pid,
+        "process": {
+            "pid": pid,
+            "name": st.name,
+            "state": st.state,
+            "cmdline": _cmdline(pid),
+            "rss_bytes": rss,
+            "uss_bytes": roll["uss"] if roll else None,
+            "pss_bytes": roll["pss"] if roll else None,
+            "swap_bytes": roll["swap"] if roll else None,
+            "threshold_bytes": threshold,
+            "percent_of_threshold": round(100.0 * rss / threshold, 2) if rss else None,
+            "threads": st.num_threads,
+            "fds": count_fds(pid),
+            "cpu_seconds": (st.utime_ticks + st.stime_ticks) / clock_ticks(),
+            "start_time": st.start_time(),
+        },
+        "system": bd["system"],
+        "cgroup": bd["cgroup"],
+        "psi": bd["psi"],
+        "children": children,
+        "pressure": _instant_pressure(sample, cfg),
+        "unavailable": unavailable,
+    }
+
+
+def largest_processes(limit: int = 10) -> list[dict[str, Any]]:
+    """The ``limit`` processes with the most RSS on the machine (those we may read)."""
+    import psutil
+
+    rows = []
+    for p in psutil.process_iter(["pid", "name", "memory_info", "username"]):
+        mi = p.info.get("memory_info")
+        if mi is None:
+            continue
+        rows.append({"pid": p.info["pid"], "name": p.info["name"], "user": p.info["username"], "rss_bytes": mi.rss})
+    rows.sort(key=lambda r: -r["rss_bytes"])
+    return rows[:limit]
+
+
+def machine_view(top: int = 10) -> dict[str, Any]:
+    """System memory, this shell's cgroup, PSI and the largest processes."""
+    base, bd = _system_and_psi("self")
+    return {
+        "view": "machine",
+        "agent": False,
+        "timestamp": base.time,
+        "system": bd["system"],
+        "cgroup": bd["cgroup"],
+        "psi": bd["psi"],
+        "top_processes": largest_processes(top),
+        "pressure": _instant_pressure(base, _config()),
+        "unavailable": {
+            "services": "no memdiag service is registered for this user (start one with "
+            "memdiag.start(http=True) or `memdiag run`); --pid N shows a process from outside",
+        },
+    }

@@ -1,0 +1,458 @@
+"""Human renderings of the reports (``--json`` prints the reports themselves).
+
+Every function takes the plain dict a service's API returns (or the outside/machine
+views, which share its keys) and returns text; none does I/O. Missing figures show as
+``-``: a renderer never fails on a report from an older or newer memdiag.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._format import human_bytes, human_duration, level_text, percent, style, table
+
+__all__ = [
+    "render_cleanup",
+    "render_config",
+    "render_diagnostics",
+    "render_leaks",
+    "render_profile",
+    "render_ps",
+]
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _clock(ts: float | None) -> str:
+    return "-" if not ts else time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def _signal_value(value: Any, unit: str | None) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    if unit == "bytes":
+        return human_bytes(value)
+    if unit == "ratio":
+        return percent(100.0 * value)
+    if unit == "percent":
+        return percent(value, 2)
+    return f"{value:g}{' ' + unit if unit else ''}"
+
+
+def reason_text(r: Mapping[str, Any]) -> str:
+    """``"process_rss 612.0 MiB >= 500.0 MiB (critical)"``."""
+    unit = r.get("unit")
+    detail = f" [{r['detail']}]" if r.get("detail") else ""
+    value, threshold = _signal_value(r.get("value"), unit), _signal_value(r.get("threshold"), unit)
+    return f"{r.get('signal')} {value} >= {threshold} ({r.get('level')}){detail}"
+
+
+def _heading(text: str) -> str:
+    return style(text, bold=True)
+
+
+def _pressure_lines(p: Mapping[str, Any] | None) -> list[list[str]]:
+    if not p:
+        return [["Pressure", "-"]]
+    level = p.get("level")
+    head = level_text(level)
+    if p.get("instant"):
+        head += " (judged from this one reading, with the local thresholds)"
+    elif p.get("since") and level != "ok":
+        head += f" since {_clock(p.get('since'))}"
+    rows = [["Pressure", head]]
+    for r in p.get("reasons") or []:
+        rows.append(["", reason_text(r)])
+    return rows
+
+
+def _system_cell(s: Mapping[str, Any] | None) -> str:
+    if not s:
+        return "-"
+    return (
+        f"{percent(s.get('percent'))} used: {human_bytes(s.get('used_bytes'))} of {human_bytes(s.get('total_bytes'))}, "
+        f"{human_bytes(s.get('available_bytes'))} available"
+    )
+
+
+def _cgroup_cell(c: Mapping[str, Any] | None) -> str:
+    if not c:
+        return "none found"
+    limit = c.get("limit_bytes")
+    head = f"v{c.get('version')} {c.get('path')}: working set {human_bytes(c.get('working_set_bytes'))}"
+    if limit:
+        head += f" of limit {human_bytes(limit)} ({percent(100.0 * (c.get('usage_ratio') or 0))})"
+    else:
+        head += ", no limit"
+    events = c.get("events") or {}
+    if events.get("oom_kill"):
+        head += f", {events['oom_kill']} OOM kills"
+    return head
+
+
+def _psi_cell(p: Mapping[str, Any] | None) -> str:
+    if not p:
+        return "not available"
+    full = p.get("full_avg10")
+    text = f"some {percent(p.get('some_avg10'), 2)} (avg10), {percent(p.get('some_avg60'), 2)} (avg60)"
+    if full is not None:
+        text += f"; full {percent(full, 2)} (avg10)"
+    return text
+
+
+def _caches_table(caches: Sequence[Mapping[str, Any]]) -> str:
+    rows = []
+    for c in caches:
+        hit = c.get("hit_rate", c.get("hit_ratio"))
+        fill = c.get("fill_ratio")
+        evictions = c.get("evictions_total", c.get("evictions"))
+        rows.append(
+            [
+                c.get("name"),
+                c.get("entries"),
+                human_bytes(c.get("bytes")),
+                human_bytes(c.get("max_bytes")),
+                percent(100.0 * fill) if isinstance(fill, (int, float)) else "-",
+                percent(100.0 * hit) if isinstance(hit, (int, float)) else "-",
+                evictions if not isinstance(evictions, dict) else sum(evictions.values()),
+                style("PRESSURE", "yellow") if c.get("memory_pressure") else "",
+            ]
+        )
+    return table(
+        rows, ["CACHE", "ENTRIES", "SIZE", "MAX", "FILL", "HIT RATE", "EVICTIONS", ""], right=(1, 2, 3, 4, 5, 6)
+    )
+
+
+def _children_table(procs: Sequence[Mapping[str, Any]]) -> str:
+    rows = []
+    for c in procs:
+        cmd = c.get("cmdline")
+        cmd_text = " ".join(cmd) if isinstance(cmd, list) else (c.get("name") or "")
+        if len(cmd_text) > 60:
+            cmd_text = cmd_text[:57] + "..."
+        rows.append(
+            [
+                c.get("pid"),
+                c.get("ppid"),
+                style("zombie", "red") if c.get("zombie") else c.get("state"),
+                human_bytes(c.get("rss_bytes")),
+                human_bytes(c.get("uss_bytes")),
+                human_bytes(c.get("pss_bytes")),
+                ("  " * max(0, int(c.get("depth") or 1) - 1)) + cmd_text,
+            ]
+        )
+    return table(rows, ["PID", "PPID", "STATE", "RSS", "USS", "PSS", "COMMAND"], right=(0, 1, 3, 4, 5))
+
+
+def _top_table(procs: Sequence[Mapping[str, Any]]) -> str:
+    rows = [[p.get("pid"), human_bytes(p.get("rss_bytes")), p.get("user"), p.get("name")] for p in procs]
+    return table(rows, ["PID", "RSS", "USER", "NAME"], right=(0, 1))
+
+
+def render_profile(d: Mapping[str, Any], *, source: str = "") -> str:
+    """The profile (a service's, the outside view of a PID, or the machine view)."""
+    view = d.get("view", "service")
+    out: list[str] = []
+    kv: list[list[str]] = []
+    if view == "machine":
+        out.append(_heading("Machine memory (no memdiag service registered; --pid N shows one process)"))
+    else:
+        proc = d.get("process") or {}
+        name = proc.get("name") or ""
+        who = f"PID {d.get('pid')}" + (f" ({name})" if name else "")
+        if view == "outside":
+            out.append(_heading(f"{who}, seen from outside: no memdiag agent in the process"))
+        else:
+            out.append(_heading(f"memdiag profile of {who}{(' at ' + source) if source else ''}"))
+    kv += _pressure_lines(d.get("pressure"))
+    if view != "machine":
+        proc = d.get("process") or {}
+        rss, threshold = proc.get("rss_bytes"), proc.get("threshold_bytes")
+        share = percent(proc.get("percent_of_threshold"))
+        line = f"RSS {human_bytes(rss)} of {human_bytes(threshold)} threshold ({share})"
+        extras = [
+            f"{label} {human_bytes(proc.get(key))}"
+            for label, key in (("USS", "uss_bytes"), ("PSS", "pss_bytes"), ("swap", "swap_bytes"))
+            if proc.get(key) is not None
+        ]
+        kv.append(["Process", line])
+        if extras:
+            kv.append(
+                [
+                    "",
+                    ", ".join(extras)
+                    + (f" (profiled at {_clock(proc.get('profiled_at'))})" if proc.get("profiled_at") else ""),
+                ]
+            )
+        if proc.get("threads") is not None or proc.get("fds") is not None:
+            kv.append(["", f"{proc.get('threads', '-')} threads, {proc.get('fds', '-')} open files"])
+    kv.append(["System", _system_cell(d.get("system"))])
+    kv.append(["Cgroup", _cgroup_cell(d.get("cgroup"))])
+    kv.append(["PSI", _psi_cell(d.get("psi"))])
+    py = d.get("python")
+    if view == "service" and py:
+        objects = py.get("objects")
+        kv.append(
+            [
+                "Python",
+                f"{py.get('allocated_blocks', '-')} allocated blocks"
+                + (f", {objects} objects" if objects is not None else "")
+                + f", gc counts {py.get('gc_counts', '-')}, {py.get('threads', '-')} threads",
+            ]
+        )
+    ch = d.get("children")
+    if ch:
+        text = (
+            f"{ch.get('count', 0)} processes, {human_bytes(ch.get('rss_bytes'))} "
+            f"of {human_bytes(ch.get('threshold_bytes'))} threshold"
+        )
+        zombies = ch.get("zombies") or 0
+        text += f", {style(str(zombies) + ' zombies', 'red') if zombies else '0 zombies'}"
+        kv.append(["Children", text])
+    mon = d.get("monitor")
+    if mon:
+        state = "running" if mon.get("running") else style("stopped", "red")
+        kv.append(
+            [
+                "Monitor",
+                f"{state}, a sample every {human_duration(mon.get('sample_interval'))}, {mon.get('ticks', 0)} samples",
+            ]
+        )
+        if mon.get("last_error"):
+            kv.append(["", style(f"last error: {mon['last_error']}", "red")])
+    out.append(table(kv))
+    caches = d.get("caches")
+    if view == "service":
+        out.append("")
+        out.append(_caches_table(caches) if caches else "No caches registered.")
+    procs = _get(d, "children", "processes")
+    if procs:
+        out += ["", _children_table(procs)]
+    if view == "machine" and d.get("top_processes"):
+        out += ["", _heading("Largest processes"), _top_table(d["top_processes"])]
+    unavailable = d.get("unavailable")
+    if unavailable and view == "outside":
+        out += ["", "Not visible from outside:"]
+        out += [f"  - {text}" for text in unavailable.values()]
+    return "\n".join(out)
+
+
+def render_diagnostics(d: Mapping[str, Any], *, source: str = "") -> str:
+    """The spec's diagnostics: thresholds, subprocesses, allocations, leaks, trends."""
+    if d.get("view") in ("outside", "machine"):
+        return render_profile(d, source=source)
+    out = [render_profile(d.get("profile") or {}, source=source), ""]
+    cfg = d.get("config") or {}
+    out.append(_heading("Configuration"))
+    keys = (
+        "memory_threshold_mb",
+        "subprocess_threshold_mb",
+        "cache_pressure_threshold",
+        "system_memory_threshold",
+        "psi_threshold",
+        "enable_auto_cleanup",
+        "cleanup_cooldown",
+        "sample_interval",
+        "profile_interval",
+        "enable_profiling",
+    )
+    out.append(table([[k, cfg.get(k)] for k in keys if k in cfg]))
+    subs = d.get("subprocesses")
+    out += ["", _heading(f"Subprocesses ({len(subs or [])})")]
+    out.append(_children_table(subs) if subs else "None.")
+    leaks = d.get("leaks")
+    if isinstance(leaks, Mapping):
+        out += ["", render_leaks(leaks)]
+    trends = d.get("trends") or {}
+    rows = []
+    for key, t in trends.items():
+        if not isinstance(t, Mapping):
+            continue
+        slope = t.get("slope_per_second")
+        unit_bytes = key != "heap_blocks"
+        per_min = slope * 60 if isinstance(slope, (int, float)) else None
+        rate = (
+            (human_bytes(per_min, signed=True) if unit_bytes else f"{per_min:+.0f} blocks")
+            if per_min is not None
+            else "-"
+        )
+        eta = t.get("seconds_to_threshold")
+        shape = "growing" if t.get("growing") else "plateau" if t.get("plateau") else "flat"
+        rows.append(
+            [key, f"{rate}/min", shape, t.get("points", "-"), human_duration(eta) if eta is not None else "never"]
+        )
+    out += ["", _heading(f"Trends (last {human_duration(trends.get('window_seconds'))})")]
+    out.append(
+        table(rows, ["SERIES", "RATE", "TREND", "POINTS", "TO THRESHOLD"], right=(1, 3))
+        if rows
+        else "Not enough history yet."
+    )
+    events = d.get("pressure_events") or []
+    if events:
+        out += ["", _heading("Pressure events")]
+        out.append(
+            table(
+                [
+                    [
+                        _clock(e.get("time")),
+                        f"{e.get('from')} -> {e.get('to')}",
+                        "; ".join(reason_text(r) for r in e.get("reasons") or []),
+                    ]
+                    for e in events[-10:]
+                ]
+            )
+        )
+    cleanup = d.get("cleanup") or {}
+    last = cleanup.get("last")
+    out += ["", _heading("Cleanup")]
+    line = f"runs: {cleanup.get('runs') or {}}"
+    if last:
+        line += f"; last at {_clock(last.get('started_at'))} freed {human_bytes(last.get('freed_bytes'))}"
+    if cleanup.get("retry_after_seconds"):
+        line += f"; next allowed in {human_duration(cleanup['retry_after_seconds'])}"
+    out.append(line)
+    ov = d.get("overhead") or {}
+    if ov:
+        out += [
+            "",
+            f"Monitor overhead: {percent(ov.get('monitor_cpu_percent'), 3)} CPU, "
+            f"{human_duration(ov.get('tick_seconds_median'))} per sample (median), "
+            f"{human_bytes(ov.get('memory_bytes'))} held",
+        ]
+    return "\n".join(out)
+
+
+def render_cleanup(d: Mapping[str, Any]) -> str:
+    """What a cleanup did: actions, bytes freed, RSS before and after; or why it was skipped."""
+    if not d.get("performed"):
+        reason = d.get("skipped_reason") or "skipped"
+        text = f"Cleanup skipped: {reason.replace('_', ' ')}"
+        wait = d.get("retry_after_seconds")
+        if wait:
+            at = time.strftime("%H:%M:%S", time.localtime(time.time() + wait))
+            text += f"; it may run again in {human_duration(wait)} (at {at}), or now with --force"
+        return text
+    head = "Dry run: nothing was changed." if d.get("dry_run") else "Cleanup done."
+    rows = []
+    for a in d.get("actions") or []:
+        status = (
+            "skipped: " + a["skipped"] if a.get("skipped") else ("error: " + a["error"] if a.get("error") else "done")
+        )
+        rows.append(
+            [
+                a.get("name"),
+                status,
+                human_bytes(a.get("freed_bytes")),
+                human_bytes(a.get("rss_freed_bytes")),
+                human_duration(a.get("seconds")),
+                a.get("detail") or "",
+            ]
+        )
+    summary = (
+        f"Freed {human_bytes(d.get('freed_bytes'))} (accounted); RSS {human_bytes(d.get('rss_before'))} -> "
+        f"{human_bytes(d.get('rss_after'))} ({human_bytes(d.get('rss_freed_bytes'))} returned to the OS) "
+        f"in {human_duration(d.get('seconds'))}; "
+        f"pressure {level_text(d.get('level_before'))} -> {level_text(d.get('level_after'))}"
+    )
+    return "\n".join(
+        [head, table(rows, ["ACTION", "STATUS", "FREED", "RSS FREED", "TIME", "DETAIL"], right=(2, 3, 4)), summary]
+    )
+
+
+def render_config(config: Mapping[str, Any], *, changed: Sequence[str] = (), source: str = "") -> str:
+    """The configuration as a table; ``changed`` fields are marked."""
+    rows = [[("* " if k in changed else "  ") + k, "none" if v is None else v] for k, v in config.items()]
+    head = f"Configuration{(' of ' + source) if source else ''}:"
+    return "\n".join([head, table(rows)])
+
+
+def render_ps(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``memdiag ps``: one line per service."""
+    if not rows:
+        return "No memdiag services are running for this user."
+    body = []
+    for r in rows:
+        body.append(
+            [
+                r.get("pid"),
+                r.get("name") or "-",
+                human_bytes(r.get("rss_bytes")),
+                level_text(r.get("pressure")) if r.get("pressure") else style(r.get("error") or "-", "red"),
+                human_duration(time.time() - r["started_at"]) if r.get("started_at") else "-",
+                r.get("url") or "-",
+                r.get("version") or "-",
+            ]
+        )
+    return table(body, ["PID", "NAME", "RSS", "PRESSURE", "UPTIME", "API", "VERSION"], right=(0, 2))
+
+
+def render_leaks(d: Mapping[str, Any]) -> str:
+    """A leak report, whatever its exact shape: verdict, suspects, top allocation sites."""
+    out = [_heading("Leaks")]
+    verdict = d.get("verdict", d.get("status"))
+    if verdict is not None:
+        out.append(f"Verdict: {verdict}")
+    for key in ("suspects", "findings"):
+        items = d.get(key)
+        if isinstance(items, list):
+            out.append(f"{key.capitalize()}: {len(items)}")
+            for s in items[:10]:
+                out.append("  - " + (_one_line(s) if isinstance(s, Mapping) else str(s)))
+    sites = allocation_sites(d)
+    if sites:
+        out += ["", render_sites(sites)]
+    if len(out) == 1:
+        out.append(_one_line(d))
+    return "\n".join(out)
+
+
+def allocation_sites(d: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The top allocation sites in a leak report, wherever the report keeps them."""
+    for path in (
+        ("top_allocations",),
+        ("allocations",),
+        ("sites",),
+        ("tracing", "top"),
+        ("tracing", "sites"),
+        ("trace", "top"),
+    ):
+        v = _get(d, *path)
+        if isinstance(v, list) and v and isinstance(v[0], Mapping):
+            return list(v)
+    return []
+
+
+def render_sites(sites: Sequence[Mapping[str, Any]], limit: int = 15) -> str:
+    rows = []
+    for s in sites[:limit]:
+        where = (
+            s.get("site")
+            or s.get("traceback")
+            or s.get("location")
+            or f"{s.get('filename', '?')}:{s.get('lineno', '?')}"
+        )
+        if isinstance(where, list):
+            where = where[0] if where else "?"
+        size = s.get("size_diff_bytes", s.get("size_bytes", s.get("bytes", s.get("size"))))
+        count = s.get("count_diff", s.get("count", s.get("blocks")))
+        rows.append([human_bytes(size, signed="size_diff_bytes" in s), count, where])
+    return table(rows, ["SIZE", "BLOCKS", "ALLOCATION SITE"], right=(0, 1))
+
+
+def _one_line(d: Mapping[str, Any]) -> str:
+    parts = []
+    for k, v in d.items():
+        if isinstance(v, (dict, list)):
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k.endswith("bytes"):
+            v = human_bytes(v)
+        parts.append(f"{k}={v}")
+    return ", ".join(parts)[:300]

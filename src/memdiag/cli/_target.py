@@ -1,0 +1,125 @@
+"""Which service or process a command talks to.
+
+Precedence: ``--url`` (a service's API), then ``--pid`` (a registered service, else the
+process seen from outside), then the one service registered in the runtime directory,
+then, with none registered, the machine. Several registered services and no choice is
+an error that lists them; so is a PID or URL that is gone. Both exit with status 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..runtime import ServiceEntry, list_services
+from ._client import ApiClient
+
+__all__ = ["Target", "TargetError", "describe_services", "resolve_target"]
+
+
+class TargetError(Exception):
+    """The target is ambiguous, gone, or cannot do what was asked (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved target.
+
+    Attributes:
+        kind: ``"service"`` (a memdiag API answers), ``"process"`` (a PID without an
+            agent, seen from outside) or ``"machine"`` (nothing chosen, none registered).
+        pid: the process, when known.
+        client: the API client of a service.
+        entry: the runtime entry of a registered service.
+    """
+
+    kind: str
+    pid: int | None = None
+    client: ApiClient | None = None
+    entry: ServiceEntry | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "machine":
+            return "this machine"
+        if self.kind == "process":
+            return f"PID {self.pid} (no memdiag agent)"
+        name = f" ({self.entry.name})" if self.entry is not None and self.entry.name else ""
+        who = f"PID {self.pid}{name}" if self.pid else (self.client.url if self.client else "?")
+        return f"service {who}"
+
+
+def describe_services(entries: list[ServiceEntry]) -> str:
+    """``"1234 (app) at http://127.0.0.1:8000, 5678 at ..."`` for error messages."""
+    parts = []
+    for e in entries:
+        name = f" ({e.name})" if e.name else ""
+        where = f" at {e.url}" if e.url else " (no API)"
+        parts.append(f"{e.pid}{name}{where}")
+    return ", ".join(parts)
+
+
+def _pid_alive(pid: int) -> bool:
+    from ..probes.process import read_stat
+
+    return read_stat(pid) is not None
+
+
+def resolve_target(
+    *,
+    pid: int | None = None,
+    url: str | None = None,
+    token: str | None = None,
+    timeout: float = 5.0,
+    require_service: str | None = None,
+) -> Target:
+    """Resolve the command's target.
+
+    Args:
+        pid: ``--pid``.
+        url: ``--url``.
+        token: ``--token``; else the registered service's token file.
+        timeout: seconds for each API request.
+        require_service: when set, a target without an agent is an error and this names
+            what needs one (``"cleanup"``).
+
+    Raises:
+        TargetError: ambiguous, gone, or (with ``require_service``) no agent.
+    """
+    if pid is not None and pid <= 0:
+        raise TargetError(f"--pid must be a positive process id, got {pid}")
+    entries = [e for e in list_services() if e.url]
+    if url is not None:
+        client = ApiClient(url, token, timeout)
+        entry = next((e for e in entries if e.url and ApiClient(e.url).url == client.url), None)
+        if entry is not None and client.token is None:
+            client.token = entry.token()
+        if pid is not None and entry is not None and entry.pid != pid:
+            raise TargetError(f"--url {url} belongs to PID {entry.pid}, not --pid {pid}")
+        return Target("service", entry.pid if entry else pid, client, entry)
+    if pid is not None:
+        entry = next((e for e in entries if e.pid == pid), None)
+        if entry is not None and entry.url:
+            return Target("service", pid, ApiClient(entry.url, token or entry.token(), timeout), entry)
+        if not _pid_alive(pid):
+            others = f"; running services: {describe_services(entries)}" if entries else ""
+            raise TargetError(f"no process {pid} (it is gone or never existed){others}")
+        if require_service:
+            raise TargetError(
+                f"PID {pid} runs no memdiag agent with an API; {require_service} needs one "
+                "(start it with memdiag.start(http=True), or launch it with `memdiag run`)"
+            )
+        return Target("process", pid)
+    if len(entries) > 1:
+        raise TargetError(
+            f"{len(entries)} memdiag services are running: {describe_services(entries)}; "
+            "choose one with --pid N or --url URL"
+        )
+    if entries:
+        e = entries[0]
+        return Target("service", e.pid, ApiClient(e.url or "", token or e.token(), timeout), e)
+    if require_service:
+        raise TargetError(
+            f"no running memdiag service found; {require_service} needs one "
+            "(start it with memdiag.start(http=True) or `memdiag run`), or pass --url URL"
+        )
+    return Target("machine")
