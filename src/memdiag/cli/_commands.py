@@ -27,7 +27,7 @@ from .. import __version__
 from ..errors import ConfigError
 from ._client import ApiError, ApiResponse
 from ._format import spinner
-from ._options import collect_config, config_options
+from ._options import ConfigCommand, collect_config
 from ._target import Target, TargetError, resolve_target
 
 __all__ = ["claude_pm_group", "memory_group"]
@@ -281,8 +281,7 @@ def cleanup(
         click.echo(render_cleanup(data))
 
 
-@memory_group.command(context_settings=CONTEXT)
-@config_options()
+@memory_group.command(cls=ConfigCommand, context_settings=CONTEXT)
 @click.option("--local", is_flag=True, help="Only save to the config file; do not contact a running service.")
 @click.option("--no-persist", is_flag=True, help="Apply to the running service only; do not save.")
 @_json_option
@@ -444,8 +443,7 @@ def watch(
     sys.exit(code)
 
 
-@memory_group.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
-@config_options()
+@memory_group.command(cls=ConfigCommand, context_settings={**CONTEXT, "allow_interspersed_args": False})
 @click.option(
     "--http/--no-http",
     default=True,

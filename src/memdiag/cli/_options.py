@@ -16,14 +16,13 @@ environment report it. ``none`` clears a nullable field.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from ..config import FIELD_INFO, FieldInfo
 
-__all__ = ["ALIASES", "collect_config", "config_options"]
+__all__ = ["ALIASES", "ConfigCommand", "collect_config"]
 
 _PREFIX = "cfg__"
 ALIASES: dict[str, tuple[str, str, str | None]] = {
@@ -69,31 +68,35 @@ def _help(info: FieldInfo) -> str:
     return f"{text} ({'; '.join(extra)})."
 
 
-def config_options(*, aliases: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A decorator adding one option per config field (and the spec's aliases)."""
+def _field_param(info: FieldInfo) -> click.Option:
+    flag = "--" + info.name.replace("_", "-")
+    if info.type is bool:
+        return click.Option([f"{flag}/--no-{flag[2:]}", _PREFIX + info.name], default=None, help=_help(info))
+    return click.Option([flag, _PREFIX + info.name], default=None, metavar=_metavar(info), help=_help(info))
 
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        # click shows options in the order applied from the bottom up: add fields in
-        # reverse so --help lists them in FIELD_INFO's order, aliases first.
-        for name, info in reversed(list(FIELD_INFO.items())):
-            flag = "--" + name.replace("_", "-")
-            param = _PREFIX + name
-            if info.type is bool:
-                fn = click.option(f"{flag}/--no-{flag[2:]}", param, default=None, help=_help(info))(fn)
-            else:
-                fn = click.option(flag, param, default=None, metavar=_metavar(info), help=_help(info))(fn)
-        if aliases:
-            for param, (field, decl, help_text) in reversed(list(ALIASES.items())):
-                info = FIELD_INFO[field]
-                if info.type is bool:
-                    fn = click.option(decl, _PREFIX + "alias__" + param, default=None, help=help_text)(fn)
-                else:
-                    fn = click.option(
-                        decl, _PREFIX + "alias__" + param, default=None, metavar=_metavar(info), help=help_text
-                    )(fn)
-        return fn
 
-    return decorate
+def _alias_param(param: str) -> click.Option:
+    field, decl, help_text = ALIASES[param]
+    info = FIELD_INFO[field]
+    metavar = None if info.type is bool else _metavar(info)
+    return click.Option([decl, _PREFIX + "alias__" + param], default=None, metavar=metavar, help=help_text)
+
+
+class ConfigCommand(click.Command):
+    """A command that also takes one option per config field (and the spec's aliases).
+
+    The ~40 options are built on first use (parsing or help), not at import: a command
+    that does not take them (``profile``) does not pay for them at start-up.
+    """
+
+    _config_params_added = False
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not self._config_params_added:
+            self._config_params_added = True
+            fields = [_alias_param(a) for a in ALIASES] + [_field_param(i) for i in FIELD_INFO.values()]
+            self.params[:0] = fields
+        return super().get_params(ctx)
 
 
 def collect_config(kwargs: dict[str, Any]) -> dict[str, Any]:
