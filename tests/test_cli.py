@@ -198,6 +198,11 @@ def test_a_service_whose_api_is_gone_is_exit_2() -> None:
     assert "not answering" in r.output
 
 
+def test_a_wrong_token_is_exit_2(service: Service) -> None:
+    r = invoke("profile", "--token", "not-the-token-0123456789")
+    assert r.exit_code == 2 and "not authorised" in r.output
+
+
 def test_ps_lists_the_service(service: Service) -> None:
     rows = json.loads(invoke("ps", "--json").output)
     assert [r["pid"] for r in rows] == [service.pid]
@@ -315,24 +320,43 @@ def test_alias_and_field_disagreeing_is_a_usage_error() -> None:
 
 
 def test_leaks_json_is_the_apis(service: Service) -> None:
-    status, api = service.api("GET", "/api/memory/leaks") if _leaks_available(service) else (501, None)
     r = invoke("leaks", "--json")
-    if status == 501:
-        assert r.exit_code == 1 and "not implemented" in r.output
-        return
     assert r.exit_code == 0, r.output
+    _, api = service.api("GET", "/api/memory/leaks")
     assert set(json.loads(r.output)) == set(api)
-    assert invoke("leaks").exit_code == 0
+    r = invoke("leaks")
+    assert r.exit_code == 0 and "Leaks" in r.output and "No leak suspects" in r.output
 
 
-def _leaks_available(service: Service) -> bool:
-    from memdiag.cli._client import ApiError
+LEAKY_SERVICE = """
+import sys, threading, time, memdiag
+d = memdiag.start(http=True, sample_interval=0.1)
+keep = []
+def grow():
+    while True:
+        keep.append("x" * 20000)  # the leak
+        time.sleep(0.002)
+threading.Thread(target=grow, daemon=True).start()
+print(d.http_server.url, flush=True)
+sys.stdin.read()
+"""
 
+
+def test_profile_allocations_names_the_growing_line(tmp_path: Path) -> None:
+    script = tmp_path / "leaky_service.py"
+    script.write_text(LEAKY_SERVICE)
+    s = start_service(script=script)
     try:
-        service.api("GET", "/api/memory/leaks")
-    except ApiError as exc:
-        return exc.status != 501
-    return True
+        r = invoke("profile", "--allocations", "--seconds", "1")
+        assert r.exit_code == 0, r.output
+        first_site = r.output.splitlines()[2]  # title, headers, then the biggest grower
+        assert f"{script}:7" in first_site
+        assert "GROWTH" in r.output and "/min" in first_site
+        r = invoke("profile", "--allocations", "--seconds", "0.5", "--json")
+        data = json.loads(r.output)
+        assert data["tracing"]["last"]["id"] == 2 and data["growing_sites"][0]["line"] == 7
+    finally:
+        s.stop()
 
 
 # -- watch -----------------------------------------------------------------------------

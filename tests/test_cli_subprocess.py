@@ -39,6 +39,7 @@ def _shell(line: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=env, timeout=60)
 
 
+@pytest.mark.slow
 def test_spec_usage_examples_run_verbatim(service: Service) -> None:
     results = {line: _shell(line) for line in SPEC_USAGE_EXAMPLES}
     for line, r in results.items():

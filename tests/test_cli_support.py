@@ -64,10 +64,15 @@ class Service:
                 stream.close()
 
 
-def start_service(env: dict[str, str] | None = None) -> Service:
-    """Start a real service process and wait until its API is up and announced."""
+def start_service(env: dict[str, str] | None = None, script: Path | None = None) -> Service:
+    """Start a real service process and wait until its API is up and announced.
+
+    Args:
+        env: extra environment.
+        script: a file to run instead of :data:`SERVICE_CODE` (it must print its URL).
+    """
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVICE_CODE],
+        [sys.executable, str(script)] if script else [sys.executable, "-c", SERVICE_CODE],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

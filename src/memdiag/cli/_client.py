@@ -107,6 +107,9 @@ class ApiClient:
                 raise ApiError(f"{where}: answer is not JSON", status=status)
             return ApiResponse(status, resp_headers, data, text)
         message = data.get("error") if isinstance(data, dict) else None
+        detail = data.get("detail") if isinstance(data, dict) else None
+        if message and isinstance(detail, str) and detail:
+            message = f"{message}: {detail}"
         if status == 401:
             message = "not authorised (wrong or missing token; pass --token or use the runtime entry)"
         raise ApiError(

@@ -26,7 +26,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised by test_cli_m
 from .. import __version__
 from ..errors import ConfigError
 from ._client import ApiError, ApiResponse
-from ._format import spinner
+from ._format import human_duration, spinner
 from ._options import ConfigCommand, collect_config
 from ._target import Target, TargetError, resolve_target
 
@@ -98,11 +98,7 @@ def _call(
     except ApiError as exc:
         if exc.unreachable:
             _fail(f"{target.label} is not answering: {exc}")
-        if exc.status in (401, 404):
-            _fail(str(exc))
-        if exc.status == 501:
-            _fail(str(exc), 1)
-        _fail(str(exc), 1)
+        _fail(str(exc), 2 if exc.status in (401, 404) else 1)
 
 
 def _echo_json(data: Any, raw: str | None = None) -> None:
@@ -186,22 +182,31 @@ def _outside(target: Target, as_json: bool, *, diagnostics: bool = False) -> Non
 
 
 def _allocations(target: Target, seconds: float | None, as_json: bool) -> None:
+    """Open a tracing window in the service, wait for its analysis, show the sites."""
     body = {} if seconds is None else {"seconds": seconds}
-    resp = _call(target, "POST", "/api/memory/leaks/trace", body)
-    info = resp.body if isinstance(resp.body, dict) else {}
-    window = float(info.get("seconds") or info.get("window_seconds") or seconds or 0)
-    ends = info.get("ends_at") or info.get("until")
-    remaining = (float(ends) - time.time()) if isinstance(ends, (int, float)) else window
+    window = _call(target, "POST", "/api/memory/leaks/trace", body).body or {}
+    wid = window.get("id")
+    remaining = float(window.get("remaining_seconds") or window.get("seconds") or 0.0)
     if remaining > 0:
-        _progress(f"tracing allocations in {target.label}", remaining, window or remaining)
-    resp = _call(target, "GET", "/api/memory/leaks", timeout=max(target.client.timeout if target.client else 5.0, 30.0))
+        _progress(f"tracing allocations in {target.label}", remaining, float(window.get("seconds") or remaining))
+    deadline = time.monotonic() + 120.0  # snapshots and analysis after the window ends
+    with spinner("analysing the allocation snapshots"):
+        while True:
+            resp = _call(target, "GET", "/api/memory/leaks", timeout=30.0, quiet=True)
+            last = ((resp.body or {}).get("tracing") or {}).get("last") or {}
+            if last.get("id") == wid:
+                break
+            if time.monotonic() > deadline:
+                _fail(f"the tracing window #{wid} did not finish within 2 minutes", 1)
+            time.sleep(0.3)
     if as_json:
         _echo_json(resp.body, resp.text)
         return
-    from ._render import allocation_sites, render_leaks, render_sites
+    from ._render import allocation_sites, render_sites
 
     sites = allocation_sites(resp.body or {})
-    click.echo(render_sites(sites) if sites else render_leaks(resp.body or {}))
+    click.echo(f"Allocation sites traced in {target.label} over {human_duration(last.get('seconds'))}:")
+    click.echo(render_sites(sites) if sites else "No traced allocations.")
 
 
 def _progress(message: str, remaining: float, total: float) -> None:

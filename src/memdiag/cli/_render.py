@@ -313,7 +313,8 @@ def render_diagnostics(d: Mapping[str, Any], *, source: str = "") -> str:
     cleanup = d.get("cleanup") or {}
     last = cleanup.get("last")
     out += ["", _heading("Cleanup")]
-    line = f"runs: {cleanup.get('runs') or {}}"
+    runs = cleanup.get("runs") or {}
+    line = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in runs.items()) or "no runs"
     if last:
         line += f"; last at {_clock(last.get('started_at'))} freed {human_bytes(last.get('freed_bytes'))}"
     if cleanup.get("retry_after_seconds"):
@@ -394,65 +395,78 @@ def render_ps(rows: Sequence[Mapping[str, Any]]) -> str:
     return table(body, ["PID", "NAME", "RSS", "PRESSURE", "UPTIME", "API", "VERSION"], right=(0, 2))
 
 
+def _site(s: Mapping[str, Any]) -> str:
+    if s.get("file"):
+        return f"{s['file']}:{s.get('line', '?')}"
+    tb = s.get("traceback")
+    return str(tb[-1]) if isinstance(tb, list) and tb else "-"
+
+
 def render_leaks(d: Mapping[str, Any]) -> str:
-    """A leak report, whatever its exact shape: verdict, suspects, top allocation sites."""
+    """The leak report (``GET /api/memory/leaks``): suspects, tracing, allocation sites."""
     out = [_heading("Leaks")]
-    verdict = d.get("verdict", d.get("status"))
-    if verdict is not None:
-        out.append(f"Verdict: {verdict}")
-    for key in ("suspects", "findings"):
-        items = d.get(key)
-        if isinstance(items, list):
-            out.append(f"{key.capitalize()}: {len(items)}")
-            for s in items[:10]:
-                out.append("  - " + (_one_line(s) if isinstance(s, Mapping) else str(s)))
-    sites = allocation_sites(d)
-    if sites:
-        out += ["", render_sites(sites)]
-    if len(out) == 1:
-        out.append(_one_line(d))
+    if d.get("enabled") is False:
+        out.append("Leak detection is off (leak_detection = false).")
+    suspects = d.get("suspects") or []
+    checked = f"{d.get('checks', 0)} checks over {human_duration(d.get('window_seconds'))} windows"
+    if not suspects:
+        out.append(f"No leak suspects ({checked}).")
+    else:
+        out.append(f"{len(suspects)} suspects ({checked}):")
+        rows = []
+        for sp in suspects[:10]:
+            rate = sp.get("growth_bytes_per_min")
+            rows.append(
+                [
+                    sp.get("kind"),
+                    _site(sp),
+                    f"{human_bytes(rate, signed=True)}/min" if isinstance(rate, (int, float)) else "-",
+                    percent(100.0 * sp["confidence"], 0) if isinstance(sp.get("confidence"), (int, float)) else "-",
+                    sp.get("classified_by") or "-",
+                ]
+            )
+        out.append(table(rows, ["KIND", "WHERE", "GROWTH", "CONFIDENCE", "BY"], right=(2, 3)))
+        for sp in suspects[:3]:
+            if sp.get("suggestion"):
+                out.append(f"  {sp.get('kind')} at {_site(sp)}: {sp['suggestion']}")
+    tracing = d.get("tracing") or {}
+    window = tracing.get("window")
+    if tracing.get("running") and isinstance(window, Mapping):
+        out.append(f"Tracing allocations now: {human_duration(window.get('remaining_seconds'))} left.")
+    last = tracing.get("last")
+    if isinstance(last, Mapping):
+        out.append(
+            f"Last tracing window: #{last.get('id')} ({last.get('reason')}), {human_duration(last.get('seconds'))}, "
+            f"traced growth {human_bytes(last.get('traced_growth_bytes_per_min'), signed=True)}/min"
+        )
+    for key, title in (("growing_sites", "Growing allocation sites"), ("top_allocations", "Top allocation sites")):
+        sites = d.get(key)
+        if isinstance(sites, list) and sites:
+            out += ["", _heading(f"{title} (last tracing window)"), render_sites(sites)]
     return "\n".join(out)
 
 
 def allocation_sites(d: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The top allocation sites in a leak report, wherever the report keeps them."""
-    for path in (
-        ("top_allocations",),
-        ("allocations",),
-        ("sites",),
-        ("tracing", "top"),
-        ("tracing", "sites"),
-        ("trace", "top"),
-    ):
-        v = _get(d, *path)
-        if isinstance(v, list) and v and isinstance(v[0], Mapping):
+    """The allocation sites of the last tracing window: growing ones, else the largest."""
+    for key in ("growing_sites", "top_allocations"):
+        v = d.get(key)
+        if isinstance(v, list) and v:
             return list(v)
     return []
 
 
 def render_sites(sites: Sequence[Mapping[str, Any]], limit: int = 15) -> str:
+    """A table of allocation sites: size (and growth, for growing sites), blocks, where."""
+    growing = any("growth_bytes" in s for s in sites)
     rows = []
     for s in sites[:limit]:
-        where = (
-            s.get("site")
-            or s.get("traceback")
-            or s.get("location")
-            or f"{s.get('filename', '?')}:{s.get('lineno', '?')}"
-        )
-        if isinstance(where, list):
-            where = where[0] if where else "?"
-        size = s.get("size_diff_bytes", s.get("size_bytes", s.get("bytes", s.get("size"))))
-        count = s.get("count_diff", s.get("count", s.get("blocks")))
-        rows.append([human_bytes(size, signed="size_diff_bytes" in s), count, where])
-    return table(rows, ["SIZE", "BLOCKS", "ALLOCATION SITE"], right=(0, 1))
-
-
-def _one_line(d: Mapping[str, Any]) -> str:
-    parts = []
-    for k, v in d.items():
-        if isinstance(v, (dict, list)):
-            continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and k.endswith("bytes"):
-            v = human_bytes(v)
-        parts.append(f"{k}={v}")
-    return ", ".join(parts)[:300]
+        row = [human_bytes(s.get("size_bytes")), s.get("count")]
+        if growing:
+            per_min = s.get("growth_bytes_per_min")
+            row += [
+                human_bytes(s.get("growth_bytes"), signed=True),
+                f"{human_bytes(per_min, signed=True)}/min" if isinstance(per_min, (int, float)) else "-",
+            ]
+        rows.append([*row, _site(s)])
+    headers = ["SIZE", "BLOCKS", *(["GROWTH", "RATE"] if growing else []), "ALLOCATION SITE"]
+    return table(rows, headers, right=tuple(range(len(headers) - 1)))
