@@ -62,7 +62,11 @@ def owned_procs() -> Iterator[list[subprocess.Popen[bytes]]]:
 def outsider() -> Iterator[int]:
     """A `sleep` outside this process's tree: started by a shell that exits at once."""
     out = subprocess.run(
-        ["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True, start_new_session=True, check=True
+        ["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        check=True,
     )
     pid = int(out.stdout.strip())
     wait_for(lambda: (st := read_identity(pid)) is not None and st.ppid != os.getpid(), what="re-parenting")
@@ -185,8 +189,14 @@ def test_pid_reuse_never_signals_the_successor(outsider: int, owned_procs: list)
 
 
 def test_terminate_term_then_kill_after_grace(owned_procs: list) -> None:
-    p = memdiag.Popen([sys.executable, "-c", "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(30)"],
-                      stdout=subprocess.PIPE)
+    p = memdiag.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+    )
     owned_procs.append(p)
     p.stdout.readline()
     res = terminate(p, grace=0.3)
@@ -196,7 +206,9 @@ def test_terminate_term_then_kill_after_grace(owned_procs: list) -> None:
 
 
 def test_process_group_terminated_as_a_unit(owned_procs: list) -> None:
-    p = memdiag.Popen(["sh", "-c", "sleep 30 & echo $!; sleep 30 & echo $!; wait"], stdout=subprocess.PIPE, start_new_session=True)
+    p = memdiag.Popen(
+        ["sh", "-c", "sleep 30 & echo $!; sleep 30 & echo $!; wait"], stdout=subprocess.PIPE, start_new_session=True
+    )
     owned_procs.append(p)
     members = [int(p.stdout.readline()), int(p.stdout.readline())]
     assert p.ownership.process_group
@@ -309,7 +321,7 @@ def test_tick_over_100_children_is_cheap(diag: MemoryDiagnostics, owned_procs: l
         ("--inspect-port 10.1.2.3:9230", "--inspect-port 127.0.0.1:9230"),
         ("--inspect=example.com", "--inspect=127.0.0.1"),
         ("--inspect=9229", "--inspect=9229"),
-        ("--inspect=localhost:9229 --require \"/a b/c.js\"", "--inspect=localhost:9229 --require \"/a b/c.js\""),
+        ('--inspect=localhost:9229 --require "/a b/c.js"', '--inspect=localhost:9229 --require "/a b/c.js"'),
         ("--inspect=[::1]:9229", "--inspect=[::1]:9229"),
     ],
 )
@@ -320,7 +332,9 @@ def test_sanitize_node_options(given: str, expected: str) -> None:
 
 def test_real_node_child_inspector_stays_on_loopback(owned_procs: list, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NODE_OPTIONS", "--inspect=0.0.0.0:0 --inspect-publish-uid=http")
-    p = memdiag.Popen(["node", "-e", "console.log(require('inspector').url())"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    p = memdiag.Popen(
+        ["node", "-e", "console.log(require('inspector').url())"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     owned_procs.append(p)
     out, _ = p.communicate(timeout=20)
     assert out.decode().startswith("ws://127.0.0.1:")

@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -100,7 +99,7 @@ class TreeObserver:
                 zombies.add(key)
                 reap.note_zombie(c.pid, c.start_ticks)
         for key in known.keys() - current.keys():
-            ppid, name, first, peak = known.pop(key)
+            _, name, first, peak = known.pop(key)
             self.adopted.discard(key)
             pid, start = key
             st = read_identity(pid)
@@ -215,16 +214,33 @@ def processes_section(diag: Any) -> dict[str, Any]:
         entry = owner_of(c.pid, c.start_ticks)
         owned_n += entry is not None
         role = entry.role if entry and entry.role else ("owned" if entry else "unowned")
-        g = groups.setdefault((c.name, role), {"name": c.name, "role": role, "count": 0, "live": 0, "zombies": 0,
-                                               "owned": 0, "rss_bytes": 0, "uss_bytes": 0, "pss_bytes": 0, "pids": []})
+        g = groups.setdefault(
+            (c.name, role),
+            {
+                "name": c.name,
+                "role": role,
+                "count": 0,
+                "live": 0,
+                "zombies": 0,
+                "owned": 0,
+                "rss_bytes": 0,
+                "uss_bytes": 0,
+                "pss_bytes": 0,
+                "pids": [],
+            },
+        )
         g["count"] += 1
         g["owned"] += entry is not None
         if len(g["pids"]) < 20:
             g["pids"].append(c.pid)
         if c.state == "Z":
             g["zombies"] += 1
-            z = {"pid": c.pid, "name": c.name, "owned": entry is not None,
-                 "age_seconds": round(reap.zombie_age(c.pid, c.start_ticks), 3)}
+            z = {
+                "pid": c.pid,
+                "name": c.name,
+                "owned": entry is not None,
+                "age_seconds": round(reap.zombie_age(c.pid, c.start_ticks), 3),
+            }
             if c.ppid == me:
                 own_z.append(z)
             else:

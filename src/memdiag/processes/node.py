@@ -81,7 +81,7 @@ class NodeProcess(Popen):
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         base = dict(kwargs.pop("env", None) or os.environ)
         orig, _ = sanitize_node_options(base.get("NODE_OPTIONS", ""))
-        words = split_node_options(orig) + ["--require", AGENT_PATH, "--expose-gc"]
+        words = [*split_node_options(orig), "--require", AGENT_PATH, "--expose-gc"]
         base.update(
             NODE_OPTIONS=join_node_options(words),
             MEMDIAG_NODE_OPTIONS_ORIG=orig,
@@ -150,7 +150,8 @@ class NodeProcess(Popen):
             usage = msg.get("usage") or msg.get("after")
             if isinstance(usage, dict):
                 self.usage = {**usage, "time": time.time()}
-            waiter = self._replies.pop(msg.get("id"), None) if msg.get("id") is not None else None
+            rid = msg.get("id")
+            waiter = self._replies.pop(rid, None) if isinstance(rid, int) else None
             if waiter is not None:
                 waiter[1].append(msg)
                 waiter[0].set()
@@ -205,7 +206,13 @@ class NodeProcess(Popen):
             return {"ok": False, "error": "no answer (channel closed or timed out)", "freed_bytes": 0}
         before, after = msg.get("before") or {}, msg.get("after") or {}
         freed = max(0, int(before.get("heapUsed", 0)) - int(after.get("heapUsed", 0)))
-        out = {"ok": bool(msg.get("ok")), "before": before, "after": after, "freed_bytes": freed, "gc_ms": msg.get("ms")}
+        out = {
+            "ok": bool(msg.get("ok")),
+            "before": before,
+            "after": after,
+            "freed_bytes": freed,
+            "gc_ms": msg.get("ms"),
+        }
         if not msg.get("ok"):
             out["error"] = "global.gc is not exposed"
         return out
@@ -266,7 +273,9 @@ def node_heap_signal(sample: Sample, cfg: MemoryConfig) -> list[SignalReading]:
         if not u or now - u["time"] > 30.0 or not p.connected:
             continue
         crit = float(p.heap_limit_bytes or cfg.node_heap_threshold_mb * MIB)
-        out.append(SignalReading("node_heap", float(u["heapUsed"]), crit * cfg.warning_ratio, crit, "bytes", f"pid {p.pid}"))
+        out.append(
+            SignalReading("node_heap", float(u["heapUsed"]), crit * cfg.warning_ratio, crit, "bytes", f"pid {p.pid}")
+        )
     return out
 
 

@@ -131,8 +131,16 @@ class MemoryAwarePool:
         self._shutdown = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self.counts = {"submitted": 0, "completed": 0, "failed": 0, "lost": 0, "started_workers": 0,
-                       "recycled_rss": 0, "recycled_tasks": 0, "recycled_idle": 0}
+        self.counts = {
+            "submitted": 0,
+            "completed": 0,
+            "failed": 0,
+            "lost": 0,
+            "started_workers": 0,
+            "recycled_rss": 0,
+            "recycled_tasks": 0,
+            "recycled_idle": 0,
+        }
         self._thread = threading.Thread(target=self._run, name=f"memdiag-{self.name}", daemon=True)
         self._thread.start()
         _POOLS.add(self)
@@ -194,8 +202,13 @@ class MemoryAwarePool:
             "queued": queued,
             "shutdown": self._shutdown,
             "workers": [
-                {"pid": w.proc.pid, "rss_bytes": read_statm_rss(w.proc.pid), "tasks_done": w.tasks_done,
-                 "busy": w.task is not None, "started_at": w.started}
+                {
+                    "pid": w.proc.pid,
+                    "rss_bytes": read_statm_rss(w.proc.pid),
+                    "tasks_done": w.tasks_done,
+                    "busy": w.task is not None,
+                    "started_at": w.started,
+                }
                 for w in workers
             ],
             **self.counts,
@@ -232,8 +245,10 @@ class MemoryAwarePool:
     def _start_worker(self) -> _Worker:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=_worker_main, args=(child, self._initializer, self._initargs),
-            name=f"memdiag-{self.name}-worker", daemon=True,
+            target=_worker_main,
+            args=(child, self._initializer, self._initargs),
+            name=f"memdiag-{self.name}-worker",
+            daemon=True,
         )
         proc.start()
         child.close()

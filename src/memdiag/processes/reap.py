@@ -107,7 +107,12 @@ def reap_zombies(*, min_age: float = ZOMBIE_MIN_AGE, dry_run: bool = False) -> d
         owned = [z for z in zombies if registry.get(z.pid, z.start_ticks) is not None]
         old = [z for z in zombies if z not in owned and zombie_age(z.pid, z.start_ticks) >= min_age]
         n = len(owned) + len(old)
-        return {"count": n, "by_stage": by_stage, "waiting": len(zombies) - n, "detail": f"would reap {n} zombie children"}
+        return {
+            "count": n,
+            "by_stage": by_stage,
+            "waiting": len(zombies) - n,
+            "detail": f"would reap {n} zombie children",
+        }
     left = list(zombies)
 
     def settle(stage: str) -> None:
@@ -146,7 +151,9 @@ def reap_zombies(*, min_age: float = ZOMBIE_MIN_AGE, dry_run: bool = False) -> d
         rc = waitpid_exact(z.pid)
         if rc is not None:
             by_stage["unowned"] += 1
-            reaped_events.append({"time": time.time(), "pid": z.pid, "name": z.name, "returncode": rc, "how": "waitpid"})
+            reaped_events.append(
+                {"time": time.time(), "pid": z.pid, "name": z.name, "returncode": rc, "how": "waitpid"}
+            )
             log.info("reaped unowned zombie child %d (%s), exit status %d", z.pid, z.name, rc)
     with _lock:
         for k, v in by_stage.items():
@@ -156,7 +163,8 @@ def reap_zombies(*, min_age: float = ZOMBIE_MIN_AGE, dry_run: bool = False) -> d
         "count": n,
         "by_stage": by_stage,
         "waiting": waiting,
-        "detail": f"reaped {n} zombie children" + (f"; {waiting} younger than {min_age:g}s left to their owners" if waiting else ""),
+        "detail": f"reaped {n} zombie children"
+        + (f"; {waiting} younger than {min_age:g}s left to their owners" if waiting else ""),
     }
 
 

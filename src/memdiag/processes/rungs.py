@@ -91,7 +91,13 @@ def owned_limit_signal(sample: Sample, cfg: MemoryConfig) -> list[SignalReading]
         limit = float(e.memory_limit_bytes)
         ratio = c.rss_bytes / limit
         if worst is None or ratio > worst[0]:
-            r = SignalReading("owned_child_limit", float(c.rss_bytes), limit * cfg.warning_ratio, limit, "bytes",
-                              f"pid {c.pid} ({e.role or c.name})")
+            r = SignalReading(
+                "owned_child_limit",
+                float(c.rss_bytes),
+                limit * cfg.warning_ratio,
+                limit,
+                "bytes",
+                f"pid {c.pid} ({e.role or c.name})",
+            )
             worst = (ratio, r)
     return [worst[1]] if worst else []

@@ -124,14 +124,14 @@ def stop_entries(
         else:
             _finish(entry, res)
     deadline = time.monotonic() + grace
-    for entry, res in active:
+    for entry, _ in active:
         _wait_exited(entry, deadline)
     for entry, res in active:
         # Whatever is left of the process (or its group) gets KILL; the leader is still
         # unreaped here, so its PID and group ID cannot have been reused.
-        if not _exited(entry) or (entry.process_group and _group_members(entry.pid)):
-            if _signal(entry, signal.SIGKILL):
-                res["signals"].append("KILL")
+        lingering = not _exited(entry) or (entry.process_group and _group_members(entry.pid))
+        if lingering and _signal(entry, signal.SIGKILL):
+            res["signals"].append("KILL")
     kill_deadline = time.monotonic() + 5.0
     for entry, res in active:
         _wait_exited(entry, kill_deadline)
@@ -156,7 +156,9 @@ def _exited(entry: OwnedProcess) -> bool:
     if entry.returncode is not None:
         return True
     st = read_identity(entry.pid)
-    return st is None or st.state in ("Z", "X") or (entry.start_ticks is not None and st.start_ticks != entry.start_ticks)
+    return (
+        st is None or st.state in ("Z", "X") or (entry.start_ticks is not None and st.start_ticks != entry.start_ticks)
+    )
 
 
 def _wait_exited(entry: OwnedProcess, deadline: float) -> None:
