@@ -41,6 +41,9 @@ _LAZY: dict[str, str] = {
     "spawn": "memdiag.processes",
     "spawn_node": "memdiag.processes",
     "track": "memdiag.processes",
+    "leaks_report": "memdiag.leaks",
+    "on_leak": "memdiag.leaks",
+    "start_tracing": "memdiag.leaks",
 }
 
 __all__ = [
@@ -59,7 +62,9 @@ __all__ = [
     "__version__",
     "active_config",
     "get_diagnostics",
+    "leaks_report",
     "load_config",
+    "on_leak",
     "owned",
     "register_cache",
     "register_cleanup",
@@ -67,6 +72,7 @@ __all__ = [
     "spawn",
     "spawn_node",
     "start",
+    "start_tracing",
     "stop",
     "track",
     "unregister_cache",

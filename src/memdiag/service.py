@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import statistics
+import sys
 import threading
 import time
 import weakref
@@ -180,7 +181,18 @@ class MemoryDiagnostics:
         t.start()
         if self is MemoryDiagnostics._instance:
             _config_mod._set_active(self._cfg)
+        if self._cfg.leak_detection:
+            self._attach_leaks()
         return self
+
+    def _attach_leaks(self) -> None:
+        # Imported here: `import memdiag` stays cheap and never loads the leak machinery.
+        try:
+            from .leaks import enable
+
+            enable(self)
+        except Exception as exc:
+            log.warning("memdiag leak detection could not start: %r", exc)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the monitor and the API server, flush stored history (idempotent)."""
@@ -190,6 +202,9 @@ class MemoryDiagnostics:
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
         self._thread = None
+        leaks = sys.modules.get("memdiag.leaks")
+        if leaks is not None:  # loaded only if leak detection or tracing was ever used
+            leaks.disable(self)
         server, self.http_server = self.http_server, None
         if server is not None:
             try:

@@ -1,0 +1,361 @@
+"""Leak detection scenarios and overhead, at default settings (``--quick``: shortened).
+
+Scenarios, each in a fresh child process:
+
+* ``detect``: a service with steady churn (short-lived request objects and a Zipf-keyed
+  LRU cache that warms up over a couple of minutes, then turns over) plus one site
+  leaking 1 MB/min. Measures when that site (file and line) becomes the top suspect.
+  Bar: within 5 minutes.
+* ``plateau``: the same service without the leak, for 10 minutes. Bar: no memory suspect.
+* ``overhead``: an allocation-heavy loop (plus the 1 MB/min leak, so automatic tracing
+  windows really run) for 10 minutes, three ways, in interleaved rounds: no memdiag
+  (baseline), ``memdiag.start()`` with defaults, and tracemalloc left on by hand
+  (``nframes=1``, what a user would do instead). Throughput ratios vs the baseline,
+  peak RSS of each, and the tracing window's own RSS-based peak. Bar: <= 3 % slowdown.
+
+Usage::
+
+    python benchmarks/bench_leaks.py                 # everything, full length (~45 min)
+    python benchmarks/bench_leaks.py --quick         # shortened, accelerated (~6 min)
+    python benchmarks/bench_leaks.py detect --quick  # one scenario
+
+``--quick`` shortens the runs and scales the verdict window and tracing windows down
+with them (the same code path, faster clocks); its figures are not the bar's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import collections
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+HERE = os.path.abspath(__file__)
+LEAK_BYTES_PER_MIN = 1024 * 1024
+with open(HERE, encoding="utf-8") as _fh:
+    SOURCE = _fh.read().splitlines()
+QUICK_CONFIG = {
+    "leak_window_seconds": 40.0,
+    "trace_window_seconds": 3.0,
+    "sample_interval": 0.25,
+    "profile_interval": 10.0,
+}
+
+
+# -- the service -------------------------------------------------------------------------
+
+
+class Zipf:
+    """Zipf(1.0) keys over ``n`` items (inverse CDF by bisection)."""
+
+    def __init__(self, n: int, seed: int = 7) -> None:
+        weights = [1.0 / (k + 1) for k in range(n)]
+        total = sum(weights)
+        acc = 0.0
+        self.cdf = []
+        for w in weights:
+            acc += w / total
+            self.cdf.append(acc)
+        self.rng = random.Random(seed)
+
+    def __call__(self) -> int:
+        return bisect.bisect_left(self.cdf, self.rng.random())
+
+
+_LEAKED: list[bytes] = []
+
+
+def leak_forever(stop: threading.Event, bytes_per_min: float) -> None:
+    """The leak: 1 KiB records kept forever in a module-level list."""
+    period = 1024 * 60.0 / bytes_per_min
+    nxt = time.monotonic()
+    while not stop.is_set():
+        _LEAKED.append(bytes(1024))  # LEAK-SITE
+        nxt += period
+        stop.wait(max(0.0, nxt - time.monotonic()))
+
+
+def serve(stop: threading.Event, rate: float, counter: list[int]) -> None:
+    """Request handling at ``rate`` req/s: temporary objects, an LRU cache that warms up."""
+    keys = Zipf(100_000)
+    cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+    capacity = 10_000
+    nxt = time.monotonic()
+    while not stop.is_set():
+        k = keys()
+        body = cache.get(k)
+        if body is None:
+            body = os.urandom(64) * 20  # ~1.3 KB value
+            cache[k] = body
+            if len(cache) > capacity:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(k)
+        request = {
+            "id": counter[0],
+            "headers": {f"h{i}": "x" * 20 for i in range(20)},
+            "rows": [[j] * 8 for j in range(50)],
+        }
+        _ = json.dumps(request)
+        counter[0] += 1
+        nxt += 1.0 / rate
+        delay = nxt - time.monotonic()
+        if delay > 0:
+            stop.wait(delay)
+        elif delay < -1.0:
+            nxt = time.monotonic()
+
+
+def hot_loop(stop: threading.Event, counter: list[int]) -> None:
+    """Allocation-heavy work as fast as it goes: many small dicts, lists and strings."""
+    while not stop.is_set():
+        for _ in range(200):
+            d = {"a": [1, 2, 3], "b": str(counter[0]), "c": (counter[0], "x")}
+            _ = [d, dict(d), list(d)]
+        counter[0] += 1
+
+
+def child(args: argparse.Namespace) -> None:
+    """One run in this (child) process; prints a JSON line."""
+    import memdiag
+    from memdiag import leaks
+    from memdiag.probes.process import read_statm_rss
+
+    overrides = json.loads(args.config or "{}")
+    diag = None
+    if args.mode == "tracemalloc":
+        import tracemalloc
+
+        tracemalloc.start(1)
+    elif args.mode == "memdiag":
+        diag = memdiag.start(**overrides)
+    stop = threading.Event()
+    counter = [0]
+    threads = []
+    if args.leak:
+        threads.append(threading.Thread(target=leak_forever, args=(stop, LEAK_BYTES_PER_MIN), daemon=True))
+    if args.workload == "service":
+        threads.append(threading.Thread(target=serve, args=(stop, args.rate, counter), daemon=True))
+    else:
+        threads.append(threading.Thread(target=hot_loop, args=(stop, counter), daemon=True))
+    leak_line = next(
+        n for n, text in enumerate(SOURCE, 1) if "# LEAK-SITE" in text and "next(" not in text
+    )
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    detected_at = None
+    first_memory_suspect = None
+    memory_suspects: list[dict[str, Any]] = []
+    rss_peak = 0
+    ops_at_start = 0
+    ops_t0 = time.monotonic()
+    warm = min(30.0, args.seconds / 10)  # throughput counted after a short warm-up
+    while True:
+        now = time.monotonic() - t0
+        if now >= args.seconds:
+            break
+        time.sleep(min(1.0, args.seconds - now))
+        rss_peak = max(rss_peak, read_statm_rss() or 0)
+        if ops_at_start == 0 and now >= warm:
+            ops_at_start = counter[0]
+            ops_t0 = time.monotonic()
+        if diag is not None:
+            report = leaks.leaks_report(diag)
+            mem = [s for s in report["suspects"] if s["kind"] in ("python_objects", "native")]
+            if mem and first_memory_suspect is None:
+                first_memory_suspect = round(time.monotonic() - t0, 1)
+            for s in mem:
+                if not any(m["id"] == s["id"] and m["file"] == s["file"] for m in memory_suspects):
+                    memory_suspects.append(
+                        {
+                            "t": round(time.monotonic() - t0, 1),
+                            "id": s["id"],
+                            "kind": s["kind"],
+                            "file": s["file"],
+                            "line": s["line"],
+                            "confidence": s["confidence"],
+                        }
+                    )
+            top = report["suspects"][0] if report["suspects"] else None
+            if detected_at is None and top and top["file"] == HERE and top["line"] == leak_line:
+                detected_at = round(time.monotonic() - t0, 1)
+    ops = counter[0] - ops_at_start
+    elapsed = time.monotonic() - ops_t0
+    stop.set()
+    out: dict[str, Any] = {
+        "mode": args.mode,
+        "seconds": args.seconds,
+        "ops_per_second": ops / elapsed if elapsed > 0 else None,
+        "rss_peak_bytes": rss_peak,
+        "detected_at": detected_at,
+        "first_memory_suspect_at": first_memory_suspect,
+        "memory_suspects": memory_suspects[:10],
+    }
+    if diag is not None:
+        report = leaks.leaks_report(diag)
+        tr = report["tracing"]
+        out["windows_run"] = tr["windows_run"]
+        out["budget_used_seconds"] = tr["budget"]["used_seconds"]
+        out["last_window"] = tr["last"]
+        out["top_suspect"] = report["suspects"][0] if report["suspects"] else None
+        out["check_seconds_median"] = report["overhead"]["check_seconds_median"]
+        out["monitor_cpu_percent"] = diag.overhead()["monitor_cpu_percent"]
+        memdiag.stop()
+    print(json.dumps(out, default=str))
+
+
+def run_child(
+    mode: str, seconds: float, *, leak: bool, workload: str, config: dict[str, Any], rate: float = 200.0
+) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMDIAG_")}
+    env["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="bench-leaks-")  # no user config file
+    cmd = [
+        sys.executable,
+        HERE,
+        "_child",
+        "--mode",
+        mode,
+        "--seconds",
+        str(seconds),
+        "--workload",
+        workload,
+        "--rate",
+        str(rate),
+        "--config",
+        json.dumps(config),
+    ]
+    if leak:
+        cmd.append("--leak")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds * 3 + 120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- scenarios ---------------------------------------------------------------------------
+
+
+def scenario_detect(quick: bool) -> dict[str, Any]:
+    seconds = 120.0 if quick else 300.0
+    r = run_child("memdiag", seconds, leak=True, workload="service", config=QUICK_CONFIG if quick else {})
+    ok = r["detected_at"] is not None
+    print(
+        f"detect: leak site top suspect after {r['detected_at']} s (bar: <= {seconds:.0f} s) -> "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
+    print(
+        f"        first memory suspect at {r['first_memory_suspect_at']} s; windows run: {r.get('windows_run')}; "
+        f"top: {(r.get('top_suspect') or {}).get('kind')} {(r.get('top_suspect') or {}).get('line')}"
+    )
+    return {"scenario": "detect", "quick": quick, "bar_seconds": seconds, "pass": ok, **r}
+
+
+def scenario_plateau(quick: bool) -> dict[str, Any]:
+    seconds = 180.0 if quick else 600.0
+    r = run_child("memdiag", seconds, leak=False, workload="service", config=QUICK_CONFIG if quick else {})
+    ok = not r["memory_suspects"]
+    print(
+        f"plateau: memory suspects in {seconds:.0f} s: {len(r['memory_suspects'])} -> {'PASS' if ok else 'FAIL'} "
+        f"(RSS peak {r['rss_peak_bytes'] / 2**20:.1f} MiB; windows run: {r.get('windows_run')})"
+    )
+    for s in r["memory_suspects"]:
+        print(f"         {s}")
+    return {"scenario": "plateau", "quick": quick, "pass": ok, **r}
+
+
+def scenario_overhead(quick: bool, rounds: int | None) -> dict[str, Any]:
+    seconds = 90.0 if quick else 600.0
+    rounds = rounds or (2 if quick else 1)
+    cfg = QUICK_CONFIG if quick else {}
+    modes = ["baseline", "memdiag", "tracemalloc"]
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for i in range(rounds):
+        order = modes if i % 2 == 0 else modes[::-1]  # interleaved, alternating order
+        for m in order:
+            runs[m].append(run_child(m, seconds, leak=True, workload="hot", config=cfg))
+            print(
+                f"  round {i + 1} {m:<11} {runs[m][-1]['ops_per_second']:.1f} ops/s, RSS peak "
+                f"{runs[m][-1]['rss_peak_bytes'] / 2**20:.1f} MiB"
+                + (f", windows {runs[m][-1]['windows_run']}" if m == "memdiag" else "")
+            )
+    med = {m: statistics.median(r["ops_per_second"] for r in runs[m]) for m in modes}
+    base = med["baseline"]
+    slow = {m: 1.0 - med[m] / base for m in modes}
+    rss = {m: statistics.median(r["rss_peak_bytes"] for r in runs[m]) for m in modes}
+    win = [r["last_window"] for r in runs["memdiag"] if r.get("last_window")]
+    print(
+        f"overhead ({seconds:.0f} s runs, {rounds} round(s), medians): memdiag slowdown {100 * slow['memdiag']:.2f} % "
+        f"(bar <= 3 %: {'PASS' if slow['memdiag'] <= 0.03 else 'FAIL'}), "
+        f"tracemalloc on {100 * slow['tracemalloc']:.1f} %"
+    )
+    print(
+        f"  windows run per memdiag run: {[r.get('windows_run') for r in runs['memdiag']]}, "
+        f"budget used: {[r.get('budget_used_seconds') for r in runs['memdiag']]} s"
+    )
+    print(
+        f"  peak RSS: baseline {rss['baseline'] / 2**20:.1f} MiB, memdiag {rss['memdiag'] / 2**20:.1f} MiB, "
+        f"tracemalloc {rss['tracemalloc'] / 2**20:.1f} MiB"
+    )
+    for w in win:
+        m = w["memory"]
+        print(
+            f"  window {w['id']} ({w['seconds']} s): extra RSS peak {m['extra_rss_peak_bytes'] / 2**20:.2f} MiB "
+            f"(tracemalloc's own figure {m['tracemalloc_peak_bytes'] / 2**20:.2f} MiB), "
+            f"snapshots {w['snapshot_seconds']} s, "
+            f"analysis {w['analysis_seconds']} s"
+        )
+    return {
+        "scenario": "overhead",
+        "quick": quick,
+        "seconds": seconds,
+        "rounds": rounds,
+        "median_ops_per_second": med,
+        "slowdown": slow,
+        "rss_peak_median_bytes": rss,
+        "pass": slow["memdiag"] <= 0.03,
+        "runs": runs,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("scenario", nargs="?", default="all", choices=["all", "detect", "plateau", "overhead", "_child"])
+    p.add_argument("--quick", action="store_true", help="shortened runs with accelerated settings")
+    p.add_argument("--rounds", type=int, default=None, help="overhead rounds (default: 1 full, 2 quick)")
+    p.add_argument("--json", metavar="FILE", help="also write the results here")
+    # child options
+    p.add_argument("--mode", default="memdiag", choices=["baseline", "memdiag", "tracemalloc"])
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--workload", default="service", choices=["service", "hot"])
+    p.add_argument("--rate", type=float, default=200.0)
+    p.add_argument("--leak", action="store_true")
+    p.add_argument("--config", default="{}")
+    args = p.parse_args()
+    if args.scenario == "_child":
+        child(args)
+        return
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, quick={args.quick}")
+    results = []
+    if args.scenario in ("all", "detect"):
+        results.append(scenario_detect(args.quick))
+    if args.scenario in ("all", "plateau"):
+        results.append(scenario_plateau(args.quick))
+    if args.scenario in ("all", "overhead"):
+        results.append(scenario_overhead(args.quick, args.rounds))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

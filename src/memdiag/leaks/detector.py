@@ -1,0 +1,376 @@
+"""LeakDetector: always-on cheap signals, a verdict every few seconds, windows on suspicion.
+
+It listens to the monitor's samples (``on_sample``) and, every
+``max(sample_interval, leak_window_seconds / 30)`` seconds (10 s by default), fits
+robust trends over the last ``leak_window_seconds`` of history:
+
+* **memory**: RSS must grow significantly (Mann-Kendall p < 0.01), faster than
+  ``leak_min_growth_kb_per_min``, over at least half the window, without levelling
+  off (no plateau in the last third, no halving of the slope from the first half to the
+  second). Then an allocation-tracing window is started automatically (budget
+  permitting) and its result classifies the growth and names the site.
+* **resources**: fds, threads, asyncio tasks, child processes and zombies must keep
+  rising (significant, no plateau) by a minimum count.
+* ``gc.garbage`` growing (uncollectable objects) and malloc retaining a large share of
+  RSS as free memory (``mallinfo2``).
+
+A suspect survives short lapses (a fifth of the window) before it is resolved, so a
+noisy trend does not flap; each change goes through the :class:`Notifier`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import statistics
+import threading
+import time
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .. import registry
+from ..errors import MemdiagError
+from ..history import COLUMNS
+from ..stats import Trend, trend
+from .census import CensusHistory
+from .classify import (
+    RESOURCES,
+    decelerating,
+    memory_suspects,
+    resource_suspect,
+    retention_suspect,
+    uncollectable_suspect,
+)
+from .flight import FlightRecorder
+from .native import MallocInfo, malloc_info
+from .notify import notifier
+from .resources import garbage_types, tasks_collector
+from .tracing import manager
+
+if TYPE_CHECKING:
+    from ..pressure import PressureState
+    from ..sample import Sample
+    from ..service import MemoryDiagnostics
+
+__all__ = ["LeakDetector"]
+
+log = logging.getLogger("memdiag.leaks")
+
+
+class LeakDetector:
+    """Leak detection for one :class:`~memdiag.service.MemoryDiagnostics`.
+
+    Use :func:`memdiag.leaks.enable` (``memdiag.start()`` does it when
+    ``leak_detection`` is on) rather than building one directly.
+    """
+
+    def __init__(self, diag: MemoryDiagnostics) -> None:
+        self._diag = weakref.ref(diag)
+        self.pid = os.getpid()
+        self.active = False
+        self._registered = False
+        self.census = CensusHistory()
+        self._series: dict[str, deque[tuple[float, float]]] = {
+            name: deque(maxlen=4096) for name in ("asyncio_tasks", "gc_garbage", "malloc_in_use", "malloc_free")
+        }
+        self._suspects: dict[str, dict[str, Any]] = {}
+        self._missing: dict[str, float] = {}
+        self._resolved: deque[dict[str, Any]] = deque(maxlen=20)
+        self._growth_since: float | None = None
+        self._attached_at = time.time()
+        self._last_check = 0.0
+        self._checked_at: float | None = None
+        self._check_seconds: deque[float] = deque(maxlen=100)
+        self._trends: dict[str, Any] = {}
+        self._auto_blocked: str | None = None
+        self._malloc: MallocInfo | None = None
+        self._lock = threading.RLock()
+        self._busy = threading.local()
+        self.flight = FlightRecorder()
+        self.checks = 0
+        self.errors = 0
+        self.last_error: str | None = None
+
+    # -- wiring ----------------------------------------------------------------------
+    def attach(self) -> LeakDetector:
+        """Listen to the monitor's samples and pressure changes; add the report section."""
+        diag = self._diag()
+        if diag is None:
+            raise MemdiagError("the MemoryDiagnostics instance is gone")
+        if not self._registered:
+            diag.on_sample(self._on_sample)
+            diag.on_pressure_change(self._on_pressure)
+            self._registered = True
+        registry.register_collector("asyncio_tasks", tasks_collector)
+        registry.register_section("leaks", _section)
+        if not self.active:
+            self._attached_at = time.time()
+        self.active = True
+        return self
+
+    def detach(self) -> None:
+        """Stop reacting to samples and end a running tracing window."""
+        self.active = False
+        manager().stop()
+
+    # -- listeners (monitor thread) ----------------------------------------------------
+    def _on_sample(self, sample: Sample, state: PressureState) -> None:
+        if not self.active or getattr(self._busy, "on", False):
+            return
+        diag = self._diag()
+        if diag is None:
+            return
+        self._busy.on = True
+        try:
+            cfg = diag.config
+            reason = self.flight.event_reason(sample.cgroup.events if sample.cgroup is not None else None)
+            if reason:
+                self._flight(diag, reason)
+            if not cfg.leak_detection:
+                return
+            now = sample.time
+            tasks = sample.extra.get("asyncio_tasks")
+            if isinstance(tasks, int):
+                self._series["asyncio_tasks"].append((now, float(tasks)))
+            self._series["gc_garbage"].append((now, float(sample.python.garbage)))
+            if sample.profile:
+                self.census.take()
+            every = max(cfg.sample_interval, cfg.leak_window_seconds / 30.0)
+            mono = time.monotonic()
+            if mono - self._last_check >= every:
+                self._last_check = mono
+                self.check()
+        except Exception as exc:  # never into the monitor
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.debug("leak detector failed: %s", self.last_error, exc_info=True)
+        finally:
+            self._busy.on = False
+
+    def _on_pressure(self, previous: PressureState, current: PressureState) -> None:
+        if not self.active or current.level != "critical" or previous.level == "critical":
+            return
+        diag = self._diag()
+        if diag is not None:
+            why = ", ".join(f"{r['signal']}={r['value']}" for r in current.reasons) or "critical"
+            self._flight(diag, f"pressure {previous.level} -> critical ({why})")
+
+    def _flight(self, diag: MemoryDiagnostics, reason: str) -> None:
+        def build() -> dict[str, Any]:
+            report = diag.diagnostics()
+            report.setdefault("leaks", self.report())
+            return report
+
+        self.flight.write(diag.config.flight_recorder_path, reason, build)
+
+    def _window_done(self, result: dict[str, Any]) -> None:
+        self._last_check = 0.0  # re-check at the next tick with the new evidence
+
+    # -- the verdict -------------------------------------------------------------------
+    def _own_series(self, name: str, since: float) -> tuple[list[float], list[float]]:
+        pts = [(t, v) for t, v in list(self._series[name]) if t >= since]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    def check(self) -> list[dict[str, Any]]:
+        """Evaluate every signal now; returns the current suspects (best first)."""
+        diag = self._diag()
+        if diag is None:
+            return []
+        t0 = time.perf_counter()
+        cfg = diag.config
+        window = cfg.leak_window_seconds
+        min_span = 0.5 * window
+        floor = cfg.leak_min_growth_kb_per_min * 1024.0  # bytes/min
+        now = time.time()
+        since = now - window
+        found: dict[str, dict[str, Any]] = {}
+        trends: dict[str, Any] = {}
+
+        mi = malloc_info()
+        self._malloc = mi
+        if mi is not None:
+            self._series["malloc_in_use"].append((now, float(mi.in_use)))
+            self._series["malloc_free"].append((now, float(mi.free)))
+
+        xs, ys = diag.history.series("rss", since=since)
+        rss_t = trend(xs, ys, max_points=90)
+        heap_t = diag.history.trend("heap_blocks", window, max_points=60)
+        malloc_t = trend(*self._own_series("malloc_in_use", since), max_points=60)
+        decel = decelerating(xs, ys) if rss_t is not None else False
+        trends["rss"] = None if rss_t is None else {**(_brief(rss_t) or {}), "decelerating": decel}
+        trends["heap_blocks"] = _brief(heap_t)
+        trends["malloc_in_use"] = _brief(malloc_t)
+        growing = (
+            rss_t is not None
+            and rss_t.growing
+            and not rss_t.plateau
+            and not decel
+            and rss_t.slope_per_second * 60.0 >= floor
+            and rss_t.span_seconds >= 0.95 * min_span
+        )
+        if growing:
+            assert rss_t is not None
+            if self._growth_since is None:
+                self._growth_since = now
+            result = self._episode_window(now, window)
+            # Trace again once the evidence is a window old: the growth may have changed
+            # (a warm-up that turned into a leak). The budget sets the real pace.
+            if result is None or now - float(result.get("ended_at") or 0.0) > window:
+                self._auto_window(cfg)
+            for ms in memory_suspects(rss_t, window, heap_t, result, floor, malloc_t, self.census.growing_types()):
+                found[ms["id"]] = ms
+
+        for kind, (col, *_rest) in RESOURCES.items():
+            rx, ry = diag.history.series(col, since=since) if col in COLUMNS else self._own_series(col, since)
+            t = trend(rx, ry, max_points=60)
+            trends[kind] = _brief(t)
+            vals = [v for v in ry if math.isfinite(v)]
+            if t is not None and vals:
+                rs = resource_suspect(kind, t, vals[0], vals[-1], window, min_span)
+                if rs is not None:
+                    found[rs["id"]] = rs
+
+        gx, gy = self._own_series("gc_garbage", since)
+        if gy and gy[-1] > gy[0]:
+            us = uncollectable_suspect(int(gy[-1]), int(gy[0]), trend(gx, gy, max_points=60), garbage_types())
+            if us is not None:
+                found[us["id"]] = us
+
+        if mi is not None:
+            fx, fy = self._own_series("malloc_free", since)
+            ft = trend(fx, fy, max_points=60)
+            s = retention_suspect(
+                mi.free,
+                mi.in_use,
+                diag.last_sample.process.rss if diag.last_sample else None,
+                ft.slope_per_second * 60.0 if ft is not None and ft.growing else None,
+            )
+            if s is not None:
+                found[s["id"]] = s
+
+        with self._lock:
+            self._trends = trends
+            self._commit(found, now, window, cfg.leak_webhook_url)
+            self._checked_at = now
+            self.checks += 1
+            self._check_seconds.append(time.perf_counter() - t0)
+            return self.suspects()
+
+    def _episode_window(self, now: float, window: float) -> dict[str, Any] | None:
+        """The latest successful tracing window run during this growth (or just before)."""
+        for r in reversed(list(manager().results)):
+            if r.get("error") or "growing_sites" not in r:
+                continue
+            started = float(r.get("started_at") or 0.0)
+            if self._growth_since is not None and started >= max(self._growth_since - window, self._attached_at):
+                return r
+        return None
+
+    def _auto_window(self, cfg: Any) -> None:
+        m = manager()
+        if m.running:
+            return
+        budget = m.budget(cfg)
+        if not budget["allowed"]:
+            self._auto_blocked = budget["reason"]
+            return
+        try:
+            m.start(cfg, reason="auto", on_done=self._window_done)
+            self._auto_blocked = None
+        except (MemdiagError, ValueError) as exc:
+            self._auto_blocked = str(exc)
+
+    def _commit(self, found: dict[str, dict[str, Any]], now: float, window: float, webhook: str | None) -> None:
+        hold = window / 5.0
+        note = notifier()
+        latest = max((x["evidence"].get("window_id") or 0 for x in found.values()), default=0)
+        for key, s in found.items():
+            prev = self._suspects.get(key)
+            s["first_seen"] = prev["first_seen"] if prev else now
+            s["last_seen"] = now
+            self._missing.pop(key, None)
+            self._suspects[key] = s
+            note.suspect(s, webhook)
+        for key in list(self._suspects):
+            if key in found:
+                continue
+            since = self._missing.setdefault(key, now)
+            superseded = (self._suspects[key]["evidence"].get("window_id") or latest) < latest
+            if now - since < hold and not superseded:
+                continue  # a short lapse: keep the verdict (but not one a newer window replaced)
+            gone = self._suspects.pop(key)
+            self._missing.pop(key, None)
+            gone["resolved_at"] = now
+            self._resolved.append(gone)
+            note.resolved(gone, webhook)
+            if key == "memory":
+                self._growth_since = None
+
+    # -- reports -----------------------------------------------------------------------
+    def suspects(self) -> list[dict[str, Any]]:
+        """Current suspects, most confident first."""
+        with self._lock:
+            items = [dict(s) for s in self._suspects.values()]
+        items.sort(key=lambda s: (s.get("confidence") or 0.0, s.get("growth_bytes_per_min") or 0.0), reverse=True)
+        return items
+
+    def report(self) -> dict[str, Any]:
+        """The ``leaks`` report (see :func:`memdiag.leaks.leaks_report`)."""
+        diag = self._diag()
+        if diag is None:
+            raise MemdiagError("the MemoryDiagnostics instance is gone")
+        cfg = diag.config
+        last = manager().last_result or {}
+        with self._lock:
+            times = list(self._check_seconds)
+            trends = dict(self._trends)
+            resolved = [dict(s) for s in self._resolved]
+        return {
+            "enabled": cfg.leak_detection,
+            "attached": self.active,
+            "checked_at": self._checked_at,
+            "checks": self.checks,
+            "check_interval_seconds": max(cfg.sample_interval, cfg.leak_window_seconds / 30.0),
+            "window_seconds": cfg.leak_window_seconds,
+            "min_growth_bytes_per_min": cfg.leak_min_growth_kb_per_min * 1024.0,
+            "suspects": self.suspects(),
+            "resolved": resolved,
+            "trends": trends,
+            "tracing": {**manager().state(cfg), "auto_blocked": self._auto_blocked},
+            "top_allocations": list(last.get("top_allocations", [])),
+            "growing_sites": list(last.get("growing_sites", [])),
+            "growing_containers": list(last.get("growing_containers", [])),
+            "census": self.census.report(),
+            "malloc": dataclasses.asdict(self._malloc) if self._malloc is not None else None,
+            "notifications": notifier().report(),
+            "flight_recorder": self.flight.report(cfg.flight_recorder_path),
+            "overhead": {
+                "check_seconds_median": statistics.median(times) if times else None,
+                "check_seconds_max": max(times) if times else None,
+                "census_seconds_last": self.census.last_seconds,
+            },
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+
+
+def _brief(t: Trend | None) -> dict[str, Any] | None:
+    if t is None:
+        return None
+    return {
+        "slope_per_minute": round(t.slope_per_second * 60.0, 3),
+        "p": t.p,
+        "growing": t.growing,
+        "plateau": t.plateau,
+        "span_seconds": round(t.span_seconds, 1),
+        "points": t.points,
+    }
+
+
+def _section(diag: MemoryDiagnostics) -> dict[str, Any]:
+    from . import leaks_report
+
+    return leaks_report(diag)
