@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -26,8 +27,8 @@ APP = textwrap.dedent(
     def note(**kw):
         with open(out, "a") as fh:
             fh.write(json.dumps(kw) + "\\n")
-    signal.signal(signal.SIGUSR1, lambda *a: note(signal="USR1"))
-    signal.signal(signal.SIGHUP, lambda *a: note(signal="HUP"))
+    for name in ("SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT"):
+        signal.signal(getattr(signal, name), lambda n, f: note(signal=signal.Signals(n).name))
     # What a Python grandchild sees: no second agent, no bootstrap on its path.
     probe = subprocess.run(
         [sys.executable, "-c", "import os, sys; print(int('memdiag' in sys.modules), os.environ.get('PYTHONPATH'))"],
@@ -43,7 +44,19 @@ APP = textwrap.dedent(
     # An orphan: an intermediate process starts a sleeper and exits at once.
     subprocess.run([sys.executable, "-c", "import subprocess; p = subprocess.Popen(['sleep', '1.5']); print(p.pid)"],
                    stdout=open(out + ".orphan", "w"))
+    # Python runs a handler once for signals that arrive close together; the wakeup fd
+    # gets one byte per delivery, so duplicates are counted exactly.
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w)
+    note(ready=True)
     while not os.path.exists(out + ".stop"):
+        try:
+            for b in os.read(r, 64):
+                note(delivered=signal.Signals(b).name)
+        except BlockingIOError:
+            pass
         time.sleep(0.05)
     sys.exit(int(open(out + ".stop").read() or 0))
     """
@@ -122,9 +135,11 @@ def test_run_forwards_signals_and_exits_128_plus_signal(tmp_path: Path) -> None:
     try:
         _child_of(sup.pid)
         wait_for(lambda: _notes(out))
-        sup.send_signal(signal.SIGUSR1)
-        sup.send_signal(signal.SIGHUP)
-        wait_for(lambda: {"USR1", "HUP"} <= {n.get("signal") for n in _notes(out)})
+        sent = {signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGINT}
+        for sig in sent:
+            sup.send_signal(sig)
+            time.sleep(0.05)
+        wait_for(lambda: {s.name for s in sent} <= {n.get("signal") for n in _notes(out)})
         sup.send_signal(signal.SIGTERM)  # the app keeps SIGTERM's default: it dies of it
         _, err = sup.communicate(timeout=30)
     finally:
@@ -133,6 +148,50 @@ def test_run_forwards_signals_and_exits_128_plus_signal(tmp_path: Path) -> None:
             sup.wait()
     assert sup.returncode == 128 + signal.SIGTERM
     assert err == ""  # --quiet
+
+
+def test_a_terminal_ctrl_c_reaches_the_program_once(tmp_path: Path) -> None:
+    # The supervisor runs as the session leader of a pseudo-terminal; ^C typed there makes
+    # the kernel signal the whole foreground group, the program included. Forwarding it
+    # again would deliver two SIGINTs for one keypress.
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    out = tmp_path / "notes.jsonl"
+    master, slave = pty.openpty()
+    take_tty = (
+        "import os, sys; os.setsid(); os.close(os.open(os.ttyname(0), os.O_RDWR)); os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    sup = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            take_tty,
+            str(SCRIPTS / "memdiag"),
+            "run",
+            "-q",
+            "--",
+            sys.executable,
+            str(app),
+            str(out),
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    try:
+        wait_for(lambda: any(n.get("ready") for n in _notes(out)))
+        os.write(master, b"\x03")
+        wait_for(lambda: any(n.get("delivered") == "SIGINT" for n in _notes(out)))
+        time.sleep(1.0)  # a forwarded duplicate would arrive within milliseconds
+        assert [n["delivered"] for n in _notes(out) if "delivered" in n] == ["SIGINT"]
+        Path(str(out) + ".stop").write_text("0")
+        assert sup.wait(timeout=30) == 0
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait()
+        os.close(master)
 
 
 def test_run_adopts_and_reaps_orphans(tmp_path: Path) -> None:
