@@ -48,7 +48,9 @@ def main() -> int:
 
     runtime = tempfile.mkdtemp(prefix="memdiag-bench-cli-")
     env = {**os.environ, "MEMDIAG_RUNTIME_DIR": runtime}
-    svc = subprocess.Popen([sys.executable, "-c", SERVICE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    svc = subprocess.Popen(
+        [sys.executable, "-c", SERVICE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert svc.stdout is not None
         url = svc.stdout.readline().strip()
@@ -70,7 +72,7 @@ def main() -> int:
                 "curl", "-s", "-H", f"Authorization: Bearer {token}", f"{url}/api/memory/profile",
             ]  # fmt: skip
         times: dict[str, list[float]] = {name: [] for name in commands}
-        for name, argv in commands.items():  # warm the page cache once
+        for argv in commands.values():  # warm the page cache once
             subprocess.run(argv, stdout=subprocess.DEVNULL, env=env, check=True)
         for _ in range(args.rounds):
             for name, argv in commands.items():
@@ -85,7 +87,7 @@ def main() -> int:
 
     base = statistics.median(times["memdiag profile --json"])
     print(f"{args.rounds} interleaved rounds, {os.cpu_count()} CPUs, service PID {pid}")
-    print(f"| command | median | p90 | vs memdiag profile --json |\n| --- | --- | --- | --- |")
+    print("| command | median | p90 | vs memdiag profile --json |\n| --- | --- | --- | --- |")
     for name, xs in times.items():
         med = statistics.median(xs)
         print(f"| `{name}` | {med * 1000:.0f} ms | {pct(xs, 0.9) * 1000:.0f} ms | {med / base:.2f}x |")
