@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -270,6 +271,6 @@ def test_run_watches_the_tree_and_reports_pressure(tmp_path: Path) -> None:
         code,
     )
     assert r.returncode == 0, r.stderr
-    assert "pressure ok -> critical: subprocess_rss" in r.stderr
-    assert "peak RSS of its process tree" in r.stderr and "(3 processes)" in r.stderr
+    assert re.search(r"pressure (ok|warning) -> critical: subprocess_rss", r.stderr), r.stderr
+    assert "peak RSS of its process tree" in r.stderr and "(3 processes)" in r.stderr, r.stderr
     assert time.monotonic() - started < 30
