@@ -14,8 +14,6 @@ once it is resolved. Dry runs report what they would do and change nothing.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import logging
 import threading
@@ -298,6 +296,9 @@ def malloc_trim_available() -> bool:
     global _trim, _trim_checked
     if not _trim_checked:
         _trim_checked = True
+        import ctypes  # loaded on first use: importing memdiag stays cheap
+        import ctypes.util
+
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             fn = libc.malloc_trim

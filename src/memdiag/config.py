@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -398,6 +397,8 @@ def save_config(changes: Mapping[str, Any], path: str | os.PathLike[str] | None 
     keep = {k: v for k, v in cfg.to_dict(redact=False).items() if v != getattr(defaults, k) and v is not None}
     lines = ["# memdiag configuration (written by memdiag; edits are kept)", "[memdiag]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(keep.items())]
+    import tempfile  # only needed when saving
+
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=target.parent)
     try:
