@@ -44,6 +44,8 @@ _LAZY: dict[str, str] = {
     "leaks_report": "memdiag.leaks",
     "on_leak": "memdiag.leaks",
     "start_tracing": "memdiag.leaks",
+    "MemoryAPI": "memdiag.http.core",
+    "start_api_server": "memdiag.http.server",
 }
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "ConfigError",
     "HealthMonitor",
     "MemdiagError",
+    "MemoryAPI",
     "MemoryAwarePool",
     "MemoryConfig",
     "MemoryDiagnostics",
@@ -72,6 +75,7 @@ __all__ = [
     "spawn",
     "spawn_node",
     "start",
+    "start_api_server",
     "start_tracing",
     "stop",
     "track",

@@ -1,0 +1,664 @@
+"""The framework-neutral HTTP API: one handler, request in, response out, no I/O.
+
+:class:`MemoryAPI` answers every endpoint of the memory API; the FastAPI, Flask and
+aiohttp adapters and the standalone server only move bytes between their framework and
+:meth:`MemoryAPI.handle`, so every integration answers alike::
+
+    api = MemoryAPI()                     # the shared MemoryDiagnostics, token from config
+    r = api.handle("GET", "/api/memory/status", {}, {"Authorization": f"Bearer {api.token}"}, b"")
+    r.status, r.headers, r.body           # 200, [("Content-Type", "application/json"), ...], b'{...}'
+
+Checks run in this order: unknown path 404, wrong method 405, body over ``max_body``
+413, missing or wrong bearer token 401 (every endpoint but health, metrics and the
+dashboard page), per-client rate limit on acting endpoints 429, malformed JSON 400,
+non-JSON body 415, invalid fields or values 422. Responses never carry environment
+values, the token, or object contents; command lines are redacted by the core.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .. import registry, runtime
+from ..config import FIELD_INFO
+from ..errors import ConfigError, MemdiagError
+from ..history import COLUMNS
+from .ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from ..health import HealthMonitor
+    from ..service import MemoryDiagnostics
+
+__all__ = [
+    "API_PREFIX",
+    "DEFAULT_MAX_BODY",
+    "PATHS",
+    "READ_ONLY_FIELDS",
+    "MemoryAPI",
+    "Response",
+]
+
+log = logging.getLogger("memdiag.http")
+
+API_PREFIX = "/api/memory"
+DEFAULT_MAX_BODY = 64 * 1024
+JSON_TYPE = "application/json"
+HEALTH_TYPE = "application/health+json"
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DASHBOARD_CSP = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'"
+
+# Fields that name files, URLs or the credential itself: an API client may read them
+# (secrets redacted) but changing them needs the config file or the environment, so a
+# stolen token cannot point the service at new files or hosts, or lock its owner out.
+READ_ONLY_FIELDS = frozenset(
+    {"api_token", "http_host", "http_port", "history_db", "flight_recorder_path", "leak_webhook_url"}
+)
+
+_CLEANUP_FIELDS = frozenset({"force", "dry_run"})
+_TRACE_FIELDS = frozenset({"seconds"})
+_MAX_HISTORY_ROWS = 1_000_000
+
+
+class HeadersLike(Protocol):
+    """Request headers as any framework holds them: something with ``items()``."""
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What :meth:`MemoryAPI.handle` returns: status, headers (in order) and body."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first header called ``name`` (case-insensitive), or ``None``."""
+        low = name.lower()
+        return next((v for k, v in self.headers if k.lower() == low), None)
+
+    @property
+    def content_type(self) -> str | None:
+        return self.header("Content-Type")
+
+
+class _Problem(Exception):
+    """An error answer, raised anywhere in a handler and turned into a response."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: Any = None,
+        *,
+        fields: Mapping[str, str] | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(error)
+        self.status = status
+        self.body: dict[str, Any] = {"error": error}
+        if fields is not None:
+            self.body["fields"] = dict(fields)
+        else:
+            self.body["detail"] = detail
+        if extra:
+            self.body.update(extra)
+        self.headers = list(headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    client: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    handler: str  # MemoryAPI method name
+    auth: bool = True
+    acting: bool = False  # changes state: rate-limited per client
+
+
+# path -> method -> endpoint. HEAD is served wherever GET is; OPTIONS everywhere.
+_ROUTES: dict[str, dict[str, _Endpoint]] = {
+    f"{API_PREFIX}/status": {"GET": _Endpoint("_status")},
+    f"{API_PREFIX}/profile": {"GET": _Endpoint("_profile")},
+    f"{API_PREFIX}/diagnostics": {"GET": _Endpoint("_diagnostics")},
+    f"{API_PREFIX}/cleanup": {"POST": _Endpoint("_cleanup", acting=True)},
+    f"{API_PREFIX}/cache/metrics": {"GET": _Endpoint("_cache_metrics")},
+    f"{API_PREFIX}/configure": {
+        "GET": _Endpoint("_get_config"),
+        "POST": _Endpoint("_configure", acting=True),
+    },
+    f"{API_PREFIX}/history": {"GET": _Endpoint("_history")},
+    f"{API_PREFIX}/leaks": {"GET": _Endpoint("_leaks")},
+    f"{API_PREFIX}/leaks/trace": {"POST": _Endpoint("_trace", acting=True)},
+    f"{API_PREFIX}/health": {"GET": _Endpoint("_health", auth=False)},
+    f"{API_PREFIX}/openapi.json": {"GET": _Endpoint("_openapi")},
+    "/metrics": {"GET": _Endpoint("_metrics", auth=False)},
+    # The page holds no data: it reads the token from its URL fragment and calls the API.
+    "/memory/dashboard": {"GET": _Endpoint("_dashboard", auth=False)},
+}
+
+#: Every path the API answers; adapters mount exactly these (plus a catch-all under
+#: :data:`API_PREFIX` so unknown API paths get the core's 404).
+PATHS: tuple[str, ...] = tuple(_ROUTES)
+
+
+def _allow(path: str) -> str:
+    methods = set(_ROUTES[path])
+    if "GET" in methods:
+        methods.add("HEAD")
+    methods.add("OPTIONS")
+    order = ("GET", "HEAD", "POST", "OPTIONS")
+    return ", ".join(m for m in order if m in methods)
+
+
+def _finite(obj: Any) -> Any:
+    """A copy of ``obj`` with NaN and infinities replaced by ``None`` (JSON has neither)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _default(obj: Any) -> Any:
+    # Sets, paths and tuples-as-keys are data; anything else is shown by its type only,
+    # never by its repr, so no object contents reach a response.
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, bytes):
+        return f"<{len(obj)} bytes>"
+    return f"<{type(obj).__name__}>"
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON bytes; NaN and infinities become ``null``."""
+    try:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_default)
+    except ValueError:  # a NaN somewhere: the rare slow path
+        text = json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False, default=_default)
+    return text.encode("ascii")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_type(name: str, value: Any) -> str | None:
+    """Why ``value`` (from JSON) does not fit config field ``name``'s type, or ``None``.
+
+    The HTTP API takes JSON types as they are (no "5" for 5, unlike the CLI and the
+    environment, whose values are strings).
+    """
+    info = FIELD_INFO[name]
+    if value is None:
+        return None if info.nullable else "must not be null"
+    if info.type is bool:
+        return None if isinstance(value, bool) else "must be a boolean"
+    if info.type is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+    if info.type is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else "must be a number"
+    return None if isinstance(value, str) else "must be a string"
+
+
+class MemoryAPI:
+    """The memory API as one callable: ``handle(method, path, query, headers, body)``.
+
+    Args:
+        diag: the monitor to serve; ``None`` means the shared
+            :meth:`MemoryDiagnostics.get_instance`, resolved on every request.
+        token: the bearer token; ``None`` takes ``api_token`` from the configuration,
+            else one is generated for this API object (read it from :attr:`token`).
+        health: the :class:`~memdiag.HealthMonitor` behind ``/api/memory/health``, so
+            checks the application added are served; default: one over ``diag``.
+        max_body: largest request body accepted (bytes); larger gets 413.
+        rate_limit: ``(requests_per_second, burst)`` per client on the acting endpoints
+            (cleanup, configure, trace); ``None`` turns it off.
+    """
+
+    def __init__(
+        self,
+        diag: MemoryDiagnostics | None = None,
+        token: str | None = None,
+        *,
+        health: HealthMonitor | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        rate_limit: tuple[float, int] | None = (5.0, 20),
+    ) -> None:
+        if token is not None and len(token) < 16:
+            raise ValueError("the API token must be at least 16 characters")
+        self._diag = diag
+        self._token = token
+        self._generated: str | None = None
+        self._health_monitor = health
+        self.max_body = int(max_body)
+        self._bucket = TokenBucket(*rate_limit) if rate_limit else None
+        self._openapi_body: bytes | None = None
+        self._profile_cache: tuple[tuple[Any, ...], Response] | None = None
+
+    # -- identity ----------------------------------------------------------------------
+    @property
+    def diagnostics(self) -> MemoryDiagnostics:
+        """The monitor this API serves (the shared one when built with ``diag=None``)."""
+        if self._diag is not None:
+            return self._diag
+        from ..service import MemoryDiagnostics
+
+        return MemoryDiagnostics.get_instance()
+
+    @property
+    def token_configured(self) -> bool:
+        """True when the token was given or configured (not generated)."""
+        return bool(self._token or self.diagnostics.config.api_token)
+
+    @property
+    def token(self) -> str:
+        """The bearer token every non-public endpoint requires."""
+        configured = self._token or self.diagnostics.config.api_token
+        if configured:
+            return configured
+        if self._generated is None:
+            self._generated = secrets.token_urlsafe(32)
+        return self._generated
+
+    def announce(self, url: str, *, name: str = "", started_at: float = 0.0) -> Path:
+        """Tell the CLI where this API is served: writes the runtime entry and the 0600 token.
+
+        The standalone server does this itself; call it after mounting an adapter if you
+        want ``memdiag`` commands to find the service (``url`` is its base URL).
+        """
+        return runtime.register_service(url.rstrip("/"), self.token, name=name, started_at=started_at)
+
+    # -- the handler -------------------------------------------------------------------
+    def handle(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, Any],
+        headers: HeadersLike,
+        body: bytes,
+        *,
+        client: str | None = None,
+    ) -> Response:
+        """Answer one request; never raises.
+
+        Args:
+            method: the HTTP method.
+            path: the path relative to where the API is mounted, e.g. ``/api/memory/status``.
+            query: query parameters; a value may be a string or a list of strings (the
+                last one counts).
+            headers: request headers, any case (a mapping, or anything with ``items()``).
+            body: the request body (adapters pass at most ``max_body + 1`` bytes).
+            client: the peer's address, for the per-client rate limit.
+        """
+        try:
+            req = _Request(
+                method.upper(),
+                path,
+                {str(k): (v[-1] if isinstance(v, (list, tuple)) and v else str(v)) for k, v in query.items()},
+                {str(k).lower(): str(v) for k, v in headers.items()},
+                bytes(body or b""),
+                client or "-",
+            )
+            return self._dispatch(req)
+        except _Problem as p:
+            return self._json(p.status, p.body, p.headers)
+        except Exception:  # a bug or a failing report: 500, details in the log only
+            log.exception("memdiag API: %s %s failed", method, path)
+            return self._json(500, {"error": "internal error", "detail": "see the service log"})
+
+    def _dispatch(self, req: _Request) -> Response:
+        methods = _ROUTES.get(req.path)
+        if methods is None:
+            raise _Problem(404, "not found", f"no endpoint at {req.path[:200]}")
+        allow = _allow(req.path)
+        if req.method == "OPTIONS":
+            return Response(204, [("Allow", allow), ("Cache-Control", "no-store")], b"")
+        endpoint = methods.get("GET" if req.method == "HEAD" else req.method)
+        if endpoint is None:
+            raise _Problem(
+                405, "method not allowed", f"{req.method} is not allowed here; use {allow}", headers=[("Allow", allow)]
+            )
+        declared = req.headers.get("content-length", "0").strip()
+        too_big = len(req.body) > self.max_body or (declared.isdigit() and int(declared) > self.max_body)
+        if too_big:
+            raise _Problem(413, "request body too large", f"the limit is {self.max_body} bytes")
+        if endpoint.auth:
+            self._authenticate(req)
+        if endpoint.acting and self._bucket is not None:
+            wait = self._bucket.take(req.client)
+            if wait > 0:
+                raise _Problem(
+                    429,
+                    "too many requests",
+                    "per-client rate limit on acting endpoints",
+                    headers=[("Retry-After", str(max(1, math.ceil(wait))))],
+                    extra={"retry_after_seconds": round(max(wait, 0.001), 3)},
+                )
+        resp: Response = getattr(self, endpoint.handler)(req)
+        if req.method == "HEAD":
+            return Response(resp.status, resp.headers, b"")
+        return resp
+
+    def _authenticate(self, req: _Request) -> None:
+        scheme, _, credential = req.headers.get("authorization", "").strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise _Problem(
+                401,
+                "unauthorized",
+                "send Authorization: Bearer <token>",
+                headers=[("WWW-Authenticate", 'Bearer realm="memdiag"')],
+            )
+        # Constant time in the token's content; encode so non-ASCII input compares too.
+        if not hmac.compare_digest(credential.encode("utf-8", "replace"), self.token.encode("utf-8")):
+            raise _Problem(
+                401,
+                "unauthorized",
+                "invalid token",
+                headers=[("WWW-Authenticate", 'Bearer realm="memdiag", error="invalid_token"')],
+            )
+
+    # -- response helpers --------------------------------------------------------------
+    def _json(
+        self, status: int, data: Any, headers: Sequence[tuple[str, str]] = (), content_type: str = JSON_TYPE
+    ) -> Response:
+        body = dumps(data)
+        token = self.token.encode()
+        if token in body:  # belt and braces: the token is never echoed
+            body = body.replace(token, b"***")
+        return Response(
+            status,
+            [
+                ("Content-Type", content_type),
+                ("Cache-Control", "no-store"),
+                ("X-Content-Type-Options", "nosniff"),
+                *headers,
+            ],
+            body,
+        )
+
+    @staticmethod
+    def _body_object(req: _Request, allowed: frozenset[str] | None) -> dict[str, Any]:
+        """The JSON object in the body (empty body: ``{}``); 415/400/422 otherwise."""
+        if not req.body.strip():
+            return {}
+        ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != JSON_TYPE and not ctype.endswith("+json"):
+            raise _Problem(415, "unsupported media type", "send Content-Type: application/json")
+        try:
+            data = json.loads(req.body, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise _Problem(400, "malformed JSON", str(exc)[:200]) from None
+        if not isinstance(data, dict):
+            raise _Problem(422, "invalid request", fields={"body": "must be a JSON object"})
+        if allowed is not None:
+            unknown = {k: "unknown field" for k in data if k not in allowed}
+            if unknown:
+                raise _Problem(422, "invalid request", fields=unknown)
+        return data
+
+    # -- endpoints ---------------------------------------------------------------------
+    def _status(self, req: _Request) -> Response:
+        return self._json(200, self.diagnostics.status())
+
+    def _profile(self, req: _Request) -> Response:
+        diag = self.diagnostics
+        key = self._profile_key(diag)
+        cached = self._profile_cache
+        if key is not None and cached is not None and all(a is b for a, b in zip(key, cached[0])):
+            return cached[1]
+        resp = self._json(200, diag.profile())
+        if key is not None and key == self._profile_key(diag):  # no tick in between
+            self._profile_cache = (key, resp)
+        return resp
+
+    @staticmethod
+    def _profile_key(diag: MemoryDiagnostics) -> tuple[Any, ...] | None:
+        """What a running monitor's profile is made of, while its sample is fresh.
+
+        Between two ticks ``profile()`` returns the same sample, pressure and config, so
+        the encoded answer is reused until the next sample: the endpoint costs one
+        comparison instead of a report (dashboards and scrapers poll it). Fresh means
+        younger than one interval, inside the service's own reuse window.
+        """
+        s = diag.last_sample
+        if not diag.running or s is None or time.monotonic() - s.monotonic > diag.config.sample_interval:
+            return None
+        return (s, diag.last_profile, diag.config, diag.pressure, diag.last_error)
+
+    def _diagnostics(self, req: _Request) -> Response:
+        return self._json(200, self.diagnostics.diagnostics())
+
+    def _cleanup(self, req: _Request) -> Response:
+        data = self._body_object(req, _CLEANUP_FIELDS)
+        errors = {}
+        force = data.get("force", False)
+        dry_run = data.get("dry_run")
+        if not isinstance(force, bool):
+            errors["force"] = "must be a boolean"
+        if dry_run is not None and not isinstance(dry_run, bool):
+            errors["dry_run"] = "must be a boolean or null"
+        if errors:
+            raise _Problem(422, "invalid request", fields=errors)
+        result = self.diagnostics.cleanup(force=force, dry_run=dry_run)
+        if result.get("performed"):
+            return self._json(200, result)
+        reason = result.get("skipped_reason") or "busy"
+        wait = float(result.get("retry_after_seconds") or 1.0)
+        detail = {
+            "in_progress": "another cleanup is running",
+            "cooldown": "inside the cleanup cooldown; retry later or send force=true",
+        }.get(reason, reason)
+        raise _Problem(
+            429,
+            f"cleanup {reason.replace('_', ' ')}",
+            detail,
+            headers=[("Retry-After", str(max(1, math.ceil(wait))))],
+            extra={"retry_after_seconds": round(wait, 3), "result": result},
+        )
+
+    def _cache_metrics(self, req: _Request) -> Response:
+        items: list[dict[str, Any]] = []
+        for cache in registry.caches():
+            name = str(getattr(cache, "name", type(cache).__name__))
+            try:
+                items.append({**dict(cache.metrics()), "name": name})
+            except Exception as exc:  # one broken cache must not hide the others
+                items.append({"name": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
+        total: dict[str, Any] = {"caches": len(items)}
+        for key in ("entries", "bytes", "max_bytes", "hits", "misses", "evictions"):
+            values = [
+                c[key] for c in items if isinstance(c.get(key), (int, float)) and not isinstance(c.get(key), bool)
+            ]
+            total[key] = sum(values) if values else None
+        lookups = (total["hits"] or 0) + (total["misses"] or 0)
+        total["hit_ratio"] = round(total["hits"] / lookups, 6) if lookups and total["hits"] is not None else None
+        total["fill_ratio"] = (
+            round(total["bytes"] / total["max_bytes"], 6) if total["bytes"] is not None and total["max_bytes"] else None
+        )
+        return self._json(
+            200,
+            {
+                "caches": items,
+                "total": total,
+                "pressure_threshold": self.diagnostics.config.cache_pressure_threshold,
+            },
+        )
+
+    def _get_config(self, req: _Request) -> Response:
+        cfg = self.diagnostics.config
+        fields = {
+            name: {
+                "type": info.type.__name__,
+                "nullable": info.nullable,
+                "default": "***" if name == "api_token" and info.default else info.default,
+                "help": info.help,
+                "min": 0.0 if info.ratio else info.min,
+                "max": 1.0 if info.ratio else info.max,
+                "choices": list(info.choices) if info.choices else None,
+                "read_only": name in READ_ONLY_FIELDS,
+            }
+            for name, info in FIELD_INFO.items()
+        }
+        return self._json(200, {"config": cfg.to_dict(), "fields": fields})
+
+    def _configure(self, req: _Request) -> Response:
+        data = self._body_object(req, None)
+        persist = data.pop("persist", False)
+        errors: dict[str, str] = {}
+        if not isinstance(persist, bool):
+            errors["persist"] = "must be a boolean"
+        for name, value in data.items():
+            if name not in FIELD_INFO:
+                errors[name] = "unknown field"
+            elif name in READ_ONLY_FIELDS:
+                errors[name] = "read-only over HTTP; set it in the config file or environment"
+            else:
+                problem = _check_type(name, value)
+                if problem:
+                    errors[name] = problem
+        diag = self.diagnostics
+        before = diag.config
+        if errors:  # report the values' problems too, not only the first kind found
+            valid = {k: v for k, v in data.items() if k not in errors}
+            try:
+                before.updated(valid)
+            except ConfigError as exc:
+                errors.update(exc.errors)
+            raise _Problem(422, "invalid configuration", fields=errors)
+        try:
+            new = diag.configure(data, persist=persist)
+        except ConfigError as exc:
+            raise _Problem(422, "invalid configuration", fields=exc.errors) from None
+        except OSError as exc:  # persisting failed; nothing was changed
+            raise _Problem(
+                500, "could not save the configuration", f"{type(exc).__name__}: {exc.strerror or exc}"
+            ) from None
+        return self._json(200, {"config": new.to_dict(), "changed": sorted(before.diff(new)), "persisted": persist})
+
+    def _history(self, req: _Request) -> Response:
+        errors: dict[str, str] = {}
+        last = since = None
+        columns: list[str] | None = None
+        if "last" in req.query:
+            text = req.query["last"].strip()
+            if text.isdigit() and int(text) >= 1:
+                last = min(int(text), _MAX_HISTORY_ROWS)
+            else:
+                errors["last"] = "must be a positive integer"
+        if "since" in req.query:
+            try:
+                since = float(req.query["since"])
+            except ValueError:
+                since = None
+            if since is None or not math.isfinite(since):
+                errors["since"] = "must be a finite number (seconds since the epoch)"
+                since = None
+        if req.query.get("columns", "").strip():
+            columns = [c.strip() for c in req.query["columns"].split(",") if c.strip()]
+            unknown = [c for c in columns if c not in COLUMNS]
+            if unknown:
+                errors["columns"] = f"unknown column(s): {', '.join(unknown)[:200]}; known: {', '.join(COLUMNS)}"
+        if errors:
+            raise _Problem(422, "invalid request", fields=errors)
+        diag = self.diagnostics
+        rows = diag.history_rows(last=last, since=since, columns=columns)
+        names = list(dict.fromkeys(["time", *(columns or COLUMNS)]))
+        return self._json(
+            200,
+            {"columns": names, "rows": [[row.get(n) for n in names] for row in rows], "trends": diag.trends()},
+        )
+
+    def _optional(self, module: str, attr: str, feature: str) -> Callable[..., Any]:
+        """``module.attr``, imported on first use; 501 while that part is not installed."""
+        try:
+            fn: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+            return fn
+        except (ImportError, AttributeError) as exc:
+            raise _Problem(
+                501, "not implemented", f"{feature} is not available: {type(exc).__name__}: {exc}"[:300]
+            ) from None
+
+    def _leaks(self, req: _Request) -> Response:
+        report = self._optional("memdiag.leaks", "leaks_report", "leak detection")
+        return self._json(200, report(self.diagnostics))
+
+    def _trace(self, req: _Request) -> Response:
+        data = self._body_object(req, _TRACE_FIELDS)
+        seconds = data.get("seconds")
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0
+        ):
+            raise _Problem(422, "invalid request", fields={"seconds": "must be a positive number"})
+        start = self._optional("memdiag.leaks", "start_tracing", "allocation tracing")
+        try:
+            result = start(self.diagnostics, seconds=seconds)
+        except MemdiagError as exc:  # e.g. a window is already open, or the budget is spent
+            raise _Problem(409, "conflict", str(exc)[:300]) from None
+        except ValueError as exc:
+            raise _Problem(422, "invalid request", fields={"seconds": str(exc)[:300]}) from None
+        return self._json(200, result)
+
+    def _health(self, req: _Request) -> Response:
+        if self._health_monitor is not None:
+            monitor = self._health_monitor
+        else:
+            from ..health import HealthMonitor
+
+            monitor = HealthMonitor(self.diagnostics)
+        body = monitor.get_enhanced_health_with_memory()
+        return self._json(503 if body.get("status") == "fail" else 200, body, content_type=HEALTH_TYPE)
+
+    def _metrics(self, req: _Request) -> Response:
+        from .metrics import render
+
+        text = render(self.diagnostics)
+        return Response(200, [("Content-Type", METRICS_TYPE), ("Cache-Control", "no-store")], text.encode("utf-8"))
+
+    def _openapi(self, req: _Request) -> Response:
+        if self._openapi_body is None:
+            from .openapi import openapi_spec
+
+            self._openapi_body = dumps(openapi_spec())
+        return Response(200, [("Content-Type", JSON_TYPE), ("Cache-Control", "no-store")], self._openapi_body)
+
+    def _dashboard(self, req: _Request) -> Response:
+        page_html = self._optional("memdiag.dashboard", "page_html", "the dashboard")
+        html = page_html()
+        body = html.encode("utf-8") if isinstance(html, str) else bytes(html)
+        return Response(
+            200,
+            [
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("Content-Security-Policy", DASHBOARD_CSP),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Cache-Control", "no-store"),
+                ("Referrer-Policy", "no-referrer"),
+            ],
+            body,
+        )

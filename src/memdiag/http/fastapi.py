@@ -1,0 +1,85 @@
+"""FastAPI adapter: ``app.include_router(memory_router())``.
+
+The router holds no logic: each request's method, path, query, headers and (bounded)
+body go to :meth:`MemoryAPI.handle` in a worker thread, so the event loop never waits
+on a sample or a cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ..errors import MissingExtraError
+from ._adapter import ALL_METHODS, API_PREFIX, PATHS, resolve_api
+
+try:
+    from fastapi import APIRouter, Request
+    from fastapi import Response as FastAPIResponse
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError("fastapi", "fastapi", "memdiag.http.fastapi") from exc
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ..service import MemoryDiagnostics
+    from .core import MemoryAPI
+
+__all__ = ["memory_router"]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the body: enough for the core to answer 413."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)[: limit + 1]
+
+
+def memory_router(
+    diag: MemoryDiagnostics | None = None,
+    *,
+    token: str | None = None,
+    api: MemoryAPI | None = None,
+) -> APIRouter:
+    """An ``APIRouter`` serving the memory API (``/api/memory/...``, ``/metrics``, the dashboard).
+
+    Args:
+        diag: the monitor to serve; ``None``: the shared one, resolved per request.
+        token: the bearer token; ``None``: ``api_token`` from the config, else generated
+            (read it from ``router.memdiag_api.token``).
+        api: a ready :class:`~memdiag.http.core.MemoryAPI` instead of ``diag``/``token``.
+
+    The routes are left out of the app's own OpenAPI document; the API describes itself
+    at ``/api/memory/openapi.json``.
+    """
+    core = resolve_api(diag, token, api)
+    router = APIRouter()
+
+    def endpoint(path: str | None) -> Callable[[Request], Awaitable[FastAPIResponse]]:
+        async def handle(request: Request) -> FastAPIResponse:
+            target = path if path is not None else f"{API_PREFIX}/{request.path_params.get('rest', '')}"
+            body = await _read_body(request, core.max_body)
+            client = request.client.host if request.client else None
+            r = await asyncio.to_thread(
+                core.handle, request.method, target, dict(request.query_params), request.headers, body, client=client
+            )
+            return FastAPIResponse(content=r.body, status_code=r.status, headers=dict(r.headers))
+
+        return handle
+
+    for path in PATHS:
+        router.add_api_route(path, endpoint(path), methods=list(ALL_METHODS), include_in_schema=False)
+    # Unknown paths under the API prefix get the core's 404, not the framework's.
+    router.add_api_route(
+        f"{API_PREFIX}/{{rest:path}}", endpoint(None), methods=list(ALL_METHODS), include_in_schema=False
+    )
+    router.memdiag_api = core  # type: ignore[attr-defined]
+    return router
