@@ -28,6 +28,7 @@ from ..stats import Trend, theil_sen, thin
 __all__ = [
     "RESOURCES",
     "decelerating",
+    "followed_suspect",
     "memory_suspects",
     "resource_suspect",
     "retention_suspect",
@@ -148,6 +149,7 @@ def memory_suspects(
         out.append(
             {
                 **base,
+                "id": "native",
                 "kind": "native",
                 "confidence": round(min(1.0, conf), 3),
                 "classified_by": "tracing",
@@ -167,7 +169,7 @@ def memory_suspects(
         out.append(
             {
                 **base,
-                "id": f"python_objects:{s['file']}:{s['line']}" if out else "memory",
+                "id": f"python_objects:{s['file']}:{s['line']}",
                 "kind": "python_objects",
                 "file": s["file"],
                 "line": s["line"],
@@ -187,6 +189,43 @@ def memory_suspects(
             }
         )
     return out
+
+
+def followed_suspect(item: dict[str, Any], rss_rate: float | None, window_seconds: float) -> dict[str, Any]:
+    """A Python-objects suspect whose container kept growing after the window that named it."""
+    c = item["container"]
+    site = item.get("site") or {}
+    rate = site.get("growth_bytes_per_min")
+    share = rate / rss_rate if rate and rss_rate and rss_rate > 0 else 0.0
+    followed = min(1.0, item["followed_seconds"] / window_seconds)
+    conf = 0.4 + (0.15 if site.get("consistent", True) else 0.0) + 0.25 * followed + 0.2 * min(1.0, share)
+    where = {"file": c["file"], "line": c["line"], "container": {k: c.get(k) for k in ("type", "holder")}}
+    return {
+        "id": f"python_objects:{c['file']}:{c['line']}",
+        "kind": "python_objects",
+        "file": c["file"],
+        "line": c["line"],
+        "traceback": site.get("traceback"),
+        "growth_bytes_per_min": rate,
+        "growth_per_min": item["items_per_min"],
+        "confidence": round(min(1.0, conf), 3),
+        "classified_by": "tracing",
+        "evidence": {
+            "window_id": item.get("window_id"),
+            "container": {
+                **where["container"],
+                "len": item["len"],
+                "items_per_min": item["items_per_min"],
+                "followed_seconds": item["followed_seconds"],
+                "site_share": c.get("site_share"),
+            },
+            "site_growth_bytes_per_min": rate,
+            "rss_growth_bytes_per_min": _round(rss_rate) if rss_rate is not None else None,
+            "explained_share": round(share, 3),
+            "consistent": site.get("consistent"),
+        },
+        "suggestion": _python_advice({**where, "container": where["container"]}),
+    }
 
 
 def _python_advice(site: dict[str, Any]) -> str:

@@ -4,11 +4,11 @@ It listens to the monitor's samples (``on_sample``) and, every
 ``max(sample_interval, leak_window_seconds / 30)`` seconds (10 s by default), fits
 robust trends over the last ``leak_window_seconds`` of history:
 
-* **memory**: RSS must grow significantly (Mann-Kendall p < 0.01), faster than
-  ``leak_min_growth_kb_per_min``, over at least half the window, without levelling
-  off (no plateau in the last third, no halving of the slope from the first half to the
-  second). Then an allocation-tracing window is started automatically (budget
-  permitting) and its result classifies the growth and names the site.
+* **memory**: over the recent half of the window, RSS must grow significantly
+  (Mann-Kendall p < 0.01), faster than ``leak_min_growth_kb_per_min``, without levelling
+  off (no plateau in its last third, no halving of the slope from its first half to
+  its second). Then an allocation-tracing window is started automatically
+  (budget permitting) and its result classifies the growth and names the site.
 * **resources**: fds, threads, asyncio tasks, child processes and zombies must keep
   rising (significant, no plateau) by a minimum count.
 * ``gc.garbage`` growing (uncollectable objects) and malloc retaining a large share of
@@ -39,12 +39,14 @@ from .census import CensusHistory
 from .classify import (
     RESOURCES,
     decelerating,
+    followed_suspect,
     memory_suspects,
     resource_suspect,
     retention_suspect,
     uncollectable_suspect,
 )
 from .flight import FlightRecorder
+from .follow import ContainerFollower
 from .native import MallocInfo, malloc_info
 from .notify import notifier
 from .resources import garbage_types, tasks_collector
@@ -80,6 +82,9 @@ class LeakDetector:
         self._missing: dict[str, float] = {}
         self._resolved: deque[dict[str, Any]] = deque(maxlen=20)
         self._growth_since: float | None = None
+        self._last_growing = 0.0
+        self._seen_window: Any = None
+        self.follower = ContainerFollower()
         self._attached_at = time.time()
         self._last_check = 0.0
         self._checked_at: float | None = None
@@ -182,7 +187,7 @@ class LeakDetector:
         t0 = time.perf_counter()
         cfg = diag.config
         window = cfg.leak_window_seconds
-        min_span = 0.5 * window
+        min_span = 0.5 * window  # resources: a rise must span half the window
         floor = cfg.leak_min_growth_kb_per_min * 1024.0  # bytes/min
         now = time.time()
         since = now - window
@@ -197,22 +202,47 @@ class LeakDetector:
 
         xs, ys = diag.history.series("rss", since=since)
         rss_t = trend(xs, ys, max_points=90)
-        heap_t = diag.history.trend("heap_blocks", window, max_points=60)
-        malloc_t = trend(*self._own_series("malloc_in_use", since), max_points=60)
-        decel = decelerating(xs, ys) if rss_t is not None else False
-        trends["rss"] = None if rss_t is None else {**(_brief(rss_t) or {}), "decelerating": decel}
+        # The verdict is on the recent half of the window: growth that goes on *now*. A
+        # warm-up earlier in the window must not hide a leak that followed it, and a
+        # warm-up still levelling off (decelerating) must not pass for one.
+        half = window / 2.0
+        cut = next((i for i, x in enumerate(xs) if x >= now - half), len(xs))
+        rx, ry = xs[cut:], ys[cut:]
+        recent_t = trend(rx, ry, max_points=90)
+        heap_t = diag.history.trend("heap_blocks", half, max_points=60)
+        malloc_t = trend(*self._own_series("malloc_in_use", now - half), max_points=60)
+        decel = decelerating(rx, ry) if recent_t is not None else False
+        trends["rss"] = _brief(rss_t)
+        trends["rss_recent"] = None if recent_t is None else {**(_brief(recent_t) or {}), "decelerating": decel}
         trends["heap_blocks"] = _brief(heap_t)
         trends["malloc_in_use"] = _brief(malloc_t)
         growing = (
-            rss_t is not None
-            and rss_t.growing
-            and not rss_t.plateau
+            recent_t is not None
+            and recent_t.growing
+            and not recent_t.plateau
             and not decel
-            and rss_t.slope_per_second * 60.0 >= floor
-            and rss_t.span_seconds >= 0.95 * min_span
+            and recent_t.slope_per_second * 60.0 >= floor
+            and recent_t.span_seconds >= 0.95 * half
         )
+        confirm = window / 5.0
+        every = max(cfg.sample_interval, window / 30.0)
+        last = manager().last_result
+        if last is not None and last.get("id") != self._seen_window and "growing_sites" in last:
+            self._seen_window = last.get("id")
+            sites = {(g["file"], g["line"]): g for g in last["growing_sites"]}
+            for c in last.get("growing_containers", []):
+                if (c.get("site_share") or 0) >= 0.3:
+                    self.follower.add(c, sites.get((c.get("file"), c.get("line"))), last)
+        self.follower.sample(now, max(every, window / 10.0))
+        rss_rate = recent_t.slope_per_second * 60.0 if recent_t is not None else None
+        # Sites whose container went on growing after the window named it: leaks, whatever
+        # RSS does meanwhile (a warm-up elsewhere can hide a slow leak in the RSS trend).
+        for item in self.follower.growing(now, confirm):
+            fs = followed_suspect(item, rss_rate, window)
+            found[fs["id"]] = fs
         if growing:
-            assert rss_t is not None
+            assert recent_t is not None
+            self._last_growing = now
             if self._growth_since is None:
                 self._growth_since = now
             result = self._episode_window(now, window)
@@ -220,8 +250,19 @@ class LeakDetector:
             # (a warm-up that turned into a leak). The budget sets the real pace.
             if result is None or now - float(result.get("ended_at") or 0.0) > window:
                 self._auto_window(cfg)
-            for ms in memory_suspects(rss_t, window, heap_t, result, floor, malloc_t, self.census.growing_types()):
-                found[ms["id"]] = ms
+            # A verdict is listed only once the growth outlasted the window by `confirm`:
+            # a cache still warming up when the window ran has levelled off by then.
+            if result is not None and now >= float(result.get("ended_at") or now) + confirm:
+                growing_types = self.census.growing_types()
+                for ms in memory_suspects(recent_t, half, heap_t, result, floor, malloc_t, growing_types):
+                    if ms["evidence"].get("container") is None:  # anchored sites: the follower decides
+                        found.setdefault(ms["id"], ms)
+            elif result is None and self._auto_blocked and now - self._growth_since >= confirm:
+                # No window possible (budget): the cheap signals' tentative verdict.
+                ms = memory_suspects(recent_t, half, heap_t, None, floor, malloc_t, self.census.growing_types())[0]
+                found[ms["id"]] = {**ms, "evidence": {**ms["evidence"], "window": self._auto_blocked}}
+        elif self._growth_since is not None and now - self._last_growing > confirm:
+            self._growth_since = None
 
         for kind, (col, *_rest) in RESOURCES.items():
             rx, ry = diag.history.series(col, since=since) if col in COLUMNS else self._own_series(col, since)
@@ -306,8 +347,6 @@ class LeakDetector:
             gone["resolved_at"] = now
             self._resolved.append(gone)
             note.resolved(gone, webhook)
-            if key == "memory":
-                self._growth_since = None
 
     # -- reports -----------------------------------------------------------------------
     def suspects(self) -> list[dict[str, Any]]:
@@ -343,6 +382,7 @@ class LeakDetector:
             "top_allocations": list(last.get("top_allocations", [])),
             "growing_sites": list(last.get("growing_sites", [])),
             "growing_containers": list(last.get("growing_containers", [])),
+            "followed_containers": self.follower.report(),
             "census": self.census.report(),
             "malloc": dataclasses.asdict(self._malloc) if self._malloc is not None else None,
             "notifications": notifier().report(),
@@ -351,6 +391,7 @@ class LeakDetector:
                 "check_seconds_median": statistics.median(times) if times else None,
                 "check_seconds_max": max(times) if times else None,
                 "census_seconds_last": self.census.last_seconds,
+                "follow_seconds_last": self.follower.last_seconds,
             },
             "errors": self.errors,
             "last_error": self.last_error,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -232,10 +233,13 @@ def _check_number(name: str, value: Any, default: float, lo: float, hi: float, *
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
-    if integer and not float(value).is_integer():
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    if not (lo < value <= hi if not integer else lo <= value <= hi) or value != value:
-        raise ValueError(f"{name} must be in {'(' if not integer else '['}{lo:g}, {hi:g}], got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if integer:
+        if not float(value).is_integer() or not lo <= value <= hi:
+            raise ValueError(f"{name} must be a whole number from {lo:g} to {hi:g}, got {value!r}")
+    elif not lo < value <= hi:
+        raise ValueError(f"{name} must be > {lo:g} and <= {hi:g}, got {value!r}")
     return float(value)
 
 
@@ -516,6 +520,7 @@ def _growing_containers(
         out.append(
             {
                 "type": type_name(t),
+                "object_id": oid,
                 "len_start": n0,
                 "len_end": n1,
                 "items_per_min": round(delta / dt * 60.0, 1) if dt > 0 else None,
