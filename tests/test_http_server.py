@@ -246,3 +246,18 @@ def test_core_import_loads_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_adapter_api_can_announce_itself_for_the_cli(diag: MemoryDiagnostics) -> None:
+    from memdiag.http.fastapi import memory_router
+
+    router = memory_router(diag)
+    api = router.memdiag_api  # type: ignore[attr-defined]
+    path = api.announce("http://127.0.0.1:8000/", name="mounted")
+    try:
+        entry = next(e for e in runtime.list_services() if e.pid == os.getpid())
+        assert entry.url == "http://127.0.0.1:8000" and entry.name == "mounted"
+        assert entry.token() == api.token and len(api.token) >= 32  # generated: no token configured
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        runtime.unregister_service()

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -259,6 +260,7 @@ class MemoryAPI:
         self._bucket = TokenBucket(*rate_limit) if rate_limit else None
         self._openapi_body: bytes | None = None
         self._profile_cache: tuple[tuple[Any, ...], Response] | None = None
+        self._profile_lock = threading.Lock()
 
     # -- identity ----------------------------------------------------------------------
     @property
@@ -428,14 +430,27 @@ class MemoryAPI:
 
     def _profile(self, req: _Request) -> Response:
         diag = self.diagnostics
+        cached = self._cached_profile(diag)
+        if cached is not None:
+            return cached
+        # One request builds the report; those arriving meanwhile wait and reuse it,
+        # instead of fifty threads each building the same report after every tick.
+        with self._profile_lock:
+            cached = self._cached_profile(diag)
+            if cached is not None:
+                return cached
+            key = self._profile_key(diag)
+            resp = self._json(200, diag.profile())
+            if key is not None and key == self._profile_key(diag):  # no tick in between
+                self._profile_cache = (key, resp)
+            return resp
+
+    def _cached_profile(self, diag: MemoryDiagnostics) -> Response | None:
         key = self._profile_key(diag)
         cached = self._profile_cache
         if key is not None and cached is not None and all(a is b for a, b in zip(key, cached[0])):
             return cached[1]
-        resp = self._json(200, diag.profile())
-        if key is not None and key == self._profile_key(diag):  # no tick in between
-            self._profile_cache = (key, resp)
-        return resp
+        return None
 
     @staticmethod
     def _profile_key(diag: MemoryDiagnostics) -> tuple[Any, ...] | None:
@@ -444,10 +459,10 @@ class MemoryAPI:
         Between two ticks ``profile()`` returns the same sample, pressure and config, so
         the encoded answer is reused until the next sample: the endpoint costs one
         comparison instead of a report (dashboards and scrapers poll it). Fresh means
-        younger than one interval, inside the service's own reuse window.
+        younger than two intervals, inside the service's own reuse window.
         """
         s = diag.last_sample
-        if not diag.running or s is None or time.monotonic() - s.monotonic > diag.config.sample_interval:
+        if not diag.running or s is None or time.monotonic() - s.monotonic > 2 * diag.config.sample_interval:
             return None
         return (s, diag.last_profile, diag.config, diag.pressure, diag.last_error)
 
