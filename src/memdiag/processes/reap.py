@@ -174,8 +174,12 @@ def _popen_objects(pids: set[int]) -> list[subprocess.Popen[Any]]:
     One ``gc.get_objects()`` pass (~15 ms per million objects); only run when an old
     zombie child is left after the cheaper stages.
     """
-    found = []
-    for obj in gc.get_objects():
-        if isinstance(obj, subprocess.Popen) and obj.pid in pids and obj.returncode is None:
-            found.append(obj)
+    from ..probes.python import exclusive_gil
+
+    with exclusive_gil():  # other threads must not run while the list holds references
+        found = [
+            obj
+            for obj in gc.get_objects()
+            if isinstance(obj, subprocess.Popen) and obj.pid in pids and obj.returncode is None
+        ]
     return found
