@@ -70,6 +70,6 @@ def tasks_collector(profile: bool) -> int | None:
 
 
 def garbage_types(limit: int = 5, scan: int = 1000) -> list[tuple[str, int]]:
-    """The most common types in ``gc.garbage`` (type names only, never contents)."""
-    items = gc.garbage[:scan]
+    """The most common types among the newest ``gc.garbage`` items (names only, never contents)."""
+    items = gc.garbage[-scan:]
     return [(type_name(t), n) for t, n in Counter(map(type, items)).most_common(limit)]
