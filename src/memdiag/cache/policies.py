@@ -1,0 +1,556 @@
+"""Eviction policies for :class:`~memdiag.cache.SharedPromptCache`.
+
+A policy owns the cache's key -> entry tables and decides two things: the order in
+which entries are given up when the cache is over its bounds, and (for a
+frequency-aware policy) which newcomer is worth keeping at all. The cache calls it
+under its lock, so a policy needs no locking of its own, must be O(1) per call
+(amortised), and must never call back into the cache.
+
+Two policies ship:
+
+* :class:`LRUPolicy` - least recently used; the cheapest, the right choice when
+  recency is all that matters (e.g. a conversation's recent turns).
+* :class:`TinyLFUPolicy` (the default) - W-TinyLFU as in Caffeine: a small LRU
+  *window* admits every newcomer; a segmented LRU *main* area (probation +
+  protected) keeps the entries that earned their place; an entry leaving the window
+  only enters the main area if it was used more often, recently, than the main area's
+  own eviction candidate. Frequencies come from a count-min sketch with periodic
+  halving (aging), so the policy adapts when the popular set changes, in fixed memory.
+  It beats LRU's hit ratio on skewed (Zipf-like) workloads, which prompt traffic is.
+
+An entry is a ``list`` whose slots are :data:`VALUE`, :data:`SIZE`, :data:`EXPIRES`
+(a ``time.monotonic()`` deadline), :data:`FLAGS` (bit 1: value pickled, bit 2: it
+expires), :data:`FREQ` and :data:`AUX`. The cache increments :data:`FREQ` on
+hits in a policy's hot table; a policy may use :data:`FREQ` and :data:`AUX` as it
+likes.
+
+Writing a policy: subclass :class:`EvictionPolicy` and implement every method; see
+:class:`LRUPolicy` for the smallest complete one.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+__all__ = [
+    "AUX",
+    "EXPIRES",
+    "FLAGS",
+    "FREQ",
+    "SIZE",
+    "VALUE",
+    "EvictionPolicy",
+    "LRUPolicy",
+    "TinyLFUPolicy",
+    "make_policy",
+]
+
+# Slots of an entry list.
+VALUE = 0
+SIZE = 1
+EXPIRES = 2
+FLAGS = 3
+FREQ = 4
+AUX = 5
+
+Entry = list  # [value, size, expires, flags, freq, aux]
+
+
+class EvictionPolicy:
+    """Interface of an eviction policy (all calls are made under the cache lock).
+
+    The cache keeps the byte and entry counts; the policy keeps the tables and the
+    order. ``lookup``, ``put`` and ``victim`` are the hot paths: keep each to a few
+    dict operations.
+    """
+
+    #: Short name shown in metrics.
+    name: str = "policy"
+
+    def bind(self, max_entries: int | None) -> None:
+        """Called once by the cache before use, with its entry bound (None: unbounded)."""
+
+    def lookup(self, key: str) -> Entry | None:
+        """A read of ``key``: return its entry and record the access, or None."""
+        raise NotImplementedError
+
+    def hot_table(self) -> OrderedDict[str, Entry] | None:
+        """Optional fast path: the table where most hits land, or None.
+
+        The cache then handles a hit found there itself (``get``, ``move_to_end``,
+        ``entry[FREQ] += 1``, saving a Python call per read) and calls
+        :meth:`lookup_cold` for every other read. It asks again after ``clear()``.
+        """
+        return None
+
+    def lookup_cold(self, key: str) -> Entry | None:
+        """A read of ``key`` that missed :meth:`hot_table` (default: :meth:`lookup`)."""
+        return self.lookup(key)
+
+    def peek(self, key: str) -> Entry | None:
+        """Return the entry of ``key`` without recording an access."""
+        raise NotImplementedError
+
+    def put(self, key: str, entry: Entry) -> Entry | None:
+        """Store ``entry`` under ``key``; return the entry it replaced, if any."""
+        raise NotImplementedError
+
+    def remove(self, key: str) -> Entry | None:
+        """Remove ``key``; return its entry, or None if absent."""
+        raise NotImplementedError
+
+    def victim(self) -> Entry:
+        """Remove and return the entry to give up next (the cache is not empty)."""
+        raise NotImplementedError
+
+    def items(self) -> Iterator[tuple[str, Entry]]:
+        """Iterate over every (key, entry); the caller does not mutate meanwhile."""
+        raise NotImplementedError
+
+    def clear(self) -> object:
+        """Forget every entry in O(1); return the old tables for the caller to drop."""
+        raise NotImplementedError
+
+    def memory_bytes(self) -> int:
+        """Bytes of fixed-size structures the policy keeps besides its tables."""
+        return 0
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class LRUPolicy(EvictionPolicy):
+    """Least recently used: evicts the entry read or written longest ago."""
+
+    name = "lru"
+
+    def __init__(self) -> None:
+        self._new_table()
+
+    def _new_table(self) -> None:
+        od: OrderedDict[str, Entry] = OrderedDict()
+        self._od = od
+        # Bound methods cached on the instance: one attribute load on the hot path.
+        self._get = od.get
+        self._mte = od.move_to_end
+        self._popitem = od.popitem
+        self._setdefault = od.setdefault
+
+    def lookup(self, key: str) -> Entry | None:
+        e = self._get(key)
+        if e is not None:
+            self._mte(key)
+        return e
+
+    def hot_table(self) -> OrderedDict[str, Entry]:
+        return self._od
+
+    def lookup_cold(self, key: str) -> Entry | None:
+        return None  # the hot table is the whole cache
+
+    def peek(self, key: str) -> Entry | None:
+        return self._get(key)
+
+    def put(self, key: str, entry: Entry) -> Entry | None:
+        old = self._setdefault(key, entry)
+        if old is entry:
+            return None
+        self._od[key] = entry
+        self._mte(key)
+        return old
+
+    def remove(self, key: str) -> Entry | None:
+        return self._od.pop(key, None)
+
+    def victim(self) -> Entry:
+        return self._popitem(False)[1]
+
+    def items(self) -> Iterator[tuple[str, Entry]]:
+        return iter(self._od.items())
+
+    def clear(self) -> object:
+        old = self._od
+        self._new_table()
+        return old
+
+    def __len__(self) -> int:
+        return len(self._od)
+
+
+def _pow2_at_least(n: int) -> int:
+    w = 16
+    while w < n:
+        w <<= 1
+    return w
+
+
+# bytes.translate table that halves every byte: one C call ages a sketch row.
+_HALVE = bytes(b >> 1 for b in range(256))
+
+
+class TinyLFUPolicy(EvictionPolicy):
+    """W-TinyLFU: an LRU window in front of a frequency-filtered segmented LRU.
+
+    Layout (as in Caffeine): ``window`` (LRU, ``window_fraction`` of the capacity)
+    receives every new entry; ``probation`` and ``protected`` (``protected_fraction`` of
+    the main area) form a segmented LRU. A hit in probation - or, unlike Caffeine, in
+    the window - promotes the entry to protected; protected's overflow is demoted
+    back to probation. When the cache is
+    over its bounds and the window is over its share, the window's LRU entry (the
+    *candidate*) competes with probation's LRU entry (the *victim*): the one with the
+    lower estimated frequency is evicted (ties evict the candidate, which protects
+    the main area from one-hit wonders and scans).
+
+    Frequencies: misses are counted by a 4-row count-min sketch (conservative
+    update, counters saturating at ``counter_max``). A cached entry carries its own
+    figure - the sketch's estimate when it was admitted (slot :data:`AUX`) plus the
+    exact hits it received since (slot :data:`FREQ`) - so a hit never touches the
+    sketch (the hot path stays a dict lookup, a move and an increment) and the
+    admission contest between two cached entries reads no sketch at all. An entry
+    that leaves the cache folds its hits back into the sketch. Aging: after
+    ``sample_factor`` x capacity misses every count is halved, so yesterday's
+    favourites fade - quickly when the workload shifts (misses pile up), slowly while
+    the cache is hitting well.
+
+    Capacity is the cache's ``max_entries``; for a cache bounded by bytes only, the
+    largest number of entries seen so far stands in (the sketch grows with it and
+    keeps what it learnt). Memory: ``4 x width`` bytes for the sketch, ``width`` the
+    power of two >= ``width_factor`` x capacity (128 KiB for 10,000 entries),
+    reported as ``policy_bytes`` in the cache metrics.
+
+    Args:
+        window_fraction: share of the capacity for the admission window (0 < x < 1).
+        protected_fraction: share of the main area for the protected segment.
+        sample_factor: aging period, in misses per unit of capacity.
+        counter_max: saturation value of the frequency counters (<= 255).
+        width_factor: sketch width per unit of capacity.
+    """
+
+    name = "tinylfu"
+
+    def __init__(
+        self,
+        *,
+        window_fraction: float = 0.01,
+        protected_fraction: float = 0.8,
+        sample_factor: int = 4,
+        counter_max: int = 31,
+        width_factor: int = 2,
+    ) -> None:
+        if not 0.0 < window_fraction < 1.0:
+            raise ValueError(f"window_fraction must be in (0, 1), got {window_fraction!r}")
+        if not 0.0 < protected_fraction < 1.0:
+            raise ValueError(f"protected_fraction must be in (0, 1), got {protected_fraction!r}")
+        if int(sample_factor) < 1:
+            raise ValueError(f"sample_factor must be >= 1, got {sample_factor!r}")
+        if not 1 <= int(counter_max) <= 255:
+            raise ValueError(f"counter_max must be in [1, 255], got {counter_max!r}")
+        if int(width_factor) < 1:
+            raise ValueError(f"width_factor must be >= 1, got {width_factor!r}")
+        self.window_fraction = float(window_fraction)
+        self.protected_fraction = float(protected_fraction)
+        self.sample_factor = int(sample_factor)
+        self.counter_max = int(counter_max)
+        self.width_factor = int(width_factor)
+        self._max_entries: int | None = None
+        self._cap = 0
+        self._n = 0
+        self._misses = 0
+        self._last_key: str | None = None
+        self._last_est = 0
+        self._rows: tuple[bytearray, ...] = ()
+        self._mask = 0
+        self._s1, self._s2, self._s3 = 16, 32, 48
+        self._new_tables()
+        self._set_capacity(64)
+
+    def _new_tables(self) -> None:
+        self._win: OrderedDict[str, Entry] = OrderedDict()
+        self._prob: OrderedDict[str, Entry] = OrderedDict()
+        self._prot: OrderedDict[str, Entry] = OrderedDict()
+        self._prot_get = self._prot.get
+        self._prot_mte = self._prot.move_to_end
+        self._n = 0
+
+    # -- capacity and sketch ------------------------------------------------------
+
+    def bind(self, max_entries: int | None) -> None:
+        self._max_entries = max_entries
+        self._set_capacity(max_entries if max_entries is not None else 64)
+
+    def _set_capacity(self, cap: int) -> None:
+        cap = max(int(cap), 2)
+        self._cap = cap
+        self._win_max = max(1, int(cap * self.window_fraction))
+        self._main_max = max(1, cap - self._win_max)
+        self._prot_max = max(1, int(self._main_max * self.protected_fraction))
+        self._sample = self.sample_factor * cap
+        width = _pow2_at_least(self.width_factor * cap)
+        if not self._rows:
+            self._rows = tuple(bytearray(width) for _ in range(4))
+        elif width > len(self._rows[0]):
+            # Doubling a row keeps every estimate: the new index h & (2w-1) maps to a
+            # cell that holds the old h & (w-1) count.
+            rows = self._rows
+            while len(rows[0]) < width:
+                rows = tuple(r + r for r in rows)
+            self._rows = rows
+        else:
+            return
+        bits = width.bit_length() - 1
+        self._mask = width - 1
+        # Four indexes from one 64-bit hash: disjoint bit ranges while they fit.
+        step = 16 if bits <= 16 else max(1, (64 - bits) // 3)
+        self._s1, self._s2, self._s3 = step, 2 * step, 3 * step
+
+    def memory_bytes(self) -> int:
+        return 4 * (self._mask + 1)
+
+    def _add(self, key: str, by: int) -> None:
+        """Count ``by`` accesses (conservative update: raise only the minimum cells)."""
+        h = hash(key)
+        m = self._mask
+        r0, r1, r2, r3 = self._rows
+        i0 = h & m
+        i1 = (h >> self._s1) & m
+        i2 = (h >> self._s2) & m
+        i3 = (h >> self._s3) & m
+        c0 = r0[i0]
+        c1 = r1[i1]
+        c2 = r2[i2]
+        c3 = r3[i3]
+        low = c0
+        if c1 < low:
+            low = c1
+        if c2 < low:
+            low = c2
+        if c3 < low:
+            low = c3
+        new = low + by
+        if new > self.counter_max:
+            new = self.counter_max
+        if c0 < new:
+            r0[i0] = new
+        if c1 < new:
+            r1[i1] = new
+        if c2 < new:
+            r2[i2] = new
+        if c3 < new:
+            r3[i3] = new
+
+    def frequency(self, key: str, entry: Entry | None = None) -> int:
+        """Estimated recent accesses of ``key`` (the figure the admission test compares)."""
+        h = hash(key)
+        m = self._mask
+        r0, r1, r2, r3 = self._rows
+        f = r0[h & m]
+        c = r1[(h >> self._s1) & m]
+        if c < f:
+            f = c
+        c = r2[(h >> self._s2) & m]
+        if c < f:
+            f = c
+        c = r3[(h >> self._s3) & m]
+        if c < f:
+            f = c
+        if entry is not None:
+            f = entry[4] + entry[5]
+        return f if f < self.counter_max else self.counter_max
+
+    def _age(self) -> None:
+        self._rows = tuple(r.translate(_HALVE) for r in self._rows)
+        cmax = self.counter_max
+        for d in (self._win, self._prob, self._prot):
+            for e in d.values():
+                f = e[4]
+                if f:
+                    e[4] = (f if f < cmax else cmax) >> 1
+                f = e[5]
+                if f:
+                    e[5] = f >> 1
+        self._misses = 0
+        self._last_key = None
+
+    # -- the policy interface -------------------------------------------------------
+
+    def hot_table(self) -> OrderedDict[str, Entry]:
+        return self._prot
+
+    def lookup(self, key: str) -> Entry | None:
+        e = self._prot_get(key)
+        if e is not None:
+            self._prot_mte(key)
+            e[4] += 1  # FREQ
+            return e
+        return self.lookup_cold(key)
+
+    def lookup_cold(self, key: str) -> Entry | None:
+        e = self._prob.pop(key, None)
+        if e is not None:
+            e[4] += 1
+            prot = self._prot
+            prot[key] = e
+            if len(prot) > self._prot_max:
+                k, d = prot.popitem(False)
+                self._prob[k] = d
+            return e
+        e = self._win.pop(key, None)
+        if e is not None:
+            # A second access while in the window: the entry has proved itself, so it
+            # moves straight into protected (the cache's hot table). This keeps hot
+            # keys out of the window, where each hit would cost the slow path; on
+            # Zipf workloads it is hit-ratio neutral or slightly better.
+            e[4] += 1
+            prot = self._prot
+            prot[key] = e
+            if len(prot) > self._prot_max:
+                k, d = prot.popitem(False)
+                self._prob[k] = d
+            return e
+        # A miss: count it in the sketch (inlined _add(key, 1), this is the hot miss path).
+        h = hash(key)
+        m = self._mask
+        r0, r1, r2, r3 = self._rows
+        i0 = h & m
+        i1 = (h >> self._s1) & m
+        i2 = (h >> self._s2) & m
+        i3 = (h >> self._s3) & m
+        c0 = r0[i0]
+        c1 = r1[i1]
+        c2 = r2[i2]
+        c3 = r3[i3]
+        low = c0
+        if c1 < low:
+            low = c1
+        if c2 < low:
+            low = c2
+        if c3 < low:
+            low = c3
+        if low < self.counter_max:
+            low += 1
+            if c0 < low:
+                r0[i0] = low
+            if c1 < low:
+                r1[i1] = low
+            if c2 < low:
+                r2[i2] = low
+            if c3 < low:
+                r3[i3] = low
+        # Read-through: the put() that usually follows this miss reuses the estimate.
+        self._last_key = key
+        self._last_est = low
+        self._misses += 1
+        if self._misses >= self._sample:
+            self._age()
+        return None
+
+    def peek(self, key: str) -> Entry | None:
+        e = self._prot_get(key)
+        if e is None:
+            e = self._prob.get(key)
+            if e is None:
+                e = self._win.get(key)
+        return e
+
+    def put(self, key: str, entry: Entry) -> Entry | None:
+        old = self._win.setdefault(key, entry)
+        if old is entry:  # not in the window: new, unless in the main area
+            old = self._prot_get(key)
+            if old is None:
+                old = self._prob.get(key)
+            if old is None:
+                entry[5] = self._last_est if key == self._last_key else self.frequency(key)
+                self._n += 1
+                if self._n > self._cap and self._max_entries is None:
+                    self._set_capacity(max(self._n, self._cap + self._cap // 4))
+                return None
+            del self._win[key]
+            d = self._prot if key in self._prot else self._prob
+        else:
+            d = self._win
+        entry[4] = old[4]
+        entry[5] = old[5]
+        d[key] = entry
+        d.move_to_end(key)
+        return old
+        if self._n > self._cap and self._max_entries is None:
+            self._set_capacity(max(self._n, self._cap + self._cap // 4))
+        return None
+
+    def remove(self, key: str) -> Entry | None:
+        for d in (self._prot, self._prob, self._win):
+            e = d.pop(key, None)
+            if e is not None:
+                self._n -= 1
+                if e[4]:
+                    self._add(key, e[4])
+                return e
+        return None
+
+    def victim(self) -> Entry:
+        win, prob = self._win, self._prob
+        win_max = self._win_max
+        if len(win) > win_max:
+            prot = self._prot
+            # Main area not full yet: the window's overflow moves in without a contest.
+            while len(win) > win_max and len(prob) + len(prot) < self._main_max:
+                k, e = win.popitem(False)
+                prob[k] = e
+            if len(win) > win_max and (prob or prot):
+                main = prob if prob else prot
+                ck = next(iter(win))
+                vk = next(iter(main))
+                ce = win[ck]
+                ve = main[vk]
+                # Both are cached: their frequency is in the entry (estimate when it
+                # was admitted + hits since), no sketch read needed.
+                cf = ce[4] + ce[5]
+                vf = ve[4] + ve[5]
+                cmax = self.counter_max
+                if (cf if cf < cmax else cmax) > (vf if vf < cmax else cmax):
+                    del win[ck]
+                    prob[ck] = ce
+                    k, e = vk, main.pop(vk)
+                else:
+                    k, e = ck, win.pop(ck)
+            else:
+                k, e = (prob or prot or win).popitem(False)
+        else:
+            k, e = (prob or self._prot or win).popitem(False)
+        self._n -= 1
+        if e[4]:
+            self._add(k, e[4])
+        return e
+
+    def items(self) -> Iterator[tuple[str, Entry]]:
+        for d in (self._win, self._prob, self._prot):
+            yield from d.items()
+
+    def clear(self) -> object:
+        old = (self._win, self._prob, self._prot)
+        self._new_tables()
+        return old
+
+    def __len__(self) -> int:
+        return self._n
+
+
+def make_policy(policy: str | EvictionPolicy | None) -> EvictionPolicy:
+    """Resolve the ``policy`` argument of the cache constructor.
+
+    Args:
+        policy: ``"tinylfu"`` (default), ``"lru"``, or an unused policy instance.
+
+    Raises:
+        ValueError: unknown policy name.
+        TypeError: not a name nor an :class:`EvictionPolicy`.
+    """
+    if policy is None or policy == "tinylfu":
+        return TinyLFUPolicy()
+    if policy == "lru":
+        return LRUPolicy()
+    if isinstance(policy, EvictionPolicy):
+        return policy
+    if isinstance(policy, str):
+        raise ValueError(f"policy must be 'tinylfu' or 'lru', got {policy!r}")
+    raise TypeError(f"policy must be a name or an EvictionPolicy, got {type(policy).__name__}")

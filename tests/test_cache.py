@@ -1,0 +1,791 @@
+"""SharedPromptCache: API, bounds, TTL, metrics, registry, single-flight, re-entrancy."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import random
+import sys
+import threading
+import time
+import tracemalloc
+import warnings
+import weakref
+
+import pytest
+
+from memdiag import registry
+from memdiag.cache import (
+    ENTRY_OVERHEAD,
+    EvictionPolicy,
+    LRUPolicy,
+    SharedPromptCache,
+    TinyLFUPolicy,
+    sweeper,
+)
+
+
+def entry_size(key: str, value: object) -> int:
+    return sys.getsizeof(key) + sys.getsizeof(value) + ENTRY_OVERHEAD
+
+
+def wait_until(pred, timeout: float = 5.0, step: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+@pytest.fixture(params=["tinylfu", "lru"])
+def policy(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+# -- construction ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"max_bytes": -1}, "max_bytes"),
+        ({"max_bytes": 0}, "max_bytes"),
+        ({"max_entries": 0}, "max_entries"),
+        ({"max_entries": -5}, "max_entries"),
+        ({"ttl": 0}, "ttl"),
+        ({"ttl": -1.0}, "ttl"),
+        ({"ttl": float("nan")}, "ttl"),
+        ({"ttl": float("inf")}, "ttl"),
+        ({"cleanup_interval": 0}, "cleanup_interval"),
+        ({"pressure_threshold": 0.0}, "pressure_threshold"),
+        ({"pressure_threshold": 1.5}, "pressure_threshold"),
+        ({"policy": "fifo"}, "policy"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        SharedPromptCache(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_bytes": "10"}, {"max_bytes": 1.5}, {"max_bytes": True}, {"ttl": "1"}, {"policy": 3}],
+)
+def test_bad_argument_types_raise_type_error(kwargs: dict) -> None:
+    with pytest.raises(TypeError):
+        SharedPromptCache(**kwargs)
+
+
+def test_bad_call_arguments() -> None:
+    cache = SharedPromptCache()
+    with pytest.raises(TypeError, match="str"):
+        cache.set(1, "x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ttl"):
+        cache.set("k", "x", ttl=0)
+    with pytest.raises(ValueError, match="ttl"):
+        cache.get_or_set("k", lambda: 1, ttl=-3)
+    with pytest.raises(ValueError, match="fraction"):
+        cache.shrink(1.5)
+    with pytest.raises(ValueError, match="cause"):
+        cache.clear(cause="boredom")
+    with pytest.raises(TypeError, match="lambda|function"):
+        cache.set("k", lambda: 1)  # not picklable
+    assert len(cache) == 0
+
+
+# -- basic behaviour -------------------------------------------------------------------
+
+
+def test_roundtrip_of_supported_values(policy: str) -> None:
+    cache = SharedPromptCache(policy=policy)
+    values = {
+        "s": "short",
+        "u": "ünïcødé ✓",
+        "b": b"\x00\x01bytes",
+        "d": {"role": "assistant", "content": "hi", "n": [1, 2, {"x": None}]},
+        "l": [1, "two", 3.0],
+        "t": (1, 2),
+        "i": 12345678901234567890,
+        "f": 1.5,
+        "n": None,
+        "big": "x" * 1_000_000,
+    }
+    for k, v in values.items():
+        assert cache.set(k, v)
+    for k, v in values.items():
+        assert cache.get(k, "MISSING") == v
+        assert k in cache
+    assert cache.get("absent") is None
+    assert cache.get("absent", 7) == 7
+    assert "absent" not in cache
+    assert len(cache) == len(values)
+
+
+def test_containers_are_copied_so_callers_cannot_corrupt_the_cache() -> None:
+    cache = SharedPromptCache()
+    original = {"a": [1]}
+    cache.set("k", original)
+    original["a"].append(2)
+    got = cache.get("k")
+    assert got == {"a": [1]}
+    got["a"].append(3)
+    assert cache.get("k") == {"a": [1]}
+
+
+def test_delete_and_clear(policy: str) -> None:
+    cache = SharedPromptCache(policy=policy)
+    cache.set("a", "1")
+    cache.set("b", "2")
+    assert cache.delete("a") is True
+    assert cache.delete("a") is False
+    assert cache.get("a") is None
+    held = cache.metrics()["bytes"]
+    assert cache.clear() == held
+    assert len(cache) == 0 and cache.metrics()["bytes"] == 0
+    assert cache.metrics()["evictions"]["manual"] == 1
+    cache.set("c", "3")  # usable after clear
+    assert cache.get("c") == "3"
+
+
+def test_exact_sizes_for_str_and_bytes() -> None:
+    cache = SharedPromptCache()
+    samples = {
+        "ascii": "hello",
+        "empty": "",
+        "latin": "café",
+        "ucs2": "日本語のテキスト",
+        "ucs4": "emoji 😀",
+        "bytes": b"abc" * 100,
+        "nonascii-key-ключ": "v",
+    }
+    total = 0
+    for k, v in samples.items():
+        cache.set(k, v)
+        total += entry_size(k, v)
+    assert cache.metrics()["bytes"] == total
+
+
+def test_oversized_item_is_rejected_and_drops_the_old_value() -> None:
+    cache = SharedPromptCache(max_bytes=10_000)
+    assert cache.set("k", "small")
+    assert cache.set("k", "x" * 20_000) is False
+    assert cache.get("k") is None
+    m = cache.metrics()
+    assert m["rejections"] == 1
+    assert m["entries"] == 0 and m["bytes"] == 0
+
+
+def test_byte_and_entry_bounds_hold(policy: str) -> None:
+    rng = random.Random(1)
+    cache = SharedPromptCache(max_bytes=50_000, max_entries=40, policy=policy)
+    for i in range(2000):
+        size = rng.choice([1, 10, 100, 1000, 5000])
+        cache.set(f"k{rng.randrange(300)}", "x" * size)
+        if i % 3 == 0:
+            cache.get(f"k{rng.randrange(300)}")
+        m = cache.metrics()
+        assert m["bytes"] <= 50_000
+        assert m["entries"] <= 40
+    assert m["evictions"]["size"] > 0
+
+
+def test_lru_policy_evicts_least_recently_used() -> None:
+    cache = SharedPromptCache(max_entries=3, policy="lru")
+    for k in "abc":
+        cache.set(k, k)
+    cache.get("a")
+    cache.set("d", "d")
+    assert cache.get("b") is None
+    assert [cache.get(k) for k in "acd"] == ["a", "c", "d"]
+
+
+def test_tinylfu_beats_lru_on_a_skewed_workload() -> None:
+    rng = random.Random(3)
+    keys = [f"k{i}" for i in range(5000)]
+    weights = [1.0 / (i + 1) for i in range(5000)]
+    stream = rng.choices(keys, weights, k=60_000)
+    ratios = {}
+    for policy in ("lru", "tinylfu"):
+        cache = SharedPromptCache(max_entries=250, policy=policy)
+        for k in stream:
+            if cache.get(k) is None:
+                cache.set(k, "v")
+        ratios[policy] = cache.metrics()["hit_rate"]
+    assert ratios["tinylfu"] > ratios["lru"] + 0.03, ratios
+
+
+def test_tinylfu_resists_a_scan() -> None:
+    cache = SharedPromptCache(max_entries=100, policy="tinylfu")
+    hot = [f"hot{i}" for i in range(50)]
+    for _ in range(20):
+        for k in hot:
+            if cache.get(k) is None:
+                cache.set(k, "v")
+    for i in range(5000):  # one-hit wonders
+        cache.set(f"scan{i}", "v")
+    assert sum(cache.get(k) is not None for k in hot) >= 45
+
+
+def test_custom_policy_is_pluggable() -> None:
+    class FIFOPolicy(LRUPolicy):
+        name = "fifo"
+
+        def hot_table(self):  # no recency update on reads
+            return None
+
+        def lookup(self, key):
+            return self._get(key)
+
+    cache = SharedPromptCache(max_entries=2, policy=FIFOPolicy())
+    cache.set("a", "a")
+    cache.set("b", "b")
+    cache.get("a")
+    cache.set("c", "c")
+    assert cache.get("a") is None and cache.get("b") == "b"
+    assert cache.metrics()["policy"] == "fifo"
+    assert isinstance(FIFOPolicy(), EvictionPolicy)
+
+
+def test_tinylfu_policy_validates_its_arguments() -> None:
+    with pytest.raises(ValueError, match="window_fraction"):
+        TinyLFUPolicy(window_fraction=0)
+    with pytest.raises(ValueError, match="counter_max"):
+        TinyLFUPolicy(counter_max=300)
+
+
+def test_tinylfu_bytes_only_cache_grows_its_sketch() -> None:
+    cache = SharedPromptCache(max_bytes=5_000_000, policy="tinylfu")
+    before = cache.metrics()["policy_bytes"]
+    for i in range(3000):
+        cache.set(f"k{i}", "v")
+        cache.get(f"k{i // 2}")
+    assert cache.metrics()["policy_bytes"] > before
+    assert len(cache) == 3000
+
+
+# -- TTL ----------------------------------------------------------------------------------
+
+
+def test_expired_entries_are_never_returned(policy: str) -> None:
+    cache = SharedPromptCache(ttl=0.05, policy=policy, cleanup_interval=3600)
+    cache.set("a", "1")
+    cache.set("b", {"x": 1})
+    cache.set("long", "2", ttl=60)
+    assert cache.get("a") == "1"
+    time.sleep(0.08)
+    assert cache.get("a") is None
+    assert "b" not in cache
+    assert cache.get("b") is None
+    assert cache.get_or_set("a", lambda: "reloaded") == "reloaded"
+    assert cache.get("long") == "2"
+    assert cache.metrics()["evictions"]["ttl"] == 2
+
+
+def test_periodic_sweep_frees_expired_entries_without_any_further_call() -> None:
+    cache = SharedPromptCache(ttl=0.05, cleanup_interval=0.05, name="sweep-test")
+    for i in range(100):
+        cache.set(f"k{i}", "v" * 100)
+    cache.set("keep", "v", ttl=3600)
+    assert sweeper.running()
+    # No get/set from here on: only the shared sweeper thread can free them.
+    assert wait_until(lambda: len(cache) == 1, timeout=5.0)
+    m = cache.metrics()
+    assert m["evictions"]["ttl"] == 100
+    assert m["bytes"] == entry_size("keep", "v")
+    assert m["last_cleanup"] is not None and m["last_cleanup"] <= time.time()
+    assert m["ttl"] == 0.05 and m["cleanup_interval"] == 0.05
+
+
+def test_sweeper_holds_caches_weakly_and_stops_when_none_is_left() -> None:
+    cache = SharedPromptCache(ttl=0.05, cleanup_interval=0.02)
+    cache.set("k", "v")
+    ref = weakref.ref(cache)
+    del cache
+    gc.collect()
+    assert ref() is None
+    assert wait_until(lambda: not sweeper.running(), timeout=5.0)
+
+
+def test_expire_can_be_called_directly() -> None:
+    cache = SharedPromptCache(cleanup_interval=3600)
+    cache.set("a", "1", ttl=0.02)
+    cache.set("b", "2")
+    time.sleep(0.05)
+    assert cache.expire() == 1
+    assert len(cache) == 1 and cache.get("b") == "2"
+
+
+# -- metrics and registry ---------------------------------------------------------------
+
+
+def test_metrics_add_up(policy: str) -> None:
+    cache = SharedPromptCache(max_entries=20, policy=policy, pressure_threshold=0.5)
+    for i in range(50):
+        cache.set(f"k{i}", "v")
+    for i in range(50):
+        cache.get(f"k{i}")
+    cache.set("k49", "updated")
+    cache.delete("k49")
+    freed = cache.shrink(0.5)
+    m = cache.metrics()
+    for key in (
+        "hits", "misses", "hit_rate", "evictions", "entries", "bytes", "max_bytes",
+        "fill_ratio", "memory_pressure", "ttl", "cleanup_interval", "last_cleanup",
+    ):
+        assert key in m
+    assert m["hits"] + m["misses"] == m["lookups"] == 50
+    assert m["hit_rate"] == pytest.approx(m["hits"] / 50)
+    assert m["inserts"] - m["deletes"] - m["evictions_total"] == m["entries"] == len(cache)
+    assert m["sets"] == m["inserts"] + m["updates"] + m["rejections"] == 51
+    assert m["updates"] == 1 and m["deletes"] == 1
+    assert set(m["evictions"]) == {"size", "ttl", "pressure", "manual"}
+    assert m["evictions"]["pressure"] > 0 and freed > 0
+    assert m["fill_ratio"] == pytest.approx(max(m["bytes"] / m["max_bytes"], m["entries"] / 20))
+    assert m["memory_pressure"] == (m["fill_ratio"] >= 0.5)
+
+
+def test_memory_pressure_follows_the_threshold() -> None:
+    cache = SharedPromptCache(max_entries=10, pressure_threshold=0.8)
+    for i in range(7):
+        cache.set(f"k{i}", "v")
+    assert cache.metrics()["memory_pressure"] is False
+    cache.set("k7", "v")
+    assert cache.metrics()["memory_pressure"] is True
+    assert cache.metrics()["pressure_threshold"] == 0.8
+    # Without an explicit threshold, the configured one (0.8 by default) applies.
+    assert 0 < SharedPromptCache().metrics()["pressure_threshold"] <= 1
+
+
+def test_shrink_and_clear_as_the_cleanup_ladder_calls_them(policy: str) -> None:
+    cache = SharedPromptCache(policy=policy)
+    for i in range(1000):
+        cache.set(f"k{i}", "x" * 500)
+    before = cache.metrics()["bytes"]
+    freed = cache.shrink(0.5)
+    after = cache.metrics()
+    assert freed == before - after["bytes"]
+    assert before * 0.45 <= freed <= before * 0.55
+    assert after["evictions"]["pressure"] == 1000 - after["entries"]
+    assert cache.shrink(0.0) == 0
+    freed_all = cache.clear(cause="pressure")
+    assert freed_all == after["bytes"]
+    assert cache.metrics()["evictions"]["pressure"] == 1000
+
+
+def test_cache_is_registered_weakly() -> None:
+    cache = SharedPromptCache(name="registered")
+    assert cache in registry.caches()
+    assert isinstance(cache, registry.ManagedCache)
+    ref = weakref.ref(cache)
+    del cache
+    gc.collect()
+    assert ref() is None
+    assert all(c.name != "registered" for c in registry.caches())
+
+
+def test_shared_instance() -> None:
+    SharedPromptCache.reset_instance()
+    try:
+        a = SharedPromptCache.get_instance(max_bytes=1_000_000)
+        assert SharedPromptCache.get_instance() is a
+        assert a.name == "shared-prompt-cache" and a.max_bytes == 1_000_000
+        with pytest.raises(ValueError, match="already exists"):
+            SharedPromptCache.get_instance(max_bytes=5)
+        a.set("k", "v")
+    finally:
+        SharedPromptCache.reset_instance()
+    b = SharedPromptCache.get_instance()
+    assert b is not a and b.get("k") is None
+    SharedPromptCache.reset_instance()
+
+
+# -- memory really held (tracemalloc) ----------------------------------------------------
+
+
+def _traced_memory_held(make_cache, fill) -> tuple[int, int]:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        cache = make_cache()
+        fill(cache)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - base
+        return held, cache.max_bytes
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("policy", ["tinylfu", "lru"])
+@pytest.mark.parametrize("mix", ["tiny", "mixed", "dicts"])
+def test_memory_really_held_stays_within_125_percent_of_max_bytes(policy: str, mix: str) -> None:
+    rng = random.Random(7)
+
+    def value():
+        r = rng.random()
+        if mix == "tiny":
+            return "v" if r < 0.5 else str(rng.randrange(10**6))
+        if mix == "dicts":
+            return {"role": "user", "content": "x" * rng.randrange(200), "n": [1, 2, 3]}
+        if r < 0.3:
+            return "p" * rng.randrange(2000)
+        if r < 0.5:
+            return "ü" * rng.randrange(500)
+        if r < 0.6:
+            return os.urandom(rng.randrange(3000))
+        if r < 0.8:
+            return {"messages": [{"content": "x" * rng.randrange(300)}], "score": r}
+        if r < 0.82:
+            return "M" * 300_000  # some big responses
+        return rng.randrange(10**9)
+
+    def fill(cache: SharedPromptCache) -> None:
+        for i in range(12_000):
+            cache.set(f"prompt:{rng.randrange(40_000)}:{i % 7}", value())
+            if i % 4 == 0:
+                cache.get(f"prompt:{rng.randrange(40_000)}:1")
+        assert cache.metrics()["fill_ratio"] > 0.8  # it really was full
+
+    held, max_bytes = _traced_memory_held(
+        lambda: SharedPromptCache(max_bytes=2_000_000, policy=policy), fill
+    )
+    assert held <= 1.25 * max_bytes, f"{held} bytes held for max_bytes={max_bytes}"
+
+
+# -- single-flight --------------------------------------------------------------------------
+
+
+def test_stampede_of_100_threads_calls_the_loader_once() -> None:
+    cache = SharedPromptCache()
+    calls = []
+    barrier = threading.Barrier(100)
+    results: list[object] = []
+
+    def loader():
+        calls.append(threading.get_ident())
+        time.sleep(0.2)
+        return {"answer": 42}
+
+    def worker():
+        barrier.wait()
+        results.append(cache.get_or_set("hot", loader))
+
+    threads = [threading.Thread(target=worker) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(calls) == 1
+    assert results == [{"answer": 42}] * 100
+    m = cache.metrics()
+    assert m["loads"] == 1 and m["hits"] + m["misses"] == 100
+    assert m["coalesced"] + m["hits"] == 99
+    assert m["inflight"] == 0
+
+
+def test_loader_error_reaches_every_waiter_and_nothing_is_cached() -> None:
+    cache = SharedPromptCache()
+    started = threading.Event()
+    calls = []
+
+    class Boom(Exception):
+        pass
+
+    def loader():
+        calls.append(1)
+        started.set()
+        time.sleep(0.1)
+        raise Boom("model unavailable")
+
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            cache.get_or_set("k", loader)
+        except Boom as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(calls) == 1 and len(errors) == 10
+    assert "k" not in cache
+    assert cache.metrics()["load_errors"] == 1
+    assert cache.get_or_set("k", lambda: "ok") == "ok"  # a later call retries
+
+
+def test_delete_during_a_load_keeps_the_stale_value_out() -> None:
+    cache = SharedPromptCache()
+    loading = threading.Event()
+    release = threading.Event()
+    out = []
+
+    def loader():
+        loading.set()
+        release.wait(5)
+        return "stale"
+
+    t = threading.Thread(target=lambda: out.append(cache.get_or_set("k", loader)))
+    t.start()
+    assert loading.wait(5)
+    cache.delete("k")
+    release.set()
+    t.join(5)
+    assert out == ["stale"]
+    assert "k" not in cache
+
+
+def test_loader_asking_for_its_own_key_raises_instead_of_deadlocking() -> None:
+    cache = SharedPromptCache()
+    with pytest.raises(RuntimeError, match="own key"):
+        cache.get_or_set("k", lambda: cache.get_or_set("k", lambda: 1))
+    assert cache.metrics()["inflight"] == 0
+    # A loader may use the cache for other keys.
+    assert cache.get_or_set("a", lambda: cache.get_or_set("b", lambda: "b") + "a") == "ba"
+
+
+def test_async_single_flight_does_not_block_the_event_loop() -> None:
+    cache = SharedPromptCache()
+    calls = []
+    ticks = []
+
+    async def loader():
+        calls.append(1)
+        await asyncio.sleep(0.1)
+        return "value"
+
+    async def ticker():
+        for _ in range(10):
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.005)
+
+    async def main():
+        results = await asyncio.gather(
+            *(cache.aget_or_set("k", loader) for _ in range(50)), ticker()
+        )
+        return results[:50]
+
+    results = asyncio.run(main())
+    assert results == ["value"] * 50
+    assert len(calls) == 1 and len(ticks) == 10
+    assert cache.get("k") == "value"
+    assert asyncio.run(cache.aget_or_set("k", loader)) == "value"  # a hit
+    assert len(calls) == 1
+
+
+def test_async_errors_propagate_and_leader_cancellation_spares_the_waiters() -> None:
+    cache = SharedPromptCache()
+
+    async def failing():
+        await asyncio.sleep(0.01)
+        raise KeyError("nope")
+
+    async def slow():
+        await asyncio.sleep(0.05)
+        return {"v": 1}
+
+    async def main():
+        outcome = await asyncio.gather(
+            *(cache.aget_or_set("bad", failing) for _ in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(o, KeyError) for o in outcome)
+        assert "bad" not in cache
+        leader = asyncio.ensure_future(cache.aget_or_set("slow", slow))
+        await asyncio.sleep(0)
+        waiter = asyncio.ensure_future(cache.aget_or_set("slow", slow))
+        await asyncio.sleep(0.01)
+        leader.cancel()
+        assert await waiter == {"v": 1}
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        assert cache.get("slow") == {"v": 1}
+        # A sync loader works too.
+        assert await cache.aget_or_set("sync", lambda: "s") == "s"
+
+    asyncio.run(main())
+    assert cache.metrics()["load_errors"] == 1
+
+
+def test_threads_and_coroutines_share_one_flight() -> None:
+    cache = SharedPromptCache()
+    calls = []
+    started = threading.Event()
+
+    def thread_loader():
+        calls.append("thread")
+        started.set()
+        time.sleep(0.2)
+        return "from-thread"
+
+    t = threading.Thread(target=cache.get_or_set, args=("k", thread_loader))
+    t.start()
+    assert started.wait(5)
+
+    async def async_loader():
+        calls.append("async")
+        return "from-async"
+
+    async def main():
+        return await asyncio.gather(*(cache.aget_or_set("k", async_loader) for _ in range(5)))
+
+    assert asyncio.run(main()) == ["from-thread"] * 5
+    t.join(5)
+    assert calls == ["thread"]
+
+
+# -- contention, re-entrancy, fork ----------------------------------------------------------
+
+
+def test_eight_threads_lose_no_update(policy: str) -> None:
+    cache = SharedPromptCache(max_entries=10_000, policy=policy)  # never evicts here
+    churn = SharedPromptCache(max_entries=300, policy=policy)  # evicts all the time
+    n = 3000
+
+    def worker(t: int) -> None:
+        key = f"counter:{t}"
+        cache.set(key, 0)
+        for i in range(n):
+            cache.set(key, cache.get(key) + 1)
+            cache.get_or_set(f"shared:{i % 200}", lambda i=i: str(i))
+            churn.get_or_set(f"churn:{t}:{i % 600}", lambda: "x")
+            churn.set(f"noise:{i % 500}", "y")
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert [cache.get(f"counter:{t}") for t in range(8)] == [n] * 8
+    for c in (cache, churn):
+        m = c.metrics()
+        assert m["hits"] + m["misses"] == m["lookups"]
+        assert m["inserts"] - m["deletes"] - m["evictions_total"] == m["entries"] == len(c)
+        assert m["inflight"] == 0
+    assert churn.metrics()["entries"] <= 300
+    assert churn.metrics()["evictions"]["size"] > 0
+
+
+class _CallbackKey(str):
+    """A str key whose __hash__ runs code while the cache holds its lock."""
+
+    callback = None
+
+    def __hash__(self) -> int:
+        cb, type(self).callback = type(self).callback, None
+        if cb is not None:
+            cb()
+        return str.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        return str.__eq__(self, other)
+
+
+def test_reentrant_calls_from_inside_a_locked_section_do_not_deadlock(policy: str) -> None:
+    cache = SharedPromptCache(policy=policy)
+    cache.set("victim", "old")
+    cache.set("present", "p")
+    seen = {}
+
+    def inner():
+        seen["get"] = cache.get("present")  # re-entrant read: a miss, never a deadlock
+        seen["delete"] = cache.delete("victim")
+        seen["set"] = cache.set("added", "new")
+        seen["contains"] = "present" in cache
+        seen["clear"] = None
+
+    _CallbackKey.callback = inner
+    done = threading.Event()
+
+    def run():
+        cache.get(_CallbackKey("lookup"))
+        done.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert done.wait(5), "deadlocked on a re-entrant call"
+    assert seen["get"] is None and seen["delete"] is True and seen["contains"] is False
+    # The deferred writes are applied before anything else sees the cache.
+    assert cache.get("victim") is None
+    assert cache.get("added") == "new"
+    assert cache.metrics()["reentrant_calls"] >= 4
+    m = cache.metrics()
+    assert m["inserts"] - m["deletes"] - m["evictions_total"] == m["entries"]
+
+
+def test_gc_finalizers_calling_the_cache_mid_operation(policy: str) -> None:
+    cache = SharedPromptCache(max_entries=50, policy=policy)
+    fired = []
+
+    class Finalized:
+        def __init__(self, i: int) -> None:
+            self.i = i
+            self.cycle = self
+
+        def __del__(self) -> None:
+            fired.append(self.i)
+            cache.set(f"fin:{self.i}", "x")
+            cache.get(f"fin:{self.i - 1}")
+            cache.delete(f"k{self.i % 40}")
+
+    old = gc.get_threshold()
+    gc.set_threshold(5, 1, 1)  # collect very often: inside the cache's locked sections too
+    done = threading.Event()
+
+    def run():
+        for i in range(3000):
+            Finalized(i)
+            cache.set(f"k{i % 40}", [i])
+            cache.get(f"k{(i * 7) % 40}")
+        done.set()
+
+    try:
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        assert done.wait(20), "deadlocked with finalizers running mid-operation"
+    finally:
+        gc.set_threshold(*old)
+    gc.collect()
+    assert fired
+    cache.get("flush")  # applies anything still deferred
+    m = cache.metrics()
+    assert m["inserts"] - m["deletes"] - m["evictions_total"] == m["entries"] == len(cache)
+    assert m["entries"] <= 50
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_cache_works_in_a_forked_child_even_if_its_lock_was_busy() -> None:
+    cache = SharedPromptCache(ttl=60, cleanup_interval=0.05)
+    cache.set("k", "v")
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            cache.set("h", "x")
+            cache.get("k")
+
+    t = threading.Thread(target=hammer, daemon=True)
+    t.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+            pid = os.fork()
+        if pid == 0:  # child: only this thread exists
+            code = 1
+            try:
+                ok = cache.get("k") == "v" and cache.set("c", "child") and cache.get("c")
+                n = len(cache)
+                cache.set("e", "v", ttl=0.01)
+                swept = wait_until(lambda: len(cache) == n, timeout=3)
+                code = 0 if ok and swept else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        stop.set()
+        t.join(5)
