@@ -98,9 +98,7 @@ def load(key: str) -> str:
 
 def run_memdiag(policy: str, capacity: int, **kw: object) -> Callable[[list[str]], int]:
     def run(stream: list[str]) -> int:
-        cache = SharedPromptCache(
-            max_bytes=1 << 40, max_entries=capacity, policy=policy, name=f"bench-{policy}", **kw
-        )
+        cache = SharedPromptCache(max_bytes=1 << 40, max_entries=capacity, policy=policy, name=f"bench-{policy}", **kw)
         get, put = cache.get, cache.set
         for k in stream:
             if get(k) is None:
@@ -112,9 +110,7 @@ def run_memdiag(policy: str, capacity: int, **kw: object) -> Callable[[list[str]
 
 def run_memdiag_get_or_set(policy: str, capacity: int) -> Callable[[list[str]], int]:
     def run(stream: list[str]) -> int:
-        cache = SharedPromptCache(
-            max_bytes=1 << 40, max_entries=capacity, policy=policy, name=f"bench-gos-{policy}"
-        )
+        cache = SharedPromptCache(max_bytes=1 << 40, max_entries=capacity, policy=policy, name=f"bench-gos-{policy}")
         gos = cache.get_or_set
         for k in stream:
             gos(k, functools.partial(load, k))
@@ -238,10 +234,11 @@ def main() -> None:
 
     t0 = time.perf_counter()
     stream = zipf_stream(args.keys, args.ops, args.zipf, args.seed)
-    print(f"# stream: {args.ops:,} ops, {args.keys:,} keys, Zipf({args.zipf}), "
-          f"capacity {args.capacity:,}, seed {args.seed} ({time.perf_counter() - t0:.1f}s)")
-    print(f"# python {platform.python_version()} on {platform.machine()}, "
-          f"cachetools {cachetools.__version__}")
+    print(
+        f"# stream: {args.ops:,} ops, {args.keys:,} keys, Zipf({args.zipf}), "
+        f"capacity {args.capacity:,}, seed {args.seed} ({time.perf_counter() - t0:.1f}s)"
+    )
+    print(f"# python {platform.python_version()} on {platform.machine()}, cachetools {cachetools.__version__}")
     cap = args.capacity
     contenders: dict[str, Callable[[list[str]], int]] = {
         "memdiag tinylfu (default)": run_memdiag("tinylfu", cap),
@@ -256,10 +253,7 @@ def main() -> None:
         contenders["memdiag lru get_or_set"] = run_memdiag_get_or_set("lru", cap)
     if args.only:
         prefixes = [p.strip() for p in args.only.split(",")]
-        contenders = {
-            n: f for n, f in contenders.items()
-            if "baseline" in n or any(n.startswith(p) for p in prefixes)
-        }
+        contenders = {n: f for n, f in contenders.items() if "baseline" in n or any(n.startswith(p) for p in prefixes)}
     times: dict[str, list[float]] = {name: [] for name in contenders}
     hits: dict[str, int] = {}
     for rnd in range(args.rounds):
@@ -278,25 +272,30 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: |")
     for name in contenders:
         med = statistics.median(times[name])
-        print(f"| {name} | {args.ops / med / 1e6:.2f}M | {base / med:.2f}x "
-              f"| {hits[name] / args.ops:.2%} |")
+        print(f"| {name} | {args.ops / med / 1e6:.2f}M | {base / med:.2f}x | {hits[name] / args.ops:.2%} |")
     if not args.no_belady:
         t = time.perf_counter()
         opt = belady_hit_ratio(stream, cap)
         print(f"| optimum (Belady, clairvoyant) | - | - | {opt:.2%} |")
-    print(f"| static top-{cap:,} mass (perfect frequency oracle, no cold misses) | - | - "
-          f"| {static_optimum(args.keys, cap, args.zipf):.2%} |")
+    print(
+        f"| static top-{cap:,} mass (perfect frequency oracle, no cold misses) | - | - "
+        f"| {static_optimum(args.keys, cap, args.zipf):.2%} |"
+    )
 
     if args.threads:
         print()
-        print(f"| {args.threads} threads, {args.thread_ops:,} requests each | ops/s "
-              "| lost updates | hit ratio | loader calls | coalesced |")
+        print(
+            f"| {args.threads} threads, {args.thread_ops:,} requests each | ops/s "
+            "| lost updates | hit ratio | loader calls | coalesced |"
+        )
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for policy in ("tinylfu", "lru"):
             r = contention(args.threads, args.thread_ops, policy)
             assert r["lookups_ok"]
-            print(f"| memdiag {policy} | {r['ops_per_s'] / 1e6:.2f}M | {r['lost_updates']} "
-                  f"| {r['hit_rate']:.2%} | {r['loads']:,} | {r['coalesced']:,} |")
+            print(
+                f"| memdiag {policy} | {r['ops_per_s'] / 1e6:.2f}M | {r['lost_updates']} "
+                f"| {r['hit_rate']:.2%} | {r['loads']:,} | {r['coalesced']:,} |"
+            )
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def test_bad_call_arguments() -> None:
         cache.shrink(1.5)
     with pytest.raises(ValueError, match="cause"):
         cache.clear(cause="boredom")
-    with pytest.raises(TypeError, match="lambda|function"):
+    with pytest.raises(TypeError, match=r"lambda|function"):
         cache.set("k", lambda: 1)  # not picklable
     assert len(cache) == 0
 
@@ -332,8 +332,18 @@ def test_metrics_add_up(policy: str) -> None:
     freed = cache.shrink(0.5)
     m = cache.metrics()
     for key in (
-        "hits", "misses", "hit_rate", "evictions", "entries", "bytes", "max_bytes",
-        "fill_ratio", "memory_pressure", "ttl", "cleanup_interval", "last_cleanup",
+        "hits",
+        "misses",
+        "hit_rate",
+        "evictions",
+        "entries",
+        "bytes",
+        "max_bytes",
+        "fill_ratio",
+        "memory_pressure",
+        "ttl",
+        "cleanup_interval",
+        "last_cleanup",
     ):
         assert key in m
     assert m["hits"] + m["misses"] == m["lookups"] == 50
@@ -449,9 +459,7 @@ def test_memory_really_held_stays_within_125_percent_of_max_bytes(policy: str, m
                 cache.get(f"prompt:{rng.randrange(40_000)}:1")
         assert cache.metrics()["fill_ratio"] > 0.8  # it really was full
 
-    held, max_bytes = _traced_memory_held(
-        lambda: SharedPromptCache(max_bytes=2_000_000, policy=policy), fill
-    )
+    held, max_bytes = _traced_memory_held(lambda: SharedPromptCache(max_bytes=2_000_000, policy=policy), fill)
     assert held <= 1.25 * max_bytes, f"{held} bytes held for max_bytes={max_bytes}"
 
 
@@ -565,9 +573,7 @@ def test_async_single_flight_does_not_block_the_event_loop() -> None:
             await asyncio.sleep(0.005)
 
     async def main():
-        results = await asyncio.gather(
-            *(cache.aget_or_set("k", loader) for _ in range(50)), ticker()
-        )
+        results = await asyncio.gather(*(cache.aget_or_set("k", loader) for _ in range(50)), ticker())
         return results[:50]
 
     results = asyncio.run(main())
@@ -590,9 +596,7 @@ def test_async_errors_propagate_and_leader_cancellation_spares_the_waiters() -> 
         return {"v": 1}
 
     async def main():
-        outcome = await asyncio.gather(
-            *(cache.aget_or_set("bad", failing) for _ in range(5)), return_exceptions=True
-        )
+        outcome = await asyncio.gather(*(cache.aget_or_set("bad", failing) for _ in range(5)), return_exceptions=True)
         assert all(isinstance(o, KeyError) for o in outcome)
         assert "bad" not in cache
         leader = asyncio.ensure_future(cache.aget_or_set("slow", slow))

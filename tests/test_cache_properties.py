@@ -118,7 +118,7 @@ class CacheMachine(RuleBasedStateMachine):
     @rule(key=KEYS)
     def contains(self, key: str) -> None:
         if key in self.cache:
-            value, expires = self.model[key]
+            _value, expires = self.model[key]
             assert expires is None or expires > self.clock.now
 
     @rule(key=KEYS, value=st.text(max_size=20))

@@ -38,6 +38,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Any, ClassVar, TypeVar
 
 from .. import registry
@@ -213,14 +214,10 @@ class SharedPromptCache:
         _check_positive("ttl", ttl, allow_none=True, integer=False)
         _check_positive("cleanup_interval", cleanup_interval, allow_none=False, integer=False)
         if pressure_threshold is not None:
-            if isinstance(pressure_threshold, bool) or not isinstance(
-                pressure_threshold, (int, float)
-            ):
+            if isinstance(pressure_threshold, bool) or not isinstance(pressure_threshold, (int, float)):
                 raise TypeError("pressure_threshold must be a number")
             if not 0.0 < pressure_threshold <= 1.0:
-                raise ValueError(
-                    f"pressure_threshold must be in (0, 1], got {pressure_threshold!r}"
-                )
+                raise ValueError(f"pressure_threshold must be in (0, 1], got {pressure_threshold!r}")
         if name is None:
             name = f"cache-{next(_seq)}"
         if not isinstance(name, str) or not name:
@@ -316,7 +313,7 @@ class SharedPromptCache:
     def _acquire(self) -> bool:
         """Slow path of taking the lock: True once held, False for a re-entrant call."""
         codes = _LOCKING_CODES
-        f = sys._getframe(2)
+        f: FrameType | None = sys._getframe(2)
         while f is not None:
             if f.f_code in codes:
                 loc = f.f_locals
@@ -436,16 +433,13 @@ class SharedPromptCache:
         # str, bytes): getsizeof is a slow call by comparison.
         tv = type(value)
         if ttl is None and type(key) is str and (tv is str or tv is bytes):
-            if tv is str:
+            if tv is str:  # noqa: SIM108 - a nested conditional expression reads worse
                 size = _STR0 + len(value) if value.isascii() else _getsizeof(value)
             else:
                 size = _BYTES0 + len(value)
             size += _KEY0 + len(key) if key.isascii() else _getsizeof(key) + ENTRY_OVERHEAD
             ttl = self.ttl
-            if ttl:
-                entry = [value, size, _monotonic() + ttl, _EXPIRES, 0, 0]
-            else:
-                entry = [value, size, 0.0, 0, 0, 0]
+            entry = [value, size, _monotonic() + ttl, _EXPIRES, 0, 0] if ttl else [value, size, 0.0, 0, 0, 0]
         else:
             entry = self._make_entry(key, value, ttl)
             size = entry[1]
@@ -644,9 +638,7 @@ class SharedPromptCache:
             freed += more
         return freed
 
-    def _shrink_locked(
-        self, target: int | None, fraction: float, cause: str, budget: int
-    ) -> tuple[int, int]:
+    def _shrink_locked(self, target: int | None, fraction: float, cause: str, budget: int) -> tuple[int, int]:
         if target is None:
             target = int(self._bytes * (1.0 - fraction))
         policy = self._policy
@@ -761,7 +753,7 @@ class SharedPromptCache:
             lock.release()
         locked = False
         if hit:
-            return decode_value(what[0]) if what[3] & _PICKLED else what[0]  # type: ignore[no-any-return]
+            return decode_value(what[0]) if what[3] & _PICKLED else what[0]
         assert flight is not None
         if not what:  # another caller is loading this key
             if flight.owner == _get_ident():
@@ -770,7 +762,7 @@ class SharedPromptCache:
                     # block that loop forever. Load without caching instead.
                     return loader()
                 raise RuntimeError(f"get_or_set({key!r}): the loader asked for its own key")
-            return self._wait(flight)  # type: ignore[no-any-return]
+            return self._wait(flight)
         try:
             value = loader()
         except BaseException as exc:
@@ -877,7 +869,7 @@ class SharedPromptCache:
             result = loader()
             if inspect.isawaitable(result):
                 result = await result
-            return result  # type: ignore[return-value]
+            return result
         try:
             if self._pending:
                 self._run_pending()
@@ -891,20 +883,18 @@ class SharedPromptCache:
             lock.release()
         locked = False
         if hit:
-            return decode_value(what[0]) if what[3] & _PICKLED else what[0]  # type: ignore[no-any-return]
+            return decode_value(what[0]) if what[3] & _PICKLED else what[0]
         assert flight is not None
         if fut is not None:
             if flight.task is not None and flight.task is asyncio.current_task():
                 fut.cancel()
                 raise RuntimeError(f"aget_or_set({key!r}): the loader asked for its own key")
-            return await fut  # type: ignore[no-any-return]
+            return await fut
         task = loop.create_task(self._aload(key, flight, loader, ttl))
         flight.task = task  # the loop keeps tasks only weakly
         return await asyncio.shield(task)
 
-    async def _aload(
-        self, key: str, flight: _Flight, loader: Callable[[], Any], ttl: float | None
-    ) -> Any:
+    async def _aload(self, key: str, flight: _Flight, loader: Callable[[], Any], ttl: float | None) -> Any:
         try:
             value = loader()
             if inspect.isawaitable(value):

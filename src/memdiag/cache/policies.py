@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
+
 __all__ = [
     "AUX",
     "EXPIRES",
@@ -455,15 +456,16 @@ class TinyLFUPolicy(EvictionPolicy):
     def put(self, key: str, entry: Entry) -> Entry | None:
         old = self._win.setdefault(key, entry)
         if old is entry:  # not in the window: new, unless in the main area
-            old = self._prot_get(key)
-            if old is None:
-                old = self._prob.get(key)
-            if old is None:
+            found = self._prot_get(key)
+            if found is None:
+                found = self._prob.get(key)
+            if found is None:
                 entry[5] = self._last_est if key == self._last_key else self.frequency(key)
                 self._n += 1
                 if self._n > self._cap and self._max_entries is None:
                     self._set_capacity(max(self._n, self._cap + self._cap // 4))
                 return None
+            old = found
             del self._win[key]
             d = self._prot if key in self._prot else self._prob
         else:
@@ -473,9 +475,6 @@ class TinyLFUPolicy(EvictionPolicy):
         d[key] = entry
         d.move_to_end(key)
         return old
-        if self._n > self._cap and self._max_entries is None:
-            self._set_capacity(max(self._n, self._cap + self._cap // 4))
-        return None
 
     def remove(self, key: str) -> Entry | None:
         for d in (self._prot, self._prob, self._win):

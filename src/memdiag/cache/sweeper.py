@@ -42,9 +42,7 @@ def watch(cache: Any) -> None:
     with _cond:
         _watched.add(cache)
         if _thread is None or not _thread.is_alive():
-            _thread = threading.Thread(
-                target=_run, args=(_generation,), name="memdiag-cache-sweeper", daemon=True
-            )
+            _thread = threading.Thread(target=_run, args=(_generation,), name="memdiag-cache-sweeper", daemon=True)
             _thread.start()
         else:
             _cond.notify()
