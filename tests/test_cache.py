@@ -793,3 +793,20 @@ def test_cache_works_in_a_forked_child_even_if_its_lock_was_busy() -> None:
     finally:
         stop.set()
         t.join(5)
+
+
+def test_import_and_construction_start_nothing() -> None:
+    import subprocess
+
+    code = (
+        "import sys, threading, memdiag.cache as c\n"
+        "cache = c.SharedPromptCache(ttl=None)\n"
+        "cache.set('k', 'v'); cache.get_or_set('j', lambda: 1)\n"
+        "assert 'asyncio' not in sys.modules, 'asyncio imported'\n"
+        "assert threading.active_count() == 1, threading.enumerate()\n"
+        "cache.set('t', 'v', ttl=5)\n"
+        "assert threading.active_count() == 2  # the one shared sweeper, on demand\n"
+        "c.SharedPromptCache(ttl=1).set('x', 'y')\n"
+        "assert threading.active_count() == 2\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -29,7 +29,6 @@ Concurrency model, in short:
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 import sys
@@ -39,12 +38,15 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from types import FrameType
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .. import registry
 from . import sweeper
 from .policies import EvictionPolicy, make_policy
 from .sizing import ENTRY_OVERHEAD, decode_value, encode_value
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["SharedPromptCache"]
 
@@ -861,6 +863,8 @@ class SharedPromptCache:
             raise TypeError(f"cache keys must be str, got {type(key).__name__}")
         if ttl is not None:
             _check_positive("ttl", ttl, allow_none=False, integer=False)
+        import asyncio  # here, not at module level: sync users never pay for it
+
         loop = asyncio.get_running_loop()
         lock = self._lock
         locked = lock.acquire() if not lock.locked() else self._acquire()
