@@ -30,3 +30,16 @@ def test_all_is_sorted_and_every_name_resolves() -> None:
     assert names == sorted(names)
     for name in memdiag.__all__:
         assert getattr(memdiag, name) is not None, name
+
+
+def test_bad_http_address_is_refused_before_anything_starts() -> None:
+    import pytest
+
+    from memdiag.service import MemoryDiagnostics
+
+    for bad in ("localhost:http", "127.0.0.1:70000", "nonsense"):
+        with pytest.raises(memdiag.ConfigError) as info:
+            memdiag.start(http=bad)
+        assert "http" in info.value.errors
+    inst = MemoryDiagnostics._instance
+    assert inst is None or not inst.running

@@ -12,40 +12,51 @@ start tracemalloc. Start the monitor explicitly::
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .config import MemoryConfig, active_config, load_config, save_config
 from .errors import ConfigError, MemdiagError, MissingExtraError, ProcessNotOwnedError
-from .health import HealthMonitor
-from .registry import (
-    CleanupContext,
-    register_cache,
-    register_cleanup,
-    unregister_cache,
-    unregister_cleanup,
-)
-from .service import MemoryDiagnostics
 
 if TYPE_CHECKING:
     from .cache import SharedPromptCache
+    from .config import MemoryConfig, active_config, load_config, save_config
+    from .health import HealthMonitor
+    from .http.core import MemoryAPI
+    from .http.server import start_api_server
+    from .leaks import leaks_report, on_leak, start_tracing
+    from .processes import MemoryAwarePool, NodeProcess, Popen, owned, spawn, spawn_node, track
+    from .registry import CleanupContext, register_cache, register_cleanup, unregister_cache, unregister_cleanup
+    from .service import MemoryDiagnostics
 
-# Names whose modules are imported on first use (they are larger, or optional).
+# Every public name but the errors is imported on first use: `import memdiag` in a
+# production service (or the CLI's start-up) pays only for what is used.
 _LAZY: dict[str, str] = {
-    "SharedPromptCache": "memdiag.cache",
+    "CleanupContext": "memdiag.registry",
+    "HealthMonitor": "memdiag.health",
+    "MemoryAPI": "memdiag.http.core",
     "MemoryAwarePool": "memdiag.processes",
+    "MemoryConfig": "memdiag.config",
+    "MemoryDiagnostics": "memdiag.service",
     "NodeProcess": "memdiag.processes",
     "Popen": "memdiag.processes",
+    "SharedPromptCache": "memdiag.cache",
+    "active_config": "memdiag.config",
+    "leaks_report": "memdiag.leaks",
+    "load_config": "memdiag.config",
+    "on_leak": "memdiag.leaks",
     "owned": "memdiag.processes",
+    "register_cache": "memdiag.registry",
+    "register_cleanup": "memdiag.registry",
+    "save_config": "memdiag.config",
     "spawn": "memdiag.processes",
     "spawn_node": "memdiag.processes",
-    "track": "memdiag.processes",
-    "leaks_report": "memdiag.leaks",
-    "on_leak": "memdiag.leaks",
-    "start_tracing": "memdiag.leaks",
-    "MemoryAPI": "memdiag.http.core",
     "start_api_server": "memdiag.http.server",
+    "start_tracing": "memdiag.leaks",
+    "track": "memdiag.processes",
+    "unregister_cache": "memdiag.registry",
+    "unregister_cleanup": "memdiag.registry",
 }
 
 __all__ = [
@@ -93,8 +104,14 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def get_diagnostics() -> MemoryDiagnostics:
     """The process's shared :class:`MemoryDiagnostics` (created, not started, on first use)."""
+    from .service import MemoryDiagnostics
+
     return MemoryDiagnostics.get_instance()
 
 
@@ -112,22 +129,28 @@ def start(config: MemoryConfig | None = None, *, http: bool | str | None = None,
     Returns:
         The running shared :class:`MemoryDiagnostics`.
     """
+    from .service import MemoryDiagnostics
+
+    host = port = None
+    if isinstance(http, str):  # checked before anything starts
+        host_text, _, port_text = http.rpartition(":")
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ConfigError({"http": f"expected 'host:port' or 'port' with a port 0-65535, got {http!r}"})
+        host, port = host_text.strip("[]") or None, int(port_text)
     diag = MemoryDiagnostics.get_instance(config, **overrides)
     diag.start()
     if http and diag.http_server is None:
         from .http.server import start_api_server
 
-        host, port = diag.config.http_host, diag.config.http_port
-        if isinstance(http, str):
-            host, _, port_text = http.rpartition(":")
-            host = host.strip("[]") or diag.config.http_host
-            port = int(port_text) if port_text else diag.config.http_port
-        diag.http_server = start_api_server(diag, host=host, port=port)
+        diag.http_server = start_api_server(
+            diag, host=host or diag.config.http_host, port=diag.config.http_port if port is None else port
+        )
     return diag
 
 
 def stop() -> None:
     """Stop the shared monitor and its API server (idempotent)."""
-    inst = MemoryDiagnostics._instance
+    service = sys.modules.get("memdiag.service")
+    inst = service.MemoryDiagnostics._instance if service is not None else None
     if inst is not None:
         inst.stop()
