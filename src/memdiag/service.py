@@ -96,6 +96,9 @@ class MemoryDiagnostics:
         self.last_error: str | None = None
         self._tick_times: deque[float] = deque(maxlen=512)
         self._cpu_seconds = 0.0
+        # trends() of the last sample: Theil-Sen over a window is the costliest report, and
+        # pollers (the dashboard's diagnostics + history, every 2 s) ask for it repeatedly.
+        self._trends_memo: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._sample_listeners: list[Callable[[Sample, PressureState], None]] = []
         self._pressure_listeners: list[Callable[[PressureState, PressureState], None]] = []
 
@@ -423,6 +426,11 @@ class MemoryDiagnostics:
         cfg = self._cfg
         window = window_seconds or cfg.leak_window_seconds
         s = self.last_sample
+        h = self.history  # any append moves its write position, even when the ring is full
+        memo_key = (cfg, window, None if s is None else s.time, id(h), len(h), h._next)
+        memo = self._trends_memo
+        if memo is not None and memo[0] == memo_key:  # no new sample since: same answer
+            return {k: dict(v) if isinstance(v, dict) else v for k, v in memo[1].items()}
         out: dict[str, Any] = {"window_seconds": window}
         targets: dict[str, tuple[str, float | None, float | None]] = {
             "rss": ("rss", float(cfg.memory_threshold_bytes), s.process.rss if s else None),
@@ -447,7 +455,8 @@ class MemoryDiagnostics:
             d["seconds_to_threshold"] = None if eta is None else round(eta, 1)
             d["projected_at"] = None if eta is None else time.time() + eta
             out[key] = d
-        return out
+        self._trends_memo = (memo_key, out)
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in out.items()}
 
     def overhead(self) -> dict[str, Any]:
         """What the monitor costs: CPU, time per tick, and the memory it holds."""
