@@ -26,6 +26,9 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
     yield
     MemoryDiagnostics.reset_instance()
+    cache_mod = sys.modules.get("memdiag.cache")
+    if cache_mod is not None:  # the process-wide cache must not leak into the next test
+        cache_mod.SharedPromptCache.reset_instance()
 
 
 @pytest.fixture
@@ -86,7 +89,11 @@ def spawn_sleeper(seconds: float = 60.0) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def clean_registry() -> Iterator[None]:
-    """Remove cleanup actions, signals, collectors and sections a test added."""
+    """Hide caches other tests left alive; remove rungs, signals, collectors and sections
+    a test added."""
+    with registry._lock:
+        hidden_caches = dict(registry._caches)
+        registry._caches.clear()
     before_actions = {a.name for a in registry.cleanup_actions()}
     before_signals = set(registry.signal_sources())
     before_collectors = set(registry.collectors())
@@ -101,3 +108,5 @@ def clean_registry() -> Iterator[None]:
         registry.unregister_collector(n)
     for n in set(registry.sections()) - before_sections:
         registry.unregister_section(n)
+    with registry._lock:
+        registry._caches.update(hidden_caches)
