@@ -152,6 +152,7 @@ def child(args: argparse.Namespace) -> None:
     rss_peak = 0
     ops_at_start = 0
     ops_t0 = time.monotonic()
+    cpu0 = time.process_time()
     warm = min(30.0, args.seconds / 10)  # throughput counted after a short warm-up
     while True:
         now = time.monotonic() - t0
@@ -162,6 +163,7 @@ def child(args: argparse.Namespace) -> None:
         if ops_at_start == 0 and now >= warm:
             ops_at_start = counter[0]
             ops_t0 = time.monotonic()
+            cpu0 = time.process_time()  # all threads: memdiag's monitor and windows count against it
         if diag is not None:
             report = leaks.leaks_report(diag)
             mem = [s for s in report["suspects"] if s["kind"] in ("python_objects", "native")]
@@ -184,11 +186,14 @@ def child(args: argparse.Namespace) -> None:
                 detected_at = round(time.monotonic() - t0, 1)
     ops = counter[0] - ops_at_start
     elapsed = time.monotonic() - ops_t0
+    cpu = time.process_time() - cpu0
     stop.set()
     out: dict[str, Any] = {
         "mode": args.mode,
         "seconds": args.seconds,
         "ops_per_second": ops / elapsed if elapsed > 0 else None,
+        # Work per CPU second of the whole process: robust to other load on a shared host.
+        "ops_per_cpu_second": ops / cpu if cpu > 0 else None,
         "rss_peak_bytes": rss_peak,
         "detected_at": detected_at,
         "first_memory_suspect_at": first_memory_suspect,
@@ -207,9 +212,9 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(out, default=str))
 
 
-def run_child(
+def start_child(
     mode: str, seconds: float, *, leak: bool, workload: str, config: dict[str, Any], rate: float = 200.0
-) -> dict[str, Any]:
+) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMDIAG_")}
     env["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="bench-leaks-")  # no user config file
     cmd = [
@@ -229,10 +234,21 @@ def run_child(
     ]
     if leak:
         cmd.append("--leak")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds * 3 + 120)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish_child(proc: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=seconds * 3 + 120)
     if proc.returncode != 0:
-        raise RuntimeError(f"child failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"child failed ({proc.returncode}): {err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_child(
+    mode: str, seconds: float, *, leak: bool, workload: str, config: dict[str, Any], rate: float = 200.0
+) -> dict[str, Any]:
+    proc = start_child(mode, seconds, leak=leak, workload=workload, config=config, rate=rate)
+    return finish_child(proc, seconds)
 
 
 # -- scenarios ---------------------------------------------------------------------------
@@ -266,24 +282,37 @@ def scenario_plateau(quick: bool) -> dict[str, Any]:
     return {"scenario": "plateau", "quick": quick, "pass": ok, **r}
 
 
-def scenario_overhead(quick: bool, rounds: int | None) -> dict[str, Any]:
+def scenario_overhead(quick: bool, rounds: int | None, concurrent: bool = False) -> dict[str, Any]:
     seconds = 120.0 if quick else 600.0
     rounds = rounds or (2 if quick else 1)
     cfg: dict[str, Any] = {}
     modes = ["baseline", "memdiag", "tracemalloc"]
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+
+    def show(i: int, m: str) -> None:
+        r = runs[m][-1]
+        print(
+            f"  round {i + 1} {m:<11} {r['ops_per_second']:.1f} ops/s, "
+            f"{r.get('ops_per_cpu_second') or 0:.1f} ops/CPU-s, RSS peak {r['rss_peak_bytes'] / 2**20:.1f} MiB"
+            + (f", windows {r['windows_run']}" if m == "memdiag" else "")
+        )
+
     for i in range(rounds):
         order = modes if i % 2 == 0 else modes[::-1]  # interleaved, alternating order
+        if concurrent:  # all modes at once: they share whatever else loads the host
+            procs = {m: start_child(m, seconds, leak=True, workload="hot", config=cfg) for m in order}
+            for m in order:
+                runs[m].append(finish_child(procs[m], seconds))
+                show(i, m)
+            continue
         for m in order:
             runs[m].append(run_child(m, seconds, leak=True, workload="hot", config=cfg))
-            print(
-                f"  round {i + 1} {m:<11} {runs[m][-1]['ops_per_second']:.1f} ops/s, RSS peak "
-                f"{runs[m][-1]['rss_peak_bytes'] / 2**20:.1f} MiB"
-                + (f", windows {runs[m][-1]['windows_run']}" if m == "memdiag" else "")
-            )
+            show(i, m)
     med = {m: statistics.median(r["ops_per_second"] for r in runs[m]) for m in modes}
     base = med["baseline"]
     slow = {m: 1.0 - med[m] / base for m in modes}
+    cpu_med = {m: statistics.median(r.get("ops_per_cpu_second") or 0.0 for r in runs[m]) for m in modes}
+    cpu_slow = {m: 1.0 - cpu_med[m] / cpu_med["baseline"] if cpu_med["baseline"] else None for m in modes}
     rss = {m: statistics.median(r["rss_peak_bytes"] for r in runs[m]) for m in modes}
     win = [r["last_window"] for r in runs["memdiag"] if r.get("last_window")]
     print(
@@ -291,6 +320,11 @@ def scenario_overhead(quick: bool, rounds: int | None) -> dict[str, Any]:
         f"(bar <= 3 %: {'PASS' if slow['memdiag'] <= 0.03 else 'FAIL'}), "
         f"tracemalloc on {100 * slow['tracemalloc']:.1f} %"
     )
+    if cpu_slow["memdiag"] is not None:
+        print(
+            f"  per CPU second (robust to other load): memdiag {100 * cpu_slow['memdiag']:.2f} % less work, "
+            f"tracemalloc on {100 * (cpu_slow['tracemalloc'] or 0):.1f} % less"
+        )
     print(
         f"  windows run per memdiag run: {[r.get('windows_run') for r in runs['memdiag']]}, "
         f"budget used: {[r.get('budget_used_seconds') for r in runs['memdiag']]} s"
@@ -314,6 +348,9 @@ def scenario_overhead(quick: bool, rounds: int | None) -> dict[str, Any]:
         "rounds": rounds,
         "median_ops_per_second": med,
         "slowdown": slow,
+        "median_ops_per_cpu_second": cpu_med,
+        "cpu_slowdown": cpu_slow,
+        "concurrent": concurrent,
         "rss_peak_median_bytes": rss,
         "pass": slow["memdiag"] <= 0.03,
         "runs": runs,
@@ -325,6 +362,7 @@ def main() -> None:
     p.add_argument("scenario", nargs="?", default="all", choices=["all", "detect", "plateau", "overhead", "_child"])
     p.add_argument("--quick", action="store_true", help="shorter plateau and overhead runs (default settings)")
     p.add_argument("--rounds", type=int, default=None, help="overhead rounds (default: 1 full, 2 quick)")
+    p.add_argument("--concurrent", action="store_true", help="overhead: run the three modes at the same time")
     p.add_argument("--json", metavar="FILE", help="also write the results here")
     # child options
     p.add_argument("--mode", default="memdiag", choices=["baseline", "memdiag", "tracemalloc"])
@@ -344,7 +382,7 @@ def main() -> None:
     if args.scenario in ("all", "plateau"):
         results.append(scenario_plateau(args.quick))
     if args.scenario in ("all", "overhead"):
-        results.append(scenario_overhead(args.quick, args.rounds))
+        results.append(scenario_overhead(args.quick, args.rounds, args.concurrent))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(results, fh, indent=1, default=str)
