@@ -35,3 +35,17 @@ def test_stale_entries_are_ignored_and_removed() -> None:
     (d / "garbage.json").write_text("{not json")
     assert runtime.list_services() == []
     assert sorted(p.name for p in d.iterdir()) == []
+
+
+def test_a_service_that_exits_normally_removes_its_entry() -> None:
+    code = (
+        "import memdiag, os\n"
+        "d = memdiag.start(http=True, sample_interval=0.1)\n"
+        "print(os.getpid(), flush=True)\n"
+        "assert any(e.pid == os.getpid() for e in memdiag.runtime.list_services())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.split()[0])
+    assert not (runtime.runtime_dir() / f"{pid}.json").exists()
+    assert not (runtime.runtime_dir() / f"{pid}.token").exists()

@@ -13,7 +13,6 @@ import pytest
 
 import memdiag
 from memdiag import registry
-from memdiag.config import MemoryConfig
 from memdiag.errors import ConfigError
 from memdiag.service import MemoryDiagnostics
 

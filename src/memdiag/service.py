@@ -13,9 +13,9 @@ and descriptors) if the parent's was running; the API server is not inherited.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
-import statistics
 import sys
 import threading
 import time
@@ -59,7 +59,9 @@ class MemoryDiagnostics:
     _instance: MemoryDiagnostics | None = None
     _instance_lock = threading.Lock()
 
-    def __init__(self, config: MemoryConfig | None = None, *, proc_root: str = "/proc", cgroup_root: str | None = None) -> None:
+    def __init__(
+        self, config: MemoryConfig | None = None, *, proc_root: str = "/proc", cgroup_root: str | None = None
+    ) -> None:
         self._cfg = config if config is not None else load_config()
         self.proc_root = proc_root
         self.cgroup_root = cgroup_root
@@ -85,7 +87,9 @@ class MemoryDiagnostics:
         self.history = History(self._cfg.history_size)
         self.store: HistoryStore | None = None
         if self._cfg.history_db:
-            self.store = HistoryStore(self._cfg.history_db, self._cfg.history_db_interval, self._cfg.history_retention_days)
+            self.store = HistoryStore(
+                self._cfg.history_db, self._cfg.history_db_interval, self._cfg.history_retention_days
+            )
         self.ladder = CleanupLadder(lambda: self._cfg, self._check_pressure, "self")
         self.events: deque[dict[str, Any]] = deque(maxlen=100)
         self.last_sample: Sample | None = None
@@ -127,7 +131,9 @@ class MemoryDiagnostics:
     def config(self) -> MemoryConfig:
         return self._cfg
 
-    def configure(self, changes: Mapping[str, Any] | None = None, /, *, persist: bool = False, **kwargs: Any) -> MemoryConfig:
+    def configure(
+        self, changes: Mapping[str, Any] | None = None, /, *, persist: bool = False, **kwargs: Any
+    ) -> MemoryConfig:
         """Apply a partial update, validated as a whole; returns the new configuration.
 
         Raises :class:`~memdiag.errors.ConfigError` (naming each bad field) and changes
@@ -146,7 +152,11 @@ class MemoryDiagnostics:
             if new.history_db != old.history_db:
                 if self.store is not None:
                     self.store.close()
-                self.store = HistoryStore(new.history_db, new.history_db_interval, new.history_retention_days) if new.history_db else None
+                self.store = (
+                    HistoryStore(new.history_db, new.history_db_interval, new.history_retention_days)
+                    if new.history_db
+                    else None
+                )
             if self is MemoryDiagnostics._instance:
                 _config_mod._set_active(new)
         self._wake.set()  # a new interval takes effect now, not after the old one
@@ -266,7 +276,9 @@ class MemoryDiagnostics:
         cfg = self._cfg
         now = time.monotonic()
         if profile is None:
-            profile = cfg.enable_profiling and (self._last_profile_at == 0.0 or now - self._last_profile_at >= cfg.profile_interval)
+            profile = cfg.enable_profiling and (
+                self._last_profile_at == 0.0 or now - self._last_profile_at >= cfg.profile_interval
+            )
         t0 = time.perf_counter()
         with self._sample_lock:
             sample = self._sampler.take(profile=profile)
@@ -286,7 +298,12 @@ class MemoryDiagnostics:
                 fn(sample, state)
             except Exception as exc:
                 log.debug("sample listener failed: %r", exc)
-        if cfg.enable_auto_cleanup and _RANK[state.level] >= _RANK[cfg.auto_cleanup_level] and not self.ladder.running and self.ladder.retry_after() == 0:
+        if (
+            cfg.enable_auto_cleanup
+            and _RANK[state.level] >= _RANK[cfg.auto_cleanup_level]
+            and not self.ladder.running
+            and self.ladder.retry_after() == 0
+        ):
             self.ladder.run(reason="auto", level=state.level)
         self._tick_times.append(time.perf_counter() - t0)
         return sample, state
@@ -434,7 +451,11 @@ class MemoryDiagnostics:
         out: dict[str, Any] = {"window_seconds": window}
         targets: dict[str, tuple[str, float | None, float | None]] = {
             "rss": ("rss", float(cfg.memory_threshold_bytes), s.process.rss if s else None),
-            "children_rss": ("children_rss", float(cfg.subprocess_threshold_bytes), float(s.children_rss) if s else None),
+            "children_rss": (
+                "children_rss",
+                float(cfg.subprocess_threshold_bytes),
+                float(s.children_rss) if s else None,
+            ),
             "heap_blocks": ("heap_blocks", None, float(s.python.allocated_blocks) if s else None),
         }
         if s is not None and s.cgroup is not None and s.cgroup.limit:
@@ -444,11 +465,13 @@ class MemoryDiagnostics:
                 float(s.cgroup.working_set or 0),
             )
         for key, (col, threshold, current) in targets.items():
-            t = self.history.trend(col, window)
+            # 60 evenly spaced points: Theil-Sen's pairwise work is O(n^2), and 60 points
+            # over a 5-minute window (one per 5 s) resolve any trend worth reporting.
+            t = self.history.trend(col, window, max_points=60)
             if t is None:
                 out[key] = None
                 continue
-            d = t.to_dict()
+            d: dict[str, Any] = dict(t.to_dict())
             d["threshold"] = threshold
             d["current"] = current
             eta = t.seconds_until(threshold, current) if threshold is not None and current is not None else None
@@ -460,6 +483,8 @@ class MemoryDiagnostics:
 
     def overhead(self) -> dict[str, Any]:
         """What the monitor costs: CPU, time per tick, and the memory it holds."""
+        import statistics  # only here: it pulls in decimal and fractions
+
         ticks = list(self._tick_times)
         wall = (time.time() - self._started_at) if self._started_at and self.running else None
         qs = statistics.quantiles(ticks, n=100) if len(ticks) >= 2 else None
@@ -502,7 +527,9 @@ class MemoryDiagnostics:
             "rss_bytes": s.process.rss,
             "threshold_bytes": self._cfg.memory_threshold_bytes,
             "system_percent": s.system.percent if s.system else None,
-            "cgroup_usage_ratio": round(s.cgroup.usage_ratio, 4) if s.cgroup and s.cgroup.usage_ratio is not None else None,
+            "cgroup_usage_ratio": round(s.cgroup.usage_ratio, 4)
+            if s.cgroup and s.cgroup.usage_ratio is not None
+            else None,
             "children": len(s.children),
             "zombies": s.zombies,
             "reasons": [dict(r) for r in st.reasons],
@@ -551,7 +578,9 @@ class MemoryDiagnostics:
         level = self.detector.state.level
         return self.ladder.run(force=force, dry_run=dry_run, reason="manual", level=level).to_dict()
 
-    def history_rows(self, *, last: int | None = None, since: float | None = None, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    def history_rows(
+        self, *, last: int | None = None, since: float | None = None, columns: list[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Recent history rows (see :data:`memdiag.history.COLUMNS`), oldest first."""
         return self.history.rows(last=last, since=since, columns=columns)
 
@@ -614,8 +643,21 @@ def _after_fork_in_child() -> None:
             log.debug("memdiag after-fork reset failed: %r", exc)
 
 
+def _at_exit() -> None:
+    """Stop every monitor at interpreter exit: the API server closes (and its runtime entry
+    is removed, so the CLI does not list a dead service) and stored history is flushed."""
+    for inst in list(_INSTANCES):
+        if inst.pid != os.getpid():
+            continue
+        try:
+            inst.stop(timeout=1.0)
+        except Exception as exc:  # never break the host's shutdown
+            log.debug("memdiag shutdown failed: %r", exc)
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)
 
 
 def _cmdline(proc_root: str, pid: int) -> list[str] | None:
@@ -626,4 +668,3 @@ def _cmdline(proc_root: str, pid: int) -> list[str] | None:
         return None
     args = [a.decode("utf-8", "replace") for a in data.split(b"\0") if a]
     return redact_argv(args)
-
