@@ -261,3 +261,23 @@ def test_adapter_api_can_announce_itself_for_the_cli(diag: MemoryDiagnostics) ->
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     finally:
         runtime.unregister_service()
+
+
+def test_close_also_ends_keep_alive_connections() -> None:
+    diag = MemoryDiagnostics(MemoryConfig(sample_interval=0.1, enable_auto_cleanup=False))
+    server = start_api_server(diag, announce=False)
+    host, port = server.url.rsplit("/", 1)[-1].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", "/api/memory/health")
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 200 and first.getheader("Connection") != "close"
+        server.close()
+        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+            conn.request("GET", "/api/memory/health")
+            conn.getresponse().read()
+    finally:
+        conn.close()
+        server.close()
+        diag.close()

@@ -159,7 +159,30 @@ class MemoryHTTPServer(ThreadingHTTPServer):
         if ":" in host:
             self.address_family = socket.AF_INET6
         self.api = api
+        # Open client connections, so that closing the server also ends keep-alive
+        # connections (a polling dashboard would otherwise be served after close()).
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
         super().__init__((host, address[1]), _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = super().get_request()
+        with self._conns_lock:
+            self._conns.add(conn)
+        return conn, addr
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End every open client connection (their handler threads then finish)."""
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     @property
     def url(self) -> str:
@@ -242,6 +265,7 @@ class ApiServer:
                 return
             self._closed = True
         self.server.shutdown()
+        self.server.close_connections()
         self.server.server_close()
         if self.thread is not threading.current_thread():
             self.thread.join(timeout)
