@@ -95,7 +95,7 @@ class MemoryConfig:
     leak_min_growth_kb_per_min: float = _f(128.0, "Growth below this rate (KB/min) is never a leak", min=0.0)
     leak_window_seconds: float = _f(300.0, "Seconds of history a growth verdict looks at", min=10.0)
     trace_budget: float = _f(0.02, "Largest share of wall time allocation tracing may run", min=0.0, max=1.0)
-    trace_window_seconds: float = _f(10.0, "Length of one allocation-tracing window", min=1.0, max=3600.0)
+    trace_window_seconds: float = _f(5.0, "Length of one allocation-tracing window", min=1.0, max=3600.0)
     trace_frames: int = _f(1, "Frames kept per traced allocation (cost grows with it)", min=1, max=64)
     leak_webhook_url: str | None = _f(None, "URL that receives leak alerts as JSON POSTs (None: off)")
     flight_recorder_path: str | None = _f(

@@ -50,7 +50,7 @@ from .follow import ContainerFollower
 from .native import MallocInfo, malloc_info
 from .notify import notifier
 from .resources import garbage_types, tasks_collector
-from .tracing import manager
+from .tracing import MIN_HORIZON_SECONDS, manager
 
 if TYPE_CHECKING:
     from ..pressure import PressureState
@@ -246,9 +246,12 @@ class LeakDetector:
             if self._growth_since is None:
                 self._growth_since = now
             result = self._episode_window(now, window)
-            # Trace again once the evidence is a window old: the growth may have changed
-            # (a warm-up that turned into a leak). The budget sets the real pace.
-            if result is None or now - float(result.get("ended_at") or 0.0) > window:
+            # Trace again when the growth is still unexplained a window after the last
+            # trace (a warm-up that turned into a leak), else only when the evidence has
+            # aged past the budget's horizon: each window costs the service real time.
+            age = now - float(result.get("ended_at") or 0.0) if result is not None else None
+            explained = any(k.startswith("python_objects:") for k in found)
+            if age is None or age > MIN_HORIZON_SECONDS or (age > window and not explained):
                 self._auto_window(cfg)
             # A verdict is listed only once the growth outlasted the window by `confirm`:
             # a cache still warming up when the window ran has levelled off by then.
