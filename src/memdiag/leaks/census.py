@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..probes.python import exclusive_gil
+
 __all__ = ["CONTAINER_TYPES", "CensusHistory", "container_lengths", "type_census", "type_name"]
 
 # Containers whose length we follow; their subclasses are listed because the check is
@@ -43,9 +45,18 @@ def type_census(objects: list[Any] | None = None, *, max_objects: int = 1_000_00
         objects: a ``gc.get_objects()`` list to reuse; taken here if ``None``.
         max_objects: above this many objects, count every k-th and scale by k.
     """
-    objs = gc.get_objects() if objects is None else objects
-    n = len(objs)
-    step = max(1, -(-n // max_objects))
+    if objects is None:
+        # No other thread may run while the list holds references (see exclusive_gil).
+        with exclusive_gil():
+            objs = gc.get_objects()
+            counts = _count(objs, max_objects)
+            del objs
+        return counts
+    return _count(objects, max_objects)
+
+
+def _count(objs: list[Any], max_objects: int) -> dict[type, int]:
+    step = max(1, -(-len(objs) // max_objects))
     counts = Counter(map(type, objs if step == 1 else objs[::step]))
     if step > 1:
         for t in counts:

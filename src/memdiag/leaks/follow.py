@@ -16,6 +16,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ..probes.python import exclusive_gil
 from .census import CONTAINER_TYPES, type_name
 
 __all__ = ["ContainerFollower"]
@@ -58,9 +59,11 @@ class ContainerFollower:
         wanted = self._items
         seen: dict[int, tuple[str, int]] = {}
         types = CONTAINER_TYPES
-        for o in gc.get_objects():
-            if type(o) in types and id(o) in wanted:
-                seen[id(o)] = (type_name(type(o)), len(o))
+        with exclusive_gil():  # no other thread may run while the list holds references
+            for o in gc.get_objects():
+                if type(o) in types and id(o) in wanted:
+                    seen[id(o)] = (type_name(type(o)), len(o))
+            o = None
         for oid in list(wanted):
             got = seen.get(oid)
             if got is None or got[0] != wanted[oid]["type"]:

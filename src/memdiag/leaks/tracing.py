@@ -38,6 +38,7 @@ from typing import Any
 from ..config import MemoryConfig
 from ..errors import MemdiagError
 from ..probes.process import read_statm_rss
+from ..probes.python import exclusive_gil
 from .census import CONTAINER_TYPES, container_lengths, type_census, type_name
 
 __all__ = ["MAX_TRACEMALLOC_BYTES", "MIN_HORIZON_SECONDS", "TraceManager", "manager"]
@@ -429,22 +430,25 @@ def _capture(tracemalloc: Any, previous: list[dict[str, Any]], *, last: bool, fr
     """
     t0 = time.perf_counter()
     mono = time.monotonic()
-    objs = gc.get_objects()
-    try:
-        census = type_census(objs)
-        lengths = container_lengths(objs, CONTAINER_MIN_LEN)
-        growing: list[dict[str, Any]] = []
-        if last and previous:
-            growing = _growing_containers(
-                tracemalloc,
-                objs,
-                previous[0]["lengths"],
-                lengths,
-                mono - previous[0]["time"],
-                previous[1]["lengths"] if len(previous) > 1 else None,
-            )
-    finally:
-        del objs
+    # No other thread may run while these lists (gc.get_objects(), and the referrers
+    # _holder asks for) hold references: see memdiag.probes.python.exclusive_gil.
+    with exclusive_gil():
+        objs = gc.get_objects()
+        try:
+            census = type_census(objs)
+            lengths = container_lengths(objs, CONTAINER_MIN_LEN)
+            growing: list[dict[str, Any]] = []
+            if last and previous:
+                growing = _growing_containers(
+                    tracemalloc,
+                    objs,
+                    previous[0]["lengths"],
+                    lengths,
+                    mono - previous[0]["time"],
+                    previous[1]["lengths"] if len(previous) > 1 else None,
+                )
+        finally:
+            del objs
     table = _table(tracemalloc.take_snapshot(), frames)
     return {
         "time": mono,
