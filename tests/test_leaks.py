@@ -274,12 +274,13 @@ def test_uncollectable_garbage_is_classified(run: Callable[..., MemoryDiagnostic
 
     diag = run()
     old = gc.get_debug()
+    gc.collect()  # other tests' garbage must not be saved along with ours and crowd it out
     gc.set_debug(gc.DEBUG_SAVEALL)  # the collector keeps what it would free in gc.garbage
     try:
         time.sleep(0.3)
         report: dict[str, Any] = {}
         for _ in range(60):
-            for _ in range(50):
+            for _ in range(200):
                 Node()
             gc.collect()
             time.sleep(0.1)
