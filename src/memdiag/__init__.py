@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from .http.core import MemoryAPI
     from .http.server import start_api_server
     from .leaks import leaks_report, on_leak, start_tracing
-    from .processes import MemoryAwarePool, NodeProcess, Popen, owned, spawn, spawn_node, track
+    from .processes import MemoryAwarePool, NodeProcess, spawn_node, track
+    from .processes.spawn import Popen, owned, spawn
     from .registry import CleanupContext, register_cache, register_cleanup, unregister_cache, unregister_cleanup
     from .service import MemoryDiagnostics
 

@@ -12,7 +12,6 @@ and the previous configuration stays in force.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._files import write_atomic
 from .errors import ConfigError
 
 __all__ = [
@@ -397,21 +397,7 @@ def save_config(changes: Mapping[str, Any], path: str | os.PathLike[str] | None 
     keep = {k: v for k, v in cfg.to_dict(redact=False).items() if v != getattr(defaults, k) and v is not None}
     lines = ["# memdiag configuration (written by memdiag; edits are kept)", "[memdiag]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(keep.items())]
-    import tempfile  # only needed when saving
-
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(target, "\n".join(lines) + "\n")
     return target
 
 

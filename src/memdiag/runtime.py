@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._files import write_atomic
 from .probes.process import read_stat
 
 __all__ = ["ServiceEntry", "list_services", "register_service", "runtime_dir", "unregister_service"]
@@ -77,19 +78,6 @@ class ServiceEntry:
         }
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def register_service(url: str | None, token: str | None, *, name: str = "", started_at: float = 0.0) -> Path:
     """Announce this process; returns the entry's path."""
     from . import __version__
@@ -99,7 +87,7 @@ def register_service(url: str | None, token: str | None, *, name: str = "", star
     token_file = None
     if token:
         token_file = d / f"{pid}.token"
-        _write_private(token_file, token + "\n")
+        write_atomic(token_file, token + "\n")
     entry = {
         "pid": pid,
         "start_ticks": _start_ticks(pid),
@@ -110,7 +98,7 @@ def register_service(url: str | None, token: str | None, *, name: str = "", star
         "token_file": str(token_file) if token_file else None,
     }
     path = d / f"{pid}.json"
-    _write_private(path, json.dumps(entry))
+    write_atomic(path, json.dumps(entry))
     return path
 
 

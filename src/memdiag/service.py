@@ -413,20 +413,8 @@ class MemoryDiagnostics:
         deep = self.last_profile.child_memory if self.last_profile else {}
         out = []
         for c in s.children:
-            mem = deep.get(c.pid, {})
-            item: dict[str, Any] = {
-                "pid": c.pid,
-                "ppid": c.ppid,
-                "name": c.name,
-                "state": c.state,
-                "zombie": c.state == "Z",
-                "depth": c.depth,
-                "threads": c.num_threads,
-                "rss_bytes": c.rss_bytes,
-                "uss_bytes": mem.get("uss"),
-                "pss_bytes": mem.get("pss"),
-                "start_time": c.start_time(self.proc_root),
-            }
+            item: dict[str, Any] = c.to_dict(deep.get(c.pid))
+            item["start_time"] = c.start_time(self.proc_root)
             if cmdline:
                 item["cmdline"] = _cmdline(self.proc_root, c.pid)
             out.append(item)

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from ..units import human_bytes
+
 __all__ = [
     "colour_enabled",
     "human_bytes",
@@ -26,27 +28,7 @@ __all__ = [
     "table",
 ]
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 _LEVEL_COLOURS = {"ok": "green", "warning": "yellow", "critical": "red"}
-
-
-def human_bytes(n: float | None, *, signed: bool = False) -> str:
-    """``1536`` -> ``"1.5 KiB"``; ``None`` -> ``"-"``. Binary units, as ``free -h`` uses."""
-    if n is None:
-        return "-"
-    sign = ""
-    if n < 0:
-        sign, n = "-", -n
-    elif signed and n > 0:
-        sign = "+"
-    value = float(n)
-    for unit in _UNITS:
-        if value < 1024 or unit == _UNITS[-1]:
-            if unit == "B":
-                return f"{sign}{int(value)} B"
-            return f"{sign}{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def human_duration(seconds: float | None) -> str:

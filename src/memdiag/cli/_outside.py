@@ -136,22 +136,7 @@ def process_view(pid: int, *, children_detail: bool = True) -> dict[str, Any] | 
         "threshold_bytes": cfg.subprocess_threshold_bytes,
     }
     if children_detail:
-        children["processes"] = [
-            {
-                "pid": c.pid,
-                "ppid": c.ppid,
-                "name": c.name,
-                "state": c.state,
-                "zombie": c.state == "Z",
-                "depth": c.depth,
-                "threads": c.num_threads,
-                "rss_bytes": c.rss_bytes,
-                "uss_bytes": child_mem.get(c.pid, {}).get("uss"),
-                "pss_bytes": child_mem.get(c.pid, {}).get("pss"),
-                "cmdline": _cmdline(c.pid),
-            }
-            for c in kids
-        ]
+        children["processes"] = [{**c.to_dict(child_mem.get(c.pid)), "cmdline": _cmdline(c.pid)} for c in kids]
 
     return {
         "view": "outside",

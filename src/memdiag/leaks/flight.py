@@ -11,39 +11,21 @@ mode 0600. A reader therefore always sees a whole report, and the evidence survi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from .._files import write_atomic
 
 __all__ = ["EVENT_COUNTERS", "FlightRecorder", "write_atomic"]
 
 log = logging.getLogger("memdiag.leaks")
 
 EVENT_COUNTERS = ("oom", "oom_kill", "oom_group_kill", "max")
-
-
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
-    parent = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".memdiag-flight.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class FlightRecorder:

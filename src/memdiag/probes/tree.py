@@ -42,6 +42,22 @@ class ChildInfo(NamedTuple):
         bt = boot_time(proc_root)
         return None if bt is None else bt + self.start_ticks / clock_ticks()
 
+    def to_dict(self, memory: dict[str, int] | None = None) -> dict[str, object]:
+        """The report form, with USS/PSS from a profile tick's smaps (``None`` otherwise)."""
+        mem = memory or {}
+        return {
+            "pid": self.pid,
+            "ppid": self.ppid,
+            "name": self.name,
+            "state": self.state,
+            "zombie": self.state == "Z",
+            "depth": self.depth,
+            "threads": self.num_threads,
+            "rss_bytes": self.rss_bytes,
+            "uss_bytes": mem.get("uss"),
+            "pss_bytes": mem.get("pss"),
+        }
+
 
 class _Node:
     """A known descendant: its last info and its open statm/children descriptors."""
