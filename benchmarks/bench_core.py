@@ -128,12 +128,18 @@ def bench_overhead(rounds: int, n: int) -> dict:
         "memdiag": MemoryConfig(sample_interval=1.0, enable_auto_cleanup=False, leak_detection=False),
         "memdiag_default": MemoryConfig(sample_interval=1.0, enable_auto_cleanup=False),
     }
+    shares: dict[str, list[float]] = {m: [] for m in configs}
     for _ in range(rounds):
         for mode in modes:
             gc.collect()
             if mode in configs:
                 d = MemoryDiagnostics(configs[mode]).start()
+                t0 = time.perf_counter()
                 results[mode].append(workload(n))
+                wall = time.perf_counter() - t0
+                # The monitor thread's own CPU over the run: with the GIL, this is time
+                # the workload could not run. Far steadier than the ratio of two runs.
+                shares[mode].append(100.0 * d.overhead()["monitor_cpu_seconds"] / wall)
                 d.close()
             elif mode == "psutil_naive":
                 stop = threading.Event()
@@ -155,6 +161,8 @@ def bench_overhead(rounds: int, n: int) -> dict:
         "rounds": rounds,
         "workload_cpu_seconds_median": base,
         "memdiag_slowdown_percent_median": slowdown("memdiag"),
+        "memdiag_monitor_cpu_percent_median": statistics.median(shares["memdiag"]),
+        "memdiag_default_monitor_cpu_percent_median": statistics.median(shares["memdiag_default"]),
         "memdiag_default_slowdown_percent_median": slowdown("memdiag_default"),
         "psutil_naive_slowdown_percent_median": slowdown("psutil_naive"),
         "baseline_spread_percent": (max(results["baseline"]) / min(results["baseline"]) - 1) * 100,
@@ -272,6 +280,10 @@ def main() -> None:
         f"| psutil poller {o['psutil_naive_slowdown_percent_median']:+.2f}% | bar <= 0.5% "
         f"({o['rounds']} interleaved rounds of {o['workload_cpu_seconds_median']:.2f} CPU s; "
         f"baseline spread {o['baseline_spread_percent']:.1f}%) |"
+    )
+    print(
+        f"| monitor thread CPU / wall during the workload | core {o['memdiag_monitor_cpu_percent_median']:.3f}% "
+        f"| defaults {o['memdiag_default_monitor_cpu_percent_median']:.3f}% | the steady measure of the same cost |"
     )
     print(
         f"| workload slowdown, memdiag.start() defaults (leak detection on) "
