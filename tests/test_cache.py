@@ -249,6 +249,36 @@ def test_custom_policy_is_pluggable() -> None:
     assert isinstance(FIFOPolicy(), EvictionPolicy)
 
 
+@pytest.mark.parametrize("base", [LRUPolicy, TinyLFUPolicy])
+@pytest.mark.parametrize("bounds", [{"max_entries": 200}, {"max_bytes": 120_000}])
+def test_inlined_hot_paths_decide_like_the_policy_interface(base: type, bounds: dict) -> None:
+    # The cache inlines the built-in policies' hot operations (exact types only); a
+    # subclass goes through the EvictionPolicy calls. Both must make the same decisions.
+    class ViaInterface(base):  # type: ignore[misc, valid-type]
+        pass
+
+    rng = random.Random(11)
+    keys = [f"k{i}" for i in range(3000)]
+    weights = [1.0 / (i + 1) for i in range(3000)]
+    stream = rng.choices(keys, weights, k=20_000)
+    results = []
+    for policy in (base(), ViaInterface()):
+        cache = SharedPromptCache(policy=policy, **bounds)
+        trace = []
+        for i, k in enumerate(stream):
+            v = cache.get(k)
+            trace.append(v is not None)
+            if v is None:
+                cache.set(k, "v" * (i % 50))
+            elif i % 7 == 0:
+                cache.set(k, "w")  # an update of a cached key
+        m = cache.metrics()
+        results.append(
+            (trace, m["hits"], m["evictions"], m["entries"], m["bytes"], sorted(k for k, _ in policy.items()))
+        )
+    assert results[0] == results[1]
+
+
 def test_tinylfu_policy_validates_its_arguments() -> None:
     with pytest.raises(ValueError, match="window_fraction"):
         TinyLFUPolicy(window_fraction=0)

@@ -38,11 +38,11 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from .. import registry
 from . import sweeper
-from .policies import EvictionPolicy, make_policy
+from .policies import EvictionPolicy, LRUPolicy, TinyLFUPolicy, make_policy
 from .sizing import ENTRY_OVERHEAD, decode_value, encode_value
 
 if TYPE_CHECKING:
@@ -69,6 +69,13 @@ _NO_LIMIT = sys.maxsize
 _PICKLED = 1
 _EXPIRES = 2
 _NO_HOT_TABLE: OrderedDict[str, Any] = OrderedDict()  # always empty
+# The "cold lookup" of a policy whose hot table is the whole cache: always None, and a C
+# call (the .get of an empty dict), not a Python frame.
+_NO_COLD: Callable[[str], Any] = cast("Callable[[str], Any]", {}.get)
+# Which hot paths get() and set() inline (exact types only: a subclass may override).
+_CUSTOM = 0
+_LRU = 1
+_TINYLFU = 2
 
 
 def _check_positive(name: str, value: Any, *, allow_none: bool, integer: bool) -> Any:
@@ -197,6 +204,48 @@ class SharedPromptCache:
         TypeError: an argument has the wrong type.
     """
 
+    # Slots, not a __dict__: the hot paths read a dozen attributes per call, and with
+    # this many attributes CPython 3.11 would keep them in a plain dict and look each
+    # one up by hash (LOAD_ATTR_WITH_HINT) instead of at a fixed offset.
+    __slots__ = (
+        "__weakref__",
+        "_bytes",
+        "_coalesced",
+        "_count",
+        "_created",
+        "_deletes",
+        "_evicted_size",
+        "_evictions",
+        "_hits",
+        "_hot_get",
+        "_hot_mte",
+        "_inflight",
+        "_kind",
+        "_last_cleanup",
+        "_load_errors",
+        "_loads",
+        "_lock",
+        "_lookup",
+        "_lookup_cold",
+        "_max_entries",
+        "_misses",
+        "_next_sweep",
+        "_pending",
+        "_policy",
+        "_pressure_threshold",
+        "_put",
+        "_reentrant",
+        "_rejections",
+        "_updates",
+        "_victim",
+        "_watched",
+        "cleanup_interval",
+        "max_bytes",
+        "max_entries",
+        "name",
+        "ttl",
+    )
+
     _instance: ClassVar[SharedPromptCache | None] = None
     _instance_lock: ClassVar[threading.Lock] = threading.Lock()
 
@@ -262,10 +311,15 @@ class SharedPromptCache:
     def _bind_policy(self) -> None:
         """Cache the policy's hot bound methods (again after clear() swaps its tables)."""
         policy = self._policy
+        kind = type(policy)
+        self._kind = _LRU if kind is LRUPolicy else _TINYLFU if kind is TinyLFUPolicy else _CUSTOM
         hot = policy.hot_table()
+        self._lookup_cold: Callable[[str], Any]
         if hot is None:
             hot = _NO_HOT_TABLE
             self._lookup_cold = policy.lookup
+        elif self._kind == _LRU:
+            self._lookup_cold = _NO_COLD  # the hot table is the whole cache
         else:
             self._lookup_cold = policy.lookup_cold
         self._hot_get = hot.get
@@ -348,12 +402,37 @@ class SharedPromptCache:
         try:
             if self._pending:
                 self._run_pending()
-            e = self._hot_get(key)
+            # Bound methods through locals: `self._hot_get(key)` would compile to a
+            # LOAD_METHOD that CPython 3.11 cannot specialise for an instance slot.
+            hot_get = self._hot_get
+            e = hot_get(key)
             if e is not None:
-                self._hot_mte(key)
+                hot_mte = self._hot_mte
+                hot_mte(key)
+                if self._kind != _LRU:  # LRU entries may be tuples: it needs no counts
+                    e[4] += 1
+            elif self._kind == _TINYLFU:
+                # Inlined TinyLFUPolicy.lookup_cold (keep the two in step): a hit in
+                # probation or the window promotes the entry to protected.
+                pol: Any = self._policy
+                pop = pol._prob_pop
+                e = pop(key, None)
+                if e is None:
+                    pop = pol._win_pop
+                    e = pop(key, None)
+                    if e is None:
+                        self._misses += 1
+                        return default
                 e[4] += 1
+                prot = pol._prot
+                prot[key] = e
+                if len(prot) > pol._prot_max:
+                    popitem = pol._prot_popitem
+                    k, d = popitem(False)
+                    pol._prob[k] = d
             else:
-                e = self._lookup_cold(key)
+                lookup_cold = self._lookup_cold
+                e = lookup_cold(key)
                 if e is None:
                     self._misses += 1
                     return default
@@ -441,7 +520,13 @@ class SharedPromptCache:
                 size = _BYTES0 + len(value)
             size += _KEY0 + len(key) if key.isascii() else _getsizeof(key) + ENTRY_OVERHEAD
             ttl = self.ttl
-            entry = [value, size, _monotonic() + ttl, _EXPIRES, 0, 0] if ttl else [value, size, 0.0, 0, 0, 0]
+            entry: Any  # a list, or a tuple for LRU
+            if self._kind == _LRU:
+                # LRU never writes FREQ/AUX: a tuple is one allocation instead of two,
+                # and the garbage collector stops tracking it (it holds no container).
+                entry = (value, size, _monotonic() + ttl, _EXPIRES, 0, 0) if ttl else (value, size, 0.0, 0, 0, 0)
+            else:
+                entry = [value, size, _monotonic() + ttl, _EXPIRES, 0, 0] if ttl else [value, size, 0.0, 0, 0, 0]
         else:
             entry = self._make_entry(key, value, ttl)
             size = entry[1]
@@ -453,27 +538,111 @@ class SharedPromptCache:
         try:
             if self._pending:
                 self._run_pending()
-            if self._inflight or size > self.max_bytes:
+            kind = self._kind
+            if not kind or self._inflight or size > self.max_bytes:
                 return self._store(key, entry)
-            # Inlined _store() for the common case.
-            old = self._put(key, entry)
-            if old is None:
-                n = self._count + 1
-                b = self._bytes + size
-            else:
-                self._updates += 1
-                n = self._count
-                b = self._bytes + size - old[1]
+            # Inlined _store() and the built-in policies' put()/victim() for the common
+            # case: one Python call per set. Keep in step with policies.py.
+            pol: Any = self._policy
             max_bytes = self.max_bytes
             max_entries = self._max_entries
-            if b > max_bytes or n > max_entries:
-                victim = self._victim
-                k = 0
-                while b > max_bytes or n > max_entries:
-                    e = victim()
-                    b -= e[1]
-                    n -= 1
-                    k += 1
+            k = 0
+            # Table methods are called through locals bound by the policy: CPython
+            # 3.11 does not specialise LOAD_METHOD on an OrderedDict.
+            if kind == _LRU:
+                setdefault = pol._setdefault
+                old = setdefault(key, entry)
+                if old is entry:
+                    n = self._count + 1
+                    b = self._bytes + size
+                else:
+                    pol._od[key] = entry
+                    mte = pol._mte
+                    mte(key)
+                    self._updates += 1
+                    n = self._count
+                    b = self._bytes + size - old[1]
+                if b > max_bytes or n > max_entries:
+                    popitem = pol._popitem
+                    while b > max_bytes or n > max_entries:
+                        b -= popitem(False)[1][1]
+                        n -= 1
+                        k += 1
+            else:
+                win, prob, prot = pol._win, pol._prob, pol._prot
+                if key in prot or key in prob or key in win:
+                    old = pol.put(key, entry)
+                    self._updates += 1
+                    n = self._count
+                    b = self._bytes + size - old[1]
+                else:
+                    win[key] = entry
+                    # Inlined TinyLFUPolicy._record(): count the newcomer in the
+                    # count-min sketch (conservative update, saturating counters).
+                    h = hash(key)
+                    m = pol._mask
+                    r0, r1, r2, r3 = pol._rows
+                    i0 = h & m
+                    i1 = (h >> pol._s1) & m
+                    i2 = (h >> pol._s2) & m
+                    i3 = (h >> pol._s3) & m
+                    c0 = r0[i0]
+                    c1 = r1[i1]
+                    c2 = r2[i2]
+                    c3 = r3[i3]
+                    low = c0
+                    if c1 < low:
+                        low = c1
+                    if c2 < low:
+                        low = c2
+                    if c3 < low:
+                        low = c3
+                    if low < pol.counter_max:
+                        low += 1
+                        if c0 < low:
+                            r0[i0] = low
+                        if c1 < low:
+                            r1[i1] = low
+                        if c2 < low:
+                            r2[i2] = low
+                        if c3 < low:
+                            r3[i3] = low
+                    entry[5] = low
+                    t = pol._ticks + 1
+                    pol._ticks = t
+                    if t >= pol._sample:
+                        pol._age()
+                    n = self._count + 1
+                    b = self._bytes + size
+                    if n > pol._grow_at:  # bounded by bytes only: the sketch grows
+                        pol._set_capacity(max(n, pol._cap + pol._cap // 4))
+                if b > max_bytes or n > max_entries:
+                    win_max = pol._win_max
+                    main_max = pol._main_max
+                    cmax = pol.counter_max
+                    win_popitem = pol._win_popitem
+                    while b > max_bytes or n > max_entries:
+                        lw = len(win)
+                        if lw > win_max and prob and n - lw >= main_max:
+                            # The admission contest (TinyLFUPolicy.victim's common
+                            # case): window's oldest against probation's oldest.
+                            ck, ce = win_popitem(False)
+                            vk = next(iter(prob))
+                            ve = prob[vk]
+                            cf = ce[4] + ce[5]
+                            vf = ve[4] + ve[5]
+                            if (cf if cf < cmax else cmax) > (vf if vf < cmax else cmax):
+                                del prob[vk]
+                                prob[ck] = ce
+                                ck, ce = vk, ve
+                            if ce[4]:
+                                pol._add(ck, ce[4])
+                        else:
+                            ce = pol.victim()
+                        b -= ce[1]
+                        n -= 1
+                        k += 1
+            if k:
                 self._evicted_size += k
             self._count = n
             self._bytes = b
@@ -484,7 +653,7 @@ class SharedPromptCache:
         finally:
             lock.release()
 
-    def _store(self, key: str, entry: list[Any]) -> bool:
+    def _store(self, key: str, entry: Any) -> bool:
         """Insert or replace under the lock, then evict down to the bounds."""
         if self._inflight:
             flight = self._inflight.get(key)

@@ -22,7 +22,13 @@ An entry is a ``list`` whose slots are :data:`VALUE`, :data:`SIZE`, :data:`EXPIR
 (a ``time.monotonic()`` deadline), :data:`FLAGS` (bit 1: value pickled, bit 2: it
 expires), :data:`FREQ` and :data:`AUX`. The cache increments :data:`FREQ` on
 hits in a policy's hot table; a policy may use :data:`FREQ` and :data:`AUX` as it
-likes.
+likes. (The cache gives the built-in :class:`LRUPolicy`, which never writes them,
+tuples instead: one allocation, and untracked by the garbage collector.)
+
+For :class:`LRUPolicy` and :class:`TinyLFUPolicy` (exact types) the cache inlines the
+hot operations - a read's lookup, ``put`` of a new key, the common ``victim`` - in its
+own ``get``/``set``, reading these classes' private tables directly: one Python call
+per operation. Any other policy, subclasses included, is called through this interface.
 
 Writing a policy: subclass :class:`EvictionPolicy` and implement every method; see
 :class:`LRUPolicy` for the smallest complete one.
@@ -30,6 +36,7 @@ Writing a policy: subclass :class:`EvictionPolicy` and implement every method; s
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator
 
@@ -202,15 +209,16 @@ class TinyLFUPolicy(EvictionPolicy):
     lower estimated frequency is evicted (ties evict the candidate, which protects
     the main area from one-hit wonders and scans).
 
-    Frequencies: misses are counted by a 4-row count-min sketch (conservative
+    Frequencies: insertions are counted (as in Caffeine; in a read-through cache
+    each miss is followed by one) by a 4-row count-min sketch (conservative
     update, counters saturating at ``counter_max``). A cached entry carries its own
     figure - the sketch's estimate when it was admitted (slot :data:`AUX`) plus the
     exact hits it received since (slot :data:`FREQ`) - so a hit never touches the
     sketch (the hot path stays a dict lookup, a move and an increment) and the
     admission contest between two cached entries reads no sketch at all. An entry
     that leaves the cache folds its hits back into the sketch. Aging: after
-    ``sample_factor`` x capacity misses every count is halved, so yesterday's
-    favourites fade - quickly when the workload shifts (misses pile up), slowly while
+    ``sample_factor`` x capacity insertions every count is halved, so yesterday's
+    favourites fade - quickly when the workload shifts (insertions pile up), slowly while
     the cache is hitting well.
 
     Capacity is the cache's ``max_entries``; for a cache bounded by bytes only, the
@@ -222,7 +230,7 @@ class TinyLFUPolicy(EvictionPolicy):
     Args:
         window_fraction: share of the capacity for the admission window (0 < x < 1).
         protected_fraction: share of the main area for the protected segment.
-        sample_factor: aging period, in misses per unit of capacity.
+        sample_factor: aging period, in insertions per unit of capacity.
         counter_max: saturation value of the frequency counters (<= 255).
         width_factor: sketch width per unit of capacity.
     """
@@ -255,10 +263,9 @@ class TinyLFUPolicy(EvictionPolicy):
         self.width_factor = int(width_factor)
         self._max_entries: int | None = None
         self._cap = 0
-        self._n = 0
-        self._misses = 0
-        self._last_key: str | None = None
-        self._last_est = 0
+        # Entry count above which a cache bounded by bytes only grows the sketch.
+        self._grow_at = 0
+        self._ticks = 0  # insertions since the last aging
         self._rows: tuple[bytearray, ...] = ()
         self._mask = 0
         self._s1, self._s2, self._s3 = 16, 32, 48
@@ -269,19 +276,28 @@ class TinyLFUPolicy(EvictionPolicy):
         self._win: OrderedDict[str, Entry] = OrderedDict()
         self._prob: OrderedDict[str, Entry] = OrderedDict()
         self._prot: OrderedDict[str, Entry] = OrderedDict()
+        # Bound methods cached on the instance (the cache's inlined paths call them
+        # through locals: CPython 3.11 does not specialise LOAD_METHOD on an OrderedDict).
         self._prot_get = self._prot.get
         self._prot_mte = self._prot.move_to_end
-        self._n = 0
+        self._prot_popitem = self._prot.popitem
+        self._prob_pop = self._prob.pop
+        self._win_pop = self._win.pop
+        self._win_popitem = self._win.popitem
 
     # -- capacity and sketch ------------------------------------------------------
 
     def bind(self, max_entries: int | None) -> None:
         self._max_entries = max_entries
         self._set_capacity(max_entries if max_entries is not None else 64)
+        if max_entries is not None:
+            self._grow_at = sys.maxsize
 
     def _set_capacity(self, cap: int) -> None:
         cap = max(int(cap), 2)
         self._cap = cap
+        if self._max_entries is None:
+            self._grow_at = cap
         self._win_max = max(1, int(cap * self.window_fraction))
         self._main_max = max(1, cap - self._win_max)
         self._prot_max = max(1, int(self._main_max * self.protected_fraction))
@@ -358,8 +374,46 @@ class TinyLFUPolicy(EvictionPolicy):
             f = entry[4] + entry[5]
         return f if f < self.counter_max else self.counter_max
 
+    def _record(self, key: str) -> int:
+        """Count one insertion of ``key`` in the sketch; return its new estimate.
+
+        SharedPromptCache.set inlines a copy of this (its hot miss path): keep the two
+        in step.
+        """
+        h = hash(key)
+        m = self._mask
+        r0, r1, r2, r3 = self._rows
+        i0 = h & m
+        i1 = (h >> self._s1) & m
+        i2 = (h >> self._s2) & m
+        i3 = (h >> self._s3) & m
+        c0 = r0[i0]
+        c1 = r1[i1]
+        c2 = r2[i2]
+        c3 = r3[i3]
+        low = c0
+        if c1 < low:
+            low = c1
+        if c2 < low:
+            low = c2
+        if c3 < low:
+            low = c3
+        if low < self.counter_max:
+            low += 1
+            if c0 < low:
+                r0[i0] = low
+            if c1 < low:
+                r1[i1] = low
+            if c2 < low:
+                r2[i2] = low
+            if c3 < low:
+                r3[i3] = low
+        return low
+
     def _age(self) -> None:
-        self._rows = tuple(r.translate(_HALVE) for r in self._rows)
+        # In place: no new allocation, and the rows tuple stays the same.
+        for r in self._rows:
+            r[:] = r.translate(_HALVE)
         cmax = self.counter_max
         for d in (self._win, self._prob, self._prot):
             for e in d.values():
@@ -369,8 +423,7 @@ class TinyLFUPolicy(EvictionPolicy):
                 f = e[5]
                 if f:
                     e[5] = f >> 1
-        self._misses = 0
-        self._last_key = None
+        self._ticks = 0
 
     # -- the policy interface -------------------------------------------------------
 
@@ -408,41 +461,7 @@ class TinyLFUPolicy(EvictionPolicy):
                 k, d = prot.popitem(False)
                 self._prob[k] = d
             return e
-        # A miss: count it in the sketch (inlined _add(key, 1), this is the hot miss path).
-        h = hash(key)
-        m = self._mask
-        r0, r1, r2, r3 = self._rows
-        i0 = h & m
-        i1 = (h >> self._s1) & m
-        i2 = (h >> self._s2) & m
-        i3 = (h >> self._s3) & m
-        c0 = r0[i0]
-        c1 = r1[i1]
-        c2 = r2[i2]
-        c3 = r3[i3]
-        low = c0
-        if c1 < low:
-            low = c1
-        if c2 < low:
-            low = c2
-        if c3 < low:
-            low = c3
-        if low < self.counter_max:
-            low += 1
-            if c0 < low:
-                r0[i0] = low
-            if c1 < low:
-                r1[i1] = low
-            if c2 < low:
-                r2[i2] = low
-            if c3 < low:
-                r3[i3] = low
-        # Read-through: the put() that usually follows this miss reuses the estimate.
-        self._last_key = key
-        self._last_est = low
-        self._misses += 1
-        if self._misses >= self._sample:
-            self._age()
+        # A miss records nothing: the put() that follows counts the key (as Caffeine does).
         return None
 
     def peek(self, key: str) -> Entry | None:
@@ -460,10 +479,14 @@ class TinyLFUPolicy(EvictionPolicy):
             if found is None:
                 found = self._prob.get(key)
             if found is None:
-                entry[5] = self._last_est if key == self._last_key else self.frequency(key)
-                self._n += 1
-                if self._n > self._cap and self._max_entries is None:
-                    self._set_capacity(max(self._n, self._cap + self._cap // 4))
+                entry[5] = self._record(key)
+                # Aging after the newcomer holds its estimate: it is halved with the rest.
+                self._ticks += 1
+                if self._ticks >= self._sample:
+                    self._age()
+                n = len(self)
+                if n > self._grow_at:
+                    self._set_capacity(max(n, self._cap + self._cap // 4))
                 return None
             old = found
             del self._win[key]
@@ -480,7 +503,6 @@ class TinyLFUPolicy(EvictionPolicy):
         for d in (self._prot, self._prob, self._win):
             e = d.pop(key, None)
             if e is not None:
-                self._n -= 1
                 if e[4]:
                     self._add(key, e[4])
                 return e
@@ -516,7 +538,6 @@ class TinyLFUPolicy(EvictionPolicy):
                 k, e = (prob or prot or win).popitem(False)
         else:
             k, e = (prob or self._prot or win).popitem(False)
-        self._n -= 1
         if e[4]:
             self._add(k, e[4])
         return e
@@ -531,7 +552,7 @@ class TinyLFUPolicy(EvictionPolicy):
         return old
 
     def __len__(self) -> int:
-        return self._n
+        return len(self._win) + len(self._prob) + len(self._prot)
 
 
 def make_policy(policy: str | EvictionPolicy | None) -> EvictionPolicy:
