@@ -323,8 +323,9 @@ class TinyLFUPolicy(EvictionPolicy):
     def memory_bytes(self) -> int:
         return 4 * (self._mask + 1)
 
-    def _add(self, key: str, by: int) -> None:
-        """Count ``by`` accesses (conservative update: raise only the minimum cells)."""
+    def _add(self, key: str, by: int) -> int:
+        """Count ``by`` accesses (conservative update: raise only the minimum cells);
+        return the key's new estimate."""
         h = hash(key)
         m = self._mask
         r0, r1, r2, r3 = self._rows
@@ -354,6 +355,7 @@ class TinyLFUPolicy(EvictionPolicy):
             r2[i2] = new
         if c3 < new:
             r3[i3] = new
+        return new
 
     def frequency(self, key: str, entry: Entry | None = None) -> int:
         """Estimated recent accesses of ``key`` (the figure the admission test compares)."""
@@ -380,35 +382,7 @@ class TinyLFUPolicy(EvictionPolicy):
         SharedPromptCache.set inlines a copy of this (its hot miss path): keep the two
         in step.
         """
-        h = hash(key)
-        m = self._mask
-        r0, r1, r2, r3 = self._rows
-        i0 = h & m
-        i1 = (h >> self._s1) & m
-        i2 = (h >> self._s2) & m
-        i3 = (h >> self._s3) & m
-        c0 = r0[i0]
-        c1 = r1[i1]
-        c2 = r2[i2]
-        c3 = r3[i3]
-        low = c0
-        if c1 < low:
-            low = c1
-        if c2 < low:
-            low = c2
-        if c3 < low:
-            low = c3
-        if low < self.counter_max:
-            low += 1
-            if c0 < low:
-                r0[i0] = low
-            if c1 < low:
-                r1[i1] = low
-            if c2 < low:
-                r2[i2] = low
-            if c3 < low:
-                r3[i3] = low
-        return low
+        return self._add(key, 1)
 
     def _age(self) -> None:
         # In place: no new allocation, and the rows tuple stays the same.
