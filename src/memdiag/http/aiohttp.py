@@ -1,7 +1,9 @@
 """aiohttp adapter: ``add_memory_routes(app)`` or ``app.add_subapp("/ops", memory_app())``.
 
-The handlers hold no logic: each request goes to :meth:`MemoryAPI.handle` in the loop's
-default executor, so the event loop never waits on a sample or a cleanup.
+The handlers hold no logic: what :meth:`MemoryAPI.try_handle` has ready (a cached
+profile, an error) is answered on the loop; every other request goes to
+:meth:`MemoryAPI.handle` in the loop's default executor, so the event loop never waits on
+a sample or a cleanup.
 """
 
 from __future__ import annotations
@@ -69,10 +71,14 @@ def add_memory_routes(
             target = path if path is not None else f"{API_PREFIX}/{request.match_info.get('rest', '')}"
             body = await _read_body(request, core.max_body)
             query = {k: request.query.getall(k) for k in request.query}
-            loop = asyncio.get_running_loop()
-            r = await loop.run_in_executor(
-                None, lambda: core.handle(request.method, target, query, request.headers, body, client=request.remote)
-            )
+            # Cached reads and errors are answered on the loop; reports go to the executor.
+            r = core.try_handle(request.method, target, query, request.headers, body, client=request.remote)
+            if r is None:
+                loop = asyncio.get_running_loop()
+                r = await loop.run_in_executor(
+                    None,
+                    lambda: core.handle(request.method, target, query, request.headers, body, client=request.remote),
+                )
             out = web.Response(body=r.body, status=r.status, headers=CIMultiDict(r.headers))
             if r.status == 413:  # the unread body must not be parsed as the next request
                 out.force_close()

@@ -129,17 +129,31 @@ class _Request:
     client: str
 
 
+def _request(
+    method: str, path: str, query: Mapping[str, Any], headers: HeadersLike, body: bytes, client: str | None
+) -> _Request:
+    return _Request(
+        method.upper(),
+        path,
+        {str(k): (v[-1] if isinstance(v, (list, tuple)) and v else str(v)) for k, v in query.items()},
+        {str(k).lower(): str(v) for k, v in headers.items()},
+        bytes(body or b""),
+        client or "-",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Endpoint:
     handler: str  # MemoryAPI method name
     auth: bool = True
     acting: bool = False  # changes state: rate-limited per client
+    quick: str | None = None  # method answering from a cache without blocking, or None
 
 
 # path -> method -> endpoint. HEAD is served wherever GET is; OPTIONS everywhere.
 _ROUTES: dict[str, dict[str, _Endpoint]] = {
     f"{API_PREFIX}/status": {"GET": _Endpoint("_status")},
-    f"{API_PREFIX}/profile": {"GET": _Endpoint("_profile")},
+    f"{API_PREFIX}/profile": {"GET": _Endpoint("_profile", quick="_cached_profile_for")},
     f"{API_PREFIX}/diagnostics": {"GET": _Endpoint("_diagnostics")},
     f"{API_PREFIX}/cleanup": {"POST": _Endpoint("_cleanup", acting=True)},
     f"{API_PREFIX}/cache/metrics": {"GET": _Endpoint("_cache_metrics")},
@@ -151,7 +165,7 @@ _ROUTES: dict[str, dict[str, _Endpoint]] = {
     f"{API_PREFIX}/leaks": {"GET": _Endpoint("_leaks")},
     f"{API_PREFIX}/leaks/trace": {"POST": _Endpoint("_trace", acting=True)},
     f"{API_PREFIX}/health": {"GET": _Endpoint("_health", auth=False)},
-    f"{API_PREFIX}/openapi.json": {"GET": _Endpoint("_openapi")},
+    f"{API_PREFIX}/openapi.json": {"GET": _Endpoint("_openapi", quick="_openapi_if_built")},
     "/metrics": {"GET": _Endpoint("_metrics", auth=False)},
     # The page holds no data: it reads the token from its URL fragment and calls the API.
     "/memory/dashboard": {"GET": _Endpoint("_dashboard", auth=False)},
@@ -318,22 +332,54 @@ class MemoryAPI:
             client: the peer's address, for the per-client rate limit.
         """
         try:
-            req = _Request(
-                method.upper(),
-                path,
-                {str(k): (v[-1] if isinstance(v, (list, tuple)) and v else str(v)) for k, v in query.items()},
-                {str(k).lower(): str(v) for k, v in headers.items()},
-                bytes(body or b""),
-                client or "-",
-            )
-            return self._dispatch(req)
+            return self._dispatch(_request(method, path, query, headers, body, client))
         except _Problem as p:
             return self._json(p.status, p.body, p.headers)
         except Exception:  # a bug or a failing report: 500, details in the log only
             log.exception("memdiag API: %s %s failed", method, path)
             return self._json(500, {"error": "internal error", "detail": "see the service log"})
 
-    def _dispatch(self, req: _Request) -> Response:
+    def try_handle(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, Any],
+        headers: HeadersLike,
+        body: bytes,
+        *,
+        client: str | None = None,
+    ) -> Response | None:
+        """The answer, if it is ready without building a report; else ``None``.
+
+        Routing, authentication and size errors, ``OPTIONS``, and reads served from a
+        cache (the profile of the current sample, the OpenAPI document) are answered
+        here in microseconds, so a server may call this on its I/O thread (an event
+        loop) and send everything else to :meth:`handle` on a worker thread. It never
+        raises, never blocks, and never changes state: acting endpoints always return
+        ``None`` (their rate limit is counted once, in :meth:`handle`).
+        """
+        try:
+            req = _request(method, path, query, headers, body, client)
+            endpoint = self._route(req)
+            if isinstance(endpoint, Response):
+                return endpoint
+            if endpoint.acting or endpoint.quick is None:
+                return None
+            resp: Response | None = getattr(self, endpoint.quick)(req)
+            if resp is not None and req.method == "HEAD":
+                return Response(resp.status, resp.headers, b"")
+            return resp
+        except _Problem as p:
+            return self._json(p.status, p.body, p.headers)
+        except Exception:  # let handle() answer (and log) it the slow way
+            return None
+
+    def _route(self, req: _Request) -> _Endpoint | Response:
+        """The endpoint for ``req`` once it passed the checks every endpoint shares.
+
+        Returns a response instead for ``OPTIONS``; raises :class:`_Problem` for 404,
+        405, 413 and 401.
+        """
         methods = _ROUTES.get(req.path)
         if methods is None:
             raise _Problem(404, "not found", f"no endpoint at {req.path[:200]}")
@@ -351,6 +397,12 @@ class MemoryAPI:
             raise _Problem(413, "request body too large", f"the limit is {self.max_body} bytes")
         if endpoint.auth:
             self._authenticate(req)
+        return endpoint
+
+    def _dispatch(self, req: _Request) -> Response:
+        endpoint = self._route(req)
+        if isinstance(endpoint, Response):
+            return endpoint
         if endpoint.acting and self._bucket is not None:
             wait = self._bucket.take(req.client)
             if wait > 0:
@@ -444,6 +496,9 @@ class MemoryAPI:
             if key is not None and key == self._profile_key(diag):  # no tick in between
                 self._profile_cache = (key, resp)
             return resp
+
+    def _cached_profile_for(self, req: _Request) -> Response | None:
+        return self._cached_profile(self.diagnostics)
 
     def _cached_profile(self, diag: MemoryDiagnostics) -> Response | None:
         key = self._profile_key(diag)
@@ -661,6 +716,9 @@ class MemoryAPI:
 
             self._openapi_body = dumps(openapi_spec())
         return Response(200, [("Content-Type", JSON_TYPE), ("Cache-Control", "no-store")], self._openapi_body)
+
+    def _openapi_if_built(self, req: _Request) -> Response | None:
+        return self._openapi(req) if self._openapi_body is not None else None
 
     def _dashboard(self, req: _Request) -> Response:
         page_html = self._optional("memdiag.dashboard", "page_html", "the dashboard")

@@ -1,8 +1,9 @@
 """FastAPI adapter: ``app.include_router(memory_router())``.
 
 The router holds no logic: each request's method, path, query, headers and (bounded)
-body go to :meth:`MemoryAPI.handle` in a worker thread, so the event loop never waits
-on a sample or a cleanup.
+body go to :meth:`MemoryAPI.try_handle` on the loop (a cached profile, an error) and,
+when that has no answer ready, to :meth:`MemoryAPI.handle` in a worker thread, so the
+event loop never waits on a sample or a cleanup.
 """
 
 from __future__ import annotations
@@ -68,9 +69,13 @@ def memory_router(
             target = path if path is not None else f"{API_PREFIX}/{request.path_params.get('rest', '')}"
             body = await _read_body(request, core.max_body)
             client = request.client.host if request.client else None
-            r = await asyncio.to_thread(
-                core.handle, request.method, target, dict(request.query_params), request.headers, body, client=client
-            )
+            query = dict(request.query_params)
+            # Cached reads and errors are answered on the loop; reports go to a thread.
+            r = core.try_handle(request.method, target, query, request.headers, body, client=client)
+            if r is None:
+                r = await asyncio.to_thread(
+                    core.handle, request.method, target, query, request.headers, body, client=client
+                )
             return FastAPIResponse(content=r.body, status_code=r.status, headers=dict(r.headers))
 
         return handle

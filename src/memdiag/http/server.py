@@ -1,4 +1,4 @@
-"""The standalone API server: the standard library's threaded HTTP server, no framework.
+"""The standalone API server: HTTP/1.1 on an asyncio loop in one thread, no framework.
 
 ``memdiag.start(http=True)`` runs it; so does :func:`start_api_server`::
 
@@ -8,12 +8,16 @@
 
 It binds loopback unless told otherwise, refuses a non-loopback address unless a token
 was configured (a generated one would be a secret nobody outside this host can read),
-announces itself in the runtime directory so the ``memdiag`` CLI finds it, and serves
-HTTP/1.1 keep-alive with one thread per connection.
+and announces itself in the runtime directory so the ``memdiag`` CLI finds it.
+
+One thread runs a private event loop (never the host's) that holds every connection
+and answers cached reads itself; requests that build a report run on a few worker
+threads (:mod:`memdiag.http.wire` has the protocol and the reasons).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -22,13 +26,12 @@ import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 from .. import runtime
 from ..errors import ConfigError
-from .core import MemoryAPI, Response
+from .core import MemoryAPI
+from .wire import Connection, Workers
 
 if TYPE_CHECKING:
     from ..service import MemoryDiagnostics
@@ -36,24 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["ApiServer", "MemoryHTTPServer", "is_loopback", "serve", "start_api_server"]
 
 log = logging.getLogger("memdiag.http")
-
-_REASONS = {
-    200: "OK",
-    204: "No Content",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    411: "Length Required",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    422: "Unprocessable Content",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-}
 
 
 def is_loopback(host: str) -> bool:
@@ -71,129 +56,129 @@ def is_loopback(host: str) -> bool:
     return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: clients polling the API reuse connections
-    server_version = "memdiag"
-    sys_version = ""
-    timeout = 30  # seconds a connection may sit idle or half-sent: bounds stuck threads
-    server: MemoryHTTPServer
+class MemoryHTTPServer:
+    """A listening socket and the event loop that serves a :class:`MemoryAPI` on it.
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in one write; no Nagle wait for small responses.
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    The socket is bound in the constructor (so a busy port fails there);
+    :meth:`serve_forever` runs the loop in the calling thread until :meth:`shutdown`.
 
-    def _serve(self) -> None:
-        api = self.server.api
-        split = urlsplit(self.path)
-        if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
-            # The stdlib server does not decode chunked bodies; ask for a length.
-            self.close_connection = True
-            self._send(
-                Response(
-                    411,
-                    [("Content-Type", "application/json")],
-                    b'{"error":"length required","detail":"send Content-Length"}',
-                )
-            )
-            return
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            self._send(
-                Response(
-                    400,
-                    [("Content-Type", "application/json")],
-                    b'{"error":"bad request","detail":"invalid Content-Length"}',
-                )
-            )
-            return
-        body = b""
-        if 0 < length <= api.max_body:
-            body = self.rfile.read(length)
-        elif length > api.max_body:
-            self.close_connection = True  # the unread body would be parsed as the next request
-        query = parse_qs(split.query, keep_blank_values=True)
-        resp = api.handle(self.command, split.path, query, self.headers, body, client=self.client_address[0])
-        self._send(resp)
+    Args:
+        address: ``(host, port)``; an IPv6 host may be bracketed.
+        api: what answers.
+        workers: threads for requests that build a report (cleanup, diagnostics, ...).
+        max_connections: open connections beyond this get 503 and are closed.
+        idle_timeout: seconds a connection may sit idle or half-sent before it is closed.
+    """
 
-    def _send(self, resp: Response) -> None:
-        lines = [f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Unknown')}"]
-        lines += [f"{k}: {v}" for k, v in resp.headers]
-        lines.append(f"Date: {self.date_time_string()}")
-        lines.append(f"Server: {self.server_version}")
-        if resp.status != 204:
-            length = len(resp.body)
-            if self.command == "HEAD" and not resp.body:
-                length = 0
-            lines.append(f"Content-Length: {length}")
-        if self.close_connection:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head + (b"" if self.command == "HEAD" else resp.body))
-        self.log_request(resp.status)
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        if log.isEnabledFor(logging.DEBUG):  # formatting every request line costs
-            log.debug('%s "%s" %s', self.address_string(), self.requestline, code)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-class MemoryHTTPServer(ThreadingHTTPServer):
-    """A :class:`ThreadingHTTPServer` that answers with a :class:`MemoryAPI`."""
-
-    daemon_threads = True
-    # The stdlib's backlog of 5 makes a burst of clients wait a second for SYN retries.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], api: MemoryAPI) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        api: MemoryAPI,
+        *,
+        workers: int = 4,
+        max_connections: int = 256,
+        idle_timeout: float = 30.0,
+    ) -> None:
         host = address[0].strip("[]")
-        if ":" in host:
-            self.address_family = socket.AF_INET6
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.api = api
-        # Open client connections, so that closing the server also ends keep-alive
-        # connections (a polling dashboard would otherwise be served after close()).
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        super().__init__((host, address[1]), _Handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, addr = super().get_request()
-        with self._conns_lock:
-            self._conns.add(conn)
-        return conn, addr
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conns_lock:
-            self._conns.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """End every open client connection (their handler threads then finish)."""
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, int(address[1])))
+            # The stdlib's backlog of 5 makes a burst of clients wait a second for SYN retries.
+            self.socket.listen(128)
+            self.socket.setblocking(False)
+        except BaseException:
+            self.socket.close()
+            raise
+        self.server_address: tuple[Any, ...] = self.socket.getsockname()
+        self._workers = Workers(workers)
+        self._connections: set[Connection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested = False
+        self._serving = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        text = host.decode() if isinstance(host, bytes) else str(host)
+        text = str(host)
         shown = f"[{text}]" if ":" in text else text
         return f"http://{shown}:{port}"
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up mid-request is routine; never print a traceback to stderr.
-        log.debug("memdiag API: connection from %s failed", client_address, exc_info=True)
+    @property
+    def connections(self) -> int:
+        """Open client connections."""
+        return len(self._connections)
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown` (call it from another thread)."""
+        with self._lock:
+            if self._stop_requested or self._loop is not None:
+                self._done.set()
+                return
+            loop = self._loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_log_loop_error)
+        try:
+            server = loop.run_until_complete(
+                loop.create_server(self._protocol, sock=self.socket, backlog=128, start_serving=True)
+            )
+            self._serving.set()
+            loop.run_forever()
+            server.close()
+            self._close_connections()
+            # Let the transports run their close callbacks before the loop goes.
+            loop.run_until_complete(asyncio.sleep(0))
+        finally:
+            loop.close()
+            self._workers.close()
+            self._done.set()
+
+    def _protocol(self) -> Connection:
+        return Connection(
+            self.api,
+            self._workers,
+            self._connections,
+            idle_timeout=self.idle_timeout,
+            max_connections=self.max_connections,
+        )
+
+    def close_connections(self) -> None:
+        """End every open client connection (requests on a worker are dropped)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(self._close_connections)
+
+    def _close_connections(self) -> None:
+        for conn in list(self._connections):
+            conn.close_now()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop serving and close every connection; waits for :meth:`serve_forever` to return."""
+        with self._lock:
+            self._stop_requested = True
+            loop = self._loop
+        if loop is None:  # never served
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(loop.stop)
+        if threading.current_thread().name != "memdiag-http":
+            self._done.wait(timeout)
+
+    def server_close(self) -> None:
+        """Close the listening socket and let the worker threads end."""
+        self._workers.close()
+        self.socket.close()
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # Resets and half-sent requests are routine for a server; never print to stderr.
+    log.debug("memdiag API: %s", context.get("message"), exc_info=context.get("exception"))
 
 
 def _check_bind(host: str, api: MemoryAPI) -> None:
@@ -218,9 +203,7 @@ def serve(api: MemoryAPI, host: str = "127.0.0.1", port: int = 0) -> tuple[Memor
     """
     _check_bind(host, api)
     server = MemoryHTTPServer((host, port), api)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.25}, name="memdiag-http", daemon=True
-    )
+    thread = threading.Thread(target=server.serve_forever, name="memdiag-http", daemon=True)
     thread.start()
     return server, thread
 
@@ -264,8 +247,7 @@ class ApiServer:
             if self._closed:
                 return
             self._closed = True
-        self.server.shutdown()
-        self.server.close_connections()
+        self.server.shutdown(timeout)
         self.server.server_close()
         if self.thread is not threading.current_thread():
             self.thread.join(timeout)
