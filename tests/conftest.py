@@ -89,8 +89,8 @@ def spawn_sleeper(seconds: float = 60.0) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def clean_registry() -> Iterator[None]:
-    """Hide caches other tests left alive; remove rungs, signals, collectors and sections
-    a test added."""
+    """Hide caches other tests left alive; remove rungs, signals, collectors, sections,
+    observers and walk roots a test added."""
     with registry._lock:
         hidden_caches = dict(registry._caches)
         registry._caches.clear()
@@ -98,6 +98,8 @@ def clean_registry() -> Iterator[None]:
     before_signals = set(registry.signal_sources())
     before_collectors = set(registry.collectors())
     before_sections = set(registry.sections())
+    before_observers = set(registry.observers())
+    before_roots = registry.walk_roots()
     yield
     for a in registry.cleanup_actions():
         if a.name not in before_actions:
@@ -108,5 +110,9 @@ def clean_registry() -> Iterator[None]:
         registry.unregister_collector(n)
     for n in set(registry.sections()) - before_sections:
         registry.unregister_section(n)
+    for n in set(registry.observers()) - before_observers:
+        registry.unregister_observer(n)
+    for pid in registry.walk_roots() - before_roots:
+        registry.discard_walk_root(pid)
     with registry._lock:
         registry._caches.update(hidden_caches)

@@ -133,6 +133,49 @@ def test_monitor_survives_a_failing_collector_and_reports_it(fast_config, clean_
         d.close()
 
 
+def test_observers_see_every_sample_and_a_failing_one_is_contained(fast_config, clean_registry) -> None:
+    seen: list[float] = []
+    registry.register_observer("count", lambda sample: seen.append(sample.monotonic))
+    registry.register_observer("broken", lambda sample: 1 / 0)
+    with pytest.raises(TypeError):
+        registry.register_observer("not-callable", 42)  # type: ignore[arg-type]
+    d = MemoryDiagnostics(fast_config).start()
+    try:
+        wait_for(lambda: len(seen) >= 3)
+        assert d.running and seen == sorted(seen)
+        registry.unregister_observer("count")
+        n = len(seen)
+        ticks = d._ticks
+        wait_for(lambda: d._ticks >= ticks + 2)
+        assert len(seen) == n
+    finally:
+        d.close()
+
+
+def test_walk_roots_bring_an_outside_process_into_the_tree(diag, clean_registry) -> None:
+    # A process that is not our descendant: started by a child that exits at once, so the
+    # grandchild is re-parented away (to init or a subreaper) and leaves our tree.
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import subprocess, sys; p = subprocess.Popen(['sleep', '30']); print(p.pid)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(out.stdout)
+    try:
+        assert pid not in {c.pid for c in diag.tick()[0].children}
+        with pytest.raises(ValueError):
+            registry.add_walk_root(0)
+        registry.add_walk_root(pid)
+        assert pid in {c.pid for c in diag.tick()[0].children}
+        registry.discard_walk_root(pid)
+        assert pid not in {c.pid for c in diag.tick()[0].children}
+    finally:
+        os.kill(pid, 9)
+
+
 def test_async_helpers_do_not_block_the_loop(diag) -> None:
     async def main() -> tuple[dict, int]:
         beats = 0

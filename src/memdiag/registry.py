@@ -26,12 +26,16 @@ __all__ = [
     "CleanupContext",
     "ManagedCache",
     "SignalReading",
+    "add_walk_root",
     "caches",
     "cleanup_actions",
     "collectors",
+    "discard_walk_root",
+    "observers",
     "register_cache",
     "register_cleanup",
     "register_collector",
+    "register_observer",
     "register_section",
     "register_signal",
     "sections",
@@ -39,8 +43,10 @@ __all__ = [
     "unregister_cache",
     "unregister_cleanup",
     "unregister_collector",
+    "unregister_observer",
     "unregister_section",
     "unregister_signal",
+    "walk_roots",
 ]
 
 
@@ -130,6 +136,7 @@ class SignalReading:
 SignalFn = Callable[["Sample", Any], "list[SignalReading]"]
 CollectorFn = Callable[[bool], Any]
 SectionFn = Callable[[Any], Any]
+ObserverFn = Callable[["Sample"], None]
 
 _lock = threading.Lock()
 _seq = itertools.count(1)
@@ -138,6 +145,8 @@ _cleanups: dict[str, CleanupAction] = {}
 _signals: dict[str, SignalFn] = {}
 _collectors: dict[str, CollectorFn] = {}
 _sections: dict[str, SectionFn] = {}
+_observers: dict[str, ObserverFn] = {}
+_walk_roots: frozenset[int] = frozenset()
 
 
 def register_cache(cache: ManagedCache) -> None:
@@ -267,3 +276,54 @@ def sections() -> dict[str, SectionFn]:
     """A copy of the registered report sections."""
     with _lock:
         return dict(_sections)
+
+
+def register_observer(name: str, fn: ObserverFn) -> None:
+    """Add a sample observer: ``fn(sample)`` after every tick of every monitor.
+
+    It runs on the monitor thread once the sample is in the history; it must be quick and
+    must not raise (errors are logged at debug level and ignored). Two monitors in one
+    process each call it with their own samples.
+    """
+    if not callable(fn):
+        raise TypeError(f"sample observer {name!r}: fn must be callable")
+    with _lock:
+        _observers[name] = fn
+
+
+def unregister_observer(name: str) -> None:
+    """Remove a sample observer by name."""
+    with _lock:
+        _observers.pop(name, None)
+
+
+def observers() -> dict[str, ObserverFn]:
+    """A copy of the registered sample observers."""
+    with _lock:
+        return dict(_observers)
+
+
+def add_walk_root(pid: int) -> None:
+    """Have every monitor's descendant walk also follow ``pid`` and its descendants.
+
+    For processes the service owns that are not its descendants (a tracked process that
+    was started elsewhere, or re-parented away). A root that no longer exists is skipped
+    at no cost beyond one failed open; remove it with :func:`discard_walk_root`.
+    """
+    global _walk_roots
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise ValueError(f"walk root must be a positive PID, got {pid!r}")
+    with _lock:
+        _walk_roots = _walk_roots | {pid}
+
+
+def discard_walk_root(pid: int) -> None:
+    """Stop following ``pid`` (unknown PIDs are ignored)."""
+    global _walk_roots
+    with _lock:
+        _walk_roots = _walk_roots - {pid}
+
+
+def walk_roots() -> frozenset[int]:
+    """The extra roots every descendant walk follows."""
+    return _walk_roots  # replaced, never mutated: readable without the lock

@@ -204,6 +204,9 @@ class Sampler:
         cpu = (st.utime_ticks + st.stime_ticks) / clock_ticks() if st else None
         uss = pss = swap = None
         fds = None
+        roots = registry.walk_roots()
+        if roots or self.walker.extra_roots:
+            self.walker.extra_roots = set(roots)
         children = tuple(self.walker.walk())
         child_memory: dict[int, dict[str, int]] = {}
         if profile:

@@ -298,6 +298,11 @@ class MemoryDiagnostics:
                 fn(sample, state)
             except Exception as exc:
                 log.debug("sample listener failed: %r", exc)
+        for name, observe in registry.observers().items():
+            try:
+                observe(sample)
+            except Exception as exc:
+                log.debug("sample observer %s failed: %r", name, exc)
         if (
             cfg.enable_auto_cleanup
             and _RANK[state.level] >= _RANK[cfg.auto_cleanup_level]

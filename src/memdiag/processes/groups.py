@@ -1,9 +1,8 @@
 """The process tree as a report: groups, ownership, zombies, appear/exit events.
 
-:class:`TreeObserver` sees every sample the monitor takes (it is registered as a
-pressure-signal source that returns no readings, the one hook that receives each sample)
-and turns consecutive ``Sample.children`` into events: a descendant appeared, exited,
-left the tree (re-parented away), or was adopted (re-parented to us under subreaper
+:class:`TreeObserver` sees every sample the monitor takes (a registered sample
+observer, :func:`memdiag.registry.register_observer`) and turns consecutive
+``Sample.children`` into events: a descendant appeared, exited, left the tree (re-parented away), or was adopted (re-parented to us under subreaper
 mode). In subreaper mode it also reaps adopted orphans once they exit. It costs a dict
 diff per tick (~20 us for 100 descendants).
 
@@ -20,6 +19,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .. import registry as _registry
 from . import reap
 from .ownership import owner_of, read_identity, registry, waitpid_exact
 from .subreaper import is_child_subreaper
@@ -31,26 +31,27 @@ __all__ = ["TreeObserver", "add_extra_root", "decorate_subprocesses", "observer"
 
 log = logging.getLogger("memdiag.processes")
 
-_extra_roots: set[int] = set()
+_extra_roots: set[int] = set()  # the walk roots this module added (tracked outsiders)
+_roots_lock = threading.Lock()
 
 
 def add_extra_root(pid: int) -> None:
     """Have every monitor's walker also follow ``pid`` (a tracked process outside our tree)."""
-    _extra_roots.add(pid)
-    _sync_extra_roots()
+    with _roots_lock:
+        _extra_roots.add(pid)
+    _registry.add_walk_root(pid)
 
 
-def _sync_extra_roots() -> None:
+def _prune_extra_roots() -> None:
+    """Drop the walk roots whose processes are no longer tracked (ended or forgotten)."""
     if not _extra_roots:
         return
-    from ..service import _INSTANCES
-
     live = {e.pid for e in registry.entries()}
-    _extra_roots.intersection_update(live)
-    for inst in list(_INSTANCES):
-        walker = getattr(getattr(inst, "_sampler", None), "walker", None)
-        if walker is not None:
-            walker.extra_roots |= _extra_roots
+    with _roots_lock:
+        gone = _extra_roots - live
+        _extra_roots.difference_update(gone)
+    for pid in gone:
+        _registry.discard_walk_root(pid)
 
 
 class TreeObserver:
@@ -72,7 +73,7 @@ class TreeObserver:
                 return
             self._last = sample.monotonic
             self._observe(sample)
-        _sync_extra_roots()
+        _prune_extra_roots()
 
     def _observe(self, sample: Sample) -> None:
         me = os.getpid()
@@ -152,14 +153,20 @@ class TreeObserver:
 
 
 observer = TreeObserver()
+
+
+def _reset_after_fork() -> None:
+    """A forked child owns none of its parent's tracked outsiders."""
+    observer.reset()
+    global _roots_lock
+    _roots_lock = threading.Lock()
+    for pid in list(_extra_roots):
+        _registry.discard_walk_root(pid)
+    _extra_roots.clear()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=observer.reset)
-
-
-def observe_signal(sample: Sample, config: Any) -> list[Any]:
-    """The registered signal source: observe the tree, return no readings."""
-    observer.observe(sample)
-    return []
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 # -- reports ------------------------------------------------------------------------------
