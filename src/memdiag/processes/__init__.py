@@ -78,10 +78,9 @@ def install(config_getter: Callable[[], MemoryConfig] | None = None) -> None:
         _registry.register_cleanup("zombies", rungs.zombies_rung, order=40)
     if "owned_children" not in names:
         _registry.register_cleanup("owned_children", rungs.owned_children_rung, order=60, emergency_only=True)
-    signals = _registry.signal_sources()
-    if "process_tree" not in signals:
-        _registry.register_signal("process_tree", groups.observe_signal)
-    if "owned_child_limit" not in signals:
+    if "process_tree" not in _registry.observers():
+        _registry.register_observer("process_tree", groups.observer.observe)
+    if "owned_child_limit" not in _registry.signal_sources():
         _registry.register_signal("owned_child_limit", rungs.owned_limit_signal)
     if "processes" not in _registry.sections():
         _registry.register_section("processes", groups.processes_section)
