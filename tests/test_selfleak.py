@@ -49,3 +49,58 @@ def test_monitor_footprint_stays_flat_with_full_history(children) -> None:
     # be a leak of one small object per tick).
     assert growth < 64 * 1024, (readings, top)
     assert d.overhead()["memory_bytes"] < 10 * 1024 * 1024
+
+
+@pytest.mark.slow
+def test_api_server_footprint_stays_flat_under_connection_churn() -> None:
+    """Thousands of requests over short- and long-lived connections leave nothing behind."""
+    import http.client
+
+    from memdiag.http.server import start_api_server
+
+    token = "selfleak-token-0123456789abcdef"
+    # A monitor that ticks once in the test: its own bounded windows (tick times, trend
+    # series) fill with every tick and would hide the server's figure.
+    d = MemoryDiagnostics(MemoryConfig(sample_interval=60.0, enable_auto_cleanup=False))
+    d.start()
+    server = start_api_server(d, port=0, token=token, announce=False)
+    auth = {"Authorization": f"Bearer {token}"}
+    paths = ["/api/memory/profile", "/api/memory/status", "/api/memory/health", "/api/memory/nope"]
+
+    def churn(rounds: int) -> None:
+        for i in range(rounds):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            for path in paths:  # a keep-alive connection, then closed by the client
+                conn.request("GET", path, headers=auth)
+                conn.getresponse().read()
+            if i % 5 == 0:  # some hang up mid-request
+                conn.putrequest("POST", "/api/memory/cleanup")
+                conn.putheader("Content-Length", "100")
+                conn.endheaders()
+            conn.close()
+
+    try:
+        churn(100)  # warm up: worker threads, caches, the profile encoding
+        gc.collect()
+        tracemalloc.start(5)
+        try:
+            readings = []
+            for _ in range(6):
+                churn(60)
+                time.sleep(0.3)  # let the server see the hang-ups
+                gc.collect()
+                readings.append(tracemalloc.get_traced_memory()[0])
+            snapshot = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        deadline = time.monotonic() + 5
+        while server.server.connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.server.connections == 0
+    finally:
+        server.close()
+        d.close()
+    growth = min(readings[-2:]) - min(readings[:2])
+    # 1440 requests and 360 connections between the first and last readings: keeping even
+    # one bare object() per request would add 34 KiB.
+    assert growth < 16 * 1024, (readings, snapshot.statistics("lineno")[:5])
