@@ -26,7 +26,15 @@ if TYPE_CHECKING:
     from .http.core import MemoryAPI
     from .http.server import start_api_server
     from .leaks import leaks_report, on_leak, start_tracing
-    from .processes import MemoryAwarePool, NodeProcess, spawn_node, track
+    from .processes import (
+        InspectorError,
+        MemoryAwarePool,
+        NodeProcess,
+        inspect_node,
+        spawn_inspected_node,
+        spawn_node,
+        track,
+    )
     from .processes.spawn import Popen, owned, spawn
     from .registry import CleanupContext, register_cache, register_cleanup, unregister_cache, unregister_cleanup
     from .service import MemoryDiagnostics
@@ -36,6 +44,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "CleanupContext": "memdiag.registry",
     "HealthMonitor": "memdiag.health",
+    "InspectorError": "memdiag.processes",
     "MemoryAPI": "memdiag.http.core",
     "MemoryAwarePool": "memdiag.processes",
     "MemoryConfig": "memdiag.config",
@@ -44,6 +53,7 @@ _LAZY: dict[str, str] = {
     "Popen": "memdiag.processes",
     "SharedPromptCache": "memdiag.cache",
     "active_config": "memdiag.config",
+    "inspect_node": "memdiag.processes",
     "leaks_report": "memdiag.leaks",
     "load_config": "memdiag.config",
     "on_leak": "memdiag.leaks",
@@ -52,6 +62,7 @@ _LAZY: dict[str, str] = {
     "register_cleanup": "memdiag.registry",
     "save_config": "memdiag.config",
     "spawn": "memdiag.processes",
+    "spawn_inspected_node": "memdiag.processes",
     "spawn_node": "memdiag.processes",
     "start_api_server": "memdiag.http.server",
     "start_tracing": "memdiag.leaks",
@@ -64,6 +75,7 @@ __all__ = [
     "CleanupContext",
     "ConfigError",
     "HealthMonitor",
+    "InspectorError",
     "MemdiagError",
     "MemoryAPI",
     "MemoryAwarePool",
@@ -77,6 +89,7 @@ __all__ = [
     "__version__",
     "active_config",
     "get_diagnostics",
+    "inspect_node",
     "leaks_report",
     "load_config",
     "on_leak",
@@ -85,6 +98,7 @@ __all__ = [
     "register_cleanup",
     "save_config",
     "spawn",
+    "spawn_inspected_node",
     "spawn_node",
     "start",
     "start_api_server",

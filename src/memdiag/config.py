@@ -89,6 +89,9 @@ class MemoryConfig:
     terminate_grace_seconds: float = _f(5.0, "Seconds between SIGTERM and SIGKILL", min=0.0, max=600.0)
     subreaper: bool = _f(False, "Become a child subreaper to adopt and reap orphaned grandchildren")
     node_heap_threshold_mb: float = _f(512.0, "Node.js child heapUsed (MB) that counts as critical", min=1.0)
+    node_inspect_interval: float = _f(
+        5.0, "Seconds between inspector sessions that read an inspected Node.js process's heap", min=0.5, max=3600.0
+    )
 
     # -- leaks -----------------------------------------------------------------------------
     leak_detection: bool = _f(True, "Look for growth trends and classify suspects")

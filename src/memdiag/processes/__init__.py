@@ -2,7 +2,8 @@
 
 The public names (also on the ``memdiag`` package): :class:`Popen`, :func:`spawn`,
 :func:`owned`, :func:`track`, :class:`MemoryAwarePool`, :func:`spawn_node`,
-:class:`NodeProcess`. See ``docs/processes.md``.
+:class:`NodeProcess`, :func:`spawn_inspected_node`, :func:`inspect_node`,
+:class:`InspectorError`. See ``docs/processes.md``.
 
 :func:`install` registers the tree observer, the ``zombies`` (40) and ``owned_children``
 (60) cleanup rungs, the ``owned_child_limit`` signal, the ``processes`` diagnostics
@@ -25,11 +26,15 @@ from .subreaper import is_child_subreaper, set_child_subreaper
 from .terminate import stop_entries, terminate
 
 __all__ = [
+    "InspectedNode",
+    "InspectedNodeProcess",
+    "InspectorError",
     "MemoryAwarePool",
     "NodeProcess",
     "OwnedProcess",
     "Popen",
     "direct_zombies",
+    "inspect_node",
     "install",
     "is_child_subreaper",
     "is_descendant",
@@ -41,6 +46,7 @@ __all__ = [
     "sanitize_node_options",
     "set_child_subreaper",
     "spawn",
+    "spawn_inspected_node",
     "spawn_node",
     "stop_entries",
     "terminate",
@@ -48,8 +54,13 @@ __all__ = [
 ]
 
 _LAZY = {
+    "InspectedNode": "memdiag.processes.inspector",
+    "InspectedNodeProcess": "memdiag.processes.inspector",
+    "InspectorError": "memdiag.processes.cdp",
     "MemoryAwarePool": "memdiag.processes.pool",
     "NodeProcess": "memdiag.processes.node",
+    "inspect_node": "memdiag.processes.inspector",
+    "spawn_inspected_node": "memdiag.processes.inspector",
     "spawn_node": "memdiag.processes.node",
 }
 

@@ -11,7 +11,9 @@ and after (answered in well under a millisecond plus the collection itself).
 
 Each Node child's ``heapUsed`` is a pressure signal (``node_heap``, per child, against
 ``node_heap_threshold_mb`` or the child's own ``heap_limit_mb``), and the ``node_gc``
-rung (order 50) collects every Node child's heap.
+rung (order 50) collects every Node child's heap. Node processes read through the
+inspector (:mod:`memdiag.processes.inspector`) join both through
+:func:`register_heap_source`.
 
 Limits: the agent's messages use ``cmd: "NODE_MEMDIAG"``, which node delivers as
 ``internalMessage``, so the program's own ``process.on('message')`` never sees them and
@@ -32,7 +34,7 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import registry as _registry
 from ..config import MemoryConfig
@@ -43,14 +45,46 @@ from .spawn import Popen
 if TYPE_CHECKING:
     from ..sample import Sample
 
-__all__ = ["AGENT_PATH", "NodeProcess", "heaps", "node_processes", "spawn_node"]
+__all__ = [
+    "AGENT_PATH",
+    "NodeHeapSource",
+    "NodeProcess",
+    "heaps",
+    "node_processes",
+    "register_heap_source",
+    "spawn_node",
+    "unregister_heap_source",
+]
 
 log = logging.getLogger("memdiag.processes")
 MIB = 1024 * 1024
 AGENT_PATH = str(Path(__file__).resolve().parent.parent / "node" / "agent.js")
 _CMD = "NODE_MEMDIAG"
-_NODES: weakref.WeakSet[NodeProcess] = weakref.WeakSet()
+_NODES: weakref.WeakSet[NodeHeapSource] = weakref.WeakSet()
 _ids = itertools.count(1)
+
+
+class NodeHeapSource(Protocol):
+    """A Node.js process whose heap memdiag reads: a :class:`NodeProcess`, or one read
+    through its inspector. ``refresh`` is called on every monitor tick and must return at
+    once; figures older than ``stale_after`` seconds are not a pressure reading."""
+
+    pid: int
+    usage: dict[str, Any] | None
+    heap_limit_bytes: int | None
+    stale_after: float
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def refresh(self, cfg: MemoryConfig) -> None: ...
+
+    def gc(self, timeout: float = ...) -> dict[str, Any]: ...
+
+    def heap(self) -> dict[str, Any]: ...
 
 
 class NodeProcess(Popen):
@@ -65,6 +99,7 @@ class NodeProcess(Popen):
     """
 
     _memdiag_kind = "node"
+    stale_after = 30.0
 
     def __init__(
         self,
@@ -111,6 +146,9 @@ class NodeProcess(Popen):
         _NODES.add(self)
 
     # -- the channel -----------------------------------------------------------------------
+    def refresh(self, cfg: MemoryConfig) -> None:
+        """Nothing to do: the agent reports by itself."""
+
     @property
     def connected(self) -> bool:
         """True while the IPC channel is open."""
@@ -251,9 +289,21 @@ def spawn_node(args: list[str], **kwargs: Any) -> NodeProcess:
     return NodeProcess(args, **kwargs)
 
 
-def node_processes() -> list[NodeProcess]:
-    """The Node children started with :func:`spawn_node` that are still running."""
+def node_processes() -> list[NodeHeapSource]:
+    """The running Node children: started with :func:`spawn_node`, or inspected."""
     return [p for p in list(_NODES) if p.returncode is None]
+
+
+def register_heap_source(source: NodeHeapSource) -> None:
+    """Add a Node process to ``heaps()``, the ``node_heap`` signal and the ``node_gc``
+    rung (held weakly: the caller keeps it alive)."""
+    install()
+    _NODES.add(source)
+
+
+def unregister_heap_source(source: NodeHeapSource) -> None:
+    """Take a source out again (idempotent)."""
+    _NODES.discard(source)
 
 
 def heaps() -> dict[int, dict[str, Any]]:
@@ -269,8 +319,9 @@ def node_heap_signal(sample: Sample, cfg: MemoryConfig) -> list[SignalReading]:
     out = []
     now = time.time()
     for p in node_processes():
+        p.refresh(cfg)
         u = p.usage
-        if not u or now - u["time"] > 30.0 or not p.connected:
+        if not u or now - u["time"] > p.stale_after or not p.connected:
             continue
         crit = float(p.heap_limit_bytes or cfg.node_heap_threshold_mb * MIB)
         out.append(
