@@ -2,8 +2,9 @@
 
 :class:`TreeObserver` sees every sample the monitor takes (a registered sample
 observer, :func:`memdiag.registry.register_observer`) and turns consecutive
-``Sample.children`` into events: a descendant appeared, exited, left the tree (re-parented away), or was adopted (re-parented to us under subreaper
-mode). In subreaper mode it also reaps adopted orphans once they exit. It costs a dict
+``Sample.children`` into events: a descendant appeared, exited, left the tree
+(re-parented away), or was adopted (re-parented to us under subreaper mode). In
+subreaper mode it also reaps adopted orphans once they exit. It costs a dict
 diff per tick (~20 us for 100 descendants).
 
 A descendant that starts and exits between two ticks is never seen by the walker; owned
