@@ -24,7 +24,7 @@ from memdiag.processes import (
     track,
 )
 from memdiag.processes.ownership import read_identity
-from memdiag.processes.sanitize import sanitize_node_options, split_node_options
+from memdiag.processes.sanitize import sanitize_node_argv, sanitize_node_options, split_node_options
 from memdiag.service import MemoryDiagnostics
 
 
@@ -328,6 +328,32 @@ def test_tick_over_100_children_is_cheap(diag: MemoryDiagnostics, owned_procs: l
 def test_sanitize_node_options(given: str, expected: str) -> None:
     out, _ = sanitize_node_options(given)
     assert split_node_options(out) == split_node_options(expected)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (["--inspect=0.0.0.0:0", "-e", "1"], ["--inspect=127.0.0.1:0", "-e", "1"]),
+        (["--inspect-port", "[::]:0", "app.js"], ["--inspect-port", "127.0.0.1:0", "app.js"]),
+        # The script's own arguments are not node's: left alone.
+        (["app.js", "--inspect=0.0.0.0"], ["app.js", "--inspect=0.0.0.0"]),
+        (["--", "--inspect=0.0.0.0"], ["--", "--inspect=0.0.0.0"]),
+        (["--inspect-port"], ["--inspect-port"]),
+    ],
+)
+def test_sanitize_node_argv(given: list[str], expected: list[str]) -> None:
+    assert sanitize_node_argv(given)[0] == expected
+
+
+def test_spawn_node_keeps_a_command_line_inspector_on_loopback(owned_procs: list) -> None:
+    p = memdiag.spawn_node(
+        ["--inspect=0.0.0.0:0", "-e", "console.log(require('inspector').url()); process.exit(0)"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    owned_procs.append(p)
+    out, _ = p.communicate(timeout=20)
+    assert out.decode().startswith("ws://127.0.0.1:")
 
 
 def test_real_node_child_inspector_stays_on_loopback(owned_procs: list, monkeypatch: pytest.MonkeyPatch) -> None:

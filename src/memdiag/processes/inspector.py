@@ -48,7 +48,7 @@ from ..probes._io import read_bytes
 from . import node as _node
 from .cdp import CDPSession, Deadline, InspectorError, http_get_json, loopback_host, split_url
 from .ownership import OwnedProcess, is_descendant, owner_of
-from .sanitize import split_node_options
+from .sanitize import safe_node_argv, split_node_options
 from .spawn import Popen
 
 __all__ = ["InspectedNode", "InspectedNodeProcess", "inspect_node", "inspected_nodes", "spawn_inspected_node"]
@@ -783,7 +783,9 @@ class InspectedNodeProcess(Popen):
         else:
             read_end, dest = -1, _dup(want if isinstance(want, int) else want.fileno())
         try:
-            super().__init__([node, "--inspect=127.0.0.1:0", *args], stderr=subprocess.PIPE, role=role, **kwargs)
+            super().__init__(
+                [node, "--inspect=127.0.0.1:0", *safe_node_argv(args)], stderr=subprocess.PIPE, role=role, **kwargs
+            )
         except BaseException:
             for fd in (read_end, dest):
                 if fd is not None and fd >= 0:

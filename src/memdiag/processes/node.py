@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import registry as _registry
 from ..config import MemoryConfig
 from ..registry import CleanupContext, SignalReading
-from .sanitize import join_node_options, sanitize_node_options, split_node_options
+from .sanitize import join_node_options, safe_node_argv, sanitize_node_options, split_node_options
 from .spawn import Popen
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ class NodeProcess(Popen):
         self._replies: dict[int, tuple[threading.Event, list[Any]]] = {}
         self._closed = threading.Event()
         try:
-            super().__init__([node, *args], env=base, pass_fds=pass_fds, role=role, **kwargs)
+            super().__init__([node, *safe_node_argv(args)], env=base, pass_fds=pass_fds, role=role, **kwargs)
         except BaseException:
             parent.close()
             raise

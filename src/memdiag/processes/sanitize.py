@@ -4,7 +4,9 @@ Whoever reaches a Node.js inspector can run code in that process. ``node`` accep
 ``--inspect=0.0.0.0:9229`` in ``NODE_OPTIONS`` without complaint, and children inherit
 ``NODE_OPTIONS``, so one stray variable exposes every Node process a service starts.
 memdiag rewrites any inspector address in ``NODE_OPTIONS`` that is not loopback to
-``127.0.0.1`` (keeping the port) before a child it spawns sees it.
+``127.0.0.1`` (keeping the port) before a child it spawns sees it, and does the same to
+node's own options on the command line of :func:`~memdiag.spawn_node` and
+:func:`~memdiag.spawn_inspected_node`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import logging
 import os
 from collections.abc import Mapping
 
-__all__ = ["join_node_options", "sanitize_env", "sanitize_node_options", "split_node_options"]
+__all__ = [
+    "join_node_options",
+    "safe_node_argv",
+    "sanitize_env",
+    "sanitize_node_argv",
+    "sanitize_node_options",
+    "split_node_options",
+]
 
 log = logging.getLogger("memdiag.processes")
 
@@ -92,19 +101,8 @@ def _safe_address(value: str) -> tuple[str, bool]:
     return (f"127.0.0.1:{port}" if port else "127.0.0.1"), True
 
 
-def sanitize_node_options(value: str) -> tuple[str, list[str]]:
-    """Rewrite non-loopback inspector addresses in a ``NODE_OPTIONS`` value.
-
-    Args:
-        value: the ``NODE_OPTIONS`` string.
-
-    Returns:
-        ``(new_value, changes)``; ``changes`` describes each rewrite (empty: unchanged).
-
-    >>> sanitize_node_options("--max-old-space-size=512 --inspect=0.0.0.0:9229")
-    ('--max-old-space-size=512 --inspect=127.0.0.1:9229', ['--inspect=0.0.0.0:9229 -> --inspect=127.0.0.1:9229'])
-    """
-    words = split_node_options(value)
+def _sanitize_words(words: list[str]) -> tuple[list[str], list[str]]:
+    """``words`` (node options) with every inspector address on loopback, and the changes."""
     changes: list[str] = []
     out: list[str] = []
     i = 0
@@ -126,9 +124,55 @@ def sanitize_node_options(value: str) -> tuple[str, list[str]]:
         else:
             out.append(w)
         i += 1
+    return out, changes
+
+
+def sanitize_node_argv(args: list[str]) -> tuple[list[str], list[str]]:
+    """Rewrite non-loopback inspector addresses among node's own options in ``args``.
+
+    ``args`` is what follows ``node`` on its command line: options up to the script (the
+    first word not starting with ``-``, or after ``--``) are node's; the script's own
+    arguments are left alone.
+
+    Returns:
+        ``(new_args, changes)``; ``changes`` describes each rewrite (empty: unchanged).
+
+    >>> sanitize_node_argv(["--inspect=0.0.0.0:9229", "app.js", "--inspect=0.0.0.0"])[0]
+    ['--inspect=127.0.0.1:9229', 'app.js', '--inspect=0.0.0.0']
+    """
+    end = 0
+    while end < len(args) and args[end].startswith("-") and args[end] != "--":
+        name = args[end].partition("=")[0]
+        end += 2 if name in _VALUE_NEXT and "=" not in args[end] else 1
+    end = min(end, len(args))
+    options, changes = _sanitize_words(list(args[:end]))
+    return [*options, *args[end:]], changes
+
+
+def sanitize_node_options(value: str) -> tuple[str, list[str]]:
+    """Rewrite non-loopback inspector addresses in a ``NODE_OPTIONS`` value.
+
+    Args:
+        value: the ``NODE_OPTIONS`` string.
+
+    Returns:
+        ``(new_value, changes)``; ``changes`` describes each rewrite (empty: unchanged).
+
+    >>> sanitize_node_options("--max-old-space-size=512 --inspect=0.0.0.0:9229")
+    ('--max-old-space-size=512 --inspect=127.0.0.1:9229', ['--inspect=0.0.0.0:9229 -> --inspect=127.0.0.1:9229'])
+    """
+    out, changes = _sanitize_words(split_node_options(value))
     if not changes:
         return value, []
     return join_node_options(out), changes
+
+
+def safe_node_argv(args: list[str]) -> list[str]:
+    """:func:`sanitize_node_argv`'s new arguments, each rewrite logged as a warning."""
+    new, changes = sanitize_node_argv(list(args))
+    for c in changes:
+        log.warning("node command line: inspector moved to loopback (%s)", c)
+    return new
 
 
 def sanitize_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
