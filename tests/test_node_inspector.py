@@ -22,7 +22,7 @@ import pytest
 import memdiag
 from memdiag.config import MemoryConfig
 from memdiag.errors import ConfigError, ProcessNotOwnedError
-from memdiag.processes import inspector
+from memdiag.processes import inspector, procnet
 from memdiag.processes.cdp import (
     OP_BINARY,
     OP_CLOSE,
@@ -503,7 +503,7 @@ def test_the_opt_in_flags_pass_the_sanitiser(procs: list[subprocess.Popen]) -> N
 
 
 def inspector_sockets(pid: int) -> list[tuple[str, int]]:
-    return [addr for inode, addr in inspector._tcp_listeners(pid).items() if inspector._owns_socket(pid, inode)]
+    return [addr for inode, addr in procnet.tcp_listeners(pid).items() if procnet.owns_socket(pid, inode)]
 
 
 def test_attach_by_sigusr1_opens_the_inspector_only_for_the_session(
@@ -560,7 +560,7 @@ def test_refuses_a_non_node_owned_process(procs: list[subprocess.Popen]) -> None
 def test_refuses_an_inspector_port_on_a_non_loopback_host(procs: list[subprocess.Popen]) -> None:
     p = memdiag.Popen(["node", "--inspect-port=0.0.0.0:0", "-e", "setInterval(() => {}, 1000)"])
     procs.append(p)
-    wait_for(lambda: inspector._catches(p.pid, signal.SIGUSR1), what="node's SIGUSR1 handler")
+    wait_for(lambda: procnet.catches_signal(p.pid, signal.SIGUSR1), what="node's SIGUSR1 handler")
     with pytest.raises(InspectorError, match="not a loopback"):
         inspect_node(p)
     assert inspector_sockets(p.pid) == []  # not signalled: nothing opened on 0.0.0.0
@@ -572,7 +572,7 @@ def test_refuses_when_another_process_holds_the_debug_port(procs: list[subproces
     try:
         p = memdiag.Popen(["node", f"--inspect-port=127.0.0.1:{port}", "-e", "setInterval(() => {}, 1000)"])
         procs.append(p)
-        wait_for(lambda: inspector._catches(p.pid, signal.SIGUSR1), what="node's SIGUSR1 handler")
+        wait_for(lambda: procnet.catches_signal(p.pid, signal.SIGUSR1), what="node's SIGUSR1 handler")
         with pytest.raises(InspectorError, match=f"port {port} is held by another process"):
             inspect_node(p)
         with pytest.raises(InspectorError, match="held by another process"):

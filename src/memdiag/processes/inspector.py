@@ -33,8 +33,6 @@ import io
 import logging
 import os
 import signal
-import socket
-import struct
 import subprocess
 import threading
 import time
@@ -44,11 +42,11 @@ from typing import IO, Any, TypeVar
 
 from ..config import MemoryConfig
 from ..errors import ProcessNotOwnedError
-from ..probes._io import read_bytes
 from . import node as _node
+from . import procnet
 from .cdp import CDPSession, Deadline, InspectorError, http_get_json, loopback_host, split_url
 from .ownership import OwnedProcess, is_descendant, owner_of
-from .sanitize import safe_node_argv, split_node_options
+from .sanitize import safe_node_argv
 from .spawn import Popen
 
 __all__ = ["InspectedNode", "InspectedNodeProcess", "inspect_node", "inspected_nodes", "spawn_inspected_node"]
@@ -69,184 +67,10 @@ _SETTLE_JS = "new Promise((resolve) => setImmediate(resolve))"
 # Ends the inspector (``inspector.close()`` is this function); the server drops the
 # connection at once.
 _END_JS = "typeof process._debugEnd === 'function' ? process._debugEnd() : 'no _debugEnd'"
-_DEFAULT_DEBUG_PORT = 9229
 # Signal-mode sessions share node's default debug port: one at a time, process-wide.
 _SIGNAL_LOCK = threading.Lock()
 _HANDLES: dict[int, InspectedNode] = {}
 _HANDLES_LOCK = threading.Lock()
-
-
-# -- /proc: who listens where -------------------------------------------------------------
-
-
-def _parse_addr(hexaddr: str) -> tuple[str, int]:
-    ip_hex, _, port_hex = hexaddr.partition(":")
-    raw = bytes.fromhex(ip_hex)
-    if len(raw) == 4:
-        ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
-    else:  # four little-endian 32-bit words
-        ip = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
-    return ip, int(port_hex, 16)
-
-
-def _tcp_listeners(pid: int) -> dict[int, tuple[str, int]]:
-    """``{inode: (ip, port)}`` of every listening TCP socket in this network namespace.
-
-    Asks the kernel through ``NETLINK_SOCK_DIAG`` for listening sockets only (what ``ss``
-    does; 0.3 ms here); ``/proc/PID/net/tcp`` lists every socket on the host and took
-    6 ms per file, so it is only the fallback.
-    """
-    try:
-        return _netlink_listeners()
-    except OSError as exc:
-        log.debug("sock_diag netlink failed (%r); reading /proc/%d/net/tcp", exc, pid)
-    out: dict[int, tuple[str, int]] = {}
-    for name in ("tcp", "tcp6"):
-        data = read_bytes(f"/proc/{pid}/net/{name}", 64 * 1024 * 1024)
-        for line in (data or b"").decode("ascii", "replace").splitlines()[1:]:
-            f = line.split()
-            if len(f) > 9 and f[3] == "0A":  # TCP_LISTEN
-                try:
-                    out[int(f[9])] = _parse_addr(f[1])
-                except ValueError:
-                    continue
-    return out
-
-
-_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLMSG_ERROR, _NLMSG_DONE = 4, 20, 2, 3
-_NLM_F_REQUEST_DUMP = 0x1 | 0x300
-_TCP_LISTEN = 10
-
-
-def _netlink_listeners() -> dict[int, tuple[str, int]]:
-    out: dict[int, tuple[str, int]] = {}
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as sock:
-        sock.settimeout(1.0)
-        for family in (socket.AF_INET, socket.AF_INET6):
-            # struct inet_diag_req_v2: family, protocol, ext, pad, states, a zeroed sockid.
-            req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48)
-            sock.send(struct.pack("=IHHII", 16 + len(req), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST_DUMP, 1, 0) + req)
-            while not _read_diag(sock.recv(1 << 16), out):
-                pass
-    return out
-
-
-def _read_diag(data: bytes, out: dict[int, tuple[str, int]]) -> bool:
-    """Add the sockets in one netlink datagram to ``out``; True at the end of the dump."""
-    off = 0
-    while off + 16 <= len(data):
-        length, kind = struct.unpack_from("=IH", data, off)
-        if kind == _NLMSG_DONE:
-            return True
-        if kind == _NLMSG_ERROR or length < 16:
-            raise OSError("sock_diag netlink answered with an error")
-        body = off + 16  # struct inet_diag_msg: family at 0, sport at 4, src at 8, inode at 68
-        family = data[body]
-        raw = data[body + 8 : body + 8 + (4 if family == socket.AF_INET else 16)]
-        port = struct.unpack_from("!H", data, body + 4)[0]
-        out[struct.unpack_from("=I", data, body + 68)[0]] = (socket.inet_ntop(family, raw), port)
-        off += (length + 3) & ~3
-    return False
-
-
-def _owns_socket(pid: int, inode: int) -> bool:
-    want = f"socket:[{inode}]"
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == want:
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def _is_loopback_ip(ip: str) -> bool:
-    try:
-        loopback_host(ip.removeprefix("::ffff:"))
-        return True
-    except InspectorError:
-        return False
-
-
-def _listener_of(pid: int, port: int, listeners: dict[int, tuple[str, int]] | None = None) -> tuple[str, int] | None:
-    """``(ip, inode)`` of the socket listening on ``port`` if ``pid`` holds it; else ``None``.
-
-    Raises:
-        InspectorError: another process listens on that port.
-    """
-    listeners = _tcp_listeners(pid) if listeners is None else listeners
-    found = [(ip, inode) for inode, (ip, p) in listeners.items() if p == port]
-    if not found:
-        return None
-    for ip, inode in found:
-        if _owns_socket(pid, inode):
-            return ip, inode
-    raise InspectorError(f"port {port} is held by another process, not by node pid {pid}")
-
-
-# -- /proc: what kind of process, with which inspector options ----------------------------
-
-
-def _catches(pid: int, signum: int) -> bool:
-    data = read_bytes(f"/proc/{pid}/status", 65536) or b""
-    for line in data.decode("ascii", "replace").splitlines():
-        if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    return False
-
-
-def _is_node(pid: int) -> bool:
-    try:
-        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-    except OSError:
-        exe = ""
-    comm = (read_bytes(f"/proc/{pid}/comm", 256) or b"").decode("utf-8", "replace").strip()
-    return exe.startswith("node") or comm.startswith("node")
-
-
-def _inspector_options(pid: int) -> tuple[bool, str, int]:
-    """``(active, host, port)`` from the process's ``NODE_OPTIONS`` and command line.
-
-    ``active``: started with ``--inspect``/``--inspect-brk``/``--inspect-wait``. Later
-    options win, as in node (command line after ``NODE_OPTIONS``). Program arguments
-    after the script are read too: if they look like inspector options, the answer is
-    only more cautious.
-    """
-    words: list[str] = []
-    environ = read_bytes(f"/proc/{pid}/environ", 1024 * 1024) or b""
-    for item in environ.split(b"\0"):
-        if item.startswith(b"NODE_OPTIONS="):
-            words += split_node_options(item[len(b"NODE_OPTIONS=") :].decode("utf-8", "replace"))
-    cmdline = read_bytes(f"/proc/{pid}/cmdline", 1024 * 1024) or b""
-    words += [w.decode("utf-8", "replace") for w in cmdline.split(b"\0")[1:] if w]
-    active, host, port = False, "127.0.0.1", _DEFAULT_DEBUG_PORT
-    i = 0
-    while i < len(words):
-        name, eq, value = words[i].partition("=")
-        if name in ("--inspect", "--inspect-brk", "--inspect-wait", "--inspect-port", "--debug-port"):
-            active = active or name not in ("--inspect-port", "--debug-port")
-            if not eq and name in ("--inspect-port", "--debug-port") and i + 1 < len(words):
-                value, i = words[i + 1], i + 1
-            if value:
-                host, port = _host_port(value, host, port)
-        i += 1
-    return active, host, port
-
-
-def _host_port(value: str, host: str, port: int) -> tuple[str, int]:
-    if value.isdigit():
-        return host, int(value)
-    if value.startswith("["):
-        h, _, rest = value[1:].partition("]")
-        return h, int(rest[1:]) if rest[1:].isdigit() else port
-    if value.count(":") == 1:
-        h, _, p = value.partition(":")
-        return h, int(p) if p.isdigit() else port
-    return value, port
 
 
 # -- ownership ----------------------------------------------------------------------------
@@ -446,7 +270,7 @@ class InspectedNode:
             raise InspectorError(f"node pid {self.pid}: no 'Debugger listening' line on its stderr yet")
         url = self.url or ""
         _, port, _ = split_url(url)
-        if _listener_of(self.pid, port) is None:
+        if procnet.listener_of(self.pid, port) is None:
             raise InspectorError(f"node pid {self.pid}: nothing listens on {url} any more")
         with CDPSession.connect(url, budget) as cdp:
             return ops(cdp, budget)
@@ -475,13 +299,13 @@ class InspectedNode:
     def _open_by_signal(self, budget: Deadline) -> tuple[int, bool]:
         """Open the inspector with SIGUSR1; ``(port, opened_by_us)``."""
         entry = _owned_entry(self.pid)  # again: ownership can end between sessions
-        active, host, port = _inspector_options(self.pid)
+        active, host, port = procnet.inspector_options(self.pid)
         loopback_host(host)
-        before = _tcp_listeners(self.pid)
+        before = procnet.tcp_listeners(self.pid)
         for known in {p for p in (port, self._opened_port) if p}:
-            held = _listener_of(self.pid, known, before)
+            held = procnet.listener_of(self.pid, known, before)
             if held is not None:
-                if not _is_loopback_ip(held[0]):
+                if not procnet.is_loopback_ip(held[0]):
                     raise InspectorError(f"node pid {self.pid} listens on {held[0]}:{known}, not loopback")
                 # Open already: left open by an earlier session of ours (close it again),
                 # or opened by the program or its flags (not ours to close).
@@ -491,10 +315,10 @@ class InspectedNode:
         if not entry.send_signal(signal.SIGUSR1):
             raise InspectorError(f"node pid {self.pid} has exited")
         while True:
-            now = _tcp_listeners(self.pid)
+            now = procnet.tcp_listeners(self.pid)
             for inode, (ip, p) in now.items():
-                if inode not in before and (not port or p == port) and _owns_socket(self.pid, inode):
-                    if not _is_loopback_ip(ip):
+                if inode not in before and (not port or p == port) and procnet.owns_socket(self.pid, inode):
+                    if not procnet.is_loopback_ip(ip):
                         log.warning("node pid %d opened its inspector on %s:%d, not loopback", self.pid, ip, p)
                     self._opened_port = p
                     return p, True
@@ -566,7 +390,7 @@ def _wait_closed(pid: int, port: int, timeout: float = 1.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            if _listener_of(pid, port) is None:
+            if procnet.listener_of(pid, port) is None:
                 return
         except InspectorError:
             return  # someone else holds the port now: ours is closed
@@ -647,9 +471,9 @@ def inspect_node(
         split_url(url)  # refused here if it is not ws:// on loopback
         handle = InspectedNode(entry, mode="url", url=url, heap_limit_mb=heap_limit_mb, timeout=timeout)
     else:
-        if not _is_node(entry.pid):
+        if not procnet.is_node(entry.pid):
             raise InspectorError(f"process {entry.pid} is not node: SIGUSR1 would not open an inspector")
-        if not _catches(entry.pid, signal.SIGUSR1):
+        if not procnet.catches_signal(entry.pid, signal.SIGUSR1):
             raise InspectorError(f"node pid {entry.pid} does not handle SIGUSR1 (yet): it could die of it")
         handle = InspectedNode(entry, mode="signal", heap_limit_mb=heap_limit_mb, timeout=timeout)
     if handle.read_usage() is None:
