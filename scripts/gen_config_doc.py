@@ -30,6 +30,7 @@ the specification; reports give bytes.
 """
 
 FOOTER = """
+Every number must be finite and at most 1e15 in magnitude (sizes in MB become bytes).
 Cross-field rules: `profile_interval >= sample_interval`; `api_token` at least 16 characters;
 `leak_webhook_url` must be an http(s) URL. `api_token` and `leak_webhook_url` are shown as
 `***` in every report.

@@ -35,6 +35,9 @@ def test_spec_defaults_exactly() -> None:
         ({"history_size": 10.5}, "history_size", "whole number"),
         ({"auto_cleanup_level": "panic"}, "auto_cleanup_level", "one of"),
         ({"sample_interval": float("nan")}, "sample_interval", "finite"),
+        # Finite, but a size in bytes would overflow (found by the API fuzz).
+        ({"subprocess_threshold_mb": 1.7e308}, "subprocess_threshold_mb", "at most 1e+15"),
+        ({"cleanup_cooldown": 10**400}, "cleanup_cooldown", "401 digits"),
         ({"api_token": "short"}, "api_token", "16 characters"),
     ],
 )

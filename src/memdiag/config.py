@@ -238,10 +238,18 @@ def _coerce(name: str, raw: Any) -> Any:
             return raw
         if not isinstance(raw, (int, float)):
             raise ValueError(f"must be a number, got {type(raw).__name__}")
+        if isinstance(raw, int) and abs(raw) > NUMBER_LIMIT:  # float() may overflow
+            raise ValueError(
+                f"must be at most {NUMBER_LIMIT:g} in magnitude, got an integer of {len(str(abs(raw)))} digits"
+            )
         return float(raw)
     if not isinstance(raw, str):
         raise ValueError(f"must be a string, got {type(raw).__name__}")
     return raw
+
+
+#: The magnitude no number field may exceed (fields may set a smaller ``max``).
+NUMBER_LIMIT = 1e15
 
 
 def _validate_one(info: FieldInfo, value: Any) -> str | None:
@@ -256,6 +264,10 @@ def _validate_one(info: FieldInfo, value: Any) -> str | None:
             return "must be a whole number"
         if isinstance(value, float) and not math.isfinite(value):
             return "must be a finite number"
+        if abs(value) > NUMBER_LIMIT:
+            # Beyond any real size or time; MB fields become bytes and would overflow.
+            shown = f"{value:.3g}" if isinstance(value, float) else f"an integer of {len(str(abs(value)))} digits"
+            return f"must be at most {NUMBER_LIMIT:g} in magnitude, got {shown}"
         if info.ratio and not 0.0 <= value <= 1.0:
             return f"must be a ratio between 0 and 1, got {value}"
         if info.min is not None and value < info.min:
