@@ -43,6 +43,7 @@ log = logging.getLogger("memdiag.http")
 
 MAX_HEAD = 64 * 1024  # request line + headers
 MAX_HEADERS = 100
+LINGER = 2.0  # seconds a closing connection waits for the peer's FIN (see Connection._close)
 
 REASONS = {
     100: "Continue",
@@ -191,10 +192,11 @@ class Connection(asyncio.Protocol):
             # Head and body go out in one write; no Nagle wait for small responses.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if len(self.connections) >= self.max_connections:
+        full = len(self.connections) >= self.max_connections
+        self.connections.add(self)  # rejected ones too: a shutdown closes every transport
+        if full:
             self._reject(_Reject(503, "service unavailable", "too many open connections to the memdiag API"))
             return
-        self.connections.add(self)
         self.last_active = self.loop.time()
         self.timer = self.loop.call_later(self.idle_timeout, self._check_idle)
 
@@ -225,6 +227,8 @@ class Connection(asyncio.Protocol):
         self._process()
 
     def eof_received(self) -> bool | None:
+        if self.closing:
+            return None  # our answer is out (or abandoned): close now
         # A client that half-closes after its last request still gets the answers.
         self.closing_after = True
         self._process()
@@ -353,10 +357,34 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _close(self) -> None:
-        if not self.closing:
-            self.closing = True
-            if self.transport is not None:
-                self.transport.close()  # after what is buffered is written
+        """End the connection once what is buffered is written, without a reset.
+
+        Closing a socket that has unread input makes the kernel answer with RST, which can
+        destroy the answer still in flight (a 413 to a client sending its body, a 503 to
+        one sending its request). So: send FIN after the answer, keep reading and dropping
+        input until the peer closes too, and close for good after ``LINGER`` seconds.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        transport = self.transport
+        if transport is None:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.closing_after or not transport.can_write_eof() or self.loop is None:
+            transport.close()  # the peer already sent its FIN: nothing more to read
+            return
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            transport.close()
+            return
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        self.timer = self.loop.call_later(LINGER, transport.close)
 
     def _check_idle(self) -> None:
         """Close a connection idle (or stuck mid-request) for ``idle_timeout`` seconds."""
