@@ -38,11 +38,11 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .. import registry
 from . import sweeper
-from .policies import EvictionPolicy, LRUPolicy, TinyLFUPolicy, make_policy
+from .policies import EvictionPolicy, make_policy
 from .sizing import ENTRY_OVERHEAD, decode_value, encode_value
 
 if TYPE_CHECKING:
@@ -55,9 +55,6 @@ T = TypeVar("T")
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _getsizeof = sys.getsizeof
-_STR0 = sys.getsizeof("")  # an ASCII str is this + len(s) bytes (exact, CPython)
-_BYTES0 = sys.getsizeof(b"")
-_KEY0 = _STR0 + ENTRY_OVERHEAD
 
 DEFAULT_MAX_BYTES = 128 * 1024 * 1024
 DEFAULT_CLEANUP_INTERVAL = 60.0
@@ -69,13 +66,6 @@ _NO_LIMIT = sys.maxsize
 _PICKLED = 1
 _EXPIRES = 2
 _NO_HOT_TABLE: OrderedDict[str, Any] = OrderedDict()  # always empty
-# The "cold lookup" of a policy whose hot table is the whole cache: always None, and a C
-# call (the .get of an empty dict), not a Python frame.
-_NO_COLD: Callable[[str], Any] = cast("Callable[[str], Any]", {}.get)
-# Which hot paths get() and set() inline (exact types only: a subclass may override).
-_CUSTOM = 0
-_LRU = 1
-_TINYLFU = 2
 
 
 def _check_positive(name: str, value: Any, *, allow_none: bool, integer: bool) -> Any:
@@ -209,6 +199,7 @@ class SharedPromptCache:
     # one up by hash (LOAD_ATTR_WITH_HINT) instead of at a fixed offset.
     __slots__ = (
         "__weakref__",
+        "_absent",
         "_bytes",
         "_coalesced",
         "_count",
@@ -220,7 +211,6 @@ class SharedPromptCache:
         "_hot_get",
         "_hot_mte",
         "_inflight",
-        "_kind",
         "_last_cleanup",
         "_load_errors",
         "_loads",
@@ -301,25 +291,28 @@ class SharedPromptCache:
         self._reentrant = 0
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._inflight: dict[str, _Flight] = {}
+        self._absent: str | None = None  # see fastpaths.py
         self._watched = False
         self._next_sweep = _monotonic() + self.cleanup_interval
         self._last_cleanup: float | None = None
         self._created = time.time()
+        if type(self) is SharedPromptCache:
+            # The built-in policies' hot paths, inlined (fastpaths.py): same state and
+            # behaviour, a subclass with get() and set() specialised for the policy.
+            fast = FAST_PATHS.get(type(self._policy))
+            if fast is not None:
+                self.__class__ = fast
         _ALL.add(self)
         registry.register_cache(self)
 
     def _bind_policy(self) -> None:
         """Cache the policy's hot bound methods (again after clear() swaps its tables)."""
         policy = self._policy
-        kind = type(policy)
-        self._kind = _LRU if kind is LRUPolicy else _TINYLFU if kind is TinyLFUPolicy else _CUSTOM
         hot = policy.hot_table()
         self._lookup_cold: Callable[[str], Any]
         if hot is None:
             hot = _NO_HOT_TABLE
             self._lookup_cold = policy.lookup
-        elif self._kind == _LRU:
-            self._lookup_cold = _NO_COLD  # the hot table is the whole cache
         else:
             self._lookup_cold = policy.lookup_cold
         self._hot_get = hot.get
@@ -394,6 +387,8 @@ class SharedPromptCache:
         An expired entry is never returned (it is freed on the spot). Values stored
         serialised come back as a fresh copy.
         """
+        # The policy-interface path (custom policies and subclasses of the built-in
+        # ones); fastpaths.py has the built-in policies' inlined versions.
         lock = self._lock
         locked = lock.acquire() if not lock.locked() else self._acquire()
         if not locked:
@@ -409,27 +404,7 @@ class SharedPromptCache:
             if e is not None:
                 hot_mte = self._hot_mte
                 hot_mte(key)
-                if self._kind != _LRU:  # LRU entries may be tuples: it needs no counts
-                    e[4] += 1
-            elif self._kind == _TINYLFU:
-                # Inlined TinyLFUPolicy.lookup_cold (keep the two in step): a hit in
-                # probation or the window promotes the entry to protected.
-                pol: Any = self._policy
-                pop = pol._prob_pop
-                e = pop(key, None)
-                if e is None:
-                    pop = pol._win_pop
-                    e = pop(key, None)
-                    if e is None:
-                        self._misses += 1
-                        return default
-                e[4] += 1
-                prot = pol._prot
-                prot[key] = e
-                if len(prot) > pol._prot_max:
-                    popitem = pol._prot_popitem
-                    k, d = popitem(False)
-                    pol._prob[k] = d
+                e[4] += 1  # FREQ
             else:
                 lookup_cold = self._lookup_cold
                 e = lookup_cold(key)
@@ -439,18 +414,21 @@ class SharedPromptCache:
             if not e[3]:  # neither expiring nor serialised: the common case
                 self._hits += 1
                 return e[0]
-            if e[3] & _EXPIRES and e[2] <= _monotonic():
-                self._drop_expired(key)
-                self._misses += 1
+            if not self._flagged_hit(key, e):
                 return default
-            self._hits += 1
-            if not e[3] & _PICKLED:
-                return e[0]
-            value = e[0]
         finally:
             lock.release()
         locked = False
-        return decode_value(value)
+        return decode_value(e[0]) if e[3] & _PICKLED else e[0]
+
+    def _flagged_hit(self, key: str, e: Any) -> bool:
+        """Under the lock: count a read of an expiring or serialised entry (False: expired)."""
+        if e[3] & _EXPIRES and e[2] <= _monotonic():
+            self._drop_expired(key)
+            self._misses += 1
+            return False
+        self._hits += 1
+        return True
 
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` holds an unexpired entry (does not count as a lookup)."""
@@ -509,27 +487,7 @@ class SharedPromptCache:
             TypeError: ``key`` is not a str, or the value cannot be stored.
             ValueError: ``ttl`` is not > 0.
         """
-        # Hot path, kept flat on purpose: str/bytes values without a per-call ttl.
-        # Sizes are sys.getsizeof's, computed from len() where that is exact (ASCII
-        # str, bytes): getsizeof is a slow call by comparison.
-        tv = type(value)
-        if ttl is None and type(key) is str and (tv is str or tv is bytes):
-            if tv is str:  # noqa: SIM108 - a nested conditional expression reads worse
-                size = _STR0 + len(value) if value.isascii() else _getsizeof(value)
-            else:
-                size = _BYTES0 + len(value)
-            size += _KEY0 + len(key) if key.isascii() else _getsizeof(key) + ENTRY_OVERHEAD
-            ttl = self.ttl
-            entry: Any  # a list, or a tuple for LRU
-            if self._kind == _LRU:
-                # LRU never writes FREQ/AUX: a tuple is one allocation instead of two,
-                # and the garbage collector stops tracking it (it holds no container).
-                entry = (value, size, _monotonic() + ttl, _EXPIRES, 0, 0) if ttl else (value, size, 0.0, 0, 0, 0)
-            else:
-                entry = [value, size, _monotonic() + ttl, _EXPIRES, 0, 0] if ttl else [value, size, 0.0, 0, 0, 0]
-        else:
-            entry = self._make_entry(key, value, ttl)
-            size = entry[1]
+        entry = self._make_entry(key, value, ttl)
         lock = self._lock
         locked = lock.acquire() if not lock.locked() else self._acquire()
         if not locked:
@@ -538,118 +496,7 @@ class SharedPromptCache:
         try:
             if self._pending:
                 self._run_pending()
-            kind = self._kind
-            if not kind or self._inflight or size > self.max_bytes:
-                return self._store(key, entry)
-            # Inlined _store() and the built-in policies' put()/victim() for the common
-            # case: one Python call per set. Keep in step with policies.py.
-            pol: Any = self._policy
-            max_bytes = self.max_bytes
-            max_entries = self._max_entries
-            k = 0
-            # Table methods are called through locals bound by the policy: CPython
-            # 3.11 does not specialise LOAD_METHOD on an OrderedDict.
-            if kind == _LRU:
-                setdefault = pol._setdefault
-                old = setdefault(key, entry)
-                if old is entry:
-                    n = self._count + 1
-                    b = self._bytes + size
-                else:
-                    pol._od[key] = entry
-                    mte = pol._mte
-                    mte(key)
-                    self._updates += 1
-                    n = self._count
-                    b = self._bytes + size - old[1]
-                if b > max_bytes or n > max_entries:
-                    popitem = pol._popitem
-                    while b > max_bytes or n > max_entries:
-                        b -= popitem(False)[1][1]
-                        n -= 1
-                        k += 1
-            else:
-                win, prob, prot = pol._win, pol._prob, pol._prot
-                if key in prot or key in prob or key in win:
-                    old = pol.put(key, entry)
-                    self._updates += 1
-                    n = self._count
-                    b = self._bytes + size - old[1]
-                else:
-                    win[key] = entry
-                    # Inlined TinyLFUPolicy._record(): count the newcomer in the
-                    # count-min sketch (conservative update, saturating counters).
-                    h = hash(key)
-                    m = pol._mask
-                    r0, r1, r2, r3 = pol._rows
-                    i0 = h & m
-                    i1 = (h >> pol._s1) & m
-                    i2 = (h >> pol._s2) & m
-                    i3 = (h >> pol._s3) & m
-                    c0 = r0[i0]
-                    c1 = r1[i1]
-                    c2 = r2[i2]
-                    c3 = r3[i3]
-                    low = c0
-                    if c1 < low:
-                        low = c1
-                    if c2 < low:
-                        low = c2
-                    if c3 < low:
-                        low = c3
-                    if low < pol.counter_max:
-                        low += 1
-                        if c0 < low:
-                            r0[i0] = low
-                        if c1 < low:
-                            r1[i1] = low
-                        if c2 < low:
-                            r2[i2] = low
-                        if c3 < low:
-                            r3[i3] = low
-                    entry[5] = low
-                    t = pol._ticks + 1
-                    pol._ticks = t
-                    if t >= pol._sample:
-                        pol._age()
-                    n = self._count + 1
-                    b = self._bytes + size
-                    if n > pol._grow_at:  # bounded by bytes only: the sketch grows
-                        pol._set_capacity(max(n, pol._cap + pol._cap // 4))
-                if b > max_bytes or n > max_entries:
-                    win_max = pol._win_max
-                    main_max = pol._main_max
-                    cmax = pol.counter_max
-                    win_popitem = pol._win_popitem
-                    while b > max_bytes or n > max_entries:
-                        lw = len(win)
-                        if lw > win_max and prob and n - lw >= main_max:
-                            # The admission contest (TinyLFUPolicy.victim's common
-                            # case): window's oldest against probation's oldest.
-                            ck, ce = win_popitem(False)
-                            vk = next(iter(prob))
-                            ve = prob[vk]
-                            cf = ce[4] + ce[5]
-                            vf = ve[4] + ve[5]
-                            if (cf if cf < cmax else cmax) > (vf if vf < cmax else cmax):
-                                del prob[vk]
-                                prob[ck] = ce
-                                ck, ce = vk, ve
-                            if ce[4]:
-                                pol._add(ck, ce[4])
-                        else:
-                            ce = pol.victim()
-                        b -= ce[1]
-                        n -= 1
-                        k += 1
-            if k:
-                self._evicted_size += k
-            self._count = n
-            self._bytes = b
-            if entry[2] and not self._watched:
-                self._watched = True
-                sweeper.watch(self)
-            return True
+            return self._store(key, entry)
         finally:
             lock.release()
 
@@ -668,6 +515,7 @@ class SharedPromptCache:
                 self._bytes -= old[1]
                 self._evicted_size += 1
             return False
+        self._absent = None  # fastpaths.py: every insertion clears the hint
         old = self._put(key, entry)
         if old is None:
             self._count += 1
@@ -1166,6 +1014,10 @@ class SharedPromptCache:
         }
 
 
+# The built-in policies' specialised subclasses (imported here, after the class they
+# extend; they register themselves in FAST_PATHS).
+from .fastpaths import FAST_PATHS  # noqa: E402 - needs SharedPromptCache defined
+
 # Code objects whose frames hold the lock while their local ``locked`` is true: the
 # re-entrancy test in SharedPromptCache._acquire looks for them on the stack.
 _LOCKING_CODES = frozenset(
@@ -1183,6 +1035,8 @@ _LOCKING_CODES = frozenset(
         SharedPromptCache._finish,
         SharedPromptCache.aget_or_set,
         SharedPromptCache.metrics,
+        *(c.get for c in FAST_PATHS.values()),
+        *(c.set for c in FAST_PATHS.values()),
     )
 )
 

@@ -194,6 +194,9 @@ def _pow2_at_least(n: int) -> int:
 
 # bytes.translate table that halves every byte: one C call ages a sketch row.
 _HALVE = bytes(b >> 1 for b in range(256))
+# Doorkeeper cells per sketch column: a sparser doorkeeper lets fewer repeat keys
+# through by collision.
+DOOR_FACTOR = 2
 
 
 class TinyLFUPolicy(EvictionPolicy):
@@ -268,6 +271,8 @@ class TinyLFUPolicy(EvictionPolicy):
         self._ticks = 0  # insertions since the last aging
         self._rows: tuple[bytearray, ...] = ()
         self._mask = 0
+        self._door = bytearray()
+        self._dmask = 0
         self._s1, self._s2, self._s3 = 16, 32, 48
         self._new_tables()
         self._set_capacity(64)
@@ -305,23 +310,28 @@ class TinyLFUPolicy(EvictionPolicy):
         width = _pow2_at_least(self.width_factor * cap)
         if not self._rows:
             self._rows = tuple(bytearray(width) for _ in range(4))
+            self._door = bytearray(DOOR_FACTOR * width)
         elif width > len(self._rows[0]):
             # Doubling a row keeps every estimate: the new index h & (2w-1) maps to a
-            # cell that holds the old h & (w-1) count.
+            # cell that holds the old h & (w-1) count. The same holds for the doorkeeper.
             rows = self._rows
+            door = self._door
             while len(rows[0]) < width:
                 rows = tuple(r + r for r in rows)
+                door = door + door
             self._rows = rows
+            self._door = door
         else:
             return
         bits = width.bit_length() - 1
         self._mask = width - 1
+        self._dmask = len(self._door) - 1
         # Four indexes from one 64-bit hash: disjoint bit ranges while they fit.
         step = 16 if bits <= 16 else max(1, (64 - bits) // 3)
         self._s1, self._s2, self._s3 = step, 2 * step, 3 * step
 
     def memory_bytes(self) -> int:
-        return 4 * (self._mask + 1)
+        return 4 * (self._mask + 1) + len(self._door)
 
     def _add(self, key: str, by: int) -> int:
         """Count ``by`` accesses (conservative update: raise only the minimum cells);
@@ -372,22 +382,34 @@ class TinyLFUPolicy(EvictionPolicy):
         c = r3[(h >> self._s3) & m]
         if c < f:
             f = c
+        f += self._door[h & self._dmask]
         if entry is not None:
             f = entry[4] + entry[5]
         return f if f < self.counter_max else self.counter_max
 
     def _record(self, key: str) -> int:
-        """Count one insertion of ``key`` in the sketch; return its new estimate.
+        """Count one insertion of ``key``; return its new estimate.
+
+        The first insertion of a key since the last aging only sets its doorkeeper
+        cell (one read and one write, not four counters: most keys of a skewed
+        workload are seen once); later ones go to the sketch. The estimate is the
+        sketch's count plus the doorkeeper's one.
 
         SharedPromptCache.set inlines a copy of this (its hot miss path): keep the two
         in step.
         """
-        return self._add(key, 1)
+        door = self._door
+        i = hash(key) & self._dmask
+        if not door[i]:
+            door[i] = 1
+            return 1
+        return self._add(key, 1) + 1
 
     def _age(self) -> None:
         # In place: no new allocation, and the rows tuple stays the same.
         for r in self._rows:
             r[:] = r.translate(_HALVE)
+        self._door[:] = bytes(len(self._door))
         cmax = self.counter_max
         for d in (self._win, self._prob, self._prot):
             for e in d.values():
@@ -502,7 +524,7 @@ class TinyLFUPolicy(EvictionPolicy):
                 cf = ce[4] + ce[5]
                 vf = ve[4] + ve[5]
                 cmax = self.counter_max
-                if (cf if cf < cmax else cmax) > (vf if vf < cmax else cmax):
+                if cf > vf and vf < cmax:  # i.e. min(cf, cmax) > min(vf, cmax)
                     del win[ck]
                     prob[ck] = ce
                     k, e = vk, main.pop(vk)

@@ -1,0 +1,317 @@
+"""The built-in policies' hot paths, inlined into ``get`` and ``set``.
+
+A read-through cache spends its time in ``get`` and, on each miss, ``set``. Through the
+policy interface each of them costs several Python calls; here, for
+:class:`~memdiag.cache.LRUPolicy` and :class:`~memdiag.cache.TinyLFUPolicy` (exact
+types: a subclass may override any method), they cost one: these subclasses of
+:class:`~memdiag.cache.SharedPromptCache` read and update the policy's private tables
+directly. ``SharedPromptCache()`` turns itself into one of them when its policy is a
+built-in one; they add no state, and every other method is the base class's.
+
+Keep each copy in step with the policy method it inlines (named in the comments); a
+test drives the same stream through both paths and compares every decision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import sweeper
+from .core import _EXPIRES, _PICKLED, SharedPromptCache, _monotonic
+from .policies import LRUPolicy, TinyLFUPolicy
+from .sizing import ENTRY_OVERHEAD, decode_value
+
+__all__ = ["FAST_PATHS"]
+
+# sys.getsizeof(x) of a str or bytes (neither is tracked by the GC) is x.__sizeof__():
+# one cheap C call, exact for any str, where sys.getsizeof is a slow one.
+_str_size = str.__sizeof__
+_bytes_size = bytes.__sizeof__
+
+
+# Both classes keep one hint in the slot ``_absent``: the key the last get() missed
+# completely. Every insertion of a key clears it (here and in _store()), so while
+# ``key is self._absent`` the key is in none of the policy's tables, and the set() that
+# follows a read-through miss skips looking for it. Equal but distinct str objects
+# never match the identity test; they just take the normal path.
+
+
+class _LRUCache(SharedPromptCache):
+    """SharedPromptCache with LRUPolicy's lookup, put and victim inlined."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        lock = self._lock
+        locked = lock.acquire() if not lock.locked() else self._acquire()
+        if not locked:
+            self._misses += 1
+            return default
+        try:
+            if self._pending:
+                self._run_pending()
+            # LRUPolicy.lookup. Bound methods through locals: `self._hot_get(key)`
+            # would compile to a LOAD_METHOD CPython 3.11 cannot specialise for a slot.
+            hot_get = self._hot_get
+            e = hot_get(key)
+            if e is None:
+                self._misses += 1
+                self._absent = key
+                return default
+            hot_mte = self._hot_mte
+            hot_mte(key)
+            if not e[3]:  # neither expiring nor serialised: the common case
+                self._hits += 1
+                return e[0]
+            if not self._flagged_hit(key, e):
+                return default
+        finally:
+            lock.release()
+        locked = False
+        return decode_value(e[0]) if e[3] & _PICKLED else e[0]
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
+        # Kept flat on purpose. str/bytes values without a per-call ttl skip
+        # _make_entry; LRU never writes FREQ/AUX, so their entry is a tuple: one
+        # allocation instead of two, and untracked by the garbage collector.
+        tv = type(value)
+        if ttl is None and type(key) is str and (tv is str or tv is bytes):
+            size = (_str_size(value) if tv is str else _bytes_size(value)) + _str_size(key) + ENTRY_OVERHEAD
+            ttl = self.ttl
+            entry: Any = (value, size, _monotonic() + ttl, _EXPIRES, 0, 0) if ttl else (value, size, 0.0, 0, 0, 0)
+        else:
+            entry = self._make_entry(key, value, ttl)
+            size = entry[1]
+            ttl = entry[2]
+        lock = self._lock
+        locked = lock.acquire() if not lock.locked() else self._acquire()
+        if not locked:
+            self._pending.append((self._store, (key, entry)))
+            return True
+        try:
+            if self._pending:
+                self._run_pending()
+            max_bytes = self.max_bytes
+            if self._inflight or size > max_bytes:
+                return self._store(key, entry)
+            # _store() with LRUPolicy.put and .victim inlined. Table methods through
+            # locals bound by the policy (no LOAD_METHOD specialisation on OrderedDict).
+            pol: Any = self._policy
+            if key is self._absent:  # the read-through case: get() just missed it
+                self._absent = None
+                pol._od[key] = entry
+                n = self._count + 1
+                b = self._bytes + size
+            else:
+                self._absent = None
+                setdefault = pol._setdefault
+                old = setdefault(key, entry)
+                if old is entry:
+                    n = self._count + 1
+                    b = self._bytes + size
+                else:
+                    pol._od[key] = entry
+                    mte = pol._mte
+                    mte(key)
+                    self._updates += 1
+                    n = self._count
+                    b = self._bytes + size - old[1]
+            max_entries = self._max_entries
+            if b > max_bytes or n > max_entries:
+                popitem = pol._popitem
+                k = 0
+                while True:
+                    b -= popitem(False)[1][1]
+                    n -= 1
+                    k += 1
+                    if b <= max_bytes and n <= max_entries:
+                        break
+                self._evicted_size += k
+            self._count = n
+            self._bytes = b
+            if ttl and not self._watched:
+                self._watched = True
+                sweeper.watch(self)
+            return True
+        finally:
+            lock.release()
+
+
+class _TinyLFUCache(SharedPromptCache):
+    """SharedPromptCache with TinyLFUPolicy's lookup, put and victim inlined."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        lock = self._lock
+        locked = lock.acquire() if not lock.locked() else self._acquire()
+        if not locked:
+            self._misses += 1
+            return default
+        try:
+            if self._pending:
+                self._run_pending()
+            # TinyLFUPolicy.lookup: protected (the hot table) first.
+            hot_get = self._hot_get
+            e = hot_get(key)
+            if e is not None:
+                hot_mte = self._hot_mte
+                hot_mte(key)
+                e[4] += 1  # FREQ
+            else:
+                # TinyLFUPolicy.lookup_cold: a hit in probation or the window promotes
+                # the entry to protected. Membership tests first: most reads that get
+                # here are misses, and `in` is cheaper than a pop(key, None) call.
+                pol: Any = self._policy
+                if key in pol._prob:
+                    pop = pol._prob_pop
+                elif key in pol._win:
+                    pop = pol._win_pop
+                else:
+                    self._misses += 1
+                    self._absent = key
+                    return default
+                e = pop(key)
+                e[4] += 1
+                prot = pol._prot
+                prot[key] = e
+                if len(prot) > pol._prot_max:
+                    popitem = pol._prot_popitem
+                    k, d = popitem(False)
+                    pol._prob[k] = d
+            if not e[3]:  # neither expiring nor serialised: the common case
+                self._hits += 1
+                return e[0]
+            if not self._flagged_hit(key, e):
+                return default
+        finally:
+            lock.release()
+        locked = False
+        return decode_value(e[0]) if e[3] & _PICKLED else e[0]
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
+        # Kept flat on purpose: str/bytes values without a per-call ttl skip _make_entry.
+        tv = type(value)
+        if ttl is None and type(key) is str and (tv is str or tv is bytes):
+            size = (_str_size(value) if tv is str else _bytes_size(value)) + _str_size(key) + ENTRY_OVERHEAD
+            ttl = self.ttl
+            entry: Any = [value, size, _monotonic() + ttl, _EXPIRES, 0, 0] if ttl else [value, size, 0.0, 0, 0, 0]
+        else:
+            entry = self._make_entry(key, value, ttl)
+            size = entry[1]
+            ttl = entry[2]
+        lock = self._lock
+        locked = lock.acquire() if not lock.locked() else self._acquire()
+        if not locked:
+            self._pending.append((self._store, (key, entry)))
+            return True
+        try:
+            if self._pending:
+                self._run_pending()
+            max_bytes = self.max_bytes
+            if self._inflight or size > max_bytes:
+                return self._store(key, entry)
+            # _store() with TinyLFUPolicy.put and .victim inlined.
+            pol: Any = self._policy
+            win, prob, prot = pol._win, pol._prob, pol._prot
+            if key is not self._absent and (key in prot or key in prob or key in win):
+                old = pol.put(key, entry)
+                self._updates += 1
+                n = self._count
+                b = self._bytes + size - old[1]
+            else:  # a new key (`key is self._absent`: get() just missed it)
+                self._absent = None
+                win[key] = entry
+                # TinyLFUPolicy._record: the first insertion of a key since the last
+                # aging sets its doorkeeper cell; later ones count in the count-min
+                # sketch (conservative update, saturating counters).
+                h = hash(key)
+                door = pol._door
+                i0 = h & pol._dmask
+                if door[i0]:
+                    m = pol._mask
+                    r0, r1, r2, r3 = pol._rows
+                    i0 = h & m
+                    i1 = (h >> pol._s1) & m
+                    i2 = (h >> pol._s2) & m
+                    i3 = (h >> pol._s3) & m
+                    c0 = r0[i0]
+                    c1 = r1[i1]
+                    c2 = r2[i2]
+                    c3 = r3[i3]
+                    low = c0
+                    if c1 < low:
+                        low = c1
+                    if c2 < low:
+                        low = c2
+                    if c3 < low:
+                        low = c3
+                    if low < pol.counter_max:
+                        low += 1
+                        if c0 < low:
+                            r0[i0] = low
+                        if c1 < low:
+                            r1[i1] = low
+                        if c2 < low:
+                            r2[i2] = low
+                        if c3 < low:
+                            r3[i3] = low
+                    entry[5] = low + 1
+                else:
+                    door[i0] = 1
+                    entry[5] = 1
+                t = pol._ticks + 1
+                pol._ticks = t
+                if t >= pol._sample:
+                    pol._age()
+                n = self._count + 1
+                b = self._bytes + size
+                if n > pol._grow_at:  # bounded by bytes only: the sketch grows
+                    pol._set_capacity(max(n, pol._cap + pol._cap // 4))
+            max_entries = self._max_entries
+            if b > max_bytes or n > max_entries:
+                win_max = pol._win_max
+                main_max = pol._main_max
+                cmax = pol.counter_max
+                win_popitem = pol._win_popitem
+                k = 0
+                while True:
+                    lw = len(win)
+                    if lw > win_max and prob and n - lw >= main_max:
+                        # TinyLFUPolicy.victim's common case, the admission contest:
+                        # the window's oldest against probation's oldest.
+                        ck, ce = win_popitem(False)
+                        vk = next(iter(prob))
+                        ve = prob[vk]
+                        cf = ce[4] + ce[5]
+                        vf = ve[4] + ve[5]
+                        if cf > vf and vf < cmax:  # i.e. min(cf, cmax) > min(vf, cmax)
+                            del prob[vk]
+                            prob[ck] = ce
+                            ck, ce = vk, ve
+                        if ce[4]:
+                            pol._add(ck, ce[4])
+                    else:
+                        ce = pol.victim()
+                    b -= ce[1]
+                    n -= 1
+                    k += 1
+                    if b <= max_bytes and n <= max_entries:
+                        break
+                self._evicted_size += k
+            self._count = n
+            self._bytes = b
+            if ttl and not self._watched:
+                self._watched = True
+                sweeper.watch(self)
+            return True
+        finally:
+            lock.release()
+
+
+for _cls in (_LRUCache, _TinyLFUCache):
+    _cls.get.__doc__ = SharedPromptCache.get.__doc__
+    _cls.set.__doc__ = SharedPromptCache.set.__doc__
+
+#: Exact policy type -> the SharedPromptCache subclass that inlines its hot paths.
+FAST_PATHS: dict[type, type[SharedPromptCache]] = {LRUPolicy: _LRUCache, TinyLFUPolicy: _TinyLFUCache}
