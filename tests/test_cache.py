@@ -279,6 +279,45 @@ def test_inlined_hot_paths_decide_like_the_policy_interface(base: type, bounds: 
     assert results[0] == results[1]
 
 
+def test_read_through_hint_never_duplicates_an_equal_key(policy: str) -> None:
+    # get() remembers the key it missed so the following set() skips its lookups; an
+    # equal key stored meanwhile through another str object must still be found.
+    cache = SharedPromptCache(max_entries=10, policy=policy)
+    key, other = "".join(["k", "1"]), "".join(["k", "1"])
+    assert key == other and key is not other
+    assert cache.get(key) is None
+    cache.set(other, "a")
+    cache.set(key, "b")
+    assert len(cache) == 1 and cache.get(other) == "b"
+    m = cache.metrics()
+    assert (m["entries"], m["inserts"], m["updates"]) == (1, 1, 1)
+    assert sorted(k for k, _ in cache._policy.items()) == ["k1"]
+
+
+def test_subclasses_of_the_cache_keep_their_own_methods(policy: str) -> None:
+    # The built-in policies' inlined paths live in private subclasses the cache turns
+    # itself into; a user's subclass is left alone and takes the generic path.
+    calls = []
+
+    class Audited(SharedPromptCache):
+        __slots__ = ()
+
+        def get(self, key, default=None):
+            calls.append(key)
+            return super().get(key, default)
+
+    plain = SharedPromptCache(max_entries=3, policy=policy)
+    assert isinstance(plain, SharedPromptCache)
+    audited = Audited(max_entries=3, policy=policy)
+    assert type(audited) is Audited
+    for cache in (plain, audited):
+        for k in "abcd":
+            if cache.get(k) is None:
+                cache.set(k, k.upper())
+        assert len(cache) == 3 and cache.metrics()["misses"] == 4
+    assert calls == list("abcd")
+
+
 def test_tinylfu_policy_validates_its_arguments() -> None:
     with pytest.raises(ValueError, match="window_fraction"):
         TinyLFUPolicy(window_fraction=0)

@@ -14,6 +14,7 @@ test drives the same stream through both paths and compares every decision.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import sweeper
@@ -24,9 +25,11 @@ from .sizing import ENTRY_OVERHEAD, decode_value
 __all__ = ["FAST_PATHS"]
 
 # sys.getsizeof(x) of a str or bytes (neither is tracked by the GC) is x.__sizeof__():
-# one cheap C call, exact for any str, where sys.getsizeof is a slow one.
+# one cheap C call, exact for any str, where sys.getsizeof is a slow one. _sizer maps
+# the value types set() stores as they are, without _make_entry, to theirs.
 _str_size = str.__sizeof__
-_bytes_size = bytes.__sizeof__
+_SIZERS: dict[type, Callable[[Any], int]] = {str: str.__sizeof__, bytes: bytes.__sizeof__}
+_sizer = _SIZERS.get
 
 
 # Both classes keep one hint in the slot ``_absent``: the key the last get() missed
@@ -74,9 +77,9 @@ class _LRUCache(SharedPromptCache):
         # Kept flat on purpose. str/bytes values without a per-call ttl skip
         # _make_entry; LRU never writes FREQ/AUX, so their entry is a tuple: one
         # allocation instead of two, and untracked by the garbage collector.
-        tv = type(value)
-        if ttl is None and type(key) is str and (tv is str or tv is bytes):
-            size = (_str_size(value) if tv is str else _bytes_size(value)) + _str_size(key) + ENTRY_OVERHEAD
+        sizer = _sizer(type(value))
+        if sizer is not None and ttl is None and type(key) is str:
+            size = sizer(value) + _str_size(key) + ENTRY_OVERHEAD
             ttl = self.ttl
             entry: Any = (value, size, _monotonic() + ttl, _EXPIRES, 0, 0) if ttl else (value, size, 0.0, 0, 0, 0)
         else:
@@ -119,14 +122,12 @@ class _LRUCache(SharedPromptCache):
             max_entries = self._max_entries
             if b > max_bytes or n > max_entries:
                 popitem = pol._popitem
-                k = 0
                 while True:
                     b -= popitem(False)[1][1]
                     n -= 1
-                    k += 1
+                    self._evicted_size += 1
                     if b <= max_bytes and n <= max_entries:
                         break
-                self._evicted_size += k
             self._count = n
             self._bytes = b
             if ttl and not self._watched:
@@ -191,9 +192,9 @@ class _TinyLFUCache(SharedPromptCache):
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
         # Kept flat on purpose: str/bytes values without a per-call ttl skip _make_entry.
-        tv = type(value)
-        if ttl is None and type(key) is str and (tv is str or tv is bytes):
-            size = (_str_size(value) if tv is str else _bytes_size(value)) + _str_size(key) + ENTRY_OVERHEAD
+        sizer = _sizer(type(value))
+        if sizer is not None and ttl is None and type(key) is str:
+            size = sizer(value) + _str_size(key) + ENTRY_OVERHEAD
             ttl = self.ttl
             entry: Any = [value, size, _monotonic() + ttl, _EXPIRES, 0, 0] if ttl else [value, size, 0.0, 0, 0, 0]
         else:
@@ -274,7 +275,6 @@ class _TinyLFUCache(SharedPromptCache):
                 main_max = pol._main_max
                 cmax = pol.counter_max
                 win_popitem = pol._win_popitem
-                k = 0
                 while True:
                     lw = len(win)
                     if lw > win_max and prob and n - lw >= main_max:
@@ -295,10 +295,9 @@ class _TinyLFUCache(SharedPromptCache):
                         ce = pol.victim()
                     b -= ce[1]
                     n -= 1
-                    k += 1
+                    self._evicted_size += 1
                     if b <= max_bytes and n <= max_entries:
                         break
-                self._evicted_size += k
             self._count = n
             self._bytes = b
             if ttl and not self._watched:

@@ -27,8 +27,9 @@ tuples instead: one allocation, and untracked by the garbage collector.)
 
 For :class:`LRUPolicy` and :class:`TinyLFUPolicy` (exact types) the cache inlines the
 hot operations - a read's lookup, ``put`` of a new key, the common ``victim`` - in its
-own ``get``/``set``, reading these classes' private tables directly: one Python call
-per operation. Any other policy, subclasses included, is called through this interface.
+own ``get``/``set`` (``fastpaths.py``), reading these classes' private tables directly:
+one Python call per operation. Any other policy, subclasses included, is called through
+this interface.
 
 Writing a policy: subclass :class:`EvictionPolicy` and implement every method; see
 :class:`LRUPolicy` for the smallest complete one.
@@ -213,8 +214,12 @@ class TinyLFUPolicy(EvictionPolicy):
     the main area from one-hit wonders and scans).
 
     Frequencies: insertions are counted (as in Caffeine; in a read-through cache
-    each miss is followed by one) by a 4-row count-min sketch (conservative
-    update, counters saturating at ``counter_max``). A cached entry carries its own
+    each miss is followed by one). The first insertion of a key since the last aging
+    only sets its cell in a *doorkeeper* (a one-hash Bloom filter, as in Caffeine);
+    later ones go to a 4-row count-min sketch (conservative update, counters
+    saturating at ``counter_max``); the estimate is the sketch's count plus the
+    doorkeeper's bit. Most keys of a skewed workload are seen once, and a doorkeeper
+    cell costs one read and one write where the sketch costs four of each. A cached entry carries its own
     figure - the sketch's estimate when it was admitted (slot :data:`AUX`) plus the
     exact hits it received since (slot :data:`FREQ`) - so a hit never touches the
     sketch (the hot path stays a dict lookup, a move and an increment) and the
@@ -222,13 +227,14 @@ class TinyLFUPolicy(EvictionPolicy):
     that leaves the cache folds its hits back into the sketch. Aging: after
     ``sample_factor`` x capacity insertions every count is halved, so yesterday's
     favourites fade - quickly when the workload shifts (insertions pile up), slowly while
-    the cache is hitting well.
+    the cache is hitting well - and the doorkeeper is cleared.
 
     Capacity is the cache's ``max_entries``; for a cache bounded by bytes only, the
     largest number of entries seen so far stands in (the sketch grows with it and
     keeps what it learnt). Memory: ``4 x width`` bytes for the sketch, ``width`` the
-    power of two >= ``width_factor`` x capacity (128 KiB for 10,000 entries),
-    reported as ``policy_bytes`` in the cache metrics.
+    power of two >= ``width_factor`` x capacity, and ``DOOR_FACTOR x width`` for the
+    doorkeeper (192 KiB in all for 10,000 entries), reported as ``policy_bytes`` in the
+    cache metrics.
 
     Args:
         window_fraction: share of the capacity for the admission window (0 < x < 1).
@@ -395,8 +401,8 @@ class TinyLFUPolicy(EvictionPolicy):
         workload are seen once); later ones go to the sketch. The estimate is the
         sketch's count plus the doorkeeper's one.
 
-        SharedPromptCache.set inlines a copy of this (its hot miss path): keep the two
-        in step.
+        fastpaths._TinyLFUCache.set inlines a copy of this (its hot miss path): keep the
+        two in step.
         """
         door = self._door
         i = hash(key) & self._dmask
