@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -116,3 +118,16 @@ def clean_registry() -> Iterator[None]:
         registry.discard_walk_root(pid)
     with registry._lock:
         registry._caches.update(hidden_caches)
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition", step: float = 0.01) -> Any:
+    """Poll ``cond()`` every ``step`` seconds; return its first truthy value, or fail after
+    ``timeout`` seconds naming ``what``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(step)

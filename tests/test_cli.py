@@ -20,8 +20,8 @@ from memdiag.cli._format import human_bytes, human_duration, table
 from memdiag.config import FIELD_INFO, default_config_path, load_config
 from memdiag.probes.process import read_stat
 
-from .conftest import spawn_sleeper
-from .test_cli_support import Service, dead_pid, start_service, wait_for
+from .conftest import spawn_sleeper, wait_for
+from .test_cli_support import Service, dead_pid, start_service
 from .test_cli_support import service as service  # the fixture, used by name
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from memdiag.probes.process import read_stat
 
-from .test_cli_support import SCRIPTS, cli, cli_json, wait_for
+from .conftest import wait_for
+from .test_cli_support import SCRIPTS, cli, cli_json
 
 APP = textwrap.dedent(
     """

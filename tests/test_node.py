@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,8 @@ import pytest
 import memdiag
 from memdiag.processes.node import NodeProcess, spawn_node
 from memdiag.service import MemoryDiagnostics
+
+from .conftest import wait_for
 
 MIB = 1024 * 1024
 
@@ -27,14 +29,6 @@ process.on('message', (m) => {
   process.send({ok: true, got: m, items: hoard.length});
 });
 """
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -43,6 +43,8 @@ from memdiag.processes.node import heaps, node_processes
 from memdiag.processes.sanitize import sanitize_node_options
 from memdiag.service import MemoryDiagnostics
 
+from .conftest import wait_for
+
 MIB = 1024 * 1024
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -60,14 +62,6 @@ process.stdin.on('data', (d) => {
   }
 });
 """
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture

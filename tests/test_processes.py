@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -27,13 +27,7 @@ from memdiag.processes.ownership import read_identity
 from memdiag.processes.sanitize import sanitize_node_argv, sanitize_node_options, split_node_options
 from memdiag.service import MemoryDiagnostics
 
-
-def wait_for(cond: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+from .conftest import wait_for
 
 
 def state(pid: int) -> str | None:

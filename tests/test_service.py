@@ -16,19 +16,9 @@ from memdiag import registry
 from memdiag.errors import ConfigError
 from memdiag.service import MemoryDiagnostics
 
-from .conftest import spawn_sleeper
+from .conftest import spawn_sleeper, wait_for
 
 MIB = 1024 * 1024
-
-
-def wait_for(pred, timeout: float = 10.0, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def test_shared_instance_start_stop_idempotent(fast_config) -> None:

@@ -332,18 +332,8 @@ class InspectedNode:
     # -- reports ----------------------------------------------------------------------------
     def heap(self) -> dict[str, Any]:
         """The latest figures as a plain dict for reports, with ``error`` and ``mode``."""
-        u = self.usage or {}
         return {
-            "pid": self.pid,
-            "heap_used_bytes": u.get("heapUsed"),
-            "heap_total_bytes": u.get("heapTotal"),
-            "external_bytes": u.get("external"),
-            "array_buffers_bytes": u.get("arrayBuffers"),
-            "rss_bytes": u.get("rss"),
-            "age_seconds": round(time.time() - u["time"], 3) if u else None,
-            "heap_limit_bytes": self.heap_limit_bytes,
-            "connected": self.connected,
-            "node_version": None,
+            **_node.heap_report(self),
             "inspector": {
                 "mode": self.mode,
                 "error": self.error,

@@ -257,19 +257,24 @@ class NodeProcess(Popen):
 
     def heap(self) -> dict[str, Any]:
         """The latest report as a plain dict for reports (pid, figures, age, limit)."""
-        u = self.usage or {}
-        return {
-            "pid": self.pid,
-            "heap_used_bytes": u.get("heapUsed"),
-            "heap_total_bytes": u.get("heapTotal"),
-            "external_bytes": u.get("external"),
-            "array_buffers_bytes": u.get("arrayBuffers"),
-            "rss_bytes": u.get("rss"),
-            "age_seconds": round(time.time() - u["time"], 3) if u else None,
-            "heap_limit_bytes": self.heap_limit_bytes,
-            "connected": self.connected,
-            "node_version": (self.agent or {}).get("node"),
-        }
+        return heap_report(self, (self.agent or {}).get("node"))
+
+
+def heap_report(source: NodeHeapSource, node_version: str | None = None) -> dict[str, Any]:
+    """``source``'s latest ``process.memoryUsage()`` figures as a plain dict for reports."""
+    u = source.usage or {}
+    return {
+        "pid": source.pid,
+        "heap_used_bytes": u.get("heapUsed"),
+        "heap_total_bytes": u.get("heapTotal"),
+        "external_bytes": u.get("external"),
+        "array_buffers_bytes": u.get("arrayBuffers"),
+        "rss_bytes": u.get("rss"),
+        "age_seconds": round(time.time() - u["time"], 3) if u else None,
+        "heap_limit_bytes": source.heap_limit_bytes,
+        "connected": source.connected,
+        "node_version": node_version,
+    }
 
 
 def spawn_node(args: list[str], **kwargs: Any) -> NodeProcess:
