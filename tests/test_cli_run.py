@@ -86,14 +86,23 @@ def _notes(out: Path) -> list[dict[str, object]]:
 
 
 def _child_of(pid: int) -> int:
+    """The supervisor's child that runs the app (not some short-lived helper of its own)."""
+
     def find() -> int | None:
         try:
             kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         except OSError:
             return None
-        return int(kids[0]) if kids else None
+        for kid in kids:
+            try:
+                argv = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(arg.endswith(b"app.py") for arg in argv):
+                return int(kid)
+        return None
 
-    return int(wait_for(find))
+    return int(wait_for(find, what=f"the app under supervisor {pid}"))
 
 
 def _stop(sup: subprocess.Popen[str], out: Path, code: int = 0) -> tuple[str, str]:

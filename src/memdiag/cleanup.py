@@ -297,11 +297,14 @@ def malloc_trim_available() -> bool:
     if not _trim_checked:
         _trim_checked = True
         import ctypes  # loaded on first use: importing memdiag stays cheap
-        import ctypes.util
+
+        from ._libc import libc
 
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            fn = libc.malloc_trim
+            lib = libc()
+            if lib is None:
+                raise OSError("no C library")
+            fn = lib.malloc_trim
             fn.argtypes = [ctypes.c_size_t]
             fn.restype = ctypes.c_int
             _trim = fn

@@ -13,10 +13,11 @@ Where glibc (or ``mallinfo2``, glibc >= 2.33) is missing, :func:`malloc_info` re
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 from dataclasses import dataclass
 from typing import Any
+
+from .._libc import libc
 
 __all__ = ["MallocInfo", "malloc_info"]
 
@@ -66,8 +67,10 @@ def _mallinfo2() -> Any:
     with _fn_lock:
         if _fn is None:
             try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                fn = libc.mallinfo2
+                lib = libc()
+                if lib is None:
+                    raise OSError("no C library")
+                fn = lib.mallinfo2
                 fn.restype = _Mallinfo2
                 fn.argtypes = []
                 _fn = fn

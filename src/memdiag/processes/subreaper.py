@@ -15,10 +15,11 @@ raw children and waits for them itself should not have grandchildren added to it
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 from typing import Any
+
+from .._libc import libc
 
 __all__ = ["is_child_subreaper", "set_child_subreaper"]
 
@@ -27,14 +28,12 @@ log = logging.getLogger("memdiag.processes")
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
 
-_libc: ctypes.CDLL | None = None
-
 
 def _prctl() -> Any:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return _libc.prctl
+    lib = libc()
+    if lib is None:
+        raise OSError("the C library could not be loaded: no prctl")
+    return lib.prctl
 
 
 def set_child_subreaper(on: bool = True) -> None:
