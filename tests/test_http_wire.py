@@ -316,3 +316,18 @@ def test_try_handle_answers_only_what_is_ready_and_never_acts(diag: MemoryDiagno
         assert head is not None and head.status == 200 and head.body == b""
     finally:
         slow.close()
+
+
+def test_close_right_after_start_is_clean(diag: MemoryDiagnostics) -> None:
+    """A server closed while its loop is still starting stops without an error."""
+    errors: list[BaseException] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)  # type: ignore[assignment,return-value]
+    try:
+        for _ in range(20):
+            server = start_api_server(diag, port=0, token=TOKEN, announce=False)
+            server.close()
+            assert not server.thread.is_alive()
+    finally:
+        threading.excepthook = previous
+    assert errors == []

@@ -99,7 +99,6 @@ class MemoryHTTPServer:
         self._connections: set[Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
-        self._serving = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
 
@@ -124,15 +123,26 @@ class MemoryHTTPServer:
             loop = self._loop = asyncio.new_event_loop()
         loop.set_exception_handler(_log_loop_error)
         try:
-            server = loop.run_until_complete(
-                loop.create_server(self._protocol, sock=self.socket, backlog=128, start_serving=True)
-            )
-            self._serving.set()
-            loop.run_forever()
+            try:
+                server = loop.run_until_complete(
+                    loop.create_server(self._protocol, sock=self.socket, backlog=128, start_serving=True)
+                )
+            except RuntimeError:
+                if self._stop_requested:  # shutdown() stopped the loop while it started
+                    return
+                raise
+            # shutdown() sets the flag before it queues loop.stop(); a stop that the
+            # start-up above already consumed would leave run_forever() running for good.
+            if not self._stop_requested:
+                loop.run_forever()
             server.close()
             self._close_connections()
-            # Let the transports run their close callbacks before the loop goes.
-            loop.run_until_complete(asyncio.sleep(0))
+            # Let the transports run their close callbacks before the loop goes. A stop
+            # still queued by shutdown() ends the first turn early; the second one runs.
+            for _ in range(2):
+                with contextlib.suppress(RuntimeError):
+                    loop.run_until_complete(asyncio.sleep(0))
+                    break
         finally:
             loop.close()
             self._workers.close()
