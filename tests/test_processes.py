@@ -40,19 +40,6 @@ def gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def owned_procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
-        for stream in (p.stdin, p.stdout, p.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture
 def outsider() -> Iterator[int]:
     """A `sleep` outside this process's tree: started by a shell that exits at once."""
     out = subprocess.run(
@@ -74,9 +61,9 @@ def outsider() -> Iterator[int]:
 # -- zombies ----------------------------------------------------------------------------------
 
 
-def test_owned_popen_zombie_is_reaped_with_its_exit_code(diag: MemoryDiagnostics, owned_procs: list) -> None:
+def test_owned_popen_zombie_is_reaped_with_its_exit_code(diag: MemoryDiagnostics, children: list) -> None:
     p = memdiag.Popen(["sh", "-c", "exit 7"], role="quitter")
-    owned_procs.append(p)
+    children.append(p)
     wait_for(lambda: state(p.pid) == "Z", what="zombie")
     sample, _ = diag.tick()
     assert sample.zombies >= 1
@@ -91,9 +78,9 @@ def test_owned_popen_zombie_is_reaped_with_its_exit_code(diag: MemoryDiagnostics
     assert owner_of(p.pid) is None
 
 
-def test_foreign_popen_and_raw_children_reaped_without_stealing(diag: MemoryDiagnostics, owned_procs: list) -> None:
+def test_foreign_popen_and_raw_children_reaped_without_stealing(diag: MemoryDiagnostics, children: list) -> None:
     plain = subprocess.Popen(["sh", "-c", "exit 3"])  # a Popen memdiag did not create
-    owned_procs.append(plain)
+    children.append(plain)
     raw = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 5"], dict(os.environ))  # no object owns it
     wait_for(lambda: state(plain.pid) == "Z" and state(raw) == "Z", what="zombies")
     first = reap_zombies()  # young zombies are left to their owners
@@ -108,7 +95,7 @@ def test_foreign_popen_and_raw_children_reaped_without_stealing(diag: MemoryDiag
     assert any(e["pid"] == raw and e["returncode"] == 5 for e in section["unowned_reaped"])
 
 
-def test_multiprocessing_children_reaped_through_multiprocessing(owned_procs: list) -> None:
+def test_multiprocessing_children_reaped_through_multiprocessing(children: list) -> None:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -120,11 +107,11 @@ def test_multiprocessing_children_reaped_through_multiprocessing(owned_procs: li
     assert proc.exitcode == 4
 
 
-def test_foreign_zombie_reported_with_its_parent(diag: MemoryDiagnostics, owned_procs: list) -> None:
+def test_foreign_zombie_reported_with_its_parent(diag: MemoryDiagnostics, children: list) -> None:
     # A python child that starts a grandchild and never reaps it.
     code = "import subprocess,time; p=subprocess.Popen(['true']); print(p.pid, flush=True); time.sleep(30)"
     parent = memdiag.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, role="negligent")
-    owned_procs.append(parent)
+    children.append(parent)
     grandchild = int(parent.stdout.readline())
     wait_for(lambda: state(grandchild) == "Z", what="grandchild zombie")
     diag.tick()
@@ -136,12 +123,12 @@ def test_foreign_zombie_reported_with_its_parent(diag: MemoryDiagnostics, owned_
     assert items[parent.pid]["owned"] is True and items[parent.pid]["role"] == "negligent"
 
 
-def test_orphaned_grandchild_adopted_and_reaped_in_subreaper_mode(diag: MemoryDiagnostics, owned_procs: list) -> None:
+def test_orphaned_grandchild_adopted_and_reaped_in_subreaper_mode(diag: MemoryDiagnostics, children: list) -> None:
     set_child_subreaper(True)
     try:
         assert is_child_subreaper()
         p = memdiag.Popen(["sh", "-c", "sleep 1 & echo $!; sleep 0.4"], stdout=subprocess.PIPE)
-        owned_procs.append(p)
+        children.append(p)
         grandchild = int(p.stdout.readline())
         diag.tick()  # sees the grandchild under its shell
         p.wait(5)
@@ -163,7 +150,7 @@ def test_orphaned_grandchild_adopted_and_reaped_in_subreaper_mode(diag: MemoryDi
 # -- identity and termination -----------------------------------------------------------------
 
 
-def test_pid_reuse_never_signals_the_successor(outsider: int, owned_procs: list) -> None:
+def test_pid_reuse_never_signals_the_successor(outsider: int, children: list) -> None:
     # A stale entry for the outsider's PID with another start time: as if our process
     # had died and its PID had been reused by this unrelated one.
     st = read_identity(outsider)
@@ -172,7 +159,7 @@ def test_pid_reuse_never_signals_the_successor(outsider: int, owned_procs: list)
     assert stale.send_signal(signal.SIGTERM) is False
     # With a pidfd: the process it named is gone, whatever now holds the number.
     p = memdiag.Popen(["sleep", "30"])
-    owned_procs.append(p)
+    children.append(p)
     entry = p.ownership
     assert entry.has_pidfd
     p.kill()
@@ -182,7 +169,7 @@ def test_pid_reuse_never_signals_the_successor(outsider: int, owned_procs: list)
     assert state(outsider) in ("S", "R")
 
 
-def test_terminate_term_then_kill_after_grace(owned_procs: list) -> None:
+def test_terminate_term_then_kill_after_grace(children: list) -> None:
     p = memdiag.Popen(
         [
             sys.executable,
@@ -191,7 +178,7 @@ def test_terminate_term_then_kill_after_grace(owned_procs: list) -> None:
         ],
         stdout=subprocess.PIPE,
     )
-    owned_procs.append(p)
+    children.append(p)
     p.stdout.readline()
     res = terminate(p, grace=0.3)
     assert res["signals"] == ["TERM", "KILL"]
@@ -199,11 +186,11 @@ def test_terminate_term_then_kill_after_grace(owned_procs: list) -> None:
     assert p.returncode == -signal.SIGKILL
 
 
-def test_process_group_terminated_as_a_unit(owned_procs: list) -> None:
+def test_process_group_terminated_as_a_unit(children: list) -> None:
     p = memdiag.Popen(
         ["sh", "-c", "sleep 30 & echo $!; sleep 30 & echo $!; wait"], stdout=subprocess.PIPE, start_new_session=True
     )
-    owned_procs.append(p)
+    children.append(p)
     members = [int(p.stdout.readline()), int(p.stdout.readline())]
     assert p.ownership.process_group
     res = terminate(p, grace=2)
@@ -211,14 +198,14 @@ def test_process_group_terminated_as_a_unit(owned_procs: list) -> None:
     wait_for(lambda: all(gone(m) or state(m) == "Z" for m in members), what="group members to end")
 
 
-def test_non_owned_processes_survive_every_cleanup(diag: MemoryDiagnostics, outsider: int, owned_procs: list) -> None:
+def test_non_owned_processes_survive_every_cleanup(diag: MemoryDiagnostics, outsider: int, children: list) -> None:
     diag.configure(child_limit_mb=1.0)  # every child is "over its limit"
     sibling = subprocess.Popen(["sleep", "30"])  # in our tree, not owned
-    owned_procs.append(sibling)
+    children.append(sibling)
     victim = memdiag.Popen(["sleep", "30"], role="expendable", expendable=True)
-    owned_procs.append(victim)
+    children.append(victim)
     hog = memdiag.Popen(["sleep", "30"], role="hog", memory_limit_mb=1.0)
-    owned_procs.append(hog)
+    children.append(hog)
     diag.tick()
     for _ in range(3):
         result = diag.cleanup(force=True)
@@ -240,9 +227,9 @@ def test_non_owned_processes_survive_every_cleanup(diag: MemoryDiagnostics, outs
     assert state(outsider) in ("S", "R") and sibling.poll() is None
 
 
-def test_terminate_policy_none_refuses(diag: MemoryDiagnostics, owned_procs: list) -> None:
+def test_terminate_policy_none_refuses(diag: MemoryDiagnostics, children: list) -> None:
     p = memdiag.Popen(["sleep", "30"], expendable=True)
-    owned_procs.append(p)
+    children.append(p)
     with pytest.raises(ProcessNotOwnedError, match="terminate_policy"):
         terminate(p, config=MemoryConfig(terminate_policy="none"))
     diag.configure(terminate_policy="none")
@@ -252,10 +239,10 @@ def test_terminate_policy_none_refuses(diag: MemoryDiagnostics, owned_procs: lis
     assert p.poll() is None
 
 
-def test_dry_run_changes_nothing(diag: MemoryDiagnostics, owned_procs: list) -> None:
+def test_dry_run_changes_nothing(diag: MemoryDiagnostics, children: list) -> None:
     z = memdiag.Popen(["true"])
     victim = memdiag.Popen(["sleep", "30"], expendable=True)
-    owned_procs += [z, victim]
+    children += [z, victim]
     wait_for(lambda: state(z.pid) == "Z", what="zombie")
     result = diag.cleanup(force=True, dry_run=True)
     names = {a["name"]: a for a in result["actions"]}
@@ -263,7 +250,7 @@ def test_dry_run_changes_nothing(diag: MemoryDiagnostics, owned_procs: list) -> 
     assert state(z.pid) == "Z" and victim.poll() is None
 
 
-def test_owned_context_manager_and_spawn(owned_procs: list) -> None:
+def test_owned_context_manager_and_spawn(children: list) -> None:
     with memdiag.owned(["sleep", "30"], grace=1.0, role="scoped") as p:
         assert owner_of(p.pid) is p.ownership and p.ownership.role == "scoped"
     assert p.returncode == -signal.SIGTERM
@@ -271,9 +258,9 @@ def test_owned_context_manager_and_spawn(owned_procs: list) -> None:
     assert q.wait(5) == 2
 
 
-def test_track_a_popen_and_reports(diag: MemoryDiagnostics, owned_procs: list) -> None:
+def test_track_a_popen_and_reports(diag: MemoryDiagnostics, children: list) -> None:
     plain = subprocess.Popen(["sleep", "30"])
-    owned_procs.append(plain)
+    children.append(plain)
     entry = track(plain, role="adopted", group="batch", memory_limit_mb=500)
     assert entry.kind == "popen" and entry.start_ticks is not None
     assert track(plain) is entry  # idempotent
@@ -290,9 +277,9 @@ def test_track_a_popen_and_reports(diag: MemoryDiagnostics, owned_procs: list) -
     assert exits and exits[0]["lifetime_seconds"] >= 0
 
 
-def test_tick_over_100_children_is_cheap(diag: MemoryDiagnostics, owned_procs: list) -> None:
+def test_tick_over_100_children_is_cheap(diag: MemoryDiagnostics, children: list) -> None:
     for _ in range(100):
-        owned_procs.append(memdiag.Popen(["sleep", "60"], stdout=subprocess.DEVNULL))
+        children.append(memdiag.Popen(["sleep", "60"], stdout=subprocess.DEVNULL))
     diag.tick(profile=False)
     times = []
     for _ in range(30):
@@ -339,22 +326,22 @@ def test_sanitize_node_argv(given: list[str], expected: list[str]) -> None:
     assert sanitize_node_argv(given)[0] == expected
 
 
-def test_spawn_node_keeps_a_command_line_inspector_on_loopback(owned_procs: list) -> None:
+def test_spawn_node_keeps_a_command_line_inspector_on_loopback(children: list) -> None:
     p = memdiag.spawn_node(
         ["--inspect=0.0.0.0:0", "-e", "console.log(require('inspector').url()); process.exit(0)"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    owned_procs.append(p)
+    children.append(p)
     out, _ = p.communicate(timeout=20)
     assert out.decode().startswith("ws://127.0.0.1:")
 
 
-def test_real_node_child_inspector_stays_on_loopback(owned_procs: list, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_node_child_inspector_stays_on_loopback(children: list, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NODE_OPTIONS", "--inspect=0.0.0.0:0 --inspect-publish-uid=http")
     p = memdiag.Popen(
         ["node", "-e", "console.log(require('inspector').url())"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
-    owned_procs.append(p)
+    children.append(p)
     out, _ = p.communicate(timeout=20)
     assert out.decode().startswith("ws://127.0.0.1:")

@@ -265,25 +265,19 @@ def cleanup(
         body["dry_run"] = True
     resp = _call(target, "POST", "/api/memory/cleanup", body, timeout=max(timeout, 30.0))
     data = resp.body if isinstance(resp.body, dict) else {}
-    if resp.status == 429:
-        result = data.get("result")
-        if as_json:
-            _echo_json(data, resp.text)
-        else:
-            from ._render import render_cleanup
-
-            if isinstance(result, dict):
-                click.echo(render_cleanup(result))
-            else:  # the API's per-client rate limit, not the cleanup cooldown
-                wait = data.get("retry_after_seconds") or resp.headers.get("retry-after")
-                click.echo(f"Cleanup refused: {data.get('error', 'too many requests')}; retry in {wait}s")
-        sys.exit(1)
+    refused = resp.status == 429
+    result = data.get("result") if refused else data  # a refusal carries the skipped run
     if as_json:
         _echo_json(data, resp.text)
-    else:
+    elif isinstance(result, dict):
         from ._render import render_cleanup
 
-        click.echo(render_cleanup(data))
+        click.echo(render_cleanup(result))
+    else:  # the API's per-client rate limit, not the cleanup cooldown
+        wait = data.get("retry_after_seconds") or resp.headers.get("retry-after")
+        click.echo(f"Cleanup refused: {data.get('error', 'too many requests')}; retry in {wait}s")
+    if refused:
+        sys.exit(1)
 
 
 @memory_group.command(cls=ConfigCommand, context_settings=CONTEXT)

@@ -157,13 +157,6 @@ class MemoryHTTPServer:
             max_connections=self.max_connections,
         )
 
-    def close_connections(self) -> None:
-        """End every open client connection (requests on a worker are dropped)."""
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already closed
-                loop.call_soon_threadsafe(self._close_connections)
-
     def _close_connections(self) -> None:
         for conn in list(self._connections):
             conn.close_now()
