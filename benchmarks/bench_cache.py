@@ -3,9 +3,11 @@
 Workload: ``--ops`` requests over ``--keys`` distinct string keys drawn from a Zipf(s)
 distribution (fixed seed), capacity ``--capacity`` entries, read-through: ``get``, and
 on a miss ``load`` + ``set``. Every contender sees the same stream, in interleaved
-rounds (so drift of the machine hits all alike); the table reports the median
-throughput, the ratio to ``cachetools.LRUCache`` guarded by a ``threading.Lock`` (the
-baseline: cachetools is not thread-safe), and the hit ratio. Belady's clairvoyant
+rounds (so drift of the machine hits all alike; the order of the contenders rotates
+from round to round); the table reports the median throughput, the ratio to
+``cachetools.LRUCache`` guarded by a ``threading.Lock`` (the baseline: cachetools is
+not thread-safe) - the median of the per-round ratios, each taken between runs of the
+same round, with their range - and the hit ratio. Belady's clairvoyant
 optimum and the static top-k probability mass (what a perfect frequency oracle gets)
 are reported for reference.
 
@@ -220,7 +222,7 @@ def main() -> None:
     ap.add_argument("--capacity", type=int, default=10_000)
     ap.add_argument("--zipf", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--thread-ops", type=int, default=100_000)
     ap.add_argument("--no-belady", action="store_true")
@@ -256,8 +258,11 @@ def main() -> None:
         contenders = {n: f for n, f in contenders.items() if "baseline" in n or any(n.startswith(p) for p in prefixes)}
     times: dict[str, list[float]] = {name: [] for name in contenders}
     hits: dict[str, int] = {}
+    names = list(contenders)
     for rnd in range(args.rounds):
-        for name, fn in contenders.items():
+        shift = rnd % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = contenders[name]
             gc.collect()
             t = CLOCK()
             h = fn(stream)
@@ -265,14 +270,18 @@ def main() -> None:
             hits[name] = h
         print(f"# round {rnd + 1}/{args.rounds} done", file=sys.stderr)
 
-    base = statistics.median(times["cachetools LRUCache + Lock (baseline)"])
+    base = times["cachetools LRUCache + Lock (baseline)"]
     print()
     clock = "wall" if args.wall else "CPU"
-    print(f"| contender | median ops/s ({clock} time) | vs baseline | hit ratio |")
+    print(
+        f"| contender | median ops/s ({clock} time) | vs baseline: median (range) of {args.rounds} rounds | hit ratio |"
+    )
     print("| --- | ---: | ---: | ---: |")
     for name in contenders:
         med = statistics.median(times[name])
-        print(f"| {name} | {args.ops / med / 1e6:.2f}M | {base / med:.2f}x | {hits[name] / args.ops:.2%} |")
+        ratios = [b / t for b, t in zip(base, times[name])]
+        spread = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+        print(f"| {name} | {args.ops / med / 1e6:.2f}M | {spread} | {hits[name] / args.ops:.2%} |")
     if not args.no_belady:
         t = time.perf_counter()
         opt = belady_hit_ratio(stream, cap)

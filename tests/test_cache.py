@@ -743,6 +743,81 @@ def test_eight_threads_lose_no_update(policy: str) -> None:
     assert churn.metrics()["evictions"]["size"] > 0
 
 
+@pytest.mark.slow
+def test_lock_free_readers_race_every_writer(policy: str) -> None:
+    # Readers of the hot table take no lock (fastpaths.py). Race them, with a tiny switch
+    # interval, against every locked operation that reorders, moves, ages or iterates
+    # the tables; nothing may raise, a read returns the key's own value or a miss, and
+    # the accounting still adds up.
+    cache = SharedPromptCache(max_entries=300, ttl=None, cleanup_interval=0.05, policy=policy)
+    keys = [f"k{i}" for i in range(900)]
+    hot = keys[:60]
+    errors: list[BaseException] = []
+    wrong: list[tuple[str, object]] = []
+    stop = threading.Event()
+
+    def guarded(fn):
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:
+                errors.append(exc)
+
+        return run
+
+    def reader() -> None:
+        rng = random.Random()
+        get = cache.get
+        while not stop.is_set():
+            k = hot[rng.randrange(60)] if rng.random() < 0.9 else keys[rng.randrange(900)]
+            v = get(k)
+            if v is not None and v != "v:" + k:
+                wrong.append((k, v))
+
+    def writer() -> None:
+        rng = random.Random()
+        i = 0
+        while not stop.is_set():
+            i += 1
+            k = keys[rng.randrange(900)]
+            cache.set(k, "v:" + k, ttl=0.01 if i % 11 == 0 else None)  # churn, ageing, expiry
+            if i % 5 == 0:
+                cache.delete(keys[rng.randrange(900)])
+            if i % 397 == 0:
+                cache.shrink(0.3)
+            if i % 89 == 0:
+                cache.expire()  # iterates a snapshot of every table
+            if i % 2000 == 0:
+                cache.clear()
+            if i % 7 == 0:
+                cache.get_or_set(k, lambda k=k: "v:" + k)
+                _ = k in cache
+                cache.metrics()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=guarded(reader)) for _ in range(4)]
+        threads += [threading.Thread(target=guarded(writer)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(3.0)
+        stop.set()
+        for t in threads:
+            t.join(10)
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[:3]
+    assert not wrong, wrong[:3]
+    m = cache.metrics()
+    assert m["hits"] > 1000 and m["evictions"]["size"] > 0, {
+        k: m[k] for k in ("evictions", "inserts", "entries", "updates", "deletes")
+    }
+    assert m["inserts"] - m["deletes"] - m["evictions_total"] == m["entries"] == len(cache)
+    assert m["bytes"] == sum(e[1] for _k, e in cache._policy.items())
+    assert m["entries"] <= 300
+
+
 class _CallbackKey(str):
     """A str key whose __hash__ runs code while the cache holds its lock."""
 
@@ -762,10 +837,16 @@ def test_reentrant_calls_from_inside_a_locked_section_do_not_deadlock(policy: st
     cache = SharedPromptCache(policy=policy)
     cache.set("victim", "old")
     cache.set("present", "p")
+    cache.get("present")  # TinyLFU: a second access promotes it to the hot table
+    cache.set("cold", "c")  # TinyLFU: still in its window
     seen = {}
 
     def inner():
-        seen["get"] = cache.get("present")  # re-entrant read: a miss, never a deadlock
+        # Re-entrant reads never deadlock: a lookup that needs no lock (LRU: every one;
+        # TinyLFU: a hit in its protected segment) is answered, any other one is a miss.
+        seen["get"] = cache.get("present")
+        seen["cold"] = cache.get("cold")
+        seen["missing"] = cache.get("missing")
         seen["delete"] = cache.delete("victim")
         seen["set"] = cache.set("added", "new")
         seen["contains"] = "present" in cache
@@ -781,11 +862,14 @@ def test_reentrant_calls_from_inside_a_locked_section_do_not_deadlock(policy: st
     t = threading.Thread(target=run, daemon=True)
     t.start()
     assert done.wait(5), "deadlocked on a re-entrant call"
-    assert seen["get"] is None and seen["delete"] is True and seen["contains"] is False
+    assert seen["get"] == "p" and seen["missing"] is None
+    assert seen["cold"] == ("c" if policy == "lru" else None)
+    assert seen["delete"] is True and seen["contains"] is False
     # The deferred writes are applied before anything else sees the cache.
     assert cache.get("victim") is None
     assert cache.get("added") == "new"
-    assert cache.metrics()["reentrant_calls"] >= 4
+    # delete, set and contains; TinyLFU also the two reads its hot table cannot answer
+    assert cache.metrics()["reentrant_calls"] == (3 if policy == "lru" else 5)
     m = cache.metrics()
     assert m["inserts"] - m["deletes"] - m["evictions_total"] == m["entries"]
 

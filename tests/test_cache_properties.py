@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from memdiag.cache import ENTRY_OVERHEAD, SharedPromptCache
+from memdiag.cache import ENTRY_OVERHEAD, SharedPromptCache, fastpaths
 from memdiag.cache import core as cache_core
 
 MAX_BYTES = 6_000
@@ -50,8 +50,9 @@ class CacheMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
+        # Both modules read the clock: the generic paths and the inlined ones.
         self._saved_clock = cache_core._monotonic
-        cache_core._monotonic = self.clock
+        cache_core._monotonic = fastpaths._monotonic = self.clock
         self.cache = SharedPromptCache(
             max_bytes=MAX_BYTES,
             max_entries=MAX_ENTRIES,
@@ -67,7 +68,7 @@ class CacheMachine(RuleBasedStateMachine):
         self.rejections = 0
 
     def teardown(self) -> None:
-        cache_core._monotonic = self._saved_clock
+        cache_core._monotonic = fastpaths._monotonic = self._saved_clock
 
     @initialize(default_ttl=st.one_of(st.none(), st.floats(1.0, 10.0)))
     def configure(self, default_ttl: float | None) -> None:

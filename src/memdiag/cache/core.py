@@ -20,6 +20,10 @@ Concurrency model, in short:
   re-entrant and takes a safe path instead of waiting - a read answers "miss"
   (always a legal answer for a cache), a write is queued and applied, in order, by
   the next locked section before it does anything else.
+* The built-in policies' inlined paths (``fastpaths.py``) answer most reads without
+  the lock, relying on the GIL's atomicity of single C calls on the hot table; locked
+  sections therefore never iterate a hot table across bytecodes (the policies' ``items()``
+  and aging take snapshots). The module docstring there has the argument.
 * ``get_or_set``/``aget_or_set`` coalesce concurrent misses of one key into a single
   loader call (single-flight). Waiting threads block on a ``threading.Event``;
   waiting coroutines await an ``asyncio`` future resolved thread-safely on their own

@@ -10,10 +10,35 @@ built-in one; they add no state, and every other method is the base class's.
 
 Keep each copy in step with the policy method it inlines (named in the comments); a
 test drives the same stream through both paths and compares every decision.
+
+Lock-free hits. ``get`` first looks in the policy's hot table (LRU: its only table;
+TinyLFU: protected, where most hits land) without taking the cache lock, and serves an
+unexpired hit there. That is safe because, with the GIL, every step of it is atomic
+with respect to other threads and to code the garbage collector may run:
+
+* the lookup and the move to the most-recent end are each one C call on an
+  ``OrderedDict`` whose keys are exact ``str`` (``set`` refuses anything else, and the
+  lock-free path is only taken for an exact ``str`` key), so no Python code runs inside
+  them, and neither allocates a tracked object, so no collection starts there;
+* the counter increments (``self._hits += 1``, TinyLFU's ``e[FREQ] += 1``) contain no
+  call and no backward jump, the only places where CPython switches threads or runs
+  pending calls;
+* a locked section never holds an iterator over a hot table across a bytecode boundary
+  (the policies' ``items()`` and aging take C-level snapshots, the admission contest
+  retries its peek), so a concurrent move cannot break one.
+
+What a lock-free reader can observe is therefore one consistent moment: it may return a
+value that a concurrent ``delete``/``clear``/eviction removes right after (it read
+first), and its move may find the key gone (ignored). Everything else - misses,
+expired or serialised entries, queued re-entrant writes, keys of other types - takes
+the locked path, which looks in the hot table again: a key promoted into it by another
+thread meanwhile is found, not reported missing. On a free-threaded build (no GIL)
+these classes are not used at all (:data:`FAST_PATHS` is empty).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -24,19 +49,18 @@ from .sizing import ENTRY_OVERHEAD, decode_value
 
 __all__ = ["FAST_PATHS"]
 
-# sys.getsizeof(x) of a str or bytes (neither is tracked by the GC) is x.__sizeof__():
-# one cheap C call, exact for any str, where sys.getsizeof is a slow one. _sizer maps
-# the value types set() stores as they are, without _make_entry, to theirs.
-_str_size = str.__sizeof__
-_SIZERS: dict[type, Callable[[Any], int]] = {str: str.__sizeof__, bytes: bytes.__sizeof__}
-_sizer = _SIZERS.get
+_get_or_set = SharedPromptCache.get_or_set
 
+# set() stores str and bytes values as they are, without _make_entry. The size of such a
+# value, or of a str key, is x.__sizeof__(): what sys.getsizeof returns for these types
+# (the GC does not track them), exact for any str, in one cheap C call.
 
-# Both classes keep one hint in the slot ``_absent``: the key the last get() missed
-# completely. Every insertion of a key clears it (here and in _store()), so while
+# _TinyLFUCache keeps one hint in the slot ``_absent``: the key the last locked get()
+# missed completely. Every insertion of a key clears it (here and in _store()), so while
 # ``key is self._absent`` the key is in none of the policy's tables, and the set() that
 # follows a read-through miss skips looking for it. Equal but distinct str objects
-# never match the identity test; they just take the normal path.
+# never match the identity test; they just take the normal path. (_LRUCache has no use
+# for it: its misses take no lock, and one setdefault() both looks and inserts.)
 
 
 class _LRUCache(SharedPromptCache):
@@ -45,6 +69,23 @@ class _LRUCache(SharedPromptCache):
     __slots__ = ()
 
     def get(self, key: str, default: Any = None) -> Any:
+        if type(key) is str and not self._pending:
+            # Lock-free (module docstring): LRUPolicy.lookup, for hits and misses. Bound
+            # methods through locals: `self._hot_get(key)` would compile to a
+            # LOAD_METHOD CPython 3.11 cannot specialise for a slot.
+            hot_get = self._hot_get
+            e = hot_get(key)
+            if e is None:  # the table is the whole cache: a miss, at the moment of the lookup
+                self._misses += 1
+                return default
+            if not e[3] or not e[3] & _EXPIRES or e[2] > _monotonic():
+                hot_mte = self._hot_mte
+                try:
+                    hot_mte(key)
+                except KeyError:  # removed by another thread since the lookup
+                    pass
+                self._hits += 1
+                return e[0] if not e[3] or not e[3] & _PICKLED else decode_value(e[0])
         lock = self._lock
         locked = lock.acquire() if not lock.locked() else self._acquire()
         if not locked:
@@ -53,13 +94,11 @@ class _LRUCache(SharedPromptCache):
         try:
             if self._pending:
                 self._run_pending()
-            # LRUPolicy.lookup. Bound methods through locals: `self._hot_get(key)`
-            # would compile to a LOAD_METHOD CPython 3.11 cannot specialise for a slot.
+            # LRUPolicy.lookup, under the lock.
             hot_get = self._hot_get
             e = hot_get(key)
             if e is None:
                 self._misses += 1
-                self._absent = key
                 return default
             hot_mte = self._hot_mte
             hot_mte(key)
@@ -73,13 +112,29 @@ class _LRUCache(SharedPromptCache):
         locked = False
         return decode_value(e[0]) if e[3] & _PICKLED else e[0]
 
+    def get_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None) -> Any:
+        if ttl is None and type(key) is str and not self._pending:
+            # The lock-free hit of get(); anything else (a miss: single-flight) takes
+            # the base class's locked path, which looks again.
+            hot_get = self._hot_get
+            e = hot_get(key)
+            if e is not None and (not e[3] or not e[3] & _EXPIRES or e[2] > _monotonic()):
+                hot_mte = self._hot_mte
+                try:
+                    hot_mte(key)
+                except KeyError:
+                    pass
+                self._hits += 1
+                return e[0] if not e[3] or not e[3] & _PICKLED else decode_value(e[0])
+        return _get_or_set(self, key, loader, ttl)
+
     def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
         # Kept flat on purpose. str/bytes values without a per-call ttl skip
         # _make_entry; LRU never writes FREQ/AUX, so their entry is a tuple: one
         # allocation instead of two, and untracked by the garbage collector.
-        sizer = _sizer(type(value))
-        if sizer is not None and ttl is None and type(key) is str:
-            size = sizer(value) + _str_size(key) + ENTRY_OVERHEAD
+        tv = type(value)
+        if ttl is None and type(key) is str and (tv is str or tv is bytes):
+            size = value.__sizeof__() + key.__sizeof__() + ENTRY_OVERHEAD
             ttl = self.ttl
             entry: Any = (value, size, _monotonic() + ttl, _EXPIRES, 0, 0) if ttl else (value, size, 0.0, 0, 0, 0)
         else:
@@ -100,25 +155,18 @@ class _LRUCache(SharedPromptCache):
             # _store() with LRUPolicy.put and .victim inlined. Table methods through
             # locals bound by the policy (no LOAD_METHOD specialisation on OrderedDict).
             pol: Any = self._policy
-            if key is self._absent:  # the read-through case: get() just missed it
-                self._absent = None
-                pol._od[key] = entry
+            setdefault = pol._setdefault
+            old = setdefault(key, entry)
+            if old is entry:
                 n = self._count + 1
                 b = self._bytes + size
             else:
-                self._absent = None
-                setdefault = pol._setdefault
-                old = setdefault(key, entry)
-                if old is entry:
-                    n = self._count + 1
-                    b = self._bytes + size
-                else:
-                    pol._od[key] = entry
-                    mte = pol._mte
-                    mte(key)
-                    self._updates += 1
-                    n = self._count
-                    b = self._bytes + size - old[1]
+                pol._od[key] = entry
+                mte = pol._mte
+                mte(key)
+                self._updates += 1
+                n = self._count
+                b = self._bytes + size - old[1]
             max_entries = self._max_entries
             if b > max_bytes or n > max_entries:
                 popitem = pol._popitem
@@ -144,6 +192,20 @@ class _TinyLFUCache(SharedPromptCache):
     __slots__ = ()
 
     def get(self, key: str, default: Any = None) -> Any:
+        if type(key) is str and not self._pending:
+            # The lock-free hit in protected (module docstring): TinyLFUPolicy.lookup
+            # on a hit there.
+            hot_get = self._hot_get
+            e = hot_get(key)
+            if e is not None and (not e[3] or not e[3] & _EXPIRES or e[2] > _monotonic()):
+                hot_mte = self._hot_mte
+                try:
+                    hot_mte(key)
+                except KeyError:  # demoted or removed by another thread since the lookup
+                    pass
+                e[4] += 1  # FREQ
+                self._hits += 1
+                return e[0] if not e[3] or not e[3] & _PICKLED else decode_value(e[0])
         lock = self._lock
         locked = lock.acquire() if not lock.locked() else self._acquire()
         if not locked:
@@ -152,7 +214,8 @@ class _TinyLFUCache(SharedPromptCache):
         try:
             if self._pending:
                 self._run_pending()
-            # TinyLFUPolicy.lookup: protected (the hot table) first.
+            # TinyLFUPolicy.lookup: protected (the hot table) first, again: another
+            # thread may have promoted the key since the lock-free look.
             hot_get = self._hot_get
             e = hot_get(key)
             if e is not None:
@@ -190,11 +253,28 @@ class _TinyLFUCache(SharedPromptCache):
         locked = False
         return decode_value(e[0]) if e[3] & _PICKLED else e[0]
 
+    def get_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None) -> Any:
+        if ttl is None and type(key) is str and not self._pending:
+            # The lock-free hit of get(); anything else (a miss: single-flight) takes
+            # the base class's locked path, which looks again.
+            hot_get = self._hot_get
+            e = hot_get(key)
+            if e is not None and (not e[3] or not e[3] & _EXPIRES or e[2] > _monotonic()):
+                hot_mte = self._hot_mte
+                try:
+                    hot_mte(key)
+                except KeyError:
+                    pass
+                e[4] += 1  # FREQ
+                self._hits += 1
+                return e[0] if not e[3] or not e[3] & _PICKLED else decode_value(e[0])
+        return _get_or_set(self, key, loader, ttl)
+
     def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
         # Kept flat on purpose: str/bytes values without a per-call ttl skip _make_entry.
-        sizer = _sizer(type(value))
-        if sizer is not None and ttl is None and type(key) is str:
-            size = sizer(value) + _str_size(key) + ENTRY_OVERHEAD
+        tv = type(value)
+        if ttl is None and type(key) is str and (tv is str or tv is bytes):
+            size = value.__sizeof__() + key.__sizeof__() + ENTRY_OVERHEAD
             ttl = self.ttl
             entry: Any = [value, size, _monotonic() + ttl, _EXPIRES, 0, 0] if ttl else [value, size, 0.0, 0, 0, 0]
         else:
@@ -311,6 +391,10 @@ class _TinyLFUCache(SharedPromptCache):
 for _cls in (_LRUCache, _TinyLFUCache):
     _cls.get.__doc__ = SharedPromptCache.get.__doc__
     _cls.set.__doc__ = SharedPromptCache.set.__doc__
+    _cls.get_or_set.__doc__ = SharedPromptCache.get_or_set.__doc__
 
-#: Exact policy type -> the SharedPromptCache subclass that inlines its hot paths.
-FAST_PATHS: dict[type, type[SharedPromptCache]] = {LRUPolicy: _LRUCache, TinyLFUPolicy: _TinyLFUCache}
+#: Exact policy type -> the SharedPromptCache subclass that inlines its hot paths. Empty
+#: on a free-threaded build: the lock-free hits rely on the GIL.
+FAST_PATHS: dict[type, type[SharedPromptCache]] = (
+    {LRUPolicy: _LRUCache, TinyLFUPolicy: _TinyLFUCache} if getattr(sys, "_is_gil_enabled", lambda: True)() else {}
+)

@@ -175,7 +175,9 @@ class LRUPolicy(EvictionPolicy):
         return self._popitem(False)[1]
 
     def items(self) -> Iterator[tuple[str, Entry]]:
-        return iter(self._od.items())
+        # A snapshot taken by one C call: lock-free readers reorder the table (see
+        # fastpaths.py), which would break an iterator held across bytecodes.
+        return iter(list(self._od.items()))
 
     def clear(self) -> object:
         old = self._od
@@ -191,6 +193,20 @@ def _pow2_at_least(n: int) -> int:
     while w < n:
         w <<= 1
     return w
+
+
+def _first_key(od: OrderedDict[str, Entry]) -> str:
+    """The oldest key of a non-empty table, even if a lock-free reader moves a key meanwhile.
+
+    ``next(iter(od))`` is two calls, and a thread switch between them lets another
+    thread's lock-free hit (fastpaths.py) reorder the table, which the iterator reports
+    as a RuntimeError; the table's size does not change, so looking again succeeds.
+    """
+    while True:
+        try:
+            return next(iter(od))
+        except RuntimeError:
+            continue
 
 
 # bytes.translate table that halves every byte: one C call ages a sketch row.
@@ -418,7 +434,7 @@ class TinyLFUPolicy(EvictionPolicy):
         self._door[:] = bytes(len(self._door))
         cmax = self.counter_max
         for d in (self._win, self._prob, self._prot):
-            for e in d.values():
+            for e in list(d.values()):  # a snapshot: see items()
                 f = e[4]
                 if f:
                     e[4] = (f if f < cmax else cmax) >> 1
@@ -515,7 +531,7 @@ class TinyLFUPolicy(EvictionPolicy):
             if len(win) > win_max and (prob or prot):
                 main = prob if prob else prot
                 ck = next(iter(win))
-                vk = next(iter(main))
+                vk = _first_key(main)
                 ce = win[ck]
                 ve = main[vk]
                 # Both are cached: their frequency is in the entry (estimate when it
@@ -538,8 +554,8 @@ class TinyLFUPolicy(EvictionPolicy):
         return e
 
     def items(self) -> Iterator[tuple[str, Entry]]:
-        for d in (self._win, self._prob, self._prot):
-            yield from d.items()
+        # Snapshots taken by C calls: see LRUPolicy.items().
+        return iter([*self._win.items(), *self._prob.items(), *self._prot.items()])
 
     def clear(self) -> object:
         old = (self._win, self._prob, self._prot)
