@@ -2,12 +2,13 @@
 
 Workload: ``--ops`` requests over ``--keys`` distinct string keys drawn from a Zipf(s)
 distribution (fixed seed), capacity ``--capacity`` entries, read-through: ``get``, and
-on a miss ``load`` + ``set``. Every contender sees the same stream, in interleaved
-rounds (so drift of the machine hits all alike; the order of the contenders rotates
-from round to round); the table reports the median throughput, the ratio to
-``cachetools.LRUCache`` guarded by a ``threading.Lock`` (the baseline: cachetools is
-not thread-safe) - the median of the per-round ratios, each taken between runs of the
-same round, with their range - and the hit ratio. Belady's clairvoyant
+on a miss ``load`` + ``set``. Every contender serves the same stream. In each round all
+contenders start a fresh cache and take turns, slice by slice (``--chunk`` requests,
+the order rotating every slice), so that a shared machine's noise, which comes and goes
+over tenths of a second, falls on all of them alike. The table reports the median
+throughput over rounds, the ratio to ``cachetools.LRUCache`` guarded by a
+``threading.Lock`` (the baseline: cachetools is not thread-safe) - the median and range
+of the per-round ratios - and the hit ratio. Belady's clairvoyant
 optimum and the static top-k probability mass (what a perfect frequency oracle gets)
 are reported for reference.
 
@@ -41,6 +42,8 @@ try:
 except ImportError:  # pragma: no cover - the benchmark needs it
     sys.exit("this benchmark needs cachetools: pip install cachetools")
 
+
+BASELINE = "cachetools LRUCache + Lock (baseline)"
 
 # CPU time of this process: on a shared machine, wall time mostly measures the
 # neighbours. (--wall switches to time.perf_counter.)
@@ -95,74 +98,92 @@ def load(key: str) -> str:
     return "response to " + key
 
 
-# -- contenders: each returns the number of hits over the stream ------------------------
+# -- contenders ---------------------------------------------------------------------------
+# A contender is started once per round: start() builds its cache and returns step(chunk),
+# which serves a slice of the stream, and hits(), the round's total. Every inner loop reads
+# locals only (closure cells are slower to read, and would tax each side differently).
+
+Step = Callable[[list[str]], None]
+Contender = Callable[[], tuple[Step, Callable[[], int]]]
 
 
-def run_memdiag(policy: str, capacity: int, **kw: object) -> Callable[[list[str]], int]:
-    def run(stream: list[str]) -> int:
+def memdiag_contender(policy: str, capacity: int, **kw: object) -> Contender:
+    def start() -> tuple[Step, Callable[[], int]]:
         cache = SharedPromptCache(max_bytes=1 << 40, max_entries=capacity, policy=policy, name=f"bench-{policy}", **kw)
-        get, put = cache.get, cache.set
-        for k in stream:
-            if get(k) is None:
-                put(k, load(k))
-        return cache.metrics()["hits"]
 
-    return run
+        def step(chunk: list[str]) -> None:
+            get, put = cache.get, cache.set
+            for k in chunk:
+                if get(k) is None:
+                    put(k, load(k))
+
+        return step, lambda: cache.metrics()["hits"]
+
+    return start
 
 
-def run_memdiag_get_or_set(policy: str, capacity: int) -> Callable[[list[str]], int]:
-    def run(stream: list[str]) -> int:
+def memdiag_get_or_set_contender(policy: str, capacity: int) -> Contender:
+    def start() -> tuple[Step, Callable[[], int]]:
         cache = SharedPromptCache(max_bytes=1 << 40, max_entries=capacity, policy=policy, name=f"bench-gos-{policy}")
-        gos = cache.get_or_set
-        for k in stream:
-            gos(k, functools.partial(load, k))
-        return cache.metrics()["hits"]
 
-    return run
+        def step(chunk: list[str]) -> None:
+            gos, partial = cache.get_or_set, functools.partial
+            for k in chunk:
+                gos(k, partial(load, k))
+
+        return step, lambda: cache.metrics()["hits"]
+
+    return start
 
 
-def run_cachetools_locked(capacity: int) -> Callable[[list[str]], int]:
-    def run(stream: list[str]) -> int:
+def cachetools_contender(capacity: int, *, locked: bool) -> Contender:
+    def start() -> tuple[Step, Callable[[], int]]:
         cache: cachetools.LRUCache[str, str] = cachetools.LRUCache(capacity)
         lock = threading.Lock()
-        hits = 0
-        for k in stream:
-            with lock:
-                v = cache.get(k)
-            if v is None:
-                v = load(k)
-                with lock:
-                    cache[k] = v
-            else:
-                hits += 1
-        return hits
+        total = [0]
 
-    return run
+        def step_locked(chunk: list[str]) -> None:
+            c, lk = cache, lock
+            hits = 0
+            for k in chunk:
+                with lk:
+                    v = c.get(k)
+                if v is None:
+                    v = load(k)
+                    with lk:
+                        c[k] = v
+                else:
+                    hits += 1
+            total[0] += hits
+
+        def step_unlocked(chunk: list[str]) -> None:
+            c = cache
+            hits = 0
+            for k in chunk:
+                v = c.get(k)
+                if v is None:
+                    c[k] = load(k)
+                else:
+                    hits += 1
+            total[0] += hits
+
+        return (step_locked if locked else step_unlocked), lambda: total[0]
+
+    return start
 
 
-def run_cachetools_unlocked(capacity: int) -> Callable[[list[str]], int]:
-    def run(stream: list[str]) -> int:
-        cache: cachetools.LRUCache[str, str] = cachetools.LRUCache(capacity)
-        hits = 0
-        for k in stream:
-            v = cache.get(k)
-            if v is None:
-                cache[k] = load(k)
-            else:
-                hits += 1
-        return hits
-
-    return run
-
-
-def run_functools(capacity: int) -> Callable[[list[str]], int]:
-    def run(stream: list[str]) -> int:
+def functools_contender(capacity: int) -> Contender:
+    def start() -> tuple[Step, Callable[[], int]]:
         cached = functools.lru_cache(maxsize=capacity)(load)
-        for k in stream:
-            cached(k)
-        return cached.cache_info().hits
 
-    return run
+        def step(chunk: list[str]) -> None:
+            f = cached
+            for k in chunk:
+                f(k)
+
+        return step, lambda: cached.cache_info().hits
+
+    return start
 
 
 # -- contention --------------------------------------------------------------------------
@@ -223,12 +244,19 @@ def main() -> None:
     ap.add_argument("--zipf", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--chunk", type=int, default=50_000, help="requests per interleaved slice")
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--thread-ops", type=int, default=100_000)
     ap.add_argument("--no-belady", action="store_true")
     ap.add_argument("--extra", action="store_true", help="also time get_or_set and ttl variants")
     ap.add_argument("--wall", action="store_true", help="time with perf_counter, not CPU time")
     ap.add_argument("--only", default="", help="comma-separated name prefixes to run")
+    ap.add_argument(
+        "--one",
+        choices=["none", "baseline", "lru", "tinylfu"],
+        help="serve the stream once with one contender, untimed, and exit: for counting "
+        "instructions under valgrind ('none' builds the stream only, to subtract)",
+    )
     args = ap.parse_args()
     global CLOCK
     if args.wall:
@@ -242,42 +270,55 @@ def main() -> None:
     )
     print(f"# python {platform.python_version()} on {platform.machine()}, cachetools {cachetools.__version__}")
     cap = args.capacity
-    contenders: dict[str, Callable[[list[str]], int]] = {
-        "memdiag tinylfu (default)": run_memdiag("tinylfu", cap),
-        "memdiag lru": run_memdiag("lru", cap),
-        "cachetools LRUCache + Lock (baseline)": run_cachetools_locked(cap),
-        "cachetools LRUCache, no lock": run_cachetools_unlocked(cap),
-        "functools.lru_cache": run_functools(cap),
+    if args.one:
+        if args.one != "none":
+            one = cachetools_contender(cap, locked=True) if args.one == "baseline" else memdiag_contender(args.one, cap)
+            step, _ = one()
+            step(stream)
+        return
+    contenders: dict[str, Contender] = {
+        "memdiag tinylfu (default)": memdiag_contender("tinylfu", cap),
+        "memdiag lru": memdiag_contender("lru", cap),
+        BASELINE: cachetools_contender(cap, locked=True),
+        "cachetools LRUCache, no lock": cachetools_contender(cap, locked=False),
+        "functools.lru_cache": functools_contender(cap),
     }
     if args.extra:
-        contenders["memdiag tinylfu, ttl=3600"] = run_memdiag("tinylfu", cap, ttl=3600.0)
-        contenders["memdiag tinylfu get_or_set"] = run_memdiag_get_or_set("tinylfu", cap)
-        contenders["memdiag lru get_or_set"] = run_memdiag_get_or_set("lru", cap)
+        contenders["memdiag tinylfu, ttl=3600"] = memdiag_contender("tinylfu", cap, ttl=3600.0)
+        contenders["memdiag tinylfu get_or_set"] = memdiag_get_or_set_contender("tinylfu", cap)
+        contenders["memdiag lru get_or_set"] = memdiag_get_or_set_contender("lru", cap)
     if args.only:
         prefixes = [p.strip() for p in args.only.split(",")]
-        contenders = {n: f for n, f in contenders.items() if "baseline" in n or any(n.startswith(p) for p in prefixes)}
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    hits: dict[str, int] = {}
+        contenders = {n: f for n, f in contenders.items() if n == BASELINE or any(n.startswith(p) for p in prefixes)}
     names = list(contenders)
+    chunks = [stream[i : i + args.chunk] for i in range(0, len(stream), args.chunk)]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    hits: dict[str, int] = {}
+    clock = CLOCK
     for rnd in range(args.rounds):
-        shift = rnd % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn = contenders[name]
-            gc.collect()
-            t = CLOCK()
-            h = fn(stream)
-            times[name].append(CLOCK() - t)
-            hits[name] = h
+        gc.collect()
+        steps = {name: contenders[name]() for name in names}
+        spent = dict.fromkeys(names, 0.0)
+        for i, chunk in enumerate(chunks):
+            shift = (rnd + i) % len(names)
+            for name in names[shift:] + names[:shift]:
+                step = steps[name][0]
+                t = clock()
+                step(chunk)
+                spent[name] += clock() - t
+        for name in names:
+            times[name].append(spent[name])
+            hits[name] = steps[name][1]()
+        del steps
         print(f"# round {rnd + 1}/{args.rounds} done", file=sys.stderr)
 
-    base = times["cachetools LRUCache + Lock (baseline)"]
+    base = times[BASELINE]
     print()
-    clock = "wall" if args.wall else "CPU"
-    print(
-        f"| contender | median ops/s ({clock} time) | vs baseline: median (range) of {args.rounds} rounds | hit ratio |"
-    )
+    kind = "wall" if args.wall else "CPU"
+    ratio_head = f"vs baseline: median (range) of {args.rounds} rounds"
+    print(f"| contender | median ops/s ({kind} time) | {ratio_head} | hit ratio |")
     print("| --- | ---: | ---: | ---: |")
-    for name in contenders:
+    for name in names:
         med = statistics.median(times[name])
         ratios = [b / t for b, t in zip(base, times[name])]
         spread = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
