@@ -63,10 +63,35 @@ _get_or_set = SharedPromptCache.get_or_set
 # for it: its misses take no lock, and one setdefault() both looks and inserts.)
 
 
+# get_or_set() of both classes: the lock-free hit of their get(), else the base's path.
+def _get_or_set_hot(self: Any, key: str, loader: Callable[[], Any], ttl: float | None = None) -> Any:
+    if ttl is None and type(key) is str and not self._pending:
+        hot_get = self._hot_get
+        e = hot_get(key)
+        if e is not None and (not e[3] or not e[3] & _EXPIRES or e[2] > _monotonic()):
+            hot_mte = self._hot_mte
+            try:
+                hot_mte(key)
+            except KeyError:  # removed or demoted by another thread since the lookup
+                pass
+            if self._COUNTS_HITS:
+                e[4] += 1  # FREQ
+            self._hits += 1
+            return e[0] if not e[3] or not e[3] & _PICKLED else decode_value(e[0])
+    # A miss (single-flight), or anything the lock-free look cannot answer: the base
+    # class's locked path, which looks again.
+    return _get_or_set(self, key, loader, ttl)
+
+
+_get_or_set_hot.__doc__ = _get_or_set.__doc__
+
+
 class _LRUCache(SharedPromptCache):
     """SharedPromptCache with LRUPolicy's lookup, put and victim inlined."""
 
     __slots__ = ()
+    _COUNTS_HITS = False  # LRU entries carry no FREQ (they are often tuples)
+    get_or_set = _get_or_set_hot
 
     def get(self, key: str, default: Any = None) -> Any:
         if type(key) is str and not self._pending:
@@ -111,22 +136,6 @@ class _LRUCache(SharedPromptCache):
             lock.release()
         locked = False
         return decode_value(e[0]) if e[3] & _PICKLED else e[0]
-
-    def get_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None) -> Any:
-        if ttl is None and type(key) is str and not self._pending:
-            # The lock-free hit of get(); anything else (a miss: single-flight) takes
-            # the base class's locked path, which looks again.
-            hot_get = self._hot_get
-            e = hot_get(key)
-            if e is not None and (not e[3] or not e[3] & _EXPIRES or e[2] > _monotonic()):
-                hot_mte = self._hot_mte
-                try:
-                    hot_mte(key)
-                except KeyError:
-                    pass
-                self._hits += 1
-                return e[0] if not e[3] or not e[3] & _PICKLED else decode_value(e[0])
-        return _get_or_set(self, key, loader, ttl)
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
         # Kept flat on purpose. str/bytes values without a per-call ttl skip
@@ -190,6 +199,8 @@ class _TinyLFUCache(SharedPromptCache):
     """SharedPromptCache with TinyLFUPolicy's lookup, put and victim inlined."""
 
     __slots__ = ()
+    _COUNTS_HITS = True  # an entry's FREQ: its hits since admission
+    get_or_set = _get_or_set_hot
 
     def get(self, key: str, default: Any = None) -> Any:
         if type(key) is str and not self._pending:
@@ -252,23 +263,6 @@ class _TinyLFUCache(SharedPromptCache):
             lock.release()
         locked = False
         return decode_value(e[0]) if e[3] & _PICKLED else e[0]
-
-    def get_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None) -> Any:
-        if ttl is None and type(key) is str and not self._pending:
-            # The lock-free hit of get(); anything else (a miss: single-flight) takes
-            # the base class's locked path, which looks again.
-            hot_get = self._hot_get
-            e = hot_get(key)
-            if e is not None and (not e[3] or not e[3] & _EXPIRES or e[2] > _monotonic()):
-                hot_mte = self._hot_mte
-                try:
-                    hot_mte(key)
-                except KeyError:
-                    pass
-                e[4] += 1  # FREQ
-                self._hits += 1
-                return e[0] if not e[3] or not e[3] & _PICKLED else decode_value(e[0])
-        return _get_or_set(self, key, loader, ttl)
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
         # Kept flat on purpose: str/bytes values without a per-call ttl skip _make_entry.
@@ -391,7 +385,6 @@ class _TinyLFUCache(SharedPromptCache):
 for _cls in (_LRUCache, _TinyLFUCache):
     _cls.get.__doc__ = SharedPromptCache.get.__doc__
     _cls.set.__doc__ = SharedPromptCache.set.__doc__
-    _cls.get_or_set.__doc__ = SharedPromptCache.get_or_set.__doc__
 
 #: Exact policy type -> the SharedPromptCache subclass that inlines its hot paths. Empty
 #: on a free-threaded build: the lock-free hits rely on the GIL.
