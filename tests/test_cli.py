@@ -359,6 +359,27 @@ def test_profile_allocations_names_the_growing_line(tmp_path: Path) -> None:
         s.stop()
 
 
+def test_profile_allocations_joins_a_window_already_running(tmp_path: Path) -> None:
+    # The leak detector (or another user) may have a window open: the CLI shows that
+    # window's results instead of failing with a conflict.
+    script = tmp_path / "leaky_service.py"
+    script.write_text(LEAKY_SERVICE)
+    s = start_service(script=script)
+    try:
+        status, window = s.api("POST", "/api/memory/leaks/trace", {"seconds": 1.5})
+        assert status == 200, window
+        started = time.monotonic()
+        r = invoke("profile", "--allocations", "--seconds", "30", "--json")
+        assert r.exit_code == 0, r.output
+        assert time.monotonic() - started < 20  # it waited for the running window, not for 30 s
+        assert f"A tracing window (#{window['id']}, manual) is already running" in r.stderr
+        data = json.loads(r.stdout)
+        assert data["tracing"]["last"]["id"] == window["id"]
+        assert data["growing_sites"][0]["line"] == 7
+    finally:
+        s.stop()
+
+
 # -- watch -----------------------------------------------------------------------------
 
 

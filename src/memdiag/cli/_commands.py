@@ -96,9 +96,15 @@ def _call(
         with spinner(f"waiting for {target.label}"):
             return target.client.request(method, path, body, timeout=timeout)
     except ApiError as exc:
-        if exc.unreachable:
-            _fail(f"{target.label} is not answering: {exc}")
-        _fail(str(exc), 2 if exc.status in (401, 404) else 1)
+        _api_failure(target, exc)
+
+
+def _api_failure(target: Target, exc: ApiError) -> NoReturn:
+    """An API failure as a one-line error: exit 2 for a service not reachable or not
+    found, or a bad token; 1 otherwise."""
+    if exc.unreachable:
+        _fail(f"{target.label} is not answering: {exc}")
+    _fail(str(exc), 2 if exc.status in (401, 404) else 1)
 
 
 def _echo_json(data: Any, raw: str | None = None) -> None:
@@ -184,7 +190,7 @@ def _outside(target: Target, as_json: bool, *, diagnostics: bool = False) -> Non
 def _allocations(target: Target, seconds: float | None, as_json: bool) -> None:
     """Open a tracing window in the service, wait for its analysis, show the sites."""
     body = {} if seconds is None else {"seconds": seconds}
-    window = _call(target, "POST", "/api/memory/leaks/trace", body).body or {}
+    window = _start_or_join_window(target, body)
     wid = window.get("id")
     remaining = float(window.get("remaining_seconds") or window.get("seconds") or 0.0)
     if remaining > 0:
@@ -207,6 +213,28 @@ def _allocations(target: Target, seconds: float | None, as_json: bool) -> None:
     sites = allocation_sites(resp.body or {})
     click.echo(f"Allocation sites traced in {target.label} over {human_duration(last.get('seconds'))}:")
     click.echo(render_sites(sites) if sites else "No traced allocations.")
+
+
+def _start_or_join_window(target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    """Open a tracing window; if one is already running (the leak detector's own, say),
+    join it rather than fail: its results are what this window would have shown."""
+    assert target.client is not None
+    try:
+        with spinner(f"waiting for {target.label}"):
+            return target.client.request("POST", "/api/memory/leaks/trace", body).body or {}
+    except ApiError as exc:
+        if exc.status != 409:
+            _api_failure(target, exc)
+        tracing = (_call(target, "GET", "/api/memory/leaks", quiet=True).body or {}).get("tracing") or {}
+        window = tracing.get("window") if tracing.get("running") else None
+        if not window:  # refused for another reason (the budget): say why
+            _fail(str(exc), 1)
+        click.echo(
+            f"A tracing window (#{window.get('id')}, {window.get('reason')}) is already running in "
+            f"{target.label}: showing its results.",
+            err=True,
+        )
+        return dict(window)
 
 
 def _progress(message: str, remaining: float, total: float) -> None:
