@@ -84,6 +84,41 @@ def test_non_loopback_without_token_is_refused(diag: MemoryDiagnostics) -> None:
 def test_is_loopback() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("10.1.2.3")
+    assert not is_loopback("no-such-host.invalid")  # a name that does not resolve
+
+
+@pytest.mark.parametrize(
+    ("host", "ip"),
+    [
+        ("localhost", "127.0.0.1"),
+        (" LocalHost ", "127.0.0.1"),
+        ("127.0.0.2", "127.0.0.2"),
+        ("[::1]", "::1"),
+        ("::1%lo", "::1"),
+        ("0.0.0.0", None),
+        ("::", None),
+        ("10.1.2.3", None),
+        ("::ffff:10.1.2.3", None),
+        ("example.com", None),  # names other than localhost: never trusted unresolved
+        ("", None),
+    ],
+)
+def test_one_loopback_predicate_for_the_server_the_inspector_and_node_argv(host: str, ip: str | None) -> None:
+    # The same answer decides whether the server needs a token to bind, whether the
+    # inspector client may connect, and whether node's --inspect host is rewritten.
+    from memdiag._net import loopback_ip
+    from memdiag.processes.cdp import InspectorError, loopback_host
+    from memdiag.processes.sanitize import sanitize_node_argv
+
+    assert loopback_ip(host) == ip
+    if ip is None:
+        with pytest.raises(InspectorError):
+            loopback_host(host)
+    else:
+        assert loopback_host(host) == ip
+    if host.strip() and "%" not in host and host.strip() == host:
+        arg = f"--inspect=[{host.strip('[]')}]:9229" if ":" in host else f"--inspect={host}:9229"
+        assert (sanitize_node_argv([arg, "app.js"])[0][0] == arg) == (ip is not None)
 
 
 def test_memdiag_start_http(fast_config: MemoryConfig) -> None:

@@ -29,6 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import runtime
+from .._net import loopback_ip
 from ..errors import ConfigError
 from .core import MemoryAPI
 from .wire import Connection, Workers
@@ -43,11 +44,13 @@ log = logging.getLogger("memdiag.http")
 
 def is_loopback(host: str) -> bool:
     """True if ``host`` (an address or a name) resolves only to loopback addresses."""
-    name = host.strip("[]")
+    name = host.strip().strip("[]")
     try:
-        return ipaddress.ip_address(name).is_loopback
+        ipaddress.ip_address(name.split("%", 1)[0])
     except ValueError:
-        pass
+        pass  # a name, "localhost" included: what we would bind is what it resolves to
+    else:
+        return loopback_ip(name) is not None
     try:
         infos = socket.getaddrinfo(name, None)
     except OSError:

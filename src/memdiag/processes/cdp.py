@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import json
 import os
 import socket
@@ -26,6 +25,7 @@ import time
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from .._net import loopback_ip
 from ..errors import MemdiagError
 
 __all__ = [
@@ -64,16 +64,10 @@ def loopback_host(host: str) -> str:
         InspectorError: ``host`` is not loopback (names other than ``localhost`` are
             refused: a resolver could send them anywhere).
     """
-    bare = host.strip().strip("[]")
-    if bare.lower() == "localhost":
-        return "127.0.0.1"
-    try:
-        ip = ipaddress.ip_address(bare)
-    except ValueError:
-        raise InspectorError(f"refusing inspector at {host!r}: only loopback addresses (127.0.0.1, ::1)") from None
-    if not ip.is_loopback:
-        raise InspectorError(f"refusing inspector at {host!r}: not a loopback address")
-    return str(ip)
+    ip = loopback_ip(host)
+    if ip is None:
+        raise InspectorError(f"refusing inspector at {host!r}: not a loopback address (localhost, 127.0.0.1, ::1)")
+    return ip
 
 
 def split_url(url: str, schemes: tuple[str, ...] = ("ws",)) -> tuple[str, int, str]:

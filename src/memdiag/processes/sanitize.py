@@ -11,10 +11,11 @@ node's own options on the command line of :func:`~memdiag.spawn_node` and
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from collections.abc import Mapping
+
+from .._net import loopback_ip
 
 __all__ = [
     "join_node_options",
@@ -73,16 +74,6 @@ def join_node_options(words: list[str]) -> str:
     return " ".join(parts)
 
 
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name other than localhost may resolve anywhere
-
-
 def _safe_address(value: str) -> tuple[str, bool]:
     """``value`` with a loopback host, and whether it changed."""
     if value.isdigit() or value == "":
@@ -96,7 +87,7 @@ def _safe_address(value: str) -> tuple[str, bool]:
         host, port = value, ""
     else:
         host, port = value, ""
-    if _is_loopback(host):
+    if loopback_ip(host) is not None:
         return value, False
     return (f"127.0.0.1:{port}" if port else "127.0.0.1"), True
 
