@@ -21,6 +21,7 @@ full ring of history (range "all"), and, if Chromium and Playwright are installe
 median time from navigation to the first drawn chart in headless Chromium.
 
 Run:  python benchmarks/bench_dashboard.py [--rounds 10 --cycles 16 --children 20]
+      python benchmarks/bench_dashboard.py --trends   (the cost of trends() alone)
 """
 
 from __future__ import annotations
@@ -83,13 +84,42 @@ class Client:
         return json.loads(body) if body[:1] in (b"{", b"[") else {}
 
 
+def trends_cost(repeats: int = 30) -> None:
+    """CPU time of ``MemoryDiagnostics.trends()`` over a full ring (3600 samples 0.2 s apart,
+    RSS growing with noise), its per-sample memo cleared before each call."""
+    import dataclasses
+
+    from memdiag.service import MemoryDiagnostics
+
+    diag = MemoryDiagnostics()
+    s, _ = diag.tick()
+    rng = random.Random(1)
+    for i in range(3600):
+        proc = dataclasses.replace(s.process, rss=s.process.rss + i * 1000 + rng.randrange(100_000))
+        diag.history.append(dataclasses.replace(s, time=s.time - (3600 - i) * 0.2, process=proc))
+    times = []
+    for _ in range(repeats):
+        diag._trends_memo = None
+        t = time.process_time()
+        diag.trends()
+        times.append(time.process_time() - t)
+    print(
+        f"trends(): median {statistics.median(times) * 1e3:.2f} ms CPU, min {min(times) * 1e3:.2f} ms "
+        f"({repeats} calls, full ring, {diag.config.leak_window_seconds:.0f} s window)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--cycles", type=int, default=16, help="cycles per method per round")
     ap.add_argument("--children", type=int, default=20)
     ap.add_argument("--loads", type=int, default=5, help="browser page loads (0: skip)")
+    ap.add_argument("--trends", action="store_true", help="only time MemoryDiagnostics.trends() in this process")
     args = ap.parse_args()
+    if args.trends:
+        trends_cost()
+        return
 
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVICE, TOKEN, str(args.children)], stdout=subprocess.PIPE, text=True
