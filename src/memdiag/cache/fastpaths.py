@@ -21,8 +21,9 @@ with respect to other threads and to code the garbage collector may run:
   lock-free path is only taken for an exact ``str`` key), so no Python code runs inside
   them, and neither allocates a tracked object, so no collection starts there;
 * the counter increments (``self._hits += 1``, TinyLFU's ``e[FREQ] += 1``) contain no
-  call and no backward jump, the only places where CPython switches threads or runs
-  pending calls;
+  call and no backward jump, the only places where CPython 3.11 switches threads or
+  runs pending calls (an interpreter property, not a language rule: recheck it, and the
+  race test in tests/test_cache.py, when supporting a new CPython);
 * a locked section never holds an iterator over a hot table across a bytecode boundary
   (the policies' ``items()`` and aging take C-level snapshots, the admission contest
   retries its peek), so a concurrent move cannot break one.
