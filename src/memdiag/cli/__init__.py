@@ -7,7 +7,8 @@
       from memdiag.cli import memory_group
       host.add_command(memory_group, "memory")      # host memory profile
 
-click is imported only here (the ``cli`` extra). Without it, the entry points say
+The commands live in :mod:`memdiag.cli.commands`, one module per command.
+click (the ``cli`` extra) is imported by them only. Without it, the entry points say
 ``pip install 'memdiag[cli]'`` and exit with status 2.
 """
 
@@ -23,11 +24,11 @@ def _load(name: str) -> Any:
     from ..errors import MissingExtraError
 
     try:
-        from . import _commands
+        from . import commands
     except MissingExtraError as exc:
         print(f"memdiag: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return getattr(_commands, name)
+    return getattr(commands, name)
 
 
 def main(argv: list[str] | None = None) -> None:

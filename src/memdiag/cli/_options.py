@@ -1,7 +1,9 @@
-"""Command-line flags for every configuration field, generated from ``FIELD_INFO``.
+"""The options commands share: the target (``--pid``/``--url``/``--token``/``--timeout``),
+``--json``, the context settings, and one flag for every configuration field.
 
-Each field gets ``--field-name VALUE`` (``--flag/--no-flag`` for booleans), plus the
-specification's aliases:
+The configuration flags are generated from ``FIELD_INFO``. Each field gets
+``--field-name VALUE`` (``--flag/--no-flag`` for booleans), plus the specification's
+aliases:
 
 * ``--threshold MB`` is ``memory_threshold_mb``;
 * ``--auto-cleanup/--no-auto-cleanup`` is ``enable_auto_cleanup``;
@@ -16,13 +18,51 @@ environment report it. ``none`` clears a nullable field.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..config import FIELD_INFO, FieldInfo
+if TYPE_CHECKING:
+    from ..config import FieldInfo
 
-__all__ = ["ALIASES", "ConfigCommand", "collect_config"]
+__all__ = ["ALIASES", "CONTEXT", "ConfigCommand", "collect_config", "json_option", "target_options"]
+
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--pid N``, ``--url URL``, ``--token`` and ``--timeout``: which service or process."""
+    fn = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=5.0,
+        show_default=True,
+        help="Seconds to wait for the service's answer.",
+    )(fn)
+    fn = click.option(
+        "--token",
+        envvar="MEMDIAG_API_TOKEN",
+        default=None,
+        help="API token (default: the service's 0600 token file; env MEMDIAG_API_TOKEN).",
+    )(fn)
+    fn = click.option("--url", default=None, metavar="URL", help="Talk to the service whose API is at URL.")(fn)
+    fn = click.option(
+        "--pid",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Target process N (a memdiag service, or any process seen from outside).",
+    )(fn)
+    return fn
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: the report as JSON (passed to the command as ``as_json``)."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print the report as JSON (the HTTP API's own JSON for a service)."
+    )(fn)
+
 
 _PREFIX = "cfg__"
 ALIASES: dict[str, tuple[str, str, str | None]] = {
@@ -76,6 +116,8 @@ def _field_param(info: FieldInfo) -> click.Option:
 
 
 def _alias_param(param: str) -> click.Option:
+    from ..config import FIELD_INFO
+
     field, decl, help_text = ALIASES[param]
     info = FIELD_INFO[field]
     metavar = None if info.type is bool else _metavar(info)
@@ -93,6 +135,8 @@ class ConfigCommand(click.Command):
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         if not self._config_params_added:
+            from ..config import FIELD_INFO
+
             self._config_params_added = True
             fields = [_alias_param(a) for a in ALIASES] + [_field_param(i) for i in FIELD_INFO.values()]
             self.params[:0] = fields

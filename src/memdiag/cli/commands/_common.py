@@ -1,0 +1,102 @@
+"""What the commands share: the one-line error and its exit status, target resolution,
+API requests with a spinner, JSON output, and the outside view of a process or the
+machine (``profile``/``diagnostics`` without an agent).
+
+Only click and the CLI's own small modules are imported here; the HTTP client, JSON,
+/proc readers and renderers are imported by the functions that use them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from .._format import spinner
+
+if TYPE_CHECKING:
+    from .._client import ApiError, ApiResponse
+    from .._target import Target
+
+__all__ = ["CommandError", "api_failure", "call", "echo_json", "fail", "outside", "resolve", "source"]
+
+
+class CommandError(click.ClickException):
+    """A one-line ``Error: ...`` on stderr and an exit status (1 or 2)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    raise CommandError(message, code)
+
+
+def resolve(pid: int | None, url: str | None, token: str | None, timeout: float, require: str | None = None) -> Target:
+    """The command's target (see :func:`memdiag.cli._target.resolve_target`); exit 2 if none."""
+    from .._client import ApiError
+    from .._target import TargetError, resolve_target
+
+    try:
+        return resolve_target(pid=pid, url=url, token=token, timeout=timeout, require_service=require)
+    except (TargetError, ApiError) as exc:
+        fail(str(exc))
+
+
+def call(
+    target: Target, method: str, path: str, body: Any = None, *, timeout: float | None = None, quiet: bool = False
+) -> ApiResponse:
+    """One API request with a spinner; API failures become one-line errors."""
+    from .._client import ApiError
+
+    assert target.client is not None
+    try:
+        if quiet:
+            return target.client.request(method, path, body, timeout=timeout)
+        with spinner(f"waiting for {target.label}"):
+            return target.client.request(method, path, body, timeout=timeout)
+    except ApiError as exc:
+        api_failure(target, exc)
+
+
+def api_failure(target: Target, exc: ApiError) -> NoReturn:
+    """An API failure as a one-line error: exit 2 for a service not reachable or not
+    found, or a bad token; 1 otherwise."""
+    if exc.unreachable:
+        fail(f"{target.label} is not answering: {exc}")
+    fail(str(exc), 2 if exc.status in (401, 404) else 1)
+
+
+def echo_json(data: Any, raw: str | None = None) -> None:
+    """Print a report as JSON: a service's answer exactly as sent, else compact JSON."""
+    if raw is not None:
+        click.echo(raw.strip())
+        return
+    import json
+
+    click.echo(json.dumps(data, separators=(",", ":"), default=str))
+
+
+def source(target: Target) -> str:
+    """The API address a report came from (shown in its heading)."""
+    return target.client.url if target.client else ""
+
+
+def outside(target: Target, as_json: bool, *, diagnostics: bool = False) -> None:
+    """Print what can be seen of a process (``--pid`` without an agent) or of the machine."""
+    from .._outside import machine_view, process_view
+    from .._render import render_diagnostics, render_profile
+
+    if target.kind == "process":
+        assert target.pid is not None
+        view = process_view(target.pid)
+        if view is None:
+            fail(f"no process {target.pid} (it exited)")
+    else:
+        with spinner("reading the machine's processes"):
+            view = machine_view()
+    if as_json:
+        echo_json(view)
+    else:
+        click.echo(render_diagnostics(view) if diagnostics else render_profile(view))

@@ -1,0 +1,125 @@
+"""``memdiag profile``: current memory of a service, a process seen from outside, or the
+machine; with ``--allocations``, the top allocation sites of a tracing window."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .._format import human_duration, spinner
+from .._options import CONTEXT, json_option, target_options
+from ._common import api_failure, call, echo_json, fail, outside, resolve, source
+
+if TYPE_CHECKING:
+    from .._target import Target
+
+__all__ = ["profile"]
+
+
+@click.command(context_settings=CONTEXT)
+@json_option
+@click.option("--allocations", is_flag=True, help="Trace allocations for a window and show the top allocation sites.")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Length of the --allocations window (default: the service's trace_window_seconds).",
+)
+@target_options
+def profile(
+    as_json: bool,
+    allocations: bool,
+    seconds: float | None,
+    pid: int | None,
+    url: str | None,
+    token: str | None,
+    timeout: float,
+) -> None:
+    """Current memory: process vs threshold, system, cgroup, PSI, children, caches, pressure.
+
+    With no service registered it shows the machine; with --pid N of a process that runs
+    no memdiag, what can be seen from outside (and what cannot).
+    """
+    target = resolve(pid, url, token, timeout, "profile --allocations" if allocations else None)
+    if allocations:
+        _allocations(target, seconds, as_json)
+        return
+    if target.kind != "service":
+        outside(target, as_json)
+        return
+    resp = call(target, "GET", "/api/memory/profile")
+    if as_json:
+        echo_json(resp.body, resp.text)
+        return
+    from .._render import render_profile
+
+    click.echo(render_profile(resp.body, source=source(target)))
+
+
+def _allocations(target: Target, seconds: float | None, as_json: bool) -> None:
+    """Open a tracing window in the service, wait for its analysis, show the sites."""
+    body = {} if seconds is None else {"seconds": seconds}
+    window = _start_or_join_window(target, body)
+    wid = window.get("id")
+    remaining = float(window.get("remaining_seconds") or window.get("seconds") or 0.0)
+    if remaining > 0:
+        _progress(f"tracing allocations in {target.label}", remaining, float(window.get("seconds") or remaining))
+    deadline = time.monotonic() + 120.0  # snapshots and analysis after the window ends
+    with spinner("analysing the allocation snapshots"):
+        while True:
+            resp = call(target, "GET", "/api/memory/leaks", timeout=30.0, quiet=True)
+            last = ((resp.body or {}).get("tracing") or {}).get("last") or {}
+            if last.get("id") == wid:
+                break
+            if time.monotonic() > deadline:
+                fail(f"the tracing window #{wid} did not finish within 2 minutes", 1)
+            time.sleep(0.3)
+    if as_json:
+        echo_json(resp.body, resp.text)
+        return
+    from .._render import allocation_sites, render_sites
+
+    sites = allocation_sites(resp.body or {})
+    click.echo(f"Allocation sites traced in {target.label} over {human_duration(last.get('seconds'))}:")
+    click.echo(render_sites(sites) if sites else "No traced allocations.")
+
+
+def _start_or_join_window(target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    """Open a tracing window; if one is already running (the leak detector's own, say),
+    join it rather than fail: its results are what this window would have shown."""
+    from .._client import ApiError
+
+    assert target.client is not None
+    try:
+        with spinner(f"waiting for {target.label}"):
+            return target.client.request("POST", "/api/memory/leaks/trace", body).body or {}
+    except ApiError as exc:
+        if exc.status != 409:
+            api_failure(target, exc)
+        tracing = (call(target, "GET", "/api/memory/leaks", quiet=True).body or {}).get("tracing") or {}
+        window = tracing.get("window") if tracing.get("running") else None
+        if not window:  # refused for another reason (the budget): say why
+            fail(str(exc), 1)
+        click.echo(
+            f"A tracing window (#{window.get('id')}, {window.get('reason')}) is already running in "
+            f"{target.label}: showing its results.",
+            err=True,
+        )
+        return dict(window)
+
+
+def _progress(message: str, remaining: float, total: float) -> None:
+    """A progress line on stderr (a terminal only) while a window runs."""
+    import sys
+
+    end = time.monotonic() + remaining
+    tty = sys.stderr.isatty()
+    while (left := end - time.monotonic()) > 0:
+        if tty:
+            done = total - left
+            click.echo(f"\r{message}: {done:5.1f}/{total:.1f}s", nl=False, err=True)
+        time.sleep(min(0.2, left))
+    if tty:
+        click.echo("\r\x1b[K", nl=False, err=True)

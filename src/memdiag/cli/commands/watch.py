@@ -1,0 +1,36 @@
+"""``memdiag watch``: a refreshing view of one target (the loop is :mod:`.._watch`)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .._options import CONTEXT, target_options
+from ._common import fail, resolve
+
+__all__ = ["watch"]
+
+
+@click.command(context_settings=CONTEXT)
+@click.option(
+    "--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds between refreshes."
+)
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N frames (default: until Ctrl-C).")
+@target_options
+def watch(
+    interval: float, count: int | None, pid: int | None, url: str | None, token: str | None, timeout: float
+) -> None:
+    """A live view of one service (or process, or the machine), until Ctrl-C."""
+    from .._client import ApiError
+    from .._target import TargetError
+    from .._watch import watch_loop
+
+    target = resolve(pid, url, token, timeout)
+    try:
+        code = watch_loop(target, interval=interval, count=count)
+    except KeyboardInterrupt:
+        code = 0
+    except (ApiError, TargetError) as exc:
+        fail(f"{target.label} went away: {exc}")
+    sys.exit(code)
