@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,24 @@ from typing import Any
 from ._files import write_atomic
 from .probes.process import read_stat
 
-__all__ = ["ServiceEntry", "list_services", "register_service", "runtime_dir", "unregister_service"]
+__all__ = [
+    "RuntimeDirError",
+    "ServiceEntry",
+    "ensure_private_dir",
+    "list_services",
+    "register_service",
+    "runtime_dir",
+    "unregister_service",
+]
 
 
 def runtime_dir(create: bool = False) -> Path:
-    """The per-user directory service entries live in (made 0700 when ``create``)."""
+    """The per-user directory service entries live in (created private when ``create``).
+
+    Raises:
+        RuntimeDirError: with ``create``, when the directory is a symlink, belongs to
+            another user, or is open to group or others (nothing is changed then).
+    """
     explicit = os.environ.get("MEMDIAG_RUNTIME_DIR")
     if explicit:
         d = Path(explicit)
@@ -33,13 +47,46 @@ def runtime_dir(create: bool = False) -> Path:
     else:
         d = Path(tempfile.gettempdir()) / f"memdiag-{os.getuid()}"
     if create:
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = d.stat()
-        if st.st_uid != os.getuid():
-            raise PermissionError(f"{d} belongs to another user; set MEMDIAG_RUNTIME_DIR")
-        if st.st_mode & 0o077:
-            os.chmod(d, 0o700)
+        ensure_private_dir(d)
     return d
+
+
+class RuntimeDirError(PermissionError):
+    """The runtime directory is not safe to use (and memdiag changed nothing)."""
+
+
+def ensure_private_dir(d: Path) -> None:
+    """Make ``d`` a directory only this user can enter, or refuse and say why.
+
+    ``mkdir(d, 0o700)`` creates it (it never follows a symlink planted at ``d``); then the
+    directory is opened with ``O_NOFOLLOW | O_DIRECTORY`` and its owner and mode are checked
+    on that descriptor, so what is checked is what is there, not what a path resolves to
+    later. Nothing is ever chmod-ed: a directory that is not private is refused, because
+    others may have put files in it while it was open.
+    """
+    d.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # exists (or is a symlink): checked below
+        os.mkdir(d, 0o700)
+    hint = "remove it or set MEMDIAG_RUNTIME_DIR to a private directory"
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if os.path.islink(d):
+            raise RuntimeDirError(f"memdiag runtime directory {d} is a symlink; {hint}") from None
+        raise RuntimeDirError(f"memdiag runtime directory {d} cannot be opened ({exc.strerror}); {hint}") from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if st.st_uid != os.geteuid():
+        raise RuntimeDirError(
+            f"memdiag runtime directory {d} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}); {hint}"
+        )
+    if st.st_mode & 0o077:
+        raise RuntimeDirError(
+            f"memdiag runtime directory {d} has mode {stat.S_IMODE(st.st_mode):04o}; it must be private "
+            f"(0700, no group or other access); {hint}"
+        )
 
 
 def _start_ticks(pid: int) -> int | None:
