@@ -128,19 +128,17 @@ def test_cached_profile_is_served_while_workers_are_busy(server: MemoryHTTPServe
         blocker.close()
 
 
-def test_http10_closes_unless_keep_alive(server: MemoryHTTPServer) -> None:
-    status, headers, _, closed = _exchange(server, b"GET /api/memory/health HTTP/1.0\r\n\r\n")
-    assert status == 200 and headers["connection"] == "close" and closed
-    with _connect(server) as sock:
-        buf = bytearray()
-        for _ in range(2):
-            sock.sendall(b"GET /api/memory/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            status, headers, _ = _read_response(sock, buf)
-            assert status == 200 and "connection" not in headers
+def test_http10_gets_one_request_per_connection(server: MemoryHTTPServer) -> None:
+    # h11 implements no HTTP/1.0 keep-alive (a pre-1997 extension): answered, then closed.
+    for extra in (b"", b"Connection: keep-alive\r\n"):
+        raw = b"GET /api/memory/health HTTP/1.0\r\n" + extra + b"\r\n"
+        status, headers, _, closed = _exchange(server, raw)
+        assert status == 200 and headers["connection"] == "close" and closed
 
 
 def test_connection_close_is_honoured(server: MemoryHTTPServer) -> None:
-    status, headers, _, closed = _exchange(server, b"GET /api/memory/health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    raw = b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    status, headers, _, closed = _exchange(server, raw)
     assert status == 200 and headers["connection"] == "close" and closed
 
 
@@ -150,13 +148,13 @@ def test_connection_close_is_honoured(server: MemoryHTTPServer) -> None:
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET /api/memory/health\r\n\r\n", 400),
         (b"GET /api/memory/health HTTP/2.0\r\n\r\n", 505),
-        (b"GET /api/memory/health HTTP/1.1\r\nBad Header\r\n\r\n", 400),
-        (b"GET /api/memory/health HTTP/1.1\r\nX: a\r\n folded\r\n\r\n", 400),
-        (b"POST /api/memory/cleanup HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
-        (b"POST /api/memory/cleanup HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
-        (b"POST /api/memory/cleanup HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
-        (b"POST /api/memory/cleanup HTTP/1.1\r\nExpect: magic\r\nContent-Length: 2\r\n\r\n", 417),
-        (b"GET healthz HTTP/1.1\r\n\r\n", 400),
+        (b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+        (b"GET /api/memory/health HTTP/1.1\r\n\r\n", 400),  # no Host (RFC 9112 3.2)
+        (b"POST /api/memory/cleanup HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\n", 400),
+        (b"POST /api/memory/cleanup HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
+        (b"POST /api/memory/cleanup HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+        (b"POST /api/memory/cleanup HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 2\r\n\r\n", 417),
+        (b"GET healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     ],
 )
 def test_malformed_requests_get_a_json_error_and_a_closed_connection(
@@ -169,7 +167,8 @@ def test_malformed_requests_get_a_json_error_and_a_closed_connection(
 
 
 def test_oversized_head_431(server: MemoryHTTPServer) -> None:
-    raw = b"GET /api/memory/health HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 900) for i in range(80))
+    raw = b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\n"
+    raw += b"".join(b"X-%d: %s\r\n" % (i, b"v" * 900) for i in range(80))
     with _connect(server) as sock:
         try:
             sock.sendall(raw)  # no end of head: the server stops reading at its limit
@@ -177,7 +176,8 @@ def test_oversized_head_431(server: MemoryHTTPServer) -> None:
             pass
         status, headers, _ = _read_response(sock, bytearray())
     assert status == 431 and headers["connection"] == "close"
-    many = b"GET /api/memory/health HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(150)) + b"\r\n"
+    many = b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(150))
+    many += b"\r\n"
     assert _exchange(server, many)[0] == 431
 
 
@@ -197,7 +197,7 @@ def test_expect_100_continue(server: MemoryHTTPServer) -> None:
     assert status == 200 and json.loads(answer)["dry_run"] is True
     # Over the limit: 413 at once, no 100 Continue, the body is never read.
     big = (
-        f"POST /api/memory/cleanup HTTP/1.1\r\n{AUTH}Content-Length: {10**8}\r\nExpect: 100-continue\r\n\r\n"
+        f"POST /api/memory/cleanup HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Length: {10**8}\r\nExpect: 100-continue\r\n\r\n"
     ).encode()
     status, headers, _, closed = _exchange(server, big)
     assert status == 413 and headers["connection"] == "close" and closed
@@ -220,7 +220,7 @@ def test_idle_connections_are_closed(diag: MemoryDiagnostics) -> None:
     thread.start()
     try:
         with _connect(srv) as idle, _connect(srv) as partial:
-            partial.sendall(b"GET /api/memory/health HTTP/1.1\r\n")  # never finished
+            partial.sendall(b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\n")  # never finished
             t0 = time.monotonic()
             assert _closed(idle, bytearray()) and _closed(partial, bytearray())
             assert time.monotonic() - t0 < 3
@@ -239,16 +239,16 @@ def test_connections_beyond_the_limit_get_503(diag: MemoryDiagnostics) -> None:
     try:
         for _ in range(3):
             s = _connect(srv)
-            s.sendall(b"GET /api/memory/health HTTP/1.1\r\n\r\n")
+            s.sendall(b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert _read_response(s, bytearray())[0] == 200
             socks.append(s)
-        status, _, _, closed = _exchange(srv, b"GET /api/memory/health HTTP/1.1\r\n\r\n")
+        status, _, _, closed = _exchange(srv, b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status == 503 and closed
         socks.pop().close()
         deadline = time.monotonic() + 5
         while srv.connections >= 3 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert _exchange(srv, b"GET /api/memory/health HTTP/1.1\r\nConnection: close\r\n\r\n")[0] == 200
+        assert _exchange(srv, b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0] == 200
     finally:
         for s in socks:
             s.close()
@@ -278,7 +278,7 @@ def test_busy_port_fails_in_the_constructor(diag: MemoryDiagnostics) -> None:
 
 def test_config_of_the_serving_monitor_is_unchanged_by_bad_requests(server: MemoryHTTPServer) -> None:
     before = server.api.diagnostics.config
-    chunked = b"POST /api/memory/configure HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    chunked = b"POST /api/memory/configure HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     for raw in (chunked, b"\x00\xff\r\n\r\n"):
         assert _exchange(server, raw)[0] in (400, 411)
     assert server.api.diagnostics.config == before
@@ -331,3 +331,94 @@ def test_close_right_after_start_is_clean(diag: MemoryDiagnostics) -> None:
     finally:
         threading.excepthook = previous
     assert errors == []
+
+
+def _serve(diag: MemoryDiagnostics, **limits: float) -> tuple[MemoryHTTPServer, threading.Thread]:
+    srv = MemoryHTTPServer(("127.0.0.1", 0), MemoryAPI(diag, TOKEN), **limits)  # type: ignore[arg-type]
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    return srv, thread
+
+
+def _stop(srv: MemoryHTTPServer, thread: threading.Thread, socks: list[socket.socket]) -> None:
+    for s in socks:
+        s.close()
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def test_100_continue_only_after_authentication(server: MemoryHTTPServer) -> None:
+    """No token, or a wrong one: 401 at once, never an invitation to send the body (issue 16.10)."""
+    for auth in ("", "Authorization: Bearer wrong-token-0123456789\r\n"):
+        head = (
+            f"POST /api/memory/cleanup HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+            "Content-Length: 17\r\nExpect: 100-continue\r\n\r\n"
+        ).encode()
+        status, headers, _, closed = _exchange(server, head)
+        assert status == 401 and headers["connection"] == "close" and closed
+
+
+def test_half_open_connections_do_not_lock_out_health_checks(diag: MemoryDiagnostics) -> None:
+    """256 connections that never finish a request (the default limit): health still answers 200 (issue 16.4).
+
+    The header timeout is long here so that it is not what frees the slots.
+    """
+    srv, thread = _serve(diag, header_timeout=60.0)
+    socks = []
+    try:
+        for i in range(256):
+            s = _connect(srv)
+            if i % 2:
+                s.sendall(b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\n")  # never finished
+            socks.append(s)
+        # Accepted in order: the health check below comes after all 256.
+        t0 = time.monotonic()
+        status, _, body, _ = _exchange(srv, b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status == 200 and json.loads(body)["status"] in ("pass", "warn")
+        assert time.monotonic() - t0 < 5
+    finally:
+        _stop(srv, thread, socks)
+
+
+def test_per_client_limit_leaves_room_for_other_clients(diag: MemoryDiagnostics) -> None:
+    """One address holding its share of busy keep-alive connections gets 503; another does not."""
+    srv, thread = _serve(diag, max_per_client=2)
+    socks = []
+    try:
+        for _ in range(2):  # 127.0.0.2 is loopback too: a second client on this host
+            s = socket.create_connection(
+                ("127.0.0.1", srv.server_address[1]), timeout=10, source_address=("127.0.0.2", 0)
+            )
+            s.sendall(b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_response(s, bytearray())[0] == 200
+            socks.append(s)
+        with socket.create_connection(
+            ("127.0.0.1", srv.server_address[1]), timeout=10, source_address=("127.0.0.2", 0)
+        ) as third:
+            third.sendall(b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_response(third, bytearray())[0] == 503
+        assert _exchange(srv, b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0] == 200
+    finally:
+        _stop(srv, thread, socks)
+
+
+def test_header_timeout_is_shorter_than_the_keep_alive_idle_timeout(diag: MemoryDiagnostics) -> None:
+    """A request arriving byte by byte is cut at header_timeout; an idle keep-alive connection is not."""
+    srv, thread = _serve(diag, header_timeout=0.3, idle_timeout=30.0)
+    socks = []
+    try:
+        keep = _connect(srv)
+        socks.append(keep)
+        keep.sendall(b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = bytearray()
+        assert _read_response(keep, buf)[0] == 200
+        with _connect(srv) as fresh, _connect(srv) as slow:
+            slow.sendall(b"GET /api/memory/health HTTP/1.1\r\n")  # and nothing more
+            t0 = time.monotonic()
+            assert _closed(fresh, bytearray()) and _closed(slow, bytearray())
+            assert time.monotonic() - t0 < 3
+        keep.sendall(b"GET /api/memory/health HTTP/1.1\r\nHost: x\r\n\r\n")  # still open
+        assert _read_response(keep, buf)[0] == 200
+    finally:
+        _stop(srv, thread, socks)

@@ -374,6 +374,30 @@ class MemoryAPI:
         except Exception:  # let handle() answer (and log) it the slow way
             return None
 
+    def precheck(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, Any],
+        headers: HeadersLike,
+        *,
+        client: str | None = None,
+    ) -> Response | None:
+        """The answer to a request decided by its head alone, or ``None`` to read its body.
+
+        Unknown path 404, wrong method 405, a declared ``Content-Length`` over
+        ``max_body`` 413, a missing or wrong token 401, and ``OPTIONS``: a server calls
+        this before reading a body, so it never reads (or sends ``100 Continue`` for) a
+        body that an unauthenticated or oversized request carries. Never raises or blocks.
+        """
+        try:
+            endpoint = self._route(_request(method, path, query, headers, b"", client))
+        except _Problem as p:
+            return self._json(p.status, p.body, p.headers)
+        except Exception:  # let handle() answer (and log) it once the body is in
+            return None
+        return endpoint if isinstance(endpoint, Response) else None
+
     def _route(self, req: _Request) -> _Endpoint | Response:
         """The endpoint for ``req`` once it passed the checks every endpoint shares.
 

@@ -1,4 +1,4 @@
-"""The standalone API server: HTTP/1.1 on an asyncio loop in one thread, no framework.
+"""The standalone API server: HTTP/1.1 (parsed by h11) on an asyncio loop in one thread, no framework.
 
 ``memdiag.start(http=True)`` runs it; so does :func:`start_api_server`::
 
@@ -32,7 +32,7 @@ from .. import runtime
 from .._net import loopback_ip
 from ..errors import ConfigError
 from .core import MemoryAPI
-from .wire import Connection, Workers
+from .wire import Connection, ConnectionTable, Limits, Workers
 
 if TYPE_CHECKING:
     from ..service import MemoryDiagnostics
@@ -69,8 +69,12 @@ class MemoryHTTPServer:
         address: ``(host, port)``; an IPv6 host may be bracketed.
         api: what answers.
         workers: threads for requests that build a report (cleanup, diagnostics, ...).
-        max_connections: open connections beyond this get 503 and are closed.
-        idle_timeout: seconds a connection may sit idle or half-sent before it is closed.
+        max_connections: open connections in all; beyond this, the oldest connection that
+            has not sent a whole request yet is closed to make room, else the new one gets
+            503 (see :class:`~memdiag.http.wire.ConnectionTable`).
+        max_per_client: open connections from one address, with the same rule.
+        header_timeout: seconds a request (head and body) may take to arrive.
+        idle_timeout: seconds a keep-alive connection may wait between requests.
     """
 
     def __init__(
@@ -80,13 +84,14 @@ class MemoryHTTPServer:
         *,
         workers: int = 4,
         max_connections: int = 256,
+        max_per_client: int = 128,
+        header_timeout: float = 5.0,
         idle_timeout: float = 30.0,
     ) -> None:
+        self.limits = Limits(max_connections, max_per_client, header_timeout, idle_timeout)
         host = address[0].strip("[]")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.api = api
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -99,7 +104,7 @@ class MemoryHTTPServer:
             raise
         self.server_address: tuple[Any, ...] = self.socket.getsockname()
         self._workers = Workers(workers)
-        self._connections: set[Connection] = set()
+        self._table = ConnectionTable(self.limits)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
         self._done = threading.Event()
@@ -115,7 +120,7 @@ class MemoryHTTPServer:
     @property
     def connections(self) -> int:
         """Open client connections."""
-        return len(self._connections)
+        return len(self._table)
 
     def serve_forever(self) -> None:
         """Serve until :meth:`shutdown` (call it from another thread)."""
@@ -152,16 +157,10 @@ class MemoryHTTPServer:
             self._done.set()
 
     def _protocol(self) -> Connection:
-        return Connection(
-            self.api,
-            self._workers,
-            self._connections,
-            idle_timeout=self.idle_timeout,
-            max_connections=self.max_connections,
-        )
+        return Connection(self.api, self._workers, self._table)
 
     def _close_connections(self) -> None:
-        for conn in list(self._connections):
+        for conn in list(self._table.every):
             conn.close_now()
 
     def shutdown(self, timeout: float = 10.0) -> None:

@@ -1,20 +1,34 @@
 """HTTP/1.1 on an asyncio event loop: the standalone server's connections.
 
-One :class:`Connection` per client socket parses requests from its buffer, answers what
-:meth:`MemoryAPI.try_handle` has ready (the current profile, errors, ``OPTIONS``) on the
-loop itself, and sends everything else to :class:`Workers` (threads), one request at a
-time per connection so pipelined answers keep their order.
+The protocol itself is h11's (sans-IO, pure Python; the parser under httpx and uvicorn):
+request lines, headers, framing, keep-alive and pipelining are parsed and checked there.
+What this module adds is what h11 leaves to its user, the limits and the routing:
 
-Why not the standard library's ``ThreadingHTTPServer`` (what this replaced): a thread per
-connection means fifty polling clients are fifty threads taking turns on the GIL, and the
-turns, not the work, set the latency (p99 21-30 ms for a cached answer under 50 clients
-on two cores, against 8-11 ms here; ``benchmarks/bench_http.py``).
+- One :class:`Connection` per client socket feeds h11 and answers, in order, what
+  :meth:`MemoryAPI.try_handle` has ready (the current profile and status, errors,
+  ``OPTIONS``) on the loop itself; everything else goes to :class:`Workers` (threads),
+  one request at a time per connection so pipelined answers keep their order.
+- A request that declares a body is checked before the body is read
+  (:meth:`MemoryAPI.precheck`: route, size, token): ``100 Continue`` is sent only to an
+  authenticated request within the limits, and a refused one is answered unread.
+- :class:`ConnectionTable` admits connections: ``max_connections`` in all and
+  ``max_per_client`` from one address; when either is full, the oldest connection that
+  has not yet sent a whole request is closed to make room, so half-open connections
+  cannot lock health checks out (a new connection gets 503 only when every slot holds a
+  client that completed a request or is being answered).
+- Timeouts: a request (head and body) must arrive within ``header_timeout`` of its first
+  byte (of the connection, for the first request); between requests a keep-alive
+  connection may stay idle ``idle_timeout``.
 
-What is implemented of HTTP/1.1: keep-alive (HTTP/1.0 with ``Connection: keep-alive``),
-pipelining, ``Content-Length`` bodies up to the API's ``max_body`` (larger: 413 without
-reading it, then close), ``Expect: 100-continue``, ``HEAD``. Refused with a JSON error and
-a closed connection: chunked bodies (411), a malformed request line or header (400), a
-head over 64 KiB or over 100 header lines (431), a version other than 1.0/1.1 (505).
+Why not the standard library's ``ThreadingHTTPServer`` (what this replaced first): a thread
+per connection means fifty polling clients are fifty threads taking turns on the GIL, and
+the turns, not the work, set the latency (``benchmarks/bench_http.py``).
+
+Refused with a JSON error and a closed connection: what h11 rejects (400, or 431 for a
+head over 64 KiB), a missing ``Host`` on HTTP/1.1 (400, RFC 9112 3.2), over 100 header
+lines (431), chunked bodies (411: send ``Content-Length``), an ``Expect`` other than
+``100-continue`` (417), a version other than 1.0/1.1 (505). HTTP/1.0 gets one request per
+connection (h11 does not implement HTTP/1.0 keep-alive).
 """
 
 from __future__ import annotations
@@ -23,21 +37,23 @@ import asyncio
 import contextlib
 import logging
 import queue
-import re
 import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
+
+import h11
 
 from .core import JSON_TYPE, Response, dumps
 
 if TYPE_CHECKING:
     from .core import MemoryAPI
 
-__all__ = ["MAX_HEAD", "MAX_HEADERS", "REASONS", "Connection", "Workers"]
+__all__ = ["MAX_HEAD", "MAX_HEADERS", "REASONS", "Connection", "ConnectionTable", "Limits", "Workers"]
 
 log = logging.getLogger("memdiag.http")
 
@@ -66,10 +82,32 @@ REASONS = {
     503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
+_REASONS_B = {k: v.encode() for k, v in REASONS.items()}
+_CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
 
-_END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VERSIONS = {"HTTP/1.1": 11, "HTTP/1.0": 10}
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one server allows its clients.
+
+    Attributes:
+        max_connections: open connections in all.
+        max_per_client: open connections from one address.
+        header_timeout: seconds a request (head and body) may take to arrive, counted
+            from its first byte (from the connection's start, for the first request).
+        idle_timeout: seconds a keep-alive connection may wait between two requests.
+    """
+
+    max_connections: int = 256
+    max_per_client: int = 128
+    header_timeout: float = 5.0
+    idle_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_per_client < 1:
+            raise ValueError("max_connections and max_per_client must be >= 1")
+        if not (self.header_timeout > 0 and self.idle_timeout > 0):
+            raise ValueError("header_timeout and idle_timeout must be > 0")
 
 
 class _Reject(Exception):
@@ -86,13 +124,13 @@ class _Date:
     """The ``Date`` header value, formatted once per second."""
 
     second = -1
-    text = ""
+    text = b""
 
     @classmethod
-    def now(cls) -> str:
+    def now(cls) -> bytes:
         t = int(time.time())
         if t != cls.second:
-            cls.second, cls.text = t, formatdate(t, usegmt=True)
+            cls.second, cls.text = t, formatdate(t, usegmt=True).encode()
         return cls.text
 
 
@@ -150,41 +188,89 @@ class Workers:
             self._jobs.put(None)
 
 
-class Connection(asyncio.Protocol):
-    """One client connection: parse, answer in order, keep alive or close."""
+class ConnectionTable:
+    """The open connections of one server and the admission rule (see the module doc).
 
-    def __init__(
-        self,
-        api: MemoryAPI,
-        workers: Workers,
-        connections: set[Connection],
-        *,
-        idle_timeout: float,
-        max_connections: int,
-    ) -> None:
+    Touched only on the server's loop thread. ``every`` holds all transports, refused
+    ones included, so a shutdown closes them all; the limits count admitted ones.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.every: set[Connection] = set()
+        self._admitted: dict[Connection, None] = {}  # oldest first
+        self._per_client: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.every)
+
+    def admit(self, conn: Connection) -> bool:
+        """Admit ``conn``, closing a half-open connection if that makes room; False if full."""
+        self.every.add(conn)
+        limits = self.limits
+        if self._per_client.get(conn.client, 0) >= limits.max_per_client:
+            if not self._evict(conn.client):
+                return False
+        if len(self._admitted) >= limits.max_connections and not self._evict(None):
+            return False
+        self._admitted[conn] = None
+        self._per_client[conn.client] = self._per_client.get(conn.client, 0) + 1
+        return True
+
+    def _evict(self, client: str | None) -> bool:
+        for other in self._admitted:
+            if other.half_open and (client is None or other.client == client):
+                log.debug("memdiag API: closing a half-open connection from %s to admit another", other.client)
+                self.discard(other)
+                other.close_now()
+                return True
+        return False
+
+    def discard(self, conn: Connection) -> None:
+        self.every.discard(conn)
+        if self._admitted.pop(conn, 0) is None:
+            left = self._per_client[conn.client] - 1
+            if left:
+                self._per_client[conn.client] = left
+            else:
+                del self._per_client[conn.client]
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: h11 parses, the API answers in order, keep alive or close."""
+
+    def __init__(self, api: MemoryAPI, workers: Workers, table: ConnectionTable) -> None:
         self.api = api
         self.workers = workers
-        self.connections = connections
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
+        self.table = table
+        self.limits = table.limits
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.transport: asyncio.Transport | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.client = "-"
-        self.buf = bytearray()
+        self.buf = bytearray()  # received, not yet given to h11
+        self.request: tuple[str, str, dict[str, str], list[bytes]] | None = None  # head being answered
+        self.answered = 0  # requests answered on this connection
         self.busy = False  # a request is on a worker
         self.write_paused = False
         self.read_paused = False
         self.closing = False
-        self.continued = False  # "100 Continue" sent for the request being received
-        self.closing_after = False  # the peer sent EOF: close once the answers went out
+        self.request_started: float | None = None  # first byte of the request being received
         self.last_active = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self._eof = False  # the peer half-closed
+        self._eof_fed = False
+
+    @property
+    def half_open(self) -> bool:
+        """Connected, but no request was ever completed or is being answered."""
+        return self.answered == 0 and not self.busy and not self.closing and self.h11.their_state is h11.IDLE
 
     # -- asyncio callbacks -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if peer else "-"
         sock = transport.get_extra_info("socket")
@@ -192,17 +278,15 @@ class Connection(asyncio.Protocol):
             # Head and body go out in one write; no Nagle wait for small responses.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        full = len(self.connections) >= self.max_connections
-        self.connections.add(self)  # rejected ones too: a shutdown closes every transport
-        if full:
+        if not self.table.admit(self):
             self._reject(_Reject(503, "service unavailable", "too many open connections to the memdiag API"))
             return
-        self.last_active = self.loop.time()
-        self.timer = self.loop.call_later(self.idle_timeout, self._check_idle)
+        self.last_active = self.request_started = loop.time()
+        self.timer = loop.call_later(min(self.limits.header_timeout, self.limits.idle_timeout), self._check_timeouts)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self.connections.discard(self)
+        self.table.discard(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -211,6 +295,8 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.request_started is None and self.request is None:
+            self.request_started = self.loop.time()  # type: ignore[union-attr]
         self.buf += data
         if self.busy or self.write_paused:
             if len(self.buf) > MAX_HEAD + self.api.max_body and not self.read_paused:
@@ -229,76 +315,94 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self.closing:
             return None  # our answer is out (or abandoned): close now
-        # A client that half-closes after its last request still gets the answers.
-        self.closing_after = True
+        # A client that half-closes after its last request still gets the answers:
+        # h11 reports ConnectionClosed once it has handed out every complete request.
+        self._eof = True
         self._process()
         return True  # keep the transport open for writing; _process closes it
 
     # -- requests -----------------------------------------------------------------------
-
     def _process(self) -> None:
-        """Answer every complete request in the buffer, in order, until one must wait."""
+        """Answer every complete request received, in order, until one must wait."""
         try:
             while not (self.busy or self.write_paused or self.closing):
-                if not self._next_request():
+                if self.buf:
+                    self.h11.receive_data(bytes(self.buf))
+                    self.buf.clear()
+                if self._eof and not self._eof_fed:
+                    self._eof_fed = True
+                    self.h11.receive_data(b"")
+                if not self._next_event():
                     break
             if self.read_paused and not (self.busy or self.write_paused or self.closing):
                 self.read_paused = False
                 self.transport.resume_reading()  # type: ignore[union-attr]
-            if self.closing_after and not self.busy and not self.closing:
-                self._close()
-        except Exception:  # never let a parsing bug escape into the loop
+        except _Reject as r:
+            self._reject(r)
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            if status == 431:
+                self._reject(_Reject(431, "request header fields too large", f"the limit is {MAX_HEAD} bytes"))
+            else:
+                self._reject(_Reject(400, "bad request", str(exc)[:200] or "malformed request"))
+        except Exception:  # never let a bug escape into the loop
             log.debug("memdiag API: connection from %s failed", self.client, exc_info=True)
             self._close()
 
-    def _next_request(self) -> bool:
-        """Handle the request at the head of the buffer; False if it is not all here yet."""
-        buf = self.buf
-        m = _END_OF_HEAD.search(buf, 0, MAX_HEAD + 4)
-        if m is None:
-            if len(buf) > MAX_HEAD:
-                self._reject(_Reject(431, "request header fields too large", f"the limit is {MAX_HEAD} bytes"))
+    def _next_event(self) -> bool:
+        """Act on h11's next event; False when more input (or our answer) is needed."""
+        event = self.h11.next_event()
+        if event is h11.NEED_DATA or event is h11.PAUSED:
             return False
-        try:
-            method, target, version, headers = _parse_head(bytes(buf[: m.start()]))
-            length, keep_alive = _framing(version, headers)
-        except _Reject as r:
-            self._reject(r)
+        if isinstance(event, h11.Request):
+            self._on_head(event)
+        elif isinstance(event, h11.Data):
+            self.request[3].append(event.data)  # type: ignore[index]
+        elif isinstance(event, h11.EndOfMessage):
+            method, target, headers, chunks = self.request  # type: ignore[misc]
+            self._dispatch(method, target, headers, b"".join(chunks))
+        elif isinstance(event, h11.ConnectionClosed):
+            self._close()
             return False
-        body_at = m.end()
-        max_body = self.api.max_body
-        if length > max_body:
-            # Not read: answered at once (413, or 404/405 first) and the connection closes,
-            # since the unread body would otherwise be parsed as the next request.
-            del buf[:body_at]
-            self._dispatch(method, target, headers, b"", keep_alive=False)
-            return True
-        if len(buf) < body_at + length:
-            expect = headers.get("expect", "").lower()
-            if expect and not self.continued:
-                if expect != "100-continue":
-                    self._reject(_Reject(417, "expectation failed", "only Expect: 100-continue is supported"))
-                    return False
-                if version >= 11:
-                    self.continued = True
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
-            return False
-        body = bytes(buf[body_at : body_at + length])
-        del buf[: body_at + length]
-        self.continued = False
-        self._dispatch(method, target, headers, body, keep_alive=keep_alive)
         return True
 
-    def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes, *, keep_alive: bool) -> None:
-        try:
-            path, query = _split_target(target)
-        except _Reject as r:
-            self._reject(r)
-            return
+    def _on_head(self, event: h11.Request) -> None:
+        """Check a request head (limits h11 leaves to us); answer it unread if refused."""
+        if event.http_version not in (b"1.1", b"1.0"):
+            version = event.http_version.decode("ascii", "replace")
+            raise _Reject(505, "http version not supported", f"HTTP/{version} is not supported; use HTTP/1.1")
+        if len(event.headers) > MAX_HEADERS:
+            raise _Reject(431, "request header fields too large", f"more than {MAX_HEADERS} header lines")
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key, text = name.decode("latin-1"), value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        if "transfer-encoding" in headers:
+            # Chunked bodies have no size to check before reading: ask for a length.
+            raise _Reject(411, "length required", "send Content-Length")
+        expect = headers.get("expect", "").lower()
+        if expect and expect != "100-continue":
+            raise _Reject(417, "expectation failed", "only Expect: 100-continue is supported")
+        method = event.method.decode("ascii")
+        target = event.target.decode("latin-1")
+        self.request = (method, target, headers, [])
+        if headers.get("content-length", "0") == "0":
+            return  # no body: try_handle/handle check everything
+        path, query = _split_target(target)
+        early = self.api.precheck(method, path, query, headers, client=self.client)
+        if early is not None:
+            # Refused before its body was read (404, 405, 413, 401): the unread body
+            # would be parsed as the next request, so the connection closes.
+            self._send(early, method, close=True)
+        elif self.h11.they_are_waiting_for_100_continue:
+            self.transport.write(self.h11.send(_CONTINUE))  # type: ignore[union-attr]
+
+    def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
+        path, query = _split_target(target)
         api = self.api
         resp = api.try_handle(method, path, query, headers, body, client=self.client)
         if resp is not None:
-            self._send(resp, method, keep_alive)
+            self._send(resp, method)
             return
         self.busy = True
         loop = self.loop
@@ -309,7 +413,7 @@ class Connection(asyncio.Protocol):
 
         def done(result: Response) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed: the server is gone
-                loop.call_soon_threadsafe(self._finish, result, method, keep_alive)
+                loop.call_soon_threadsafe(self._finish, result, method)
 
         try:
             self.workers.submit(run, done)
@@ -317,41 +421,53 @@ class Connection(asyncio.Protocol):
             self.busy = False
             self._close()
 
-    def _finish(self, resp: Response, method: str, keep_alive: bool) -> None:
+    def _finish(self, resp: Response, method: str) -> None:
         self.busy = False
         if self.closing:
             return
-        self._send(resp, method, keep_alive)
+        self._send(resp, method)
         self._process()
 
     # -- output -------------------------------------------------------------------------
-    def _send(self, resp: Response, method: str, keep_alive: bool) -> None:
+    def _send(self, resp: Response, method: str, *, close: bool = False) -> None:
         transport = self.transport
         if transport is None or self.closing:
             return
-        lines = [f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Unknown')}"]
-        lines += [f"{k}: {v}" for k, v in resp.headers]
-        lines.append(f"Date: {_Date.now()}")
-        lines.append("Server: memdiag")
+        conn = self.h11
+        headers: list[tuple[bytes | str, bytes | str]] = list(resp.headers)
+        headers += [(b"Date", _Date.now()), (b"Server", b"memdiag")]
         if resp.status != 204:
-            lines.append(f"Content-Length: {len(resp.body)}")
-        if not keep_alive:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        transport.write(head if method == "HEAD" else head + resp.body)
+            headers.append((b"Content-Length", str(len(resp.body)).encode()))
+        if close:
+            headers.append((b"Connection", b"close"))
+        reason = _REASONS_B.get(resp.status, b"Unknown")
+        out = conn.send(h11.Response(status_code=resp.status, headers=headers, reason=reason))
+        if resp.body and method != "HEAD":
+            out += conn.send(h11.Data(data=resp.body))
+        out += conn.send(h11.EndOfMessage())
+        transport.write(out)
+        self.answered += 1
+        self.request = None
         self.last_active = self.loop.time()  # type: ignore[union-attr]
         if log.isEnabledFor(logging.DEBUG):  # formatting every request line costs
             log.debug('%s "%s" %s', self.client, method, resp.status)
-        if not keep_alive:
+        if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
             self._close()
+            return
+        conn.start_next_cycle()
+        self.request_started = self.last_active if self.buf or conn.trailing_data[0] else None
 
     def _reject(self, r: _Reject) -> None:
         body = dumps({"error": r.error, "detail": r.detail})
-        self._send(Response(r.status, [("Content-Type", JSON_TYPE)], body), "GET", keep_alive=False)
+        resp = Response(r.status, [("Content-Type", JSON_TYPE)], body)
+        try:
+            self._send(resp, "GET", close=True)
+        except h11.LocalProtocolError:  # h11 cannot frame an answer in this state: just close
+            pass
         self._close()
 
     def close_now(self) -> None:
-        """Drop the connection at once (the server is shutting down)."""
+        """Drop the connection at once (shutdown, or evicted to admit another)."""
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
@@ -373,7 +489,7 @@ class Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.closing_after or not transport.can_write_eof() or self.loop is None:
+        if self._eof or not transport.can_write_eof() or self.loop is None:
             transport.close()  # the peer already sent its FIN: nothing more to read
             return
         try:
@@ -386,66 +502,25 @@ class Connection(asyncio.Protocol):
             transport.resume_reading()
         self.timer = self.loop.call_later(LINGER, transport.close)
 
-    def _check_idle(self) -> None:
-        """Close a connection idle (or stuck mid-request) for ``idle_timeout`` seconds."""
+    def _check_timeouts(self) -> None:
+        """Close a connection whose request is late, or that sat idle too long."""
         self.timer = None
         if self.closing:
             return
         loop = self.loop
         assert loop is not None
         now = loop.time()
+        limits = self.limits
         if self.busy:  # a request on a worker is not idleness
-            delay = self.idle_timeout
-        elif now < self.last_active + self.idle_timeout:
-            delay = self.last_active + self.idle_timeout - now
+            delay = limits.idle_timeout
+        elif self.request_started is not None:  # a request (or the first one) is arriving
+            delay = self.request_started + min(limits.header_timeout, limits.idle_timeout) - now
         else:
+            delay = self.last_active + limits.idle_timeout - now
+        if delay <= 0:
             self._close()
             return
-        self.timer = loop.call_later(max(0.05, delay), self._check_idle)
-
-
-def _parse_head(head: bytes) -> tuple[str, str, int, dict[str, str]]:
-    """``(method, target, version, headers)`` of a request head; headers lower-cased."""
-    lines = head.decode("latin-1").split("\n")
-    request_line = lines[0].rstrip("\r")
-    parts = request_line.split(" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
-        raise _Reject(400, "bad request", "malformed request line")
-    method, target, proto = parts
-    version = _VERSIONS.get(proto)
-    if version is None:
-        if proto.startswith("HTTP/") and re.fullmatch(r"HTTP/\d\.\d", proto):
-            raise _Reject(505, "http version not supported", f"{proto} is not supported; use HTTP/1.1")
-        raise _Reject(400, "bad request", "malformed request line")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise _Reject(431, "request header fields too large", f"more than {MAX_HEADERS} header lines")
-    headers: dict[str, str] = {}
-    for raw in lines[1:]:
-        line = raw.rstrip("\r")
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name):  # also rejects obsolete line folding
-            raise _Reject(400, "bad request", "malformed header line")
-        key = name.lower()
-        value = value.strip(" \t")
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return method, target, version, headers
-
-
-def _framing(version: int, headers: dict[str, str]) -> tuple[int, bool]:
-    """``(body length, keep alive)`` of a request; rejects what cannot be framed safely."""
-    if headers.get("transfer-encoding", "identity").strip().lower() != "identity":
-        # Chunked bodies are not decoded: ask for a length (and never guess the framing).
-        raise _Reject(411, "length required", "send Content-Length")
-    length = 0
-    declared = headers.get("content-length")
-    if declared is not None:
-        values = {v.strip() for v in declared.split(",")}
-        if len(values) != 1 or not next(iter(values)).isdigit():
-            raise _Reject(400, "bad request", "invalid Content-Length")
-        length = int(values.pop())
-    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-    keep_alive = "close" not in tokens if version >= 11 else "keep-alive" in tokens
-    return length, keep_alive
+        self.timer = loop.call_later(max(0.05, delay), self._check_timeouts)
 
 
 def _split_target(target: str) -> tuple[str, dict[str, list[str]]]:
