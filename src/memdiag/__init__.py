@@ -15,8 +15,7 @@ import importlib
 import sys
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .errors import ConfigError, MemdiagError, MissingExtraError, ProcessNotOwnedError
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import registry
-from .config import MemoryConfig
+from .config import MemoryConfig, active_config
 from .probes.process import read_statm_rss
 from .registry import CleanupContext
 
@@ -254,30 +254,33 @@ class CleanupLadder:
 # -- built-in rungs ----------------------------------------------------------------------
 
 
-def _caches_action(config_getter: Callable[[], MemoryConfig]) -> registry.CleanupFn:
-    def shrink_caches(ctx: CleanupContext) -> dict[str, Any]:
-        fraction = 1.0 if ctx.emergency else (ctx.config or config_getter()).cache_shrink_fraction
-        freed = 0
-        names = []
-        for cache in registry.caches():
-            try:
-                if ctx.dry_run:
-                    freed += int(int(cache.metrics().get("bytes", 0)) * fraction)
-                elif fraction >= 1.0:
-                    try:
-                        freed += int(cache.clear(cause="pressure"))  # type: ignore[call-arg]
-                    except TypeError:
-                        freed += int(cache.clear())
-                else:
-                    freed += int(cache.shrink(fraction))
-                names.append(getattr(cache, "name", "?"))
-            except Exception as exc:
-                log.warning("cache %r failed to shrink: %r", getattr(cache, "name", cache), exc)
-        verb = "clear" if fraction >= 1.0 else f"shrink by {fraction:.0%}"
-        key = "would_free_bytes" if ctx.dry_run else "freed_bytes"
-        return {key: freed, "count": len(names), "detail": f"{verb}: {', '.join(names) or 'no caches'}"}
+def _config(ctx: CleanupContext) -> MemoryConfig:
+    """The configuration of the ladder running a rung (the active one when called bare)."""
+    return ctx.config or active_config()
 
-    return shrink_caches
+
+def shrink_caches(ctx: CleanupContext) -> dict[str, Any]:
+    """The ``caches`` rung: shrink every registered cache, or clear it in an emergency."""
+    fraction = 1.0 if ctx.emergency else _config(ctx).cache_shrink_fraction
+    freed = 0
+    names = []
+    for cache in registry.caches():
+        try:
+            if ctx.dry_run:
+                freed += int(int(cache.metrics().get("bytes", 0)) * fraction)
+            elif fraction >= 1.0:
+                try:
+                    freed += int(cache.clear(cause="pressure"))  # type: ignore[call-arg]
+                except TypeError:
+                    freed += int(cache.clear())
+            else:
+                freed += int(cache.shrink(fraction))
+            names.append(getattr(cache, "name", "?"))
+        except Exception as exc:
+            log.warning("cache %r failed to shrink: %r", getattr(cache, "name", cache), exc)
+    verb = "clear" if fraction >= 1.0 else f"shrink by {fraction:.0%}"
+    key = "would_free_bytes" if ctx.dry_run else "freed_bytes"
+    return {key: freed, "count": len(names), "detail": f"{verb}: {', '.join(names) or 'no caches'}"}
 
 
 def _gc_action(ctx: CleanupContext) -> dict[str, Any]:
@@ -313,22 +316,25 @@ def malloc_trim_available() -> bool:
     return _trim is not None
 
 
-def _trim_action(config_getter: Callable[[], MemoryConfig]) -> registry.CleanupFn:
-    def malloc_trim(ctx: CleanupContext) -> dict[str, Any]:
-        if not (ctx.config or config_getter()).malloc_trim:
-            return {"detail": "disabled by config (malloc_trim = false)"}
-        if not malloc_trim_available():
-            return {"detail": "not available (not glibc)"}
-        if ctx.dry_run:
-            return {"detail": "would call malloc_trim(0)"}
-        released = _trim(0)  # type: ignore[misc]
-        return {"detail": "memory returned to the OS" if released else "nothing to return"}
-
-    return malloc_trim
+def malloc_trim(ctx: CleanupContext) -> dict[str, Any]:
+    """The ``malloc_trim`` rung: return freed heap to the OS (glibc), unless configured off."""
+    if not _config(ctx).malloc_trim:
+        return {"detail": "disabled by config (malloc_trim = false)"}
+    if not malloc_trim_available():
+        return {"detail": "not available (not glibc)"}
+    if ctx.dry_run:
+        return {"detail": "would call malloc_trim(0)"}
+    released = _trim(0)  # type: ignore[misc]
+    return {"detail": "memory returned to the OS" if released else "nothing to return"}
 
 
-def install_builtin_actions(config_getter: Callable[[], MemoryConfig]) -> None:
-    """Register the core rungs: caches (10), gc (20), malloc_trim (30)."""
-    registry.register_cleanup("caches", _caches_action(config_getter), order=10)
+def install_builtin_actions(config_getter: Callable[[], MemoryConfig] | None = None) -> None:
+    """Register the core rungs: caches (10), gc (20), malloc_trim (30) (idempotent).
+
+    Args:
+        config_getter: ignored, kept for callers of earlier versions: each rung reads
+            the configuration of the ladder that runs it (``CleanupContext.config``).
+    """
+    registry.register_cleanup("caches", shrink_caches, order=10)
     registry.register_cleanup("gc", _gc_action, order=20)
-    registry.register_cleanup("malloc_trim", _trim_action(config_getter), order=30)
+    registry.register_cleanup("malloc_trim", malloc_trim, order=30)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .service import MemoryDiagnostics
 
 __all__ = ["HealthMonitor"]

@@ -16,16 +16,17 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-if TYPE_CHECKING:
-    from .sample import Sample
+from .errors import MemdiagError
 
 __all__ = [
     "CleanupAction",
     "CleanupContext",
+    "Keyed",
     "ManagedCache",
     "SignalReading",
+    "add_subprocess_decorator",
     "add_walk_root",
     "caches",
     "cleanup_actions",
@@ -38,8 +39,12 @@ __all__ = [
     "register_observer",
     "register_section",
     "register_signal",
+    "remove_subprocess_decorator",
     "sections",
+    "set_monitor_provider",
+    "shared_monitor",
     "signal_sources",
+    "subprocess_decorators",
     "unregister_cache",
     "unregister_cleanup",
     "unregister_collector",
@@ -133,20 +138,64 @@ class SignalReading:
     detail: str = ""
 
 
-SignalFn = Callable[["Sample", Any], "list[SignalReading]"]
+# A sample is a :class:`memdiag.sample.Sample`; the registry sits below the sampler (which
+# reads it), so it names the type only in these comments.
+SignalFn = Callable[[Any, Any], "list[SignalReading]"]  # (sample, config) -> readings
 CollectorFn = Callable[[bool], Any]
 SectionFn = Callable[[Any], Any]
-ObserverFn = Callable[["Sample"], None]
+ObserverFn = Callable[[Any], None]  # (sample) -> None
+DecoratorFn = Callable[[list[dict[str, Any]]], None]
+MonitorProvider = Callable[[], Any]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 _lock = threading.Lock()
 _seq = itertools.count(1)
-_caches: dict[int, weakref.ref[Any]] = {}
-_cleanups: dict[str, CleanupAction] = {}
-_signals: dict[str, SignalFn] = {}
-_collectors: dict[str, CollectorFn] = {}
-_sections: dict[str, SectionFn] = {}
-_observers: dict[str, ObserverFn] = {}
+
+
+class Keyed(Generic[K, V]):
+    """One kind of registered thing: entries by key, replaced on re-registration.
+
+    Every kind shares the module's lock, so a snapshot is consistent and cheap. ``what``
+    names the kind in error messages.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.entries: dict[K, V] = {}
+
+    def add(self, key: K, value: V) -> None:
+        with _lock:
+            self.entries[key] = value
+
+    def add_callable(self, key: K, fn: V) -> None:
+        """Add ``fn`` under ``key`` after checking that it can be called."""
+        if not callable(fn):
+            raise TypeError(f"{self.what} {key!r}: fn must be callable")
+        self.add(key, fn)
+
+    def remove(self, key: K) -> None:
+        """Remove ``key``; unknown keys are ignored."""
+        with _lock:
+            self.entries.pop(key, None)
+
+    def snapshot(self) -> dict[K, V]:
+        """A copy of the entries, in registration order."""
+        with _lock:
+            return dict(self.entries)
+
+
+_CACHES: Keyed[int, weakref.ref[Any]] = Keyed("cache")
+_CLEANUPS: Keyed[str, CleanupAction] = Keyed("cleanup action")
+_SIGNALS: Keyed[str, SignalFn] = Keyed("signal source")
+_COLLECTORS: Keyed[str, CollectorFn] = Keyed("collector")
+_SECTIONS: Keyed[str, SectionFn] = Keyed("report section")
+_OBSERVERS: Keyed[str, ObserverFn] = Keyed("sample observer")
+_DECORATORS: Keyed[DecoratorFn, DecoratorFn] = Keyed("subprocess decorator")
+_caches = _CACHES.entries  # the test fixtures hide and restore caches through it
 _walk_roots: frozenset[int] = frozenset()
+_monitor_provider: MonitorProvider | None = None
 
 
 def register_cache(cache: ManagedCache) -> None:
@@ -158,8 +207,7 @@ def register_cache(cache: ManagedCache) -> None:
             if _caches.get(key) is _ref:
                 del _caches[key]
 
-    with _lock:
-        _caches[key] = weakref.ref(cache, _gone)
+    _CACHES.add(key, weakref.ref(cache, _gone))
 
 
 def unregister_cache(cache: ManagedCache) -> None:
@@ -172,9 +220,7 @@ def unregister_cache(cache: ManagedCache) -> None:
 
 def caches() -> list[ManagedCache]:
     """The live registered caches, in registration order."""
-    with _lock:
-        refs = list(_caches.values())
-    return [c for c in (r() for r in refs) if c is not None]
+    return [c for c in (r() for r in _CACHES.snapshot().values()) if c is not None]
 
 
 def register_cleanup(name: str, fn: CleanupFn, *, order: int = 100, emergency_only: bool = False) -> CleanupAction:
@@ -191,42 +237,33 @@ def register_cleanup(name: str, fn: CleanupFn, *, order: int = 100, emergency_on
     if not callable(fn):
         raise TypeError(f"cleanup action {name!r}: fn must be callable")
     action = CleanupAction(name, fn, int(order), bool(emergency_only), next(_seq))
-    with _lock:
-        _cleanups[name] = action
+    _CLEANUPS.add(name, action)
     return action
 
 
 def unregister_cleanup(name: str) -> None:
     """Remove a cleanup rung by name; unknown names are ignored."""
-    with _lock:
-        _cleanups.pop(name, None)
+    _CLEANUPS.remove(name)
 
 
 def cleanup_actions() -> list[CleanupAction]:
     """The ladder, cheapest (lowest order) first."""
-    with _lock:
-        actions = list(_cleanups.values())
-    return sorted(actions, key=lambda a: (a.order, a.seq))
+    return sorted(_CLEANUPS.snapshot().values(), key=lambda a: (a.order, a.seq))
 
 
 def register_signal(name: str, fn: SignalFn) -> None:
     """Add a pressure signal source: ``fn(sample, config) -> [SignalReading, ...]``."""
-    if not callable(fn):
-        raise TypeError(f"signal source {name!r}: fn must be callable")
-    with _lock:
-        _signals[name] = fn
+    _SIGNALS.add_callable(name, fn)
 
 
 def unregister_signal(name: str) -> None:
     """Remove a pressure signal source by name."""
-    with _lock:
-        _signals.pop(name, None)
+    _SIGNALS.remove(name)
 
 
 def signal_sources() -> dict[str, SignalFn]:
     """A copy of the registered signal sources."""
-    with _lock:
-        return dict(_signals)
+    return _SIGNALS.snapshot()
 
 
 def register_collector(name: str, fn: CollectorFn) -> None:
@@ -235,22 +272,17 @@ def register_collector(name: str, fn: CollectorFn) -> None:
     Its result lands in ``Sample.extra[name]``. It runs on the monitor thread every tick
     (``profile_tick`` False) and on profile ticks (True): keep the cheap path cheap.
     """
-    if not callable(fn):
-        raise TypeError(f"collector {name!r}: fn must be callable")
-    with _lock:
-        _collectors[name] = fn
+    _COLLECTORS.add_callable(name, fn)
 
 
 def unregister_collector(name: str) -> None:
     """Remove a sample collector by name."""
-    with _lock:
-        _collectors.pop(name, None)
+    _COLLECTORS.remove(name)
 
 
 def collectors() -> dict[str, CollectorFn]:
     """A copy of the registered collectors."""
-    with _lock:
-        return dict(_collectors)
+    return _COLLECTORS.snapshot()
 
 
 def register_section(name: str, fn: SectionFn) -> None:
@@ -260,22 +292,17 @@ def register_section(name: str, fn: SectionFn) -> None:
     appears as ``report[name]``. It must be quick and must not raise (errors are shown
     as ``{"error": ...}`` in its place).
     """
-    if not callable(fn):
-        raise TypeError(f"report section {name!r}: fn must be callable")
-    with _lock:
-        _sections[name] = fn
+    _SECTIONS.add_callable(name, fn)
 
 
 def unregister_section(name: str) -> None:
     """Remove a diagnostics report section by name."""
-    with _lock:
-        _sections.pop(name, None)
+    _SECTIONS.remove(name)
 
 
 def sections() -> dict[str, SectionFn]:
     """A copy of the registered report sections."""
-    with _lock:
-        return dict(_sections)
+    return _SECTIONS.snapshot()
 
 
 def register_observer(name: str, fn: ObserverFn) -> None:
@@ -285,22 +312,59 @@ def register_observer(name: str, fn: ObserverFn) -> None:
     must not raise (errors are logged at debug level and ignored). Two monitors in one
     process each call it with their own samples.
     """
-    if not callable(fn):
-        raise TypeError(f"sample observer {name!r}: fn must be callable")
-    with _lock:
-        _observers[name] = fn
+    _OBSERVERS.add_callable(name, fn)
 
 
 def unregister_observer(name: str) -> None:
     """Remove a sample observer by name."""
-    with _lock:
-        _observers.pop(name, None)
+    _OBSERVERS.remove(name)
 
 
 def observers() -> dict[str, ObserverFn]:
     """A copy of the registered sample observers."""
-    with _lock:
-        return dict(_observers)
+    return _OBSERVERS.snapshot()
+
+
+def add_subprocess_decorator(fn: DecoratorFn) -> None:
+    """Let a part add fields (owned, role, Node.js heap) to ``subprocesses()``.
+
+    ``fn(items)`` gets the list of subprocess dicts and changes them in place; adding
+    the same function twice keeps one.
+    """
+    _DECORATORS.add_callable(fn, fn)
+
+
+def remove_subprocess_decorator(fn: DecoratorFn) -> None:
+    """Remove a subprocess decorator; unknown ones are ignored."""
+    _DECORATORS.remove(fn)
+
+
+def subprocess_decorators() -> list[DecoratorFn]:
+    """The registered subprocess decorators, in registration order."""
+    return list(_DECORATORS.snapshot())
+
+
+def set_monitor_provider(fn: MonitorProvider | None) -> None:
+    """Name the function that returns the process's shared monitor.
+
+    :mod:`memdiag.service` sets it when it is imported; the parts below it (leak
+    detection) ask :func:`shared_monitor` instead of importing the service.
+    """
+    global _monitor_provider
+    _monitor_provider = fn
+
+
+def shared_monitor() -> Any:
+    """The shared :class:`~memdiag.service.MemoryDiagnostics` (created if needed).
+
+    Raises:
+        MemdiagError: no monitor class is loaded yet (nothing has imported
+            :mod:`memdiag.service`: call ``memdiag.start()`` or pass the instance).
+    """
+    provider = _monitor_provider
+    if provider is None:
+        raise MemdiagError("no memdiag monitor exists yet: call memdiag.start() or pass the instance")
+    return provider()
 
 
 def add_walk_root(pid: int) -> None:

@@ -127,7 +127,7 @@ class ServiceEntry:
 
 def register_service(url: str | None, token: str | None, *, name: str = "", started_at: float = 0.0) -> Path:
     """Announce this process; returns the entry's path."""
-    from . import __version__
+    from ._version import __version__
 
     pid = os.getpid()
     d = runtime_dir(create=True)

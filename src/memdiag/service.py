@@ -73,10 +73,10 @@ class MemoryDiagnostics:
         self._started_at: float | None = None
         self.http_server: Any = None
         self._init_state()
-        install_builtin_actions(lambda: self._cfg)
+        install_builtin_actions()
         from .processes import install as install_process_parts  # zombie/owned rungs, tree report
 
-        install_process_parts(lambda: self._cfg)
+        install_process_parts()
         _INSTANCES.add(self)
 
     def _init_state(self) -> None:
@@ -423,7 +423,7 @@ class MemoryDiagnostics:
             if cmdline:
                 item["cmdline"] = _cmdline(self.proc_root, c.pid)
             out.append(item)
-        for hook in _SUBPROCESS_DECORATORS:
+        for hook in registry.subprocess_decorators():
             try:
                 hook(out)
             except Exception as exc:
@@ -619,13 +619,10 @@ class MemoryDiagnostics:
 
 
 _INSTANCES: weakref.WeakSet[MemoryDiagnostics] = weakref.WeakSet()
-_SUBPROCESS_DECORATORS: list[Callable[[list[dict[str, Any]]], None]] = []
-
-
-def add_subprocess_decorator(fn: Callable[[list[dict[str, Any]]], None]) -> None:
-    """Let another module add fields (owned, role, Node.js heap) to ``subprocesses()``."""
-    if fn not in _SUBPROCESS_DECORATORS:
-        _SUBPROCESS_DECORATORS.append(fn)
+# The parts below the service (leak detection) reach the shared instance through this.
+registry.set_monitor_provider(MemoryDiagnostics.get_instance)
+# Kept here for callers of earlier versions; it lives in the registry now.
+add_subprocess_decorator = registry.add_subprocess_decorator
 
 
 def _after_fork_in_child() -> None:

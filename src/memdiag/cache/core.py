@@ -1018,9 +1018,9 @@ class SharedPromptCache:
         }
 
 
-# The built-in policies' specialised subclasses (imported here, after the class they
-# extend; they register themselves in FAST_PATHS).
-from .fastpaths import FAST_PATHS  # noqa: E402 - needs SharedPromptCache defined
+#: Exact policy type -> the SharedPromptCache subclass that inlines its hot paths.
+#: fastpaths.py fills it (:func:`register_fast_path`) when the package is imported.
+FAST_PATHS: dict[type, type[SharedPromptCache]] = {}
 
 # Code objects whose frames hold the lock while their local ``locked`` is true: the
 # re-entrancy test in SharedPromptCache._acquire looks for them on the stack.
@@ -1039,10 +1039,17 @@ _LOCKING_CODES = frozenset(
         SharedPromptCache._finish,
         SharedPromptCache.aget_or_set,
         SharedPromptCache.metrics,
-        *(c.get for c in FAST_PATHS.values()),
-        *(c.set for c in FAST_PATHS.values()),
     )
 )
+
+
+def register_fast_path(policy_type: type, cls: type[SharedPromptCache]) -> None:
+    """Serve caches whose policy is exactly ``policy_type`` with ``cls``, a subclass whose
+    ``get`` and ``set`` inline that policy's hot operations (and hold the lock as the
+    generic ones do, so the re-entrancy test knows their frames)."""
+    global _LOCKING_CODES
+    FAST_PATHS[policy_type] = cls
+    _LOCKING_CODES = _LOCKING_CODES | {cls.get.__code__, cls.set.__code__}
 
 
 # -- fork safety ----------------------------------------------------------------------

@@ -34,7 +34,7 @@ first), and its move may find the key gone (ignored). Everything else - misses,
 expired or serialised entries, queued re-entrant writes, keys of other types - takes
 the locked path, which looks in the hot table again: a key promoted into it by another
 thread meanwhile is found, not reported missing. On a free-threaded build (no GIL)
-these classes are not used at all (:data:`FAST_PATHS` is empty).
+these classes are not used at all (:data:`memdiag.cache.core.FAST_PATHS` stays empty).
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ from collections.abc import Callable
 from typing import Any
 
 from . import sweeper
-from .core import _EXPIRES, _PICKLED, SharedPromptCache, _monotonic
+from .core import _EXPIRES, _PICKLED, SharedPromptCache, _monotonic, register_fast_path
 from .policies import LRUPolicy, TinyLFUPolicy
 from .sizing import ENTRY_OVERHEAD, decode_value
 
-__all__ = ["FAST_PATHS"]
+__all__: list[str] = []  # registers its subclasses in memdiag.cache.core.FAST_PATHS
 
 _get_or_set = SharedPromptCache.get_or_set
 
@@ -387,8 +387,7 @@ for _cls in (_LRUCache, _TinyLFUCache):
     _cls.get.__doc__ = SharedPromptCache.get.__doc__
     _cls.set.__doc__ = SharedPromptCache.set.__doc__
 
-#: Exact policy type -> the SharedPromptCache subclass that inlines its hot paths. Empty
-#: on a free-threaded build: the lock-free hits rely on the GIL.
-FAST_PATHS: dict[type, type[SharedPromptCache]] = (
-    {LRUPolicy: _LRUCache, TinyLFUPolicy: _TinyLFUCache} if getattr(sys, "_is_gil_enabled", lambda: True)() else {}
-)
+# Not on a free-threaded build (FAST_PATHS stays empty): the lock-free hits rely on the GIL.
+if getattr(sys, "_is_gil_enabled", lambda: True)():
+    register_fast_path(LRUPolicy, _LRUCache)
+    register_fast_path(TinyLFUPolicy, _TinyLFUCache)

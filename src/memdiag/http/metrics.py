@@ -16,7 +16,8 @@ import resource
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__, registry
+from .. import registry
+from .._version import __version__
 from ..probes._io import read_bytes
 from ..probes.process import boot_time, clock_ticks, count_fds, page_size, read_stat
 from ..probes.system import Psi

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..config import FIELD_INFO
 from ..history import COLUMNS
 from .core import API_PREFIX, DEFAULT_MAX_BODY, READ_ONLY_FIELDS

@@ -27,13 +27,14 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .. import registry
 from .detector import LeakDetector
 from .notify import on_leak, remove_leak_callback
 from .resources import watch_event_loop
 from .tracing import manager
 
 if TYPE_CHECKING:
-    from ..service import MemoryDiagnostics
+    from ..monitor import Monitor
 
 __all__ = [
     "LeakDetector",
@@ -52,15 +53,13 @@ _detectors: weakref.WeakKeyDictionary[Any, LeakDetector] = weakref.WeakKeyDictio
 _lock = threading.Lock()
 
 
-def _resolve(diag: MemoryDiagnostics | None) -> MemoryDiagnostics:
-    if diag is None:
-        from ..service import MemoryDiagnostics
-
-        return MemoryDiagnostics.get_instance()
+def _resolve(diag: Monitor | None) -> Monitor:
+    if diag is None:  # the shared instance, named by memdiag.service when it loads
+        return registry.shared_monitor()
     return diag
 
 
-def get_detector(diag: MemoryDiagnostics | None = None) -> LeakDetector:
+def get_detector(diag: Monitor | None = None) -> LeakDetector:
     """The :class:`LeakDetector` of ``diag`` (the shared instance by default), created if needed."""
     d = _resolve(diag)
     with _lock:
@@ -71,17 +70,19 @@ def get_detector(diag: MemoryDiagnostics | None = None) -> LeakDetector:
         return det
 
 
-def enable(diag: MemoryDiagnostics | None = None) -> LeakDetector:
+def enable(diag: Monitor | None = None) -> LeakDetector:
     """Attach leak detection to ``diag``'s monitor (idempotent).
 
     ``memdiag.start()`` / :meth:`MemoryDiagnostics.start` call this when
     ``config.leak_detection`` is true. Setting ``leak_detection = false`` later pauses
     the verdicts; the flight recorder keeps working.
     """
-    return get_detector(diag).attach()
+    det = get_detector(diag).attach()
+    registry.register_section("leaks", _section)
+    return det
 
 
-def disable(diag: MemoryDiagnostics | None = None) -> None:
+def disable(diag: Monitor | None = None) -> None:
     """Detach leak detection from ``diag`` and end a running tracing window."""
     d = _resolve(diag)
     with _lock:
@@ -90,7 +91,11 @@ def disable(diag: MemoryDiagnostics | None = None) -> None:
         det.detach()
 
 
-def leaks_report(diag: MemoryDiagnostics | None = None) -> dict[str, Any]:
+def _section(diag: Monitor) -> dict[str, Any]:
+    return leaks_report(diag)
+
+
+def leaks_report(diag: Monitor | None = None) -> dict[str, Any]:
     """The leak report of ``diag``: plain data, JSON-serialisable.
 
     Keys: ``suspects`` (best first; each has at least ``id``, ``kind``, ``file``, ``line``,
@@ -105,7 +110,7 @@ def leaks_report(diag: MemoryDiagnostics | None = None) -> dict[str, Any]:
 
 
 def start_tracing(
-    diag: MemoryDiagnostics | None = None, seconds: float | None = None, frames: int | None = None
+    diag: Monitor | None = None, seconds: float | None = None, frames: int | None = None
 ) -> dict[str, Any]:
     """Start a bounded allocation-tracing window now; returns its state.
 

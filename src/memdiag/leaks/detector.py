@@ -53,9 +53,9 @@ from .resources import garbage_types, tasks_collector
 from .tracing import MIN_HORIZON_SECONDS, manager
 
 if TYPE_CHECKING:
+    from ..monitor import Monitor
     from ..pressure import PressureState
     from ..sample import Sample
-    from ..service import MemoryDiagnostics
 
 __all__ = ["LeakDetector"]
 
@@ -69,7 +69,7 @@ class LeakDetector:
     ``leak_detection`` is on) rather than building one directly.
     """
 
-    def __init__(self, diag: MemoryDiagnostics) -> None:
+    def __init__(self, diag: Monitor) -> None:
         self._diag = weakref.ref(diag)
         self.pid = os.getpid()
         self.active = False
@@ -110,7 +110,6 @@ class LeakDetector:
             diag.on_pressure_change(self._on_pressure)
             self._registered = True
         registry.register_collector("asyncio_tasks", tasks_collector)
-        registry.register_section("leaks", _section)
         if not self.active:
             self._attached_at = time.time()
         self.active = True
@@ -163,7 +162,7 @@ class LeakDetector:
             why = ", ".join(f"{r['signal']}={r['value']}" for r in current.reasons) or "critical"
             self._flight(diag, f"pressure {previous.level} -> critical ({why})")
 
-    def _flight(self, diag: MemoryDiagnostics, reason: str) -> None:
+    def _flight(self, diag: Monitor, reason: str) -> None:
         def build() -> dict[str, Any]:
             report = diag.diagnostics()
             report.setdefault("leaks", self.report())
@@ -412,9 +411,3 @@ def _brief(t: Trend | None) -> dict[str, Any] | None:
         "span_seconds": round(t.span_seconds, 1),
         "points": t.points,
     }
-
-
-def _section(diag: MemoryDiagnostics) -> dict[str, Any]:
-    from . import leaks_report
-
-    return leaks_report(diag)

@@ -76,14 +76,12 @@ def install(config_getter: Callable[[], MemoryConfig] | None = None) -> None:
     """Register the process rungs, signals, report section and decorator (idempotent).
 
     Args:
-        config_getter: where the rungs read ``terminate_policy`` and the grace period;
-            the monitor passes its own (the last one wins, as for the core rungs).
+        config_getter: ignored, kept for callers of earlier versions: each rung reads
+            ``terminate_policy`` and the grace period from the configuration of the
+            ladder that runs it (``CleanupContext.config``).
     """
-    from ..service import add_subprocess_decorator
     from . import groups, rungs
 
-    if config_getter is not None:
-        rungs.config_getter = config_getter
     names = {a.name for a in _registry.cleanup_actions()}
     if "zombies" not in names:
         _registry.register_cleanup("zombies", rungs.zombies_rung, order=40)
@@ -95,4 +93,4 @@ def install(config_getter: Callable[[], MemoryConfig] | None = None) -> None:
         _registry.register_signal("owned_child_limit", rungs.owned_limit_signal)
     if "processes" not in _registry.sections():
         _registry.register_section("processes", groups.processes_section)
-    add_subprocess_decorator(groups.decorate_subprocesses)
+    _registry.add_subprocess_decorator(groups.decorate_subprocesses)

@@ -20,10 +20,9 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .. import registry as _registry
 from . import reap
-from .ownership import owner_of, read_identity, registry, waitpid_exact
-from .subreaper import is_child_subreaper
+from .ownership import add_extra_root, owner_of, prune_extra_roots, read_identity, registry, waitpid_exact
+from .subreaper import is_child_subreaper, subreaper_mode
 
 if TYPE_CHECKING:
     from ..sample import Sample
@@ -31,28 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["TreeObserver", "add_extra_root", "decorate_subprocesses", "observer", "processes_section"]
 
 log = logging.getLogger("memdiag.processes")
-
-_extra_roots: set[int] = set()  # the walk roots this module added (tracked outsiders)
-_roots_lock = threading.Lock()
-
-
-def add_extra_root(pid: int) -> None:
-    """Have every monitor's walker also follow ``pid`` (a tracked process outside our tree)."""
-    with _roots_lock:
-        _extra_roots.add(pid)
-    _registry.add_walk_root(pid)
-
-
-def _prune_extra_roots() -> None:
-    """Drop the walk roots whose processes are no longer tracked (ended or forgotten)."""
-    if not _extra_roots:
-        return
-    live = {e.pid for e in registry.entries()}
-    with _roots_lock:
-        gone = _extra_roots - live
-        _extra_roots.difference_update(gone)
-    for pid in gone:
-        _registry.discard_walk_root(pid)
 
 
 class TreeObserver:
@@ -65,7 +42,6 @@ class TreeObserver:
         self.adopted: set[tuple[int, int]] = set()
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.counts = {"appeared": 0, "exited": 0, "left": 0, "adopted": 0, "reaped_adopted": 0}
-        self.subreaper = False
 
     def observe(self, sample: Sample) -> None:
         """Feed one sample (older or repeated samples, from a second monitor, are ignored)."""
@@ -74,7 +50,7 @@ class TreeObserver:
                 return
             self._last = sample.monotonic
             self._observe(sample)
-        _prune_extra_roots()
+        prune_extra_roots()
 
     def _observe(self, sample: Sample) -> None:
         me = os.getpid()
@@ -116,7 +92,7 @@ class TreeObserver:
                     break
             self._event(now, "exited", pid, name, **extra)
         reap.forget_zombies(zombies)
-        if self.subreaper:
+        if subreaper_mode():
             self._reap_adopted(zombies & self.adopted, current, now)
 
     def _reap_adopted(self, keys: set[tuple[int, int]], current: dict[Any, Any], now: float) -> None:
@@ -150,20 +126,14 @@ class TreeObserver:
         self.adopted = set()
         self.events.clear()
         self._last = 0.0
-        self.subreaper = False
 
 
 observer = TreeObserver()
 
 
 def _reset_after_fork() -> None:
-    """A forked child owns none of its parent's tracked outsiders."""
+    """A forked child's tree is its own."""
     observer.reset()
-    global _roots_lock
-    _roots_lock = threading.Lock()
-    for pid in list(_extra_roots):
-        _registry.discard_walk_root(pid)
-    _extra_roots.clear()
 
 
 if hasattr(os, "register_at_fork"):

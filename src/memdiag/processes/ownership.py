@@ -23,10 +23,21 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import registry as _core_registry
 from ..probes._io import read_bytes
 from ..probes.process import ProcStat, parse_stat
 
-__all__ = ["OwnedProcess", "is_descendant", "owned_processes", "owner_of", "read_identity", "registry", "track"]
+__all__ = [
+    "OwnedProcess",
+    "add_extra_root",
+    "is_descendant",
+    "owned_processes",
+    "owner_of",
+    "prune_extra_roots",
+    "read_identity",
+    "registry",
+    "track",
+]
 
 log = logging.getLogger("memdiag.processes")
 MIB = 1024 * 1024
@@ -288,8 +299,42 @@ class _Registry:
 
 
 registry = _Registry()
+
+_extra_roots: set[int] = set()  # the walk roots added for tracked outsiders
+_roots_lock = threading.Lock()
+
+
+def add_extra_root(pid: int) -> None:
+    """Have every monitor's walker also follow ``pid`` (a tracked process outside our tree)."""
+    with _roots_lock:
+        _extra_roots.add(pid)
+    _core_registry.add_walk_root(pid)
+
+
+def prune_extra_roots() -> None:
+    """Drop the walk roots whose processes are no longer tracked (ended or forgotten)."""
+    if not _extra_roots:
+        return
+    live = {e.pid for e in registry.entries()}
+    with _roots_lock:
+        gone = _extra_roots - live
+        _extra_roots.difference_update(gone)
+    for pid in gone:
+        _core_registry.discard_walk_root(pid)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child owns none of its parent's children or tracked outsiders."""
+    global _roots_lock
+    registry._after_fork_in_child()
+    _roots_lock = threading.Lock()
+    for pid in list(_extra_roots):
+        _core_registry.discard_walk_root(pid)
+    _extra_roots.clear()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=registry._after_fork_in_child)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def owned_processes() -> list[OwnedProcess]:
@@ -333,9 +378,6 @@ def track(
         ProcessLookupError: the process does not exist (or was already reaped).
         ValueError: ``target`` is not a Popen, a started Process or a PID.
     """
-    from . import install
-
-    install()
     owner: Any = None
     if isinstance(target, int) and not isinstance(target, bool):
         pid, k = target, "pid"
@@ -383,7 +425,5 @@ def track(
     registry.add(entry)
     if not is_descendant(pid):
         # Outside our tree: the walker must be told where to look, and we never signal it.
-        from .groups import add_extra_root
-
         add_extra_root(pid)
     return entry

@@ -13,7 +13,6 @@ The Node.js GC rung (order 50) lives in :mod:`memdiag.processes.node`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..config import MemoryConfig, active_config
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["owned_children_rung", "owned_limit_signal", "zombies_rung"]
 
 MIB = 1024 * 1024
-config_getter: Callable[[], MemoryConfig] = active_config
 
 
 def zombies_rung(ctx: CleanupContext) -> dict[str, Any]:
@@ -44,7 +42,8 @@ def _limit(entry_limit: int | None, cfg: MemoryConfig) -> int | None:
 
 
 def owned_children_rung(ctx: CleanupContext) -> dict[str, Any]:
-    cfg = config_getter()
+    # The configuration of the ladder running this rung (the active one when called bare).
+    cfg = ctx.config or active_config()
     if cfg.terminate_policy != "owned":
         return {"count": 0, "detail": f"terminate_policy is {cfg.terminate_policy!r}: nothing terminated"}
     victims = []

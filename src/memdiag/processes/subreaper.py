@@ -21,12 +21,14 @@ from typing import Any
 
 from .._libc import libc
 
-__all__ = ["is_child_subreaper", "set_child_subreaper"]
+__all__ = ["is_child_subreaper", "set_child_subreaper", "subreaper_mode"]
 
 log = logging.getLogger("memdiag.processes")
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
+
+_mode = False  # set by set_child_subreaper; the observer reaps adopted orphans while on
 
 
 def _prctl() -> Any:
@@ -42,17 +44,28 @@ def set_child_subreaper(on: bool = True) -> None:
     Raises:
         OSError: the kernel refused (not Linux 3.4+).
     """
-    from . import install
-
-    install()
+    global _mode
     prctl = _prctl()
     if prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1 if on else 0), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
-    from .groups import observer
-
-    observer.subreaper = on
+    _mode = on
     log.info("child subreaper mode %s", "on" if on else "off")
+
+
+def subreaper_mode() -> bool:
+    """True once :func:`set_child_subreaper` turned the mode on in this process (cheap:
+    the tree observer asks on every tick; the kernel clears the mode in a forked child)."""
+    return _mode
+
+
+def _after_fork_in_child() -> None:
+    global _mode
+    _mode = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def is_child_subreaper() -> bool:
