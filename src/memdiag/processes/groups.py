@@ -39,7 +39,7 @@ class TreeObserver:
         self._lock = threading.Lock()
         self._known: dict[tuple[int, int], list[Any]] = {}  # key -> [ppid, name, first_seen, peak_rss]
         self._last = 0.0
-        self.adopted: set[tuple[int, int]] = set()
+        self.adopted = reap.adopted  # one set: the zombie rung reaps only these
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.counts = {"appeared": 0, "exited": 0, "left": 0, "adopted": 0, "reaped_adopted": 0}
 
@@ -123,7 +123,7 @@ class TreeObserver:
         """After fork: the child's tree is its own."""
         self._lock = threading.Lock()
         self._known = {}
-        self.adopted = set()
+        self.adopted.clear()
         self.events.clear()
         self._last = 0.0
 

@@ -9,6 +9,15 @@ Each entry keeps the process's identity, ``(pid, start_ticks)`` (the start time 
 ``/proc/PID/stat``), and, where the kernel has them (Linux 5.3+), a *pidfd*: a descriptor
 that refers to that one process, so ``pidfd_send_signal`` can never reach a successor
 that got the same number.
+
+Without pidfd (kernels before 5.3, or a Python without ``os.pidfd_open``), the start
+ticks are not enough: they count 1/100 s, and a PID reused within one tick has the same
+identity (issue 16, reproduced with ``ns_last_pid``). The entry then keeps a descriptor on
+the ``/proc/PID`` directory instead: it stays bound to that one process, and every lookup
+through it fails with ``ESRCH`` once the process is reaped, even if the number was handed
+out again. It is checked immediately before each ``kill``; what is left is the
+microseconds between that check and the ``kill`` system call, against a reaping in another
+thread (documented in SECURITY.md).
 """
 
 from __future__ import annotations
@@ -74,6 +83,30 @@ def _pidfd_open(pid: int) -> int:
         return -1
 
 
+def _procfd_open(pid: int, proc_root: str = "/proc") -> int:
+    """A descriptor on ``/proc/PID`` (the identity handle where there is no pidfd), or -1."""
+    try:
+        return os.open(f"{proc_root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _procfd_start_ticks(procfd: int) -> int | None:
+    """The start ticks of the process ``procfd`` was opened on; None once it is reaped."""
+    try:
+        fd = os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=procfd)
+    except OSError:  # ESRCH: that process is gone, whoever has the number now
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    st = parse_stat(0, data)
+    return st.start_ticks if st is not None else None
+
+
 @dataclass(eq=False)
 class OwnedProcess:
     """One owned process: its identity, its owner object and how it may be signalled.
@@ -104,6 +137,7 @@ class OwnedProcess:
     returncode: int | None = None
     _owner: weakref.ref[Any] | None = field(default=None, repr=False)
     _pidfd: int = field(default=-1, repr=False)
+    _procfd: int = field(default=-1, repr=False)  # /proc/PID, only where there is no pidfd
 
     @property
     def owner(self) -> Any:
@@ -118,16 +152,25 @@ class OwnedProcess:
     def has_pidfd(self) -> bool:
         return self._pidfd >= 0
 
+    @property
+    def handle(self) -> str:
+        """How it is named when signalled: "pidfd", "procfd" or "start_ticks" (weakest)."""
+        return "pidfd" if self._pidfd >= 0 else "procfd" if self._procfd >= 0 else "start_ticks"
+
     def is_same_process(self, proc_root: str = "/proc") -> bool:
         """True while ``pid`` still names this process (alive or a zombie, not a successor)."""
+        if self._procfd >= 0 and proc_root == "/proc":
+            ticks = _procfd_start_ticks(self._procfd)
+            return ticks is not None and (self.start_ticks is None or ticks == self.start_ticks)
         st = read_identity(self.pid, proc_root)
         return st is not None and (self.start_ticks is None or st.start_ticks == self.start_ticks)
 
     def send_signal(self, sig: int) -> bool:
         """Signal exactly this process; False if it is gone (never a reused PID).
 
-        Uses the pidfd where there is one. Without one, the identity is checked right
-        before ``kill``; for an unreaped child of ours the PID cannot be reused meanwhile.
+        Uses the pidfd where there is one. Without one, the identity is verified through
+        the ``/proc/PID`` descriptor (bound to this process, not to the number)
+        immediately before ``kill``.
         """
         if self._pidfd >= 0:
             try:
@@ -189,12 +232,13 @@ class OwnedProcess:
         return None
 
     def close(self) -> None:
-        fd, self._pidfd = self._pidfd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        for fd in (self._pidfd, self._procfd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._pidfd = self._procfd = -1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -209,6 +253,7 @@ class OwnedProcess:
             "started_at": self.started_at,
             "returncode": None if self.returncode == _UNKNOWN else self.returncode,
             "pidfd": self.has_pidfd,
+            "handle": self.handle,
         }
 
 
@@ -392,15 +437,17 @@ def track(
     existing = registry.get(pid)
     # Open the pidfd first, then read the identity: if the PID was reused before the
     # open, the identity read afterwards is the successor's, and so is the pidfd.
+    # Without pidfd, the /proc/PID descriptor plays its part (opened before the read too).
     pidfd = _pidfd_open(pid)
+    procfd = _procfd_open(pid) if pidfd < 0 else -1
     st = read_identity(pid)
+    if st is None or (existing is not None and existing.start_ticks == st.start_ticks):
+        for fd in (pidfd, procfd):
+            if fd >= 0:
+                os.close(fd)
     if st is None:
-        if pidfd >= 0:
-            os.close(pidfd)
         raise ProcessLookupError(f"no process {pid}")
     if existing is not None and existing.start_ticks == st.start_ticks:
-        if pidfd >= 0:
-            os.close(pidfd)
         # Re-tracking updates the labels; the first owner object wins.
         existing.role = role or existing.role
         existing.group = group or existing.group
@@ -421,6 +468,7 @@ def track(
         expendable=expendable,
         _owner=weakref.ref(owner) if owner is not None else None,
         _pidfd=pidfd,
+        _procfd=procfd,
     )
     registry.add(entry)
     if not is_descendant(pid):

@@ -9,8 +9,16 @@ reads 0). So zombie children are reaped in this order, each stage counted:
 2. ``multiprocessing``: ``multiprocessing.active_children()`` (if it is in use);
 3. ``popen_objects``: any other live ``subprocess.Popen`` for that PID, found with one
    ``gc.get_objects()`` pass, through its own ``poll()``;
-4. ``unowned``: by exact PID with ``waitpid(pid, WNOHANG)``, only when no object owns it
-   (raw ``os.fork()`` children, adopted orphans); the status is kept in the events.
+4. ``unowned``: by exact PID with ``waitpid(pid, WNOHANG)``, only an *adopted orphan*
+   that no object owns: a process first seen under another parent and re-parented to us
+   (subreaper mode, or PID 1 of a namespace). Nobody else can ever wait for it; the status
+   is kept in the events.
+
+Children this process created itself with ``os.fork``, ``os.posix_spawn`` or C code are
+never reaped here, however old: the application may ``waitpid`` them later and would get
+``ECHILD``. They are counted as ``left_to_application``. (An orphan that was born and
+re-parented between two ticks was never seen under its first parent; it is left alone too:
+when in doubt, memdiag does not take a status.)
 
 Stages 3 and 4 act only on a zombie that has been one for ``min_age`` seconds: an owner
 that reaps at all (asyncio's child watcher, a thread in ``wait()``) does so within
@@ -43,6 +51,9 @@ ZOMBIE_MIN_AGE = 1.0  # seconds a zombie must have been one before a non-owner r
 _lock = threading.Lock()
 _zombie_since: dict[tuple[int, int], float] = {}  # (pid, start_ticks) -> monotonic first seen
 reaped_events: deque[dict[str, Any]] = deque(maxlen=100)
+# (pid, start_ticks) of children first seen under another parent and re-parented to us
+# (kept by :class:`memdiag.processes.groups.TreeObserver`): the only ones stage 4 reaps.
+adopted: set[tuple[int, int]] = set()
 totals = {"owned": 0, "multiprocessing": 0, "popen_objects": 0, "unowned": 0}
 
 
@@ -96,8 +107,9 @@ def reap_zombies(*, min_age: float = ZOMBIE_MIN_AGE, dry_run: bool = False) -> d
         dry_run: only count what would be reaped.
 
     Returns:
-        ``{"count", "by_stage": {...}, "waiting": n, "detail"}``; ``waiting`` counts
-        zombies left because they are younger than ``min_age``.
+        ``{"count", "by_stage": {...}, "waiting": n, "left_to_application": n, "detail"}``;
+        ``waiting`` counts zombies left because they are younger than ``min_age``,
+        ``left_to_application`` the application's own raw children (never reaped here).
     """
     zombies = direct_zombies()
     for z in zombies:
@@ -111,7 +123,8 @@ def reap_zombies(*, min_age: float = ZOMBIE_MIN_AGE, dry_run: bool = False) -> d
             "count": n,
             "by_stage": by_stage,
             "waiting": len(zombies) - n,
-            "detail": f"would reap {n} zombie children",
+            "left_to_application": 0,
+            "detail": f"would reap up to {n} zombie children",
         }
     left = list(zombies)
 
@@ -144,9 +157,11 @@ def reap_zombies(*, min_age: float = ZOMBIE_MIN_AGE, dry_run: bool = False) -> d
         left = old
         settle("popen_objects")
         old = left
-    # 4. No object owns them: reap by exact PID, keep the status.
+    # 4. Adopted orphans no object owns: reap by exact PID, keep the status. The
+    #    application's own raw children (fork, posix_spawn, C) are its to wait for.
+    mine = [z for z in old if (z.pid, z.start_ticks) not in adopted]
     for z in old:
-        if not _still_zombie(z):
+        if z in mine or not _still_zombie(z):
             continue
         rc = waitpid_exact(z.pid)
         if rc is not None:
@@ -163,8 +178,10 @@ def reap_zombies(*, min_age: float = ZOMBIE_MIN_AGE, dry_run: bool = False) -> d
         "count": n,
         "by_stage": by_stage,
         "waiting": waiting,
+        "left_to_application": len(mine),
         "detail": f"reaped {n} zombie children"
-        + (f"; {waiting} younger than {min_age:g}s left to their owners" if waiting else ""),
+        + (f"; {waiting} younger than {min_age:g}s left to their owners" if waiting else "")
+        + (f"; {len(mine)} raw children of the application left for it to wait for" if mine else ""),
     }
 
 
