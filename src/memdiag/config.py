@@ -323,17 +323,35 @@ def default_config_path() -> Path:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    """The ``[memdiag]`` table (or the top level) of a TOML file; ``{}`` if it is missing.
+
+    Raises:
+        ConfigError: ``config_file`` says why: unreadable, not UTF-8 text (with the offset
+            of the first bad byte), or not valid TOML.
+    """
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError({"config_file": f"cannot read {path}: {exc}"}) from exc
+    except OSError as exc:
+        raise ConfigError({"config_file": f"cannot read {path}: {exc.strerror or exc}"}) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            {
+                "config_file": f"cannot read {path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                f"{exc.start}); a TOML config file must be UTF-8"
+            }
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
+        raise ConfigError({"config_file": f"cannot read {path}: not valid TOML: {exc}"}) from None
     table = data.get("memdiag", data)
     if not isinstance(table, dict):
         raise ConfigError({"config_file": f"{path}: [memdiag] must be a table"})
