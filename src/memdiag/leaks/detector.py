@@ -95,6 +95,9 @@ class LeakDetector:
         self._lock = threading.RLock()
         self._busy = threading.local()
         self.flight = FlightRecorder()
+        # True once the flight recorder has written during the current critical episode;
+        # a service already critical when the detector attached is caught up on next tick.
+        self._critical_recorded = False
         self.checks = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -133,6 +136,7 @@ class LeakDetector:
             reason = self.flight.event_reason(sample.cgroup.events if sample.cgroup is not None else None)
             if reason:
                 self._flight(diag, reason)
+            self._catch_up_critical(diag, state)
             if not cfg.leak_detection:
                 return
             now = sample.time
@@ -155,20 +159,31 @@ class LeakDetector:
             self._busy.on = False
 
     def _on_pressure(self, previous: PressureState, current: PressureState) -> None:
+        if current.level != "critical":
+            self._critical_recorded = False
         if not self.active or current.level != "critical" or previous.level == "critical":
             return
         diag = self._diag()
         if diag is not None:
             why = ", ".join(f"{r['signal']}={r['value']}" for r in current.reasons) or "critical"
-            self._flight(diag, f"pressure {previous.level} -> critical ({why})")
+            self._critical_recorded = self._flight(diag, f"pressure {previous.level} -> critical ({why})")
 
-    def _flight(self, diag: Monitor, reason: str) -> None:
+    def _catch_up_critical(self, diag: Monitor, state: PressureState) -> None:
+        """Record a critical episode whose transition this detector did not see (the
+        service was critical before it attached, e.g. at startup), once per episode."""
+        if state.level != "critical":
+            self._critical_recorded = False
+        elif not self._critical_recorded:
+            why = ", ".join(f"{r['signal']}={r['value']}" for r in state.reasons) or "critical"
+            self._critical_recorded = self._flight(diag, f"pressure critical, already when recording began ({why})")
+
+    def _flight(self, diag: Monitor, reason: str) -> bool:
         def build() -> dict[str, Any]:
             report = diag.diagnostics()
             report.setdefault("leaks", self.report())
             return report
 
-        self.flight.write(diag.config.flight_recorder_path, reason, build)
+        return self.flight.write(diag.config.flight_recorder_path, reason, build)
 
     def _window_done(self, result: dict[str, Any]) -> None:
         self._last_check = 0.0  # re-check at the next tick with the new evidence
