@@ -33,3 +33,81 @@ def test_length_is_bounded() -> None:
 
 def test_url_without_secrets_is_unchanged() -> None:
     assert redact_url("https://example.invalid/path?page=2") == "https://example.invalid/path?page=2"
+
+
+# -- issue 16 item 7: what the attack found, table-driven --------------------------------------
+# Rule (docs/processes.md, "Redaction"): a value is masked when (a) it follows a flag whose
+# meaning is a password in a known tool (mysql -p, redis-cli -a, curl -u, sshpass -p, ...),
+# (b) its option or key name looks secret (--pwd, password=, "token": ...), or (c) it looks
+# like a credential by itself (user:password@ in a URL, known token prefixes, JWTs).
+# Ordinary arguments (-p 8080 for a port, --user alice) are left alone.
+
+import pytest  # noqa: E402
+
+MASKED = [
+    # (argv, the secret that must not appear)
+    (["mysql", "-pSECRET1", "-u", "root", "db"], "SECRET1"),
+    (["mysqldump", "-p", "SECRET2", "db"], "SECRET2"),
+    (["/usr/bin/mariadb", "--password", "SECRET3"], "SECRET3"),
+    (["sshpass", "-p", "SECRET4", "ssh", "host"], "SECRET4"),
+    (["app", "--pwd", "SECRET5"], "SECRET5"),
+    (["app", "--pwd=SECRET6"], "SECRET6"),
+    (["curl", "-u", "alice:SECRET7", "https://example.invalid"], "SECRET7"),
+    (["curl", "--user", "alice:SECRET8", "https://example.invalid"], "SECRET8"),
+    (["curl", "-ualice:SECRET9", "https://example.invalid"], "SECRET9"),
+    (["redis-cli", "-a", "SECRET10", "ping"], "SECRET10"),
+    (["redis-cli", "-h", "db", "-aSECRET11"], "SECRET11"),
+    (["psql", "postgres://u:SECRET12@db:5432/app"], "SECRET12"),
+    (["psql", "postgresql://u:p@SECRET13@db/app"], "SECRET13"),  # an '@' in the password
+    (["app", "--dsn", "mongodb+srv://admin:SECRET14@cluster0/x"], "SECRET14"),
+    (["psql", "host=db user=u password=SECRET15 dbname=app"], "SECRET15"),
+    (["app", "--conn", "Server=db;User Id=u;Password=SECRET16;Database=x"], "SECRET16"),
+    (["app", "--conn", "Server=db;Uid=u;Pwd=SECRET17;"], "SECRET17"),
+    (["app", "--config", '{"user": "u", "token": "SECRET18"}'], "SECRET18"),
+    (["app", '{"auth": {"api_key": "SECRET19"}}'], "SECRET19"),
+    (["app", "--set", "api_key=SECRET20"], "SECRET20"),
+    (["app", "--header", "X-Api-Key: SECRET21"], "SECRET21"),
+    (["app", "sk-SECRET22abcdefghijklmnop"], "SECRET22"),
+    (["app", "ghp_SECRET23abcdefghijklmnopqrstuvwxyz"], "SECRET23"),
+    (["app", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJTRUNSRVQyNCJ9.SECRET24sig"], "SECRET24"),
+    (["mongosh", "-u", "admin", "-p", "SECRET25"], "SECRET25"),
+    (["ldapsearch", "-w", "SECRET26", "-D", "cn=admin"], "SECRET26"),
+    (["smbclient", "-U", "alice%SECRET27", "//host/share"], "SECRET27"),
+    (["zip", "-PSECRET28", "out.zip", "f"], "SECRET28"),
+    (["openssl", "enc", "-pass", "pass:SECRET29"], "SECRET29"),
+    (["docker", "login", "-p", "SECRET30", "registry"], "SECRET30"),
+    (["/usr/bin/env", "mysql", "-pSECRET31"], "SECRET31"),
+    (["python", "-m", "mycli", "--password", "SECRET32"], "SECRET32"),
+]
+
+KEPT = [
+    # (argv, what must survive unchanged)
+    (["python", "-m", "http.server", "-p", "8080"], "-p 8080"),
+    (["python", "-m", "http.server", "8080", "--bind", "127.0.0.1"], "--bind 127.0.0.1"),
+    (["ssh", "-p", "2222", "host"], "-p 2222"),
+    (["curl", "-o", "out.html", "https://example.invalid/page?id=3"], "https://example.invalid/page?id=3"),
+    (["git", "log", "-p", "HEAD"], "-p HEAD"),
+    (["mysql", "-u", "root", "-h", "db"], "-u root -h db"),
+    (["app", "--user", "alice", "--workers=4"], "--user alice --workers=4"),
+    (["redis-cli", "-h", "db", "-p", "6379"], "-p 6379"),
+    (["app", '{"user": "alice", "count": 3}'], '{"user": "alice", "count": 3}'),
+    (["app", "key=value", "mode=fast"], "key=value mode=fast"),
+    (["app", "https://example.invalid/a@b"], "https://example.invalid/a@b"),
+    (["gunicorn", "-w", "4", "app:app"], "-w 4 app:app"),
+]
+
+
+@pytest.mark.parametrize(("argv", "secret"), MASKED, ids=[s for _, s in MASKED])
+def test_credentials_are_masked(argv: list[str], secret: str) -> None:
+    out = " ".join(redact_argv(argv))
+    assert secret not in out, out
+    assert "***" in out
+
+
+@pytest.mark.parametrize(("argv", "kept"), KEPT, ids=[k for _, k in KEPT])
+def test_ordinary_arguments_are_kept(argv: list[str], kept: str) -> None:
+    assert kept in " ".join(redact_argv(argv))
+
+
+def test_curl_user_keeps_the_user_name() -> None:
+    assert redact_argv(["curl", "-u", "alice:pw", "u"]) == ["curl", "-u", "alice:***", "u"]
