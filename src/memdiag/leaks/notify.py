@@ -10,8 +10,13 @@ go out (the rest are counted as suppressed).
 Every alert is a log record on logger ``memdiag.leaks`` (WARNING for ``new``, INFO
 otherwise, with the payload in ``record.memdiag_leak``), a call to every callback
 registered with :func:`on_leak`, and, if ``leak_webhook_url`` is set, a JSON POST made
-by a background thread with a timeout. A failing callback or webhook is counted and
-remembered, never raised: the service is never harmed by its alerting.
+by a background thread. Its timeout is a total deadline for the whole request (connect,
+send, and reading the status line): a server that drips its answer a byte at a time is
+cut off when it passes, where a per-read timeout would wait forever. Only the status line
+is read; the connection is then closed. (Name resolution happens before the deadline
+starts; proxies from the environment are not used: the webhook is contacted directly.)
+A failing callback or webhook is counted and remembered, never raised: the service is
+never harmed by its alerting.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import json
 import logging
 import math
 import os
+import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -77,7 +83,7 @@ class Notifier:
     Args:
         update_interval: seconds between two ``update`` alerts of one key.
         max_per_minute: alerts per minute across all keys.
-        timeout: webhook request timeout (seconds).
+        timeout: webhook request deadline (seconds, for the whole request).
     """
 
     def __init__(self, update_interval: float = 300.0, max_per_minute: int = 10, timeout: float = 5.0) -> None:
@@ -206,23 +212,17 @@ class Notifier:
                             return
                 continue
             url, body = item
-            req = urllib.request.Request(
-                url,
-                data=body,
-                method="POST",
-                headers={"Content-Type": "application/json", "User-Agent": "memdiag-leaks"},
-            )
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    self.stats["webhook_last_status"] = resp.status
+                status = post_json(url, body, self.timeout)
+                self.stats["webhook_last_status"] = status
+                if 200 <= status < 400:
                     self.stats["webhook_sent"] += 1
-            except urllib.error.HTTPError as exc:
+                else:
+                    self.stats["webhook_failed"] += 1
+                    self.stats["webhook_last_error"] = f"HTTP {status}"
+            except Exception as exc:  # refused, deadline, DNS, TLS: never the service's problem
                 self.stats["webhook_failed"] += 1
-                self.stats["webhook_last_status"] = exc.code
-                self.stats["webhook_last_error"] = f"HTTP {exc.code}"
-            except Exception as exc:  # refused, timeout, DNS: never the service's problem
-                self.stats["webhook_failed"] += 1
-                self.stats["webhook_last_error"] = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"[:200]
+                self.stats["webhook_last_error"] = f"{type(exc).__name__}: {exc}"[:200]
             finally:
                 with self._lock:
                     self._inflight = 0
@@ -254,6 +254,65 @@ class Notifier:
             self._sent_times.clear()
             self._queue.clear()
             self._thread = None
+
+
+def post_json(url: str, body: bytes, timeout: float) -> int:
+    """POST ``body`` as JSON to an http(s) ``url``; the response's status code.
+
+    ``timeout`` is one deadline for connecting, sending and reading the status line, each
+    step getting only what is left of it.
+
+    Raises:
+        TimeoutError: the deadline passed ("webhook deadline of Ns passed").
+        OSError, ssl.SSLError, ValueError: refused, TLS failure, not an http(s) URL, a
+            malformed answer.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {parts.scheme}://...")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"webhook deadline of {timeout:g}s passed")
+        return remaining
+
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"User-Agent: memdiag-leaks\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1")
+    try:
+        sock: socket.socket = socket.create_connection((parts.hostname, port), timeout=left())
+    except socket.timeout:
+        raise TimeoutError(f"webhook deadline of {timeout:g}s passed") from None
+    try:
+        if parts.scheme == "https":
+            sock.settimeout(left())
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+        sock.settimeout(left())
+        sock.sendall(head + body)
+        buf = b""
+        while b"\n" not in buf:
+            if len(buf) > 8192:
+                raise ValueError("no HTTP status line in the first 8 KiB")
+            sock.settimeout(left())
+            try:
+                chunk = sock.recv(4096)
+            except socket.timeout:
+                raise TimeoutError(f"webhook deadline of {timeout:g}s passed") from None
+            if not chunk:
+                raise ConnectionError("the webhook closed the connection before answering")
+            buf += chunk
+        fields = buf.split(b"\n", 1)[0].split()
+        if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
+            raise ValueError("malformed HTTP status line")
+        return int(fields[1])
+    finally:
+        sock.close()
 
 
 _notifier = Notifier()
