@@ -151,6 +151,9 @@ def start(config: MemoryConfig | None = None, *, http: bool | str | None = None,
         if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
             raise ConfigError({"http": f"expected 'host:port' or 'port' with a port 0-65535, got {http!r}"})
         host, port = host_text.strip("[]") or None, int(port_text)
+    from .control import install
+
+    install()  # the local control channel opens with the monitor (and in forked workers)
     diag = MemoryDiagnostics.get_instance(config, **overrides)
     diag.start()
     if http and diag.http_server is None:

@@ -32,10 +32,17 @@ __all__ = [
     "cleanup_actions",
     "collectors",
     "discard_walk_root",
+    "disown_fd",
+    "lifecycle_hooks",
     "observers",
+    "own_fd",
+    "own_fds",
+    "own_thread_prefix",
+    "own_threads",
     "register_cache",
     "register_cleanup",
     "register_collector",
+    "register_lifecycle",
     "register_observer",
     "register_section",
     "register_signal",
@@ -391,3 +398,62 @@ def discard_walk_root(pid: int) -> None:
 def walk_roots() -> frozenset[int]:
     """The extra roots every descendant walk follows."""
     return _walk_roots  # replaced, never mutated: readable without the lock
+
+
+# -- service lifecycle and memdiag's own resources ------------------------------------
+LifecycleFn = Callable[[Any], None]
+_lifecycle: dict[str, tuple[LifecycleFn, LifecycleFn]] = {}
+_own_fds: frozenset[int] = frozenset()
+_own_thread_prefixes: tuple[str, ...] = ()
+
+
+def register_lifecycle(name: str, on_start: LifecycleFn, on_stop: LifecycleFn) -> None:
+    """Run ``on_start(diag)`` after a monitor starts (also in a forked child, where it
+    restarts) and ``on_stop(diag)`` when it stops. Exceptions are logged and ignored: a
+    surface that cannot start (the control channel) never stops the monitor."""
+    if not (callable(on_start) and callable(on_stop)):
+        raise TypeError(f"lifecycle hook {name!r}: on_start and on_stop must be callable")
+    with _lock:
+        _lifecycle[name] = (on_start, on_stop)
+
+
+def lifecycle_hooks() -> dict[str, tuple[LifecycleFn, LifecycleFn]]:
+    """A copy of the registered lifecycle hooks."""
+    with _lock:
+        return dict(_lifecycle)
+
+
+def own_fd(fd: int) -> None:
+    """Mark ``fd`` as memdiag's own (a listening socket): not counted as the app's fds."""
+    global _own_fds
+    with _lock:
+        _own_fds = _own_fds | {fd}
+
+
+def disown_fd(fd: int) -> None:
+    """Forget an fd marked with :func:`own_fd` (before closing it)."""
+    global _own_fds
+    with _lock:
+        _own_fds = _own_fds - {fd}
+
+
+def own_fds() -> frozenset[int]:
+    """memdiag's own long-lived descriptors."""
+    return _own_fds
+
+
+def own_thread_prefix(prefix: str) -> None:
+    """Mark threads whose name starts with ``prefix`` as memdiag's own (the control
+    channel's server and workers): not counted as the app's threads."""
+    global _own_thread_prefixes
+    with _lock:
+        if prefix not in _own_thread_prefixes:
+            _own_thread_prefixes = (*_own_thread_prefixes, prefix)
+
+
+def own_threads() -> int:
+    """How many live threads are memdiag's own (by the prefixes marked)."""
+    prefixes = _own_thread_prefixes
+    if not prefixes:
+        return 0
+    return sum(1 for t in threading.enumerate() if t.name.startswith(prefixes))

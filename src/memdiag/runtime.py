@@ -29,6 +29,7 @@ __all__ = [
     "register_service",
     "runtime_dir",
     "unregister_service",
+    "update_service",
 ]
 
 
@@ -96,7 +97,12 @@ def _start_ticks(pid: int) -> int | None:
 
 @dataclass(frozen=True)
 class ServiceEntry:
-    """A running service that announced itself."""
+    """A running service that announced itself.
+
+    ``url`` is its HTTP API (``None`` without one); ``socket`` its local control channel
+    (``None`` if that is not running); ``server`` says which pre-fork server it belongs to
+    (``{"pid", "start_ticks", "role": "master" | "worker", "slot"}``) or is ``None``.
+    """
 
     pid: int
     start_ticks: int
@@ -105,6 +111,8 @@ class ServiceEntry:
     name: str
     started_at: float
     token_file: str | None
+    socket: str | None = None
+    server: dict[str, Any] | None = None
 
     def token(self) -> str | None:
         """The API token, read from its 0600 file (``None`` if unreadable)."""
@@ -115,45 +123,89 @@ class ServiceEntry:
         except OSError:
             return None
 
+    @property
+    def reachable(self) -> bool:
+        """True if the CLI can talk to it (an API or a control channel)."""
+        return bool(self.url or self.socket)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "pid": self.pid,
             "url": self.url,
+            "socket": self.socket,
             "version": self.version,
             "name": self.name,
             "started_at": self.started_at,
+            "server": dict(self.server) if self.server else None,
         }
 
 
-def register_service(url: str | None, token: str | None, *, name: str = "", started_at: float = 0.0) -> Path:
-    """Announce this process; returns the entry's path."""
+def _own_entry(d: Path, pid: int) -> dict[str, Any]:
+    """This process's entry as written so far (empty if none, or another process's)."""
+    try:
+        data = json.loads((d / f"{pid}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("start_ticks") != _start_ticks(pid):
+        return {}
+    return data
+
+
+def update_service(**fields: Any) -> Path:
+    """Merge ``fields`` into this process's entry (created if missing); returns its path.
+
+    The API server sets ``url``/``token_file``, the control channel ``socket``, the worker
+    registry ``server``. An entry with neither a URL nor a socket left is removed.
+    """
     from ._version import __version__
 
+    pid = os.getpid()
+    d = runtime_dir(create=True)
+    entry = _own_entry(d, pid)
+    entry.update(fields)
+    entry.update(pid=pid, start_ticks=_start_ticks(pid), version=__version__)
+    entry.setdefault("name", "")
+    entry.setdefault("started_at", 0.0)
+    path = d / f"{pid}.json"
+    if not entry.get("url") and not entry.get("socket"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return path
+    write_atomic(path, json.dumps(entry))
+    return path
+
+
+def register_service(url: str | None, token: str | None, *, name: str = "", started_at: float = 0.0) -> Path:
+    """Announce this process's API (its URL and the 0600 token file); returns the entry's path."""
     pid = os.getpid()
     d = runtime_dir(create=True)
     token_file = None
     if token:
         token_file = d / f"{pid}.token"
         write_atomic(token_file, token + "\n")
-    entry = {
-        "pid": pid,
-        "start_ticks": _start_ticks(pid),
-        "url": url,
-        "version": __version__,
-        "name": name,
-        "started_at": started_at,
-        "token_file": str(token_file) if token_file else None,
-    }
-    path = d / f"{pid}.json"
-    write_atomic(path, json.dumps(entry))
-    return path
+    fields: dict[str, Any] = {"url": url, "token_file": str(token_file) if token_file else None}
+    if name or not _own_entry(d, pid).get("name"):
+        fields["name"] = name
+    if started_at:
+        fields["started_at"] = started_at
+    return update_service(**fields)
 
 
 def unregister_service(pid: int | None = None) -> None:
-    """Remove this process's entry (or ``pid``'s); missing entries are fine."""
-    pid = os.getpid() if pid is None else pid
+    """Withdraw this process's API (URL and token); with ``pid``, remove that entry whole.
+
+    The entry itself stays while the control channel still announces a socket in it.
+    """
     d = runtime_dir()
-    for suffix in (".json", ".token"):
+    if pid is None or pid == os.getpid():
+        with contextlib.suppress(OSError):
+            (d / f"{os.getpid()}.token").unlink()
+        if _own_entry(d, os.getpid()).get("socket"):
+            with contextlib.suppress(OSError):
+                update_service(url=None, token_file=None)
+            return
+        pid = os.getpid()
+    for suffix in (".json", ".token", ".sock"):
         with contextlib.suppress(OSError):
             (d / f"{pid}{suffix}").unlink()
 
@@ -178,6 +230,8 @@ def list_services(*, prune: bool = True) -> list[ServiceEntry]:
                 name=str(data.get("name", "")),
                 started_at=float(data.get("started_at") or 0.0),
                 token_file=data.get("token_file"),
+                socket=data.get("socket") or None,
+                server=data.get("server") if isinstance(data.get("server"), dict) else None,
             )
         except (OSError, ValueError, KeyError, TypeError):
             if prune:
@@ -186,12 +240,14 @@ def list_services(*, prune: bool = True) -> list[ServiceEntry]:
             continue
         live = _start_ticks(pid)
         if live is None or (entry.start_ticks and live != entry.start_ticks):
-            if prune:  # the entry and its token file, whatever they are called
+            if prune:
                 with contextlib.suppress(OSError):
                     f.unlink()
-                if entry.token_file and Path(entry.token_file).parent == d:
-                    with contextlib.suppress(OSError):
-                        Path(entry.token_file).unlink()
+                # its token and socket, whatever they are called, if they are in here
+                for left in (entry.token_file, entry.socket, str(d / f"{pid}.sock")):
+                    if left and Path(left).parent == d:
+                        with contextlib.suppress(OSError):
+                            Path(left).unlink()
             continue
         out.append(entry)
     return out

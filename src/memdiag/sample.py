@@ -223,6 +223,13 @@ class Sampler:
             self._fds = count_fds(self.pid, self.proc_root)
             self._fds_at = now
         fds = self._fds
+        threads = st.num_threads if st else None
+        if self.pid == os.getpid() and self.proc_root == "/proc":
+            # memdiag's own sockets and threads (the control channel) are not the app's.
+            if fds is not None:
+                fds = max(0, fds - len(registry.own_fds()))
+            if threads is not None:
+                threads = max(1, threads - registry.own_threads())
         cgroup = self._cgroup(now, profile)
         heap = python_heap(deep=profile) if self.with_python else PythonHeap(0, (0, 0, 0), (), (), (), 0, 0)
         caches = []
@@ -254,7 +261,7 @@ class Sampler:
                 uss=uss,
                 pss=pss,
                 swap=swap,
-                threads=st.num_threads if st else None,
+                threads=threads,
                 fds=fds,
                 cpu_seconds=cpu,
             ),

@@ -196,7 +196,17 @@ class MemoryDiagnostics:
             _config_mod._set_active(self._cfg)
         if self._cfg.leak_detection:
             self._attach_leaks()
+        self._run_lifecycle(0)
         return self
+
+    def _run_lifecycle(self, which: int) -> None:
+        """Registered surfaces that follow the monitor (0: started, 1: stopped), e.g. the
+        local control channel; a failing one is logged, never raised."""
+        for name, hooks in registry.lifecycle_hooks().items():
+            try:
+                hooks[which](self)
+            except Exception as exc:
+                log.warning("memdiag %s could not %s: %r", name, "start" if which == 0 else "stop", exc)
 
     def _attach_leaks(self) -> None:
         # Imported here: `import memdiag` stays cheap and never loads the leak machinery.
@@ -218,6 +228,7 @@ class MemoryDiagnostics:
         leaks = sys.modules.get("memdiag.leaks")
         if leaks is not None:  # loaded only if leak detection or tracing was ever used
             leaks.disable(self)
+        self._run_lifecycle(1)
         server, self.http_server = self.http_server, None
         if server is not None:
             try:

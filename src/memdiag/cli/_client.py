@@ -49,12 +49,22 @@ class ApiClient:
     """Talks to one service's API.
 
     Args:
-        url: the API's base URL as the service announced it (``http://127.0.0.1:PORT``).
+        url: the API's base URL as the service announced it (``http://127.0.0.1:PORT``),
+            or ``unix:<path>`` for a service's local control channel (no token needed:
+            the service checks who connects).
         token: the bearer token for acting endpoints (read from the 0600 token file).
         timeout: seconds to wait for a connection and for each read.
     """
 
     def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.socket_path: str | None = None
+        if url.startswith("unix:"):  # a control channel: the peer check authenticates, no token sent
+            self.socket_path = url[len("unix:") :]
+            self.url = url
+            self._prefix = ""
+            self.token = None
+            self.timeout = timeout
+            return
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ApiError(f"not an http:// URL: {url!r}")
@@ -71,10 +81,16 @@ class ApiClient:
 
         A 429 (cleanup cooldown) is returned, not raised: it is an answer the CLI reports.
         """
-        conn_cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(self._host, self._port, timeout=timeout or self.timeout)
+        conn: http.client.HTTPConnection
+        if self.socket_path is not None:
+            from ..control.client import UnixHTTPConnection
+
+            conn = UnixHTTPConnection(self.socket_path, timeout=timeout or self.timeout)
+        else:
+            conn_cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            conn = conn_cls(self._host, self._port, timeout=timeout or self.timeout)
         headers = {"Accept": "application/json", "User-Agent": "memdiag-cli"}
-        if self.token:
+        if self.token and self.socket_path is None:
             headers["Authorization"] = f"Bearer {self.token}"
         payload = None
         if body is not None:
@@ -89,7 +105,7 @@ class ApiClient:
             resp_headers = {k.lower(): v for k, v in resp.getheaders()}
         except TimeoutError:
             raise ApiError(f"{where} did not answer within {timeout or self.timeout:g}s", unreachable=True) from None
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, FileNotFoundError):
             raise ApiError(
                 f"{where}: connection refused (the service is gone or its API stopped)", unreachable=True
             ) from None

@@ -31,8 +31,24 @@ __all__ = ["ALIASES", "CONTEXT", "ConfigCommand", "collect_config", "json_option
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None:
+        ctx.meta[f"memdiag_{param.name}"] = value
+    return value
+
+
 def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--pid N``, ``--url URL``, ``--token`` and ``--timeout``: which service or process."""
+    """``--pid N``, ``--name NAME``, ``--url URL``, ``--token`` and ``--timeout``: which
+    service or process. ``--name`` is not passed to the command: :func:`resolve` reads it."""
+    fn = click.option(
+        "--name",
+        "target_name",
+        default=None,
+        metavar="NAME",
+        expose_value=False,
+        callback=_remember,
+        help="Target the one running memdiag service called NAME (as `memdiag ps` shows it).",
+    )(fn)
     fn = click.option(
         "--timeout",
         type=click.FloatRange(min=0.1),

@@ -7,7 +7,8 @@ from typing import Any
 
 from ..probes.process import read_stat
 from ..runtime import ServiceEntry, list_services
-from ._client import ApiClient, ApiError
+from ._client import ApiError
+from ._target import client_for
 
 __all__ = ["service_rows"]
 
@@ -22,11 +23,14 @@ def _row(entry: ServiceEntry, timeout: float) -> dict[str, Any]:
         "children": None,
         "error": None,
     }
-    if not entry.url:
+    row["role"] = (entry.server or {}).get("role")
+    row["slot"] = (entry.server or {}).get("slot")
+    row["server_pid"] = (entry.server or {}).get("pid")
+    if not entry.reachable:
         row["error"] = "no API"
         return row
     try:
-        status = ApiClient(entry.url, entry.token(), timeout).get("/api/memory/status").body or {}
+        status = client_for(entry, None, timeout).get("/api/memory/status").body or {}
     except ApiError as exc:
         row["error"] = "not answering" if exc.unreachable else f"HTTP {exc.status}"
         return row
@@ -43,7 +47,9 @@ def service_rows(timeout: float = 1.0) -> list[dict[str, Any]]:
 
     Keys: ``pid``, ``name``, ``url``, ``version``, ``started_at``, ``rss_bytes``,
     ``pressure`` (``ok``/``warning``/``critical``, ``None`` if it did not answer),
-    ``threshold_bytes``, ``children``, ``error``.
+    ``threshold_bytes``, ``children``, ``error``, ``socket`` (its control channel), and
+    for a pre-fork server's processes ``server``, ``role`` (``master``/``worker``),
+    ``slot`` (the worker's index, stable across recycling) and ``server_pid``.
     """
     entries = list_services()
     if not entries:

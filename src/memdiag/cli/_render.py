@@ -381,18 +381,22 @@ def render_ps(rows: Sequence[Mapping[str, Any]]) -> str:
         return "No memdiag services are running for this user."
     body = []
     for r in rows:
+        role = r.get("role")
+        if role == "worker":
+            role = f"worker {r.get('slot')} of {r.get('server_pid')}"
         body.append(
             [
                 r.get("pid"),
                 r.get("name") or "-",
+                role or "-",
                 human_bytes(r.get("rss_bytes")),
                 level_text(r.get("pressure")) if r.get("pressure") else style(r.get("error") or "-", "red"),
                 human_duration(time.time() - r["started_at"]) if r.get("started_at") else "-",
-                r.get("url") or "-",
+                r.get("url") or ("local" if r.get("socket") else "-"),
                 r.get("version") or "-",
             ]
         )
-    return table(body, ["PID", "NAME", "RSS", "PRESSURE", "UPTIME", "API", "VERSION"], right=(0, 2))
+    return table(body, ["PID", "NAME", "ROLE", "RSS", "PRESSURE", "UPTIME", "API", "VERSION"], right=(0, 3))
 
 
 def _site(s: Mapping[str, Any]) -> str:

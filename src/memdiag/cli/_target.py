@@ -1,7 +1,8 @@
 """Which service or process a command talks to.
 
-Precedence: ``--url`` (a service's API), then ``--pid`` (a registered service, else the
-process seen from outside), then the one service registered in the runtime directory,
+Precedence: ``--name`` (the registered service of that name), ``--url`` (a service's API),
+then ``--pid`` (a registered service, else the process seen from outside), then the one
+service registered in the runtime directory,
 then, with none registered, the machine. Several registered services and no choice is
 an error that lists them; so is a PID or URL that is gone. Both exit with status 2.
 """
@@ -49,13 +50,25 @@ class Target:
 
 
 def describe_services(entries: list[ServiceEntry]) -> str:
-    """``"1234 (app) at http://127.0.0.1:8000, 5678 at ..."`` for error messages."""
+    """``"1234 (app) at http://127.0.0.1:8000, 5678 (worker 1 of 5670) ..."`` for error messages."""
     parts = []
     for e in entries:
         name = f" ({e.name})" if e.name else ""
-        where = f" at {e.url}" if e.url else " (no API)"
-        parts.append(f"{e.pid}{name}{where}")
+        role = ""
+        if e.server:
+            role = " (master)" if e.server.get("role") == "master" else f" (worker {e.server.get('slot')} of {e.server.get('pid')})"
+        where = f" at {e.url}" if e.url else ""
+        parts.append(f"{e.pid}{name}{role}{where}")
     return ", ".join(parts)
+
+
+def client_for(entry: ServiceEntry, token: str | None = None, timeout: float = 5.0) -> ApiClient:
+    """The client for a registered service: its control channel when it has one (no
+    token needed), else its HTTP API with ``token`` or the one in its token file. An
+    explicit ``token`` for a service with an API means that API: it is what is tested."""
+    if entry.socket and not (token and entry.url):
+        return ApiClient(f"unix:{entry.socket}", None, timeout)
+    return ApiClient(entry.url or "", token or entry.token(), timeout)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -71,12 +84,14 @@ def resolve_target(
     token: str | None = None,
     timeout: float = 5.0,
     require_service: str | None = None,
+    name: str | None = None,
 ) -> Target:
     """Resolve the command's target.
 
     Args:
         pid: ``--pid``.
         url: ``--url``.
+        name: ``--name``: the one registered service of that name.
         token: ``--token``; else the registered service's token file.
         timeout: seconds for each API request.
         require_service: when set, a target without an agent is an error and this names
@@ -87,7 +102,18 @@ def resolve_target(
     """
     if pid is not None and pid <= 0:
         raise TargetError(f"--pid must be a positive process id, got {pid}")
-    entries = [e for e in list_services() if e.url]
+    entries = [e for e in list_services() if e.reachable]
+    if name is not None:
+        named = [e for e in entries if e.name == name]
+        if pid is not None:
+            named = [e for e in named if e.pid == pid]
+        if len(named) != 1:
+            found = f"{len(named)} are: {describe_services(named)}" if named else "none is"
+            raise TargetError(
+                f"--name {name}: {found} running with that name; "
+                + ("choose one with --pid N" if named else f"running services: {describe_services(entries) or 'none'}")
+            )
+        return Target("service", named[0].pid, client_for(named[0], token, timeout), named[0])
     if url is not None:
         client = ApiClient(url, token, timeout)
         entry = next((e for e in entries if e.url and ApiClient(e.url).url == client.url), None)
@@ -98,8 +124,8 @@ def resolve_target(
         return Target("service", entry.pid if entry else pid, client, entry)
     if pid is not None:
         entry = next((e for e in entries if e.pid == pid), None)
-        if entry is not None and entry.url:
-            return Target("service", pid, ApiClient(entry.url, token or entry.token(), timeout), entry)
+        if entry is not None:
+            return Target("service", pid, client_for(entry, token, timeout), entry)
         if not _pid_alive(pid):
             others = f"; running services: {describe_services(entries)}" if entries else ""
             raise TargetError(f"no process {pid} (it is gone or never existed){others}")
@@ -116,7 +142,7 @@ def resolve_target(
         )
     if entries:
         e = entries[0]
-        return Target("service", e.pid, ApiClient(e.url or "", token or e.token(), timeout), e)
+        return Target("service", e.pid, client_for(e, token, timeout), e)
     if require_service:
         raise TargetError(
             f"no running memdiag service found; {require_service} needs one "

@@ -75,6 +75,9 @@ class MemoryHTTPServer:
         max_per_client: open connections from one address, with the same rule.
         header_timeout: seconds a request (head and body) may take to arrive.
         idle_timeout: seconds a keep-alive connection may wait between requests.
+        sock: a bound, listening socket to serve instead of binding ``address`` (the
+            local control channel passes its Unix socket; ``address`` is then ignored).
+        connection: the protocol class per connection (a subclass may check the peer).
     """
 
     def __init__(
@@ -87,21 +90,17 @@ class MemoryHTTPServer:
         max_per_client: int = 128,
         header_timeout: float = 5.0,
         idle_timeout: float = 30.0,
+        sock: socket.socket | None = None,
+        connection: type[Connection] = Connection,
     ) -> None:
         self.limits = Limits(max_connections, max_per_client, header_timeout, idle_timeout)
-        host = address[0].strip("[]")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.api = api
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.socket.bind((host, int(address[1])))
-            # The stdlib's backlog of 5 makes a burst of clients wait a second for SYN retries.
-            self.socket.listen(128)
-            self.socket.setblocking(False)
-        except BaseException:
-            self.socket.close()
-            raise
+        self._connection = connection
+        if sock is not None:
+            sock.setblocking(False)
+            self.socket = sock
+        else:
+            self.socket = self._bind(address)
         self.server_address: tuple[Any, ...] = self.socket.getsockname()
         self._workers = Workers(workers)
         self._table = ConnectionTable(self.limits)
@@ -109,6 +108,22 @@ class MemoryHTTPServer:
         self._stop_requested = False
         self._done = threading.Event()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _bind(address: tuple[str, int]) -> socket.socket:
+        host = address[0].strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, int(address[1])))
+            # The stdlib's backlog of 5 makes a burst of clients wait a second for SYN retries.
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     @property
     def url(self) -> str:
@@ -157,7 +172,7 @@ class MemoryHTTPServer:
             self._done.set()
 
     def _protocol(self) -> Connection:
-        return Connection(self.api, self._workers, self._table)
+        return self._connection(self.api, self._workers, self._table)
 
     def _close_connections(self) -> None:
         for conn in list(self._table.every):

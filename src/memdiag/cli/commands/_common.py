@@ -38,8 +38,10 @@ def resolve(pid: int | None, url: str | None, token: str | None, timeout: float,
     from .._client import ApiError
     from .._target import TargetError, resolve_target
 
+    ctx = click.get_current_context(silent=True)
+    name = ctx.meta.get("memdiag_target_name") if ctx is not None else None
     try:
-        return resolve_target(pid=pid, url=url, token=token, timeout=timeout, require_service=require)
+        return resolve_target(pid=pid, url=url, token=token, timeout=timeout, require_service=require, name=name)
     except (TargetError, ApiError) as exc:
         fail(str(exc))
 

@@ -1,0 +1,66 @@
+"""Connecting to a control channel: a Unix socket inside the private runtime directory.
+
+The directory is opened with ``O_NOFOLLOW`` and the socket reached through that
+descriptor (``/proc/self/fd/N/<name>``): no symlink is followed, and a long runtime path
+does not hit the 108-byte limit of ``sun_path``. The server's credentials are checked
+too: a socket served by another user (not root) is refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import struct
+from pathlib import Path
+
+__all__ = ["UnixHTTPConnection", "connect_unix", "peer_credentials"]
+
+_UCRED = struct.Struct("3i")
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of the process at the other end of a Unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return pid, uid, gid
+
+
+def trusted_uid(uid: int) -> bool:
+    """The peers the control channel talks to: this user, or root."""
+    return uid == os.geteuid() or uid == 0
+
+
+def connect_unix(path: str | os.PathLike[str], timeout: float | None = 5.0) -> socket.socket:
+    """A connected socket to the control channel at ``path``.
+
+    Raises:
+        PermissionError: the socket is served by another user.
+        OSError: it is not there or nobody listens (``ConnectionRefusedError``).
+    """
+    p = Path(path)
+    dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(f"/proc/self/fd/{dfd}/{p.name}")
+        _, uid, _ = peer_credentials(sock)
+        if not trusted_uid(uid):
+            raise PermissionError(f"{p} is served by uid {uid}, not by this user; not talking to it")
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.close(dfd)
+    return sock
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over a control channel's Unix socket."""
+
+    def __init__(self, path: str, timeout: float | None = 5.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = connect_unix(self.socket_path, self.timeout)
