@@ -79,6 +79,9 @@ class _TrustedPeerAPI:
     ) -> Response | None:
         return self._api.try_handle(method, path, query, self._headers(headers), body, client=client)
 
+    def precheck(self, method: str, path: str, query: Any, headers: Any, *, client: str | None = None) -> Any:
+        return self._api.precheck(method, path, query, self._headers(headers), client=client)
+
 
 def _bind(directory: Path, pid: int) -> socket.socket:
     """A listening socket at ``directory/<pid>.sock``, 0600 before anyone can connect.
