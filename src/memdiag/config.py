@@ -180,6 +180,18 @@ class FieldInfo:
     choices: tuple[str, ...] | None = None
     ratio: bool = False
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(lowest, highest)`` value a number field accepts: its min and max, 0-1 for a
+        ratio, and never beyond :data:`NUMBER_LIMIT` in magnitude. The validator checks
+        exactly these, and the API's OpenAPI document publishes them."""
+        lo, hi = (0.0, 1.0) if self.ratio else (-NUMBER_LIMIT, NUMBER_LIMIT)
+        if self.min is not None:
+            lo = max(lo, self.min)
+        if self.max is not None:
+            hi = min(hi, self.max)
+        return lo, hi
+
 
 def _field_infos() -> dict[str, FieldInfo]:
     infos = {}
@@ -268,12 +280,13 @@ def _validate_one(info: FieldInfo, value: Any) -> str | None:
             # Beyond any real size or time; MB fields become bytes and would overflow.
             shown = f"{value:.3g}" if isinstance(value, float) else f"an integer of {len(str(abs(value)))} digits"
             return f"must be at most {NUMBER_LIMIT:g} in magnitude, got {shown}"
-        if info.ratio and not 0.0 <= value <= 1.0:
-            return f"must be a ratio between 0 and 1, got {value}"
-        if info.min is not None and value < info.min:
-            return f"must be >= {info.min:g}, got {value}"
-        if info.max is not None and value > info.max:
-            return f"must be <= {info.max:g}, got {value}"
+        lo, hi = info.bounds
+        if info.ratio and not lo <= value <= hi:
+            return f"must be a ratio between {lo:g} and {hi:g}, got {value}"
+        if value < lo:
+            return f"must be >= {lo:g}, got {value}"
+        if value > hi:
+            return f"must be <= {hi:g}, got {value}"
         return None
     if not isinstance(value, str):
         return f"must be a string, got {type(value).__name__}"

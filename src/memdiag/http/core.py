@@ -35,6 +35,19 @@ from ..config import FIELD_INFO
 from ..errors import ConfigError, MemdiagError
 from ..history import COLUMNS
 from .ratelimit import TokenBucket
+from .routes import (
+    API_PREFIX,
+    DEFAULT_MAX_BODY,
+    HEALTH_TYPE,
+    JSON_TYPE,
+    PATHS,
+    READ_ONLY_FIELDS,
+    REQUEST_SCHEMAS,
+    ROUTES,
+    Endpoint,
+    allow,
+    problems,
+)
 
 if TYPE_CHECKING:
     from ..health import HealthMonitor
@@ -51,22 +64,9 @@ __all__ = [
 
 log = logging.getLogger("memdiag.http")
 
-API_PREFIX = "/api/memory"
-DEFAULT_MAX_BODY = 64 * 1024
-JSON_TYPE = "application/json"
-HEALTH_TYPE = "application/health+json"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DASHBOARD_CSP = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'"
 
-# Fields that name files, URLs or the credential itself: an API client may read them
-# (secrets redacted) but changing them needs the config file or the environment, so a
-# stolen token cannot point the service at new files or hosts, or lock its owner out.
-READ_ONLY_FIELDS = frozenset(
-    {"api_token", "http_host", "http_port", "history_db", "flight_recorder_path", "leak_webhook_url"}
-)
-
-_CLEANUP_FIELDS = frozenset({"force", "dry_run"})
-_TRACE_FIELDS = frozenset({"seconds"})
 _MAX_HISTORY_ROWS = 1_000_000
 
 
@@ -142,49 +142,6 @@ def _request(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Endpoint:
-    handler: str  # MemoryAPI method name
-    auth: bool = True
-    acting: bool = False  # changes state: rate-limited per client
-    quick: str | None = None  # method answering from a cache without blocking, or None
-
-
-# path -> method -> endpoint. HEAD is served wherever GET is; OPTIONS everywhere.
-_ROUTES: dict[str, dict[str, _Endpoint]] = {
-    f"{API_PREFIX}/status": {"GET": _Endpoint("_status")},
-    f"{API_PREFIX}/profile": {"GET": _Endpoint("_profile", quick="_cached_profile_for")},
-    f"{API_PREFIX}/diagnostics": {"GET": _Endpoint("_diagnostics")},
-    f"{API_PREFIX}/cleanup": {"POST": _Endpoint("_cleanup", acting=True)},
-    f"{API_PREFIX}/cache/metrics": {"GET": _Endpoint("_cache_metrics")},
-    f"{API_PREFIX}/configure": {
-        "GET": _Endpoint("_get_config"),
-        "POST": _Endpoint("_configure", acting=True),
-    },
-    f"{API_PREFIX}/history": {"GET": _Endpoint("_history")},
-    f"{API_PREFIX}/leaks": {"GET": _Endpoint("_leaks")},
-    f"{API_PREFIX}/leaks/trace": {"POST": _Endpoint("_trace", acting=True)},
-    f"{API_PREFIX}/health": {"GET": _Endpoint("_health", auth=False)},
-    f"{API_PREFIX}/openapi.json": {"GET": _Endpoint("_openapi", quick="_openapi_if_built")},
-    "/metrics": {"GET": _Endpoint("_metrics", auth=False)},
-    # The page holds no data: it reads the token from its URL fragment and calls the API.
-    "/memory/dashboard": {"GET": _Endpoint("_dashboard", auth=False)},
-}
-
-#: Every path the API answers; adapters mount exactly these (plus a catch-all under
-#: :data:`API_PREFIX` so unknown API paths get the core's 404).
-PATHS: tuple[str, ...] = tuple(_ROUTES)
-
-
-def _allow(path: str) -> str:
-    methods = set(_ROUTES[path])
-    if "GET" in methods:
-        methods.add("HEAD")
-    methods.add("OPTIONS")
-    order = ("GET", "HEAD", "POST", "OPTIONS")
-    return ", ".join(m for m in order if m in methods)
-
-
 def _finite(obj: Any) -> Any:
     """A copy of ``obj`` with NaN and infinities replaced by ``None`` (JSON has neither)."""
     if isinstance(obj, float):
@@ -219,25 +176,6 @@ def dumps(obj: Any) -> bytes:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
-
-
-def _check_type(name: str, value: Any) -> str | None:
-    """Why ``value`` (from JSON) does not fit config field ``name``'s type, or ``None``.
-
-    The HTTP API takes JSON types as they are (no "5" for 5, unlike the CLI and the
-    environment, whose values are strings).
-    """
-    info = FIELD_INFO[name]
-    if value is None:
-        return None if info.nullable else "must not be null"
-    if info.type is bool:
-        return None if isinstance(value, bool) else "must be a boolean"
-    if info.type is int:
-        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
-    if info.type is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok else "must be a number"
-    return None if isinstance(value, str) else "must be a string"
 
 
 class MemoryAPI:
@@ -398,22 +336,22 @@ class MemoryAPI:
             return None
         return endpoint if isinstance(endpoint, Response) else None
 
-    def _route(self, req: _Request) -> _Endpoint | Response:
+    def _route(self, req: _Request) -> Endpoint | Response:
         """The endpoint for ``req`` once it passed the checks every endpoint shares.
 
         Returns a response instead for ``OPTIONS``; raises :class:`_Problem` for 404,
         405, 413 and 401.
         """
-        methods = _ROUTES.get(req.path)
+        methods = ROUTES.get(req.path)
         if methods is None:
             raise _Problem(404, "not found", f"no endpoint at {req.path[:200]}")
-        allow = _allow(req.path)
+        allowed = allow(req.path)
         if req.method == "OPTIONS":
-            return Response(204, [("Allow", allow), ("Cache-Control", "no-store")], b"")
+            return Response(204, [("Allow", allowed), ("Cache-Control", "no-store")], b"")
         endpoint = methods.get("GET" if req.method == "HEAD" else req.method)
         if endpoint is None:
             raise _Problem(
-                405, "method not allowed", f"{req.method} is not allowed here; use {allow}", headers=[("Allow", allow)]
+                405, "method not allowed", f"{req.method} is not allowed here; use {allowed}", headers=[("Allow", allowed)]
             )
         declared = req.headers.get("content-length", "0").strip()
         too_big = len(req.body) > self.max_body or (declared.isdigit() and int(declared) > self.max_body)
@@ -481,8 +419,9 @@ class MemoryAPI:
         )
 
     @staticmethod
-    def _body_object(req: _Request, allowed: frozenset[str] | None) -> dict[str, Any]:
-        """The JSON object in the body (empty body: ``{}``); 415/400/422 otherwise."""
+    def _body_object(req: _Request, schema: str) -> dict[str, Any]:
+        """The JSON object in the body (empty body: ``{}``), checked against the request
+        schema ``schema`` of :mod:`memdiag.http.routes`; 415/400/422 otherwise."""
         if not req.body.strip():
             return {}
         ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -494,10 +433,10 @@ class MemoryAPI:
             raise _Problem(400, "malformed JSON", str(exc)[:200]) from None
         if not isinstance(data, dict):
             raise _Problem(422, "invalid request", fields={"body": "must be a JSON object"})
-        if allowed is not None:
-            unknown = {k: "unknown field" for k in data if k not in allowed}
-            if unknown:
-                raise _Problem(422, "invalid request", fields=unknown)
+        if schema != "ConfigureRequest":  # configure reports its problems with the config's
+            found = problems(REQUEST_SCHEMAS[schema], data)
+            if found:
+                raise _Problem(422, "invalid request", fields=found)
         return data
 
     # -- endpoints ---------------------------------------------------------------------
@@ -549,16 +488,9 @@ class MemoryAPI:
         return self._json(200, self.diagnostics.diagnostics())
 
     def _cleanup(self, req: _Request) -> Response:
-        data = self._body_object(req, _CLEANUP_FIELDS)
-        errors = {}
+        data = self._body_object(req, "CleanupRequest")
         force = data.get("force", False)
         dry_run = data.get("dry_run")
-        if not isinstance(force, bool):
-            errors["force"] = "must be a boolean"
-        if dry_run is not None and not isinstance(dry_run, bool):
-            errors["dry_run"] = "must be a boolean or null"
-        if errors:
-            raise _Problem(422, "invalid request", fields=errors)
         result = self.diagnostics.cleanup(force=force, dry_run=dry_run)
         if result.get("performed"):
             return self._json(200, result)
@@ -612,8 +544,8 @@ class MemoryAPI:
                 "nullable": info.nullable,
                 "default": "***" if name == "api_token" and info.default else info.default,
                 "help": info.help,
-                "min": 0.0 if info.ratio else info.min,
-                "max": 1.0 if info.ratio else info.max,
+                "min": info.bounds[0] if info.type in (int, float) else None,
+                "max": info.bounds[1] if info.type in (int, float) else None,
                 "choices": list(info.choices) if info.choices else None,
                 "read_only": name in READ_ONLY_FIELDS,
             }
@@ -622,24 +554,22 @@ class MemoryAPI:
         return self._json(200, {"config": cfg.to_dict(), "fields": fields})
 
     def _configure(self, req: _Request) -> Response:
-        data = self._body_object(req, None)
+        data = self._body_object(req, "ConfigureRequest")
+        errors = {
+            name: "read-only over HTTP; set it in the config file or environment"
+            for name in data
+            if name in READ_ONLY_FIELDS
+        }
+        errors.update(
+            (name, why)
+            for name, why in problems(REQUEST_SCHEMAS["ConfigureRequest"], data).items()
+            if name not in errors
+        )
         persist = data.pop("persist", False)
-        errors: dict[str, str] = {}
-        if not isinstance(persist, bool):
-            errors["persist"] = "must be a boolean"
-        for name, value in data.items():
-            if name not in FIELD_INFO:
-                errors[name] = "unknown field"
-            elif name in READ_ONLY_FIELDS:
-                errors[name] = "read-only over HTTP; set it in the config file or environment"
-            else:
-                problem = _check_type(name, value)
-                if problem:
-                    errors[name] = problem
         diag = self.diagnostics
         before = diag.config
         if errors:  # report the values' problems too, not only the first kind found
-            valid = {k: v for k, v in data.items() if k not in errors}
+            valid = {k: v for k, v in data.items() if k not in errors and k in FIELD_INFO}
             try:
                 before.updated(valid)
             except ConfigError as exc:
@@ -656,30 +586,11 @@ class MemoryAPI:
         return self._json(200, {"config": new.to_dict(), "changed": sorted(before.diff(new)), "persisted": persist})
 
     def _history(self, req: _Request) -> Response:
-        errors: dict[str, str] = {}
-        last = since = None
-        columns: list[str] | None = None
-        if "last" in req.query:
-            text = req.query["last"].strip()
-            if text.isdigit() and int(text) >= 1:
-                last = min(int(text), _MAX_HISTORY_ROWS)
-            else:
-                errors["last"] = "must be a positive integer"
-        if "since" in req.query:
-            try:
-                since = float(req.query["since"])
-            except ValueError:
-                since = None
-            if since is None or not math.isfinite(since):
-                errors["since"] = "must be a finite number (seconds since the epoch)"
-                since = None
-        if req.query.get("columns", "").strip():
-            columns = [c.strip() for c in req.query["columns"].split(",") if c.strip()]
-            unknown = [c for c in columns if c not in COLUMNS]
-            if unknown:
-                errors["columns"] = f"unknown column(s): {', '.join(unknown)[:200]}; known: {', '.join(COLUMNS)}"
-        if errors:
-            raise _Problem(422, "invalid request", fields=errors)
+        args = self._params(req)
+        last = args.get("last")
+        last = min(last, _MAX_HISTORY_ROWS) if last is not None else None
+        since = args.get("since")
+        columns: list[str] | None = args.get("columns") or None
         diag = self.diagnostics
         rows = diag.history_rows(last=last, since=since, columns=columns)
         names = list(dict.fromkeys(["time", *(columns or COLUMNS)]))
@@ -687,6 +598,24 @@ class MemoryAPI:
             200,
             {"columns": names, "rows": [[row.get(n) for n in names] for row in rows], "trends": diag.trends()},
         )
+
+    @staticmethod
+    def _params(req: _Request) -> dict[str, Any]:
+        """The route's query parameters, parsed and checked by their schemas; 422 otherwise."""
+        endpoint = ROUTES[req.path][req.method if req.method != "HEAD" else "GET"]
+        values: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for param in endpoint.params:
+            text = req.query.get(param.name)
+            if text is None or (not text.strip() and not param.explode):
+                continue
+            try:
+                values[param.name] = param.value(text)
+            except ValueError as exc:
+                errors[param.name] = str(exc)[:300]
+        if errors:
+            raise _Problem(422, "invalid request", fields=errors)
+        return values
 
     def _optional(self, module: str, attr: str, feature: str) -> Callable[..., Any]:
         """``module.attr``, imported on first use; 501 while that part is not installed."""
@@ -703,12 +632,8 @@ class MemoryAPI:
         return self._json(200, report(self.diagnostics))
 
     def _trace(self, req: _Request) -> Response:
-        data = self._body_object(req, _TRACE_FIELDS)
+        data = self._body_object(req, "TraceRequest")
         seconds = data.get("seconds")
-        if seconds is not None and (
-            isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0
-        ):
-            raise _Problem(422, "invalid request", fields={"seconds": "must be a positive number"})
         start = self._optional("memdiag.leaks", "start_tracing", "allocation tracing")
         try:
             result = start(self.diagnostics, seconds=seconds)

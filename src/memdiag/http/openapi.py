@@ -1,9 +1,11 @@
 """``GET /api/memory/openapi.json``: the OpenAPI 3.1 description of every endpoint.
 
-Written by hand from the same tables the handler uses (config fields from
-:data:`memdiag.config.FIELD_INFO`, history columns from :data:`memdiag.history.COLUMNS`),
-so it cannot drift from what the API accepts; the test suite fuzzes the live server
-against it with schemathesis.
+Generated from the route table that serves the requests (:data:`memdiag.http.routes.ROUTES`):
+its paths and methods, each endpoint's query parameters and request body (the very schemas
+the handler validates with, config bounds from :attr:`memdiag.config.FieldInfo.bounds`)
+and the statuses its checks can answer (:func:`memdiag.http.routes.statuses`). Only the
+response bodies' shapes are written here. ``tests/test_http_openapi.py`` walks every route
+against the document and fuzzes the live server with schemathesis.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from .._version import __version__
 from ..config import FIELD_INFO
 from ..history import COLUMNS
-from .core import API_PREFIX, DEFAULT_MAX_BODY, READ_ONLY_FIELDS
+from .routes import DEFAULT_MAX_BODY, REQUEST_SCHEMAS, ROUTES, Endpoint, field_schema, statuses
 
 __all__ = ["openapi_spec"]
 
@@ -50,26 +52,6 @@ def _obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None,
 
 def _arr(items: Schema) -> Schema:
     return {"type": "array", "items": items}
-
-
-def _field_schema(name: str, *, request: bool) -> Schema:
-    info = FIELD_INFO[name]
-    base: Schema = {"type": {bool: "boolean", int: "integer", float: "number", str: "string"}[info.type]}
-    if request:
-        if info.ratio:
-            base.update(minimum=0.0, maximum=1.0)
-        else:
-            if info.min is not None:
-                base["minimum"] = info.min
-            if info.max is not None:
-                base["maximum"] = info.max
-        if info.choices:
-            base["enum"] = list(info.choices)
-    elif info.choices:
-        base["enum"] = list(info.choices)
-    schema = dict(_null(base)) if info.nullable else base
-    schema["description"] = info.help + (" (read-only over HTTP)" if name in READ_ONLY_FIELDS else "")
-    return schema
 
 
 def _schemas() -> dict[str, Schema]:
@@ -184,7 +166,7 @@ def _schemas() -> dict[str, Schema]:
             "overhead": OBJ,
         }
     )
-    config = _obj({name: _field_schema(name, request=False) for name in FIELD_INFO}, closed=True)
+    config = _obj({name: field_schema(name, request=False) for name in FIELD_INFO}, closed=True)
     field_info = _obj(
         {
             "type": {"type": "string", "enum": ["bool", "int", "float", "str"]},
@@ -197,17 +179,6 @@ def _schemas() -> dict[str, Schema]:
             "read_only": BOOL,
         }
     )
-    writable = [n for n in FIELD_INFO if n not in READ_ONLY_FIELDS]
-    configure_request = {
-        "type": "object",
-        "description": "A partial update: any writable config fields, validated as a whole; "
-        "`persist` also writes them to the config file.",
-        "properties": {
-            "persist": {"type": "boolean", "default": False},
-            **{n: _field_schema(n, request=True) for n in writable},
-        },
-        "additionalProperties": False,
-    }
     totals = _obj(
         {
             "caches": INT,
@@ -228,25 +199,12 @@ def _schemas() -> dict[str, Schema]:
         "Status": status,
         "Profile": profile,
         "Diagnostics": diagnostics,
-        "CleanupRequest": {
-            "type": "object",
-            "properties": {
-                "force": {
-                    "type": "boolean",
-                    "default": False,
-                    "description": "ignore the cooldown; run emergency rungs",
-                },
-                "dry_run": {**_null(BOOL), "description": "report only (null: the config's cleanup_dry_run)"},
-            },
-            "additionalProperties": False,
-        },
         "CleanupResult": cleanup_result,
         "CacheMetrics": _obj({"caches": _arr(_obj({"name": STR})), "total": totals, "pressure_threshold": NUM}),
         "Config": config,
         "ConfigView": _obj(
             {"config": _ref("Config"), "fields": {"type": "object", "additionalProperties": field_info}}
         ),
-        "ConfigureRequest": configure_request,
         "ConfigureResult": _obj({"config": _ref("Config"), "changed": _arr(STR), "persisted": BOOL}),
         "History": _obj(
             {
@@ -263,11 +221,7 @@ def _schemas() -> dict[str, Schema]:
             {"version": STR, "releaseId": STR, "description": STR, "memory": _ref("Status"), "notes": _arr(STR)},
         ),
         "LeaksReport": _obj({"suspects": _arr(OBJ)}),
-        "TraceRequest": {
-            "type": "object",
-            "properties": {"seconds": {"type": "number", "exclusiveMinimum": 0, "description": "window length"}},
-            "additionalProperties": False,
-        },
+        **REQUEST_SCHEMAS,
     }
 
 
@@ -293,6 +247,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         415: ("Error", "body is not application/json"),
         422: ("ValidationError", "invalid fields or values; nothing changed"),
         429: ("Busy", "a cleanup is running, the cooldown holds, or the client's rate limit is spent"),
+        500: ("Error", "the configuration could not be saved; nothing was changed"),
         501: ("Error", "that part of memdiag is not installed"),
     }
     out = {}
@@ -303,162 +258,29 @@ def _errors(*codes: int) -> dict[str, Any]:
     return out
 
 
-def _op(
-    summary: str, ok: dict[str, Any], *codes: int, public: bool = False, body: str | None = None, **extra: Any
-) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "operationId": extra.pop("operation_id"),
-        "responses": {"200": ok, **_errors(*codes)},
-    }
-    if public:
+def _operation(endpoint: Endpoint) -> dict[str, Any]:
+    ok = _ref(endpoint.ok) if isinstance(endpoint.ok, str) else endpoint.ok
+    responses: dict[str, Any] = {}
+    for code in statuses(endpoint):
+        if code == 200:
+            responses["200"] = _json(ok, "success", endpoint.ok_media)
+        elif code in endpoint.also_ok:
+            responses[str(code)] = _json(ok, "see the body", endpoint.ok_media)
+        else:
+            responses.update(_errors(code))
+    op: dict[str, Any] = {"summary": endpoint.summary, "operationId": endpoint.operation_id, "responses": responses}
+    if not endpoint.auth:
         op["security"] = []
-    if body:
-        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ref(body)}}}
-    op.update(extra)
+    if endpoint.params:
+        op["parameters"] = [p.openapi() for p in endpoint.params]
+    if endpoint.body:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ref(endpoint.body)}}}
     return op
 
 
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI 3.1 document for the memory API (paths relative to the mount point)."""
-    p = API_PREFIX
-    paths: dict[str, Any] = {
-        f"{p}/status": {
-            "get": _op(
-                "Short status: pressure level, RSS, children",
-                _json(_ref("Status"), "status"),
-                401,
-                operation_id="getStatus",
-            )
-        },
-        f"{p}/profile": {
-            "get": _op("Current memory profile", _json(_ref("Profile"), "profile"), 401, operation_id="getProfile")
-        },
-        f"{p}/diagnostics": {
-            "get": _op(
-                "Full diagnostics (config redacted, command lines redacted)",
-                _json(_ref("Diagnostics"), "diagnostics"),
-                401,
-                operation_id="getDiagnostics",
-            )
-        },
-        f"{p}/cleanup": {
-            "post": _op(
-                "Run the cleanup ladder (single-flight; cooldown unless force)",
-                _json(_ref("CleanupResult"), "the cleanup ran"),
-                400,
-                401,
-                413,
-                415,
-                422,
-                429,
-                body="CleanupRequest",
-                operation_id="postCleanup",
-            )
-        },
-        f"{p}/cache/metrics": {
-            "get": _op(
-                "Metrics of every registered cache and their total",
-                _json(_ref("CacheMetrics"), "cache metrics"),
-                401,
-                operation_id="getCacheMetrics",
-            )
-        },
-        f"{p}/configure": {
-            "get": _op(
-                "The configuration in force (secrets redacted) and every field's rules",
-                _json(_ref("ConfigView"), "config"),
-                401,
-                operation_id="getConfig",
-            ),
-            "post": _op(
-                "Partial config update, validated as a whole",
-                _json(_ref("ConfigureResult"), "the new configuration"),
-                400,
-                401,
-                413,
-                415,
-                422,
-                429,
-                body="ConfigureRequest",
-                operation_id="postConfigure",
-            ),
-        },
-        f"{p}/history": {
-            "get": _op(
-                "Recent samples (columns x rows) and trends",
-                _json(_ref("History"), "history"),
-                401,
-                422,
-                operation_id="getHistory",
-                parameters=[
-                    {
-                        "name": "last",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1},
-                        "description": "newest N rows",
-                    },
-                    {"name": "since", "in": "query", "schema": NUM, "description": "rows at or after this epoch time"},
-                    {
-                        "name": "columns",
-                        "in": "query",
-                        "style": "form",
-                        "explode": False,
-                        "schema": _arr({"type": "string", "enum": list(COLUMNS)}),
-                        "description": "comma-separated column names (default: all)",
-                    },
-                ],
-            )
-        },
-        f"{p}/leaks": {
-            "get": _op("Leak suspects", _json(_ref("LeaksReport"), "leak report"), 401, 501, operation_id="getLeaks")
-        },
-        f"{p}/leaks/trace": {
-            "post": _op(
-                "Open a bounded allocation-tracing window",
-                _json(OBJ, "the tracing window"),
-                400,
-                401,
-                409,
-                413,
-                415,
-                422,
-                429,
-                501,
-                body="TraceRequest",
-                operation_id="postTrace",
-            )
-        },
-        f"{p}/health": {
-            "get": {
-                "summary": "Health with memory: pass/warn/fail (pressure alone is warn)",
-                "operationId": "getHealth",
-                "security": [],
-                "responses": {
-                    "200": _json(_ref("Health"), "pass or warn", "application/health+json"),
-                    "503": _json(_ref("Health"), "fail", "application/health+json"),
-                },
-            }
-        },
-        f"{p}/openapi.json": {"get": _op("This document", _json(OBJ, "OpenAPI 3.1"), 401, operation_id="getOpenAPI")},
-        "/metrics": {
-            "get": _op(
-                "Prometheus text exposition (process_* and memdiag_* families)",
-                _json(STR, "metrics", "text/plain"),
-                public=True,
-                operation_id="getMetrics",
-            )
-        },
-        "/memory/dashboard": {
-            "get": _op(
-                "The dashboard page (holds no data; pass the token in the URL fragment)",
-                _json(STR, "HTML page", "text/html"),
-                501,
-                public=True,
-                operation_id="getDashboard",
-            )
-        },
-    }
+    paths = {path: {m.lower(): _operation(e) for m, e in methods.items()} for path, methods in ROUTES.items()}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -35,7 +35,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from ..config import MemoryConfig
+from ..config import FIELD_INFO, MemoryConfig
 from ..errors import MemdiagError
 from ..probes.process import read_statm_rss
 from ..probes.python import exclusive_gil
@@ -151,8 +151,10 @@ class TraceManager:
             ValueError: ``seconds`` not in (0, 3600] or ``frames`` not in 1..64.
             MemdiagError: a window is already running, or the budget forbids it.
         """
-        w = _check_number("seconds", seconds, cfg.trace_window_seconds, 0.0, 3600.0, integer=False)
-        n = int(_check_number("frames", frames, cfg.trace_frames, 1, 64, integer=True))
+        # The same bounds as the config fields (and the API's documented TraceRequest).
+        longest = FIELD_INFO["trace_window_seconds"].bounds[1]
+        w = _check_number("seconds", seconds, cfg.trace_window_seconds, 0.0, longest, integer=False)
+        n = int(_check_number("frames", frames, cfg.trace_frames, *FIELD_INFO["trace_frames"].bounds, integer=True))
         cur = self._current
         if cur is not None and not cur.done.is_set():
             self.refused += 1
