@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ def runtime_dir(create: bool = False) -> Path:
     elif os.environ.get("XDG_RUNTIME_DIR"):
         d = Path(os.environ["XDG_RUNTIME_DIR"]) / "memdiag"
     else:
+        import tempfile  # only here: the CLI's start-up does not pay for it
+
         d = Path(tempfile.gettempdir()) / f"memdiag-{os.getuid()}"
     if create:
         ensure_private_dir(d)

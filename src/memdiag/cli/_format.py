@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -136,6 +135,8 @@ def spinner(message: str, *, delay: float = 0.3, stream: Any = None) -> Iterator
     if not tty:
         yield
         return
+    import threading  # a terminal only: pipes and --help do not pay for it
+
     done = threading.Event()
     drawn = False
 

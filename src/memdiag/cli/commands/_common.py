@@ -35,14 +35,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def resolve(pid: int | None, url: str | None, token: str | None, timeout: float, require: str | None = None) -> Target:
     """The command's target (see :func:`memdiag.cli._target.resolve_target`); exit 2 if none."""
-    from .._client import ApiError
     from .._target import TargetError, resolve_target
 
     ctx = click.get_current_context(silent=True)
     name = ctx.meta.get("memdiag_target_name") if ctx is not None else None
     try:
         return resolve_target(pid=pid, url=url, token=token, timeout=timeout, require_service=require, name=name)
-    except (TargetError, ApiError) as exc:
+    except TargetError as exc:
         fail(str(exc))
 
 
@@ -88,7 +87,6 @@ def source(target: Target) -> str:
 def outside(target: Target, as_json: bool, *, diagnostics: bool = False) -> None:
     """Print what can be seen of a process (``--pid`` without an agent) or of the machine."""
     from .._outside import machine_view, process_view
-    from .._render import render_diagnostics, render_profile
 
     if target.kind == "process":
         assert target.pid is not None
@@ -100,5 +98,7 @@ def outside(target: Target, as_json: bool, *, diagnostics: bool = False) -> None
             view = machine_view()
     if as_json:
         echo_json(view)
-    else:
-        click.echo(render_diagnostics(view) if diagnostics else render_profile(view))
+        return
+    from .._render import render_diagnostics, render_profile
+
+    click.echo(render_diagnostics(view) if diagnostics else render_profile(view))

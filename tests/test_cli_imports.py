@@ -1,0 +1,112 @@
+"""What each command imports, not how long it takes (timings are the benchmark's job:
+benchmarks/bench_cli.py). Like click's tests/test_imports.py: a fresh interpreter runs the
+command and reports the modules it added to ``sys.modules``; each command may load only
+what it uses (the HTTP client only to talk to a service, psutil only to look from outside,
+the renderers only for text output).
+
+The interpreter runs with ``-S`` and memdiag's source and site-packages on ``PYTHONPATH``:
+``.pth`` files may import anything at start-up (this machine's import certifi, pathlib and
+re), which would hide those modules from the check.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+import memdiag
+from memdiag.cli.commands import COMMANDS
+
+from .test_cli_support import Service
+from .test_cli_support import service as service  # the fixture, used by name
+
+RECORD = """
+import sys
+before = set(sys.modules)
+from memdiag.cli import main
+try:
+    main(sys.argv[2:])
+except SystemExit as exc:
+    code = exc.code
+new = sorted(set(sys.modules) - before)
+with open(sys.argv[1], "w") as fh:
+    fh.write(f"{code}\\n" + "\\n".join(new))
+"""
+
+# memdiag's modules on the path of every command: the entry point, the group, the
+# shared options and helpers.
+CORE = {
+    "memdiag",
+    "memdiag.errors",
+    "memdiag.units",
+    "memdiag.cli",
+    "memdiag.cli._format",
+    "memdiag.cli._options",
+    "memdiag.cli.commands",
+    "memdiag.cli.commands._common",
+}
+# Finding a registered service: the runtime directory and the /proc stat reader it checks
+# PIDs with.
+FIND = {"memdiag._files", "memdiag.runtime", "memdiag.probes", "memdiag.probes._io", "memdiag.probes.process"}
+HTTP_CLIENT = {"http", "http.client", "ssl", "email", "socket"}
+NEVER = {"asyncio", "sqlite3", "http.server", "tracemalloc", "logging", "subprocess", "concurrent"}
+
+
+def imported(*argv: str) -> tuple[int, set[str]]:
+    """Run ``memdiag ARGV`` in a fresh ``python -S``; its exit status and the modules it added."""
+    src = Path(memdiag.__file__).resolve().parent.parent
+    paths = dict.fromkeys([str(src), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    out = Path(os.environ["MEMDIAG_RUNTIME_DIR"]).parent / "modules.txt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    argv_ = [sys.executable, "-S", "-c", RECORD, str(out), *argv]
+    subprocess.run(argv_, env=env, stdout=subprocess.DEVNULL, timeout=60, check=False)
+    code, *mods = out.read_text().split("\n")
+    return int(code), set(mods)
+
+
+def tops(mods: set[str]) -> set[str]:
+    """Top-level names of the modules not in the standard library."""
+    return {m.split(".")[0] for m in mods} - set(sys.stdlib_module_names)
+
+
+def loaded(mods: set[str], names: set[str]) -> set[str]:
+    """Which of ``names`` (modules or packages) are among ``mods``."""
+    return {n for n in names if any(m == n or m.startswith(n + ".") for m in mods)}
+
+
+def test_help_loads_the_command_modules_and_nothing_they_run() -> None:
+    code, mods = imported("--help")
+    assert code == 0
+    assert tops(mods) == {"click", "memdiag"}
+    commands = {f"memdiag.cli.commands.{c}" for c in COMMANDS}
+    assert {m for m in mods if m.startswith("memdiag")} == CORE | commands
+    assert loaded(mods, HTTP_CLIENT | NEVER | {"json", "pathlib", "dataclasses"}) == set()
+
+
+def test_profile_of_a_service_loads_the_http_client_and_no_probe_or_renderer(service: Service) -> None:
+    code, mods = imported("profile", "--json")
+    assert code == 0
+    assert tops(mods) == {"click", "memdiag"}  # no psutil
+    assert {m for m in mods if m.startswith("memdiag")} == CORE | FIND | {
+        "memdiag.cli._client",
+        "memdiag.cli._target",
+        "memdiag.cli.commands.profile",
+    }
+    assert loaded(mods, HTTP_CLIENT | {"json"}) == HTTP_CLIENT | {"json"}
+    assert loaded(mods, NEVER) == set()
+
+
+@pytest.mark.parametrize("view", ["machine", "process"])
+def test_the_outside_view_loads_no_http_client_and_no_renderer_for_json(view: str) -> None:
+    argv = ["profile", "--json"] + (["--pid", str(os.getpid())] if view == "process" else [])
+    code, mods = imported(*argv)
+    assert code == 0
+    assert tops(mods) <= {"click", "memdiag", "psutil"}
+    assert loaded(mods, {"http.client", "ssl", "email", "memdiag.cli._client", "memdiag.cli._render"}) == set()
+    others = {f"memdiag.cli.commands.{c}" for c in COMMANDS} - {"memdiag.cli.commands.profile"}
+    assert loaded(mods, others | {"memdiag.service", "memdiag.http", "memdiag.leaks", "memdiag.cache"}) == set()
