@@ -42,6 +42,7 @@ with open(sys.argv[1], "w") as fh:
 # shared options and helpers.
 CORE = {
     "memdiag",
+    "memdiag._version",
     "memdiag.errors",
     "memdiag.units",
     "memdiag.cli",
@@ -51,8 +52,10 @@ CORE = {
     "memdiag.cli.commands._common",
 }
 # Finding a registered service: the runtime directory and the /proc stat reader it checks
-# PIDs with.
+# PIDs with; reaching it: the API client, over the service's control channel (the client
+# side of memdiag.control, not its server).
 FIND = {"memdiag._files", "memdiag.runtime", "memdiag.probes", "memdiag.probes._io", "memdiag.probes.process"}
+REACH = {"memdiag.cli._client", "memdiag.cli._target", "memdiag.control", "memdiag.control.client"}
 HTTP_CLIENT = {"http", "http.client", "ssl", "email", "socket"}
 NEVER = {"asyncio", "sqlite3", "http.server", "tracemalloc", "logging", "subprocess", "concurrent"}
 
@@ -92,11 +95,7 @@ def test_profile_of_a_service_loads_the_http_client_and_no_probe_or_renderer(ser
     code, mods = imported("profile", "--json")
     assert code == 0
     assert tops(mods) == {"click", "memdiag"}  # no psutil
-    assert {m for m in mods if m.startswith("memdiag")} == CORE | FIND | {
-        "memdiag.cli._client",
-        "memdiag.cli._target",
-        "memdiag.cli.commands.profile",
-    }
+    assert {m for m in mods if m.startswith("memdiag")} == CORE | FIND | REACH | {"memdiag.cli.commands.profile"}
     assert loaded(mods, HTTP_CLIENT | {"json"}) == HTTP_CLIENT | {"json"}
     assert loaded(mods, NEVER) == set()
 

@@ -16,7 +16,31 @@ and never show in the application's figures.
 
 from __future__ import annotations
 
-from .channel import ControlChannel, install, uninstall
-from .client import UnixHTTPConnection, connect_unix, peer_credentials
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .channel import ControlChannel, install, uninstall
+    from .client import UnixHTTPConnection, connect_unix, peer_credentials
 
 __all__ = ["ControlChannel", "UnixHTTPConnection", "connect_unix", "install", "peer_credentials", "uninstall"]
+
+# Imported on first use: the CLI reaches a service through ``.client`` alone, and must not
+# load the server side (``.channel``: the HTTP core, asyncio, history) at every start.
+_LAZY = {
+    "ControlChannel": ".channel",
+    "install": ".channel",
+    "uninstall": ".channel",
+    "UnixHTTPConnection": ".client",
+    "connect_unix": ".client",
+    "peer_credentials": ".client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
