@@ -26,6 +26,7 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MEMDIAG_RUNTIME_DIR", str(base / "run"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))  # history files (on by default)
     yield
     MemoryDiagnostics.reset_instance()
     cache_mod = sys.modules.get("memdiag.cache")

@@ -69,9 +69,18 @@ class MemoryConfig:
     sustain_seconds: float = _f(5.0, "How long a higher level must hold before it is entered", min=0.0)
     recovery_seconds: float = _f(30.0, "How long a lower level must hold before pressure is lowered", min=0.0)
     history_size: int = _f(3600, "Samples kept in the in-memory history ring", min=10, max=1_000_000)
-    history_db: str | None = _f(None, "SQLite file for long-term, downsampled history (None: off)")
+    service_name: str | None = _f(
+        None, "Name of this service: names its history file (None: the program's name from argv)"
+    )
+    history_persist: bool = _f(
+        True, "Keep history in a SQLite file that survives restarts (false: in memory only)"
+    )
+    history_db: str | None = _f(
+        None, "SQLite history file (None: $XDG_STATE_HOME/memdiag/<service_name>.sqlite, ~/.local/state)"
+    )
     history_db_interval: float = _f(10.0, "Seconds of samples aggregated into one stored history row", min=1.0)
-    history_retention_days: float = _f(7.0, "Days of stored history to keep", min=0.01)
+    history_retention_days: float = _f(7.0, "Days of stored history to keep (rows past a day are 5-minute means)", min=0.01)
+    history_max_mb: float = _f(64.0, "Largest size (MiB) of the history file; the oldest rows go first", min=1.0)
 
     # -- cleanup ---------------------------------------------------------------------------
     auto_cleanup_level: str = _f(

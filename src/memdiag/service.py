@@ -28,7 +28,7 @@ from . import config as _config_mod
 from . import registry
 from .cleanup import CleanupLadder, CleanupResult, install_builtin_actions
 from .config import MemoryConfig, load_config, save_config
-from .history import COLUMNS, History, HistoryStore
+from .history import COLUMNS, History, HistoryStore, history_path
 from .pressure import LEVELS, PressureDetector, PressureState
 from .redact import redact_argv
 from .sample import Sample, Sampler
@@ -85,12 +85,9 @@ class MemoryDiagnostics:
         self._sampler = Sampler(None, self.proc_root, self.cgroup_root)
         self.detector = PressureDetector(self._cfg)
         self.history = History(self._cfg.history_size)
-        self.store: HistoryStore | None = None
-        if self._cfg.history_db:
-            self.store = HistoryStore(
-                self._cfg.history_db, self._cfg.history_db_interval, self._cfg.history_retention_days
-            )
+        self.store = _open_store(self._cfg)
         self.ladder = CleanupLadder(lambda: self._cfg, self._check_pressure, "self")
+        self.ladder.add_listener(self._record_cleanup)
         self.events: deque[dict[str, Any]] = deque(maxlen=100)
         self.last_sample: Sample | None = None
         self.last_profile: Sample | None = None
@@ -149,14 +146,10 @@ class MemoryDiagnostics:
             self.detector.reconfigure(new)
             if new.history_size != old.history_size:
                 self._resize_history(new.history_size)
-            if new.history_db != old.history_db:
+            if _store_settings(new) != _store_settings(old):
                 if self.store is not None:
                     self.store.close()
-                self.store = (
-                    HistoryStore(new.history_db, new.history_db_interval, new.history_retention_days)
-                    if new.history_db
-                    else None
-                )
+                self.store = _open_store(new)
             if self is MemoryDiagnostics._instance:
                 _config_mod._set_active(new)
         self._wake.set()  # a new interval takes effect now, not after the old one
@@ -214,8 +207,22 @@ class MemoryDiagnostics:
             from .leaks import enable
 
             enable(self)
+            from .leaks import on_leak
+
+            on_leak(self._record_leak)
         except Exception as exc:
             log.warning("memdiag leak detection could not start: %r", exc)
+
+    # -- what the history file keeps beside the samples ----------------------------------
+    def _record_cleanup(self, result: CleanupResult) -> None:
+        store = self.store
+        if store is not None and result.performed:
+            store.add_event("cleanup", result.to_dict())
+
+    def _record_leak(self, alert: Mapping[str, Any]) -> None:
+        store = self.store
+        if store is not None and self.pid == os.getpid():
+            store.add_event("leak", alert)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the monitor and the API server, flush stored history (idempotent)."""
@@ -228,6 +235,7 @@ class MemoryDiagnostics:
         leaks = sys.modules.get("memdiag.leaks")
         if leaks is not None:  # loaded only if leak detection or tracing was ever used
             leaks.disable(self)
+            leaks.remove_leak_callback(self._record_leak)
         self._run_lifecycle(1)
         server, self.http_server = self.http_server, None
         if server is not None:
@@ -332,6 +340,8 @@ class MemoryDiagnostics:
             "reasons": [dict(r) for r in state.reasons],
         }
         self.events.append(event)
+        if self.store is not None:
+            self.store.add_event("pressure", event, at=event["time"])
         log_fn = log.warning if _RANK[state.level] > _RANK[previous.level] else log.info
         log_fn(
             "memory pressure %s -> %s: %s",
@@ -566,6 +576,8 @@ class MemoryDiagnostics:
                 "samples": len(self.history),
                 "capacity": self.history.capacity,
                 "store": self.store.path if self.store else None,
+                "store_mode": self.store.mode if self.store else "memory",
+                "store_bytes": self.store.size_bytes() if self.store else None,
                 "store_error": self.store.last_error if self.store else None,
             },
             "overhead": self.overhead(),
@@ -634,6 +646,20 @@ _INSTANCES: weakref.WeakSet[MemoryDiagnostics] = weakref.WeakSet()
 registry.set_monitor_provider(MemoryDiagnostics.get_instance)
 # Kept here for callers of earlier versions; it lives in the registry now.
 add_subprocess_decorator = registry.add_subprocess_decorator
+
+
+def _store_settings(cfg: MemoryConfig) -> tuple[Any, ...]:
+    return (history_path(cfg), cfg.history_db_interval, cfg.history_retention_days, cfg.history_max_mb)
+
+
+def _open_store(cfg: MemoryConfig) -> HistoryStore | None:
+    """The history file ``cfg`` asks for (opened lazily, on the first write), or None."""
+    path = history_path(cfg)
+    if path is None:
+        return None
+    return HistoryStore(
+        path, cfg.history_db_interval, cfg.history_retention_days, max_bytes=int(cfg.history_max_mb * MIB)
+    )
 
 
 def _after_fork_in_child() -> None:

@@ -51,7 +51,16 @@ HEALTH_TYPE = "application/health+json"
 # (secrets redacted) but changing them needs the config file or the environment, so a
 # stolen token cannot point the service at new files or hosts, or lock its owner out.
 READ_ONLY_FIELDS = frozenset(
-    {"api_token", "http_host", "http_port", "history_db", "flight_recorder_path", "leak_webhook_url"}
+    {
+        "api_token",
+        "http_host",
+        "http_port",
+        "history_db",
+        "history_persist",
+        "service_name",
+        "flight_recorder_path",
+        "leak_webhook_url",
+    }
 )
 
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}

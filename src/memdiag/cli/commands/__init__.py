@@ -33,7 +33,7 @@ from .._options import CONTEXT
 __all__ = ["COMMANDS", "LazyGroup", "claude_pm_group", "memory_group"]
 
 #: The commands of the ``memory`` group: each is ``memdiag.cli.commands.<name>.<name>``.
-COMMANDS = ("cleanup", "configure", "demo", "diagnostics", "leaks", "profile", "ps", "run", "watch")
+COMMANDS = ("cleanup", "configure", "demo", "diagnostics", "history", "leaks", "profile", "ps", "run", "watch")
 
 
 class LazyGroup(click.Group):
