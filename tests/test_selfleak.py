@@ -23,6 +23,7 @@ def test_monitor_footprint_stays_flat_with_full_history(children) -> None:
     for _ in range(600):  # fill the history (and the tick-time window) with profile ticks between
         d.tick()
         d.profile()
+    d.store.flush()  # the history file is opened on its first write: part of the warm-up too
     gc.collect()
     tracemalloc.start(5)
     try:

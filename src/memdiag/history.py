@@ -291,9 +291,8 @@ class HistoryStore:
         self.failures = 0
         self._warned = False
         self._retry_at = 0.0
-        self._pending: list[tuple[float, ...]] = []
         self._events: list[tuple[float, int, str, str]] = []
-        self._bucket_start: float | None = None
+        self._reset_bucket()
         self._maintained_at = 0.0
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -387,14 +386,32 @@ class HistoryStore:
             )
 
     # -- writing ----------------------------------------------------------------------
+    def _reset_bucket(self) -> None:
+        """The running sums of the row being built: a fixed size, whatever the interval."""
+        k = len(COLUMNS) - 1
+        self._n = 0
+        self._first = self._last = 0.0
+        self._sums = [0.0] * k
+        self._counts = [0] * k
+        self._maxes = [-math.inf] * k
+
     def add(self, sample: Sample, level: str = "ok") -> None:
-        """Buffer one sample; flushes an aggregated row when the interval is over."""
+        """Add one sample to the current row; writes the row when the interval is over."""
         row = summarize(sample, level)
         with self._lock:
-            if self._bucket_start is None:
-                self._bucket_start = row[0]
-            self._pending.append(row)
-            if row[0] - self._bucket_start >= self.interval:
+            if self._n == 0:
+                self._first = row[0]
+            self._n += 1
+            self._last = row[0]
+            sums, counts, maxes = self._sums, self._counts, self._maxes
+            for i in range(len(sums)):
+                v = row[i + 1]
+                if v == v:  # not NaN
+                    sums[i] += v
+                    counts[i] += 1
+                    if v > maxes[i]:
+                        maxes[i] = v
+            if row[0] - self._first >= self.interval:
                 self._flush_locked()
 
     def add_event(self, kind: str, data: Mapping[str, Any], at: float | None = None) -> None:
@@ -412,19 +429,17 @@ class HistoryStore:
         with self._lock:
             self._flush_locked()
 
-    def _aggregate(self, rows: list[tuple[float, ...]]) -> list[float | int | None]:
-        span = rows[-1][0] - rows[0][0] if len(rows) > 1 else 0.0
-        values: list[float | int | None] = [rows[-1][0], os.getpid(), len(rows), span]
-        for ci in range(1, len(COLUMNS)):
-            col = [r[ci] for r in rows if not math.isnan(r[ci])]
-            values += [sum(col) / len(col), max(col)] if col else [None, None]
+    def _row(self) -> list[float | int | None]:
+        values: list[float | int | None] = [self._last, os.getpid(), self._n, self._last - self._first]
+        for total, count, top in zip(self._sums, self._counts, self._maxes):
+            values += [total / count, top] if count else [None, None]
         return values
 
     def _flush_locked(self) -> None:
-        rows, self._pending = self._pending, []
+        row = self._row() if self._n else None
         events, self._events = self._events, []
-        self._bucket_start = None
-        if (not rows and not events) or self.readonly:
+        self._reset_bucket()
+        if (row is None and not events) or self.readonly:
             return
         if self.last_error is not None and time.monotonic() < self._retry_at:
             return  # failed recently: memory only (the ring) until the retry
@@ -432,10 +447,9 @@ class HistoryStore:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if rows:
-                    values = self._aggregate(rows)
-                    marks = ", ".join("?" for _ in values)
-                    conn.execute(f"INSERT OR REPLACE INTO samples VALUES ({marks})", values)
+                if row is not None:
+                    marks = ", ".join("?" for _ in row)
+                    conn.execute(f"INSERT OR REPLACE INTO samples VALUES ({marks})", row)
                 if events:
                     conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", events)
                 conn.execute("COMMIT")
@@ -610,7 +624,8 @@ class HistoryStore:
             _ABANDONED.append(self._conn)
             self._conn = None
         self._lock = threading.Lock()
-        self._pending, self._events, self._bucket_start = [], [], None
+        self._events = []
+        self._reset_bucket()
 
 
 def _after_fork_in_child() -> None:
