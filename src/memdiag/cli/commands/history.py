@@ -7,9 +7,6 @@ reach the file every ``history_db_interval`` (10 s by default).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import re
@@ -19,7 +16,6 @@ from typing import Any
 
 import click
 
-from ...history import COLUMNS, HistoryStore, default_history_path, safe_service_name, state_dir
 from ...units import human_bytes
 from .._format import human_duration
 from .._options import CONTEXT
@@ -53,6 +49,8 @@ def parse_since(text: str) -> float:
 
 def find_history_file(name: str | None, db: str | None) -> str:
     """The history file to read: ``db``; the file of service ``name``; or the only one there is."""
+    from ...history import default_history_path, safe_service_name, state_dir
+
     if db:
         path = os.path.expanduser(db)
         if not os.path.isfile(path):
@@ -128,6 +126,8 @@ def chart(
 
 
 def _read(path: str, since: float, pid: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from ...history import COLUMNS, HistoryStore
+
     store = HistoryStore(path, readonly=True)
     try:
         rows = store.query(since=since, columns=COLUMNS[1:], pid=pid, limit=1_000_000)
@@ -142,6 +142,11 @@ def _read(path: str, since: float, pid: int | None) -> tuple[list[dict[str, Any]
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    from ...history import COLUMNS
+
     buf = io.StringIO()
     names = ["time", "pid", "n"] + [f"{c}_{a}" for c in COLUMNS[1:] for a in ("mean", "max")]
     writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
@@ -177,13 +182,7 @@ def _text(path: str, rows: list[dict[str, Any]], events: list[dict[str, Any]], c
 @click.option("--since", "since_text", default="1h", show_default=True, help="How far back: 90s, 30m, 1h, 2d.")
 @click.option("--db", default=None, metavar="PATH", help="Read this history file (default: the service's own).")
 @click.option("--pid", type=int, default=None, metavar="N", help="Only the rows of process N (one worker).")
-@click.option(
-    "--column",
-    type=click.Choice(COLUMNS[1:]),
-    default="rss",
-    show_default=True,
-    help="What the chart shows.",
-)
+@click.option("--column", default="rss", show_default=True, help="What the chart shows (a history column).")
 @click.option("--json", "as_json", is_flag=True, help="Print rows and events as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print rows as CSV.")
 def history(
@@ -194,8 +193,12 @@ def history(
     NAME is the service's name (its history file is <state dir>/NAME.sqlite); without
     it, the only history file there is.
     """
+    from ...history import COLUMNS
+
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
+    if column not in COLUMNS[1:]:
+        raise click.BadParameter(f"{column!r} is not one of {', '.join(COLUMNS[1:])}", param_hint="--column")
     try:
         seconds = parse_since(since_text)
     except ValueError as exc:
@@ -204,6 +207,8 @@ def history(
     since = time.time() - seconds
     rows, events = _read(path, since, pid)
     if as_json:
+        import json
+
         click.echo(json.dumps({"file": path, "since": since, "rows": rows, "events": events}, indent=2))
     elif as_csv:
         click.echo(_csv(rows), nl=False)
