@@ -15,8 +15,11 @@ import importlib
 import sys
 from typing import TYPE_CHECKING, Any
 
+from . import _logging
 from ._version import __version__
 from .errors import ConfigError, MemdiagError, MissingExtraError, ProcessNotOwnedError
+
+_logging.install()  # memdiag's records: to the application's handlers only, one clean line each
 
 if TYPE_CHECKING:
     from .cache import SharedPromptCache
@@ -142,6 +145,10 @@ def start(config: MemoryConfig | None = None, *, http: bool | str | None = None,
 
     Returns:
         The running shared :class:`MemoryDiagnostics`.
+
+    Raises:
+        ConfigError, OSError: a bad ``http`` address (unparsable, unresolvable, in use,
+            non-loopback without a token). A monitor this call started is stopped again.
     """
     from .service import MemoryDiagnostics
 
@@ -155,13 +162,19 @@ def start(config: MemoryConfig | None = None, *, http: bool | str | None = None,
 
     install()  # the local control channel opens with the monitor (and in forked workers)
     diag = MemoryDiagnostics.get_instance(config, **overrides)
+    was_running = diag.running
     diag.start()
     if http and diag.http_server is None:
         from .http.server import start_api_server
 
-        diag.http_server = start_api_server(
-            diag, host=host or diag.config.http_host, port=diag.config.http_port if port is None else port
-        )
+        try:
+            diag.http_server = start_api_server(
+                diag, host=host or diag.config.http_host, port=diag.config.http_port if port is None else port
+            )
+        except BaseException:
+            if not was_running:  # this call started the monitor: leave nothing running
+                diag.stop()
+            raise
     return diag
 
 

@@ -69,6 +69,9 @@ class MemoryConfig:
     sustain_seconds: float = _f(5.0, "How long a higher level must hold before it is entered", min=0.0)
     recovery_seconds: float = _f(30.0, "How long a lower level must hold before pressure is lowered", min=0.0)
     history_size: int = _f(3600, "Samples kept in the in-memory history ring", min=10, max=1_000_000)
+    self_memory_budget_mb: float = _f(
+        32.0, "Largest memory (MB) memdiag's own bounded stores may take; history_size is checked against it", min=1.0
+    )
     service_name: str | None = _f(
         None, "Name of this service: names its history file (None: the program's name from argv)"
     )
@@ -96,6 +99,9 @@ class MemoryConfig:
         "owned", "Which processes cleanup may terminate: owned ones, or none", choices=("owned", "none")
     )
     terminate_grace_seconds: float = _f(5.0, "Seconds between SIGTERM and SIGKILL", min=0.0, max=600.0)
+    terminate_owned_on_exit: bool = _f(
+        True, "At interpreter exit, end owned child processes still running (TERM, KILL after at most 2 s)"
+    )
     subreaper: bool = _f(False, "Become a child subreaper to adopt and reap orphaned grandchildren")
     node_heap_threshold_mb: float = _f(512.0, "Node.js child heapUsed (MB) that counts as critical", min=1.0)
     node_inspect_interval: float = _f(
@@ -271,6 +277,29 @@ def _coerce(name: str, raw: Any) -> Any:
 
 #: The magnitude no number field may exceed (fields may set a smaller ``max``).
 NUMBER_LIMIT = 1e15
+# What one sample costs in the history ring: 21 float64 columns (memdiag.history.COLUMNS;
+# tests/test_minor_defects.py checks this against a real ring with tracemalloc).
+HISTORY_BYTES_PER_SAMPLE = 21 * 8
+MIB = 1024 * 1024
+
+
+def history_ring_bytes(history_size: int) -> int:
+    """The bytes a history ring of ``history_size`` samples takes."""
+    return int(history_size) * HISTORY_BYTES_PER_SAMPLE
+
+
+def _budget_error(values: Mapping[str, Any]) -> str | None:
+    """Why ``history_size`` does not fit ``self_memory_budget_mb``, saying what it costs."""
+    size = values.get("history_size", 3600)
+    budget_mb = values.get("self_memory_budget_mb", 32.0)
+    cost = history_ring_bytes(size)
+    if cost <= budget_mb * MIB:
+        return None
+    fits = int(budget_mb * MIB // HISTORY_BYTES_PER_SAMPLE)
+    return (
+        f"{size} samples would take {cost / MIB:.1f} MiB ({HISTORY_BYTES_PER_SAMPLE} bytes each), over "
+        f"self_memory_budget_mb={budget_mb:g}; use at most {fits} samples or raise self_memory_budget_mb"
+    )
 
 
 def _validate_one(info: FieldInfo, value: Any) -> str | None:
@@ -323,6 +352,9 @@ def _validate_all(values: Mapping[str, Any]) -> dict[str, str]:
         token = values.get("api_token")
         if isinstance(token, str) and len(token) < 16:
             errors["api_token"] = "must be at least 16 characters"
+        budget = _budget_error(values)
+        if budget:
+            errors["history_size"] = budget
         url = values.get("leak_webhook_url")
         if isinstance(url, str) and not url.startswith(("http://", "https://")):
             errors["leak_webhook_url"] = "must be an http:// or https:// URL"

@@ -512,6 +512,7 @@ class MemoryDiagnostics:
             "tick_seconds_p99": qs[98] if qs else None,
             "tick_seconds_last": ticks[-1] if ticks else None,
             "history_bytes": self.history.memory_bytes(),
+            "memory_budget_bytes": int(self._cfg.self_memory_budget_mb * 1024 * 1024),
             "memory_bytes": self._own_memory(),
             "open_fds": self._sampler.walker.open_fds + 32,
             "collector_errors": dict(self._sampler.collector_errors),

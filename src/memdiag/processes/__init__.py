@@ -12,6 +12,7 @@ section and the ``subprocesses()`` decorator. Every monitor calls it; it is idem
 
 from __future__ import annotations
 
+import atexit
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +73,9 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+_exit_hook = False
+
+
 def install(config_getter: Callable[[], MemoryConfig] | None = None) -> None:
     """Register the process rungs, signals, report section and decorator (idempotent).
 
@@ -81,7 +85,12 @@ def install(config_getter: Callable[[], MemoryConfig] | None = None) -> None:
             ladder that runs it (``CleanupContext.config``).
     """
     from . import groups, rungs
+    from .terminate import end_owned_at_exit
 
+    global _exit_hook
+    if not _exit_hook:  # registered after the monitors' own: runs before they stop
+        atexit.register(end_owned_at_exit)
+        _exit_hook = True
     names = {a.name for a in _registry.cleanup_actions()}
     if "zombies" not in names:
         _registry.register_cleanup("zombies", rungs.zombies_rung, order=40)

@@ -28,7 +28,7 @@ from ..errors import ProcessNotOwnedError
 from ..probes._io import read_bytes
 from .ownership import OwnedProcess, is_descendant, owner_of, read_identity, registry
 
-__all__ = ["stop_entries", "terminate"]
+__all__ = ["end_owned_at_exit", "stop_entries", "terminate"]
 
 log = logging.getLogger("memdiag.processes")
 _POLL = 0.02
@@ -209,3 +209,31 @@ def _group_members(pgid: int) -> list[int]:
                         out.append(k)
                     frontier.append(k)
     return out
+
+
+EXIT_GRACE = 2.0  # seconds owned children get between TERM and KILL when the service exits
+
+
+def end_owned_at_exit() -> list[dict[str, Any]]:
+    """End the owned processes still running when the interpreter exits (``atexit``).
+
+    Without this an owned child outlives the service, re-parented to init. Only with
+    ``terminate_owned_on_exit`` and ``terminate_policy = "owned"``; only this process's
+    own entries inside its tree; TERM, then KILL after ``min(terminate_grace_seconds, 2)``.
+    A service killed by SIGKILL (the OOM killer) runs no exit handler: its children stay.
+    """
+    cfg = active_config()
+    if not cfg.terminate_owned_on_exit or cfg.terminate_policy != "owned":
+        return []
+    live = [e for e in registry.entries() if e.returncode is None]
+    if not live:
+        return []
+    try:
+        results = stop_entries(live, grace=min(cfg.terminate_grace_seconds, EXIT_GRACE), config=cfg)
+    except Exception as exc:  # never break the host's shutdown
+        log.debug("ending owned processes at exit failed: %r", exc)
+        return []
+    ended = [r for r in results if r["signals"]]
+    if ended:
+        log.info("ended %d owned child process(es) at exit: %s", len(ended), ", ".join(str(r["pid"]) for r in ended))
+    return results
