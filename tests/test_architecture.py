@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaks and processes", ("memdiag.leaks", "memdiag.processes")),
     ("reports", ("memdiag.reports",)),
     ("service", ("memdiag.service", "memdiag.wiring")),
-    ("surfaces", ("memdiag.health", "memdiag.http", "memdiag.dashboard", "memdiag.control", "memdiag.workers")),
+    ("surfaces", ("memdiag.health", "memdiag.http", "memdiag.dashboard", "memdiag.telemetry", "memdiag.control", "memdiag.workers")),
     ("public face", ("memdiag",)),
     ("command line", ("memdiag.cli", "memdiag.demo", "memdiag.__main__")),
 ]

@@ -164,6 +164,9 @@ def start(config: MemoryConfig | None = None, *, http: bool | str | None = None,
     diag = MemoryDiagnostics.get_instance(config, **overrides)
     was_running = diag.running
     diag.start()
+    from .telemetry import install as install_telemetry
+
+    install_telemetry(diag)  # Prometheus collector / OpenTelemetry, where installed
     if http and diag.http_server is None:
         from .http.server import start_api_server
 

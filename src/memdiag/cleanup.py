@@ -131,6 +131,8 @@ class CleanupLadder:
         self._last_end: float | None = None  # monotonic
         self._last_result: CleanupResult | None = None
         self.runs = {"performed": 0, "skipped_cooldown": 0, "skipped_in_progress": 0, "dry_run": 0, "errors": 0}
+        #: Bytes the performed (not dry-run) cleanups accounted as freed, since start.
+        self.freed_bytes_total = 0
         self._listeners: list[Callable[[CleanupResult], None]] = []
 
     @property
@@ -178,6 +180,8 @@ class CleanupLadder:
             result = self._run_locked(cfg, force=force, dry=dry, reason=reason, level=level)
         finally:
             self._lock.release()
+        if result.performed and not result.dry_run:
+            self.freed_bytes_total += max(0, result.freed_bytes)
         for fn in list(self._listeners):
             try:
                 fn(result)

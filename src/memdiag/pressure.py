@@ -156,6 +156,7 @@ def _reading_dict(r: SignalReading, level: str) -> dict[str, Any]:
         "level": level,
         "value": round(r.value, 6) if r.unit != "bytes" else int(r.value),
         "threshold": (round(threshold, 6) if r.unit != "bytes" else int(threshold)) if threshold is not None else None,
+        "critical": (round(r.critical, 6) if r.unit != "bytes" else int(r.critical)) if r.critical is not None else None,
         "unit": r.unit,
         "detail": r.detail,
     }

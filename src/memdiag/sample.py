@@ -15,7 +15,7 @@ from typing import Any
 
 from . import registry
 from .probes._io import PreadCache
-from .probes.process import clock_ticks, count_fds, read_smaps_rollup, read_stat
+from .probes.process import ProcStat, clock_ticks, count_fds, read_smaps_rollup, read_stat
 from .probes.python import PythonHeap, python_heap
 from .probes.system import (
     CgroupLocation,
@@ -45,6 +45,8 @@ class ProcessMemory:
     threads: int | None = None
     fds: int | None = None
     cpu_seconds: float | None = None
+    vms: int | None = None
+    start_time: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,7 @@ class Sampler:
         self.with_python = with_python
         self.walker = ChildWalker(self.pid, proc_root, max_children=max_children)
         self._cache = PreadCache(32)
+        self._started: tuple[int, float | None] | None = None  # (pid, start time): read once
         self._cgroup_loc: CgroupLocation | None = None
         self._cgroup_checked = 0.0
         self._ancestors: tuple[int | None, int | None] = (None, None)
@@ -264,6 +267,8 @@ class Sampler:
                 threads=threads,
                 fds=fds,
                 cpu_seconds=cpu,
+                vms=st.vsize_bytes if st else None,
+                start_time=self._start_time(st),
             ),
             system=system,
             cgroup=cgroup,
@@ -275,6 +280,16 @@ class Sampler:
             extra=extra,
             seconds=time.perf_counter() - start,
         )
+
+    def _start_time(self, st: ProcStat | None) -> float | None:
+        """The process's start time (epoch seconds): read once, it never changes."""
+        if st is None:
+            return None
+        known = self._started
+        if known is None or known[0] != self.pid:
+            known = (self.pid, st.start_time(self.proc_root))
+            self._started = known
+        return known[1]
 
     def reset_after_fork(self) -> None:
         self.pid = os.getpid()

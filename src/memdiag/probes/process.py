@@ -69,6 +69,7 @@ class ProcStat:
     rss_bytes: int
     utime_ticks: int
     stime_ticks: int
+    vsize_bytes: int = 0
 
     @property
     def zombie(self) -> bool:
@@ -100,6 +101,7 @@ def parse_stat(pid: int, data: bytes | None) -> ProcStat | None:
             rss_bytes=int(rest[21]) * page_size(),
             utime_ticks=int(rest[11]),
             stime_ticks=int(rest[12]),
+            vsize_bytes=int(rest[20]),
         )
     except (ValueError, IndexError):
         return None
