@@ -302,12 +302,19 @@ def _site(s: dict[str, Any]) -> str:
     return site if len(site) <= _SITE_CHARS else "..." + site[-(_SITE_CHARS - 3) :]
 
 
+def _rate_per_min(s: dict[str, Any]) -> float | None:
+    """Bytes per minute for memory suspects, items per minute for fd/thread/... suspects."""
+    rate = _num(s.get("growth_bytes_per_min"))
+    return rate if rate is not None else _num(s.get("growth_per_min"))
+
+
 def _leaks(out: _Families, diag: Any) -> None:
     count = out.new("memdiag_leak_suspects", "gauge", "Leak suspects by kind.", ["kind"])
     growth = out.new(
-        "memdiag_leak_suspect_growth_bytes_per_second",
+        "memdiag_leak_suspect_growth_per_second",
         "gauge",
-        f"Growth of the {MAX_SUSPECTS} fastest-growing leak suspects, by kind and allocation site.",
+        f"Growth of the {MAX_SUSPECTS} fastest-growing leak suspects by kind and site "
+        "(bytes/s for memory kinds; fds, threads, tasks or children per second for the others).",
         ["kind", "site"],
     )
     confidence = out.new(
@@ -325,14 +332,14 @@ def _leaks(out: _Families, diag: Any) -> None:
         by_kind[str(s.get("kind"))] = by_kind.get(str(s.get("kind")), 0) + 1
     for kind, n in sorted(by_kind.items()):
         count.add(n, kind)
-    top = sorted(suspects, key=lambda s: -(_num(s.get("growth_bytes_per_min")) or 0.0))[:MAX_SUSPECTS]
+    top = sorted(suspects, key=lambda s: -(_rate_per_min(s) or 0.0))[:MAX_SUSPECTS]
     seen: set[tuple[str, str]] = set()
     for s in top:
         key = (str(s.get("kind")), _site(s))
         if key in seen:
             continue
         seen.add(key)
-        rate = _num(s.get("growth_bytes_per_min"))
+        rate = _rate_per_min(s)
         growth.add(None if rate is None else rate / 60.0, *key)
         confidence.add(_num(s.get("confidence")), *key)
 
