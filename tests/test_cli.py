@@ -248,13 +248,17 @@ def test_cleanup_needs_a_service() -> None:
 # -- configure -------------------------------------------------------------------------
 
 
-def test_configure_applies_live_and_persists(service: Service) -> None:
+def test_configure_applies_live_and_persists_only_when_asked(service: Service) -> None:
     r = invoke("configure", "--threshold", "1000")
     assert r.exit_code == 0, r.output
-    assert "memory_threshold_mb = 1000.0" in r.output
+    assert "memory_threshold_mb = 1000.0" in r.output and "this service only" in r.output
     _, body = service.api("GET", "/api/memory/configure")
     assert body["config"]["memory_threshold_mb"] == 1000.0
-    assert load_config().memory_threshold_mb == 1000.0  # saved to the config file
+    assert not default_config_path().exists()  # services started later are not changed
+    r = invoke("configure", "--threshold", "1000", "--persist")
+    assert r.exit_code == 0, r.output
+    assert f"saved to {default_config_path()}" in r.output  # names the file it wrote
+    assert load_config().memory_threshold_mb == 1000.0
     assert invoke("configure", "--no-auto-cleanup").exit_code == 0
     assert service.api("GET", "/api/memory/configure")[1]["config"]["enable_auto_cleanup"] is False
     assert invoke("configure", "--auto-cleanup", "--interval", "0.5").exit_code == 0
@@ -263,6 +267,7 @@ def test_configure_applies_live_and_persists(service: Service) -> None:
     r = invoke("configure", "--cleanup-cooldown", "60", "--no-persist")
     assert r.exit_code == 0 and "not saved" in r.output
     assert load_config().cleanup_cooldown == 300.0
+    assert load_config().enable_auto_cleanup is True  # --no-auto-cleanup above was not saved
 
 
 @pytest.mark.parametrize(

@@ -158,9 +158,11 @@ def start(config: MemoryConfig | None = None, *, http: bool | str | None = None,
         if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
             raise ConfigError({"http": f"expected 'host:port' or 'port' with a port 0-65535, got {http!r}"})
         host, port = host_text.strip("[]") or None, int(port_text)
-    from .control import install
+    from .control.channel import install
+    from .workers import install as install_workers
 
     install()  # the local control channel opens with the monitor (and in forked workers)
+    install_workers()  # a pre-fork server's worker keeps its history per worker slot
     diag = MemoryDiagnostics.get_instance(config, **overrides)
     was_running = diag.running
     diag.start()

@@ -55,4 +55,36 @@ def service_rows(timeout: float = 1.0) -> list[dict[str, Any]]:
     if not entries:
         return []
     with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
-        return list(pool.map(lambda e: _row(e, timeout), entries))
+        rows = list(pool.map(lambda e: _row(e, timeout), entries))
+    return _with_masters(rows)
+
+
+def _with_masters(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add the master of every pre-fork server whose workers run memdiag but it does not
+    (gunicorn without --preload): seen from /proc, so ``ps`` shows the whole server."""
+    listed = {r["pid"] for r in rows}
+    for server_pid in sorted({r["server_pid"] for r in rows if r.get("role") == "worker"} - listed):
+        st = read_stat(server_pid)
+        if st is None:
+            continue
+        rows.append(
+            {
+                "pid": server_pid,
+                "url": None,
+                "socket": None,
+                "version": None,
+                "name": st.name,
+                "started_at": None,
+                "server": None,
+                "role": "master",
+                "slot": None,
+                "server_pid": server_pid,
+                "rss_bytes": st.rss_bytes,
+                "pressure": None,
+                "threshold_bytes": None,
+                "children": None,
+                "error": "no agent",
+            }
+        )
+    rows.sort(key=lambda r: (r.get("server_pid") or r["pid"], r.get("role") != "master", r.get("slot") or 0, r["pid"]))
+    return rows

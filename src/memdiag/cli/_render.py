@@ -20,6 +20,7 @@ __all__ = [
     "render_leaks",
     "render_profile",
     "render_ps",
+    "render_server",
 ]
 
 
@@ -397,6 +398,39 @@ def render_ps(rows: Sequence[Mapping[str, Any]]) -> str:
             ]
         )
     return table(body, ["PID", "NAME", "ROLE", "RSS", "PRESSURE", "UPTIME", "API", "VERSION"], right=(0, 3))
+
+
+def render_server(d: Mapping[str, Any]) -> str:
+    """``memdiag profile --server PID``: every process of a pre-fork server and the sum."""
+    server = d.get("server") or {}
+    head = _heading(f"Server {server.get('pid', '?')} ({server.get('id', 'not a pre-fork server')})")
+    rows = []
+    for m in d.get("members") or []:
+        role = m.get("role") or "-"
+        if role == "worker":
+            role = f"worker {m.get('slot')}"
+        rows.append(
+            [
+                m.get("pid"),
+                role,
+                human_bytes(m.get("rss_bytes")),
+                human_bytes(m.get("pss_bytes")),
+                m.get("children") if m.get("children") is not None else "-",
+                level_text(m.get("pressure")) if m.get("pressure") else style(m.get("error") or "no agent", "yellow"),
+            ]
+        )
+    t = d.get("total") or {}
+    rows.append(
+        [
+            "total",
+            f"{t.get('processes', 0)} processes",
+            human_bytes(t.get("rss_bytes")),
+            human_bytes(t.get("pss_bytes")),
+            t.get("children") if t.get("children") is not None else "-",
+            level_text(d.get("pressure")) if d.get("pressure") else "-",
+        ]
+    )
+    return "\n".join([head, table(rows, ["PID", "ROLE", "RSS", "PSS", "CHILDREN", "PRESSURE"], right=(0, 2, 3, 4))])
 
 
 def _site(s: Mapping[str, Any]) -> str:

@@ -139,9 +139,21 @@ class ControlChannel:
         self.thread.start()
         self._closed = False
         try:
+            from ..workers import identity
+
+            ident = identity()
+        except Exception as exc:  # never stop the channel for it
+            log.debug("memdiag: worker identity unknown: %r", exc)
+            ident = None
+        if name is None:
+            name = os.path.basename(sys.argv[0] or "python")
+            if ident is not None and name in ("-c", ""):  # a spawned worker: its server's name
+                name = ident.server_id.rpartition("-")[0]
+        try:
             runtime.update_service(
                 socket=str(self.path),
-                name=name if name is not None else os.path.basename(sys.argv[0] or "python"),
+                server=ident.to_dict() if ident is not None else None,
+                name=name,
                 started_at=time.time(),
             )
         except OSError as exc:  # serving still works; only the CLI will not list it

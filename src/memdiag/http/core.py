@@ -22,6 +22,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -178,6 +179,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _server_token() -> str | None:
+    """The token shared by every process of a pre-fork server (``None`` outside one)."""
+    try:
+        from ..workers import shared_token
+
+        return shared_token()
+    except Exception as exc:  # a private file we cannot use: this process's own token
+        log.warning("memdiag: no shared API token for this server (%s); using this process's own", exc)
+        return None
+
+
 class MemoryAPI:
     """The memory API as one callable: ``handle(method, path, query, headers, body)``.
 
@@ -236,7 +248,7 @@ class MemoryAPI:
         if configured:
             return configured
         if self._generated is None:
-            self._generated = secrets.token_urlsafe(32)
+            self._generated = _server_token() or secrets.token_urlsafe(32)
         return self._generated
 
     def announce(self, url: str, *, name: str = "", started_at: float = 0.0) -> Path:
@@ -301,7 +313,7 @@ class MemoryAPI:
             endpoint = self._route(req)
             if isinstance(endpoint, Response):
                 return endpoint
-            if endpoint.acting or endpoint.quick is None:
+            if endpoint.acting or endpoint.quick is None or "pid" in req.query:
                 return None
             resp: Response | None = getattr(self, endpoint.quick)(req)
             if resp is not None and req.method == "HEAD":
@@ -375,10 +387,31 @@ class MemoryAPI:
                     headers=[("Retry-After", str(max(1, math.ceil(wait))))],
                     extra={"retry_after_seconds": round(max(wait, 0.001), 3)},
                 )
+        if "pid" in req.query and req.path.startswith(API_PREFIX):
+            forwarded = self._forward(req)
+            if forwarded is not None:
+                return forwarded
         resp: Response = getattr(self, endpoint.handler)(req)
         if req.method == "HEAD":
             return Response(resp.status, resp.headers, b"")
         return resp
+
+    def _forward(self, req: _Request) -> Response | None:
+        """``?pid=N``: the answer of process N of this pre-fork server (``None``: it is us)."""
+        text = req.query["pid"].strip()
+        if not text.isdigit() or int(text) <= 0:
+            raise _Problem(422, "invalid request", fields={"pid": "must be a positive process id"})
+        pid = int(text)
+        if pid == os.getpid():
+            return None
+        fleet = importlib.import_module("memdiag.control.fleet")
+        try:
+            status, headers, body = fleet.forward(pid, req.method, req.path, req.query, req.body)
+        except fleet.NotAMember:
+            raise _Problem(404, "not found", f"process {pid} is not a memdiag process of this server") from None
+        except OSError as exc:
+            raise _Problem(502, "bad gateway", f"process {pid} did not answer: {exc}"[:300]) from None
+        return Response(status, headers, b"" if req.method == "HEAD" else body)
 
     def _authenticate(self, req: _Request) -> None:
         scheme, _, credential = req.headers.get("authorization", "").strip().partition(" ")
@@ -583,7 +616,12 @@ class MemoryAPI:
             raise _Problem(
                 500, "could not save the configuration", f"{type(exc).__name__}: {exc.strerror or exc}"
             ) from None
-        return self._json(200, {"config": new.to_dict(), "changed": sorted(before.diff(new)), "persisted": persist})
+        body: dict[str, Any] = {"config": new.to_dict(), "changed": sorted(before.diff(new)), "persisted": persist}
+        if persist:
+            from ..config import default_config_path
+
+            body["path"] = str(default_config_path())
+        return self._json(200, body)
 
     def _history(self, req: _Request) -> Response:
         args = self._params(req)
@@ -642,6 +680,10 @@ class MemoryAPI:
         except ValueError as exc:
             raise _Problem(422, "invalid request", fields={"seconds": str(exc)[:300]}) from None
         return self._json(200, result)
+
+    def _server(self, req: _Request) -> Response:
+        report = self._optional("memdiag.control.fleet", "server_report", "the server view")
+        return self._json(200, report(self.diagnostics))
 
     def _health(self, req: _Request) -> Response:
         if self._health_monitor is not None:

@@ -362,6 +362,14 @@ ROUTES: dict[str, dict[str, Endpoint]] = {
             extra=(409, 501),
         )
     },
+    f"{_P}/server": {
+        "GET": Endpoint(
+            "_server",
+            "A pre-fork server whole: every process (master and workers) and their sum",
+            "getServer",
+            {"type": "object"},
+        )
+    },
     f"{_P}/health": {
         "GET": Endpoint(
             "_health",

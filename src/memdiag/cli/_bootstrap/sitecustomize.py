@@ -9,7 +9,12 @@ launched program gets memdiag without any code change:
 2. when ``MEMDIAG_AUTOSTART=1`` it starts the monitor (configured by the ``MEMDIAG_*``
    environment, as ``memdiag.start()`` always is), with the API server when
    ``MEMDIAG_AUTOSTART_HTTP=1``, and clears both variables so only the first Python
-   process of the tree starts an agent (its Python children do not).
+   process of the tree starts an agent (its Python children do not);
+3. except for a pre-fork server (gunicorn, uvicorn): its master keeps this directory on
+   ``PYTHONPATH`` and names itself in ``MEMDIAG_AUTOSTART_SERVER``, so every worker
+   starts its own agent: forked workers (gunicorn) restart the monitor after ``fork()``
+   (memdiag's ``os.register_at_fork`` handler), spawned ones (``uvicorn --workers``) start
+   it here because their parent is that master. Their own children do not.
 
 It never stops the program from starting: any failure is one line on stderr.
 """
@@ -27,15 +32,42 @@ def _warn(message):
         pass
 
 
-def _unhook():
-    """Take this directory off PYTHONPATH (for children) and sys.path (for imports)."""
-    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    kept = [p for p in parts if os.path.abspath(p) != _HERE]
-    if kept:
-        os.environ["PYTHONPATH"] = os.pathsep.join(kept)
-    else:
-        os.environ.pop("PYTHONPATH", None)
+def _unhook(keep_env=False):
+    """Take this directory off PYTHONPATH (for children, unless ``keep_env``) and sys.path."""
+    if not keep_env:
+        parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        kept = [p for p in parts if os.path.abspath(p) != _HERE]
+        if kept:
+            os.environ["PYTHONPATH"] = os.pathsep.join(kept)
+        else:
+            os.environ.pop("PYTHONPATH", None)
     sys.path[:] = [p for p in sys.path if not p or os.path.abspath(p) != _HERE]
+
+
+_SERVERS = ("gunicorn", "uvicorn")
+
+
+def _is_server():
+    """This process is a pre-fork server's master (gunicorn or uvicorn, however launched)."""
+    with open("/proc/self/cmdline", "rb") as fh:
+        argv = [a.decode("utf-8", "replace") for a in fh.read(65536).split(b"\0") if a]
+    head = argv[:3]
+    return any(os.path.basename(a) in _SERVERS for a in head) or any(
+        a == "-m" and i + 1 < len(argv) and argv[i + 1] in _SERVERS for i, a in enumerate(head)
+    )
+
+
+def _role():
+    """``"first"`` (started by ``memdiag run``), ``"master"`` (the same, a pre-fork server),
+    ``"worker"`` (spawned by such a master) or ``None``."""
+    if os.environ.get("MEMDIAG_AUTOSTART") == "1":
+        return "master" if _is_server() else "first"
+    server = os.environ.get("MEMDIAG_AUTOSTART_SERVER")
+    if server and server == str(os.getppid()):
+        with open("/proc/self/cmdline", "rb") as fh:
+            helper = b"multiprocessing.resource_tracker" in fh.read(65536)
+        return None if helper else "worker"  # not the helper multiprocessing starts beside them
+    return None
 
 
 def _chain():
@@ -51,18 +83,28 @@ def _chain():
     spec.loader.exec_module(module)
 
 
-def _autostart():
-    if os.environ.pop("MEMDIAG_AUTOSTART", "") != "1":
+def _autostart(role):
+    if role is None:
         return
-    http = os.environ.pop("MEMDIAG_AUTOSTART_HTTP", "") == "1"
+    os.environ.pop("MEMDIAG_AUTOSTART", None)
+    if role == "master":  # its workers start their own agents (they keep these variables)
+        os.environ["MEMDIAG_AUTOSTART_SERVER"] = str(os.getpid())
+        http = os.environ.get("MEMDIAG_AUTOSTART_HTTP", "") == "1"
+    else:
+        http = os.environ.pop("MEMDIAG_AUTOSTART_HTTP", "") == "1"
     import memdiag
 
     memdiag.start(http=http or None)
 
 
 def _main():
+    role = None
     try:
-        _unhook()
+        role = _role()
+    except Exception as exc:
+        _warn(f"could not tell what this process is: {type(exc).__name__}: {exc}")
+    try:
+        _unhook(keep_env=role == "master")
     except Exception as exc:
         _warn(f"could not clean PYTHONPATH: {type(exc).__name__}: {exc}")
     try:
@@ -70,7 +112,7 @@ def _main():
     except Exception as exc:
         _warn(f"the program's own sitecustomize failed: {type(exc).__name__}: {exc}")
     try:
-        _autostart()
+        _autostart(role)
     except Exception as exc:
         _warn(f"memdiag did not start in this process ({type(exc).__name__}: {exc}); monitoring from outside only")
 

@@ -1,4 +1,5 @@
-"""``memdiag configure``: show or change settings, live in the service and in the config file."""
+"""``memdiag configure``: show or change settings of the running service; save them to the
+config file only when asked (``--persist``), naming the file."""
 
 from __future__ import annotations
 
@@ -18,12 +19,17 @@ __all__ = ["configure"]
 
 @click.command(cls=ConfigCommand, context_settings=CONTEXT)
 @click.option("--local", is_flag=True, help="Only save to the config file; do not contact a running service.")
-@click.option("--no-persist", is_flag=True, help="Apply to the running service only; do not save.")
+@click.option(
+    "--persist/--no-persist",
+    default=False,
+    help="Also save the change to the config file, for services started later (default: "
+    "only the running service changes).",
+)
 @json_option
 @target_options
 def configure(
     local: bool,
-    no_persist: bool,
+    persist: bool,
     as_json: bool,
     pid: int | None,
     url: str | None,
@@ -31,11 +37,13 @@ def configure(
     timeout: float,
     **kwargs: Any,
 ) -> None:
-    """Show or change settings: live in the running service, and saved to the config file.
+    """Show or change settings of the running service (it alone changes).
 
-    With no flags, prints the current configuration. An invalid value exits with status 2,
-    names the field, and changes nothing. With no service running, the change is saved to
-    the config file for services started from now on.
+    --persist also saves the change to the config file (named in the output), which every
+    service started later reads. With no flags, prints the current configuration. An
+    invalid value exits with status 2, names the field, and changes nothing. With no
+    service running (or --local), the change is saved to the config file for services
+    started from now on.
     """
     from ...config import MemoryConfig
     from ...errors import ConfigError
@@ -47,7 +55,8 @@ def configure(
     except ConfigError as exc:
         fail(str(exc))
     typed = {k: getattr(typed_cfg, k) for k in changes}
-    if local and no_persist:
+    ctx = click.get_current_context()
+    if local and not persist and ctx.get_parameter_source("persist") is click.core.ParameterSource.COMMANDLINE:
         fail("--local and --no-persist together would change nothing")
     target = (
         Target("machine")
@@ -55,7 +64,7 @@ def configure(
         else resolve(pid, url, token, timeout, "configure --pid" if pid is not None else None)
     )
     if target.kind == "service":
-        _configure_service(target, typed, persist=not no_persist, as_json=as_json)
+        _configure_service(target, typed, persist=persist, as_json=as_json)
     else:
         _configure_file(typed, local=local, as_json=as_json)
 
@@ -87,7 +96,10 @@ def _configure_service(target: Target, typed: dict[str, Any], *, persist: bool, 
         return
     body = resp.body or {}
     changed = body.get("changed") or []
-    where = "applied and saved to its config file" if body.get("persisted") else "applied (not saved)"
+    if body.get("persisted"):
+        where = f"applied, and saved to {body.get('path') or 'its config file'} for services started later"
+    else:
+        where = "applied to this service only (not saved; --persist saves it for services started later)"
     click.echo(f"{target.label}: {where}; changed: {', '.join(changed) or 'nothing (already set)'}")
     config = body.get("config") or {}
     for k in typed:

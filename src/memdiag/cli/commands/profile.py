@@ -27,11 +27,20 @@ __all__ = ["profile"]
     default=None,
     help="Length of the --allocations window (default: the service's trace_window_seconds).",
 )
+@click.option(
+    "--server",
+    "server_pid",
+    type=int,
+    default=None,
+    metavar="PID",
+    help="The whole pre-fork server whose master is PID (or any of its workers): every process and the sum.",
+)
 @target_options
 def profile(
     as_json: bool,
     allocations: bool,
     seconds: float | None,
+    server_pid: int | None,
     pid: int | None,
     url: str | None,
     token: str | None,
@@ -42,6 +51,9 @@ def profile(
     With no service registered it shows the machine; with --pid N of a process that runs
     no memdiag, what can be seen from outside (and what cannot).
     """
+    if server_pid is not None:
+        _server(server_pid, as_json, timeout)
+        return
     target = resolve(pid, url, token, timeout, "profile --allocations" if allocations else None)
     if allocations:
         _allocations(target, seconds, as_json)
@@ -56,6 +68,27 @@ def profile(
     from .._render import render_profile
 
     click.echo(render_profile(resp.body, source=source(target)))
+
+
+def _server(server_pid: int, as_json: bool, timeout: float) -> None:
+    """``--server PID``: the aggregate view, asked of any process of that server."""
+    from ...runtime import list_services
+    from .._target import Target, client_for
+
+    entries = list_services()
+    member = next((e for e in entries if e.pid == server_pid and e.socket), None) or next(
+        (e for e in entries if e.socket and (e.server or {}).get("pid") == server_pid), None
+    )
+    if member is None:
+        fail(f"no process of a server with PID {server_pid} runs memdiag (see `memdiag ps`)")
+    target = Target("service", member.pid, client_for(member, None, timeout), member)
+    resp = call(target, "GET", "/api/memory/server")
+    if as_json:
+        echo_json(resp.body, resp.text)
+        return
+    from .._render import render_server
+
+    click.echo(render_server(resp.body))
 
 
 def _allocations(target: Target, seconds: float | None, as_json: bool) -> None:

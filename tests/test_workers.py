@@ -1,0 +1,192 @@
+"""Pre-fork servers for real: gunicorn (sync, gthread, uvicorn workers) and uvicorn --workers,
+with memdiag mounted in a Flask / FastAPI app, and `memdiag run` in front of them."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memdiag import runtime
+from memdiag.probes.process import read_stat
+from memdiag.workers import is_server_command
+
+from .conftest import wait_for
+from .test_cli_support import cli
+
+pytest.importorskip("gunicorn")
+pytestmark = pytest.mark.slow
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _workers(master: int) -> list[runtime.ServiceEntry]:
+    return [
+        e for e in runtime.list_services() if e.socket and (e.server or {}).get("pid") == master
+        and e.server.get("role") == "worker"
+    ]
+
+
+@contextmanager
+def server(argv: list[str], workers: int, env: dict[str, str] | None = None) -> Iterator[tuple[int, int]]:
+    """Run a pre-fork server until its ``workers`` workers announced themselves; yields
+    ``(master pid, port)`` and stops it with SIGTERM (a graceful shutdown) afterwards."""
+    port = _free_port()
+    argv = [a.replace("{port}", str(port)) for a in argv]
+    full_env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{FIXTURES}", **(env or {})}
+    proc = subprocess.Popen(argv, cwd=FIXTURES, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        master = proc.pid
+        if argv[:3] == [sys.executable, "-m", "memdiag"]:  # `memdiag run`: the server is its child
+            master = wait_for(lambda: _child(proc.pid), timeout=30, what="the server under memdiag run")
+        wait_for(lambda: len(_workers(master)) >= workers, timeout=60, what=f"{workers} workers announced")
+        yield master, port
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        assert b"Traceback" not in err, err.decode(errors="replace")[-2000:]
+
+
+def _child(pid: int) -> int | None:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(text[0]) if text else None
+
+
+def _shared_token(master: int) -> str:
+    st = read_stat(master)
+    assert st is not None
+    path = runtime.runtime_dir() / f"server-{master}-{st.start_ticks}" / "token"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    return path.read_text().strip()
+
+
+def _get(port: int, path: str, token: str | None) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+def _check_server(master: int, port: int | None, token: str, *, master_agent: bool) -> None:
+    """The bars: 200 requests with the shared token succeed; each worker answers with its own
+    PID (by ?pid=, and through the CLI); ps lists master and workers; aggregate == sum.
+    ``port=None``: the app serves no memdiag API (`memdiag run`), the CLI checks only."""
+    workers = {e.pid: e for e in _workers(master)}
+    if port is not None:
+        statuses = [_get(port, "/api/memory/status", token) for _ in range(200)]
+        assert [s for s, _ in statuses] == [200] * 200
+        assert {b["pid"] for _, b in statuses} <= set(workers)
+    for pid in workers:
+        if port is not None:
+            status, body = _get(port, f"/api/memory/profile?pid={pid}", token)
+            assert status == 200 and body["pid"] == pid and body["process"]["pid"] == pid
+        out = cli("profile", "--pid", str(pid), "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["pid"] == pid
+    assert sorted(e.server["slot"] for e in workers.values()) == list(range(len(workers)))
+    rows = json.loads(cli("ps", "--json").stdout)
+    mine = [r for r in rows if master in (r["pid"], r.get("server_pid"))]
+    assert [r["pid"] for r in mine if r["role"] == "master"] == [master]
+    assert sorted(r["pid"] for r in mine if r["role"] == "worker") == sorted(workers)
+    assert next(r for r in mine if r["role"] == "master")["error"] == (None if master_agent else "no agent")
+    out = cli("profile", "--server", str(master), "--json")
+    assert out.returncode == 0, out.stderr
+    views = [json.loads(out.stdout)]
+    if port is not None:
+        status, agg = _get(port, "/api/memory/server", token)
+        assert status == 200
+        views.append(agg)
+    for agg in views:
+        members = agg["members"]
+        assert sorted(m["pid"] for m in members) == sorted([master, *workers])
+        assert {m["pid"]: m["agent"] for m in members}[master] is master_agent
+        for key in ("rss_bytes", "threads", "children"):
+            values = [m[key] for m in members if m[key] is not None]
+            assert agg["total"][key] == sum(values), key
+
+
+def test_command_lines_of_pre_fork_servers() -> None:
+    assert is_server_command(["/venv/bin/python", "/venv/bin/gunicorn", "-w", "2", "app:app"])
+    assert is_server_command(["gunicorn: master [app:app]"])
+    assert is_server_command(["python", "-m", "uvicorn", "app:app", "--workers", "2"])
+    assert not is_server_command(["python", "/usr/bin/memdiag", "run", "--", "gunicorn", "app:app"])
+    assert not is_server_command(["python", "-c", "from multiprocessing.spawn import spawn_main"])
+
+
+def test_gunicorn_sync_workers_share_a_token_and_answer_for_themselves() -> None:
+    argv = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "fleet_flask:app"]
+    with server(argv, 2) as (master, port):
+        token = _shared_token(master)  # no token configured: the first worker wrote it, 0600
+        _check_server(master, port, token, master_agent=False)
+        assert _get(port, "/api/memory/status", "not-the-token-0123456789")[0] == 401
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "app"),
+    [("gthread", "fleet_flask:app"), ("uvicorn.workers.UvicornWorker", "fleet_fastapi:app")],
+)
+def test_gunicorn_worker_classes_with_a_configured_token(worker_class: str, app: str) -> None:
+    if worker_class.startswith("uvicorn.workers"):
+        pytest.importorskip("uvicorn.workers")
+    token = "fleet-token-0123456789abcdef"
+    argv = [sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", "2", "-b", "127.0.0.1:{port}", app]
+    with server(argv, 2, {"MEMDIAG_API_TOKEN": token}) as (master, port):
+        _check_server(master, port, token, master_agent=False)
+
+
+def test_uvicorn_workers() -> None:
+    argv = [sys.executable, "-m", "uvicorn", "--workers", "2", "--port", "{port}", "fleet_fastapi:app"]
+    with server(argv, 2) as (master, port):
+        _check_server(master, port, _shared_token(master), master_agent=False)
+
+
+def test_memdiag_run_monitors_every_gunicorn_worker_and_recycling_keeps_the_slot(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    argv = [sys.executable, "-m", "memdiag", "run", "--", sys.executable, "-m", "gunicorn", "-w", "2",
+            "-b", "127.0.0.1:{port}", "fleet_plain:app"]  # fmt: skip
+    env = {"MEMDIAG_HISTORY_DB": str(db), "MEMDIAG_SAMPLE_INTERVAL": "0.2"}
+    with server(argv, 2, env) as (master, port):
+        assert any(e.pid == master and e.socket for e in runtime.list_services())  # the master too
+        _check_server(master, None, _shared_token(master), master_agent=True)
+        before = {e.server["slot"]: e for e in _workers(master)}
+        stores = {}
+        for slot, e in before.items():
+            out = json.loads(cli("diagnostics", "--pid", str(e.pid), "--json").stdout)
+            stores[slot] = out["history"]["store"]
+            assert stores[slot] == str(tmp_path / f"history.{e.server['key'].replace('/', '.')}.db")
+        os.kill(before[1].pid, signal.SIGKILL)  # gunicorn replaces the worker
+        replaced = wait_for(
+            lambda: next((e for e in _workers(master) if e.pid not in {w.pid for w in before.values()}), None),
+            timeout=60,
+            what="a replacement worker",
+        )
+        assert replaced.server["slot"] == 1 and replaced.server["key"] == before[1].server["key"]
+        out = json.loads(cli("diagnostics", "--pid", str(replaced.pid), "--json").stdout)
+        assert out["history"]["store"] == stores[1]  # the same worker identity, the same history
