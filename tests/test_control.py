@@ -15,7 +15,7 @@ import pytest
 import memdiag
 from memdiag import registry, runtime
 from memdiag.cli._client import ApiClient
-from memdiag.control import connect_unix
+from memdiag.control.client import connect_unix
 
 from .conftest import wait_for
 from .test_cli_support import cli
