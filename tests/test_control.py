@@ -122,7 +122,7 @@ def test_peer_of_another_user_is_refused(tmp_path) -> None:
 
 
 def test_own_socket_and_threads_are_not_the_apps() -> None:
-    diag = memdiag.start(sample_interval=0.05)
+    diag = memdiag.start(sample_interval=0.05, history_persist=False)  # no SQLite fds coming and going
     path = runtime.runtime_dir() / f"{os.getpid()}.sock"
     sock = connect_unix(path)
     sock.close()

@@ -57,6 +57,7 @@ def server(argv: list[str], workers: int, env: dict[str, str] | None = None) -> 
         if argv[:3] == [sys.executable, "-m", "memdiag"]:  # `memdiag run`: the server is its child
             master = wait_for(lambda: _child(proc.pid), timeout=30, what="the server under memdiag run")
         wait_for(lambda: len(_workers(master)) >= workers, timeout=60, what=f"{workers} workers announced")
+        wait_for(lambda: _serving(port), timeout=60, what="the server accepting requests")
         yield master, port
     finally:
         os.kill(proc.pid, signal.SIGTERM)
@@ -66,6 +67,14 @@ def server(argv: list[str], workers: int, env: dict[str, str] | None = None) -> 
             proc.kill()
             _, err = proc.communicate()
         assert b"Traceback" not in err, err.decode(errors="replace")[-2000:]
+
+
+def _serving(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _child(pid: int) -> int | None:

@@ -12,7 +12,9 @@ this module tells each agent where it stands:
   directory with ``flock``; the lock dies with the process, so the worker that replaces a
   recycled one (max-requests, reload on RSS) takes the same slot. The server id is made of
   the master's command line and working directory, so it survives a restart of the server
-  too: ``<server id>/w<slot>`` names a worker's history, not its PID.
+  too: ``<server id>/w<slot>`` names a worker's history, not its PID (the history file of
+  worker slot N is ``<service name or server id>.wN.sqlite``, or ``history_db`` with the
+  worker's key in its name).
 * **token**: every process of a server shares one API token: the configured one
   (``api_token``, ``MEMDIAG_API_TOKEN``), else a random one the first process writes to a
   0600 file in the server's directory (created with ``link()``, so exactly one wins).
@@ -246,11 +248,29 @@ def _on_start(diag: MemoryDiagnostics) -> None:
         return
     if not diag.config.api_token:
         shared_token()  # written now, so it is there to read before the first request
-    base = diag.config.history_db
-    if base and ident.role == "worker" and ident.slot is not None:
-        mine = history_path(_base_history(base), ident)
-        if base != mine:  # a recycled worker continues the history of its slot
-            diag.configure(history_db=mine)
+    if ident.role == "worker" and ident.slot is not None:
+        changes = _worker_history(diag.config, ident)
+        if changes:  # a recycled worker continues the history of its slot
+            diag.configure(changes)
+
+
+def _worker_history(cfg: Any, ident: WorkerIdentity) -> dict[str, Any]:
+    """The settings that give worker slot N its own history, the same after recycling:
+    a configured ``history_db`` gets the worker's key in its name; else the service name
+    (which names the default file) becomes ``<service name or server id>.w<slot>``."""
+    if not cfg.history_persist:
+        return {}
+    suffix = f".w{ident.slot}"
+    if cfg.history_db:
+        mine = history_path(_base_history(cfg.history_db), ident)
+        return {} if mine == cfg.history_db else {"history_db": mine}
+    name = cfg.service_name or ident.server_id
+    if name.endswith(suffix):  # set already (a parent before fork, or a restart)
+        return {}
+    base, dot, last = name.rpartition(".")
+    if dot and last[:1] == "w" and last[1:].isdigit():  # the parent's slot, inherited over fork
+        name = base
+    return {"service_name": name + suffix}
 
 
 def _base_history(path: str) -> str:
