@@ -16,6 +16,8 @@ from memdiag.http.core import MemoryAPI
 from memdiag.http.server import MemoryHTTPServer, start_api_server
 from memdiag.service import MemoryDiagnostics
 
+from .conftest import wait_for
+
 TOKEN = "wire-token-0123456789abcdef"
 AUTH = f"Authorization: Bearer {TOKEN}\r\n"
 
@@ -422,3 +424,30 @@ def test_header_timeout_is_shorter_than_the_keep_alive_idle_timeout(diag: Memory
         assert _read_response(keep, buf)[0] == 200
     finally:
         _stop(srv, thread, socks)
+
+
+def test_status_and_profile_are_encoded_once_per_sample(clean_registry: None) -> None:
+    """Every client gets the same bytes until the next sample; a tick or a cleanup renews them."""
+    slow = MemoryDiagnostics(MemoryConfig(sample_interval=30.0, enable_auto_cleanup=False))
+    api = MemoryAPI(slow, TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    slow.start()
+    try:
+        wait_for(lambda: slow.last_sample is not None, what="the first sample")
+        for path in ("/api/memory/status", "/api/memory/profile"):
+            assert api.try_handle("GET", path, {}, auth, b"") is None  # not built yet
+            first = api.handle("GET", path, {}, auth, b"")
+            assert first.status == 200
+            assert api.handle("GET", path, {}, auth, b"") is first
+            assert api.try_handle("GET", path, {}, auth, b"") is first
+        slow.tick()  # a new sample: new answers
+        for path in ("/api/memory/status", "/api/memory/profile"):
+            assert api.try_handle("GET", path, {}, auth, b"") is None
+        status = api.handle("GET", "/api/memory/status", {}, auth, b"")
+        assert json.loads(status.body)["last_cleanup"] is None
+        cleanup = api.handle("POST", "/api/memory/cleanup", {}, auth, b"")
+        assert cleanup.status == 200
+        assert api.try_handle("GET", "/api/memory/status", {}, auth, b"") is None  # the cleanup shows at once
+        assert json.loads(api.handle("GET", "/api/memory/status", {}, auth, b"").body)["last_cleanup"]["performed"]
+    finally:
+        slow.close()

@@ -24,8 +24,6 @@ import logging
 import math
 import os
 import secrets
-import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from ..config import FIELD_INFO
 from ..errors import ConfigError, MemdiagError
 from ..history import COLUMNS
 from .ratelimit import TokenBucket
+from .tick import PerTick
 from .routes import (
     API_PREFIX,
     DEFAULT_MAX_BODY,
@@ -223,8 +222,7 @@ class MemoryAPI:
         self.max_body = int(max_body)
         self._bucket = TokenBucket(*rate_limit) if rate_limit else None
         self._openapi_body: bytes | None = None
-        self._profile_cache: tuple[tuple[Any, ...], Response] | None = None
-        self._profile_lock = threading.Lock()
+        self._tick = PerTick()
 
     # -- identity ----------------------------------------------------------------------
     @property
@@ -474,48 +472,16 @@ class MemoryAPI:
 
     # -- endpoints ---------------------------------------------------------------------
     def _status(self, req: _Request) -> Response:
-        return self._json(200, self.diagnostics.status())
+        diag = self.diagnostics
+        return self._tick.build("status", diag, lambda: self._json(200, diag.status()))
 
     def _profile(self, req: _Request) -> Response:
         diag = self.diagnostics
-        cached = self._cached_profile(diag)
-        if cached is not None:
-            return cached
-        # One request builds the report; those arriving meanwhile wait and reuse it,
-        # instead of fifty threads each building the same report after every tick.
-        with self._profile_lock:
-            cached = self._cached_profile(diag)
-            if cached is not None:
-                return cached
-            key = self._profile_key(diag)
-            resp = self._json(200, diag.profile())
-            if key is not None and key == self._profile_key(diag):  # no tick in between
-                self._profile_cache = (key, resp)
-            return resp
+        return self._tick.build("profile", diag, lambda: self._json(200, diag.profile()))
 
-    def _cached_profile_for(self, req: _Request) -> Response | None:
-        return self._cached_profile(self.diagnostics)
-
-    def _cached_profile(self, diag: MemoryDiagnostics) -> Response | None:
-        key = self._profile_key(diag)
-        cached = self._profile_cache
-        if key is not None and cached is not None and all(a is b for a, b in zip(key, cached[0])):
-            return cached[1]
-        return None
-
-    @staticmethod
-    def _profile_key(diag: MemoryDiagnostics) -> tuple[Any, ...] | None:
-        """What a running monitor's profile is made of, while its sample is fresh.
-
-        Between two ticks ``profile()`` returns the same sample, pressure and config, so
-        the encoded answer is reused until the next sample: the endpoint costs one
-        comparison instead of a report (dashboards and scrapers poll it). Fresh means
-        younger than two intervals, inside the service's own reuse window.
-        """
-        s = diag.last_sample
-        if not diag.running or s is None or time.monotonic() - s.monotonic > 2 * diag.config.sample_interval:
-            return None
-        return (s, diag.last_profile, diag.config, diag.pressure, diag.last_error)
+    def _cached(self, req: _Request) -> Response | None:
+        """The status or profile encoded for the current sample, if built (see :mod:`.tick`)."""
+        return self._tick.get(req.path.rsplit("/", 1)[1], self.diagnostics)  # type: ignore[no-any-return]
 
     def _diagnostics(self, req: _Request) -> Response:
         return self._json(200, self.diagnostics.diagnostics())

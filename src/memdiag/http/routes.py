@@ -303,10 +303,12 @@ _P = API_PREFIX
 # path -> method -> endpoint. HEAD is served wherever GET is; OPTIONS everywhere.
 ROUTES: dict[str, dict[str, Endpoint]] = {
     f"{_P}/status": {
-        "GET": Endpoint("_status", "Short status: pressure level, RSS, children", "getStatus", "Status")
+        "GET": Endpoint(
+            "_status", "Short status: pressure level, RSS, children", "getStatus", "Status", quick="_cached"
+        )
     },
     f"{_P}/profile": {
-        "GET": Endpoint("_profile", "Current memory profile", "getProfile", "Profile", quick="_cached_profile_for")
+        "GET": Endpoint("_profile", "Current memory profile", "getProfile", "Profile", quick="_cached")
     },
     f"{_P}/diagnostics": {
         "GET": Endpoint(
