@@ -360,9 +360,8 @@ class MemoryAPI:
             return Response(204, [("Allow", allowed), ("Cache-Control", "no-store")], b"")
         endpoint = methods.get("GET" if req.method == "HEAD" else req.method)
         if endpoint is None:
-            raise _Problem(
-                405, "method not allowed", f"{req.method} is not allowed here; use {allowed}", headers=[("Allow", allowed)]
-            )
+            detail = f"{req.method} is not allowed here; use {allowed}"
+            raise _Problem(405, "method not allowed", detail, headers=[("Allow", allowed)])
         declared = req.headers.get("content-length", "0").strip()
         too_big = len(req.body) > self.max_body or (declared.isdigit() and int(declared) > self.max_body)
         if too_big:

@@ -312,7 +312,10 @@ ROUTES: dict[str, dict[str, Endpoint]] = {
     },
     f"{_P}/diagnostics": {
         "GET": Endpoint(
-            "_diagnostics", "Full diagnostics (config redacted, command lines redacted)", "getDiagnostics", "Diagnostics"
+            "_diagnostics",
+            "Full diagnostics (config redacted, command lines redacted)",
+            "getDiagnostics",
+            "Diagnostics",
         )
     },
     f"{_P}/cleanup": {
