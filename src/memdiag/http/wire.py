@@ -134,6 +134,38 @@ class _Date:
         return cls.text
 
 
+_HEADS: dict[tuple[int, bool], tuple[Response, bytes, h11.Response]] = {}
+_MAX_HEADS = 8
+
+
+def _head(resp: Response, close: bool, *, shared: bool) -> h11.Response:
+    """The h11 event of ``resp``'s head.
+
+    A ``shared`` answer (one :meth:`MemoryAPI.try_handle` returned: the status or profile
+    of the current sample goes to every client until the next) has its head built and
+    checked by h11 once per second, not once per client. At most ``_MAX_HEADS`` entries,
+    each holding its answer so that an ``id`` is not reused while it is remembered; a
+    stale or raced entry is only a miss (every step is one atomic dict operation).
+    """
+    date = _Date.now()
+    key = (id(resp), close)
+    hit = _HEADS.get(key) if shared else None
+    if hit is not None and hit[0] is resp and hit[1] is date:
+        return hit[2]
+    headers: list[tuple[bytes | str, bytes | str]] = list(resp.headers)
+    headers += [(b"Date", date), (b"Server", b"memdiag")]
+    if resp.status != 204:
+        headers.append((b"Content-Length", str(len(resp.body)).encode()))
+    if close:
+        headers.append((b"Connection", b"close"))
+    event = h11.Response(status_code=resp.status, headers=headers, reason=_REASONS_B.get(resp.status, b"Unknown"))
+    if shared:
+        if len(_HEADS) >= _MAX_HEADS:
+            _HEADS.clear()
+        _HEADS[key] = (resp, date, event)
+    return event
+
+
 class Workers:
     """Up to ``size`` daemon threads running the requests that build a report.
 
@@ -402,7 +434,7 @@ class Connection(asyncio.Protocol):
         api = self.api
         resp = api.try_handle(method, path, query, headers, body, client=self.client)
         if resp is not None:
-            self._send(resp, method)
+            self._send(resp, method, shared=True)
             return
         self.busy = True
         loop = self.loop
@@ -429,19 +461,12 @@ class Connection(asyncio.Protocol):
         self._process()
 
     # -- output -------------------------------------------------------------------------
-    def _send(self, resp: Response, method: str, *, close: bool = False) -> None:
+    def _send(self, resp: Response, method: str, *, close: bool = False, shared: bool = False) -> None:
         transport = self.transport
         if transport is None or self.closing:
             return
         conn = self.h11
-        headers: list[tuple[bytes | str, bytes | str]] = list(resp.headers)
-        headers += [(b"Date", _Date.now()), (b"Server", b"memdiag")]
-        if resp.status != 204:
-            headers.append((b"Content-Length", str(len(resp.body)).encode()))
-        if close:
-            headers.append((b"Connection", b"close"))
-        reason = _REASONS_B.get(resp.status, b"Unknown")
-        out = conn.send(h11.Response(status_code=resp.status, headers=headers, reason=reason))
+        out = conn.send(_head(resp, close, shared=shared))
         if resp.body and method != "HEAD":
             out += conn.send(h11.Data(data=resp.body))
         out += conn.send(h11.EndOfMessage())
