@@ -85,9 +85,9 @@ def _configure_request() -> Schema:
     writable = [n for n in FIELD_INFO if n not in READ_ONLY_FIELDS]
     return {
         "type": "object",
-        "description": "A partial update: any writable config fields, validated as a whole "
-        "(relations too, e.g. profile_interval >= sample_interval); "
-        "`persist` also writes them to the config file.",
+        "description": "A partial update: any writable config fields, validated as a whole, "
+        "relations too (profile_interval >= sample_interval; history_size within "
+        "self_memory_budget_mb); `persist` also writes them to the config file.",
         "properties": {
             "persist": {"type": "boolean", "default": False},
             **{n: field_schema(n, request=True) for n in writable},
