@@ -158,16 +158,22 @@ def test_gunicorn_sync_workers_share_a_token_and_answer_for_themselves() -> None
 
 
 @pytest.mark.parametrize(
-    ("worker_class", "app"),
-    [("gthread", "fleet_flask:app"), ("uvicorn.workers.UvicornWorker", "fleet_fastapi:app")],
+    ("worker_class", "app", "preload"),
+    [
+        ("gthread", "fleet_flask:app", False),
+        ("uvicorn.workers.UvicornWorker", "fleet_fastapi:app", False),
+        ("sync", "fleet_flask:app", True),  # the master starts memdiag; forked workers restart it
+    ],
 )
-def test_gunicorn_worker_classes_with_a_configured_token(worker_class: str, app: str) -> None:
+def test_gunicorn_worker_classes_with_a_configured_token(worker_class: str, app: str, preload: bool) -> None:
     if worker_class.startswith("uvicorn.workers"):
         pytest.importorskip("uvicorn.workers")
     token = "fleet-token-0123456789abcdef"
     argv = [sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", "2", "-b", "127.0.0.1:{port}", app]
+    if preload:
+        argv.insert(3, "--preload")
     with server(argv, 2, {"MEMDIAG_API_TOKEN": token}) as (master, port):
-        _check_server(master, port, token, master_agent=False)
+        _check_server(master, port, token, master_agent=preload)
 
 
 def test_uvicorn_workers() -> None:

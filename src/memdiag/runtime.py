@@ -251,4 +251,19 @@ def list_services(*, prune: bool = True) -> list[ServiceEntry]:
                             Path(left).unlink()
             continue
         out.append(entry)
+    if prune:
+        _prune_sockets(d, {e.pid for e in out})
     return out
+
+
+def _prune_sockets(d: Path, live: set[int]) -> None:
+    """Remove control sockets (``<pid>.sock``) of processes that are gone and left no entry."""
+    try:
+        names = [p.name for p in d.iterdir() if p.name.endswith(".sock")]
+    except OSError:
+        return
+    for name in names:
+        stem = name[: -len(".sock")]
+        if stem.isdigit() and int(stem) not in live and _start_ticks(int(stem)) is None:
+            with contextlib.suppress(OSError):
+                (d / name).unlink()

@@ -138,6 +138,7 @@ class ControlChannel:
         self.thread = threading.Thread(target=self.server.serve_forever, name=THREAD_PREFIX, daemon=True)
         self.thread.start()
         self._closed = False
+        self._loop_fds = self._mark_loop_fds()
         try:
             from ..workers import identity
 
@@ -159,13 +160,29 @@ class ControlChannel:
         except OSError as exc:  # serving still works; only the CLI will not list it
             log.warning("memdiag: could not announce the control channel: %s", exc)
 
+    def _mark_loop_fds(self) -> tuple[int, ...]:
+        """The event loop's own descriptors (epoll, self-pipe) are memdiag's too. The loop
+        is made within milliseconds of the thread's start; if not seen in 1 s, skipped."""
+        deadline = time.monotonic() + 1.0
+        while self.server._loop is None and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        loop = self.server._loop
+        fds: list[int] = []
+        for obj in (getattr(loop, "_selector", None), getattr(loop, "_ssock", None), getattr(loop, "_csock", None)):
+            with contextlib.suppress(Exception):
+                fds.append(int(obj.fileno()))  # type: ignore[union-attr]
+        for fd in fds:
+            registry.own_fd(fd)
+        return tuple(fds)
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop serving, remove the socket and withdraw it from the entry (idempotent)."""
         if self._closed or self.pid != os.getpid():
             return
         self._closed = True
         self.server.shutdown(timeout)
-        registry.disown_fd(self._fd)
+        for fd in (self._fd, *self._loop_fds):
+            registry.disown_fd(fd)
         self.server.server_close()
         if self.thread is not threading.current_thread():
             self.thread.join(timeout)
@@ -176,7 +193,8 @@ class ControlChannel:
 
     def forget_after_fork(self) -> None:
         """In a forked child: close the parent's descriptors (never its socket file)."""
-        registry.disown_fd(self._fd)
+        for fd in (self._fd, *self._loop_fds):
+            registry.disown_fd(fd)
         loop = self.server._loop
         for obj in (self.server.socket, getattr(loop, "_ssock", None), getattr(loop, "_csock", None)):
             with contextlib.suppress(Exception):
