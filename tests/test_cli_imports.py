@@ -56,7 +56,8 @@ CORE = {
 # side of memdiag.control, not its server).
 FIND = {"memdiag._files", "memdiag.runtime", "memdiag.probes", "memdiag.probes._io", "memdiag.probes.process"}
 REACH = {"memdiag.cli._client", "memdiag.cli._target", "memdiag.control", "memdiag.control.client"}
-HTTP_CLIENT = {"http", "http.client", "ssl", "email", "socket"}
+HTTP_CLIENT = {"h11", "socket", "json"}  # what talking to a service takes
+HTTP_CLIENT_NOT = {"http", "ssl", "email"}  # http.client's weight (an https:// URL alone loads ssl)
 NEVER = {"asyncio", "sqlite3", "http.server", "tracemalloc", "logging", "subprocess", "concurrent"}
 
 
@@ -88,16 +89,16 @@ def test_help_loads_the_command_modules_and_nothing_they_run() -> None:
     assert tops(mods) == {"click", "memdiag"}
     commands = {f"memdiag.cli.commands.{c}" for c in COMMANDS}
     assert {m for m in mods if m.startswith("memdiag")} == CORE | commands
-    assert loaded(mods, HTTP_CLIENT | NEVER | {"json", "pathlib", "dataclasses"}) == set()
+    assert loaded(mods, HTTP_CLIENT | HTTP_CLIENT_NOT | NEVER | {"pathlib", "dataclasses"}) == set()
 
 
 def test_profile_of_a_service_loads_the_http_client_and_no_probe_or_renderer(service: Service) -> None:
     code, mods = imported("profile", "--json")
     assert code == 0
-    assert tops(mods) == {"click", "memdiag"}  # no psutil
+    assert tops(mods) == {"click", "h11", "memdiag"}  # no psutil
     assert {m for m in mods if m.startswith("memdiag")} == CORE | FIND | REACH | {"memdiag.cli.commands.profile"}
-    assert loaded(mods, HTTP_CLIENT | {"json"}) == HTTP_CLIENT | {"json"}
-    assert loaded(mods, NEVER) == set()
+    assert loaded(mods, HTTP_CLIENT) == HTTP_CLIENT
+    assert loaded(mods, HTTP_CLIENT_NOT | NEVER) == set()
 
 
 @pytest.mark.parametrize("view", ["machine", "process"])
@@ -106,6 +107,6 @@ def test_the_outside_view_loads_no_http_client_and_no_renderer_for_json(view: st
     code, mods = imported(*argv)
     assert code == 0
     assert tops(mods) <= {"click", "memdiag", "psutil"}
-    assert loaded(mods, {"http.client", "ssl", "email", "memdiag.cli._client", "memdiag.cli._render"}) == set()
+    assert loaded(mods, HTTP_CLIENT_NOT | {"h11", "memdiag.cli._client", "memdiag.cli._render"}) == set()
     others = {f"memdiag.cli.commands.{c}" for c in COMMANDS} - {"memdiag.cli.commands.profile"}
     assert loaded(mods, others | {"memdiag.service", "memdiag.http", "memdiag.leaks", "memdiag.cache"}) == set()

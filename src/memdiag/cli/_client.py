@@ -1,21 +1,28 @@
-"""A tiny JSON-over-HTTP client for a service's memdiag API (stdlib only).
+"""A tiny JSON-over-HTTP client for a service's memdiag API.
 
-``http.client`` is used directly rather than ``urllib.request``: the API listens on
-loopback, and ``urllib.request`` would route it through any ``http_proxy`` in the
-environment. Timeouts are short, and every failure becomes an :class:`ApiError` whose
-message says what happened in one line.
+HTTP/1.1 is spoken by h11 (the sans-IO parser the API server uses too) over a plain
+socket: the service's control channel (a Unix socket, checked by
+:func:`memdiag.control.client.connect_unix`), TCP, or TLS for an ``https://`` URL. Not
+``http.client``: it imports ``email`` and ``ssl`` at start-up, about 20 ms of every
+command (docs/benchmarks.md); and not ``urllib.request``, which would route a loopback
+API through any ``http_proxy`` in the environment. One request per connection
+(``Connection: close``); timeouts are short, answers bounded, and every failure becomes an
+:class:`ApiError` whose message says what happened in one line.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["ApiClient", "ApiError", "ApiResponse"]
 
 DEFAULT_TIMEOUT = 5.0
+MAX_ANSWER_BYTES = 64 << 20  # a diagnostics report is ~100 KiB; anything near this is not our API
 
 
 class ApiError(Exception):
@@ -63,6 +70,7 @@ class ApiClient:
             self.socket_path = url[len("unix:") :]
             self.url = url
             self._prefix = ""
+            self._host_header = "localhost"
             self.token = None
             self.timeout = timeout
             return
@@ -72,7 +80,8 @@ class ApiClient:
         self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self._scheme = parts.scheme
         self._host = parts.hostname
-        self._port = parts.port
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._host_header = parts.netloc.rpartition("@")[2]
         self._prefix = parts.path.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -82,38 +91,30 @@ class ApiClient:
 
         A 429 (cleanup cooldown) is returned, not raised: it is an answer the CLI reports.
         """
-        conn: http.client.HTTPConnection
-        if self.socket_path is not None:
-            from ..control.client import UnixHTTPConnection
-
-            conn = UnixHTTPConnection(self.socket_path, timeout=timeout or self.timeout)
-        else:
-            conn_cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            conn = conn_cls(self._host, self._port, timeout=timeout or self.timeout)
-        headers = {"Accept": "application/json", "User-Agent": "memdiag-cli"}
+        timeout = timeout or self.timeout
+        headers = [
+            ("Host", self._host_header),
+            ("Accept", "application/json"),
+            ("User-Agent", "memdiag-cli"),
+            ("Connection", "close"),
+        ]
         if self.token and self.socket_path is None:
-            headers["Authorization"] = f"Bearer {self.token}"
-        payload = None
+            headers.append(("Authorization", f"Bearer {self.token}"))
+        payload = b""
         if body is not None:
             payload = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
+            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
         where = f"{self.url}{path}"
         try:
-            conn.request(method, self._prefix + path, body=payload, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-            status = resp.status
-            resp_headers = {k.lower(): v for k, v in resp.getheaders()}
+            status, reason, resp_headers, raw = self._exchange(method, self._prefix + path, headers, payload, timeout)
         except TimeoutError:
-            raise ApiError(f"{where} did not answer within {timeout or self.timeout:g}s", unreachable=True) from None
+            raise ApiError(f"{where} did not answer within {timeout:g}s", unreachable=True) from None
         except (ConnectionRefusedError, FileNotFoundError):
             raise ApiError(
                 f"{where}: connection refused (the service is gone or its API stopped)", unreachable=True
             ) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise ApiError(f"{where}: {type(exc).__name__}: {exc}", unreachable=True) from None
-        finally:
-            conn.close()
         text = raw.decode("utf-8", "replace")
         try:
             data = json.loads(text) if text.strip() else None
@@ -130,8 +131,69 @@ class ApiClient:
         if status == 401:
             message = "not authorised (wrong or missing token; pass --token or use the runtime entry)"
         raise ApiError(
-            f"{method} {where}: HTTP {status}: {message or text.strip()[:200] or resp.reason}", status=status, body=data
+            f"{method} {where}: HTTP {status}: {message or text.strip()[:200] or reason}", status=status, body=data
         )
+
+    def _connect(self, timeout: float) -> socket.socket:
+        if self.socket_path is not None:
+            from ..control.client import connect_unix
+
+            return connect_unix(self.socket_path, timeout)
+        import socket
+
+        sock = socket.create_connection((self._host, self._port), timeout=timeout)
+        if self._scheme == "https":
+            import ssl
+
+            try:
+                return ssl.create_default_context().wrap_socket(sock, server_hostname=self._host)
+            except BaseException:
+                sock.close()
+                raise
+        return sock
+
+    def _exchange(
+        self, method: str, target: str, headers: list[tuple[str, str]], payload: bytes, timeout: float
+    ) -> tuple[int, str, dict[str, str], bytes]:
+        """One request and its whole answer: ``(status, reason, headers, body)``.
+
+        Raises:
+            OSError: no connection, a timeout, or an answer that is not HTTP (h11's
+                ``RemoteProtocolError``, an empty or oversized answer: ``ConnectionError``).
+        """
+        import h11
+
+        conn = h11.Connection(h11.CLIENT)
+        with self._connect(timeout) as sock:
+            out = conn.send(h11.Request(method=method, target=target, headers=headers))
+            if payload:
+                out += conn.send(h11.Data(data=payload))
+            sock.sendall(out + conn.send(h11.EndOfMessage()))
+            response: h11.Response | None = None
+            body = bytearray()
+            received = 0
+            try:
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        data = sock.recv(65536)  # b"": the server closed
+                        received += len(data)
+                        conn.receive_data(data)
+                    elif isinstance(event, h11.Response):
+                        response = event
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                        if len(body) > MAX_ANSWER_BYTES:
+                            raise ConnectionError(f"answer larger than {MAX_ANSWER_BYTES >> 20} MiB")
+                    elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                        break
+            except h11.RemoteProtocolError as exc:
+                why = f"not an HTTP answer ({exc})" if received else "closed without an answer"
+                raise ConnectionError(why) from None
+        if response is None:
+            raise ConnectionError("closed without an answer")
+        fields = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}
+        return response.status_code, response.reason.decode("latin-1"), fields, bytes(body)
 
     def get(self, path: str, **kw: Any) -> ApiResponse:
         return self.request("GET", path, **kw)

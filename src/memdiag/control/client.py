@@ -8,11 +8,11 @@ too: a socket served by another user (not root) is refused before anything is se
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
 import struct
 from pathlib import Path
+from typing import Any
 
 __all__ = ["UnixHTTPConnection", "connect_unix", "peer_credentials"]
 
@@ -55,12 +55,29 @@ def connect_unix(path: str | os.PathLike[str], timeout: float | None = 5.0) -> s
     return sock
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """``http.client`` over a control channel's Unix socket."""
+def _unix_http_connection() -> type:
+    import http.client
 
-    def __init__(self, path: str, timeout: float | None = 5.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        """``http.client`` over a control channel's Unix socket."""
 
-    def connect(self) -> None:
-        self.sock = connect_unix(self.socket_path, self.timeout)
+        def __init__(self, path: str, timeout: float | None = 5.0) -> None:
+            super().__init__("localhost", timeout=timeout)
+            self.socket_path = path
+
+        def connect(self) -> None:
+            self.sock = connect_unix(self.socket_path, self.timeout)
+
+    UnixHTTPConnection.__module__ = __name__
+    UnixHTTPConnection.__qualname__ = "UnixHTTPConnection"
+    return UnixHTTPConnection
+
+
+def __getattr__(name: str) -> Any:
+    # ``UnixHTTPConnection`` is built on first use: ``http.client`` imports ``email`` and
+    # ``ssl`` (~20 ms), and the CLI, which reaches services through ``connect_unix`` with
+    # its own h11 client, must not pay for them at every start.
+    if name == "UnixHTTPConnection":
+        cls = globals()[name] = _unix_http_connection()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

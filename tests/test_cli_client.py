@@ -1,0 +1,87 @@
+"""The CLI's API client (h11 over a socket) against real servers that answer badly:
+every failure is one :class:`ApiError` saying what happened, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from memdiag.cli._client import MAX_ANSWER_BYTES, ApiClient, ApiError
+
+
+def serve_once(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A loopback TCP server: reads the request head, then lets ``answer`` reply."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def run() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            answer(conn)
+            done.wait(10)  # keep the connection until the client is done with it
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        done.set()
+        t.join(10)
+        srv.close()
+
+
+@pytest.fixture
+def chunked() -> Iterator[str]:
+    body = b'{"ok": true, "n": 1}'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    yield from serve_once(lambda c: c.sendall(head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)))
+
+
+def test_a_chunked_answer_is_read_whole(chunked: str) -> None:
+    resp = ApiClient(chunked, timeout=10).get("/api/memory/status")
+    assert resp.status == 200 and resp.body == {"ok": True, "n": 1}
+    assert resp.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP answer"),
+        (b"", "closed without an answer"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", "not an HTTP answer"),  # cut short
+        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (MAX_ANSWER_BYTES + 1), "larger than"),
+    ],
+    ids=["not-http", "closed", "truncated", "oversized"],
+)
+def test_a_bad_answer_is_one_api_error(reply: bytes, says: str) -> None:
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(reply)
+        if says == "larger than":
+            chunk = b" " * (1 << 20)
+            try:
+                for _ in range((MAX_ANSWER_BYTES >> 20) + 2):
+                    conn.sendall(chunk)
+            except OSError:
+                pass  # the client hung up, as it should
+        conn.shutdown(socket.SHUT_WR)
+
+    for url in serve_once(answer):
+        with pytest.raises(ApiError) as info:
+            ApiClient(url, timeout=10).get("/api/memory/status")
+        assert info.value.unreachable and says in str(info.value), str(info.value)
+
+
+def test_a_silent_server_is_a_timeout() -> None:
+    for url in serve_once(lambda c: None):
+        with pytest.raises(ApiError) as info:
+            ApiClient(url, timeout=0.3).get("/api/memory/status")
+        assert info.value.unreachable and "did not answer within 0.3s" in str(info.value)
