@@ -158,57 +158,44 @@ def _top_table(procs: Sequence[Mapping[str, Any]]) -> str:
     return table(rows, ["PID", "RSS", "USER", "NAME"], right=(0, 1))
 
 
-def render_profile(d: Mapping[str, Any], *, source: str = "") -> str:
-    """The profile (a service's, the outside view of a PID, or the machine view)."""
-    view = d.get("view", "service")
-    out: list[str] = []
-    kv: list[list[str]] = []
+def _profile_heading(d: Mapping[str, Any], view: str, source: str) -> str:
     if view == "machine":
-        out.append(_heading("Machine memory (no memdiag service registered; --pid N shows one process)"))
-    else:
-        proc = d.get("process") or {}
-        name = proc.get("name") or ""
-        who = f"PID {d.get('pid')}" + (f" ({name})" if name else "")
-        if view == "outside":
-            out.append(_heading(f"{who}, seen from outside: no memdiag agent in the process"))
-        else:
-            out.append(_heading(f"memdiag profile of {who}{(' at ' + source) if source else ''}"))
-    kv += _pressure_lines(d.get("pressure"))
-    if view != "machine":
-        proc = d.get("process") or {}
-        rss, threshold = proc.get("rss_bytes"), proc.get("threshold_bytes")
-        share = percent(proc.get("percent_of_threshold"))
-        line = f"RSS {human_bytes(rss)} of {human_bytes(threshold)} threshold ({share})"
-        extras = [
-            f"{label} {human_bytes(proc.get(key))}"
-            for label, key in (("USS", "uss_bytes"), ("PSS", "pss_bytes"), ("swap", "swap_bytes"))
-            if proc.get(key) is not None
-        ]
-        kv.append(["Process", line])
-        if extras:
-            kv.append(
-                [
-                    "",
-                    ", ".join(extras)
-                    + (f" (profiled at {_clock(proc.get('profiled_at'))})" if proc.get("profiled_at") else ""),
-                ]
-            )
-        if proc.get("threads") is not None or proc.get("fds") is not None:
-            kv.append(["", f"{proc.get('threads', '-')} threads, {proc.get('fds', '-')} open files"])
-    kv.append(["System", _system_cell(d.get("system"))])
-    kv.append(["Cgroup", _cgroup_cell(d.get("cgroup"))])
-    kv.append(["PSI", _psi_cell(d.get("psi"))])
+        return _heading("Machine memory (no memdiag service registered; --pid N shows one process)")
+    name = (d.get("process") or {}).get("name") or ""
+    who = f"PID {d.get('pid')}" + (f" ({name})" if name else "")
+    if view == "outside":
+        return _heading(f"{who}, seen from outside: no memdiag agent in the process")
+    return _heading(f"memdiag profile of {who}{(' at ' + source) if source else ''}")
+
+
+def _process_lines(proc: Mapping[str, Any]) -> list[list[str]]:
+    """RSS against the threshold; USS, PSS, swap; threads and open files."""
+    rss, threshold = proc.get("rss_bytes"), proc.get("threshold_bytes")
+    share = percent(proc.get("percent_of_threshold"))
+    kv = [["Process", f"RSS {human_bytes(rss)} of {human_bytes(threshold)} threshold ({share})"]]
+    extras = [
+        f"{label} {human_bytes(proc.get(key))}"
+        for label, key in (("USS", "uss_bytes"), ("PSS", "pss_bytes"), ("swap", "swap_bytes"))
+        if proc.get(key) is not None
+    ]
+    if extras:
+        when = f" (profiled at {_clock(proc.get('profiled_at'))})" if proc.get("profiled_at") else ""
+        kv.append(["", ", ".join(extras) + when])
+    if proc.get("threads") is not None or proc.get("fds") is not None:
+        kv.append(["", f"{proc.get('threads', '-')} threads, {proc.get('fds', '-')} open files"])
+    return kv
+
+
+def _agent_lines(d: Mapping[str, Any], view: str) -> list[list[str]]:
+    """What only an agent (or the machine view's children) knows: Python, children, monitor."""
+    kv: list[list[str]] = []
     py = d.get("python")
     if view == "service" and py:
         objects = py.get("objects")
-        kv.append(
-            [
-                "Python",
-                f"{py.get('allocated_blocks', '-')} allocated blocks"
-                + (f", {objects} objects" if objects is not None else "")
-                + f", gc counts {py.get('gc_counts', '-')}, {py.get('threads', '-')} threads",
-            ]
+        text = f"{py.get('allocated_blocks', '-')} allocated blocks" + (
+            f", {objects} objects" if objects is not None else ""
         )
+        kv.append(["Python", text + f", gc counts {py.get('gc_counts', '-')}, {py.get('threads', '-')} threads"])
     ch = d.get("children")
     if ch:
         text = (
@@ -221,14 +208,24 @@ def render_profile(d: Mapping[str, Any], *, source: str = "") -> str:
     mon = d.get("monitor")
     if mon:
         state = "running" if mon.get("running") else style("stopped", "red")
-        kv.append(
-            [
-                "Monitor",
-                f"{state}, a sample every {human_duration(mon.get('sample_interval'))}, {mon.get('ticks', 0)} samples",
-            ]
-        )
+        every = human_duration(mon.get("sample_interval"))
+        kv.append(["Monitor", f"{state}, a sample every {every}, {mon.get('ticks', 0)} samples"])
         if mon.get("last_error"):
             kv.append(["", style(f"last error: {mon['last_error']}", "red")])
+    return kv
+
+
+def render_profile(d: Mapping[str, Any], *, source: str = "") -> str:
+    """The profile (a service's, the outside view of a PID, or the machine view)."""
+    view = d.get("view", "service")
+    out = [_profile_heading(d, view, source)]
+    kv = _pressure_lines(d.get("pressure"))
+    if view != "machine":
+        kv += _process_lines(d.get("process") or {})
+    kv.append(["System", _system_cell(d.get("system"))])
+    kv.append(["Cgroup", _cgroup_cell(d.get("cgroup"))])
+    kv.append(["PSI", _psi_cell(d.get("psi"))])
+    kv += _agent_lines(d, view)
     out.append(table(kv))
     caches = d.get("caches")
     if view == "service":
@@ -246,33 +243,21 @@ def render_profile(d: Mapping[str, Any], *, source: str = "") -> str:
     return "\n".join(out)
 
 
-def render_diagnostics(d: Mapping[str, Any], *, source: str = "") -> str:
-    """The spec's diagnostics: thresholds, subprocesses, allocations, leaks, trends."""
-    if d.get("view") in ("outside", "machine"):
-        return render_profile(d, source=source)
-    out = [render_profile(d.get("profile") or {}, source=source), ""]
-    cfg = d.get("config") or {}
-    out.append(_heading("Configuration"))
-    keys = (
-        "memory_threshold_mb",
-        "subprocess_threshold_mb",
-        "cache_pressure_threshold",
-        "system_memory_threshold",
-        "psi_threshold",
-        "enable_auto_cleanup",
-        "cleanup_cooldown",
-        "sample_interval",
-        "profile_interval",
-        "enable_profiling",
-    )
-    out.append(table([[k, cfg.get(k)] for k in keys if k in cfg]))
-    subs = d.get("subprocesses")
-    out += ["", _heading(f"Subprocesses ({len(subs or [])})")]
-    out.append(_children_table(subs) if subs else "None.")
-    leaks = d.get("leaks")
-    if isinstance(leaks, Mapping):
-        out += ["", render_leaks(leaks)]
-    trends = d.get("trends") or {}
+_CONFIG_KEYS = (
+    "memory_threshold_mb",
+    "subprocess_threshold_mb",
+    "cache_pressure_threshold",
+    "system_memory_threshold",
+    "psi_threshold",
+    "enable_auto_cleanup",
+    "cleanup_cooldown",
+    "sample_interval",
+    "profile_interval",
+    "enable_profiling",
+)
+
+
+def _trends_section(trends: Mapping[str, Any]) -> list[str]:
     rows = []
     for key, t in trends.items():
         if not isinstance(t, Mapping):
@@ -290,37 +275,57 @@ def render_diagnostics(d: Mapping[str, Any], *, source: str = "") -> str:
         rows.append(
             [key, f"{rate}/min", shape, t.get("points", "-"), human_duration(eta) if eta is not None else "never"]
         )
-    out += ["", _heading(f"Trends (last {human_duration(trends.get('window_seconds'))})")]
+    out = ["", _heading(f"Trends (last {human_duration(trends.get('window_seconds'))})")]
     out.append(
         table(rows, ["SERIES", "RATE", "TREND", "POINTS", "TO THRESHOLD"], right=(1, 3))
         if rows
         else "Not enough history yet."
     )
-    events = d.get("pressure_events") or []
-    if events:
-        out += ["", _heading("Pressure events")]
-        out.append(
-            table(
-                [
-                    [
-                        _clock(e.get("time")),
-                        f"{e.get('from')} -> {e.get('to')}",
-                        "; ".join(reason_text(r) for r in e.get("reasons") or []),
-                    ]
-                    for e in events[-10:]
-                ]
-            )
-        )
-    cleanup = d.get("cleanup") or {}
+    return out
+
+
+def _events_section(events: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not events:
+        return []
+    rows = [
+        [
+            _clock(e.get("time")),
+            f"{e.get('from')} -> {e.get('to')}",
+            "; ".join(reason_text(r) for r in e.get("reasons") or []),
+        ]
+        for e in events[-10:]
+    ]
+    return ["", _heading("Pressure events"), table(rows)]
+
+
+def _cleanup_section(cleanup: Mapping[str, Any]) -> list[str]:
     last = cleanup.get("last")
-    out += ["", _heading("Cleanup")]
     runs = cleanup.get("runs") or {}
     line = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in runs.items()) or "no runs"
     if last:
         line += f"; last at {_clock(last.get('started_at'))} freed {human_bytes(last.get('freed_bytes'))}"
     if cleanup.get("retry_after_seconds"):
         line += f"; next allowed in {human_duration(cleanup['retry_after_seconds'])}"
-    out.append(line)
+    return ["", _heading("Cleanup"), line]
+
+
+def render_diagnostics(d: Mapping[str, Any], *, source: str = "") -> str:
+    """The spec's diagnostics: thresholds, subprocesses, allocations, leaks, trends."""
+    if d.get("view") in ("outside", "machine"):
+        return render_profile(d, source=source)
+    out = [render_profile(d.get("profile") or {}, source=source), ""]
+    cfg = d.get("config") or {}
+    out.append(_heading("Configuration"))
+    out.append(table([[k, cfg.get(k)] for k in _CONFIG_KEYS if k in cfg]))
+    subs = d.get("subprocesses")
+    out += ["", _heading(f"Subprocesses ({len(subs or [])})")]
+    out.append(_children_table(subs) if subs else "None.")
+    leaks = d.get("leaks")
+    if isinstance(leaks, Mapping):
+        out += ["", render_leaks(leaks)]
+    out += _trends_section(d.get("trends") or {})
+    out += _events_section(d.get("pressure_events") or [])
+    out += _cleanup_section(d.get("cleanup") or {})
     ov = d.get("overhead") or {}
     if ov:
         out += [

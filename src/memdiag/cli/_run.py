@@ -182,31 +182,15 @@ def run_command(
             _forward(child, signum)
         pending.clear()
         reporter = _Reporter(quiet, emit)
-        from ..service import MemoryDiagnostics
-
-        monitor = MemoryDiagnostics(parent_cfg)
-        monitor.on_sample(reporter.on_sample)
-        monitor.on_pressure_change(reporter.on_pressure)
-        monitor.start()
-        while True:
-            info = signal.sigtimedwait(waitset, 0.25)
-            if info is not None and info.si_signo != signal.SIGCHLD and not _delivered_by_terminal(child, info):
-                _forward(child, info.si_signo)
-            if subreaper:
-                reap_orphans(keep=child.pid)
-            rc = child.poll()
-            if rc is not None:
-                break
-        if subreaper:
-            reap_orphans(keep=child.pid)
-        status = 128 - rc if rc < 0 else rc
+        monitor = _start_monitor(parent_cfg, reporter)
+        rc = _supervise(child, waitset, subreaper)
         if not quiet:
             how = f"signal {-rc}" if rc < 0 else f"status {rc}"
             emit(
                 f"memdiag run: {Path(cmd[0]).name} exited with {how}; peak RSS of its process tree "
                 f"{human_bytes(reporter.peak)} ({reporter.peak_count} processes)"
             )
-        return status
+        return 128 - rc if rc < 0 else rc
     finally:
         if monitor is not None:
             monitor.close()
@@ -217,6 +201,34 @@ def run_command(
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _start_monitor(cfg: MemoryConfig, reporter: _Reporter) -> Any:
+    """The supervisor's own monitor of the tree, reporting to ``reporter``."""
+    from ..service import MemoryDiagnostics
+
+    monitor = MemoryDiagnostics(cfg)
+    monitor.on_sample(reporter.on_sample)
+    monitor.on_pressure_change(reporter.on_pressure)
+    monitor.start()
+    return monitor
+
+
+def _supervise(child: subprocess.Popen[Any], waitset: set[signal.Signals], subreaper: bool) -> int:
+    """Forward signals to CMD and reap adopted orphans until CMD exits; its return code
+    (``-N`` for signal N). The signals of ``waitset`` must be blocked in this thread."""
+    while True:
+        info = signal.sigtimedwait(waitset, 0.25)
+        if info is not None and info.si_signo != signal.SIGCHLD and not _delivered_by_terminal(child, info):
+            _forward(child, info.si_signo)
+        if subreaper:
+            reap_orphans(keep=child.pid)
+        rc = child.poll()
+        if rc is not None:
+            break
+    if subreaper:
+        reap_orphans(keep=child.pid)
+    return rc
 
 
 def _delivered_by_terminal(child: subprocess.Popen[Any], info: Any) -> bool:

@@ -57,7 +57,8 @@ def describe_services(entries: list[ServiceEntry]) -> str:
         name = f" ({e.name})" if e.name else ""
         role = ""
         if e.server:
-            role = " (master)" if e.server.get("role") == "master" else f" (worker {e.server.get('slot')} of {e.server.get('pid')})"
+            master = e.server.get("role") == "master"
+            role = " (master)" if master else f" (worker {e.server.get('slot')} of {e.server.get('pid')})"
         where = f" at {e.url}" if e.url else ""
         parts.append(f"{e.pid}{name}{role}{where}")
     return ", ".join(parts)
