@@ -133,25 +133,26 @@ def test_colour_on_a_terminal_and_never_with_no_color(service: Service) -> None:
 
 
 def test_watch_redraws_until_ctrl_c(service: Service) -> None:
-    r = cli("watch", "--count", "2", "--interval", "0.2")
+    # --timeout: the service may take longer than the default 5 s to answer on a loaded machine.
+    r = cli("watch", "--count", "2", "--interval", "0.2", "--timeout", "60", timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("--- frame") == 2
     p = subprocess.Popen(
-        [str(SCRIPTS / "memdiag"), "watch", "--interval", "0.2"],
+        [str(SCRIPTS / "memdiag"), "watch", "--interval", "0.2", "--timeout", "60"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert p.stdout is not None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         seen = 0
         while seen < 2 and time.monotonic() < deadline:
             if p.stdout.readline().startswith("--- frame"):
                 seen += 1
         assert seen == 2
         p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=10)
+        _, err = p.communicate(timeout=30)
     finally:
         if p.poll() is None:
             p.kill()

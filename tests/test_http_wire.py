@@ -99,8 +99,10 @@ def test_pipelined_requests_are_answered_in_order_even_when_the_first_is_slow(
 def test_cached_profile_is_served_while_workers_are_busy(server: MemoryHTTPServer, clean_registry: None) -> None:
     """A long report on the workers never stalls the loop that answers cached reads."""
     release = threading.Event()
+    started = threading.Event()
 
     def stuck(ctx: object) -> dict:
+        started.set()
         release.wait(20)
         return {}
 
@@ -115,7 +117,7 @@ def test_cached_profile_is_served_while_workers_are_busy(server: MemoryHTTPServe
     blocker = _connect(server)
     try:
         blocker.sendall(stuck_req)
-        time.sleep(0.2)
+        assert started.wait(20), "the cleanup never reached its stuck rung"
         times = []
         with _connect(server) as sock:
             buf = bytearray()

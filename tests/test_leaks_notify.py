@@ -17,7 +17,7 @@ import pytest
 
 from memdiag import leaks
 from memdiag.config import MemoryConfig
-from memdiag.leaks.census import CensusHistory
+from memdiag.leaks.census import CensusHistory, type_census, type_name
 from memdiag.leaks.classify import retention_suspect
 from memdiag.leaks.flight import FlightRecorder
 from memdiag.leaks.native import malloc_info
@@ -212,15 +212,30 @@ def test_census_finds_growing_type() -> None:
     class Piling:
         pass
 
+    class Steady:
+        pass
+
+    # The censuses are of a known set of objects: a census of the whole test process ranks
+    # Piling among whatever the earlier tests left (top 40 types only, and counts sampled
+    # above a million objects), which depends on the suite's order and the machine's load.
+    steady = [Steady() for _ in range(3000)]
     keep: list[Piling] = []
     hist = CensusHistory()
     for _ in range(4):
         keep += [Piling() for _ in range(500)]
-        hist.take()
+        hist.take([*steady, *keep])
     rows = {r["type"]: r for r in hist.report(limit=1000)}
-    name = next(n for n in rows if n.endswith("Piling"))
-    assert rows[name]["growing"] and rows[name]["delta"] == 1500
-    assert not rows["type"]["growing"]
+    assert rows[type_name(Piling)]["growing"] and rows[type_name(Piling)]["delta"] == 1500
+    assert not rows[type_name(Steady)]["growing"] and rows[type_name(Steady)]["delta"] == 0
+
+
+def test_census_counts_the_process_objects() -> None:
+    class Counted:
+        pass
+
+    keep = [Counted() for _ in range(1234)]
+    counts = type_census(max_objects=10**9)  # gc.get_objects() of this process, unsampled
+    assert counts[Counted] == len(keep)
 
 
 def test_malloc_info_and_retention_verdict() -> None:

@@ -12,6 +12,8 @@ from memdiag.processes import owner_of
 from memdiag.processes.pool import MemoryAwarePool, WorkerLostError
 from memdiag.service import MemoryDiagnostics
 
+from .conftest import wait_for
+
 # Task functions live at module level: workers are fresh (spawned) interpreters that
 # import them by name, as with ProcessPoolExecutor.
 _hoard: list[bytearray] = []
@@ -62,12 +64,11 @@ def test_max_tasks_per_worker_crash_and_errors(diag: MemoryDiagnostics) -> None:
             pool.submit(crash).result(timeout=60)
         # The pool goes on after a crash.
         busy = pool.submit(pid_after, 2.0)
-        time.sleep(1.0)  # let a worker pick it up
-        busy_pid = None
-        for w in pool.stats()["workers"]:
-            if w["busy"]:
-                busy_pid = w["pid"]
-        assert busy_pid is not None
+        busy_pid = wait_for(
+            lambda: next((w["pid"] for w in pool.stats()["workers"] if w["busy"]), None),
+            timeout=30,
+            what="a worker to pick the task up",
+        )
         worker = owner_of(busy_pid)
         assert worker is not None and worker.role == "pool-worker" and worker.group == "tasks"
         items = {it["pid"]: it for it in diag.subprocesses()}

@@ -11,7 +11,7 @@ import pytest
 from memdiag.config import MemoryConfig
 from memdiag.service import MemoryDiagnostics
 
-from .conftest import spawn_sleeper
+from .conftest import spawn_sleeper, wait_for
 
 
 @pytest.mark.slow
@@ -88,7 +88,7 @@ def test_api_server_footprint_stays_flat_under_connection_churn() -> None:
             readings = []
             for _ in range(6):
                 churn(60)
-                time.sleep(0.3)  # let the server see the hang-ups
+                wait_for(lambda: not server.server.connections, timeout=20, what="the server to see the hang-ups")
                 gc.collect()
                 readings.append(tracemalloc.get_traced_memory()[0])
             snapshot = tracemalloc.take_snapshot()

@@ -202,8 +202,12 @@ def test_forked_child_gets_its_own_clean_monitor(fast_config) -> None:
     pid = os.fork()
     if pid == 0:  # child: report what its monitor looks like, then leave at once
         try:
-            time.sleep(0.5)
             inst = MemoryDiagnostics.get_instance()
+            deadline = time.monotonic() + 30  # its monitor's first tick of its own
+            while time.monotonic() < deadline and not (
+                inst.last_sample is not None and inst.last_sample.process.pid == os.getpid()
+            ):
+                time.sleep(0.01)
             info = {
                 "same": inst is d,
                 "pid_ok": inst.pid == os.getpid(),
