@@ -42,6 +42,7 @@ with open(sys.argv[1], "w") as fh:
 # shared options and helpers.
 CORE = {
     "memdiag",
+    "memdiag._logging",  # `import memdiag` installs its logging policy (and so imports logging)
     "memdiag._version",
     "memdiag.errors",
     "memdiag.units",
@@ -58,7 +59,7 @@ FIND = {"memdiag._files", "memdiag.runtime", "memdiag.probes", "memdiag.probes._
 REACH = {"memdiag.cli._client", "memdiag.cli._target", "memdiag.control", "memdiag.control.client"}
 HTTP_CLIENT = {"h11", "socket", "json"}  # what talking to a service takes
 HTTP_CLIENT_NOT = {"http", "ssl", "email"}  # http.client's weight (an https:// URL alone loads ssl)
-NEVER = {"asyncio", "sqlite3", "http.server", "tracemalloc", "logging", "subprocess", "concurrent"}
+NEVER = {"asyncio", "sqlite3", "http.server", "tracemalloc", "subprocess", "concurrent"}
 
 
 def imported(*argv: str) -> tuple[int, set[str]]:
