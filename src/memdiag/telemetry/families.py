@@ -30,6 +30,7 @@ __all__ = [
     "MAX_CACHES",
     "MAX_SUSPECTS",
     "Family",
+    "all_families",
     "memdiag_families",
     "process_families",
     "render_text",
@@ -129,41 +130,45 @@ def _memory(out: _Families, diag: Any) -> None:
         cfg.subprocess_threshold_bytes,
     )
     s, deep = diag.last_sample, diag.last_profile
-    if s is None:
-        return
-    out.one("memdiag_process_rss_bytes", "gauge", "Process RSS at the latest sample.", s.process.rss)
-    out.one("memdiag_process_uss_bytes", "gauge", "Process USS at the latest profile tick.", deep and deep.process.uss)
-    out.one("memdiag_process_pss_bytes", "gauge", "Process PSS at the latest profile tick.", deep and deep.process.pss)
-    out.one("memdiag_process_swap_bytes", "gauge", "Process swap at the latest profile tick.", deep and deep.process.swap)
-    out.one("memdiag_process_threads", "gauge", "Threads of the process (memdiag's own not counted).", s.process.threads)
+    p = s.process if s is not None else None
+    dp = deep.process if deep is not None else None
+    out.one("memdiag_process_rss_bytes", "gauge", "Process RSS at the latest sample.", p and p.rss)
+    out.one("memdiag_process_uss_bytes", "gauge", "Process USS at the latest profile tick.", dp and dp.uss)
+    out.one("memdiag_process_pss_bytes", "gauge", "Process PSS at the latest profile tick.", dp and dp.pss)
+    out.one("memdiag_process_swap_bytes", "gauge", "Process swap at the latest profile tick.", dp and dp.swap)
+    out.one("memdiag_process_threads", "gauge", "Threads of the process (memdiag's own not counted).", p and p.threads)
     out.one(
-        "memdiag_python_allocated_blocks", "gauge", "Live pymalloc blocks (sys.getallocatedblocks()).", s.python.allocated_blocks
+        "memdiag_python_allocated_blocks",
+        "gauge",
+        "Live pymalloc blocks (sys.getallocatedblocks()).",
+        s.python.allocated_blocks if s is not None else None,
     )
-    if s.system is not None:
-        out.one("memdiag_system_memory_total_bytes", "gauge", "System RAM.", s.system.total)
-        out.one("memdiag_system_memory_available_bytes", "gauge", "System MemAvailable.", s.system.available)
-        out.one("memdiag_system_swap_total_bytes", "gauge", "System swap.", s.system.swap_total)
-        out.one("memdiag_system_swap_free_bytes", "gauge", "System free swap.", s.system.swap_free)
-    _cgroup(out, s.cgroup)
+    sm = s.system if s is not None else None
+    out.one("memdiag_system_memory_total_bytes", "gauge", "System RAM.", sm and sm.total)
+    out.one("memdiag_system_memory_available_bytes", "gauge", "System MemAvailable.", sm and sm.available)
+    out.one("memdiag_system_swap_total_bytes", "gauge", "System swap.", sm and sm.swap_total)
+    out.one("memdiag_system_swap_free_bytes", "gauge", "System free swap.", sm and sm.swap_free)
+    _cgroup(out, s.cgroup if s is not None else None)
     _psi(out, s)
-    out.one("memdiag_children", "gauge", "Live descendant processes.", len(s.children) - s.zombies)
-    out.one("memdiag_children_rss_bytes", "gauge", "Total RSS of live descendants.", s.children_rss)
-    out.one("memdiag_zombie_processes", "gauge", "Descendants that exited and were not reaped.", s.zombies)
+    live = len(s.children) - s.zombies if s is not None else None
+    out.one("memdiag_children", "gauge", "Live descendant processes.", live)
+    out.one("memdiag_children_rss_bytes", "gauge", "Total RSS of live descendants.", s and s.children_rss)
+    out.one("memdiag_zombie_processes", "gauge", "Descendants that exited and were not reaped.", s and s.zombies)
 
 
 def _cgroup(out: _Families, cg: Any) -> None:
-    if cg is None:
-        return
-    out.new("memdiag_cgroup_info", "gauge", "The process's memory cgroup (version).", ["version"]).add(1, str(cg.version))
-    out.one("memdiag_cgroup_limit_bytes", "gauge", "Effective cgroup memory limit (absent: unlimited).", cg.limit)
-    out.one("memdiag_cgroup_high_bytes", "gauge", "cgroup v2 memory.high (absent: unset).", cg.high)
-    out.one("memdiag_cgroup_usage_bytes", "gauge", "cgroup memory usage.", cg.usage)
-    out.one("memdiag_cgroup_working_set_bytes", "gauge", "cgroup working set (usage - inactive_file).", cg.working_set)
-    out.one("memdiag_cgroup_swap_bytes", "gauge", "cgroup swap usage.", cg.swap)
+    info = out.new("memdiag_cgroup_info", "gauge", "The process's memory cgroup (version).", ["version"])
+    if cg is not None:
+        info.add(1, str(cg.version))
+    out.one("memdiag_cgroup_limit_bytes", "gauge", "Effective cgroup memory limit (absent: unlimited).", cg and cg.limit)
+    out.one("memdiag_cgroup_high_bytes", "gauge", "cgroup v2 memory.high (absent: unset).", cg and cg.high)
+    out.one("memdiag_cgroup_usage_bytes", "gauge", "cgroup memory usage.", cg and cg.usage)
+    out.one("memdiag_cgroup_working_set_bytes", "gauge", "cgroup working set (usage - inactive_file).", cg and cg.working_set)
+    out.one("memdiag_cgroup_swap_bytes", "gauge", "cgroup swap usage.", cg and cg.swap)
     fam = out.new(
         "memdiag_cgroup_events_total", "counter", "cgroup memory events (memory.events: oom, oom_kill, high, max).", ["event"]
     )
-    for k, v in sorted(cg.events.items()):
+    for k, v in sorted(cg.events.items() if cg is not None else ()):
         fam.add(v, k)
 
 
@@ -175,6 +180,8 @@ def _psi(out: _Families, s: Any) -> None:
         ["scope", "kind", "window"],
     )
     total = out.new("memdiag_psi_memory_stall_seconds_total", "counter", "Total time stalled on memory.", ["scope", "kind"])
+    if s is None:
+        return
     cg = s.cgroup
     for scope, psi in (("system", s.psi), ("cgroup", cg.psi if cg is not None else None)):
         if psi is None:
@@ -363,7 +370,14 @@ def _monitor(out: _Families, diag: Any) -> None:
 
 
 def memdiag_families(diag: Any) -> list[Family]:
-    """Every ``memdiag_*`` family of ``diag`` (a :class:`~memdiag.service.MemoryDiagnostics`)."""
+    """Every ``memdiag_*`` family of ``diag`` (a :class:`~memdiag.service.MemoryDiagnostics`)
+    that has a value now."""
+    return [f for f in all_families(diag) if f.samples]
+
+
+def all_families(diag: Any) -> list[Family]:
+    """Every ``memdiag_*`` family, those without a value now included (their names and
+    types are what an exporter declares up front)."""
     out = _Families()
     out.new("memdiag_info", "gauge", "memdiag version.", ["version"]).add(1, __version__)
     _pressure(out, diag)
@@ -373,7 +387,7 @@ def memdiag_families(diag: Any) -> list[Family]:
     _trends(out, diag)
     _leaks(out, diag)
     _monitor(out, diag)
-    return [f for f in out.items if f.samples]
+    return out.items
 
 
 def process_families(diag: Any) -> list[Family]:
