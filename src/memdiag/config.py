@@ -116,6 +116,15 @@ class MemoryConfig:
     trace_window_seconds: float = _f(5.0, "Length of one allocation-tracing window", min=1.0, max=3600.0)
     trace_frames: int = _f(1, "Frames kept per traced allocation (cost grows with it)", min=1, max=64)
     leak_webhook_url: str | None = _f(None, "URL that receives leak alerts as JSON POSTs (None: off)")
+    heap_profile: str = _f(
+        "auto",
+        "Live-heap profile for leak verdicts: auto (when the sampled profiler is available), "
+        "on (falls back to tracemalloc: costly), off",
+        choices=("auto", "on", "off"),
+    )
+    heap_snapshot_seconds: float = _f(
+        5.0, "Seconds between live-heap snapshots and resource counts by site", min=1.0, max=300.0
+    )
     flight_recorder_path: str | None = _f(
         None, "File the latest diagnostics are written to on critical pressure or OOM events (None: off)"
     )

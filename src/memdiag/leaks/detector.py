@@ -47,9 +47,12 @@ from .classify import (
 )
 from .flight import FlightRecorder
 from .follow import ContainerFollower
+from .live import growth_test
+from .livecheck import LiveChecker
 from .native import MallocInfo, malloc_info
 from .notify import notifier
 from .resources import garbage_types, tasks_collector
+from .sites import KINDS as SITE_KINDS
 from .tracing import MIN_HORIZON_SECONDS, manager
 
 if TYPE_CHECKING:
@@ -85,6 +88,8 @@ class LeakDetector:
         self._last_growing = 0.0
         self._seen_window: Any = None
         self.follower = ContainerFollower()
+        self.live = LiveChecker()
+        self._advice: list[dict[str, Any]] = []
         self._attached_at = time.time()
         self._last_check = 0.0
         self._checked_at: float | None = None
@@ -114,6 +119,7 @@ class LeakDetector:
             self._registered = True
         registry.register_collector("asyncio_tasks", tasks_collector)
         if not self.active:
+            self.live.start(diag.config.heap_profile)
             self._attached_at = time.time()
         self.active = True
         return self
@@ -122,6 +128,7 @@ class LeakDetector:
         """Stop reacting to samples and end a running tracing window."""
         self.active = False
         manager().stop()
+        self.live.stop()
 
     # -- listeners (monitor thread) ----------------------------------------------------
     def _on_sample(self, sample: Sample, state: PressureState) -> None:
@@ -144,6 +151,8 @@ class LeakDetector:
             if isinstance(tasks, int):
                 self._series["asyncio_tasks"].append((now, float(tasks)))
             self._series["gc_garbage"].append((now, float(sample.python.garbage)))
+            pids = [c.pid for c in sample.children if c.state != "Z"]
+            self.live.tick(now, cfg.heap_snapshot_seconds, pids)
             if sample.profile:
                 self.census.take()
             every = max(cfg.sample_interval, cfg.leak_window_seconds / 30.0)
@@ -201,7 +210,6 @@ class LeakDetector:
         t0 = time.perf_counter()
         cfg = diag.config
         window = cfg.leak_window_seconds
-        min_span = 0.5 * window  # resources: a rise must span half the window
         floor = cfg.leak_min_growth_kb_per_min * 1024.0  # bytes/min
         now = time.time()
         since = now - window
@@ -214,6 +222,82 @@ class LeakDetector:
             self._series["malloc_in_use"].append((now, float(mi.in_use)))
             self._series["malloc_free"].append((now, float(mi.free)))
 
+        if self.live.heap_running:
+            # The live heap names the growing lines directly: no tracing window needed.
+            for ms in self.live.memory_suspects(now, floor):
+                found.setdefault(ms["id"], ms)
+            xs, ys = diag.history.series("rss", since=since)
+            trends["rss"] = _brief(trend(xs, ys, max_points=90))
+        else:
+            self._window_memory(diag, cfg, now, floor, found, trends)
+        self._resources(diag, now, since, found, trends)
+
+        gx, gy = self._own_series("gc_garbage", since)
+        if gy and gy[-1] > gy[0]:
+            us = uncollectable_suspect(int(gy[-1]), int(gy[0]), trend(gx, gy, max_points=60), garbage_types())
+            if us is not None:
+                found[us["id"]] = us
+
+        self._advice = []
+        if mi is not None:
+            fx, fy = self._own_series("malloc_free", now - 150.0)
+            # Retained free memory is a leak only while it keeps growing; a large but steady
+            # amount (transients freed back to malloc's arenas) is advice, not a suspect.
+            g = growth_test(fx, fy, floor, 1024 * 1024.0) if len(fx) >= 8 else None
+            s = retention_suspect(
+                mi.free,
+                mi.in_use,
+                diag.last_sample.process.rss if diag.last_sample else None,
+                g["slope_per_min"] if g is not None else None,
+            )
+            if s is not None and g is not None:
+                found[s["id"]] = s
+            elif s is not None:
+                self._advice.append({**s, "confidence": None, "note": "steady, not growing: not a leak"})
+
+        with self._lock:
+            self._trends = trends
+            self._commit(found, now, window, cfg.leak_webhook_url)
+            self._checked_at = now
+            self.checks += 1
+            self._check_seconds.append(time.perf_counter() - t0)
+            return self.suspects()
+
+    def _resources(
+        self, diag: MemoryDiagnostics, now: float, since: float, found: dict[str, Any], trends: dict[str, Any]
+    ) -> None:
+        """Resource suspects: by creating line where known, else by the application's count."""
+        window = diag.config.leak_window_seconds
+        by_site = self.live.resources.suspects(now)
+        for rs in by_site:
+            found[rs["id"]] = rs
+        named = {rs["kind"] for rs in by_site}
+        for kind, (col, *_rest) in RESOURCES.items():
+            if kind in SITE_KINDS and self.live.resources.totals[kind]:
+                # memdiag's own fds, threads, tasks and children left out
+                pts = [p for p in self.live.resources.totals[kind] if p[0] >= since]
+                rx, ry = [p[0] for p in pts], [p[1] for p in pts]
+            elif col in COLUMNS:
+                rx, ry = diag.history.series(col, since=since)
+            else:
+                rx, ry = self._own_series(col, since)
+            t = trend(rx, ry, max_points=60)
+            trends[kind] = _brief(t)
+            vals = [v for v in ry if math.isfinite(v)]
+            if t is not None and vals and kind not in named:
+                rs = resource_suspect(kind, t, vals[0], vals[-1], window, 0.5 * window)
+                if rs is not None:
+                    found[rs["id"]] = rs
+
+    def _window_memory(
+        self, diag: MemoryDiagnostics, cfg: Any, now: float, floor: float, found: dict[str, Any], trends: dict[str, Any]
+    ) -> None:
+        """Memory suspects without a live heap: RSS growth, then a tracing window names the site.
+
+        Long because it is one sequence (growth test, window, confirmation) over shared state.
+        """
+        window = cfg.leak_window_seconds
+        since = now - window
         xs, ys = diag.history.series("rss", since=since)
         rss_t = trend(xs, ys, max_points=90)
         # The verdict is on the recent half of the window: growth that goes on *now*. A
@@ -273,49 +357,31 @@ class LeakDetector:
                 growing_types = self.census.growing_types()
                 for ms in memory_suspects(recent_t, half, heap_t, result, floor, malloc_t, growing_types):
                     if ms["evidence"].get("container") is None:  # anchored sites: the follower decides
-                        found.setdefault(ms["id"], ms)
+                        found.setdefault(ms["id"], self._native_rate(ms, now, floor))
             elif result is None and self._auto_blocked and now - self._growth_since >= confirm:
                 # No window possible (budget): the cheap signals' tentative verdict.
                 ms = memory_suspects(recent_t, half, heap_t, None, floor, malloc_t, self.census.growing_types())[0]
+                ms = self._native_rate(ms, now, floor)
                 found[ms["id"]] = {**ms, "evidence": {**ms["evidence"], "window": self._auto_blocked}}
         elif self._growth_since is not None and now - self._last_growing > confirm:
             self._growth_since = None
 
-        for kind, (col, *_rest) in RESOURCES.items():
-            rx, ry = diag.history.series(col, since=since) if col in COLUMNS else self._own_series(col, since)
-            t = trend(rx, ry, max_points=60)
-            trends[kind] = _brief(t)
-            vals = [v for v in ry if math.isfinite(v)]
-            if t is not None and vals:
-                rs = resource_suspect(kind, t, vals[0], vals[-1], window, min_span)
-                if rs is not None:
-                    found[rs["id"]] = rs
+    def _native_rate(self, ms: dict[str, Any], now: float, floor: float) -> dict[str, Any]:
+        """A native verdict's rate from malloc's bytes in use (not RSS) where they grow steadily."""
+        if ms["kind"] != "native":
+            return ms
+        m = self.live.malloc_rate(now, floor)
+        if m is None:
+            return ms
+        from .livecheck import SHIM_ADVICE
 
-        gx, gy = self._own_series("gc_garbage", since)
-        if gy and gy[-1] > gy[0]:
-            us = uncollectable_suspect(int(gy[-1]), int(gy[0]), trend(gx, gy, max_points=60), garbage_types())
-            if us is not None:
-                found[us["id"]] = us
-
-        if mi is not None:
-            fx, fy = self._own_series("malloc_free", since)
-            ft = trend(fx, fy, max_points=60)
-            s = retention_suspect(
-                mi.free,
-                mi.in_use,
-                diag.last_sample.process.rss if diag.last_sample else None,
-                ft.slope_per_second * 60.0 if ft is not None and ft.growing else None,
-            )
-            if s is not None:
-                found[s["id"]] = s
-
-        with self._lock:
-            self._trends = trends
-            self._commit(found, now, window, cfg.leak_webhook_url)
-            self._checked_at = now
-            self.checks += 1
-            self._check_seconds.append(time.perf_counter() - t0)
-            return self.suspects()
+        return {
+            **ms,
+            "growth_bytes_per_min": round(m, 1),
+            "classified_by": "malloc",
+            "evidence": {**ms["evidence"], "rate_from": "mallinfo2"},
+            "suggestion": f"{ms['suggestion']}; {SHIM_ADVICE}",
+        }
 
     def _episode_window(self, now: float, window: float) -> dict[str, Any] | None:
         """The latest successful tracing window run during this growth (or just before)."""
@@ -402,6 +468,10 @@ class LeakDetector:
             "followed_containers": self.follower.report(),
             "census": self.census.report(),
             "malloc": dataclasses.asdict(self._malloc) if self._malloc is not None else None,
+            "advice": list(self._advice),
+            "live_heap": self.live.report(),
+            "top_live_sites": self.live.heap.top(20),
+            "resources": self.live.resources.report(),
             "notifications": notifier().report(),
             "flight_recorder": self.flight.report(cfg.flight_recorder_path),
             "overhead": {

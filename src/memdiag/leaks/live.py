@@ -1,0 +1,507 @@
+"""Verdicts from the live heap: which line's memory keeps growing, and what holds it.
+
+Two views, each bounded:
+
+* :class:`HeapSeries` takes successive :class:`~memdiag.leaks.heapprof.HeapProfile`
+  snapshots (every ``heap_snapshot_seconds``) and keeps, for the largest and the fastest
+  growing allocation lines (a few hundred at most), their live bytes and blocks over
+  time. A line is *growing* when its live bytes rise steadily: a Theil-Sen slope over the
+  floor, a Mann-Kendall test (p < 0.01), sustained (higher in each quarter of the span
+  than in the one before), smooth (not a few big steps), not levelling off (the second
+  half's slope at least 60 % of the first's, the last third not flat).
+* :class:`ContainerWatch` finds the large containers (list, dict, set, deque, the dict
+  of an ``lru_cache``) every ``CONTAINER_SCAN_SECONDS`` (one ``gc.get_objects()`` walk,
+  other threads held off meanwhile) and follows their lengths by identity (no reference
+  kept). One that keeps growing is named: its type, what holds it (module global,
+  attribute, ``lru_cache`` function; ``gc.get_referrers``, once per container), the line
+  that allocates its new entries (tracemalloc's object traceback when it traces, else the
+  live-heap line whose block count grows at the container's entry rate), its entries per
+  minute, and the bytes per minute *its entries retain* (key, value and what the value
+  holds, one level deep, plus the container's own slot): a dict keyed by fresh strings is
+  blamed on the insertion at its full rate, not on the key expression.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import gc
+import math
+import os
+import sys
+import sysconfig
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from ..probes.python import exclusive_gil
+from ..stats import theil_sen, thin, trend
+from .census import type_name
+from .heapprof import Frame, HeapProfile, HeapSite
+
+__all__ = ["CONTAINER_SCAN_SECONDS", "ContainerWatch", "HeapSeries", "blame_frame", "growth_test"]
+
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_STDLIB = tuple(
+    {os.path.realpath(p) + os.sep for p in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"])}
+    | {p + os.sep for p in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"])}
+)
+MIN_SPAN_SECONDS = 55.0  # growth must be seen this long before it is a verdict
+HORIZON_SECONDS = 150.0  # the recent stretch a growth test looks at
+MAX_SITES = 300
+CONTAINER_SCAN_SECONDS = 10.0
+CONTAINER_MIN_LEN = 100
+MAX_CONTAINERS = 64
+ENTRY_SAMPLE = 32
+
+
+def _own(filename: str) -> bool:
+    return filename.startswith(_OWN_DIR)
+
+
+def blame_frame(stack: Sequence[Frame]) -> Frame | None:
+    """The line to blame: the innermost frame outside the standard library (else the innermost)."""
+    for f in stack:
+        fn = f.filename
+        if not (fn.startswith(_STDLIB) or fn.startswith("<frozen")):
+            return f
+    return stack[0] if stack else None
+
+
+def _quarters_rise(xs: Sequence[float], ys: Sequence[float]) -> bool:
+    """Median value higher in each quarter of the span than in the one before."""
+    t0, t1 = xs[0], xs[-1]
+    q: list[list[float]] = [[], [], [], []]
+    for x, y in zip(xs, ys):
+        q[min(3, int(4 * (x - t0) / (t1 - t0 or 1.0)))].append(y)
+    meds = [sorted(v)[len(v) // 2] for v in q if v]
+    return len(meds) == 4 and all(b > a for a, b in zip(meds, meds[1:]))
+
+
+def _smooth(ys: Sequence[float], quantum: float) -> bool:
+    """Not a few big steps: the two largest rises under 60 % of the total, unless they are
+    about one sample's weight (a sampled profile grows by quanta)."""
+    rises = sorted((b - a for a, b in zip(ys, ys[1:]) if b > a), reverse=True)
+    total = ys[-1] - ys[0]
+    if total <= 0 or not rises:
+        return False
+    big = sum(rises[:2])
+    return big < 0.6 * total or rises[0] <= 4.0 * quantum
+
+
+def growth_test(
+    xs: Sequence[float], ys: Sequence[float], floor_per_min: float, quantum: float = 1.0
+) -> dict[str, Any] | None:
+    """Sustained growth of one series (bytes or counts): slope, z, p, or None if not growing."""
+    if len(xs) < 8 or xs[-1] - xs[0] < MIN_SPAN_SECONDS:
+        return None
+    t = trend(xs, ys, max_points=60)
+    if t is None or not t.growing or t.plateau or t.slope_per_second * 60.0 < floor_per_min:
+        return None
+    if not _quarters_rise(xs, ys) or not _smooth(ys, quantum):
+        return None
+    half = len(xs) // 2
+    s1, _ = theil_sen(*thin(xs[: half + 1], ys[: half + 1], 40))
+    s2, _ = theil_sen(*thin(xs[half:], ys[half:], 40))
+    if s1 > 0 and s2 < 0.6 * s1:
+        return None  # levelling off: a warm-up
+    return {
+        "slope_per_min": t.slope_per_second * 60.0,
+        "z": t.z,
+        "p": t.p,
+        "span_seconds": xs[-1] - xs[0],
+        "points": len(xs),
+        "confidence": round(min(1.0, max(0.0, (abs(t.z) - 2.0) / 3.0)) * min(1.0, (xs[-1] - xs[0]) / 90.0), 3),
+    }
+
+
+class HeapSeries:
+    """Live bytes and blocks per allocation line over successive heap profiles."""
+
+    def __init__(self, keep: int = 256, max_sites: int = MAX_SITES) -> None:
+        self.keep = keep
+        self.max_sites = max_sites
+        self._series: dict[tuple[str, int, str], deque[tuple[float, float, float]]] = {}
+        self._stacks: dict[tuple[str, int, str], tuple[Frame, ...]] = {}
+        self.last: HeapProfile | None = None
+        self.overhead: deque[tuple[float, float]] = deque(maxlen=keep)  # the profiler's own bytes
+        self.snapshots = 0
+        self.last_seconds: float | None = None
+
+    def add(self, prof: HeapProfile, now: float) -> None:
+        """Record one profile (memdiag's own allocations are dropped)."""
+        agg: dict[tuple[str, int, str], list[Any]] = {}
+        for s in prof.sites:
+            if any(_own(f.filename) for f in s.stack):
+                continue
+            f = blame_frame(s.stack)
+            if f is None:
+                continue
+            key = (f.filename, f.lineno, s.domain)
+            a = agg.get(key)
+            if a is None:
+                agg[key] = [s.live_bytes, s.live_count, s]
+            else:
+                a[0] += s.live_bytes
+                a[1] += s.live_count
+                if s.live_bytes > a[2].live_bytes:
+                    a[2] = s
+        prev = {k: v[-1][1] for k, v in self._series.items() if v}
+        ranked = sorted(agg, key=lambda k: agg[k][0], reverse=True)
+        grown = sorted(agg, key=lambda k: agg[k][0] - prev.get(k, 0.0), reverse=True)
+        wanted = set(ranked[: self.max_sites // 2]) | set(grown[: self.max_sites // 4]) | set(self._series)
+        for key in wanted:
+            a = agg.get(key)
+            ser = self._series.get(key)
+            if ser is None:
+                if a is None:
+                    continue
+                ser = self._series[key] = deque(maxlen=self.keep)
+            ser.append((now, a[0], a[1]) if a is not None else (now, 0.0, 0.0))
+            if a is not None:
+                self._stacks[key] = a[2].stack
+        if len(self._series) > self.max_sites:
+            # Forget the sites holding the least now (and not growing) to stay bounded.
+            order = sorted(self._series, key=lambda k: (self._series[k][-1][1] - self._series[k][0][1], self._series[k][-1][1]))
+            for key in order[: len(self._series) - self.max_sites]:
+                del self._series[key]
+                self._stacks.pop(key, None)
+        self.last = prof
+        self.overhead.append((now, float(prof.overhead_bytes)))
+        self.snapshots += 1
+
+    def growing(self, now: float, floor_per_min: float, horizon: float = HORIZON_SECONDS) -> list[dict[str, Any]]:
+        """Lines whose live bytes grow steadily over the recent ``horizon`` seconds."""
+        quantum = float(self.last.interval_bytes) if self.last is not None else 1.0
+        out = []
+        for key, ser in self._series.items():
+            pts = [p for p in ser if p[0] >= now - horizon]
+            if len(pts) < 8:
+                continue
+            xs = [p[0] for p in pts]
+            g = growth_test(xs, [p[1] for p in pts], floor_per_min, quantum)
+            if g is None:
+                continue
+            ct = trend(xs, [p[2] for p in pts], max_points=60)
+            out.append(
+                {
+                    "file": key[0],
+                    "line": key[1],
+                    "domain": key[2],
+                    "traceback": [f"{f.filename}:{f.lineno}" for f in self._stacks.get(key, ())][:16],
+                    "growth_bytes_per_min": round(g["slope_per_min"], 1),
+                    "blocks_per_min": round(ct.slope_per_second * 60.0, 2) if ct is not None else None,
+                    "live_bytes": pts[-1][1],
+                    "live_blocks": pts[-1][2],
+                    **{k: g[k] for k in ("z", "p", "span_seconds", "points", "confidence")},
+                }
+            )
+        out.sort(key=lambda s: s["growth_bytes_per_min"], reverse=True)
+        return out
+
+    def total(self, domain: str) -> tuple[list[float], list[float]]:
+        """Sum of the followed sites' live bytes per snapshot (one domain)."""
+        by_t: dict[float, float] = collections.defaultdict(float)
+        for key, ser in self._series.items():
+            if key[2] == domain:
+                for t, b, _ in ser:
+                    by_t[t] += b
+        ts = sorted(by_t)
+        return ts, [by_t[t] for t in ts]
+
+    def top(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The largest live sites of the last profile (for reports and the dashboard)."""
+        if self.last is None:
+            return []
+        rows: dict[tuple[str, int, str], dict[str, Any]] = {}
+        for s in self.last.sites:
+            if any(_own(f.filename) for f in s.stack):
+                continue
+            f = blame_frame(s.stack)
+            if f is None:
+                continue
+            key = (f.filename, f.lineno, s.domain)
+            r = rows.setdefault(
+                key,
+                {"file": f.filename, "line": f.lineno, "function": f.function, "domain": s.domain,
+                 "live_bytes": 0.0, "live_blocks": 0.0, "traceback": [f"{x.filename}:{x.lineno}" for x in s.stack][:16]},
+            )
+            r["live_bytes"] += s.live_bytes
+            r["live_blocks"] += s.live_count
+        out = sorted(rows.values(), key=lambda r: r["live_bytes"], reverse=True)[:limit]
+        for r in out:
+            r["live_bytes"] = round(r["live_bytes"])
+            r["live_blocks"] = round(r["live_blocks"])
+        return out
+
+    def clear(self) -> None:
+        self._series.clear()
+        self._stacks.clear()
+        self.last = None
+
+
+# -- containers ---------------------------------------------------------------------------
+
+_CONTAINERS: frozenset[type] = frozenset(
+    {list, dict, set, collections.deque, collections.OrderedDict, collections.defaultdict}
+)
+_LRU = type(functools.lru_cache(maxsize=None)(lambda: None))
+_CELL = type((lambda x: lambda: x)(0).__closure__[0])  # type: ignore[index]
+
+
+class ContainerWatch:
+    """Lengths of the large containers over time, and a description of those that grow."""
+
+    def __init__(self) -> None:
+        self._lens: dict[int, tuple[type, deque[tuple[float, int]]]] = {}
+        self._info: dict[int, dict[str, Any]] = {}
+        self._scanned_at = 0.0
+        self.last_seconds: float | None = None
+        self.scans = 0
+
+    def scan(self, now: float, interval: float = CONTAINER_SCAN_SECONDS, describe: set[int] | None = None) -> None:
+        """Record the lengths of containers of 100+ items (at most every ``interval`` s);
+        describe (holder, entries) the ids in ``describe`` not described yet."""
+        if now - self._scanned_at < interval:
+            return
+        self._scanned_at = now
+        t0 = time.perf_counter()
+        types = _CONTAINERS
+        lens = self._lens
+        found: dict[int, tuple[type, int]] = {}
+        want = {i for i in (describe or ()) if i not in self._info}
+        picked: list[Any] = []
+        tracked = gc.is_tracked
+        cell = _CELL
+        with exclusive_gil():  # no other thread may run while the list holds references
+            for o in gc.get_objects():
+                tp = type(o)
+                if tp in types:
+                    n = len(o)
+                    if n >= CONTAINER_MIN_LEN or id(o) in lens:
+                        found[id(o)] = (tp, n)
+                        if id(o) in want:
+                            picked.append(o)
+                    if tp is dict:
+                        # A dict of strings, bytes and numbers is not tracked by the collector:
+                        # look for one among the values of the tracked dicts (module globals,
+                        # attributes, other containers).
+                        for v in o.values():
+                            if type(v) is dict and not tracked(v) and (len(v) >= CONTAINER_MIN_LEN or id(v) in lens):
+                                found[id(v)] = (dict, len(v))
+                                if id(v) in want:
+                                    picked.append(v)
+                elif tp is cell:
+                    try:
+                        v = o.cell_contents
+                    except ValueError:
+                        continue
+                    if type(v) is dict and not tracked(v) and (len(v) >= CONTAINER_MIN_LEN or id(v) in lens):
+                        found[id(v)] = (dict, len(v))
+                        if id(v) in want:
+                            picked.append(v)
+            o = v = None
+            refs = {id(p): _referrers(p) for p in picked}
+        for oid, (tp, n) in found.items():
+            cur = lens.get(oid)
+            if cur is None or cur[0] is not tp:
+                if len(lens) >= MAX_CONTAINERS * 4 and n < 4 * CONTAINER_MIN_LEN:
+                    continue
+                cur = lens[oid] = (tp, deque(maxlen=64))
+                self._info.pop(oid, None)
+            cur[1].append((now, n))
+        for oid in [i for i in lens if i not in found]:
+            del lens[oid]  # freed (or shrunk below the bound and forgotten)
+            self._info.pop(oid, None)
+        if len(lens) > MAX_CONTAINERS * 4:
+            for oid in sorted(lens, key=lambda i: lens[i][1][-1][1])[: len(lens) - MAX_CONTAINERS * 4]:
+                del lens[oid]
+                self._info.pop(oid, None)
+        for p in picked:
+            self._info[id(p)] = _describe(p, refs.get(id(p), []))
+        picked.clear()
+        refs.clear()
+        self.scans += 1
+        self.last_seconds = time.perf_counter() - t0
+
+    def growing(self, now: float, horizon: float = HORIZON_SECONDS) -> list[dict[str, Any]]:
+        """Containers whose length grows steadily (same test as the heap lines, on counts)."""
+        out = []
+        for oid, (tp, ser) in self._lens.items():
+            pts = [p for p in ser if p[0] >= now - horizon]
+            if len(pts) < 5 or pts[-1][0] - pts[0][0] < MIN_SPAN_SECONDS:
+                continue
+            xs = [float(p[0]) for p in pts]
+            ys = [float(p[1]) for p in pts]
+            t = trend(xs, ys, max_points=60)
+            if t is None or t.slope_per_second <= 0 or t.p >= 0.05 or t.plateau:
+                continue
+            if not _quarters_rise(xs, ys):
+                continue
+            half = len(xs) // 2
+            s1, _ = theil_sen(xs[: half + 1], ys[: half + 1])
+            s2, _ = theil_sen(xs[half:], ys[half:])
+            if s1 > 0 and s2 < 0.6 * s1:
+                continue
+            out.append(
+                {
+                    "object_id": oid,
+                    "type": type_name(tp),
+                    "len": int(ys[-1]),
+                    "items_per_min": round(t.slope_per_second * 60.0, 2),
+                    "followed_seconds": round(xs[-1] - xs[0], 1),
+                    "z": t.z,
+                    **self._info.get(oid, {}),
+                }
+            )
+        out.sort(key=lambda c: c["items_per_min"], reverse=True)
+        return out
+
+    def clear(self) -> None:
+        self._lens.clear()
+        self._info.clear()
+
+
+def _referrers(obj: Any) -> list[Any]:
+    """Objects referring to ``obj`` that can name it (called with other threads held off)."""
+    out = []
+    for r in gc.get_referrers(obj):
+        if isinstance(r, (dict, _LRU, type)) or hasattr(r, "cell_contents"):
+            out.append(r)
+            if len(out) >= 8:
+                break
+    return out
+
+
+def _holder(obj: Any, refs: list[Any]) -> str | None:
+    """A name for what holds ``obj``: ``module.NAME``, ``Class.attr``, ``lru_cache of f``."""
+    for r in refs:
+        if isinstance(r, _LRU):
+            return f"lru_cache of {getattr(r, '__module__', '?')}.{getattr(r, '__qualname__', '?')}"
+        if isinstance(r, dict):
+            key = next((k for k, v in r.items() if v is obj), None)
+            if key is None:
+                continue
+            name = r.get("__name__")
+            mod = sys.modules.get(name) if isinstance(name, str) else None
+            if mod is not None and getattr(mod, "__dict__", None) is r:
+                return f"{name}.{key}"
+            owner = _dict_owner(r)
+            if owner is not None:
+                return f"{owner}.{key}"
+            return f"a dict entry {key!r}"[:120]
+    return None
+
+
+def _dict_owner(d: dict[str, Any]) -> str | None:
+    """The class or instance type whose ``__dict__`` is ``d`` (one more referrer look-up)."""
+    with exclusive_gil():
+        for r in gc.get_referrers(d):
+            if isinstance(r, type) and r.__dict__.get("__dict__") is not None:
+                return f"{r.__module__}.{r.__qualname__}"
+            if getattr(r, "__dict__", None) is d:
+                return type_name(type(r)) + " instance"
+    return None
+
+
+_SMALL = (type(None), bool)
+
+
+def _deep(o: Any, seen: set[int]) -> int:
+    """Bytes of ``o`` and, one level down, of what it holds (objects counted once)."""
+    if isinstance(o, _SMALL) or id(o) in seen or (type(o) is int and -5 <= o <= 256):
+        return 0
+    seen.add(id(o))
+    n = sys.getsizeof(o, 0)
+    items: Any = ()
+    if isinstance(o, dict):
+        items = list(o.items())[:64]
+        items = [x for kv in items for x in kv]
+    elif isinstance(o, (list, tuple, set, frozenset, collections.deque)):
+        items = list(o)[:64]
+    elif hasattr(o, "__dict__") and not isinstance(o, type):
+        d = o.__dict__
+        n += sys.getsizeof(d, 0)
+        items = list(d.values())[:64]
+    for x in items:
+        if not (isinstance(x, _SMALL) or id(x) in seen):
+            seen.add(id(x))
+            n += sys.getsizeof(x, 0)
+    return n
+
+
+def _describe(obj: Any, refs: list[Any]) -> dict[str, Any]:
+    """Holder, bytes retained per entry and the newest entries' allocation site."""
+    n = len(obj)
+    try:
+        if isinstance(obj, dict):
+            entries = []
+            for i, k in enumerate(reversed(obj)):
+                if i >= ENTRY_SAMPLE:
+                    break
+                entries.append((k, obj[k]))
+            newest = [v for _, v in entries] + [k for k, _ in entries]
+        elif isinstance(obj, (list, collections.deque)):
+            entries = [(None, x) for x in list(obj)[-ENTRY_SAMPLE:]]
+            newest = [v for _, v in entries]
+        else:
+            entries = [(x, None) for x in list(obj)[:ENTRY_SAMPLE]]
+            newest = [k for k, _ in entries]
+    except (RuntimeError, KeyError):  # changed while read: describe at the next scan
+        return {}
+    seen: set[int] = set()
+    total = sum(_deep(k, seen) + _deep(v, seen) for k, v in entries)
+    per = total / len(entries) if entries else 0.0
+    per += sys.getsizeof(obj, 0) / max(1, n)  # its own table or array
+    info: dict[str, Any] = {"holder": _holder(obj, refs), "bytes_per_item": round(per, 1)}
+    site = _traced_site(newest)
+    if site is not None:
+        info.update(site)
+    created = _traced_site([obj])
+    if created is not None:
+        info["created_at"] = f"{created['file']}:{created['line']}"
+    return info
+
+
+def _traced_site(objs: list[Any]) -> dict[str, Any] | None:
+    """The most common allocation line of ``objs``, if tracemalloc traces now."""
+    tm = sys.modules.get("tracemalloc")
+    if tm is None or not tm.is_tracing():
+        return None
+    lines: collections.Counter[tuple[str, int]] = collections.Counter()
+    stacks: dict[tuple[str, int], list[str]] = {}
+    for o in objs:
+        if isinstance(o, _SMALL):
+            continue
+        tb = tm.get_object_traceback(o)
+        if tb is None:
+            continue
+        frames = [Frame(f.filename, f.lineno, "") for f in reversed(tb)]
+        if any(_own(f.filename) for f in frames):
+            continue
+        f = blame_frame(frames)
+        if f is None:
+            continue
+        lines[(f.filename, f.lineno)] += 1
+        stacks.setdefault((f.filename, f.lineno), [f"{x.filename}:{x.lineno}" for x in frames][:16])
+    if not lines:
+        return None
+    (fn, ln), _ = lines.most_common(1)[0]
+    return {"file": fn, "line": ln, "traceback": stacks[(fn, ln)], "site_from": "tracemalloc"}
+
+
+def match_site(container: dict[str, Any], sites: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The growing heap line whose block count grows at the container's entry rate."""
+    rate = container.get("items_per_min") or 0.0
+    if rate <= 0:
+        return None
+    fits = [
+        s for s in sites if s.get("domain") == "python" and s.get("blocks_per_min") and
+        0.5 <= s["blocks_per_min"] / rate <= 2.5
+    ]
+    return max(fits, key=lambda s: s["growth_bytes_per_min"], default=None)
+
+
+def finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)

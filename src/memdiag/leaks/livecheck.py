@@ -1,0 +1,246 @@
+"""The always-on part of leak detection: live heap, containers, resources by site.
+
+:class:`LiveChecker` is driven by the leak detector: :meth:`tick` on every monitor sample
+(it acts every ``heap_snapshot_seconds``), :meth:`memory_suspects` and
+:meth:`resource_suspects` at each verdict. With the heap profile running (the native
+sampler, or ``heap_profile = "on"``), memory verdicts come from it and no tracing window
+is needed; without it, the detector's tracing windows name the site and this module
+still measures native growth from malloc's own figures (``mallinfo2``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from ..stats import theil_sen, thin
+from . import heapprof, origins
+from .live import ContainerWatch, HeapSeries, growth_test, match_site
+from .native import malloc_info
+from .sites import ResourceSites
+
+__all__ = ["LiveChecker"]
+
+log = logging.getLogger("memdiag.leaks")
+
+SHIM_ADVICE = "run the service under `memdiag run` (the preload sampler) to have the allocating line named"
+
+
+class LiveChecker:
+    """Heap series, container lengths and resource sites of one process."""
+
+    def __init__(self) -> None:
+        self.heap = HeapSeries()
+        self.containers = ContainerWatch()
+        self.resources = ResourceSites()
+        self.malloc: deque[tuple[float, float]] = deque(maxlen=512)
+        self._ticked = 0.0
+        self.heap_state: str | None = None  # why the heap profile is (not) running
+        self.errors = 0
+        self.last_error: str | None = None
+        self.tick_seconds: float | None = None
+
+    def start(self, mode: str, interval_bytes: int | None = None) -> None:
+        """Install the resource hooks; start the heap profile per ``mode`` (auto, on, off)."""
+        origins.install()
+        ok, why = heapprof.available()
+        if mode == "off":
+            self.heap_state = "off (heap_profile = off)"
+            return
+        if mode == "auto" and not ok:
+            self.heap_state = f"off: {why}"
+            return
+        try:
+            if interval_bytes:
+                heapprof.start(interval_bytes=interval_bytes)
+            else:
+                heapprof.start()
+            self.heap_state = f"running ({heapprof.backend()})"
+        except Exception as exc:  # never into the host
+            self.heap_state = f"failed: {type(exc).__name__}: {exc}"[:200]
+            log.info("memdiag: heap profile not started: %s", self.heap_state)
+
+    def stop(self) -> None:
+        """Stop the heap profile if this checker started it."""
+        if self.heap_state and self.heap_state.startswith("running"):
+            heapprof.stop()
+            self.heap_state = "stopped"
+
+    @property
+    def heap_running(self) -> bool:
+        return heapprof.running()
+
+    def tick(self, now: float, every: float, child_pids: Iterable[int] | None) -> None:
+        """Sample resources, the heap profile and malloc (at most every ``every`` s)."""
+        if now - self._ticked < every:
+            return
+        self._ticked = now
+        t0 = time.perf_counter()
+        try:
+            self.resources.sample(now, child_pids)
+            mi = malloc_info()
+            if mi is not None:
+                self.malloc.append((now, float(mi.in_use)))
+            if heapprof.running():
+                self.heap.add(heapprof.snapshot(), now)
+                self.containers.scan(now, describe=self._rising())
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.debug("live check failed: %s", self.last_error, exc_info=True)
+        self.tick_seconds = time.perf_counter() - t0
+
+    def _rising(self) -> set[int]:
+        out = set()
+        for oid, (_tp, ser) in list(self.containers._lens.items()):
+            last = [n for _, n in list(ser)[-3:]]
+            if len(last) == 3 and last[0] < last[1] < last[2]:
+                out.add(oid)
+        return out
+
+    # -- verdicts ----------------------------------------------------------------------
+    def memory_suspects(self, now: float, floor: float) -> list[dict[str, Any]]:
+        """Python and native suspects from the live heap and malloc (best evidence first)."""
+        out: list[dict[str, Any]] = []
+        sites = self.heap.growing(now, floor) if self.heap_running else []
+        explained: set[tuple[str, int]] = set()
+        for c in self.containers.growing(now) if self.heap_running else []:
+            if "bytes_per_item" not in c:
+                continue
+            rate = c["items_per_min"] * c["bytes_per_item"]
+            if rate < floor:
+                continue
+            site = c if c.get("file") else match_site(c, sites)
+            for s in sites:  # the lines that allocate its entries are part of its rate
+                bpm = s.get("blocks_per_min") or 0.0
+                if s["domain"] == "python" and 0.5 <= bpm / c["items_per_min"] <= 2.5:
+                    explained.add((s["file"], s["line"]))
+            out.append(_container_suspect(c, site, rate))
+        for s in sites:
+            if (s["file"], s["line"]) in explained:
+                continue
+            out.append(_site_suspect(s))
+        py_rate = 0.0
+        if self.heap_running:  # Python's growth and the profiler's own (both through malloc)
+            recent = [p for p in self.heap.overhead if p[0] >= now - 150.0]
+            xs, ys = self.heap.total("python")
+            cut = next((i for i, x in enumerate(xs) if x >= now - 150.0), len(xs))
+            py_rate = _slope(xs[cut:], ys[cut:]) + _slope([p[0] for p in recent], [p[1] for p in recent])
+        native = self.native_from_malloc(now, floor, py_rate)
+        if native is not None and not any(s["kind"] == "native" for s in out):
+            out.append(native)
+        return out
+
+    def malloc_rate(self, now: float, floor: float) -> float | None:
+        """malloc's bytes in use per minute if they grow steadily, else None."""
+        pts = [p for p in self.malloc if p[0] >= now - 150.0]
+        g = growth_test([p[0] for p in pts], [p[1] for p in pts], floor, 64 * 1024.0) if len(pts) >= 8 else None
+        return g["slope_per_min"] if g is not None else None
+
+    def native_from_malloc(self, now: float, floor: float, python_rate: float) -> dict[str, Any] | None:
+        """Native growth measured by mallinfo2 that Python allocations do not explain."""
+        if heapprof.backend() == "preload":
+            return None  # the shim names native lines itself
+        m = self.malloc_rate(now, floor)
+        if m is None:
+            return None
+        rate = m - max(0.0, python_rate)
+        if rate < floor or rate < 0.3 * m:
+            return None
+        return {
+            "id": "native",
+            "kind": "native",
+            "file": None,
+            "line": None,
+            "traceback": None,
+            "growth_bytes_per_min": round(rate, 1),
+            "growth_per_min": None,
+            "confidence": 0.6,
+            "classified_by": "malloc",
+            "evidence": {"malloc_in_use_bytes_per_min": round(m, 1), "python_heap_bytes_per_min": round(python_rate, 1),
+                         "named_by": None},
+            "suggestion": (
+                "malloc's bytes in use grow and Python allocations do not explain it (C extensions, ctypes/cffi "
+                f"buffers, native libraries): {SHIM_ADVICE}"
+            ),
+        }
+
+    def report(self) -> dict[str, Any]:
+        prof = self.heap.last
+        return {
+            "state": self.heap_state,
+            "backend": prof.backend if prof else heapprof.backend(),
+            "running": self.heap_running,
+            "snapshots": self.heap.snapshots,
+            "interval_bytes": prof.interval_bytes if prof else None,
+            "samples_live": prof.samples_live if prof else None,
+            "dropped": prof.dropped if prof else None,
+            "overhead_bytes": prof.overhead_bytes if prof else None,
+            "container_scans": self.containers.scans,
+            "container_scan_seconds": self.containers.last_seconds,
+            "tick_seconds": self.tick_seconds,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+
+    def clear(self) -> None:
+        self.heap.clear()
+        self.containers.clear()
+        self.resources.clear()
+        self.malloc.clear()
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    if len(xs) < 4:
+        return 0.0
+    s, _ = theil_sen(*thin(xs, ys, 40))
+    return s * 60.0
+
+
+def _container_suspect(c: dict[str, Any], site: dict[str, Any] | None, rate: float) -> dict[str, Any]:
+    file = site.get("file") if site else None
+    line = site.get("line") if site else None
+    holder = c.get("holder")
+    what = f"a {c['type']}" + (f" held by {holder}" if holder else "")
+    where = f"{file}:{line}" if file else "an unknown line"
+    return {
+        "id": f"python_objects:{file}:{line}" if file else f"python_objects:container:{c['object_id']}",
+        "kind": "python_objects",
+        "file": file,
+        "line": line,
+        "traceback": site.get("traceback") if site else None,
+        "growth_bytes_per_min": round(rate, 1),
+        "growth_per_min": c["items_per_min"],
+        "confidence": round(min(1.0, 0.7 + 0.3 * min(1.0, max(0.0, (c["z"] - 2.0) / 3.0))), 3),
+        "classified_by": "live_heap",
+        "evidence": {
+            "container": {k: c.get(k) for k in ("type", "holder", "len", "items_per_min", "bytes_per_item",
+                                                 "followed_seconds", "created_at")},
+            "site_from": (site or {}).get("site_from") or ("live_heap" if site else None),
+        },
+        "suggestion": f"entries inserted at {where} accumulate in {what} that keeps growing: bound it or remove entries",
+    }
+
+
+def _site_suspect(s: dict[str, Any]) -> dict[str, Any]:
+    kind = "native" if s["domain"] == "native" else "python_objects"
+    return {
+        "id": f"{kind}:{s['file']}:{s['line']}",
+        "kind": kind,
+        "file": s["file"],
+        "line": s["line"],
+        "traceback": s["traceback"],
+        "growth_bytes_per_min": s["growth_bytes_per_min"],
+        "growth_per_min": s["blocks_per_min"],
+        "confidence": round(min(1.0, 0.45 + 0.5 * s["confidence"]), 3),
+        "classified_by": "live_heap",
+        "evidence": {k: s[k] for k in ("live_bytes", "live_blocks", "span_seconds", "points", "z", "p", "domain")},
+        "suggestion": (
+            f"memory allocated at {s['file']}:{s['line']} stays alive and keeps growing: check what keeps references"
+            if kind == "python_objects"
+            else f"native memory allocated under {s['file']}:{s['line']} is never freed"
+        ),
+    }
