@@ -357,9 +357,241 @@ def scenario_overhead(quick: bool, rounds: int | None, concurrent: bool = False)
     }
 
 
+# -- scenarios by leak kind (each a realistic service plus one leak, or a steady twin) -----
+
+MEMDIAG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__import__("memdiag").__file__))) + os.sep + "memdiag"
+MEMORY_KINDS = {"py_objects": "python_objects", "dict_fresh_keys": "python_objects", "native_malloc": "native"}
+COUNT_KINDS = {"fds": "fds", "sockets": "fds", "threads": "threads", "tasks": "asyncio_tasks", "children": "child_processes"}
+TWINS = ("twin_transients", "twin_warmup", "twin_steps")
+_KEEP: list[Any] = []
+_SESSIONS: dict[str, bytes] = {}
+
+
+def _every(stop: threading.Event, period: float, fn: Any) -> None:
+    nxt = time.monotonic()
+    while not stop.is_set():
+        fn()
+        nxt += period
+        stop.wait(max(0.0, nxt - time.monotonic()))
+
+
+def leak_py() -> None:
+    _KEEP.append(bytes(1024))  # KIND-py_objects
+
+
+def leak_dict() -> None:
+    key = f"session:{random.getrandbits(64):016x}:{time.time():.6f}"
+    _SESSIONS[key] = bytes(960)  # KIND-dict_fresh_keys
+
+
+def leak_native() -> None:
+    import ctypes
+
+    _KEEP.append(ctypes.CDLL(None).malloc(1024))  # KIND-native_malloc
+
+
+def leak_fd() -> None:
+    _KEEP.append(open(os.devnull, "rb"))  # KIND-fds
+
+
+def leak_socket() -> None:
+    import socket
+
+    _KEEP.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))  # KIND-sockets
+
+
+def leak_thread(stop: threading.Event) -> None:
+    threading.Thread(target=stop.wait, daemon=True).start()  # KIND-threads
+
+
+def leak_child() -> None:
+    _KEEP.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)"]))  # KIND-children
+
+
+def transients(stop: threading.Event) -> None:
+    """100 MB of objects every 20-30 s, freed after a few seconds."""
+    rng = random.Random(3)
+    while not stop.wait(rng.uniform(20.0, 30.0)):
+        batch = [bytes(1024 * 1024) for _ in range(100)]
+        stop.wait(3.0)
+        del batch
+
+
+def warmup_cache(stop: threading.Event) -> None:
+    """A cache filled over ~70 s to 60k entries (~20 MB), then only hits and replacements."""
+    cache: dict[int, bytes] = {}
+    i = 0
+    while not stop.wait(0.05):
+        for _ in range(40):
+            k = i % 60_000
+            cache[k] = bytes(300)
+            i += 1
+
+
+def steps(stop: threading.Event) -> None:
+    """The heap grows in three 30 MB steps (loading data), then stays flat."""
+    held = []
+    for _ in range(3):
+        if stop.wait(20.0):
+            return
+        held.append([bytes(1024) for _ in range(30 * 1024)])
+    stop.wait()
+
+
+def kind_child(args: argparse.Namespace) -> None:
+    """One kind scenario in this process; prints a JSON line."""
+    import memdiag
+    from memdiag import leaks
+
+    kind = args.kind
+    overrides = json.loads(args.config or "{}")
+    diag = memdiag.start(**overrides)
+    stop = threading.Event()
+    counter = [0]
+    threads = [threading.Thread(target=serve, args=(stop, args.rate, counter), daemon=True)]
+    truth = None
+    every = 60.0 / 1024  # memory kinds: 1024 blocks of ~1 KiB a minute
+    if kind == "py_objects":
+        fn: Any = leak_py
+        truth = 1024 * (sys.getsizeof(bytes(1024)) + 8)
+    elif kind == "dict_fresh_keys":
+        fn = leak_dict
+        truth = 1024 * (sys.getsizeof("session:%016x:%.6f" % (1, 1.0e9)) + sys.getsizeof(bytes(960)))
+    elif kind == "native_malloc":
+        fn = leak_native
+        truth = 1024 * 1040  # 1024 bytes and malloc's 16-byte header
+    else:
+        every = 20.0  # count kinds: 3 a minute
+        truth = 3.0
+        fn = {"fds": leak_fd, "sockets": leak_socket, "children": leak_child}.get(kind)
+        if kind == "threads":
+            fn = lambda: leak_thread(stop)  # noqa: E731
+    if kind == "tasks":
+        import asyncio
+
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, daemon=True).start()
+
+        async def forever() -> None:
+            await asyncio.sleep(3600)
+
+        def leak_task() -> None:
+            async def make() -> None:
+                asyncio.get_running_loop().create_task(forever())  # KIND-tasks
+
+            asyncio.run_coroutine_threadsafe(make(), loop)
+
+        fn = leak_task
+    if kind == "twin_transients":
+        threads.append(threading.Thread(target=transients, args=(stop,), daemon=True))
+    elif kind == "twin_warmup":
+        threads.append(threading.Thread(target=warmup_cache, args=(stop,), daemon=True))
+    elif kind == "twin_steps":
+        threads.append(threading.Thread(target=steps, args=(stop,), daemon=True))
+    elif fn is not None:
+        threads.append(threading.Thread(target=_every, args=(stop, every, fn), daemon=True))
+    line = next((n for n, text in enumerate(SOURCE, 1) if f"# KIND-{kind}" in text and "f\"" not in text), None)
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    top_at = None
+    top: dict[str, Any] | None = None
+    seen: list[dict[str, Any]] = []
+    own_listed: list[str] = []
+    while time.monotonic() - t0 < args.seconds:
+        time.sleep(2.0)
+        r = leaks.leaks_report(diag)
+        for s in r["suspects"]:
+            if not any(x["id"] == s["id"] for x in seen):
+                seen.append({k: s.get(k) for k in ("id", "kind", "file", "line", "growth_bytes_per_min", "growth_per_min", "confidence")} | {"t": round(time.monotonic() - t0, 1)})
+            if str(s.get("file") or "").startswith(MEMDIAG_DIR) or any(
+                str(f).startswith(MEMDIAG_DIR) for f in (s.get("traceback") or [])
+            ):
+                own_listed.append(s["id"])
+        for site in r.get("top_live_sites") or []:
+            if str(site["file"]).startswith(MEMDIAG_DIR):
+                own_listed.append(f"live:{site['file']}:{site['line']}")
+        first = r["suspects"][0] if r["suspects"] else None
+        if first and line is not None and first["file"] == HERE and first["line"] == line:
+            if top_at is None:
+                top_at = round(time.monotonic() - t0, 1)
+            top = first
+    stop.set()
+    r = leaks.leaks_report(diag)
+    print(
+        json.dumps(
+            {
+                "kind": kind,
+                "line": line,
+                "truth": truth,
+                "top_at": top_at,
+                "top": top,
+                "suspects": seen[:10],
+                "own_listed": sorted(set(own_listed))[:10],
+                "heap": r.get("live_heap"),
+                "resources": r.get("resources"),
+            },
+            default=str,
+        )
+    )
+    memdiag.stop()
+    os._exit(0)  # the leaked threads, tasks and children go with the process
+
+
+def scenario_kinds(quick: bool, heap_profile: str, only: str | None) -> list[dict[str, Any]]:
+    """Every kind and twin, a few at a time in parallel; prints the table."""
+    kinds = [*MEMORY_KINDS, *COUNT_KINDS, *TWINS]
+    if only:
+        kinds = [k for k in kinds if k in only.split(",")]
+    results = []
+    pending = list(kinds)
+    running: list[tuple[str, subprocess.Popen[str], float]] = []
+    while pending or running:
+        while pending and len(running) < 3:
+            k = pending.pop(0)
+            secs = (180.0 if quick else 600.0) if k in TWINS else 150.0
+            env = {kk: v for kk, v in os.environ.items() if not kk.startswith("MEMDIAG_")}
+            env["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="bench-leaks-")
+            cfg = json.dumps({"heap_profile": heap_profile, "http_enabled": False} if False else {"heap_profile": heap_profile})
+            cmd = [sys.executable, HERE, "_kind", "--kind", k, "--seconds", str(secs), "--config", cfg]
+            running.append((k, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), secs))
+        k, proc, secs = running.pop(0)
+        out, err = proc.communicate(timeout=secs * 3 + 120)
+        try:
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        except (IndexError, ValueError):
+            results.append({"kind": k, "error": err[-1500:]})
+    print(f"{'scenario':<17} {'top at':>7} {'bar':>5} {'kind':<16} {'rate':>12} {'truth':>12} {'err':>6} own  verdict")
+    for r in results:
+        k = r["kind"]
+        if "error" in r:
+            print(f"{k:<17} ERROR {r['error'][-300:]}")
+            continue
+        own = "yes" if r["own_listed"] else "no"
+        if k in TWINS:
+            ok = not r["suspects"] and not r["own_listed"]
+            print(f"{k:<17} {'-':>7} {'-':>5} {'-':<16} {'-':>12} {'-':>12} {'-':>6} {own:<4} "
+                  f"{'PASS' if ok else 'FAIL'} ({len(r['suspects'])} suspect(s): {[s['id'] for s in r['suspects']][:3]})")
+            r["pass"] = ok
+            continue
+        bar = 90.0 if k in MEMORY_KINDS else 120.0
+        want = MEMORY_KINDS.get(k) or COUNT_KINDS.get(k)
+        top = r.get("top") or {}
+        rate = top.get("growth_bytes_per_min") if k in MEMORY_KINDS else top.get("growth_per_min")
+        err = (rate - r["truth"]) / r["truth"] if rate and r["truth"] else None
+        ok = (r["top_at"] is not None and r["top_at"] <= bar and top.get("kind") == want
+              and err is not None and abs(err) <= 0.25 and not r["own_listed"])
+        r["pass"] = ok
+        print(f"{k:<17} {str(r['top_at']):>7} {bar:>5.0f} {str(top.get('kind')):<16} {str(rate):>12} "
+              f"{r['truth']:>12.1f} {('%+.0f%%' % (100 * err)) if err is not None else '-':>6} {own:<4} "
+              f"{'PASS' if ok else 'FAIL'}" + ("" if r["top_at"] else f" (suspects: {[s['id'] for s in r['suspects']][:3]})"))
+    return results
+
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("scenario", nargs="?", default="all", choices=["all", "detect", "plateau", "overhead", "_child"])
+    p.add_argument("scenario", nargs="?", default="all", choices=["all", "detect", "plateau", "overhead", "kinds", "_child", "_kind"])
     p.add_argument("--quick", action="store_true", help="shorter plateau and overhead runs (default settings)")
     p.add_argument("--rounds", type=int, default=None, help="overhead rounds (default: 1 full, 2 quick)")
     p.add_argument("--concurrent", action="store_true", help="overhead: run the three modes at the same time")
@@ -371,9 +603,15 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--leak", action="store_true")
     p.add_argument("--config", default="{}")
+    p.add_argument("--kind", default="py_objects")
+    p.add_argument("--only", default=None, help="kinds: comma-separated scenario names")
+    p.add_argument("--heap-profile", default="auto", choices=["auto", "on", "off"])
     args = p.parse_args()
     if args.scenario == "_child":
         child(args)
+        return
+    if args.scenario == "_kind":
+        kind_child(args)
         return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, quick={args.quick}")
     results = []
@@ -381,6 +619,8 @@ def main() -> None:
         results.append(scenario_detect(args.quick))
     if args.scenario in ("all", "plateau"):
         results.append(scenario_plateau(args.quick))
+    if args.scenario in ("all", "kinds"):
+        results.extend(scenario_kinds(args.quick, args.heap_profile, args.only))
     if args.scenario in ("all", "overhead"):
         results.append(scenario_overhead(args.quick, args.rounds, args.concurrent))
     if args.json:

@@ -32,6 +32,7 @@ ACCEL = {
     "leak_window_seconds": 10.0,
     "trace_window_seconds": 1.5,
     "trace_budget": 1.0,
+    "heap_snapshot_seconds": 0.25,
     "enable_auto_cleanup": False,
     "sustain_seconds": 0.0,
     "recovery_seconds": 0.0,

@@ -123,7 +123,7 @@ class MemoryConfig:
         choices=("auto", "on", "off"),
     )
     heap_snapshot_seconds: float = _f(
-        5.0, "Seconds between live-heap snapshots and resource counts by site", min=1.0, max=300.0
+        5.0, "Seconds between live-heap snapshots and resource counts by site", min=0.05, max=300.0
     )
     flight_recorder_path: str | None = _f(
         None, "File the latest diagnostics are written to on critical pressure or OOM events (None: off)"

@@ -98,7 +98,9 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         site = site_of(sys._getframe(1))
         if site is None:
             return
-        if not path.startswith("/"):
+        if path.startswith("/proc/self/"):  # the fd's link names the pid
+            path = f"/proc/{os.getpid()}/{path[11:]}"
+        elif not path.startswith("/"):
             try:
                 path = os.path.join(os.getcwd(), path)
             except OSError:

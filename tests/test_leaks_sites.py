@@ -1,0 +1,149 @@
+"""Leak verdicts from the live heap and from resource creation sites.
+
+The growth test runs on synthetic series (a leak, a warm-up, steps, transients); the
+creation-site hooks on real fds, sockets, threads, asyncio tasks and children in this
+process (a simulated clock only for the times the counts are recorded at).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from memdiag.leaks import origins
+from memdiag.leaks.live import ContainerWatch, growth_test
+from memdiag.leaks.sites import ResourceSites
+
+HERE = os.path.abspath(__file__)
+
+
+def _series(fn, seconds: float = 120.0, step: float = 5.0) -> tuple[list[float], list[float]]:
+    xs = [i * step for i in range(int(seconds / step) + 1)]
+    return xs, [fn(x) for x in xs]
+
+
+def test_growth_test_names_a_steady_leak_and_its_rate() -> None:
+    rng = random.Random(1)
+    xs, ys = _series(lambda t: 50e6 + t / 60 * 1024 * 1024 + rng.uniform(-20e3, 20e3))
+    g = growth_test(xs, ys, 128 * 1024)
+    assert g is not None
+    assert abs(g["slope_per_min"] - 1024 * 1024) / (1024 * 1024) < 0.05
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda t: 80e6 * (1 - math.exp(-t / 40)),  # a cache warming up and levelling off
+        lambda t: 20e6 * min(3, int(t // 25)),  # three steps, then flat
+        lambda t: 100e6 if int(t) % 25 < 5 else 0.0,  # 100 MB transients every 25 s
+        lambda t: 10e6,  # flat
+    ],
+    ids=["warm-up", "steps", "transients", "flat"],
+)
+def test_growth_test_ignores_what_levels_off(shape) -> None:
+    xs, ys = _series(shape)
+    assert growth_test(xs, ys, 128 * 1024) is None
+
+
+def test_own_proc_fds_and_threads_are_memdiags(tmp_path) -> None:
+    origins.install()
+    fd = os.open("/proc/self/status", os.O_RDONLY)  # this test's: opened here
+    try:
+        table = {f: (target, site) for f, target, site in origins.fd_table()}
+        assert table[fd][1] == (HERE, _line_of("fd = os.open(\"/proc/self/status\""))
+        from memdiag.probes._io import PreadCache
+
+        cache = PreadCache(4)
+        cache.read("/proc/self/statm")  # memdiag's own kept-open /proc fd
+        own = [f for f, target, site in origins.fd_table() if site == origins.OWN and target == "/proc/self/statm" or site == origins.OWN and target.endswith("/statm")]
+        assert own, "memdiag's kept-open /proc descriptor is not recognised as its own"
+        cache.close()
+    finally:
+        os.close(fd)
+
+
+def _line_of(text: str) -> int:
+    with open(HERE, encoding="utf-8") as fh:
+        return next(i for i, line in enumerate(fh, 1) if text in line and "_line_of" not in line)
+
+
+def test_fd_socket_thread_task_child_sites_and_verdicts(tmp_path) -> None:
+    origins.install()
+    rs = ResourceSites()
+    held: list = []
+    stop = threading.Event()
+    procs: list[subprocess.Popen[bytes]] = []
+    loop = asyncio.new_event_loop()
+    try:
+        for i in range(14):  # one of each every "10 s" of a simulated clock
+            held.append(open(tmp_path / f"f{i}", "w"))  # LEAK-FD
+            held.append(socket.socket())  # LEAK-SOCK
+            t = threading.Thread(target=stop.wait, daemon=True)
+            t.start()  # LEAK-THREAD
+            held.append(loop.create_task(asyncio.sleep(3600)))  # LEAK-TASK
+            procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))  # LEAK-CHILD
+            rs.sample(1000.0 + 10 * i, [p.pid for p in procs])
+        found = {(s["kind"], s["line"]) for s in rs.suspects(1000.0 + 130)}
+        for kind, marker in [
+            ("fds", "# LEAK-FD"),
+            ("fds", "# LEAK-SOCK"),
+            ("threads", "# LEAK-THREAD"),
+            ("asyncio_tasks", "# LEAK-TASK"),
+            ("child_processes", "# LEAK-CHILD"),
+        ]:
+            assert (kind, _line_of(marker)) in found, (kind, marker, found)
+        fd_s = next(s for s in rs.suspects(1130.0) if s["line"] == _line_of("# LEAK-SOCK"))
+        assert fd_s["evidence"]["targets"] == {"socket": 14}
+        assert 4.0 <= fd_s["growth_per_min"] <= 8.0
+        assert all(s["file"] == HERE for s in rs.suspects(1130.0))
+    finally:
+        stop.set()
+        for p in procs:
+            p.kill()
+            p.wait()
+        for h in held:
+            if hasattr(h, "cancel"):
+                h.cancel()
+            else:
+                h.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+
+
+def test_a_pool_that_fills_then_stays_is_no_resource_leak(tmp_path) -> None:
+    origins.install()
+    rs = ResourceSites()
+    held = []
+    try:
+        for i in range(14):
+            if i < 5:
+                held.append(open(tmp_path / f"p{i}", "w"))  # POOL-FD
+            rs.sample(2000.0 + 10 * i, [])
+        assert rs.suspects(2130.0) == []
+    finally:
+        for h in held:
+            h.close()
+
+
+_KEPT: dict[str, bytes] = {}
+
+
+def test_container_watch_finds_an_untracked_dict_and_its_holder() -> None:
+    cw = ContainerWatch()
+    for i in range(8):
+        for j in range(150):
+            _KEPT[f"k-{i}-{j}-{random.random()}"] = bytes(500)
+        cw.scan(float(10 * i), interval=0.0, describe=set(cw._lens))
+    grow = [c for c in cw.growing(75.0) if c.get("holder")]
+    assert grow and grow[0]["holder"].endswith("test_leaks_sites._KEPT")
+    assert 500 <= grow[0]["bytes_per_item"] <= 700
+    assert 800 <= grow[0]["items_per_min"] <= 1000
+    _KEPT.clear()
