@@ -634,6 +634,13 @@ class MemoryAPI:
         report = self._optional("memdiag.leaks", "leaks_report", "leak detection")
         return self._json(200, report(self.diagnostics))
 
+    def _heap(self, req: _Request) -> Response:
+        report = self._optional("memdiag.leaks", "heap_report", "the live-heap profile")
+        try:
+            return self._json(200, report(self.diagnostics))
+        except MemdiagError as exc:  # not running here: heap_profile off, or no sampler
+            raise _Problem(409, "conflict", str(exc)[:300]) from None
+
     def _trace(self, req: _Request) -> Response:
         data = self._body_object(req, "TraceRequest")
         seconds = data.get("seconds")

@@ -356,6 +356,15 @@ ROUTES: dict[str, dict[str, Endpoint]] = {
         )
     },
     f"{_P}/leaks": {"GET": Endpoint("_leaks", "Leak suspects", "getLeaks", "LeaksReport", extra=(501,))},
+    f"{_P}/heap": {
+        "GET": Endpoint(
+            "_heap",
+            "The live heap now: sites with stacks and live/allocated bytes",
+            "getHeap",
+            {"type": "object"},
+            extra=(409, 501),  # 409: the heap profile does not run here
+        )
+    },
     f"{_P}/leaks/trace": {
         "POST": Endpoint(
             "_trace",

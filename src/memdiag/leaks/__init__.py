@@ -28,6 +28,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
+from ..errors import MemdiagError
 from .detector import LeakDetector
 from .notify import on_leak, remove_leak_callback
 from .resources import watch_event_loop
@@ -41,6 +42,7 @@ __all__ = [
     "disable",
     "enable",
     "get_detector",
+    "heap_report",
     "leaks_report",
     "on_leak",
     "remove_leak_callback",
@@ -107,6 +109,27 @@ def leaks_report(diag: Monitor | None = None) -> dict[str, Any]:
     ``overhead``. Served at ``GET /api/memory/leaks`` and by ``memdiag leaks``.
     """
     return get_detector(diag).report()
+
+
+def heap_report(diag: Monitor | None = None, limit: int = 5000) -> dict[str, Any]:
+    """The live heap now, as plain data (``GET /api/memory/heap``; ``memdiag profile --heap``).
+
+    Keys: ``backend``, ``taken_at``, ``interval_bytes``, ``samples_live``, ``dropped``,
+    ``overhead_bytes``, ``sites_total`` and ``sites`` (largest first, at most ``limit``;
+    each ``stack`` of ``[file, line, function]`` innermost first, ``domain``,
+    ``live_bytes``, ``live_count``, ``alloc_bytes``, ``alloc_count``).
+
+    Raises:
+        memdiag.errors.MemdiagError: the heap profile is not running (``heap_profile``
+            is off, or ``auto`` where the sampled profiler is not available).
+    """
+    from . import heapprof
+    from .export import heap_data
+
+    det = get_detector(diag)
+    if not heapprof.running():
+        raise MemdiagError(f"the heap profile is not running: {det.live.heap_state or 'leak detection not attached'}")
+    return heap_data(heapprof.snapshot(), limit)
 
 
 def start_tracing(

@@ -60,6 +60,7 @@ class HeapProfile:
     backend: str  # "native" | "preload" | "tracemalloc"
 
 
+STANDIN_FRAMES = 8
 _lock = threading.Lock()
 _state: dict[str, object] = {"running": False, "started_tracemalloc": False, "frames": 32}
 
@@ -83,7 +84,8 @@ def start(interval_bytes: int = 512 * 1024, max_frames: int = 32) -> None:
         if _state["running"]:
             return
         if not tracemalloc.is_tracing():
-            tracemalloc.start(max_frames)
+            # The stand-in traces every allocation: a snapshot's cost grows with the frames.
+            tracemalloc.start(min(max_frames, STANDIN_FRAMES))
             _state["started_tracemalloc"] = True
         _state["frames"] = max_frames
         _state["running"] = True
@@ -113,16 +115,15 @@ def snapshot() -> HeapProfile:
         return HeapProfile(time.monotonic(), (), 1, 0, 0, 0, backend())
     snap = tracemalloc.take_snapshot()
     taken = time.monotonic()
-    snap = snap.filter_traces(
-        (
-            tracemalloc.Filter(False, _OWN_DIR + os.sep + "*", all_frames=True),
-            tracemalloc.Filter(False, tracemalloc.__file__),
-        )
-    )
     sites = []
+    own = _OWN_DIR + os.sep
+    tm_file = tracemalloc.__file__
+    # Group first, then drop memdiag's stacks: filtering every trace's frames costs far more.
     for st in snap.statistics("traceback"):
         # tracemalloc's Traceback iterates oldest frame first; the contract is innermost first.
         stack = tuple(Frame(f.filename, f.lineno, "") for f in reversed(st.traceback))
+        if any(f.filename.startswith(own) or f.filename == tm_file for f in stack):
+            continue
         sites.append(HeapSite(stack, "python", float(st.size), float(st.count), float(st.size), float(st.count)))
     n = sum(int(s.live_count) for s in sites)
     return HeapProfile(taken, tuple(sites), 1, n, 0, tracemalloc.get_tracemalloc_memory(), backend())

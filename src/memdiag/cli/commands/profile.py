@@ -35,12 +35,29 @@ __all__ = ["profile"]
     metavar="PID",
     help="The whole pre-fork server whose master is PID (or any of its workers): every process and the sum.",
 )
+@click.option(
+    "--heap",
+    "heap_file",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the service's sampled live heap to FILE (pprof, or --format speedscope).",
+)
+@click.option(
+    "--format",
+    "heap_format",
+    type=click.Choice(["pprof", "speedscope"]),
+    default="pprof",
+    show_default=True,
+    help="Format of the --heap file.",
+)
 @target_options
 def profile(
     as_json: bool,
     allocations: bool,
     seconds: float | None,
     server_pid: int | None,
+    heap_file: str | None,
+    heap_format: str,
     pid: int | None,
     url: str | None,
     token: str | None,
@@ -54,7 +71,11 @@ def profile(
     if server_pid is not None:
         _server(server_pid, as_json, timeout)
         return
-    target = resolve(pid, url, token, timeout, "profile --allocations" if allocations else None)
+    need = "profile --allocations" if allocations else "profile --heap" if heap_file else None
+    target = resolve(pid, url, token, timeout, need)
+    if heap_file:
+        _heap(target, heap_file, heap_format, as_json)
+        return
     if allocations:
         _allocations(target, seconds, as_json)
         return
@@ -89,6 +110,35 @@ def _server(server_pid: int, as_json: bool, timeout: float) -> None:
     from .._render import render_server
 
     click.echo(render_server(resp.body))
+def _heap(target: Target, path: str, fmt: str, as_json: bool) -> None:
+    """Fetch the live heap and write it where asked, in pprof or speedscope format."""
+    import json
+
+    from ...leaks.export import to_pprof, to_speedscope
+
+    resp = call(target, "GET", "/api/memory/heap", timeout=30.0)
+    data = resp.body or {}
+    payload = to_pprof(data) if fmt == "pprof" else json.dumps(to_speedscope(data)).encode("utf-8")
+    try:
+        with open(path, "wb") as fh:
+            fh.write(payload)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}", 1)
+    summary = {
+        "file": path,
+        "format": fmt,
+        "bytes": len(payload),
+        "sites": len(data.get("sites", [])),
+        "backend": data.get("backend"),
+        "live_bytes": round(sum(s.get("live_bytes", 0) for s in data.get("sites", []))),
+    }
+    if as_json:
+        echo_json(summary, json.dumps(summary))
+        return
+    click.echo(
+        f"wrote {path} ({fmt}, {summary['bytes']} bytes): {summary['sites']} sites, "
+        f"{summary['live_bytes']} live bytes, from the {summary['backend']} heap profile of {target.label}"
+    )
 
 
 def _allocations(target: Target, seconds: float | None, as_json: bool) -> None:
