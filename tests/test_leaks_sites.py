@@ -53,6 +53,12 @@ def test_growth_test_ignores_what_levels_off(shape) -> None:
     assert growth_test(xs, ys, 128 * 1024) is None
 
 
+@pytest.mark.parametrize("seconds", [60.0, 70.0, 90.0, 150.0])
+def test_a_slow_warm_up_is_not_a_leak_while_it_still_grows(seconds: float) -> None:
+    xs, ys = _series(lambda t: 12e6 * (1 - math.exp(-t / 75)), seconds)  # 63 % full at 75 s
+    assert growth_test(xs, ys, 128 * 1024) is None
+
+
 def test_own_proc_fds_and_threads_are_memdiags(tmp_path) -> None:
     origins.install()
     fd = os.open("/proc/self/status", os.O_RDONLY)  # this test's: opened here
@@ -147,3 +153,17 @@ def test_container_watch_finds_an_untracked_dict_and_its_holder() -> None:
     assert 500 <= grow[0]["bytes_per_item"] <= 700
     assert 800 <= grow[0]["items_per_min"] <= 1000
     _KEPT.clear()
+
+
+def test_a_cache_that_reorders_while_it_fills_is_turnover_not_growth() -> None:
+    import collections
+
+    lru: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+    cw = ContainerWatch()
+    for i in range(8):
+        for j in range(150):
+            lru[i * 1000 + j] = bytes(100)
+        lru.move_to_end(next(iter(lru)))  # a hit on the oldest entry: an LRU
+        cw.scan(float(10 * i), interval=0.0)
+    mine = [c for c in cw.growing(75.0) if c["object_id"] == id(lru)]
+    assert mine and mine[0]["turnover"] is True

@@ -90,6 +90,20 @@ def _smooth(ys: Sequence[float], quantum: float) -> bool:
     return big < 0.6 * total or rises[0] <= 4.0 * quantum
 
 
+def levelling_off(xs: Sequence[float], ys: Sequence[float]) -> bool:
+    """The growth slows down: second half under 60 % of the first's slope, or last third
+    under 70 % of the first third's (a cache filling ever more slowly, not a leak)."""
+    n = len(xs)
+    half, third = n // 2, max(2, n // 3)
+    s1, _ = theil_sen(*thin(xs[: half + 1], ys[: half + 1], 40))
+    s2, _ = theil_sen(*thin(xs[half:], ys[half:], 40))
+    if s1 > 0 and s2 < 0.6 * s1:
+        return True
+    t1, _ = theil_sen(*thin(xs[: third + 1], ys[: third + 1], 30))
+    t3, _ = theil_sen(*thin(xs[n - third - 1 :], ys[n - third - 1 :], 30))
+    return t1 > 0 and t3 < 0.7 * t1
+
+
 def growth_test(
     xs: Sequence[float], ys: Sequence[float], floor_per_min: float, quantum: float = 1.0
 ) -> dict[str, Any] | None:
@@ -101,11 +115,8 @@ def growth_test(
         return None
     if not _quarters_rise(xs, ys) or not _smooth(ys, quantum):
         return None
-    half = len(xs) // 2
-    s1, _ = theil_sen(*thin(xs[: half + 1], ys[: half + 1], 40))
-    s2, _ = theil_sen(*thin(xs[half:], ys[half:], 40))
-    if s1 > 0 and s2 < 0.6 * s1:
-        return None  # levelling off: a warm-up
+    if levelling_off(xs, ys):
+        return None  # a warm-up
     return {
         "slope_per_min": t.slope_per_second * 60.0,
         "z": t.z,
@@ -247,6 +258,7 @@ _CONTAINERS: frozenset[type] = frozenset(
     {list, dict, set, collections.deque, collections.OrderedDict, collections.defaultdict}
 )
 _LRU = type(functools.lru_cache(maxsize=None)(lambda: None))
+_ORDERED: frozenset[type] = frozenset({list, dict, collections.deque, collections.OrderedDict, collections.defaultdict})
 _CELL = type((lambda x: lambda: x)(0).__closure__[0])  # type: ignore[index]
 
 
@@ -256,6 +268,7 @@ class ContainerWatch:
     def __init__(self) -> None:
         self._lens: dict[int, tuple[type, deque[tuple[float, int]]]] = {}
         self._info: dict[int, dict[str, Any]] = {}
+        self._heads: dict[int, deque[int]] = {}  # id of the first item, per scan (ordered types)
         self._scanned_at = 0.0
         self.last_seconds: float | None = None
         self.scans = 0
@@ -270,7 +283,9 @@ class ContainerWatch:
         types = _CONTAINERS
         lens = self._lens
         found: dict[int, tuple[type, int]] = {}
-        want = {i for i in (describe or ()) if i not in self._info}
+        heads: dict[int, int] = {}
+        ordered = _ORDERED
+        want = {i for i in (describe or ()) if not self._info.get(i)}  # {}: changed while read, retry
         picked: list[Any] = []
         tracked = gc.is_tracked
         cell = _CELL
@@ -281,6 +296,8 @@ class ContainerWatch:
                     n = len(o)
                     if n >= CONTAINER_MIN_LEN or id(o) in lens:
                         found[id(o)] = (tp, n)
+                        if tp in ordered and n:
+                            heads[id(o)] = id(o[0]) if tp is list or tp is collections.deque else id(next(iter(o)))
                         if id(o) in want:
                             picked.append(o)
                     if tp is dict:
@@ -311,9 +328,12 @@ class ContainerWatch:
                 cur = lens[oid] = (tp, deque(maxlen=64))
                 self._info.pop(oid, None)
             cur[1].append((now, n))
+            if oid in heads:
+                self._heads.setdefault(oid, deque(maxlen=64)).append(heads[oid])
         for oid in [i for i in lens if i not in found]:
             del lens[oid]  # freed (or shrunk below the bound and forgotten)
             self._info.pop(oid, None)
+            self._heads.pop(oid, None)
         if len(lens) > MAX_CONTAINERS * 4:
             for oid in sorted(lens, key=lambda i: lens[i][1][-1][1])[: len(lens) - MAX_CONTAINERS * 4]:
                 del lens[oid]
@@ -339,14 +359,14 @@ class ContainerWatch:
                 continue
             if not _quarters_rise(xs, ys):
                 continue
-            half = len(xs) // 2
-            s1, _ = theil_sen(xs[: half + 1], ys[: half + 1])
-            s2, _ = theil_sen(xs[half:], ys[half:])
-            if s1 > 0 and s2 < 0.6 * s1:
+            if levelling_off(xs, ys):
                 continue
             out.append(
                 {
                     "object_id": oid,
+                    # Its first item changed while it grew: entries are evicted or moved
+                    # (an LRU, a FIFO), a managed cache filling up rather than a leak.
+                    "turnover": len(set(list(self._heads.get(oid, ()))[-len(pts):])) > 1,
                     "type": type_name(tp),
                     "len": int(ys[-1]),
                     "items_per_min": round(t.slope_per_second * 60.0, 2),
@@ -359,6 +379,7 @@ class ContainerWatch:
         return out
 
     def clear(self) -> None:
+        self._heads.clear()
         self._lens.clear()
         self._info.clear()
 

@@ -108,16 +108,16 @@ class LiveChecker:
         sites = self.heap.growing(now, floor) if self.heap_running else []
         explained: set[tuple[str, int]] = set()
         for c in self.containers.growing(now) if self.heap_running else []:
-            if "bytes_per_item" not in c:
-                continue
+            for s in sites:  # the lines that allocate its entries are part of it
+                bpm = s.get("blocks_per_min") or 0.0
+                if s["domain"] == "python" and 0.5 <= bpm / c["items_per_min"] <= 2.5:
+                    explained.add((s["file"], s["line"]))
+            if c.get("turnover") or "bytes_per_item" not in c:
+                continue  # a cache that evicts or reorders while it fills: not a leak
             rate = c["items_per_min"] * c["bytes_per_item"]
             if rate < floor:
                 continue
             site = c if c.get("file") else match_site(c, sites)
-            for s in sites:  # the lines that allocate its entries are part of its rate
-                bpm = s.get("blocks_per_min") or 0.0
-                if s["domain"] == "python" and 0.5 <= bpm / c["items_per_min"] <= 2.5:
-                    explained.add((s["file"], s["line"]))
             out.append(_container_suspect(c, site, rate))
         for s in sites:
             if (s["file"], s["line"]) in explained:
