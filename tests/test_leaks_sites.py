@@ -167,3 +167,40 @@ def test_a_cache_that_reorders_while_it_fills_is_turnover_not_growth() -> None:
         cw.scan(float(10 * i), interval=0.0)
     mine = [c for c in cw.growing(75.0) if c["object_id"] == id(lru)]
     assert mine and mine[0]["turnover"] is True
+
+
+@pytest.mark.slow
+def test_shortened_scenarios_name_the_line_and_stay_quiet_on_a_twin() -> None:
+    """Real services from benchmarks/bench_leaks.py, in subprocesses, shortened: a dict keyed
+    by fresh strings (live heap, tracemalloc stand-in), an fd leak, and 100 MB transients."""
+    import json
+
+    bench = os.path.join(os.path.dirname(os.path.dirname(HERE)), "benchmarks", "bench_leaks.py")
+    runs = {
+        "dict_fresh_keys": ("110", {"heap_profile": "on"}),
+        "fds": ("125", {}),
+        "twin_transients": ("110", {}),
+    }
+    procs = {
+        k: subprocess.Popen(
+            [sys.executable, bench, "_kind", "--kind", k, "--seconds", secs, "--config", json.dumps(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k, (secs, cfg) in runs.items()
+    }
+    out = {}
+    for k, p in procs.items():
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr[-2000:]
+        out[k] = json.loads(stdout.strip().splitlines()[-1])
+    d = out["dict_fresh_keys"]
+    assert d["top_at"] is not None and d["top"]["kind"] == "python_objects", d["suspects"]
+    assert abs(d["top"]["growth_bytes_per_min"] - d["truth"]) <= 0.25 * d["truth"], d["top"]
+    assert d["top"]["evidence"]["container"]["holder"].endswith("_SESSIONS")
+    f = out["fds"]
+    assert f["top_at"] is not None and f["top"]["kind"] == "fds", f["suspects"]
+    assert f["top"]["evidence"]["targets"] == {"dev": f["top"]["evidence"]["live"]}
+    assert not f["own_listed"] and not d["own_listed"]
+    assert out["twin_transients"]["suspects"] == []

@@ -470,7 +470,7 @@ class LeakDetector:
             "malloc": dataclasses.asdict(self._malloc) if self._malloc is not None else None,
             "advice": list(self._advice),
             "live_heap": self.live.report(),
-            "top_live_sites": self.live.heap.top(20),
+            "top_live_sites": self.live.top(20),
             "resources": self.live.resources.report(),
             "notifications": notifier().report(),
             "flight_recorder": self.flight.report(cfg.flight_recorder_path),

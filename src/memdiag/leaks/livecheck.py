@@ -11,6 +11,7 @@ still measures native growth from malloc's own figures (``mallinfo2``).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..stats import theil_sen, thin
 from . import heapprof, origins
+from .live import CONTAINER_SCAN_SECONDS as CONTAINER_EVERY
 from .live import ContainerWatch, HeapSeries, growth_test, match_site
 from .native import malloc_info
 from .sites import ResourceSites
@@ -42,6 +44,11 @@ class LiveChecker:
         self.errors = 0
         self.last_error: str | None = None
         self.tick_seconds: float | None = None
+        self.snapshot_seconds: float | None = None
+        self._every = 5.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self, mode: str, interval_bytes: int | None = None) -> None:
         """Install the resource hooks; start the heap profile per ``mode`` (auto, on, off)."""
@@ -59,12 +66,44 @@ class LiveChecker:
             else:
                 heapprof.start()
             self.heap_state = f"running ({heapprof.backend()})"
+            self._start_thread()
         except Exception as exc:  # never into the host
             self.heap_state = f"failed: {type(exc).__name__}: {exc}"[:200]
             log.info("memdiag: heap profile not started: %s", self.heap_state)
 
+    def _start_thread(self) -> None:
+        # Snapshots and container scans run on their own thread: with the tracemalloc
+        # stand-in a snapshot can take seconds, and the monitor's sampling must not wait.
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._heap_loop, name="memdiag-heap", daemon=True)
+        self._thread.start()
+
+    def _heap_loop(self) -> None:
+        while not self._stop.wait(self._every):
+            if not heapprof.running():
+                continue
+            t0 = time.perf_counter()
+            try:
+                prof = heapprof.snapshot()
+                now = time.time()
+                with self._lock:
+                    self.heap.add(prof, now)
+                    self.containers.scan(now, interval=max(self._every, CONTAINER_EVERY), describe=self._rising())
+            except Exception as exc:  # never into the host
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.debug("heap snapshot failed: %s", self.last_error, exc_info=True)
+            self.snapshot_seconds = time.perf_counter() - t0
+
     def stop(self) -> None:
-        """Stop the heap profile if this checker started it."""
+        """Stop the heap thread, and the heap profile if this checker started it."""
+        self._stop.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5.0)
+        self._thread = None
         if self.heap_state and self.heap_state.startswith("running"):
             heapprof.stop()
             self.heap_state = "stopped"
@@ -75,6 +114,7 @@ class LiveChecker:
 
     def tick(self, now: float, every: float, child_pids: Iterable[int] | None) -> None:
         """Sample resources, the heap profile and malloc (at most every ``every`` s)."""
+        self._every = every
         if now - self._ticked < every:
             return
         self._ticked = now
@@ -84,9 +124,6 @@ class LiveChecker:
             mi = malloc_info()
             if mi is not None:
                 self.malloc.append((now, float(mi.in_use)))
-            if heapprof.running():
-                self.heap.add(heapprof.snapshot(), now)
-                self.containers.scan(now, describe=self._rising())
         except Exception as exc:
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -105,9 +142,11 @@ class LiveChecker:
     def memory_suspects(self, now: float, floor: float) -> list[dict[str, Any]]:
         """Python and native suspects from the live heap and malloc (best evidence first)."""
         out: list[dict[str, Any]] = []
-        sites = self.heap.growing(now, floor) if self.heap_running else []
+        with self._lock:
+            sites = self.heap.growing(now, floor) if self.heap_running else []
+            containers = self.containers.growing(now) if self.heap_running else []
         explained: set[tuple[str, int]] = set()
-        for c in self.containers.growing(now) if self.heap_running else []:
+        for c in containers:
             for s in sites:  # the lines that allocate its entries are part of it
                 bpm = s.get("blocks_per_min") or 0.0
                 if s["domain"] == "python" and 0.5 <= bpm / c["items_per_min"] <= 2.5:
@@ -126,7 +165,8 @@ class LiveChecker:
         py_rate = 0.0
         if self.heap_running:  # Python's growth and the profiler's own (both through malloc)
             recent = [p for p in self.heap.overhead if p[0] >= now - 150.0]
-            xs, ys = self.heap.total("python")
+            with self._lock:
+                xs, ys = self.heap.total("python")
             cut = next((i for i, x in enumerate(xs) if x >= now - 150.0), len(xs))
             py_rate = _slope(xs[cut:], ys[cut:]) + _slope([p[0] for p in recent], [p[1] for p in recent])
         native = self.native_from_malloc(now, floor, py_rate)
@@ -168,6 +208,11 @@ class LiveChecker:
             ),
         }
 
+    def top(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The largest live sites of the last snapshot."""
+        with self._lock:
+            return self.heap.top(limit)
+
     def report(self) -> dict[str, Any]:
         prof = self.heap.last
         return {
@@ -182,6 +227,7 @@ class LiveChecker:
             "container_scans": self.containers.scans,
             "container_scan_seconds": self.containers.last_seconds,
             "tick_seconds": self.tick_seconds,
+            "snapshot_seconds": self.snapshot_seconds,
             "errors": self.errors,
             "last_error": self.last_error,
         }
