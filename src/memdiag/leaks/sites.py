@@ -57,6 +57,7 @@ class ResourceSites:
     def sample(self, now: float, child_pids: Iterable[int] | None) -> None:
         """Count every kind by site now (a few hundred microseconds for a few hundred fds)."""
         counts: dict[str, Counter[origins.Site | None]] = {}
+        origins.install()  # asyncio imported since the last tick: wrap its Task now
         fds = origins.fd_table()
         c: Counter[origins.Site | None] = Counter()
         targets: dict[origins.Site | None, Counter[str]] = {}
