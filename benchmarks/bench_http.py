@@ -13,7 +13,9 @@ The load generator is one asyncio process: 50 clients, each on its own connectio
 latency, the figure the p99 <= 3 ms bar is about. ``--pace 0`` is a closed loop
 (saturation: latency is then concurrency / throughput). It prints p50/p99 per round, then
 per server and path the median over rounds, the range of the round p99s (how noisy the
-machine was), and the ratio of the medians to the raw server.
+machine was), the server's CPU time per request (user + system, all its threads, from
+/proc; 10 ms clock ticks, so read it over whole rounds), and the ratio of the medians to
+the raw server.
 
     python benchmarks/bench_http.py [--rounds 5] [--seconds 3] [--clients 50] [--pace 0.05]
 """
@@ -146,6 +148,9 @@ def _quantile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+Rows = dict[tuple[str, str], list[tuple[float, float, float, float]]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -164,19 +169,22 @@ def main() -> None:
         return
     load_before = os.getloadavg()[0]
     urls, procs = _start_servers()
-    rows: dict[tuple[str, str], list[tuple[float, float, float]]] = {(k, p): [] for k in SERVERS for p in PATHS}
+    rows: Rows = {(k, p): [] for k in SERVERS for p in PATHS}
     try:
         for rnd in range(args.rounds):
             cells = [(k, p) for k in SERVERS for p in PATHS]
             random.shuffle(cells)
             for kind, path in cells:
+                cpu0 = _cpu_seconds(procs[kind].pid)
                 lat, errors = asyncio.run(_load(urls[kind], path, args.clients, args.seconds, args.pace))
+                cpu = (_cpu_seconds(procs[kind].pid) - cpu0) / max(1, len(lat)) * 1e6
                 p50, p99 = _quantile(lat, 0.50) * 1e3, _quantile(lat, 0.99) * 1e3
                 rps = len(lat) / args.seconds
-                rows[(kind, path)].append((p50, p99, rps))
+                rows[(kind, path)].append((p50, p99, rps, cpu))
                 err = f"  errors={len(errors)} {sorted(set(errors))}" if errors else ""
                 print(
-                    f"round {rnd + 1} {kind:8s} {path:20s} p50={p50:6.2f} ms  p99={p99:6.2f} ms  {rps:6.0f} req/s{err}",
+                    f"round {rnd + 1} {kind:8s} {path:20s} p50={p50:6.2f} ms  p99={p99:6.2f} ms  {rps:6.0f} req/s"
+                    f"  server CPU {cpu:4.0f} us/req{err}",
                     flush=True,
                 )
     finally:
@@ -204,7 +212,11 @@ def _start_servers() -> tuple[dict[str, str], dict[str, subprocess.Popen[str]]]:
     return urls, procs
 
 
-Rows = dict[tuple[str, str], list[tuple[float, float, float]]]
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _report(args: argparse.Namespace, rows: Rows, load: float) -> None:
@@ -214,17 +226,21 @@ def _report(args: argparse.Namespace, rows: Rows, load: float) -> None:
         f"{os.cpu_count()} CPUs shared by client and servers; load average {load:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after"
     )
-    heads = ("p50 ms", "p99 ms", "p99 range", "req/s", "p50 x", "p99 x")
-    print(f"{'server':8s} {'path':20s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, (7, 7, 13, 6, 6, 6))))
+    heads = ("p50 ms", "p99 ms", "p99 range", "req/s", "CPU us/req", "p50 x", "p99 x")
+    print(f"{'server':8s} {'path':20s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, (7, 7, 13, 6, 10, 6, 6))))
     for (kind, path), vals in rows.items():
         m50 = statistics.median(r[0] for r in vals)
         m99 = statistics.median(r[1] for r in vals)
         rps = statistics.median(r[2] for r in vals)
+        cpu = statistics.median(r[3] for r in vals)
         base = rows[("raw", path)]
         b50 = statistics.median(r[0] for r in base)
         b99 = statistics.median(r[1] for r in base)
         spread = f"{min(r[1] for r in vals):.2f}-{max(r[1] for r in vals):.2f}"
-        print(f"{kind:8s} {path:20s} {m50:7.2f} {m99:7.2f} {spread:>13s} {rps:6.0f} {m50 / b50:6.2f} {m99 / b99:6.2f}")
+        print(
+            f"{kind:8s} {path:20s} {m50:7.2f} {m99:7.2f} {spread:>13s} {rps:6.0f} {cpu:10.0f} "
+            f"{m50 / b50:6.2f} {m99 / b99:6.2f}"
+        )
 
 
 if __name__ == "__main__":
