@@ -22,6 +22,7 @@ from typing import Any
 
 from ._files import write_atomic
 from .errors import ConfigError
+from .units import MIB
 
 __all__ = [
     "FIELD_INFO",
@@ -183,11 +184,16 @@ class MemoryConfig:
 
     @property
     def memory_threshold_bytes(self) -> int:
-        return int(self.memory_threshold_mb * 1024 * 1024)
+        return int(self.memory_threshold_mb * MIB)
 
     @property
     def subprocess_threshold_bytes(self) -> int:
-        return int(self.subprocess_threshold_mb * 1024 * 1024)
+        return int(self.subprocess_threshold_mb * MIB)
+
+    @property
+    def child_limit_bytes(self) -> int | None:
+        """``child_limit_mb`` in bytes (``None``: no limit for one child)."""
+        return None if self.child_limit_mb is None else int(self.child_limit_mb * MIB)
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,10 @@ from typing import Any, TextIO
 
 from .config import MemoryConfig
 from .probes.process import read_statm_rss
-from .units import human_bytes
+from .units import MIB, human_bytes
 
 __all__ = ["main"]
 
-MIB = 1024 * 1024
 _COLOURS = {"ok": "32", "warning": "33", "critical": "31"}
 
 

@@ -23,6 +23,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .pressure import RANK
 from .sample import Sample
 from .stats import Trend, trend
 
@@ -68,7 +69,6 @@ COLUMNS: tuple[str, ...] = (
     "level",
     "tick_seconds",
 )
-_LEVEL = {"ok": 0.0, "warning": 1.0, "critical": 2.0}
 
 
 def _n(x: float | int | None) -> float:
@@ -99,7 +99,7 @@ def summarize(sample: Sample, level: str = "ok") -> tuple[float, ...]:
         float(sample.cache_bytes),
         _n(p.fds),
         _n(p.threads),
-        _LEVEL.get(level, 0.0),
+        float(RANK.get(level, 0)),
         sample.seconds,
     )
 
@@ -118,19 +118,39 @@ class History:
         self._cols = [array("d", [NAN]) * capacity for _ in COLUMNS]
         self._next = 0
         self._len = 0
+        self._appended = 0
         self._lock = threading.Lock()
 
     def append(self, sample: Sample, level: str = "ok") -> None:
-        row = summarize(sample, level)
+        self._append_row(summarize(sample, level))
+
+    def _append_row(self, row: Sequence[float]) -> None:
         with self._lock:
             i = self._next
             for col, value in zip(self._cols, row):
                 col[i] = value
             self._next = (i + 1) % self.capacity
             self._len = min(self._len + 1, self.capacity)
+            self._appended += 1
 
     def __len__(self) -> int:
         return self._len
+
+    @property
+    def appended(self) -> int:
+        """Rows appended since the ring was made: changes with every append, even when
+        the ring is full (a key for caching what is computed from it)."""
+        return self._appended
+
+    def resized(self, capacity: int) -> History:
+        """A new ring of ``capacity`` holding this one's most recent rows, oldest first."""
+        new = History(capacity)
+        with self._lock:
+            idx = self._order(capacity)
+            rows = [[col[i] for col in self._cols] for i in idx]
+        for row in rows:
+            new._append_row(row)
+        return new
 
     def _order(self, last: int | None) -> list[int]:
         n = self._len if last is None else min(last, self._len)

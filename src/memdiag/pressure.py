@@ -21,14 +21,16 @@ from . import registry
 from .config import MemoryConfig
 from .registry import SignalReading
 from .sample import Sample
+from .units import MIB
 
-__all__ = ["LEVELS", "PressureDetector", "PressureState", "builtin_signals", "level_of"]
+__all__ = ["LEVELS", "RANK", "PressureDetector", "PressureState", "builtin_signals", "level_of"]
 
 log = logging.getLogger("memdiag.pressure")
 
+#: The pressure levels, lowest first: the one ordering every part compares levels by.
 LEVELS = ("ok", "warning", "critical")
-_RANK = {name: i for i, name in enumerate(LEVELS)}
-MIB = 1024 * 1024
+#: level name -> rank (0 ok, 1 warning, 2 critical).
+RANK: dict[str, int] = {name: i for i, name in enumerate(LEVELS)}
 
 
 def level_of(rank: int) -> str:
@@ -213,7 +215,7 @@ class PressureDetector:
             rank = self._signal_rank(r, key, commit)
             raw = max(raw, rank)
             signals.append(_reading_dict(r, LEVELS[rank]))
-        signals.sort(key=lambda d: -_RANK[d["level"]])
+        signals.sort(key=lambda d: -RANK[d["level"]])
         return raw, signals
 
     def update(self, sample: Sample) -> tuple[PressureState, PressureState | None]:
@@ -259,4 +261,4 @@ class PressureDetector:
 
 
 def worst(levels: Iterable[str]) -> str:
-    return level_of(max((_RANK.get(x, 0) for x in levels), default=0))
+    return level_of(max((RANK.get(x, 0) for x in levels), default=0))

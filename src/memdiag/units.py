@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["human_bytes"]
+__all__ = ["MIB", "human_bytes"]
+
+MIB = 1024 * 1024  # bytes in a MiB; the configuration's "_mb" fields are MiB too
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 

@@ -12,8 +12,10 @@ __all__ = [
     "ProcStat",
     "boot_time",
     "clock_ticks",
+    "count_fds",
     "page_size",
     "parse_stat",
+    "read_cmdline",
     "read_smaps_rollup",
     "read_stat",
     "read_statm_rss",
@@ -144,6 +146,18 @@ def read_smaps_rollup(pid: int | str = "self", proc_root: str = "/proc") -> dict
         "swap": fields.get("Swap", 0),
         "anonymous": fields.get("Anonymous", 0),
     }
+
+
+def read_cmdline(pid: int | str, proc_root: str = "/proc", limit: int = 65536) -> list[str] | None:
+    """The arguments of ``pid`` (``/proc/PID/cmdline``, at most ``limit`` bytes), decoded
+    leniently; ``None`` if it cannot be read. A zombie or a kernel thread has ``[]``.
+
+    Not redacted: a report shows it through :func:`memdiag.redact.redact_argv`.
+    """
+    data = read_bytes(f"{proc_root}/{pid}/cmdline", limit)
+    if data is None:
+        return None
+    return [a.decode("utf-8", "replace") for a in data.split(b"\0") if a]
 
 
 def count_fds(pid: int | str = "self", proc_root: str = "/proc") -> int | None:

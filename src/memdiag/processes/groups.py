@@ -242,7 +242,7 @@ def processes_section(diag: Any) -> dict[str, Any]:
             "rss_bytes": total,
             "threshold_bytes": threshold,
             "percent_of_threshold": round(100.0 * total / threshold, 2),
-            "child_limit_bytes": int(cfg.child_limit_mb * 1024 * 1024) if cfg.child_limit_mb else None,
+            "child_limit_bytes": cfg.child_limit_bytes,
         },
         "groups": sorted(groups.values(), key=lambda g: -g["rss_bytes"]),
         "zombies": {"own": own_z, "foreign": foreign_z},

@@ -42,6 +42,7 @@ from typing import IO, Any, TypeVar
 
 from ..config import MemoryConfig
 from ..errors import ProcessNotOwnedError
+from ..units import MIB
 from . import node as _node
 from . import procnet
 from .cdp import CDPSession, Deadline, InspectorError, http_get_json, loopback_host, split_url
@@ -52,7 +53,6 @@ from .spawn import Popen
 __all__ = ["InspectedNode", "InspectedNodeProcess", "inspect_node", "inspected_nodes", "spawn_inspected_node"]
 
 log = logging.getLogger("memdiag.processes")
-MIB = 1024 * 1024
 T = TypeVar("T")
 
 _USAGE_JS = (

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import registry as _registry
 from ..config import MemoryConfig
 from ..registry import CleanupContext, SignalReading
+from ..units import MIB
 from .sanitize import join_node_options, safe_node_argv, sanitize_node_options, split_node_options
 from .spawn import Popen
 
@@ -57,7 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("memdiag.processes")
-MIB = 1024 * 1024
 AGENT_PATH = str(Path(__file__).resolve().parent.parent / "node" / "agent.js")
 _CMD = "NODE_MEMDIAG"
 _NODES: weakref.WeakSet[NodeHeapSource] = weakref.WeakSet()

@@ -35,6 +35,7 @@ from typing import Any
 from .. import registry as _core_registry
 from ..probes._io import read_bytes
 from ..probes.process import ProcStat, parse_stat
+from ..units import MIB
 
 __all__ = [
     "OwnedProcess",
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("memdiag.processes")
-MIB = 1024 * 1024
 
 
 def read_identity(pid: int, proc_root: str = "/proc") -> ProcStat | None:

@@ -31,13 +31,13 @@ from typing import Any
 
 from ..errors import MemdiagError
 from ..probes.process import read_statm_rss
+from ..units import MIB
 from .ownership import OwnedProcess, registry, track
 from .terminate import stop_entries
 
 __all__ = ["MemoryAwarePool", "WorkerLostError", "pool_stats", "recycle_idle_workers"]
 
 log = logging.getLogger("memdiag.processes")
-MIB = 1024 * 1024
 _POOLS: weakref.WeakSet[MemoryAwarePool] = weakref.WeakSet()
 _ids = itertools.count(1)
 

@@ -14,6 +14,8 @@ import socket
 import struct
 
 from ..probes._io import read_bytes
+from ..probes.process import read_cmdline
+from ..units import MIB
 from .cdp import InspectorError, loopback_host
 from .sanitize import split_node_options
 
@@ -173,12 +175,11 @@ def inspector_options(pid: int) -> tuple[bool, str, int]:
     only more cautious.
     """
     words: list[str] = []
-    environ = read_bytes(f"/proc/{pid}/environ", 1024 * 1024) or b""
+    environ = read_bytes(f"/proc/{pid}/environ", MIB) or b""
     for item in environ.split(b"\0"):
         if item.startswith(b"NODE_OPTIONS="):
             words += split_node_options(item[len(b"NODE_OPTIONS=") :].decode("utf-8", "replace"))
-    cmdline = read_bytes(f"/proc/{pid}/cmdline", 1024 * 1024) or b""
-    words += [w.decode("utf-8", "replace") for w in cmdline.split(b"\0")[1:] if w]
+    words += (read_cmdline(pid, limit=MIB) or [])[1:]
     active, host, port = False, "127.0.0.1", DEFAULT_DEBUG_PORT
     i = 0
     while i < len(words):

@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["owned_children_rung", "owned_limit_signal", "zombies_rung"]
 
-MIB = 1024 * 1024
-
 
 def zombies_rung(ctx: CleanupContext) -> dict[str, Any]:
     res = reap_zombies(dry_run=ctx.dry_run)
@@ -38,7 +36,7 @@ def zombies_rung(ctx: CleanupContext) -> dict[str, Any]:
 def _limit(entry_limit: int | None, cfg: MemoryConfig) -> int | None:
     if entry_limit is not None:
         return entry_limit
-    return int(cfg.child_limit_mb * MIB) if cfg.child_limit_mb else None
+    return cfg.child_limit_bytes
 
 
 def owned_children_rung(ctx: CleanupContext) -> dict[str, Any]:
