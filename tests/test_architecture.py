@@ -37,8 +37,18 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("monitor contract", ("memdiag.monitor",)),
     ("leaks and processes", ("memdiag.leaks", "memdiag.processes")),
     ("reports", ("memdiag.reports",)),
-    ("service", ("memdiag.service", "memdiag.wiring")),
-    ("surfaces", ("memdiag.health", "memdiag.http", "memdiag.dashboard", "memdiag.telemetry", "memdiag.control", "memdiag.workers")),
+    ("service", ("memdiag.service", "memdiag.wiring", "memdiag.configure")),
+    (
+        "surfaces",
+        (
+            "memdiag.health",
+            "memdiag.http",
+            "memdiag.dashboard",
+            "memdiag.telemetry",
+            "memdiag.control",
+            "memdiag.workers",
+        ),
+    ),
     ("public face", ("memdiag",)),
     ("command line", ("memdiag.cli", "memdiag.demo", "memdiag.__main__")),
 ]
@@ -195,7 +205,8 @@ def test_the_checks_name_the_offending_edge(tmp_path: Path) -> None:
     (pkg / "__init__.py").write_text("")
     (pkg / "registry.py").write_text("def f():\n    from .sample import Sample\n")
     (pkg / "sample.py").write_text("from . import registry\nclass Sample: ...\n")
-    (pkg / "leaks" / "__init__.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..service import X\n")
+    leaks = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..service import X\n"
+    (pkg / "leaks" / "__init__.py").write_text(leaks)
     (pkg / "service.py").write_text("import importlib\nimportlib.import_module('memdiag.registry')\n")
     edges = import_edges(tmp_path)
     assert ("memdiag.registry", "memdiag.sample", "memdiag/registry.py:2") in edges

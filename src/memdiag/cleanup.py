@@ -24,6 +24,7 @@ from typing import Any
 
 from . import registry
 from .config import MemoryConfig, active_config
+from .pressure import RANK
 from .probes.process import read_statm_rss
 from .registry import CleanupContext
 
@@ -145,6 +146,18 @@ class CleanupLadder:
 
     def add_listener(self, fn: Callable[[CleanupResult], None]) -> None:
         self._listeners.append(fn)
+
+    def auto_due(self, level: str) -> bool:
+        """True when pressure at ``level`` should start an automatic run now: automatic
+        cleanup is on, ``level`` reaches ``auto_cleanup_level``, no run is under way and
+        the cooldown is over."""
+        cfg = self._config()
+        return (
+            cfg.enable_auto_cleanup
+            and RANK[level] >= RANK[cfg.auto_cleanup_level]
+            and not self.running
+            and self.retry_after() == 0
+        )
 
     def retry_after(self) -> float:
         """Seconds until a non-forced cleanup may run (0 if it may run now)."""

@@ -84,8 +84,7 @@ class HealthMonitor:
             }
         ]
         monitor_ok = d.running or d.last_sample is not None
-        expected_running = d._started_at is not None and not d._stop.is_set()
-        if expected_running and not d.running:
+        if d.should_be_running and not d.running:
             monitor_ok = False
         checks["memdiag:monitor"] = [
             {

@@ -9,22 +9,28 @@ service; they find the shared monitor through :func:`memdiag.registry.shared_mon
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from .cleanup import CleanupLadder
     from .config import MemoryConfig
-    from .history import History
+    from .history import History, HistoryStore
     from .pressure import PressureState
     from .sample import Sample
 
-__all__ = ["Monitor"]
+__all__ = ["LoopStats", "Monitor"]
 
 
 class Monitor(Protocol):
     """The part of :class:`~memdiag.service.MemoryDiagnostics` that plug-ins use."""
 
     history: History
+    store: HistoryStore | None
+    ladder: CleanupLadder
+    events: deque[dict[str, Any]]
     last_sample: Sample | None
     last_profile: Sample | None
 
@@ -35,4 +41,33 @@ class Monitor(Protocol):
 
     def on_pressure_change(self, fn: Callable[[PressureState, PressureState], None]) -> None: ...
 
+    def profile(self) -> dict[str, Any]: ...
+
+    def subprocesses(self) -> list[dict[str, Any]]: ...
+
+    def trends(self) -> dict[str, Any]: ...
+
+    def overhead(self) -> dict[str, Any]: ...
+
     def diagnostics(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class LoopStats:
+    """What running the monitor loop has cost and counted (read by the overhead report).
+
+    Attributes:
+        ticks: samples taken.
+        errors: ticks that raised (the loop goes on).
+        last_error: the last such error, short.
+        cpu_seconds: CPU time of the monitor thread.
+        started_at: epoch seconds of the last start, ``None`` before one.
+        tick_seconds: the wall time of the recent ticks.
+    """
+
+    ticks: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    cpu_seconds: float = 0.0
+    started_at: float | None = None
+    tick_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=512))

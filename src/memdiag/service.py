@@ -1,4 +1,4 @@
-"""MemoryDiagnostics: the per-process monitor that ties probes, pressure and cleanup.
+"""MemoryDiagnostics: the per-process monitor that runs the pipeline.
 
 One shared instance per process (:meth:`MemoryDiagnostics.get_instance`, or
 ``memdiag.start()``) samples on a daemon thread every ``sample_interval``, runs the
@@ -9,6 +9,10 @@ methods run the blocking calls in a worker thread for async callers.
 
 Fork safety: after ``fork()`` the child gets a fresh monitor (its own thread, history
 and descriptors) if the parent's was running; the API server is not inherited.
+
+The service wires and runs: the documents come from :mod:`memdiag.reports`, a new
+configuration's consequences from :mod:`memdiag.configure`, the parts (rungs, process
+governance, leak detection) are turned on by :mod:`memdiag.wiring`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import sys
 import threading
 import time
 import weakref
@@ -25,19 +28,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import config as _config_mod
-from . import registry
-from .cleanup import CleanupLadder, CleanupResult, install_builtin_actions
-from .config import MemoryConfig, load_config, save_config
-from .history import COLUMNS, History, HistoryStore, history_path
-from .pressure import LEVELS, PressureDetector, PressureState
-from .redact import redact_argv
+from . import configure as _configure
+from . import registry, reports, wiring
+from .cleanup import CleanupLadder, CleanupResult
+from .config import MemoryConfig, load_config
+from .history import History, HistoryStore
+from .monitor import LoopStats
+from .pressure import LEVELS, RANK, PressureDetector, PressureState
 from .sample import Sample, Sampler
+from .units import MIB
 
 __all__ = ["MemoryDiagnostics", "add_subprocess_decorator"]
 
 log = logging.getLogger("memdiag")
-MIB = 1024 * 1024
-_RANK = {name: i for i, name in enumerate(LEVELS)}
 
 
 class MemoryDiagnostics:
@@ -70,13 +73,9 @@ class MemoryDiagnostics:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._started_at: float | None = None
         self.http_server: Any = None
         self._init_state()
-        install_builtin_actions()
-        from .processes import install as install_process_parts  # zombie/owned rungs, tree report
-
-        install_process_parts()
+        wiring.install_parts()
         _INSTANCES.add(self)
 
     def _init_state(self) -> None:
@@ -85,18 +84,14 @@ class MemoryDiagnostics:
         self._sampler = Sampler(None, self.proc_root, self.cgroup_root)
         self.detector = PressureDetector(self._cfg)
         self.history = History(self._cfg.history_size)
-        self.store = _open_store(self._cfg)
+        self.store: HistoryStore | None = _configure.open_store(self._cfg)
         self.ladder = CleanupLadder(lambda: self._cfg, self._check_pressure, "self")
         self.ladder.add_listener(self._record_cleanup)
         self.events: deque[dict[str, Any]] = deque(maxlen=100)
         self.last_sample: Sample | None = None
         self.last_profile: Sample | None = None
         self._last_profile_at = 0.0
-        self._ticks = 0
-        self._errors = 0
-        self.last_error: str | None = None
-        self._tick_times: deque[float] = deque(maxlen=512)
-        self._cpu_seconds = 0.0
+        self.stats = LoopStats()
         # trends() of the last sample: Theil-Sen over a window is the costliest report, and
         # pollers (the dashboard's diagnostics + history, every 2 s) ask for it repeatedly.
         self._trends_memo: tuple[tuple[Any, ...], dict[str, Any]] | None = None
@@ -139,79 +134,43 @@ class MemoryDiagnostics:
         """
         merged = {**(dict(changes) if changes else {}), **kwargs}
         with self._cfg_lock:
-            new = self._cfg.updated(merged)
-            if persist:
-                save_config({k: getattr(new, k) for k in merged})
+            new = _configure.updated(self._cfg, merged, persist=persist)
             old, self._cfg = self._cfg, new
             self.detector.reconfigure(new)
-            if new.history_size != old.history_size:
-                self._resize_history(new.history_size)
-            if _store_settings(new) != _store_settings(old):
-                if self.store is not None:
-                    self.store.close()
-                self.store = _open_store(new)
+            self.history = _configure.history_for(old, new, self.history)
+            self.store = _configure.store_for(old, new, self.store)
             if self is MemoryDiagnostics._instance:
                 _config_mod._set_active(new)
         self._wake.set()  # a new interval takes effect now, not after the old one
         return new
-
-    def _resize_history(self, capacity: int) -> None:
-        old = self.history
-        new = History(capacity)
-        # Carry over the most recent summaries.
-        keep = old.rows(last=capacity)
-        with new._lock:
-            for k, row in enumerate(keep):
-                for ci, name in enumerate(COLUMNS):
-                    v = row.get(name)
-                    new._cols[ci][k] = float("nan") if v is None else v
-            new._len = len(keep)
-            new._next = len(keep) % capacity
-        self.history = new
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def should_be_running(self) -> bool:
+        """Started and not stopped since: if not :attr:`running` too, the thread died."""
+        return self.stats.started_at is not None and not self._stop.is_set()
+
     def start(self) -> MemoryDiagnostics:
         """Start the background monitor (idempotent). Returns ``self``."""
         if self.running:
             return self
         self._stop.clear()
-        self._started_at = time.time()
+        self.stats.started_at = time.time()
         if self._cfg.subreaper:
-            self._become_subreaper()
+            wiring.become_subreaper()
         t = threading.Thread(target=self._loop, name="memdiag-monitor", daemon=True)
         self._thread = t
         t.start()
         if self is MemoryDiagnostics._instance:
             _config_mod._set_active(self._cfg)
         if self._cfg.leak_detection:
-            self._attach_leaks()
-        self._run_lifecycle(0)
+            wiring.attach_leaks(self, on_alert=self._record_leak)
+        wiring.run_lifecycle(self, started=True)
         return self
-
-    def _run_lifecycle(self, which: int) -> None:
-        """Registered surfaces that follow the monitor (0: started, 1: stopped), e.g. the
-        local control channel; a failing one is logged, never raised."""
-        for name, hooks in registry.lifecycle_hooks().items():
-            try:
-                hooks[which](self)
-            except Exception as exc:
-                log.warning("memdiag %s could not %s: %r", name, "start" if which == 0 else "stop", exc)
-
-    def _attach_leaks(self) -> None:
-        # Imported here: `import memdiag` stays cheap and never loads the leak machinery.
-        try:
-            from .leaks import enable
-
-            enable(self)
-            from .leaks import on_leak
-
-            on_leak(self._record_leak)
-        except Exception as exc:
-            log.warning("memdiag leak detection could not start: %r", exc)
 
     # -- what the history file keeps beside the samples ----------------------------------
     def _record_cleanup(self, result: CleanupResult) -> None:
@@ -232,11 +191,8 @@ class MemoryDiagnostics:
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
         self._thread = None
-        leaks = sys.modules.get("memdiag.leaks")
-        if leaks is not None:  # loaded only if leak detection or tracing was ever used
-            leaks.disable(self)
-            leaks.remove_leak_callback(self._record_leak)
-        self._run_lifecycle(1)
+        wiring.detach_leaks(self, on_alert=self._record_leak)
+        wiring.run_lifecycle(self, started=False)
         server, self.http_server = self.http_server, None
         if server is not None:
             try:
@@ -259,14 +215,6 @@ class MemoryDiagnostics:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _become_subreaper(self) -> None:
-        try:
-            from .processes import set_child_subreaper  # provided by the processes module
-
-            set_child_subreaper(True)
-        except Exception as exc:  # not Linux, or the module is not there
-            log.info("could not become a child subreaper: %r", exc)
-
     # -- the loop ----------------------------------------------------------------------
     def _loop(self) -> None:
         cpu_start = time.thread_time()
@@ -275,11 +223,12 @@ class MemoryDiagnostics:
             try:
                 self.tick()
             except Exception as exc:  # never die silently: count, remember, go on
-                self._errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                if self._errors <= 3 or self._errors % 100 == 0:
-                    log.warning("memdiag monitor tick failed (%d so far): %s", self._errors, self.last_error)
-            self._cpu_seconds = time.thread_time() - cpu_start
+                st = self.stats
+                st.errors += 1
+                st.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                if st.errors <= 3 or st.errors % 100 == 0:
+                    log.warning("memdiag monitor tick failed (%d so far): %s", st.errors, st.last_error)
+            self.stats.cpu_seconds = time.thread_time() - cpu_start
             interval = self._cfg.sample_interval
             next_at += interval
             now = time.monotonic()
@@ -309,9 +258,17 @@ class MemoryDiagnostics:
         self.history.append(sample, state.level)
         if self.store is not None:
             self.store.add(sample, state.level)
-        self._ticks += 1
+        self.stats.ticks += 1
         if previous is not None:
             self._on_transition(previous, state)
+        self._notify(sample, state)
+        if self.ladder.auto_due(state.level):
+            self.ladder.run(reason="auto", level=state.level)
+        self.stats.tick_seconds.append(time.perf_counter() - t0)
+        return sample, state
+
+    def _notify(self, sample: Sample, state: PressureState) -> None:
+        """This monitor's listeners, then every monitor's observers; their errors stay theirs."""
         for fn in list(self._sample_listeners):
             try:
                 fn(sample, state)
@@ -322,15 +279,6 @@ class MemoryDiagnostics:
                 observe(sample)
             except Exception as exc:
                 log.debug("sample observer %s failed: %r", name, exc)
-        if (
-            cfg.enable_auto_cleanup
-            and _RANK[state.level] >= _RANK[cfg.auto_cleanup_level]
-            and not self.ladder.running
-            and self.ladder.retry_after() == 0
-        ):
-            self.ladder.run(reason="auto", level=state.level)
-        self._tick_times.append(time.perf_counter() - t0)
-        return sample, state
 
     def _on_transition(self, previous: PressureState, state: PressureState) -> None:
         event = {
@@ -342,7 +290,7 @@ class MemoryDiagnostics:
         self.events.append(event)
         if self.store is not None:
             self.store.add_event("pressure", event, at=event["time"])
-        log_fn = log.warning if _RANK[state.level] > _RANK[previous.level] else log.info
+        log_fn = log.warning if RANK[state.level] > RANK[previous.level] else log.info
         log_fn(
             "memory pressure %s -> %s: %s",
             previous.level,
@@ -361,6 +309,15 @@ class MemoryDiagnostics:
             sample = self._sampler.take(profile=False)
             rank, _ = self.detector.assess(sample)
         return rank, LEVELS[rank]
+
+    # The counters of the loop, by their earlier names.
+    @property
+    def _ticks(self) -> int:
+        return self.stats.ticks
+
+    @property
+    def last_error(self) -> str | None:
+        return self.stats.last_error
 
     # -- listeners ---------------------------------------------------------------------
     def on_sample(self, fn: Callable[[Sample, PressureState], None]) -> None:
@@ -392,64 +349,14 @@ class MemoryDiagnostics:
         """The current memory state: process, system, cgroup, PSI, heap, children, caches, pressure."""
         s = self._fresh()
         cfg = self._cfg
-        deep = self.last_profile
-        threshold = cfg.memory_threshold_bytes
-        proc = s.process
-        sd = s.to_dict()
-        return {
-            "timestamp": s.time,
-            "pid": proc.pid,
-            "process": {
-                "pid": proc.pid,
-                "rss_bytes": proc.rss,
-                "uss_bytes": deep.process.uss if deep else None,
-                "pss_bytes": deep.process.pss if deep else None,
-                "swap_bytes": deep.process.swap if deep else None,
-                "profiled_at": deep.time if deep else None,
-                "threshold_bytes": threshold,
-                "percent_of_threshold": round(100.0 * proc.rss / threshold, 2) if proc.rss else None,
-                "threads": proc.threads,
-                "fds": proc.fds,
-                "cpu_seconds": proc.cpu_seconds,
-            },
-            "system": sd["system"],
-            "cgroup": sd["cgroup"],
-            "psi": sd["psi"],
-            "python": sd["python"],
-            "children": {
-                "count": len(s.children),
-                "rss_bytes": s.children_rss,
-                "zombies": s.zombies,
-                "threshold_bytes": cfg.subprocess_threshold_bytes,
-            },
-            "caches": [dict(c) for c in s.caches],
-            "pressure": self.detector.state.to_dict(),
-            "monitor": {
-                "running": self.running,
-                "sample_interval": cfg.sample_interval,
-                "ticks": self._ticks,
-                "last_error": self.last_error,
-            },
-            "extra": dict(s.extra),
-        }
+        monitor = reports.monitor_section(self.running, cfg, self.stats)
+        return reports.profile(s, cfg, self.detector.state.to_dict(), deep=self.last_profile, monitor=monitor)
 
     def subprocesses(self, *, cmdline: bool = True) -> list[dict[str, Any]]:
         """The descendants of the last sample, with USS/PSS from the last profile tick."""
         s = self._fresh()
         deep = self.last_profile.child_memory if self.last_profile else {}
-        out = []
-        for c in s.children:
-            item: dict[str, Any] = c.to_dict(deep.get(c.pid))
-            item["start_time"] = c.start_time(self.proc_root)
-            if cmdline:
-                item["cmdline"] = _cmdline(self.proc_root, c.pid)
-            out.append(item)
-        for hook in registry.subprocess_decorators():
-            try:
-                hook(out)
-            except Exception as exc:
-                log.debug("subprocess decorator failed: %r", exc)
-        return out
+        return reports.subprocesses(s, deep, proc_root=self.proc_root, cmdline=cmdline)
 
     def trends(self, window_seconds: float | None = None) -> dict[str, Any]:
         """Robust trends of RSS, container working set, heap and children, with a projection
@@ -457,138 +364,37 @@ class MemoryDiagnostics:
         cfg = self._cfg
         window = window_seconds or cfg.leak_window_seconds
         s = self.last_sample
-        h = self.history  # any append moves its write position, even when the ring is full
-        memo_key = (cfg, window, None if s is None else s.time, id(h), len(h), h._next)
+        h = self.history
+        # Theil-Sen over a window is the costliest report, and pollers (the dashboard's
+        # diagnostics + history, every 2 s) ask for it repeatedly: same sample, same answer.
+        memo_key = (cfg, window, None if s is None else s.time, id(h), h.appended)
         memo = self._trends_memo
-        if memo is not None and memo[0] == memo_key:  # no new sample since: same answer
-            return {k: dict(v) if isinstance(v, dict) else v for k, v in memo[1].items()}
-        out: dict[str, Any] = {"window_seconds": window}
-        targets: dict[str, tuple[str, float | None, float | None]] = {
-            "rss": ("rss", float(cfg.memory_threshold_bytes), s.process.rss if s else None),
-            "children_rss": (
-                "children_rss",
-                float(cfg.subprocess_threshold_bytes),
-                float(s.children_rss) if s else None,
-            ),
-            "heap_blocks": ("heap_blocks", None, float(s.python.allocated_blocks) if s else None),
-        }
-        if s is not None and s.cgroup is not None and s.cgroup.limit:
-            targets["cgroup_working_set"] = (
-                "cgroup_working_set",
-                s.cgroup.limit * cfg.system_memory_threshold,
-                float(s.cgroup.working_set or 0),
-            )
-        for key, (col, threshold, current) in targets.items():
-            # 60 evenly spaced points: Theil-Sen's pairwise work is O(n^2), and 60 points
-            # over a 5-minute window (one per 5 s) resolve any trend worth reporting.
-            t = self.history.trend(col, window, max_points=60)
-            if t is None:
-                out[key] = None
-                continue
-            d: dict[str, Any] = dict(t.to_dict())
-            d["threshold"] = threshold
-            d["current"] = current
-            eta = t.seconds_until(threshold, current) if threshold is not None and current is not None else None
-            d["seconds_to_threshold"] = None if eta is None else round(eta, 1)
-            d["projected_at"] = None if eta is None else time.time() + eta
-            out[key] = d
-        self._trends_memo = (memo_key, out)
-        return {k: dict(v) if isinstance(v, dict) else v for k, v in out.items()}
+        if memo is None or memo[0] != memo_key:
+            memo = self._trends_memo = (memo_key, reports.trends(h, s, cfg, window))
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in memo[1].items()}
 
     def overhead(self) -> dict[str, Any]:
         """What the monitor costs: CPU, time per tick, and the memory it holds."""
-        import statistics  # only here: it pulls in decimal and fractions
-
-        ticks = list(self._tick_times)
-        wall = (time.time() - self._started_at) if self._started_at and self.running else None
-        qs = statistics.quantiles(ticks, n=100) if len(ticks) >= 2 else None
-        return {
-            "ticks": self._ticks,
-            "errors": self._errors,
-            "last_error": self.last_error,
-            "monitor_cpu_seconds": round(self._cpu_seconds, 6),
-            "monitor_cpu_percent": round(100.0 * self._cpu_seconds / wall, 4) if wall else None,
-            "tick_seconds_median": statistics.median(ticks) if ticks else None,
-            "tick_seconds_p99": qs[98] if qs else None,
-            "tick_seconds_last": ticks[-1] if ticks else None,
-            "history_bytes": self.history.memory_bytes(),
-            "memory_budget_bytes": int(self._cfg.self_memory_budget_mb * 1024 * 1024),
-            "memory_bytes": self._own_memory(),
-            "open_fds": self._sampler.walker.open_fds + 32,
-            "collector_errors": dict(self._sampler.collector_errors),
-        }
-
-    def _own_memory(self) -> int:
-        """An accounting of the monitor's own structures (the ring dominates)."""
-        import sys
-
-        size = self.history.memory_bytes()
-        size += sum(sys.getsizeof(e) for e in self.events)
-        size += sys.getsizeof(self._tick_times) + 24 * len(self._tick_times)
-        for s in (self.last_sample, self.last_profile):
-            if s is not None:
-                size += 200 * (len(s.children) + 10)
-        return size
+        own = reports.own_memory(self.history, self.events, self.stats, (self.last_sample, self.last_profile))
+        return reports.overhead(
+            self.stats,
+            self.history,
+            running=self.running,
+            memory_bytes=own,
+            memory_budget_bytes=int(self._cfg.self_memory_budget_mb * MIB),
+            open_fds=self._sampler.walker.open_fds + 32,
+            collector_errors=self._sampler.collector_errors,
+        )
 
     def status(self) -> dict[str, Any]:
         """A short summary: pressure level, RSS against the threshold, monitor state."""
         s = self._fresh()
-        st = self.detector.state
-        last = self.ladder.last_result
-        return {
-            "status": st.level,
-            "pressure_detected": st.level != "ok",
-            "pid": s.process.pid,
-            "rss_bytes": s.process.rss,
-            "threshold_bytes": self._cfg.memory_threshold_bytes,
-            "system_percent": s.system.percent if s.system else None,
-            "cgroup_usage_ratio": round(s.cgroup.usage_ratio, 4)
-            if s.cgroup and s.cgroup.usage_ratio is not None
-            else None,
-            "children": len(s.children),
-            "zombies": s.zombies,
-            "reasons": [dict(r) for r in st.reasons],
-            "monitor_running": self.running,
-            "auto_cleanup": self._cfg.enable_auto_cleanup,
-            "last_cleanup": last.to_dict() if last else None,
-            "cleanup_retry_after_seconds": round(self.ladder.retry_after(), 3),
-            "timestamp": s.time,
-        }
+        return reports.status(s, self._cfg, self.detector.state, self.ladder, running=self.running)
 
     def diagnostics(self) -> dict[str, Any]:
         """Everything: profile, config (secrets redacted), subprocesses, trends, pressure
         events, cleanup history and the monitor's own overhead, plus registered sections."""
-        report: dict[str, Any] = {
-            "profile": self.profile(),
-            "config": self._cfg.to_dict(),
-            "subprocesses": self.subprocesses(),
-            "trends": self.trends(),
-            "pressure_events": list(self.events),
-            "cleanup": {
-                "last": self.ladder.last_result.to_dict() if self.ladder.last_result else None,
-                "runs": dict(self.ladder.runs),
-                "retry_after_seconds": round(self.ladder.retry_after(), 3),
-                "actions": [
-                    {"name": a.name, "order": a.order, "emergency_only": a.emergency_only}
-                    for a in registry.cleanup_actions()
-                ],
-            },
-            "history": {
-                "samples": len(self.history),
-                "capacity": self.history.capacity,
-                "store": self.store.path if self.store else None,
-                "store_mode": self.store.mode if self.store else "memory",
-                "store_bytes": self.store.size_bytes() if self.store else None,
-                "store_error": self.store.last_error if self.store else None,
-            },
-            "overhead": self.overhead(),
-        }
-        for name, fn in registry.sections().items():
-            try:
-                report[name] = fn(self)
-            except Exception as exc:
-                report[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-        return report
+        return reports.diagnostics(self)
 
     def cleanup(self, force: bool = False, dry_run: bool | None = None) -> dict[str, Any]:
         """Run the cleanup ladder now (respecting the cooldown unless ``force``)."""
@@ -649,20 +455,6 @@ registry.set_monitor_provider(MemoryDiagnostics.get_instance)
 add_subprocess_decorator = registry.add_subprocess_decorator
 
 
-def _store_settings(cfg: MemoryConfig) -> tuple[Any, ...]:
-    return (history_path(cfg), cfg.history_db_interval, cfg.history_retention_days, cfg.history_max_mb)
-
-
-def _open_store(cfg: MemoryConfig) -> HistoryStore | None:
-    """The history file ``cfg`` asks for (opened lazily, on the first write), or None."""
-    path = history_path(cfg)
-    if path is None:
-        return None
-    return HistoryStore(
-        path, cfg.history_db_interval, cfg.history_retention_days, max_bytes=int(cfg.history_max_mb * MIB)
-    )
-
-
 def _after_fork_in_child() -> None:
     for inst in list(_INSTANCES):
         try:
@@ -686,13 +478,3 @@ def _at_exit() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_at_exit)
-
-
-def _cmdline(proc_root: str, pid: int) -> list[str] | None:
-    from .probes._io import read_bytes
-
-    data = read_bytes(f"{proc_root}/{pid}/cmdline", 65536)
-    if data is None:
-        return None
-    args = [a.decode("utf-8", "replace") for a in data.split(b"\0") if a]
-    return redact_argv(args)

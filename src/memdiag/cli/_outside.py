@@ -9,8 +9,8 @@ reading against the local configuration (``pressure.instant`` is true).
 With no target at all, the machine view shows system memory, this shell's cgroup, PSI,
 and the largest processes (psutil is fine here: the CLI is not a monitor).
 
-The dicts use the keys of :meth:`memdiag.MemoryDiagnostics.profile` where the figures
-are the same, so scripts can read either.
+The process view is built by the same function as :meth:`memdiag.MemoryDiagnostics.profile`
+(:func:`memdiag.reports.profile`), so scripts can read either.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .. import reports
 from ..config import MemoryConfig, load_config
 from ..errors import ConfigError
-from ..probes.process import clock_ticks, count_fds, read_smaps_rollup, read_stat
+from ..probes.process import clock_ticks, count_fds, read_cmdline, read_smaps_rollup, read_stat
 from ..probes.python import PythonHeap
 from ..probes.system import ancestor_limits, detect_cgroup, read_cgroup, read_meminfo, read_psi
 from ..probes.tree import ChildWalker
@@ -49,12 +50,8 @@ def _config() -> MemoryConfig:
 
 
 def _cmdline(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            data = fh.read(65536)
-    except OSError:
-        return None
-    return redact_argv([a.decode("utf-8", "replace") for a in data.split(b"\0") if a])
+    args = read_cmdline(pid)
+    return None if args is None else redact_argv(args)
 
 
 def _system_and_psi(pid: int | str) -> tuple[Sample, dict[str, Any]]:
@@ -73,19 +70,6 @@ def _system_and_psi(pid: int | str) -> tuple[Sample, dict[str, Any]]:
         children=(),
     )
     return sample, sample.to_dict()
-
-
-def _instant_pressure(sample: Sample, cfg: MemoryConfig) -> dict[str, Any]:
-    from ..pressure import LEVELS, PressureDetector
-
-    rank, signals = PressureDetector(cfg).assess(sample)
-    return {
-        "level": LEVELS[rank],
-        "raw_level": LEVELS[rank],
-        "instant": True,
-        "reasons": [s for s in signals if s["level"] != "ok"],
-        "signals": signals,
-    }
 
 
 def process_view(pid: int, *, children_detail: bool = True) -> dict[str, Any] | None:
@@ -111,13 +95,23 @@ def process_view(pid: int, *, children_detail: bool = True) -> dict[str, Any] | 
             r = read_smaps_rollup(c.pid)
             if r:
                 child_mem[c.pid] = r
-    base, bd = _system_and_psi(pid)
+    base, _ = _system_and_psi(pid)
     rss = roll["rss"] if roll else st.rss_bytes
+    process = ProcessMemory(
+        pid=pid,
+        rss=rss,
+        uss=roll["uss"] if roll else None,
+        pss=roll["pss"] if roll else None,
+        swap=roll["swap"] if roll else None,
+        threads=st.num_threads,
+        fds=count_fds(pid),
+        cpu_seconds=(st.utime_ticks + st.stime_ticks) / clock_ticks(),
+    )
     sample = Sample(
         time=base.time,
         monotonic=base.monotonic,
         profile=True,
-        process=ProcessMemory(pid=pid, rss=rss, threads=st.num_threads),
+        process=process,
         system=base.system,
         cgroup=base.cgroup,
         psi=base.psi,
@@ -125,47 +119,14 @@ def process_view(pid: int, *, children_detail: bool = True) -> dict[str, Any] | 
         children=tuple(kids),
         child_memory=child_mem,
     )
-    threshold = cfg.memory_threshold_bytes
     unavailable = dict(UNAVAILABLE_OUTSIDE)
     if roll is None:
         unavailable["uss_pss"] = f"/proc/{pid}/smaps_rollup is not readable (another user's process, or an old kernel)"
-    children: dict[str, Any] = {
-        "count": len(kids),
-        "rss_bytes": sample.children_rss,
-        "zombies": sample.zombies,
-        "threshold_bytes": cfg.subprocess_threshold_bytes,
-    }
+    doc = reports.profile(sample, cfg, reports.instant_pressure(sample, cfg), deep=sample, agent=False)
+    doc["process"].update(name=st.name, state=st.state, cmdline=_cmdline(pid), start_time=st.start_time())
     if children_detail:
-        children["processes"] = [{**c.to_dict(child_mem.get(c.pid)), "cmdline": _cmdline(c.pid)} for c in kids]
-
-    return {
-        "view": "outside",
-        "agent": False,
-        "timestamp": sample.time,
-        "pid": pid,
-        "process": {
-            "pid": pid,
-            "name": st.name,
-            "state": st.state,
-            "cmdline": _cmdline(pid),
-            "rss_bytes": rss,
-            "uss_bytes": roll["uss"] if roll else None,
-            "pss_bytes": roll["pss"] if roll else None,
-            "swap_bytes": roll["swap"] if roll else None,
-            "threshold_bytes": threshold,
-            "percent_of_threshold": round(100.0 * rss / threshold, 2) if rss else None,
-            "threads": st.num_threads,
-            "fds": count_fds(pid),
-            "cpu_seconds": (st.utime_ticks + st.stime_ticks) / clock_ticks(),
-            "start_time": st.start_time(),
-        },
-        "system": bd["system"],
-        "cgroup": bd["cgroup"],
-        "psi": bd["psi"],
-        "children": children,
-        "pressure": _instant_pressure(sample, cfg),
-        "unavailable": unavailable,
-    }
+        doc["children"]["processes"] = reports.subprocesses(sample, child_mem, decorate=False)
+    return {"view": "outside", "agent": False, **doc, "unavailable": unavailable}
 
 
 def largest_processes(limit: int = 10) -> list[dict[str, Any]]:
@@ -193,7 +154,7 @@ def machine_view(top: int = 10) -> dict[str, Any]:
         "cgroup": bd["cgroup"],
         "psi": bd["psi"],
         "top_processes": largest_processes(top),
-        "pressure": _instant_pressure(base, _config()),
+        "pressure": reports.instant_pressure(base, _config()),
         "unavailable": {
             "services": "no memdiag service is registered for this user (start one with "
             "memdiag.start(http=True) or `memdiag run`); --pid N shows a process from outside",
