@@ -21,7 +21,6 @@ from . import registry
 from .config import MemoryConfig
 from .registry import SignalReading
 from .sample import Sample
-from .units import MIB
 
 __all__ = ["LEVELS", "RANK", "PressureDetector", "PressureState", "builtin_signals", "level_of"]
 
@@ -71,6 +70,11 @@ class PressureState:
 
 def builtin_signals(sample: Sample, cfg: MemoryConfig) -> list[SignalReading]:
     """The signals every monitor reads from a sample."""
+    return _memory_signals(sample, cfg) + _children_signals(sample, cfg) + _cache_signals(sample, cfg)
+
+
+def _memory_signals(sample: Sample, cfg: MemoryConfig) -> list[SignalReading]:
+    """The process's RSS, the container's working set, system memory and PSI."""
     w = cfg.warning_ratio
     out: list[SignalReading] = []
     if sample.process.rss is not None:
@@ -101,51 +105,42 @@ def builtin_signals(sample: Sample, cfg: MemoryConfig) -> list[SignalReading]:
         )
     psi = cg.psi if cg is not None and cg.psi is not None else sample.psi
     if psi is not None:
+        where = "cgroup" if cg is not None and cg.psi is psi else "system"
         out.append(
-            SignalReading(
-                "psi_memory_some",
-                psi.some_avg10,
-                cfg.psi_threshold * w,
-                cfg.psi_threshold,
-                "percent",
-                "cgroup" if cg is not None and cg.psi is psi else "system",
-            )
+            SignalReading("psi_memory_some", psi.some_avg10, cfg.psi_threshold * w, cfg.psi_threshold, "percent", where)
         )
-    if sample.children:
-        crit = float(cfg.subprocess_threshold_bytes)
-        out.append(
-            SignalReading(
-                "subprocess_rss",
-                float(sample.children_rss),
-                crit * w,
-                crit,
-                "bytes",
-                f"{len(sample.children)} descendants",
-            )
+    return out
+
+
+def _children_signals(sample: Sample, cfg: MemoryConfig) -> list[SignalReading]:
+    """All descendants together, and the largest one against ``child_limit_mb``."""
+    if not sample.children:
+        return []
+    w = cfg.warning_ratio
+    crit = float(cfg.subprocess_threshold_bytes)
+    out = [
+        SignalReading(
+            "subprocess_rss", float(sample.children_rss), crit * w, crit, "bytes", f"{len(sample.children)} descendants"
         )
-        if cfg.child_limit_mb is not None:
-            limit = cfg.child_limit_mb * MIB
-            worst = max((c for c in sample.children if c.state != "Z"), key=lambda c: c.rss_bytes, default=None)
-            if worst is not None:
-                out.append(
-                    SignalReading(
-                        "child_rss",
-                        float(worst.rss_bytes),
-                        limit * w,
-                        limit,
-                        "bytes",
-                        f"pid {worst.pid} ({worst.name})",
-                    )
-                )
+    ]
+    if cfg.child_limit_bytes is not None:
+        limit = float(cfg.child_limit_bytes)
+        worst = max((c for c in sample.children if c.state != "Z"), key=lambda c: c.rss_bytes, default=None)
+        if worst is not None:
+            detail = f"pid {worst.pid} ({worst.name})"
+            out.append(SignalReading("child_rss", float(worst.rss_bytes), limit * w, limit, "bytes", detail))
+    return out
+
+
+def _cache_signals(sample: Sample, cfg: MemoryConfig) -> list[SignalReading]:
+    """Each registered cache's fill ratio: a full bounded cache is a warning, not a crisis
+    (it evicts by itself), so it has no critical level."""
+    out = []
     for cache in sample.caches:
         fill = cache.get("fill_ratio")
         if isinstance(fill, (int, float)):
-            # A full bounded cache is a warning, not a crisis: it evicts by itself.
-            out.append(
-                SignalReading(
-                    "cache_fill", float(fill), cfg.cache_pressure_threshold, None, "ratio", str(cache.get("name", ""))
-                )
-            )
+            name = str(cache.get("name", ""))
+            out.append(SignalReading("cache_fill", float(fill), cfg.cache_pressure_threshold, None, "ratio", name))
     return out
 
 

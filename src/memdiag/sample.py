@@ -204,37 +204,81 @@ class Sampler:
         now = time.monotonic()
         st = read_stat(self.pid, self.proc_root, self._cache)
         rss = st.rss_bytes if st else None
-        cpu = (st.utime_ticks + st.stime_ticks) / clock_ticks() if st else None
         uss = pss = swap = None
-        fds = None
-        roots = registry.walk_roots()
-        if roots or self.walker.extra_roots:
-            self.walker.extra_roots = set(roots)
-        children = tuple(self.walker.walk())
+        children = self._walk()
         child_memory: dict[int, dict[str, int]] = {}
         if profile:
             roll = read_smaps_rollup(self.pid, self.proc_root)
             if roll:
                 rss, uss, pss, swap = roll["rss"], roll["uss"], roll["pss"], roll["swap"]
-            for c in children:
-                if c.state != "Z":
-                    r = read_smaps_rollup(c.pid, self.proc_root)
-                    if r:
-                        child_memory[c.pid] = r
+            child_memory = self._child_memory(children)
+        fds, threads = self._apps_fds_threads(self._count_fds(now, profile), st.num_threads if st else None)
+        process = ProcessMemory(
+            pid=self.pid,
+            rss=rss,
+            uss=uss,
+            pss=pss,
+            swap=swap,
+            threads=threads,
+            fds=fds,
+            cpu_seconds=(st.utime_ticks + st.stime_ticks) / clock_ticks() if st else None,
+            vms=st.vsize_bytes if st else None,
+            start_time=self._start_time(st),
+        )
+        cgroup = self._cgroup(now, profile)
+        heap = python_heap(deep=profile) if self.with_python else PythonHeap(0, (0, 0, 0), (), (), (), 0, 0)
+        caches = self._cache_metrics()
+        extra = self._collect(profile)
+        return Sample(
+            time=time.time(),
+            monotonic=now,
+            profile=profile,
+            process=process,
+            system=read_meminfo(self.proc_root, self._cache.read),
+            cgroup=cgroup,
+            psi=self._psi(now),
+            python=heap,
+            children=children,
+            child_memory=child_memory,
+            caches=caches,
+            extra=extra,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _walk(self) -> tuple[ChildInfo, ...]:
+        """The descendants, from the natural tree and the registered extra roots."""
+        roots = registry.walk_roots()
+        if roots or self.walker.extra_roots:
+            self.walker.extra_roots = set(roots)
+        return tuple(self.walker.walk())
+
+    def _child_memory(self, children: tuple[ChildInfo, ...]) -> dict[int, dict[str, int]]:
+        """USS/PSS/swap of each live child (profile ticks: smaps_rollup costs ~10 us/MiB)."""
+        out = {}
+        for c in children:
+            if c.state != "Z":
+                r = read_smaps_rollup(c.pid, self.proc_root)
+                if r:
+                    out[c.pid] = r
+        return out
+
+    def _count_fds(self, now: float, profile: bool) -> int | None:
         # Counting fds lists /proc/PID/fd (~30 us): every 5 s is enough for a trend.
         if profile or now - self._fds_at >= 5.0:
             self._fds = count_fds(self.pid, self.proc_root)
             self._fds_at = now
-        fds = self._fds
-        threads = st.num_threads if st else None
+        return self._fds
+
+    def _apps_fds_threads(self, fds: int | None, threads: int | None) -> tuple[int | None, int | None]:
+        """memdiag's own sockets and threads (the control channel) are not the app's."""
         if self.pid == os.getpid() and self.proc_root == "/proc":
-            # memdiag's own sockets and threads (the control channel) are not the app's.
             if fds is not None:
                 fds = max(0, fds - len(registry.own_fds()))
             if threads is not None:
                 threads = max(1, threads - registry.own_threads())
-        cgroup = self._cgroup(now, profile)
-        heap = python_heap(deep=profile) if self.with_python else PythonHeap(0, (0, 0, 0), (), (), (), 0, 0)
+        return fds, threads
+
+    def _cache_metrics(self) -> tuple[dict[str, Any], ...]:
         caches = []
         for cache in registry.caches():
             try:
@@ -243,6 +287,10 @@ class Sampler:
                 caches.append(m)
             except Exception as exc:  # a broken cache must not break sampling
                 self.collector_errors[f"cache:{getattr(cache, 'name', '?')}"] = repr(exc)[:200]
+        return tuple(caches)
+
+    def _collect(self, profile: bool) -> dict[str, Any]:
+        """The registered collectors' results; a failing one is noted and left out."""
         extra: dict[str, Any] = {}
         for name, fn in registry.collectors().items():
             try:
@@ -252,34 +300,7 @@ class Sampler:
                 continue
             if value is not None:
                 extra[name] = value
-        system = read_meminfo(self.proc_root, self._cache.read)
-        psi = self._psi(now)
-        return Sample(
-            time=time.time(),
-            monotonic=now,
-            profile=profile,
-            process=ProcessMemory(
-                pid=self.pid,
-                rss=rss,
-                uss=uss,
-                pss=pss,
-                swap=swap,
-                threads=threads,
-                fds=fds,
-                cpu_seconds=cpu,
-                vms=st.vsize_bytes if st else None,
-                start_time=self._start_time(st),
-            ),
-            system=system,
-            cgroup=cgroup,
-            psi=psi,
-            python=heap,
-            children=children,
-            child_memory=child_memory,
-            caches=tuple(caches),
-            extra=extra,
-            seconds=time.perf_counter() - start,
-        )
+        return extra
 
     def _start_time(self, st: ProcStat | None) -> float | None:
         """The process's start time (epoch seconds): read once, it never changes."""
