@@ -55,6 +55,7 @@ __all__ = [
     "unregister_cache",
     "unregister_cleanup",
     "unregister_collector",
+    "unregister_lifecycle",
     "unregister_observer",
     "unregister_section",
     "unregister_signal",
@@ -402,7 +403,7 @@ def walk_roots() -> frozenset[int]:
 
 # -- service lifecycle and memdiag's own resources ------------------------------------
 LifecycleFn = Callable[[Any], None]
-_lifecycle: dict[str, tuple[LifecycleFn, LifecycleFn]] = {}
+_LIFECYCLE: Keyed[str, tuple[LifecycleFn, LifecycleFn]] = Keyed("lifecycle hook")
 _own_fds: frozenset[int] = frozenset()
 _own_thread_prefixes: tuple[str, ...] = ()
 
@@ -413,14 +414,17 @@ def register_lifecycle(name: str, on_start: LifecycleFn, on_stop: LifecycleFn) -
     surface that cannot start (the control channel) never stops the monitor."""
     if not (callable(on_start) and callable(on_stop)):
         raise TypeError(f"lifecycle hook {name!r}: on_start and on_stop must be callable")
-    with _lock:
-        _lifecycle[name] = (on_start, on_stop)
+    _LIFECYCLE.add(name, (on_start, on_stop))
+
+
+def unregister_lifecycle(name: str) -> None:
+    """Remove a lifecycle hook by name; unknown names are ignored."""
+    _LIFECYCLE.remove(name)
 
 
 def lifecycle_hooks() -> dict[str, tuple[LifecycleFn, LifecycleFn]]:
     """A copy of the registered lifecycle hooks."""
-    with _lock:
-        return dict(_lifecycle)
+    return _LIFECYCLE.snapshot()
 
 
 def own_fd(fd: int) -> None:

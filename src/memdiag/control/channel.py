@@ -240,8 +240,7 @@ def install() -> None:
 
 def uninstall() -> None:
     """Stop opening control channels (the one open stays until its monitor stops)."""
-    with registry._lock:
-        registry._lifecycle.pop(_HOOK, None)
+    registry.unregister_lifecycle(_HOOK)
 
 
 def current() -> ControlChannel | None:
