@@ -53,11 +53,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("command line", ("memdiag.cli", "memdiag.demo", "memdiag.__main__")),
 ]
 
-# Cycles known and being removed by work in flight; an entry names every module of one.
-# http.core <-> http.openapi goes when the OpenAPI document is generated from the route
-# table (issue 13). Do not add to this list: break the cycle.
-KNOWN_CYCLES: list[frozenset[str]] = [frozenset({"memdiag.http.core", "memdiag.http.openapi"})]
-
 Edge = tuple[str, str, str]  # importer, imported, "path:line"
 
 
@@ -137,9 +132,8 @@ def upward_imports(edges: list[Edge]) -> list[str]:
     return out
 
 
-def cycles(edges: list[Edge], known: list[frozenset[str]] = []) -> list[str]:  # noqa: B006 - read only
-    """One message per import cycle (a strongly connected set of modules), naming its edges;
-    a cycle of exactly the modules of a ``known`` entry is left out."""
+def cycles(edges: list[Edge]) -> list[str]:
+    """One message per import cycle (a strongly connected set of modules), naming its edges."""
     graph: dict[str, set[str]] = {}
     for a, b, _ in edges:
         graph.setdefault(a, set()).add(b)
@@ -176,8 +170,6 @@ def cycles(edges: list[Edge], known: list[frozenset[str]] = []) -> list[str]:  #
             visit(v)
     out = []
     for comp in components:
-        if comp in known:
-            continue
         ties = sorted(f"{a} -> {b} ({where})" for a, b, where in edges if a in comp and b in comp)
         out.append(f"import cycle between {', '.join(sorted(comp))}: " + "; ".join(ties))
     return out
@@ -189,7 +181,7 @@ def test_every_module_has_a_layer() -> None:
 
 
 def test_no_import_cycles() -> None:
-    found = cycles(import_edges(), known=KNOWN_CYCLES)
+    found = cycles(import_edges())
     assert not found, "\n".join(found)
 
 
