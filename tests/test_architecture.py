@@ -11,6 +11,8 @@ A new module must be given a layer here.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -209,3 +211,25 @@ def test_the_checks_name_the_offending_edge(tmp_path: Path) -> None:
     up = upward_imports(edges)
     assert any(m.startswith("memdiag.registry (layer 'registry') imports memdiag.sample") for m in up), up
     assert any(m.startswith("memdiag.leaks (layer 'leaks and processes') imports memdiag.service") for m in up), up
+
+
+def test_parts_below_the_service_find_the_shared_monitor_through_the_registry() -> None:
+    """leaks imports no service: without one loaded it says what to do; once the service
+    is imported, the shared instance is found through registry.shared_monitor()."""
+    code = (
+        "import sys\n"
+        "from memdiag import leaks\n"
+        "from memdiag.errors import MemdiagError\n"
+        "assert 'memdiag.service' not in sys.modules\n"
+        "try:\n"
+        "    leaks.get_detector()\n"
+        "except MemdiagError as exc:\n"
+        "    print('error:', exc)\n"
+        "import memdiag.service\n"
+        "det = leaks.get_detector()\n"
+        "print('same:', det is leaks.get_detector(memdiag.service.MemoryDiagnostics.get_instance()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "error: no memdiag monitor exists yet: call memdiag.start() or pass the instance" in out.stdout
+    assert "same: True" in out.stdout

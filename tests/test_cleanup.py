@@ -156,3 +156,20 @@ def test_clearing_500_mb_of_cached_data_takes_under_a_second(clean_registry) -> 
     assert result["rss_freed_bytes"] > 400 * 1024 * 1024  # really returned to the OS
     assert result["seconds"] < 1.0
     registry.unregister_cache(cache)
+
+
+def test_process_rungs_read_the_config_of_their_own_ladder(clean_registry) -> None:
+    """Each monitor's ladder runs the process rungs with its own configuration; before,
+    the rungs read the getter of the last monitor created (here: b's "owned")."""
+    from memdiag.service import MemoryDiagnostics
+
+    a = MemoryDiagnostics(MemoryConfig(terminate_policy="none", enable_auto_cleanup=False))
+    b = MemoryDiagnostics(MemoryConfig(terminate_policy="owned", enable_auto_cleanup=False))
+    try:
+        ra = {x["name"]: x for x in a.cleanup(force=True, dry_run=True)["actions"]}
+        rb = {x["name"]: x for x in b.cleanup(force=True, dry_run=True)["actions"]}
+        assert "terminate_policy is 'none'" in ra["owned_children"]["detail"]
+        assert rb["owned_children"]["detail"].startswith("would terminate")
+    finally:
+        a.close()
+        b.close()
