@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import registry
 from .._version import __version__
+from ..pressure import RANK
 
 __all__ = [
     "MAX_CACHES",
@@ -41,7 +42,7 @@ MAX_CACHES = 20
 #: Leak suspects exported with their kind and site (the fastest-growing first).
 MAX_SUSPECTS = 10
 _SITE_CHARS = 120
-LEVEL_RANK = {"ok": 0, "warning": 1, "critical": 2}
+LEVEL_RANK = RANK  # the one level ordering (memdiag.pressure)
 
 Labels = dict[str, str]
 
