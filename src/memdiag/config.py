@@ -295,7 +295,6 @@ NUMBER_LIMIT = 1e15
 # What one sample costs in the history ring: 21 float64 columns (memdiag.history.COLUMNS;
 # tests/test_minor_defects.py checks this against a real ring with tracemalloc).
 HISTORY_BYTES_PER_SAMPLE = 21 * 8
-MIB = 1024 * 1024
 
 
 def history_ring_bytes(history_size: int) -> int:
