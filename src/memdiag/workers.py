@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import registry, runtime
-from .probes.process import read_stat
+from .probes.process import read_cmdline, read_stat
 
 if TYPE_CHECKING:
     from .service import MemoryDiagnostics
@@ -53,12 +53,7 @@ _MAX_SLOTS = 1024
 
 
 def _cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            data = fh.read(65536)
-    except OSError:
-        return []
-    return [a.decode("utf-8", "replace") for a in data.split(b"\0") if a]
+    return read_cmdline(pid) or []
 
 
 def is_server_command(argv: list[str]) -> bool:
