@@ -500,3 +500,55 @@ def test_narrow_viewport_has_no_page_overflow(served: Served, browser: Any, tmp_
         assert pg.get_attribute("body", "data-render-errors") is None
     finally:
         context.close()
+
+
+@pytest.mark.slow
+def test_stored_range_cache_fill_and_leaks_above_the_fold(
+    served: Served, page: tuple[Any, Console], tmp_path: Path, clean_registry: None
+) -> None:
+    """At 1280x800 the leak suspects are on screen unscrolled; a stored range (24 h) draws
+    rows of the history file from hours ago; a cache bound by its entries fills its bar by
+    entries, and its pressure signal's bar runs to the cache's full size."""
+    import time
+
+    from memdiag import SharedPromptCache
+
+    from .test_pressure import make_sample
+
+    from memdiag.history import HistoryStore
+
+    assert served.diag.store is not None  # history is on by default
+    earlier = HistoryStore(served.diag.store.path, interval=1.0)  # as an earlier run wrote it
+    hours_ago = time.time() - 3 * 3600
+    for i in range(30):  # three hours ago: only the history file has these
+        earlier.add(make_sample(200 + i, t=hours_ago + i * 60))
+    earlier.close()
+    cache = SharedPromptCache(max_bytes=1 << 30, max_entries=10, name="by-entries")
+    for i in range(9):
+        cache.set(f"k{i}", "v")  # 9 of 10 entries: 90 %, while its bytes are nearly 0 %
+    pg, log = page
+    open_dashboard(pg, served)
+    wait_live(pg)
+    pg.wait_for_selector("#leaks-card:not([hidden])", timeout=PATIENCE_MS)
+    box = pg.locator("#leaks-card").bounding_box()
+    assert box is not None and box["y"] + 60 <= 800, box  # its heading and first line, unscrolled
+    wait_text(pg, "caches", "includes", "% of entries")
+    assert re.search(r"90\s?% of entries", pg.inner_text("#caches"))
+    assert "9 of 10 entries" in pg.get_attribute("#caches .bar", "title")
+    fill_bar = pg.evaluate(
+        """() => { for (const tr of document.querySelectorAll('#signals tr')) {
+              if (tr.textContent.includes('by-entries')) { return tr.querySelector('.bar span').style.width; } }
+            return null; }"""
+    )
+    assert fill_bar in ("90%", "90.0%"), fill_bar  # 0% before: a warning-only signal had no limit
+    pg.click("button[data-source='store'][data-range='86400']")
+    wait_text(pg, "history-source", "includes", ".sqlite")
+    pg.wait_for_function(
+        "() => { const s = document.querySelector('#chart-rss svg'); return !!s && +s.dataset.points >= 10; }",
+        timeout=PATIENCE_MS,
+    )  # 30 rows a minute apart, merged by the service into 600 points over 24 h (one per 144 s)
+    assert any("source=store" in url for _, url, _ in log.requests)
+    status, body = served.api(f"/api/memory/history?source=store&columns=rss&since={hours_ago - 60}&points=600")
+    assert status == 200 and body["rows"][0][0] < time.time() - 2 * 3600
+    pg.screenshot(path=str(shot_path("stored-24h", tmp_path)))
+    assert problems(pg, log) == []

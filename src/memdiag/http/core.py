@@ -590,6 +590,8 @@ class MemoryAPI:
 
     def _history(self, req: _Request) -> Response:
         args = self._params(req)
+        if args.get("source") == "store":
+            return self._stored_history(args)
         last = args.get("last")
         last = min(last, _MAX_HISTORY_ROWS) if last is not None else None
         since = args.get("since")
@@ -601,6 +603,32 @@ class MemoryAPI:
             200,
             {"columns": names, "rows": [[row.get(n) for n in names] for row in rows], "trends": diag.trends()},
         )
+
+    def _stored_history(self, args: dict[str, Any]) -> Response:
+        """Rows of the history file (means per row; ``level`` its worst) in the ring's shape."""
+        diag = self.diagnostics
+        store = diag.store
+        names = list(dict.fromkeys(["time", *(args.get("columns") or COLUMNS)]))
+        rows: list[list[Any]] = []
+        if store is not None:
+            wanted = [c for c in names if c != "time"]
+            found = store.query(
+                since=args.get("since"), columns=wanted, limit=_MAX_HISTORY_ROWS, max_points=args.get("points") or 500
+            )
+            last = args.get("last")
+            if last is not None:
+                found = found[-last:] if last < len(found) else found
+            for r in found:
+                rows.append([r["time"], *(r[f"{c}_max" if c == "level" else f"{c}_mean"] for c in wanted)])
+        body = {
+            "columns": names,
+            "rows": rows,
+            "source": "store",
+            "store": store.path if store is not None else None,
+            "store_mode": store.mode if store is not None else "off",
+            "trends": diag.trends(),
+        }
+        return self._json(200, body)
 
     @staticmethod
     def _params(req: _Request) -> dict[str, Any]:

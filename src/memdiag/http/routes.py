@@ -247,6 +247,19 @@ _HISTORY_PARAMS = (
         _columns,
         explode=False,
     ),
+    Param(
+        "source",
+        {"type": "string", "enum": ["memory", "store"]},
+        "memory: the in-memory ring (default); store: the history file, which survives restarts "
+        "(rows are means over history_db_interval or longer)",
+        str,
+    ),
+    Param(
+        "points",
+        {"type": "integer", "minimum": 10, "maximum": 5000},
+        "with source=store: merge rows into at most this many (default 500)",
+        _integer,
+    ),
 )
 
 
