@@ -184,3 +184,19 @@ def test_long_runtime_path_still_works(tmp_path, monkeypatch) -> None:
     assert time.monotonic() - start < 5
     s = socket.socket(socket.AF_UNIX)
     s.close()
+
+
+def test_every_api_entry_point_that_reads_headers_is_authenticated_for_a_checked_peer() -> None:
+    """The control channel authenticates a checked peer by adding the token to its headers;
+    a new MemoryAPI method that reads headers must get the same, or local calls get 401."""
+    import inspect
+
+    from memdiag.control.channel import _TrustedPeerAPI
+    from memdiag.http.core import MemoryAPI
+
+    takes_headers = {
+        name
+        for name, fn in inspect.getmembers(MemoryAPI, inspect.isfunction)
+        if not name.startswith("_") and "headers" in inspect.signature(fn).parameters
+    }
+    assert takes_headers and takes_headers <= set(vars(_TrustedPeerAPI))

@@ -39,8 +39,9 @@ def _free_port() -> int:
 
 def _workers(master: int) -> list[runtime.ServiceEntry]:
     return [
-        e for e in runtime.list_services() if e.socket and (e.server or {}).get("pid") == master
-        and e.server.get("role") == "worker"
+        e
+        for e in runtime.list_services()
+        if e.socket and (e.server or {}).get("pid") == master and e.server.get("role") == "worker"
     ]
 
 
@@ -187,7 +188,7 @@ def test_memdiag_run_monitors_every_gunicorn_worker_and_recycling_keeps_the_slot
     argv = [sys.executable, "-m", "memdiag", "run", "--", sys.executable, "-m", "gunicorn", "-w", "2",
             "-b", "127.0.0.1:{port}", "fleet_plain:app"]  # fmt: skip
     env = {"MEMDIAG_HISTORY_DB": str(db), "MEMDIAG_SAMPLE_INTERVAL": "0.2"}
-    with server(argv, 2, env) as (master, port):
+    with server(argv, 2, env) as (master, _port):
         assert any(e.pid == master and e.socket for e in runtime.list_services())  # the master too
         _check_server(master, None, _shared_token(master), master_agent=True)
         before = {e.server["slot"]: e for e in _workers(master)}

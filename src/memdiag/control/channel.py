@@ -71,7 +71,9 @@ class _TrustedPeerAPI:
         out["authorization"] = f"Bearer {self._api.token}"
         return out
 
-    def handle(self, method: str, path: str, query: Any, headers: Any, body: bytes, *, client: str | None = None) -> Response:
+    def handle(
+        self, method: str, path: str, query: Any, headers: Any, body: bytes, *, client: str | None = None
+    ) -> Response:
         return self._api.handle(method, path, query, self._headers(headers), body, client=client)
 
     def try_handle(

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from .. import runtime
-from ..probes.process import read_stat
 from ..pressure import LEVELS
+from ..probes.process import read_stat
 from ..workers import identity
 from .client import UnixHTTPConnection
 
@@ -47,7 +47,9 @@ def members() -> list[runtime.ServiceEntry]:
     ]
 
 
-def forward(pid: int, method: str, path: str, query: dict[str, str], body: bytes, timeout: float = 10.0) -> tuple[int, list[tuple[str, str]], bytes]:
+def forward(
+    pid: int, method: str, path: str, query: dict[str, str], body: bytes, timeout: float = 10.0
+) -> tuple[int, list[tuple[str, str]], bytes]:
     """Send one request to member ``pid``'s control channel; ``(status, headers, body)``.
 
     Raises:
