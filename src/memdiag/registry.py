@@ -12,6 +12,7 @@ The registry is deliberately dumb: it stores and lists. The monitor
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -159,6 +160,18 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 _lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock at fork(): the child's copy would then
+    # stay locked forever, and the monitor restarting in the child (a gunicorn worker) reads
+    # the registry first thing. Registered at import, so before any handler that reads it.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 _seq = itertools.count(1)
 
 
@@ -420,6 +433,12 @@ def register_lifecycle(name: str, on_start: LifecycleFn, on_stop: LifecycleFn) -
 def unregister_lifecycle(name: str) -> None:
     """Remove a lifecycle hook by name; unknown names are ignored."""
     _LIFECYCLE.remove(name)
+
+
+def unregister_lifecycle(name: str) -> None:
+    """Remove a lifecycle hook by name."""
+    with _lock:
+        _lifecycle.pop(name, None)
 
 
 def lifecycle_hooks() -> dict[str, tuple[LifecycleFn, LifecycleFn]]:

@@ -128,6 +128,7 @@ def _find_master(pid: int) -> tuple[int, str] | None:
 
 
 _state_lock = threading.Lock()
+_lock_pid = os.getpid()
 _identity: tuple[int, WorkerIdentity | None] | None = None  # (pid it was found in, identity)
 _slot_fd: int | None = None
 
@@ -157,8 +158,10 @@ def _claim_slot(d: Path) -> int | None:
 
 def identity() -> WorkerIdentity | None:
     """This process's place in a pre-fork server (``None`` outside one); found once per process."""
-    global _identity, _slot_fd
+    global _identity, _slot_fd, _state_lock, _lock_pid
     pid = os.getpid()
+    if _lock_pid != pid:  # a forked child: the parent's lock may have been held at fork()
+        _state_lock, _lock_pid = threading.Lock(), pid
     with _state_lock:
         if _identity is not None and _identity[0] == pid:
             return _identity[1]

@@ -209,6 +209,15 @@ class ControlChannel:
 
 _channel: ControlChannel | None = None
 _lock = threading.Lock()
+_lock_pid = os.getpid()
+
+
+def _fresh_lock() -> threading.Lock:
+    """The module's lock; a new one in a forked child (the parent's may have been held)."""
+    global _lock, _lock_pid
+    if _lock_pid != os.getpid():
+        _lock, _lock_pid = threading.Lock(), os.getpid()
+    return _lock
 
 
 def _on_start(diag: MemoryDiagnostics) -> None:
@@ -217,7 +226,7 @@ def _on_start(diag: MemoryDiagnostics) -> None:
 
     if diag is not MemoryDiagnostics._instance:  # one channel per process: the shared monitor's
         return
-    with _lock:
+    with _fresh_lock():
         if _channel is not None and _channel.pid != os.getpid():  # inherited over fork()
             _channel.forget_after_fork()
             _channel = None
@@ -227,7 +236,7 @@ def _on_start(diag: MemoryDiagnostics) -> None:
 
 def _on_stop(diag: MemoryDiagnostics) -> None:
     global _channel
-    with _lock:
+    with _fresh_lock():
         if _channel is None or _channel.api._diag is not diag:
             return
         channel, _channel = _channel, None
