@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from memdiag import registry
 from memdiag.cleanup import CleanupLadder
 from memdiag.config import MemoryConfig
+
+from .conftest import wait_for
 
 
 class FakeCache:
@@ -101,9 +102,7 @@ def test_single_flight_under_concurrency(clean_registry) -> None:
     results = []
     t = threading.Thread(target=lambda: results.append(lad.run(force=True)))
     t.start()
-    deadline = time.monotonic() + 5
-    while not lad.running and time.monotonic() < deadline:
-        time.sleep(0.001)
+    wait_for(lambda: lad.running, timeout=30, what="the first run to start", step=0.001)
     others = [lad.run(force=True) for _ in range(20)]
     gate.set()
     t.join()

@@ -9,7 +9,6 @@ import os
 import pty
 import select
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -82,19 +81,6 @@ def test_every_entry_point_reaches_the_service(service: Service, argv: list[str]
 
 
 @pytest.mark.slow
-def test_profile_json_end_to_end_latency(service: Service) -> None:
-    # The bar is 300 ms on a quiet machine (benchmarks/bench_cli.py measures it); here a
-    # generous bound keeps a noisy CI honest without flaking.
-    cli("profile", "--json")  # warm the page cache
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        r = cli("profile", "--json")
-        times.append(time.perf_counter() - t0)
-        assert r.returncode == 0
-    assert statistics.median(times) < 1.5, times
-
-
 def test_exit_2_for_ambiguous_gone_and_invalid() -> None:
     r = cli("profile", "--pid", str(dead_pid()))
     assert r.returncode == 2 and "no process" in r.stderr

@@ -26,6 +26,8 @@ from memdiag import leaks
 from memdiag.config import MemoryConfig
 from memdiag.service import MemoryDiagnostics
 
+from .conftest import wait_for
+
 ACCEL = {
     "sample_interval": 0.05,
     "profile_interval": 1.0,
@@ -316,8 +318,9 @@ def test_start_tracing_contract(diag: MemoryDiagnostics) -> None:
     with pytest.raises(memdiag.MemdiagError, match="already running"):
         leaks.start_tracing(diag, seconds=1.0)
     data = [bytes(2000) for _ in range(2000)]  # allocated while tracing
-    deadline = time.monotonic() + 10
-    while leaks.leaks_report(diag)["tracing"]["running"] and time.monotonic() < deadline:
+    deadline = time.monotonic() + 30
+    while leaks.leaks_report(diag)["tracing"]["running"]:
+        assert time.monotonic() < deadline, "the tracing window never ended"
         data += [bytes(2000) for _ in range(200)]
         time.sleep(0.05)
     report = leaks.leaks_report(diag)
@@ -337,9 +340,7 @@ def test_budget_refuses_a_window(diag: MemoryDiagnostics) -> None:
         leaks.start_tracing(diag, seconds=1.0)
     diag.configure(trace_budget=0.002)  # 1.2 s per 600 s
     leaks.start_tracing(diag, seconds=1.0)
-    deadline = time.monotonic() + 10
-    while leaks.leaks_report(diag)["tracing"]["running"] and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not leaks.leaks_report(diag)["tracing"]["running"], timeout=30, what="the window to end")
     with pytest.raises(memdiag.MemdiagError, match="trace budget") as exc:
         leaks.start_tracing(diag, seconds=1.0)
     assert "next window possible in" in str(exc.value)

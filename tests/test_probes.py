@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,8 @@ from memdiag.probes import (
 from memdiag.probes._io import PreadCache, parse_kv
 from memdiag.probes.system import _join
 from memdiag.sample import Sampler
+
+from .conftest import wait_for
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -133,12 +134,7 @@ def test_walker_sees_children_grandchildren_and_zombies(children) -> None:
     grandchild = int(parent.stdout.readline())
     short = subprocess.Popen(["true"])
     children.append(short)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        zombie_state = read_stat(short.pid)
-        if zombie_state is not None and zombie_state.state == "Z":
-            break
-        time.sleep(0.01)
+    wait_for(lambda: (st := read_stat(short.pid)) is not None and st.state == "Z", timeout=30, what="a zombie")
     w = ChildWalker()
     kids = {c.pid: c for c in w.walk()}
     assert kids[parent.pid].depth == 1 and kids[parent.pid].rss_bytes > 0
