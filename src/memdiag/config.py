@@ -47,15 +47,15 @@ class MemoryConfig:
     """Every memdiag setting, with the specification's defaults.
 
     The first seven fields are the specification's, with its defaults; the rest are what
-    a real monitor needs. Sizes are in MB (MiB) as in the spec; ratios are in 0..1.
+    a real monitor needs. Sizes are in MiB (the spec's "MB") as in the spec; ratios are in 0..1.
     """
 
     # -- the specification's fields ------------------------------------------------------
     enable_profiling: bool = _f(True, "Run the heavier profile (USS/PSS, census) every profile_interval")
     profile_interval: float = _f(60.0, "Seconds between heavier profile ticks", min=1.0)
-    memory_threshold_mb: float = _f(500.0, "Process RSS (MB) that counts as critical pressure", min=1.0)
+    memory_threshold_mb: float = _f(500.0, "Process RSS (MiB) that counts as critical pressure", min=1.0)
     cache_pressure_threshold: float = _f(0.8, "Cache fill ratio (0..1) that counts as cache pressure", ratio=True)
-    subprocess_threshold_mb: float = _f(1000.0, "Total RSS (MB) of child processes that counts as critical", min=1.0)
+    subprocess_threshold_mb: float = _f(1000.0, "Total RSS (MiB) of child processes that counts as critical", min=1.0)
     enable_auto_cleanup: bool = _f(True, "Run the cleanup ladder automatically on pressure")
     cleanup_cooldown: float = _f(300.0, "Seconds between cleanups (force bypasses it)", min=0.0)
 
@@ -71,7 +71,7 @@ class MemoryConfig:
     recovery_seconds: float = _f(30.0, "How long a lower level must hold before pressure is lowered", min=0.0)
     history_size: int = _f(3600, "Samples kept in the in-memory history ring", min=10, max=1_000_000)
     self_memory_budget_mb: float = _f(
-        32.0, "Largest memory (MB) memdiag's own bounded stores may take; history_size is checked against it", min=1.0
+        32.0, "Largest memory (MiB) memdiag's own bounded stores may take; history_size is checked against it", min=1.0
     )
     service_name: str | None = _f(
         None, "Name of this service: names its history file (None: the program's name from argv)"
@@ -95,7 +95,7 @@ class MemoryConfig:
     malloc_trim: bool = _f(True, "Return freed heap to the OS with glibc malloc_trim(0)")
 
     # -- processes -------------------------------------------------------------------------
-    child_limit_mb: float | None = _f(None, "RSS (MB) above which one child process counts as critical", min=1.0)
+    child_limit_mb: float | None = _f(None, "RSS (MiB) above which one child process counts as critical", min=1.0)
     terminate_policy: str = _f(
         "owned", "Which processes cleanup may terminate: owned ones, or none", choices=("owned", "none")
     )
@@ -104,14 +104,14 @@ class MemoryConfig:
         True, "At interpreter exit, end owned child processes still running (TERM, KILL after at most 2 s)"
     )
     subreaper: bool = _f(False, "Become a child subreaper to adopt and reap orphaned grandchildren")
-    node_heap_threshold_mb: float = _f(512.0, "Node.js child heapUsed (MB) that counts as critical", min=1.0)
+    node_heap_threshold_mb: float = _f(512.0, "Node.js child heapUsed (MiB) that counts as critical", min=1.0)
     node_inspect_interval: float = _f(
         5.0, "Seconds between inspector sessions that read an inspected Node.js process's heap", min=0.5, max=3600.0
     )
 
     # -- leaks -----------------------------------------------------------------------------
     leak_detection: bool = _f(True, "Look for growth trends and classify suspects")
-    leak_min_growth_kb_per_min: float = _f(128.0, "Growth below this rate (KB/min) is never a leak", min=0.0)
+    leak_min_growth_kb_per_min: float = _f(128.0, "Growth below this rate (KiB/min) is never a leak", min=0.0)
     leak_window_seconds: float = _f(300.0, "Seconds of history a growth verdict looks at", min=10.0)
     trace_budget: float = _f(0.02, "Largest share of wall time allocation tracing may run", min=0.0, max=1.0)
     trace_window_seconds: float = _f(5.0, "Length of one allocation-tracing window", min=1.0, max=3600.0)

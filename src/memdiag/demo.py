@@ -143,7 +143,7 @@ def main(duration: float = 30.0, *, http: bool = True, out: TextIO | None = None
 
     print(f"memdiag demo: an agent service caching model answers, pid {os.getpid()}", file=out)
     print(
-        f"threshold {threshold_mb} MB (starting RSS {human_bytes(start_rss)} + 120 MB); "
+        f"threshold {human_bytes(threshold_mb * MIB)} (starting RSS {human_bytes(start_rss)} + 120 MiB); "
         f"everything else is memdiag's default configuration",
         file=out,
     )
@@ -152,19 +152,23 @@ def main(duration: float = 30.0, *, http: bool = True, out: TextIO | None = None
 
         print(f"API:       {diag.http_server.url}/api/memory/status  (token in {_token_hint()})", file=out)
         print(f"dashboard: {dashboard_url(diag.http_server.url, diag.http_server.token)}", file=out)
+        print(f"           (served for the whole demo: {duration:.0f} s; --duration S for longer, Ctrl-C to stop)", file=out)
     print(file=out)
     work.start()
     t0 = time.monotonic()
-    saw_critical = cleaned = False
+    saw_critical = cleaned = calm = False
     try:
         while time.monotonic() - t0 < duration:
-            time.sleep(1.0)
+            # The story is over once a cleanup brought pressure back to ok: the demo (and its
+            # dashboard) goes on for the whole --duration, printing less often.
+            time.sleep(max(0.0, min(5.0 if calm else 1.0, duration - (time.monotonic() - t0))))
             p = diag.profile()
             level = p["pressure"]["level"]
             saw_critical = saw_critical or level == "critical"
             m = cache.metrics()
             line = (
-                f"{time.monotonic() - t0:5.1f}s  RSS {human_bytes(p['process']['rss_bytes']):>9} / {threshold_mb} MB  "
+                f"{time.monotonic() - t0:5.1f}s  RSS {human_bytes(p['process']['rss_bytes']):>9} / "
+                f"{human_bytes(threshold_mb * MIB)}  "
                 f"pressure {_colour(f'{level:<8}', level, colour)}  cache {human_bytes(m['bytes']):>9} "
                 f"({m['entries']} entries, hit rate {m['hit_rate']:.0%})  children {p['children']['count']} "
                 f"({human_bytes(p['children']['rss_bytes'])})"
@@ -174,8 +178,11 @@ def main(duration: float = 30.0, *, http: bool = True, out: TextIO | None = None
                 msg = events.pop(0)
                 cleaned = cleaned or msg.startswith("cleanup")
                 print(f"        >> {msg}", file=out, flush=True)
-            if cleaned and level == "ok" and time.monotonic() - t0 > 8:
-                break
+            if cleaned and level == "ok" and time.monotonic() - t0 > 8 and not calm:
+                calm = True
+                if diag.http_server is not None and duration - (time.monotonic() - t0) > 1:
+                    left = duration - (time.monotonic() - t0)
+                    print(f"        (the story is told; the dashboard stays up {left:.0f} s more)", file=out, flush=True)
     except KeyboardInterrupt:
         pass
     finally:

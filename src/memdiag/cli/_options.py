@@ -104,7 +104,7 @@ def _metavar(info: FieldInfo) -> str:
         return "RATIO"
     name = info.name
     if name.endswith("_mb"):
-        return "MB"
+        return "MiB"
     if name.endswith(("_seconds", "_interval", "_cooldown")) or name == "cleanup_cooldown":
         return "SECONDS"
     if name.endswith("_days"):

@@ -158,7 +158,7 @@ class Notifier:
         where = f" at {s['file']}:{s['line']}" if s.get("file") else ""
         rate = s.get("growth_bytes_per_min")
         speed = (
-            f", {rate / 1024:.0f} KB/min"
+            f", {rate / 1024:.0f} KiB/min"
             if rate
             else (f", {s['growth_per_min']}/min" if s.get("growth_per_min") else "")
         )
