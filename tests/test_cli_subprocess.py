@@ -118,6 +118,38 @@ def test_colour_on_a_terminal_and_never_with_no_color(service: Service) -> None:
     assert "\x1b[" not in on_tty({"NO_COLOR": "1"})
 
 
+def _on_tty(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run ``memdiag ARGS`` with a pseudo-terminal as stdout/stderr; its status and output."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen([str(SCRIPTS / "memdiag"), *args], stdout=slave, stderr=slave, env={**os.environ, **(env or {})})
+    os.close(slave)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return p.wait(timeout=30), b"".join(chunks).decode()
+
+
+def test_watch_on_a_terminal_draws_with_rich_and_plain_on_request(service: Service) -> None:
+    args = ["watch", "--count", "2", "--interval", "0.2", "--timeout", "60"]
+    code, out = _on_tty(args, {"COLUMNS": "120", "LINES": "60"})
+    assert code == 0, out
+    assert "memdiag watch" in out and "process RSS" in out and "MiB" in out
+    assert "━" in out and "╭" in out  # rich's bars and panel, redrawn in place: no frame headings
+    assert "--- frame" not in out and "\x1b[2J" not in out
+    code, out = _on_tty([*args, "--plain"])
+    assert code == 0 and "╭" not in out and "━" not in out and "\x1b[2J" in out  # the plain view clears
+
+
 def test_watch_redraws_until_ctrl_c(service: Service) -> None:
     # --timeout: the service may take longer than the default 5 s to answer on a loaded machine.
     r = cli("watch", "--count", "2", "--interval", "0.2", "--timeout", "60", timeout=120)

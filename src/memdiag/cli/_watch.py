@@ -106,10 +106,20 @@ class _Source:
         return machine_view()
 
 
-def watch_loop(target: Target, *, interval: float, count: int | None) -> int:
-    """Draw frames every ``interval`` seconds; returns the exit status (0)."""
+def watch_loop(target: Target, *, interval: float, count: int | None, plain: bool = False) -> int:
+    """Draw frames every ``interval`` seconds; returns the exit status (0).
+
+    On a terminal with rich installed (and not ``plain``) the frames are drawn by rich in
+    place; otherwise as plain text (cleared between frames on a terminal, one after
+    another with ``--- frame N ---`` headings in a pipe).
+    """
     source = _Source(target)
     tty = sys.stdout.isatty()
+    if tty and not plain:
+        from . import _watch_rich
+
+        if _watch_rich.available():
+            return _rich_loop(source, target, interval, count)
     n = 0
     while count is None or n < count:
         started = time.monotonic()
@@ -128,4 +138,22 @@ def watch_loop(target: Target, *, interval: float, count: int | None) -> int:
         if count is not None and n >= count:
             break
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    return 0
+
+
+def _rich_loop(source: _Source, target: Target, interval: float, count: int | None) -> int:
+    from rich.live import Live
+
+    from ._watch_rich import frame
+
+    n = 0
+    with Live(auto_refresh=False, screen=False, transient=False) as live:
+        while count is None or n < count:
+            started = time.monotonic()
+            d = source.frame()
+            n += 1
+            live.update(frame(d, target.label, interval, render_profile(d)), refresh=True)
+            if count is not None and n >= count:
+                break
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
     return 0

@@ -17,18 +17,26 @@ __all__ = ["watch"]
     "--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds between refreshes."
 )
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N frames (default: until Ctrl-C).")
+@click.option("--plain", is_flag=True, help="Plain text frames even when rich is installed.")
 @target_options
 def watch(
-    interval: float, count: int | None, pid: int | None, url: str | None, token: str | None, timeout: float
+    interval: float,
+    count: int | None,
+    plain: bool,
+    pid: int | None,
+    url: str | None,
+    token: str | None,
+    timeout: float,
 ) -> None:
-    """A live view of one service (or process, or the machine), until Ctrl-C."""
+    """A live view of one service (or process, or the machine), until Ctrl-C: drawn with
+    rich on a terminal when it is installed, plain text otherwise."""
     from .._client import ApiError
     from .._target import TargetError
     from .._watch import watch_loop
 
     target = resolve(pid, url, token, timeout)
     try:
-        code = watch_loop(target, interval=interval, count=count)
+        code = watch_loop(target, interval=interval, count=count, plain=plain)
     except KeyboardInterrupt:
         code = 0
     except (ApiError, TargetError) as exc:

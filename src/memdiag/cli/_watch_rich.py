@@ -1,0 +1,84 @@
+"""``memdiag watch`` drawn with rich (when it is installed and stdout is a terminal).
+
+The same data as the plain view (:mod:`._watch`): a header with the pressure level, a
+table of memory against each limit with bars coloured by how full they are, the
+pressure reasons, and the plain profile text below. rich's ``Live`` redraws in place
+without clearing the screen (no flicker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["available", "frame"]
+
+_LEVEL_STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red"}
+
+
+def available() -> bool:
+    try:
+        import rich.live  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _limit_rows(d: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    proc = d.get("process") or {}
+    ch = d.get("children") or {}
+    cg = d.get("cgroup") or {}
+    sysm = d.get("system") or {}
+    return [
+        ("process RSS", proc.get("rss_bytes"), proc.get("threshold_bytes")),
+        ("children RSS", ch.get("rss_bytes"), ch.get("threshold_bytes")),
+        ("cgroup working set", cg.get("working_set_bytes"), cg.get("limit_bytes")),
+        ("system", sysm.get("used_bytes"), sysm.get("total_bytes")),
+    ]
+
+
+def frame(d: Mapping[str, Any], label: str, interval: float, profile_text: str) -> Any:
+    """One frame as a rich renderable."""
+    import time
+
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..units import human_bytes
+
+    pressure = d.get("pressure") or {}
+    level = str(pressure.get("level") or "unknown")
+    head = Text.assemble(
+        ("memdiag watch ", "bold"),
+        (label, "cyan"),
+        f"  {time.strftime('%H:%M:%S')}  pressure ",
+        (level.upper(), _LEVEL_STYLE.get(level, "bold")),
+        (f"   every {interval:g}s, Ctrl-C to stop", "dim"),
+    )
+    limits = Table(box=None, expand=False, pad_edge=False, show_edge=False)
+    for name, kw in (("MEMORY", {}), ("USED", {"justify": "right"}), ("LIMIT", {"justify": "right"}), ("", {}), ("%", {"justify": "right"})):
+        limits.add_column(name, **kw)
+    for name, used, limit in _limit_rows(d):
+        if not limit:
+            continue
+        ratio = (used or 0) / limit
+        colour = "red" if ratio >= 0.9 else "yellow" if ratio >= 0.7 else "green"
+        limits.add_row(
+            name,
+            human_bytes(used),
+            human_bytes(limit),
+            ProgressBar(total=1.0, completed=min(1.0, ratio), width=30, complete_style=colour, finished_style=colour),
+            f"{100 * ratio:.1f}%",
+        )
+    reasons = [
+        Text.assemble((f"{r.get('level')}: ", _LEVEL_STYLE.get(str(r.get("level")), "")), str(r.get("signal")))
+        for r in pressure.get("reasons") or []
+    ]
+    parts: list[Any] = [Panel(head, expand=True), limits]
+    if reasons:
+        parts.append(Group(*reasons))
+    parts.append(Text.from_ansi(profile_text))
+    return Group(*parts)
