@@ -131,17 +131,26 @@ def test_peer_of_another_user_is_refused(tmp_path) -> None:
 
 
 def test_own_socket_and_threads_are_not_the_apps() -> None:
-    diag = memdiag.start(sample_interval=0.05, history_persist=False)  # no SQLite fds coming and going
+    import threading
+
+    from memdiag.probes.process import count_fds
+
+    # A long interval: the monitor ticks once at start, then sleeps (its /proc reads would
+    # open descriptors at random moments); no SQLite file coming and going either.
+    diag = memdiag.start(sample_interval=30, history_persist=False)
+    wait_for(lambda: diag.last_sample is not None, what="the first tick")
     path = runtime.runtime_dir() / f"{os.getpid()}.sock"
     sock = connect_unix(path)
     sock.close()
     assert len(registry.own_fds()) == 4 and registry.own_threads() >= 1  # socket, epoll, self-pipe
-    baseline = len([t for t in __import__("threading").enumerate() if not t.name.startswith("memdiag-control")])
-    sample, _ = diag.tick(profile=True)
-    assert sample.process.threads == baseline
-    from memdiag.probes.process import count_fds
-
-    assert sample.process.fds == count_fds(os.getpid()) - len(registry.own_fds())
+    for _ in range(5):  # a quiescent moment: nothing opened or started around the tick
+        fds_before, threads_before = count_fds(os.getpid()), threading.enumerate()
+        sample, _ = diag.tick(profile=True)
+        if count_fds(os.getpid()) == fds_before and threading.enumerate() == threads_before:
+            break
+    app_threads = [t for t in threads_before if not t.name.startswith("memdiag-control")]
+    assert sample.process.threads == len(app_threads)
+    assert sample.process.fds == fds_before - len(registry.own_fds())
     memdiag.stop()
     assert registry.own_fds() == frozenset() and not path.exists()
 
