@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("probes and settings", ("memdiag.probes", "memdiag.config", "memdiag.runtime")),
     ("registry", ("memdiag.registry",)),
     ("sample", ("memdiag.sample",)),
-    ("pressure, actions, history", ("memdiag.pressure", "memdiag.history", "memdiag.cleanup", "memdiag.cache")),
+    ("pressure, actions, history", ("memdiag.pressure", "memdiag.projection", "memdiag.history", "memdiag.cleanup", "memdiag.cache")),
     ("monitor contract", ("memdiag.monitor",)),
     ("leaks and processes", ("memdiag.leaks", "memdiag.processes")),
     ("reports", ("memdiag.reports",)),

@@ -69,6 +69,13 @@ class MemoryConfig:
     hysteresis: float = _f(0.1, "A level is left only below (1 - hysteresis) x its enter threshold", min=0.0, max=0.5)
     sustain_seconds: float = _f(5.0, "How long a higher level must hold before it is entered", min=0.0)
     recovery_seconds: float = _f(30.0, "How long a lower level must hold before pressure is lowered", min=0.0)
+    act_ahead_seconds: float = _f(
+        30.0,
+        "Critical at once when the memory limit is projected to be reached within this many seconds "
+        "at the current growth rate (0: off)",
+        min=0.0,
+        max=3600.0,
+    )
     history_size: int = _f(3600, "Samples kept in the in-memory history ring", min=10, max=1_000_000)
     self_memory_budget_mb: float = _f(
         32.0, "Largest memory (MiB) memdiag's own bounded stores may take; history_size is checked against it", min=1.0

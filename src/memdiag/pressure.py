@@ -19,6 +19,8 @@ from typing import Any
 
 from . import registry
 from .config import MemoryConfig
+from .projection import SIGNAL as PROJECTED_SIGNAL
+from .projection import LimitProjection
 from .registry import SignalReading
 from .sample import Sample
 
@@ -178,10 +180,15 @@ class PressureDetector:
         self._up_since: dict[int, float] = {}  # rank -> monotonic time raw first >= rank
         self._down_since: float | None = None
         self._down_target = 0
+        self.projection = LimitProjection()
+        self._urgent = False
         self.state = PressureState()
 
-    def readings(self, sample: Sample) -> list[SignalReading]:
+    def readings(self, sample: Sample, *, commit: bool = False) -> list[SignalReading]:
         out = builtin_signals(sample, self.config)
+        projected = self.projection.feed(sample, self.config, store=commit)
+        if projected is not None:
+            out.append(projected)
         for name, fn in registry.signal_sources().items():
             try:
                 out.extend(fn(sample, self.config))
@@ -205,11 +212,15 @@ class PressureDetector:
         """The raw level of one sample (hysteresis, no time) and every signal's reading."""
         signals = []
         raw = 0
-        for r in self.readings(sample):
+        urgent = False
+        for r in self.readings(sample, commit=commit):
             key = f"{r.signal}:{r.detail}" if r.signal in ("cache_fill", "node_heap") else r.signal
             rank = self._signal_rank(r, key, commit)
             raw = max(raw, rank)
+            urgent = urgent or (r.signal == PROJECTED_SIGNAL and rank == 2)
             signals.append(_reading_dict(r, LEVELS[rank]))
+        if commit:
+            self._urgent = urgent
         signals.sort(key=lambda d: -RANK[d["level"]])
         return raw, signals
 
@@ -224,10 +235,12 @@ class PressureDetector:
             else:
                 self._up_since.pop(rank, None)
         new = self._level
-        # Rise to the highest level that has held long enough.
+        # Rise to the highest level that has held long enough; a limit projected to be
+        # reached within act_ahead_seconds does not wait for the sustain time.
         for rank in (2, 1):
             since = self._up_since.get(rank)
-            if rank > self._level and since is not None and now - since >= cfg.sustain_seconds:
+            sustain = 0.0 if self._urgent and rank == 2 else cfg.sustain_seconds
+            if rank > self._level and since is not None and now - since >= sustain:
                 new = rank
                 break
         if new == self._level and raw < self._level:
