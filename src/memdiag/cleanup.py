@@ -10,6 +10,19 @@ accounts (a cache's bytes). RSS lags and sticks (freed heap often stays mapped u
 Only one cleanup runs at a time (single-flight); between cleanups ``cleanup_cooldown``
 must pass unless forced. An automatic cleanup re-checks pressure between rungs and stops
 once it is resolved. Dry runs report what they would do and change nothing.
+
+The cooldown limits *repetition of the same rungs*; it does not disarm the defence. When
+pressure is critical again inside the cooldown, an automatic run *escalates* (at most every
+:data:`ESCALATE_INTERVAL` seconds): it runs as an emergency, skipping each rung that ran
+within the cooldown and freed less than :data:`REPEAT_MIN_FREED` (a cache that refilled is
+emptied again; a ``gc.collect()`` that found nothing is not repeated).
+
+A leak (growth outside the caches, ``CleanupContext.hints``) lowers the priority of
+emptying a *healthy* cache (hit rate at least :data:`HEALTHY_HIT_RATE`): the ``caches``
+rung leaves it, and the last-resort ``healthy_caches`` rung (order 1000) empties it only
+when pressure is still critical after every other rung, the application's included.
+Heap a rung freed is returned to the OS (``malloc_trim``) before pressure is re-checked,
+so the next rung is judged on real figures.
 """
 
 from __future__ import annotations
@@ -111,6 +124,13 @@ class CleanupResult:
 # and its level name, from a fresh sample.
 Checker = Callable[[], "tuple[int, str]"]
 
+ESCALATE_INTERVAL = 2.0  # seconds between two escalated runs inside the cooldown
+REPEAT_MIN_FREED = 1024 * 1024  # a rung that freed less is not repeated inside the cooldown
+HEALTHY_HIT_RATE = 0.8  # a cache serving this share of lookups from memory is healthy
+HEALTHY_MIN_LOOKUPS = 100
+LAST_RESORT = frozenset({"healthy_caches"})  # run only while pressure is still critical
+HEALTHY_CACHES_ORDER = 1000  # after every other rung, the application's (100) included
+
 
 class CleanupLadder:
     """Runs the registered cleanup actions under single-flight and a cooldown.
@@ -134,7 +154,11 @@ class CleanupLadder:
         self.runs = {"performed": 0, "skipped_cooldown": 0, "skipped_in_progress": 0, "dry_run": 0, "errors": 0}
         #: Bytes the performed (not dry-run) cleanups accounted as freed, since start.
         self.freed_bytes_total = 0
+        #: Automatic runs that escalated inside the cooldown (a subset of "performed").
+        self.escalations = 0
         self._listeners: list[Callable[[CleanupResult], None]] = []
+        self._rung_last: dict[str, tuple[float, int]] = {}  # name -> (monotonic end, freed bytes)
+        self.hints: Callable[[], Mapping[str, Any]] | None = None  # set by the monitor
 
     @property
     def last_result(self) -> CleanupResult | None:
@@ -147,17 +171,21 @@ class CleanupLadder:
     def add_listener(self, fn: Callable[[CleanupResult], None]) -> None:
         self._listeners.append(fn)
 
-    def auto_due(self, level: str) -> bool:
-        """True when pressure at ``level`` should start an automatic run now: automatic
-        cleanup is on, ``level`` reaches ``auto_cleanup_level``, no run is under way and
-        the cooldown is over."""
+    def auto_due(self, level: str, raw_level: str | None = None) -> bool:
+        """True when pressure should start an automatic run now: automatic cleanup is on,
+        ``level`` (the committed one) reaches ``auto_cleanup_level``, no run is under way,
+        and the cooldown is over, or ``raw_level`` (this sample's) is critical again
+        inside it (:meth:`escalation_due`)."""
         cfg = self._config()
-        return (
-            cfg.enable_auto_cleanup
-            and RANK[level] >= RANK[cfg.auto_cleanup_level]
-            and not self.running
-            and self.retry_after() == 0
-        )
+        if not cfg.enable_auto_cleanup or RANK[level] < RANK[cfg.auto_cleanup_level] or self.running:
+            return False
+        return self.retry_after() == 0 or self.escalation_due(raw_level or level)
+
+    def escalation_due(self, level: str) -> bool:
+        """True when critical pressure inside the cooldown should escalate now."""
+        if level != "critical" or self.running or self._last_end is None or self.retry_after() == 0:
+            return False
+        return time.monotonic() - self._last_end >= ESCALATE_INTERVAL
 
     def retry_after(self) -> float:
         """Seconds until a non-forced cleanup may run (0 if it may run now)."""
@@ -181,16 +209,19 @@ class CleanupLadder:
         dry = cfg.cleanup_dry_run if dry_run is None else bool(dry_run)
         if force and reason == "manual":
             reason = "forced"
+        escalate = False
         if not dry and not force:
             wait = self.retry_after()
-            if wait > 0:
+            if wait > 0 and reason == "auto" and self.escalation_due(level):
+                escalate = True  # critical again inside the cooldown: other rungs, not none
+            elif wait > 0:
                 self.runs["skipped_cooldown"] += 1
                 return CleanupResult(False, reason, dry, "cooldown", wait, level)
         if not self._lock.acquire(blocking=False):
             self.runs["skipped_in_progress"] += 1
             return CleanupResult(False, reason, dry, "in_progress", 1.0, level)
         try:
-            result = self._run_locked(cfg, force=force, dry=dry, reason=reason, level=level)
+            result = self._run_locked(cfg, force=force, dry=dry, reason=reason, level=level, escalate=escalate)
         finally:
             self._lock.release()
         if result.performed and not result.dry_run:
@@ -202,17 +233,27 @@ class CleanupLadder:
                 log.warning("cleanup listener failed: %r", exc)
         return result
 
-    def _run_locked(self, cfg: MemoryConfig, *, force: bool, dry: bool, reason: str, level: str) -> CleanupResult:
+    def _run_locked(
+        self, cfg: MemoryConfig, *, force: bool, dry: bool, reason: str, level: str, escalate: bool = False
+    ) -> CleanupResult:
         start = time.perf_counter()
-        emergency = force or reason in ("manual", "forced") or level == "critical"
-        ctx = CleanupContext(level=level, emergency=emergency, dry_run=dry, reason=reason, config=cfg)
-        result = CleanupResult(True, reason, dry, level_before=level)
+        emergency = force or escalate or reason in ("manual", "forced") or level == "critical"
+        ctx = CleanupContext(
+            level=level, emergency=emergency, dry_run=dry, reason=reason, config=cfg, hints=self._safe_hints()
+        )
+        result = CleanupResult(True, "escalated" if escalate else reason, dry, level_before=level)
         result.rss_before = read_statm_rss(self._pid)
         for action in registry.cleanup_actions():
-            if action.emergency_only and not emergency:
-                result.actions.append(ActionResult(action.name, skipped="not an emergency"))
+            why = self._skip_reason(action, cfg, emergency=emergency, escalate=escalate, auto=reason == "auto")
+            if why is not None:
+                result.actions.append(ActionResult(action.name, skipped=why))
                 continue
-            result.actions.append(self._run_action(action, ctx))
+            done = self._run_action(action, ctx)
+            result.actions.append(done)
+            if not dry:
+                self._rung_last[action.name] = (time.monotonic(), done.freed_bytes)
+                if done.freed_bytes >= REPEAT_MIN_FREED and action.order > 30:
+                    _trim_quietly(cfg)  # a later rung's freed heap counts before the re-check
             if reason == "auto" and not dry and self._checker is not None:
                 rank, name = self._safe_check()
                 if rank == 0:
@@ -227,9 +268,33 @@ class CleanupLadder:
             self.runs["dry_run"] += 1
         else:
             self.runs["performed"] += 1
+            self.escalations += escalate
             self._last_end = time.monotonic()
         self._last_result = result
         return result
+
+    def _skip_reason(
+        self, action: registry.CleanupAction, cfg: MemoryConfig, *, emergency: bool, escalate: bool, auto: bool
+    ) -> str | None:
+        """Why this rung does not run in this run, or None."""
+        if action.emergency_only and not emergency:
+            return "not an emergency"
+        if escalate:
+            last = self._rung_last.get(action.name)
+            if last is not None and time.monotonic() - last[0] < cfg.cleanup_cooldown and last[1] < REPEAT_MIN_FREED:
+                return "ran inside the cooldown and freed little; not repeated"
+        if action.name in LAST_RESORT and auto and self._checker is not None and self._safe_check()[0] < 2:
+            return "last resort: pressure no longer critical"
+        return None
+
+    def _safe_hints(self) -> Mapping[str, Any]:
+        if self.hints is None:
+            return {}
+        try:
+            return dict(self.hints())
+        except Exception as exc:
+            log.debug("growth hints failed: %r", exc)
+            return {}
 
     def _safe_check(self) -> tuple[int, str]:
         try:
@@ -276,12 +341,53 @@ def _config(ctx: CleanupContext) -> MemoryConfig:
     return ctx.config or active_config()
 
 
+def is_healthy_cache(metrics: Mapping[str, Any]) -> bool:
+    """A cache that serves at least :data:`HEALTHY_HIT_RATE` of its lookups (enough of them)."""
+    rate = metrics.get("hit_rate", metrics.get("hit_ratio"))
+    lookups = metrics.get("lookups", HEALTHY_MIN_LOOKUPS)
+    return isinstance(rate, (int, float)) and rate >= HEALTHY_HIT_RATE and lookups >= HEALTHY_MIN_LOOKUPS
+
+
+def _growth_elsewhere(ctx: CleanupContext) -> bool:
+    return bool(ctx.hints and ctx.hints.get("growth_elsewhere"))
+
+
 def shrink_caches(ctx: CleanupContext) -> dict[str, Any]:
-    """The ``caches`` rung: shrink every registered cache, or clear it in an emergency."""
-    fraction = 1.0 if ctx.emergency else _config(ctx).cache_shrink_fraction
+    """The ``caches`` rung: shrink every registered cache, or clear it in an emergency.
+
+    While memory grows outside the caches (``ctx.hints``), a healthy cache is left to the
+    last-resort ``healthy_caches`` rung."""
+    kept = []
+    caches = []
+    for cache in registry.caches():
+        if _growth_elsewhere(ctx) and _healthy(cache):
+            kept.append(getattr(cache, "name", "?"))
+        else:
+            caches.append(cache)
+    out = _empty_caches(caches, ctx, 1.0 if ctx.emergency else _config(ctx).cache_shrink_fraction)
+    if kept:
+        out["detail"] += f"; kept healthy (growth is elsewhere): {', '.join(kept)}"
+    return out
+
+
+def healthy_caches(ctx: CleanupContext) -> dict[str, Any]:
+    """The last-resort rung: empty the healthy caches the ``caches`` rung kept."""
+    if not _growth_elsewhere(ctx):
+        return {"count": 0, "detail": "nothing kept back"}
+    return _empty_caches([c for c in registry.caches() if _healthy(c)], ctx, 1.0)
+
+
+def _healthy(cache: Any) -> bool:
+    try:
+        return is_healthy_cache(cache.metrics())
+    except Exception:
+        return False
+
+
+def _empty_caches(caches: list[Any], ctx: CleanupContext, fraction: float) -> dict[str, Any]:
     freed = 0
     names = []
-    for cache in registry.caches():
+    for cache in caches:
         try:
             if ctx.dry_run:
                 freed += int(int(cache.metrics().get("bytes", 0)) * fraction)
@@ -333,6 +439,11 @@ def malloc_trim_available() -> bool:
     return _trim is not None
 
 
+def _trim_quietly(cfg: MemoryConfig) -> None:
+    if cfg.malloc_trim and malloc_trim_available():
+        _trim(0)  # type: ignore[misc]
+
+
 def malloc_trim(ctx: CleanupContext) -> dict[str, Any]:
     """The ``malloc_trim`` rung: return freed heap to the OS (glibc), unless configured off."""
     if not _config(ctx).malloc_trim:
@@ -346,7 +457,8 @@ def malloc_trim(ctx: CleanupContext) -> dict[str, Any]:
 
 
 def install_builtin_actions(config_getter: Callable[[], MemoryConfig] | None = None) -> None:
-    """Register the core rungs: caches (10), gc (20), malloc_trim (30) (idempotent).
+    """Register the core rungs: caches (10), gc (20), malloc_trim (30), healthy_caches (1000)
+    (idempotent).
 
     Args:
         config_getter: ignored, kept for callers of earlier versions: each rung reads
@@ -355,3 +467,4 @@ def install_builtin_actions(config_getter: Callable[[], MemoryConfig] | None = N
     registry.register_cleanup("caches", shrink_caches, order=10)
     registry.register_cleanup("gc", _gc_action, order=20)
     registry.register_cleanup("malloc_trim", malloc_trim, order=30)
+    registry.register_cleanup("healthy_caches", healthy_caches, order=HEALTHY_CACHES_ORDER, emergency_only=True)

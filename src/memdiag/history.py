@@ -661,3 +661,26 @@ def _sqlite_error() -> type[Exception]:
     import sqlite3
 
     return sqlite3.Error
+
+
+def growth_split(history: History, seconds: float = 30.0) -> dict[str, float]:
+    """Where memory grew over the last ``seconds``: bytes per second of process RSS, of
+    the registered caches, and of everything else (``rss - caches``). Empty when the ring
+    holds under two samples of that span."""
+    t, rss = history.series("rss")
+    _, cache = history.series("cache_bytes")
+    if not t:
+        return {}
+    since = t[-1] - seconds
+    pts = [(x, r, c if c == c else 0.0) for x, r, c in zip(t, rss, cache) if x >= since and r == r]
+    if len(pts) < 2 or pts[-1][0] - pts[0][0] <= 0:
+        return {}
+    (t0, r0, c0), (t1, r1, c1) = pts[0], pts[-1]
+    dt = t1 - t0
+    return {
+        "rss_bytes_per_second": (r1 - r0) / dt,
+        "cache_bytes_per_second": (c1 - c0) / dt,
+        "other_bytes_per_second": ((r1 - c1) - (r0 - c0)) / dt,
+        "seconds": dt,
+    }
+

@@ -8,8 +8,9 @@ its limit, else system memory in use against RAM), fits a least-squares slope, a
 projects where usage will be ``act_ahead_seconds`` from now.
 
 Its reading, ``memory_projected``, is that projected share of the limit: critical at 1.0
-(the limit will be reached within ``act_ahead_seconds`` at the current rate). A critical
-projection is *urgent*: the pressure detector enters critical at once, without waiting
+(the limit will be reached within ``act_ahead_seconds`` at the current rate), once at
+least :data:`FLOOR` of the limit is in use (a young service's warm-up is not an
+emergency; below it the reading is just the share in use). A critical projection is *urgent*: the pressure detector enters critical at once, without waiting
 for ``sustain_seconds``. ``act_ahead_seconds = 0`` turns it off.
 """
 
@@ -25,6 +26,8 @@ from .sample import Sample
 __all__ = ["TREND_SECONDS", "LimitProjection", "Projection"]
 
 TREND_SECONDS = 10.0  # the slope is fitted over this much recent history
+DROP = 0.02  # a fall by this share of the limit between two samples starts a new trend
+FLOOR = 0.5  # below this share of the limit in use, growth is warm-up, not an emergency
 MIN_POINTS = 3
 MIN_SPAN = 1.5  # seconds the points must span before a slope is trusted
 SIGNAL = "memory_projected"
@@ -87,6 +90,8 @@ class LimitProjection:
             self._points.clear()
             self._scope = scope
         now = sample.monotonic
+        if self._points and used < self._points[-1][1] - DROP * limit:
+            self._points.clear()  # a cleanup (or a restart) freed memory: the old trend is over
         self._points.append((now, used))
         while self._points and now - self._points[0][0] > TREND_SECONDS:
             self._points.popleft()
@@ -97,6 +102,8 @@ class LimitProjection:
         eta = (limit - used) / slope if slope > 0 else None
         self.last = Projection(scope, used, limit, slope, max(0.0, eta) if eta is not None else None)
         projected = (used + max(0.0, slope) * cfg.act_ahead_seconds) / limit
+        if used < FLOOR * limit:
+            projected = min(projected, used / limit)  # reported, never acted on, below the floor
         return SignalReading(SIGNAL, projected, None, 1.0, "ratio", self.last.describe())
 
     def _slope(self) -> float | None:

@@ -103,6 +103,10 @@ class CleanupContext:
     dry_run: bool
     reason: str
     config: Any = None
+    # What is growing, from the monitor's history and leak verdicts:
+    # {"growth_elsewhere": bool, "detail": str}. With growth outside the caches (a leak),
+    # healthy caches (high hit rate) are emptied last, after the rungs that may address it.
+    hints: Any = None
 
 
 # An action returns None, or a dict of facts: "freed_bytes" (its own accounting, e.g.
