@@ -325,7 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     rate = args.rate_mib or (9.0 if args.short else 3.0)
     modes = {"both": ["without", "with"], "all": ["without", "with", "doomed"]}.get(args.mode, [args.mode])
     results = [
-        run_once(m, seconds=seconds, rate_mib=rate, limit_mib=args.limit_mib, act_ahead=args.act_ahead, verbose=args.verbose)
+        run_once(
+            m,
+            # Doomed runs until the leak alone must exceed the limit.
+            seconds=seconds * 2.5 if m == "doomed" else seconds,
+            rate_mib=rate,
+            limit_mib=args.limit_mib,
+            act_ahead=args.act_ahead,
+            verbose=args.verbose,
+        )
         for m in modes
     ]
     print(json.dumps({"seconds": seconds, "rate_mib_per_s": rate, "runs": results}, indent=1))

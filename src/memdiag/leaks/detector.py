@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import registry
 from ..errors import MemdiagError
-from ..history import COLUMNS
+from ..history import COLUMNS, growth_split
 from ..stats import Trend, trend
 from .census import CensusHistory
 from .classify import (
@@ -144,6 +144,7 @@ class LeakDetector:
             if reason:
                 self._flight(diag, reason)
             self._catch_up_critical(diag, state)
+            self._record_imminent(diag, state)
             if not cfg.leak_detection:
                 return
             now = sample.time
@@ -185,6 +186,34 @@ class LeakDetector:
         elif not self._critical_recorded:
             why = ", ".join(f"{r['signal']}={r['value']}" for r in state.reasons) or "critical"
             self._critical_recorded = self._flight(diag, f"pressure critical, already when recording began ({why})")
+
+    def _record_imminent(self, diag: Monitor, state: PressureState) -> None:
+        """When the limit is projected within half of ``act_ahead_seconds`` (the defence has
+        not stopped the growth), write the flight record naming the cause, before the kill.
+        At most one write per the recorder's interval."""
+        detector = getattr(diag, "detector", None)
+        proj = getattr(getattr(detector, "projection", None), "last", None)
+        if proj is None or proj.seconds_to_limit is None or state.raw_level != "critical":
+            return
+        if proj.seconds_to_limit > diag.config.act_ahead_seconds / 2:
+            return
+        self._flight(diag, f"OOM imminent: {proj.describe()}; growing: {self._growth_cause(diag)}")
+
+    def _growth_cause(self, diag: Monitor) -> str:
+        """What is growing, in words: the leak suspect first, then where the bytes go."""
+        parts = []
+        for s in self.suspects()[:2]:
+            where = f" at {s['file']}:{s['line']}" if s.get("file") else ""
+            rate = s.get("growth_bytes_per_min")
+            parts.append(f"leak suspect {s.get('kind')}{where}" + (f" (+{rate / 1048576:.1f} MiB/min)" if rate else ""))
+        history = getattr(diag, "history", None)
+        split = growth_split(history, 30.0) if history is not None else {}
+        if split:
+            parts.append(
+                f"outside the caches {split['other_bytes_per_second'] / 1048576:+.2f} MiB/s, "
+                f"caches {split['cache_bytes_per_second'] / 1048576:+.2f} MiB/s"
+            )
+        return "; ".join(parts) or "unknown (no history yet)"
 
     def _flight(self, diag: Monitor, reason: str) -> bool:
         def build() -> dict[str, Any]:
