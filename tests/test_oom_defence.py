@@ -115,7 +115,7 @@ def test_escalation_inside_the_cooldown_runs_what_may_help(clean_registry: None,
     by_name = {a["name"]: a for a in again.to_dict()["actions"]}
     assert by_name["caches"]["skipped"] is None and cold.cleared == 2  # it freed: repeated
     assert "not repeated" in (by_name["app_rung"]["skipped"] or "")  # freed nothing: not repeated
-    assert ladder.runs["escalated"] == 1
+    assert ladder.escalations == 1
     assert not ladder.run(reason="manual").performed  # a manual run still honours the cooldown
 
 
