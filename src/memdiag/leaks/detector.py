@@ -202,7 +202,9 @@ class LeakDetector:
     def _growth_cause(self, diag: Monitor) -> str:
         """What is growing, in words: the leak suspect first, then where the bytes go."""
         parts = []
-        for s in self.suspects()[:2]:
+        growing = [s for s in self.suspects() if (s.get("growth_bytes_per_min") or 0) > 0]
+        growing.sort(key=lambda s: -(s.get("growth_bytes_per_min") or 0))
+        for s in growing[:2]:  # the fastest-growing first: that is what the kill will be about
             where = f" at {s['file']}:{s['line']}" if s.get("file") else ""
             rate = s.get("growth_bytes_per_min")
             parts.append(f"leak suspect {s.get('kind')}{where}" + (f" (+{rate / 1048576:.1f} MiB/min)" if rate else ""))
