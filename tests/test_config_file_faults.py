@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memdiag.config import ConfigError, MemoryConfig, default_config_path, load_config, save_config
+from memdiag.config import ConfigError, MemoryConfig, default_config_path, load_config
 from memdiag.http.core import MemoryAPI
 from memdiag.http.server import serve as serve_api
 from memdiag.service import MemoryDiagnostics

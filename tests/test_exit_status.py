@@ -86,9 +86,7 @@ def test_multiprocessing_child_status_stays_the_applications(diag: MemoryDiagnos
 def test_adopted_orphan_is_reaped_by_the_rung(diag: MemoryDiagnostics, subreaper: None, children: list) -> None:
     # A shell starts a grandchild that outlives it; once adopted (seen first under the
     # shell), nobody but memdiag can wait for it, so the rung reaps it.
-    p = subprocess.Popen(
-        ["sh", "-c", "sleep 1 & echo $!; read x"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    p = subprocess.Popen(["sh", "-c", "sleep 1 & echo $!; read x"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     children.append(p)
     grandchild = int(p.stdout.readline())
     diag.tick()  # seen under the shell, which waits for its stdin

@@ -5,7 +5,6 @@ The service keeps serving, memdiag keeps monitoring, and no fault is reported tw
 from __future__ import annotations
 
 import logging
-import os
 import random
 import signal
 import subprocess
@@ -95,7 +94,8 @@ def test_service_keeps_serving_and_monitoring_under_faults() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"\xff\xfe[memdiag\x00\x80 = ")
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as c:
-            bad = [c.post("/api/memory/configure", json={"memory_threshold_mb": 600, "persist": True}) for _ in range(3)]
+            body = {"memory_threshold_mb": 600, "persist": True}
+            bad = [c.post("/api/memory/configure", json=body) for _ in range(3)]
         time.sleep(2.0)
         ticks_during = diag.overhead()["ticks"]
     finally:

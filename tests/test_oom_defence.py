@@ -20,8 +20,18 @@ LIMIT = 150 * MIB
 def _cgroup(ws_mib: float) -> CgroupMemory:
     b = int(ws_mib * MIB)
     return CgroupMemory(
-        version=1, path="/test", limit=LIMIT, high=None, usage=b, working_set=b, inactive_file=0,
-        anon=b, file=0, swap=None, events={}, psi=None,
+        version=1,
+        path="/test",
+        limit=LIMIT,
+        high=None,
+        usage=b,
+        working_set=b,
+        inactive_file=0,
+        anon=b,
+        file=0,
+        swap=None,
+        events={},
+        psi=None,
     )
 
 
@@ -48,7 +58,7 @@ def test_a_level_and_sustain_alone_act_after_the_oom() -> None:
 
 
 def test_the_projection_acts_ahead_of_the_limit_without_waiting_for_sustain() -> None:
-    t, ws = _climb(act_ahead=20)
+    _, ws = _climb(act_ahead=20)
     assert 75 <= ws <= 100, ws  # at or above the 50 % floor, with 10-15 s of headroom left
     assert (150 - ws) / 5.0 >= 10
 
@@ -70,8 +80,14 @@ class Cache:
         self.name, self.hit_rate, self.size, self.cleared = name, hit_rate, size, 0
 
     def metrics(self) -> dict[str, Any]:
-        return {"entries": 1, "bytes": self.size, "max_bytes": 100 * MIB, "fill_ratio": 0.1,
-                "hit_rate": self.hit_rate, "lookups": 1000}
+        return {
+            "entries": 1,
+            "bytes": self.size,
+            "max_bytes": 100 * MIB,
+            "fill_ratio": 0.1,
+            "hit_rate": self.hit_rate,
+            "lookups": 1000,
+        }
 
     def shrink(self, fraction: float) -> int:
         freed = int(self.size * fraction)

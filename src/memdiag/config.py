@@ -83,14 +83,14 @@ class MemoryConfig:
     service_name: str | None = _f(
         None, "Name of this service: names its history file (None: the program's name from argv)"
     )
-    history_persist: bool = _f(
-        True, "Keep history in a SQLite file that survives restarts (false: in memory only)"
-    )
+    history_persist: bool = _f(True, "Keep history in a SQLite file that survives restarts (false: in memory only)")
     history_db: str | None = _f(
         None, "SQLite history file (None: $XDG_STATE_HOME/memdiag/<service_name>.sqlite, ~/.local/state)"
     )
     history_db_interval: float = _f(10.0, "Seconds of samples aggregated into one stored history row", min=1.0)
-    history_retention_days: float = _f(7.0, "Days of stored history to keep (rows past a day are 5-minute means)", min=0.01)
+    history_retention_days: float = _f(
+        7.0, "Days of stored history to keep (rows past a day are 5-minute means)", min=0.01
+    )
     history_max_mb: float = _f(64.0, "Largest size (MiB) of the history file; the oldest rows go first", min=1.0)
 
     # -- cleanup ---------------------------------------------------------------------------

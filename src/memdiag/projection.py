@@ -10,7 +10,8 @@ projects where usage will be ``act_ahead_seconds`` from now.
 Its reading, ``memory_projected``, is that projected share of the limit: critical at 1.0
 (the limit will be reached within ``act_ahead_seconds`` at the current rate), once at
 least :data:`FLOOR` of the limit is in use (a young service's warm-up is not an
-emergency; below it the reading is just the share in use). A critical projection is *urgent*: the pressure detector enters critical at once, without waiting
+emergency; below it the reading is just the share in use). A critical projection is
+*urgent*: the pressure detector enters critical at once, without waiting
 for ``sustain_seconds``. ``act_ahead_seconds = 0`` turns it off.
 """
 

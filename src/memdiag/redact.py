@@ -64,42 +64,24 @@ _TOKEN_LIKE = re.compile(
 
 # Known tools: flag -> "value" (the whole value is the password) or the separator of
 # "user<sep>password" (only the password part is masked).
-_MYSQL = {"-p": "value", "--password": "value"}
-_TOOL_FLAGS: dict[str, dict[str, str]] = {
-    **dict.fromkeys(
-        (
-            "mysql",
-            "mysqldump",
-            "mysqladmin",
-            "mysqlimport",
-            "mysqlshow",
-            "mysqlcheck",
-            "mysqlpump",
-            "mysqlsh",
-            "mariadb",
-            "mariadb-dump",
-            "mariadb-admin",
-            "mycli",
-        ),
-        _MYSQL,
+_TOOL_GROUPS: tuple[tuple[tuple[str, ...], dict[str, str]], ...] = (
+    (
+        ("mysql", "mysqldump", "mysqladmin", "mysqlimport", "mysqlshow", "mysqlcheck", "mysqlpump", "mysqlsh"),
+        {"-p": "value", "--password": "value"},
     ),
-    **dict.fromkeys(("redis-cli", "valkey-cli", "keydb-cli"), {"-a": "value", "--pass": "value"}),
-    "sshpass": {"-p": "value"},
-    **dict.fromkeys(
-        ("mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport", "mongostat", "mongotop"),
-        {"-p": "value"},
-    ),
-    **dict.fromkeys(
-        ("ldapsearch", "ldapadd", "ldapmodify", "ldapdelete", "ldapwhoami", "ldappasswd", "ldapcompare"),
-        {"-w": "value"},
-    ),
-    "curl": {"-u": ":", "--user": ":", "-U": ":", "--proxy-user": ":"},
-    **dict.fromkeys(("smbclient", "rpcclient", "smbmap"), {"-U": "%", "--user": "%"}),
-    "zip": {"-P": "value", "--password": "value"},
-    **dict.fromkeys(("7z", "7za", "7zz", "7zr", "rar", "unrar"), {"-p": "value"}),
-    "openssl": {"-pass": "value", "-passin": "value", "-passout": "value", "-k": "value"},
-    "sqlcmd": {"-P": "value"},
-}
+    (("mariadb", "mariadb-dump", "mariadb-admin", "mycli"), {"-p": "value", "--password": "value"}),
+    (("redis-cli", "valkey-cli", "keydb-cli"), {"-a": "value", "--pass": "value"}),
+    (("sshpass",), {"-p": "value"}),
+    (("mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport", "mongostat"), {"-p": "value"}),
+    (("ldapsearch", "ldapadd", "ldapmodify", "ldapdelete", "ldapwhoami", "ldappasswd"), {"-w": "value"}),
+    (("curl",), {"-u": ":", "--user": ":", "-U": ":", "--proxy-user": ":"}),
+    (("smbclient", "rpcclient", "smbmap"), {"-U": "%", "--user": "%"}),
+    (("zip",), {"-P": "value", "--password": "value"}),
+    (("7z", "7za", "7zz", "7zr", "rar", "unrar"), {"-p": "value"}),
+    (("openssl",), {"-pass": "value", "-passin": "value", "-passout": "value", "-k": "value"}),
+    (("sqlcmd",), {"-P": "value"}),
+)
+_TOOL_FLAGS: dict[str, dict[str, str]] = {tool: flags for tools, flags in _TOOL_GROUPS for tool in tools}
 # Tools whose -p means a password only in one subcommand (docker run -p is a port).
 _SUBCOMMAND_FLAGS = {
     tool: ("login", {"-p": "value", "--password": "value"}) for tool in ("docker", "podman", "nerdctl", "helm")

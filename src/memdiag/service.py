@@ -32,7 +32,7 @@ from . import configure as _configure
 from . import registry, reports, wiring
 from .cleanup import CleanupLadder, CleanupResult
 from .config import MemoryConfig, load_config
-from .history import History, HistoryStore, growth_split
+from .history import History, HistoryStore
 from .monitor import LoopStats
 from .pressure import LEVELS, RANK, PressureDetector, PressureState
 from .sample import Sample, Sampler
@@ -87,7 +87,7 @@ class MemoryDiagnostics:
         self.store: HistoryStore | None = _configure.open_store(self._cfg)
         self.ladder = CleanupLadder(lambda: self._cfg, self._check_pressure, "self")
         self.ladder.add_listener(self._record_cleanup)
-        self.ladder.hints = self._growth_hints
+        self.ladder.hints = lambda: wiring.growth_hints(self)
         self.events: deque[dict[str, Any]] = deque(maxlen=100)
         self.last_sample: Sample | None = None
         self.last_profile: Sample | None = None
@@ -304,18 +304,6 @@ class MemoryDiagnostics:
             except Exception as exc:
                 log.debug("pressure listener failed: %r", exc)
 
-    def _growth_hints(self) -> dict[str, Any]:
-        """What is growing, for the cleanup ladder: outside the caches (a leak), or not."""
-        split = growth_split(self.history, GROWTH_SECONDS)
-        other = split.get("other_bytes_per_second", 0.0)
-        cache = split.get("cache_bytes_per_second", 0.0)
-        suspects = _leak_suspects(self)
-        elsewhere = bool(suspects) or other > GROWTH_FLOOR
-        detail = f"outside caches {other / 1048576:+.2f} MiB/s, caches {cache / 1048576:+.2f} MiB/s"
-        if suspects:
-            detail += f"; leak suspect: {suspects[0]}"
-        return {"growth_elsewhere": elsewhere, "detail": detail, **split}
-
     def _check_pressure(self) -> tuple[int, str]:
         """The raw level of a fresh sample (used between cleanup rungs)."""
         with self._sample_lock:
@@ -474,26 +462,6 @@ def _after_fork_in_child() -> None:
             inst._after_fork_in_child()
         except Exception as exc:  # never break the host's fork
             log.debug("memdiag after-fork reset failed: %r", exc)
-
-
-GROWTH_SECONDS = 30.0  # the window the growth hints look at
-GROWTH_FLOOR = 128 * 1024  # bytes/s outside the caches below which nothing counts as growing
-
-
-def _leak_suspects(diag: MemoryDiagnostics) -> list[str]:
-    """The leak detector's current memory suspects, named (only if leak detection runs)."""
-    leaks = sys.modules.get("memdiag.leaks")
-    if leaks is None:
-        return []
-    try:
-        found = leaks.get_detector(diag).suspects()
-    except Exception:
-        return []
-    return [
-        f"{s.get('kind')} at {s.get('file')}:{s.get('line')}" if s.get("file") else str(s.get("kind"))
-        for s in found
-        if s.get("kind") not in ("fds", "threads", "asyncio_tasks", "child_processes", "zombies")
-    ]
 
 
 def _at_exit() -> None:

@@ -15,8 +15,10 @@ from typing import Any
 
 from . import registry
 from .cleanup import install_builtin_actions
+from .history import growth_split
+from .units import MIB
 
-__all__ = ["attach_leaks", "become_subreaper", "detach_leaks", "install_parts", "run_lifecycle"]
+__all__ = ["attach_leaks", "become_subreaper", "detach_leaks", "growth_hints", "install_parts", "run_lifecycle"]
 
 log = logging.getLogger("memdiag")
 
@@ -70,3 +72,37 @@ def become_subreaper() -> None:
         set_child_subreaper(True)
     except Exception as exc:  # not Linux, or the module is not there
         log.info("could not become a child subreaper: %r", exc)
+
+
+GROWTH_SECONDS = 30.0  # the window the growth hints look at
+GROWTH_FLOOR = 128 * 1024  # bytes/s outside the caches below which nothing counts as growing
+_NOT_MEMORY = ("fds", "threads", "asyncio_tasks", "child_processes", "zombies")
+
+
+def growth_hints(monitor: Any) -> dict[str, Any]:
+    """What is growing, for the cleanup ladder (``CleanupContext.hints``): memory outside
+    the registered caches over the last :data:`GROWTH_SECONDS`, or a leak suspect."""
+    split = growth_split(monitor.history, GROWTH_SECONDS)
+    other = split.get("other_bytes_per_second", 0.0)
+    cache = split.get("cache_bytes_per_second", 0.0)
+    suspects = _leak_suspects(monitor)
+    detail = f"outside caches {other / MIB:+.2f} MiB/s, caches {cache / MIB:+.2f} MiB/s"
+    if suspects:
+        detail += f"; leak suspect: {suspects[0]}"
+    return {"growth_elsewhere": bool(suspects) or other > GROWTH_FLOOR, "detail": detail, **split}
+
+
+def _leak_suspects(monitor: Any) -> list[str]:
+    """The leak detector's current memory suspects, named (only if leak detection runs)."""
+    leaks = sys.modules.get("memdiag.leaks")
+    if leaks is None:
+        return []
+    try:
+        found = leaks.get_detector(monitor).suspects()
+    except Exception:
+        return []
+    return [
+        f"{s.get('kind')} at {s.get('file')}:{s.get('line')}" if s.get("file") else str(s.get("kind"))
+        for s in found
+        if s.get("kind") not in _NOT_MEMORY
+    ]

@@ -287,7 +287,7 @@ def post_json(url: str, body: bytes, timeout: float) -> int:
     ).encode("latin-1")
     try:
         sock: socket.socket = socket.create_connection((parts.hostname, port), timeout=left())
-    except socket.timeout:
+    except TimeoutError:
         raise TimeoutError(f"webhook deadline of {timeout:g}s passed") from None
     try:
         if parts.scheme == "https":
@@ -302,7 +302,7 @@ def post_json(url: str, body: bytes, timeout: float) -> int:
             sock.settimeout(left())
             try:
                 chunk = sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 raise TimeoutError(f"webhook deadline of {timeout:g}s passed") from None
             if not chunk:
                 raise ConnectionError("the webhook closed the connection before answering")
