@@ -354,6 +354,7 @@ class HistoryStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA journal_size_limit={4 * 1024 * 1024}")
+        conn.execute("PRAGMA cache_size=-512")  # KiB: rows are written once and rarely read back
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version >= _SCHEMA_VERSION:
             return
