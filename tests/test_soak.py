@@ -1,0 +1,57 @@
+"""Soak (issue 16), shortened: a busy service at default settings (a faster tick so a
+short run has enough of them); memdiag's own CPU per tick and memory stay flat.
+
+The full soak is the same test for 30 minutes at the default 1 s tick:
+
+    MEMDIAG_SOAK_SECONDS=1800 MEMDIAG_SOAK_INTERVAL=1 python -m pytest -q tests/test_soak.py
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+import memdiag
+from memdiag.service import MemoryDiagnostics
+
+SECONDS = float(os.environ.get("MEMDIAG_SOAK_SECONDS", "12"))
+INTERVAL = float(os.environ.get("MEMDIAG_SOAK_INTERVAL", "0.05"))
+
+
+def _busy(stop: threading.Event) -> None:
+    """A service's work: a cache that turns over, JSON-ish churn, short-lived children."""
+    cache = memdiag.SharedPromptCache.get_instance()
+    n = 0
+    while not stop.is_set():
+        n += 1
+        cache.set(f"k{n % 500}", "x" * 2000)
+        cache.get(f"k{(n * 7) % 500}")
+        _ = [{"i": i, "s": str(i)} for i in range(200)]
+        time.sleep(0.001)
+
+
+@pytest.mark.slow
+def test_memdiag_cpu_and_memory_stay_flat_under_a_busy_service() -> None:
+    diag = MemoryDiagnostics(memdiag.MemoryConfig(sample_interval=INTERVAL, history_persist=False)).start()
+    stop = threading.Event()
+    worker = threading.Thread(target=_busy, args=(stop,))
+    worker.start()
+    halves = []
+    try:
+        for _ in range(2):
+            o0 = diag.overhead()
+            time.sleep(SECONDS / 2)  # the soak's length is the subject
+            o1 = diag.overhead()
+            ticks = o1["ticks"] - o0["ticks"]
+            halves.append(((o1["monitor_cpu_seconds"] - o0["monitor_cpu_seconds"]) / max(ticks, 1), o1["memory_bytes"]))
+    finally:
+        stop.set()
+        worker.join(10)
+        diag.close()
+    (cpu_a, mem_a), (cpu_b, mem_b) = halves
+    assert cpu_b <= cpu_a * 1.5 + 0.0005, halves  # CPU per tick flat (noise allowance: a loaded machine)
+    assert mem_b <= mem_a * 1.1 + 64 * 1024, halves  # its own structures flat once warm
+    assert mem_b <= diag.overhead()["memory_budget_bytes"]  # and within the budget
