@@ -135,7 +135,7 @@ def test_failing_webhook_never_raises() -> None:
     try:
         t0 = time.monotonic()
         n.suspect({**_suspect(), "id": "slow"}, slow.url)
-        assert time.monotonic() - t0 < 0.5
+        assert time.monotonic() - t0 < 1.5  # well under the hook's 2 s: it did not wait for it
         assert n.flush(10.0)
     finally:
         slow.close()

@@ -260,7 +260,7 @@ def test_a_silent_server_times_out_within_the_deadline(serve: Callable[..., Serv
     t0 = time.monotonic()
     with pytest.raises(InspectorError, match=r"no answer within 0.5 s"):
         WebSocket.connect(f"ws://127.0.0.1:{server.port}/x", timeout=0.5)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0  # its own deadline, not the server's 30 s (slack for a loaded machine)
 
 
 def test_a_dripping_server_cannot_stretch_the_deadline(serve: Callable[..., Server]) -> None:
@@ -277,7 +277,7 @@ def test_a_dripping_server_cannot_stretch_the_deadline(serve: Callable[..., Serv
     t0 = time.monotonic()
     with pytest.raises(InspectorError, match=r"no answer within 0\.5 s"):
         cdp.call("Runtime.getHeapUsage", timeout=0.5)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0  # its own deadline, not the drip's ~10 s (slack for a loaded machine)
     cdp.close()
 
 
@@ -352,7 +352,7 @@ def test_non_loopback_addresses_are_refused_before_connecting(url: str) -> None:
         WebSocket.connect(url, timeout=5.0)
     with pytest.raises(InspectorError, match="refusing inspector"):
         http_get_json(url.replace("ws://", "http://"), timeout=5.0)
-    assert time.monotonic() - t0 < 0.1  # refused, not tried
+    assert time.monotonic() - t0 < 2.5  # refused, not tried (a try would wait out its 5 s timeouts)
 
 
 def test_loopback_names() -> None:
@@ -443,7 +443,8 @@ def test_a_hung_inspector_never_blocks_a_tick_and_leaves_a_reason(
 ) -> None:
     p = spawn_inspected_node(["-e", "setInterval(() => {}, 1000)"], timeout=0.5, stderr=subprocess.DEVNULL)
     procs.append(p)
-    assert p.inspector.read_usage() is not None, p.inspector.error
+    # node prints its "Debugger listening" line when it gets to it: seconds, on a loaded machine
+    wait_for(lambda: p.inspector.read_usage() is not None, timeout=30, what="the inspector")
     os.kill(p.pid, signal.SIGSTOP)  # the kernel still accepts connections; node answers nothing
     p.inspector._last_attempt = 0.0  # due now
     t0 = time.perf_counter()
@@ -489,7 +490,7 @@ def test_the_opt_in_flags_pass_the_sanitiser(procs: list[subprocess.Popen]) -> N
     env = {**os.environ, "NODE_OPTIONS": "--inspect=0.0.0.0:9229"}
     p = spawn_inspected_node(["-e", "setInterval(() => {}, 1000)"], env=env, stderr=subprocess.DEVNULL)
     procs.append(p)
-    assert p.inspector.read_usage() is not None, p.inspector.error
+    wait_for(lambda: p.inspector.read_usage() is not None, timeout=30, what="the inspector")
     assert p.inspector.url is not None and ":9229/" not in p.inspector.url
 
 
