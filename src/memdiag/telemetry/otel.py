@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -74,11 +75,14 @@ def configured(environ: Mapping[str, str] | None = None) -> bool:
     """True when the SDK is installed, not disabled, and the environment (or an SDK
     provider the application installed) asks for export."""
     env = os.environ if environ is None else environ
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or not available():
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    if any(env.get(k) for k in _ENV_ASKS):
-        return True
-    return any(p is not None for p in _global_sdk_providers())
+    asked = any(env.get(k) for k in _ENV_ASKS)
+    if not asked and not any(m in sys.modules for m in ("opentelemetry.sdk.metrics", "opentelemetry.sdk._logs")):
+        return False  # nothing asks, and the application has not loaded the SDK: import nothing
+    if not available():
+        return False
+    return asked or any(p is not None for p in _global_sdk_providers())
 
 
 def _exporter_names(env: Mapping[str, str], signal: str) -> list[str]:
