@@ -37,7 +37,8 @@ import memdiag
 from memdiag import SharedPromptCache, leaks
 from memdiag.http.metrics import render
 diag = memdiag.start(sample_interval=0.05, profile_interval=1.0, leak_window_seconds=10.0,
-                     trace_window_seconds=1.5, trace_budget=1.0, enable_auto_cleanup=False,
+                     trace_window_seconds=1.5, trace_budget=1.0, heap_snapshot_seconds=0.25,
+                     enable_auto_cleanup=False,
                      sustain_seconds=0.0, recovery_seconds=0.0, memory_threshold_mb=4096)
 cache = SharedPromptCache(max_bytes=1 << 20, name="prompts")
 for i in range(200):

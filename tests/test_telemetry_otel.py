@@ -15,6 +15,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from memdiag import leaks
 from memdiag.config import MemoryConfig
 from memdiag.service import MemoryDiagnostics
 from memdiag.telemetry import otel
@@ -82,7 +83,9 @@ def test_a_leak_verdict_is_an_event(sdk, fast_config: MemoryConfig) -> None:
     _, logs = sdk
     lp = LoggerProvider()
     lp.add_log_record_processor(SimpleLogRecordProcessor(logs))
-    cfg = fast_config.updated(leak_window_seconds=10.0, trace_window_seconds=1.5, trace_budget=1.0)
+    cfg = fast_config.updated(
+        leak_window_seconds=10.0, trace_window_seconds=1.5, trace_budget=1.0, heap_snapshot_seconds=0.25
+    )
     d = MemoryDiagnostics(cfg)
     fds: list[int] = []
     try:
@@ -91,6 +94,7 @@ def test_a_leak_verdict_is_an_event(sdk, fast_config: MemoryConfig) -> None:
 
         def leaked() -> bool:
             fds.extend(os.pipe())  # a real descriptor leak
+            leaks.leaks_report(d)  # what the dashboard and the CLI ask for
             return any(r.log_record.event_name == "memdiag.leak" for r in logs.get_finished_logs())
 
         wait_for(leaked, timeout=40, what="a leak event", step=0.1)
