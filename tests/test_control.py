@@ -133,26 +133,41 @@ def test_peer_of_another_user_is_refused(tmp_path) -> None:
 def test_own_socket_and_threads_are_not_the_apps() -> None:
     import threading
 
-    from memdiag.probes.process import count_fds
-
     # A long interval: the monitor ticks once at start, then sleeps (its /proc reads would
     # open descriptors at random moments); no SQLite file coming and going either.
     diag = memdiag.start(sample_interval=30, history_persist=False)
     wait_for(lambda: diag.last_sample is not None, what="the first tick")
     path = runtime.runtime_dir() / f"{os.getpid()}.sock"
+    assert len(registry.own_fds()) == 3  # idle: the socket and the wake-up pipe
     sock = connect_unix(path)
     sock.close()
-    assert len(registry.own_fds()) == 4 and registry.own_threads() >= 1  # socket, epoll, self-pipe
-    for _ in range(5):  # a quiescent moment: nothing opened or started around the tick
-        fds_before, threads_before = count_fds(os.getpid()), threading.enumerate()
-        sample, _ = diag.tick(profile=True)
-        if count_fds(os.getpid()) == fds_before and threading.enumerate() == threads_before:
-            break
-    app_threads = [t for t in threads_before if not t.name.startswith("memdiag-control")]
+    # The first client starts the HTTP server: its loop's epoll and self-pipe are ours too.
+    wait_for(lambda: len(registry.own_fds()) == 6, what="the loop's descriptors marked")
+    assert registry.own_threads() >= 1
+    sample, _ = diag.tick(profile=True)
+    raw_fds = diag._sampler._fds  # what /proc/self/fd listed during that tick
+    assert raw_fds is not None and sample.process.fds == raw_fds - len(registry.own_fds())
+    app_threads = [t for t in threading.enumerate() if not t.name.startswith("memdiag-control")]
     assert sample.process.threads == len(app_threads)
-    assert sample.process.fds == fds_before - len(registry.own_fds())
     memdiag.stop()
     assert registry.own_fds() == frozenset() and not path.exists()
+
+
+def test_an_idle_channel_imports_no_http_stack() -> None:
+    code = (
+        "import os, sys, memdiag\n"
+        "from memdiag import runtime\n"
+        "memdiag.start(sample_interval=0.2, history_persist=False)\n"
+        "heavy = [m for m in ('asyncio', 'memdiag.http.core', 'memdiag.http.wire') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from memdiag.cli._client import ApiClient\n"
+        "path = runtime.runtime_dir() / f'{os.getpid()}.sock'\n"
+        "body = ApiClient(f'unix:{path}').get('/api/memory/status').body\n"
+        "assert body['status'] == 'ok' and 'memdiag.http.wire' in sys.modules\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_forked_child_gets_its_own_channel() -> None:
@@ -200,7 +215,7 @@ def test_every_api_entry_point_that_reads_headers_is_authenticated_for_a_checked
     a new MemoryAPI method that reads headers must get the same, or local calls get 401."""
     import inspect
 
-    from memdiag.control.channel import _TrustedPeerAPI
+    from memdiag.control.serve import _TrustedPeerAPI
     from memdiag.http.core import MemoryAPI
 
     takes_headers = {

@@ -1,9 +1,10 @@
 """The server side of the control channel (see :mod:`memdiag.control`).
 
-It reuses the standalone HTTP server (:class:`memdiag.http.server.MemoryHTTPServer`) on
-a Unix socket: one HTTP/1.1 request per exchange, the same :class:`MemoryAPI` answers.
-Two things differ from TCP: the peer's uid is checked when it connects, and a checked
-peer is authenticated by that check (the API's bearer token is supplied for it).
+An idle channel is one socket and one thread blocked in ``poll()``: nothing of the HTTP
+stack is imported until the first connection arrives. Then :mod:`memdiag.control.serve`
+(the standalone HTTP server on the Unix socket, with the peer check) takes over on the
+same thread. Importing it costs about 9 MiB (``benchmarks/bench_control.py``), paid only
+by a service that was actually queried.
 """
 
 from __future__ import annotations
@@ -12,19 +13,15 @@ import contextlib
 import logging
 import os
 import secrets
+import select
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import registry, runtime
-from ..http.core import MemoryAPI, Response
-from ..http.server import MemoryHTTPServer
-from ..http.wire import Connection
-from .client import peer_credentials, trusted_uid
 
 if TYPE_CHECKING:
     import asyncio
@@ -37,52 +34,6 @@ log = logging.getLogger("memdiag.control")
 
 THREAD_PREFIX = "memdiag-control"
 _HOOK = "control channel"
-
-
-class _PeerCheckedConnection(Connection):
-    """A connection that is served only if the peer is this user or root."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        sock = transport.get_extra_info("socket")
-        try:
-            pid, uid, _ = peer_credentials(sock)
-        except (OSError, AttributeError, TypeError):
-            pid, uid = 0, -1
-        if not trusted_uid(uid):
-            log.warning("memdiag control channel: refused a connection from uid %d (pid %d)", uid, pid)
-            transport.abort()
-            return
-        super().connection_made(transport)
-
-
-class _TrustedPeerAPI:
-    """The API as seen by a checked local peer: authenticated by its credentials."""
-
-    def __init__(self, api: MemoryAPI) -> None:
-        self._api = api
-        self.max_body = api.max_body
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._api, name)
-
-    def _headers(self, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
-        items = headers.items() if isinstance(headers, Mapping) else headers
-        out = {str(k).lower(): str(v) for k, v in items}
-        out["authorization"] = f"Bearer {self._api.token}"
-        return out
-
-    def handle(
-        self, method: str, path: str, query: Any, headers: Any, body: bytes, *, client: str | None = None
-    ) -> Response:
-        return self._api.handle(method, path, query, self._headers(headers), body, client=client)
-
-    def try_handle(
-        self, method: str, path: str, query: Any, headers: Any, body: bytes, *, client: str | None = None
-    ) -> Response | None:
-        return self._api.try_handle(method, path, query, self._headers(headers), body, client=client)
-
-    def precheck(self, method: str, path: str, query: Any, headers: Any, *, client: str | None = None) -> Any:
-        return self._api.precheck(method, path, query, self._headers(headers), client=client)
 
 
 def _bind(directory: Path, pid: int) -> socket.socket:
@@ -115,32 +66,25 @@ class ControlChannel:
 
     def __init__(self, diag: MemoryDiagnostics, *, name: str | None = None) -> None:
         self.pid = os.getpid()
+        self.diag = diag
         directory = runtime.runtime_dir(create=True)
         self.path = directory / f"{self.pid}.sock"
-        sock = _bind(directory, self.pid)
-        self._fd = sock.fileno()
-        registry.own_fd(self._fd)
+        self.socket = _bind(directory, self.pid)
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self._fds: list[int] = [self.socket.fileno(), self._wake_r, self._wake_w]
+        for fd in self._fds:
+            registry.own_fd(fd)
         registry.own_thread_prefix(THREAD_PREFIX)
-        try:
-            self.api = MemoryAPI(diag)
-            self.server = MemoryHTTPServer(
-                ("", 0),
-                _TrustedPeerAPI(self.api),  # type: ignore[arg-type]
-                workers=2,
-                max_connections=32,
-                max_per_client=32,
-                sock=sock,
-                connection=_PeerCheckedConnection,
-            )
-            self.server._workers._name = f"{THREAD_PREFIX}-worker"
-        except BaseException:
-            registry.disown_fd(self._fd)
-            sock.close()
-            raise
-        self.thread = threading.Thread(target=self.server.serve_forever, name=THREAD_PREFIX, daemon=True)
-        self.thread.start()
+        self.server: Any = None  # the HTTP server, once a client came
+        self.api: Any = None
+        self._lock = threading.Lock()
+        self._stopping = False
         self._closed = False
-        self._loop_fds = self._mark_loop_fds()
+        self.thread = threading.Thread(target=self._run, name=THREAD_PREFIX, daemon=True)
+        self.thread.start()
+        self._announce(name)
+
+    def _announce(self, name: str | None) -> None:
         try:
             from ..workers import identity
 
@@ -162,32 +106,62 @@ class ControlChannel:
         except OSError as exc:  # serving still works; only the CLI will not list it
             log.warning("memdiag: could not announce the control channel: %s", exc)
 
-    def _mark_loop_fds(self) -> tuple[int, ...]:
-        """The event loop's own descriptors (epoll, self-pipe) are memdiag's too. The loop
-        is made within milliseconds of the thread's start; if not seen in 1 s, skipped."""
-        deadline = time.monotonic() + 1.0
-        while self.server._loop is None and self.thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.001)
-        loop = self.server._loop
-        fds: list[int] = []
-        for obj in (getattr(loop, "_selector", None), getattr(loop, "_ssock", None), getattr(loop, "_csock", None)):
-            with contextlib.suppress(Exception):
-                fds.append(int(obj.fileno()))  # type: ignore[union-attr]
-        for fd in fds:
+    def _run(self) -> None:
+        """Wait for the first client without importing anything, then serve HTTP."""
+        poller = select.poll()
+        poller.register(self.socket.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while True:
+            try:
+                events = dict(poller.poll())
+            except InterruptedError:
+                continue
+            if self._wake_r in events:
+                return
+            if events:
+                break
+        with self._lock:
+            if self._stopping:
+                return
+            try:
+                from .serve import make_server
+
+                self.server, self.api = make_server(self.diag, self.socket, self._own_loop)
+            except Exception as exc:
+                log.warning("memdiag control channel could not serve: %r", exc)
+                return
+        self.server.serve_forever()
+
+    def _own_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        from .serve import loop_fds
+
+        for fd in loop_fds(loop):
             registry.own_fd(fd)
-        return tuple(fds)
+            self._fds.append(fd)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop serving, remove the socket and withdraw it from the entry (idempotent)."""
         if self._closed or self.pid != os.getpid():
             return
         self._closed = True
-        self.server.shutdown(timeout)
-        for fd in (self._fd, *self._loop_fds):
-            registry.disown_fd(fd)
-        self.server.server_close()
+        with self._lock:
+            self._stopping = True
+            server = self.server
+        if server is not None:
+            server.shutdown(timeout)
+        else:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
         if self.thread is not threading.current_thread():
             self.thread.join(timeout)
+        for fd in self._fds:
+            registry.disown_fd(fd)
+        if server is not None:
+            server.server_close()
+        self.socket.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         with contextlib.suppress(OSError):
             self.path.unlink()
         with contextlib.suppress(OSError):
@@ -195,15 +169,12 @@ class ControlChannel:
 
     def forget_after_fork(self) -> None:
         """In a forked child: close the parent's descriptors (never its socket file)."""
-        for fd in (self._fd, *self._loop_fds):
+        for fd in self._fds:
             registry.disown_fd(fd)
-        loop = self.server._loop
-        for obj in (self.server.socket, getattr(loop, "_ssock", None), getattr(loop, "_csock", None)):
-            with contextlib.suppress(Exception):
-                obj.close()  # type: ignore[union-attr]
-        selector = getattr(loop, "_selector", None)
+            with contextlib.suppress(OSError):
+                os.close(fd)
         with contextlib.suppress(Exception):
-            os.close(selector.fileno())  # type: ignore[union-attr]
+            self.socket.detach()  # its fd is closed above
         self._closed = True
 
 
@@ -237,7 +208,7 @@ def _on_start(diag: MemoryDiagnostics) -> None:
 def _on_stop(diag: MemoryDiagnostics) -> None:
     global _channel
     with _fresh_lock():
-        if _channel is None or _channel.api._diag is not diag:
+        if _channel is None or _channel.diag is not diag:
             return
         channel, _channel = _channel, None
     if channel is not None:
