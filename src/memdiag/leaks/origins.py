@@ -91,6 +91,15 @@ def site_of(frame: Any, limit: int = 64) -> Site | None:
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
+    # An audit hook that raises fails the audited operation itself: the interpreter opening
+    # the main script (no Python frame yet: sys._getframe(1) raises) failed with EINVAL.
+    try:
+        _record(event, args)
+    except Exception:
+        pass
+
+
+def _record(event: str, args: tuple[Any, ...]) -> None:
     if event == "open":
         path = args[0]
         if not isinstance(path, str):
