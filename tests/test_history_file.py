@@ -173,3 +173,23 @@ def test_history_cli_errors_are_clear() -> None:
     assert r.returncode == 1 and "no history for service 'nosuch'" in r.stderr
     r = _cli("--since", "soon")
     assert r.returncode == 2 and "not a duration" in r.stderr
+
+
+def test_transitions_and_cleanups_reach_the_file(fast_config: MemoryConfig) -> None:
+    d = MemoryDiagnostics(fast_config.updated(service_name="events", history_db_interval=1.0))
+    try:
+        d.tick()
+        d.configure(memory_threshold_mb=1.0)  # RSS is far above 1 MiB: critical at once
+        d.tick()
+        d.cleanup(force=True)
+        d.store.flush()
+        events = HistoryStore(d.store.path, readonly=True).events()
+    finally:
+        d.close()
+    kinds = [e["kind"] for e in events]
+    assert "pressure" in kinds and "cleanup" in kinds, kinds
+    pressure = next(e for e in events if e["kind"] == "pressure")
+    assert pressure["data"]["to"] == "critical" and pressure["pid"] == os.getpid()
+    assert next(e for e in events if e["kind"] == "cleanup")["data"]["reason"] == "forced"
+    r = _cli("events", "--json", "--since", "5m")
+    assert r.returncode == 0 and {e["kind"] for e in json.loads(r.stdout)["events"]} >= {"pressure", "cleanup"}
