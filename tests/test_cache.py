@@ -429,7 +429,7 @@ def test_metrics_add_up(policy: str) -> None:
     assert m["updates"] == 1 and m["deletes"] == 1
     assert set(m["evictions"]) == {"size", "ttl", "pressure", "manual"}
     assert m["evictions"]["pressure"] > 0 and freed > 0
-    assert m["fill_ratio"] == pytest.approx(max(m["bytes"] / m["max_bytes"], m["entries"] / 20))
+    assert m["fill_ratio"] == pytest.approx(max(m["held_bytes"] / m["max_bytes"], m["entries"] / 20))
     assert m["memory_pressure"] == (m["fill_ratio"] >= 0.5)
 
 
@@ -537,6 +537,39 @@ def test_memory_really_held_stays_within_125_percent_of_max_bytes(policy: str, m
 
     held, max_bytes = _traced_memory_held(lambda: SharedPromptCache(max_bytes=2_000_000, policy=policy), fill)
     assert held <= 1.25 * max_bytes, f"{held} bytes held for max_bytes={max_bytes}"
+
+
+def test_sketch_is_bounded_by_the_byte_budget_and_counted_against_it() -> None:
+    # max_entries=10M once sized a 192 MB sketch behind a 4 MB cache, counted nowhere.
+    def make():
+        return SharedPromptCache(max_bytes=4_000_000, max_entries=10_000_000, policy="tinylfu")
+
+    empty, _ = _traced_memory_held(make, lambda cache: None)
+    pbytes = make().metrics()["policy_bytes"]
+    assert 0 < pbytes <= 0.1 * 4_000_000
+    assert pbytes <= empty <= pbytes + 16_384  # the metric is what the sketch really takes
+
+    def fill(cache: SharedPromptCache) -> None:
+        for i in range(30_000):
+            cache.set(f"k{i}", "v")
+            cache.get(f"k{i // 3}")
+        m = cache.metrics()
+        assert m["held_bytes"] == m["bytes"] + m["policy_bytes"] <= m["max_bytes"]
+        assert m["fill_ratio"] > 0.95
+
+    held, max_bytes = _traced_memory_held(make, fill)
+    assert held <= 1.25 * max_bytes, f"{held} bytes held for max_bytes={max_bytes}"
+
+
+def test_a_bytes_only_cache_counts_its_growing_sketch() -> None:
+    cache = SharedPromptCache(max_bytes=3_000_000, policy="tinylfu")
+    for i in range(20_000):
+        cache.set(f"k{i}", "v")
+        m = cache.metrics()
+        assert m["held_bytes"] <= 3_000_000
+    assert m["policy_bytes"] > 0 and m["bytes"] + m["policy_bytes"] > 0.97 * 3_000_000
+    tiny = SharedPromptCache(max_bytes=2_000, policy="tinylfu")  # room for 5 entries at most
+    assert tiny.metrics()["policy_bytes"] < 1_000
 
 
 # -- single-flight --------------------------------------------------------------------------

@@ -211,11 +211,13 @@ class SharedPromptCache:
         "_deletes",
         "_evicted_size",
         "_evictions",
+        "_fixed",
         "_hits",
         "_hot_get",
         "_hot_mte",
         "_inflight",
         "_last_cleanup",
+        "_limit",
         "_load_errors",
         "_loads",
         "_lock",
@@ -278,7 +280,13 @@ class SharedPromptCache:
 
         self._lock = threading.Lock()
         self._policy = make_policy(policy)
+        self._policy.bound_bytes(self.max_bytes)
         self._policy.bind(max_entries)
+        # The policy's own structures (the TinyLFU sketch) count against max_bytes: the
+        # entries get what is left, _limit.
+        self._fixed = 0
+        self._limit = self.max_bytes
+        self._account_policy()
         self._bind_policy()
         self._count = 0
         self._bytes = 0
@@ -308,6 +316,13 @@ class SharedPromptCache:
                 self.__class__ = fast
         _ALL.add(self)
         registry.register_cache(self)
+
+    def _account_policy(self) -> None:
+        """Re-read the policy's memory_bytes() (it may grow with the entry count)."""
+        fixed = self._policy.memory_bytes()
+        if fixed != self._fixed:
+            self._fixed = fixed
+            self._limit = self.max_bytes - fixed
 
     def _bind_policy(self) -> None:
         """Cache the policy's hot bound methods (again after clear() swaps its tables)."""
@@ -511,7 +526,7 @@ class SharedPromptCache:
             if flight is not None:
                 flight.stale = True  # a newer explicit write wins over a load in progress
         size = entry[1]
-        if size > self.max_bytes:
+        if size > self._limit:
             self._rejections += 1
             old = self._policy.remove(key)
             if old is not None:
@@ -524,20 +539,21 @@ class SharedPromptCache:
         if old is None:
             self._count += 1
             self._bytes += size
+            self._account_policy()
         else:
             self._updates += 1
             self._bytes += size - old[1]
         if entry[2] and not self._watched:
             self._watched = True
             sweeper.watch(self)
-        if self._bytes > self.max_bytes or self._count > self._max_entries:
+        if self._bytes > self._limit or self._count > self._max_entries:
             self._evict()
         return True
 
     def _evict(self) -> None:
-        max_bytes, max_entries, victim = self.max_bytes, self._max_entries, self._victim
+        max_bytes, max_entries, victim = self._limit, self._max_entries, self._victim
         n = 0
-        while self._bytes > max_bytes or self._count > max_entries:
+        while (self._bytes > max_bytes or self._count > max_entries) and self._count:
             e = victim()
             self._bytes -= e[1]
             self._count -= 1
@@ -947,14 +963,17 @@ class SharedPromptCache:
         ``inserts``, ``updates``, ``deletes``, ``rejections``,
         ``evictions`` (by cause: ``size``, ``ttl``, ``pressure``, ``manual``),
         ``evictions_total``, ``entries``, ``bytes``, ``max_bytes``, ``max_entries``,
-        ``fill_ratio`` (the fuller of bytes/max_bytes and entries/max_entries),
+        ``fill_ratio`` (the fuller of held_bytes/max_bytes and entries/max_entries),
         ``memory_pressure`` (fill_ratio >= ``pressure_threshold``),
         ``pressure_threshold``, ``ttl``, ``cleanup_interval``, ``last_cleanup``
         (epoch seconds of the last sweep, or None), ``loads``, ``load_errors``,
         ``coalesced`` (callers served by another caller's load), ``inflight``,
-        ``policy_bytes``, ``reentrant_calls``.
+        ``policy_bytes`` (the policy's own structures: the TinyLFU sketch),
+        ``held_bytes`` (``bytes + policy_bytes``, kept <= ``max_bytes``),
+        ``reentrant_calls``.
 
-        Invariant: ``inserts - deletes - evictions_total == entries``.
+        Invariants: ``inserts - deletes - evictions_total == entries``;
+        ``held_bytes <= max_bytes``.
         """
         threshold = self.pressure_threshold
         lock = self._lock
@@ -982,7 +1001,7 @@ class SharedPromptCache:
         evictions_total = sum(evictions.values())
         inserts = entries + deletes + evictions_total  # every entry ever added went one way
         lookups = hits + misses
-        fill = nbytes / self.max_bytes
+        fill = (nbytes + pbytes) / self.max_bytes  # the policy's structures count too
         if self.max_entries is not None:
             fill = max(fill, entries / self.max_entries)
         return {
@@ -1014,6 +1033,7 @@ class SharedPromptCache:
             "coalesced": coalesced,
             "inflight": inflight,
             "policy_bytes": pbytes,
+            "held_bytes": nbytes + pbytes,
             "reentrant_calls": self._reentrant,
         }
 

@@ -159,7 +159,7 @@ class _LRUCache(SharedPromptCache):
         try:
             if self._pending:
                 self._run_pending()
-            max_bytes = self.max_bytes
+            max_bytes = self._limit  # max_bytes less the policy's own structures
             if self._inflight or size > max_bytes:
                 return self._store(key, entry)
             # _store() with LRUPolicy.put and .victim inlined. Table methods through
@@ -284,7 +284,7 @@ class _TinyLFUCache(SharedPromptCache):
         try:
             if self._pending:
                 self._run_pending()
-            max_bytes = self.max_bytes
+            max_bytes = self._limit  # max_bytes less the policy's own structures
             if self._inflight or size > max_bytes:
                 return self._store(key, entry)
             # _store() with TinyLFUPolicy.put and .victim inlined.
@@ -344,6 +344,8 @@ class _TinyLFUCache(SharedPromptCache):
                 b = self._bytes + size
                 if n > pol._grow_at:  # bounded by bytes only: the sketch grows
                     pol._set_capacity(max(n, pol._cap + pol._cap // 4))
+                    self._account_policy()  # counted against max_bytes
+                    max_bytes = self._limit
             max_entries = self._max_entries
             if b > max_bytes or n > max_entries:
                 win_max = pol._win_max

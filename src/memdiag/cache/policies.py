@@ -41,6 +41,8 @@ import sys
 from collections import OrderedDict
 from collections.abc import Iterator
 
+from .sizing import MIN_ENTRY_CHARGE
+
 __all__ = [
     "AUX",
     "EXPIRES",
@@ -78,6 +80,10 @@ class EvictionPolicy:
 
     def bind(self, max_entries: int | None) -> None:
         """Called once by the cache before use, with its entry bound (None: unbounded)."""
+
+    def bound_bytes(self, max_bytes: int) -> None:
+        """Called once by the cache before :meth:`bind`: the most entries it can ever hold
+        is ``max_bytes // MIN_ENTRY_CHARGE``; size nothing beyond that."""
 
     def lookup(self, key: str) -> Entry | None:
         """A read of ``key``: return its entry and record the access, or None."""
@@ -121,7 +127,10 @@ class EvictionPolicy:
         raise NotImplementedError
 
     def memory_bytes(self) -> int:
-        """Bytes of fixed-size structures the policy keeps besides its tables."""
+        """Bytes of the structures the policy keeps besides its tables' entries (which
+        :data:`~memdiag.cache.sizing.ENTRY_OVERHEAD` covers). The cache counts them against
+        its ``max_bytes``; it reads this after :meth:`bind` and after each insertion
+        of a new key, so it must be O(1)."""
         return 0
 
     def __len__(self) -> int:
@@ -288,6 +297,10 @@ class TinyLFUPolicy(EvictionPolicy):
         self.width_factor = int(width_factor)
         self._max_entries: int | None = None
         self._cap = 0
+        # The most entries the cache can hold (its max_bytes // MIN_ENTRY_CHARGE): the
+        # sketch is never sized beyond it.
+        self._cap_limit = sys.maxsize
+        self._nbytes = 0  # memory_bytes(), kept by _set_capacity
         # Entry count above which a cache bounded by bytes only grows the sketch.
         self._grow_at = 0
         self._ticks = 0  # insertions since the last aging
@@ -314,17 +327,20 @@ class TinyLFUPolicy(EvictionPolicy):
 
     # -- capacity and sketch ------------------------------------------------------
 
+    def bound_bytes(self, max_bytes: int) -> None:
+        self._cap_limit = max(2, int(max_bytes) // MIN_ENTRY_CHARGE)
+
     def bind(self, max_entries: int | None) -> None:
         self._max_entries = max_entries
+        self._rows = ()  # sized afresh: the bound may be below the provisional 64
         self._set_capacity(max_entries if max_entries is not None else 64)
-        if max_entries is not None:
-            self._grow_at = sys.maxsize
 
     def _set_capacity(self, cap: int) -> None:
-        cap = max(int(cap), 2)
+        # Capacity: the entry bound, else the most entries seen (it grows), and never
+        # more than the byte budget can hold.
+        cap = max(min(int(cap), self._cap_limit), 2)
         self._cap = cap
-        if self._max_entries is None:
-            self._grow_at = cap
+        self._grow_at = sys.maxsize if self._max_entries is not None or cap >= self._cap_limit else cap
         self._win_max = max(1, int(cap * self.window_fraction))
         self._main_max = max(1, cap - self._win_max)
         self._prot_max = max(1, int(self._main_max * self.protected_fraction))
@@ -345,6 +361,8 @@ class TinyLFUPolicy(EvictionPolicy):
             self._door = door
         else:
             return
+        rows = self._rows
+        self._nbytes = sys.getsizeof(rows) + sum(sys.getsizeof(r) for r in rows) + sys.getsizeof(self._door)
         bits = width.bit_length() - 1
         self._mask = width - 1
         self._dmask = len(self._door) - 1
@@ -353,7 +371,7 @@ class TinyLFUPolicy(EvictionPolicy):
         self._s1, self._s2, self._s3 = step, 2 * step, 3 * step
 
     def memory_bytes(self) -> int:
-        return 4 * (self._mask + 1) + len(self._door)
+        return self._nbytes
 
     def _add(self, key: str, by: int) -> int:
         """Count ``by`` accesses (conservative update: raise only the minimum cells);

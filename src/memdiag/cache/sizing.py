@@ -33,10 +33,15 @@ import pickle
 import sys
 from typing import Any
 
-__all__ = ["ENTRY_OVERHEAD", "encode_value", "key_size"]
+__all__ = ["ENTRY_OVERHEAD", "MIN_ENTRY_CHARGE", "encode_value", "key_size"]
 
 #: Bytes charged per entry for the cache's own structures (see the module docstring).
 ENTRY_OVERHEAD = 272
+
+#: The least any entry is charged (an empty key, the value ``None``): a cache of
+#: ``max_bytes`` never holds more than ``max_bytes // MIN_ENTRY_CHARGE`` entries, which
+#: bounds what a policy sizes by the entry count (the TinyLFU sketch).
+MIN_ENTRY_CHARGE = sys.getsizeof("") + sys.getsizeof(None) + ENTRY_OVERHEAD
 
 _getsizeof = sys.getsizeof
 _AS_IS = frozenset({str, bytes, int, float, bool, type(None)})
