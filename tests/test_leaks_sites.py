@@ -204,3 +204,15 @@ def test_shortened_scenarios_name_the_line_and_stay_quiet_on_a_twin() -> None:
     assert f["top"]["evidence"]["targets"] == {"dev": f["top"]["evidence"]["live"]}
     assert not f["own_listed"] and not d["own_listed"]
     assert out["twin_transients"]["suspects"] == []
+
+
+def test_the_audit_hook_never_breaks_an_open(tmp_path, monkeypatch) -> None:
+    origins.install()
+
+    def boom(frame, limit=64):
+        raise RuntimeError("site lookup failed")
+
+    monkeypatch.setattr(origins, "site_of", boom)  # a failure inside the hook
+    with open(tmp_path / "still-opens", "w") as fh:
+        fh.write("x")
+    assert (tmp_path / "still-opens").read_text() == "x"

@@ -92,11 +92,12 @@ def site_of(frame: Any, limit: int = 64) -> Site | None:
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
     # An audit hook that raises fails the audited operation itself: the interpreter opening
-    # the main script (no Python frame yet: sys._getframe(1) raises) failed with EINVAL.
-    try:
-        _record(event, args)
-    except Exception:
-        pass
+    # the main script (no Python frame yet: sys._getframe raises) failed with EINVAL.
+    if event == "open" or event == "socket.__new__" or event == "subprocess.Popen":
+        try:
+            _record(event, args)
+        except Exception:
+            pass
 
 
 def _record(event: str, args: tuple[Any, ...]) -> None:
@@ -104,7 +105,7 @@ def _record(event: str, args: tuple[Any, ...]) -> None:
         path = args[0]
         if not isinstance(path, str):
             return
-        site = site_of(sys._getframe(1))
+        site = site_of(sys._getframe(2))
         if site is None:
             return
         if path.startswith("/proc/self/"):  # the fd's link names the pid
@@ -120,14 +121,14 @@ def _record(event: str, args: tuple[Any, ...]) -> None:
             if len(_paths) > MAX_PATHS:
                 _paths.popitem(last=False)
     elif event == "socket.__new__":
-        site = site_of(sys._getframe(1))
+        site = site_of(sys._getframe(2))
         if site is not None and len(_sockets) < MAX_SOCKETS:
             try:
                 _sockets[args[0]] = site
             except TypeError:
                 pass
     elif event == "subprocess.Popen":
-        f = sys._getframe(1)
+        f = sys._getframe(2)
         popen = f.f_locals.get("self") if f.f_code.co_name == "_execute_child" else None
         site = site_of(f)
         if popen is not None and site is not None:
@@ -169,7 +170,10 @@ def _wrap_tasks() -> bool:
         _memdiag_wrapped = True
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self._memdiag_site = site_of(sys._getframe(1))
+            try:
+                self._memdiag_site = site_of(sys._getframe(1))
+            except Exception:
+                self._memdiag_site = None
             super().__init__(*args, **kwargs)
 
     Task.__name__ = Task.__qualname__ = base.__name__
