@@ -459,11 +459,19 @@ def render_leaks(d: Mapping[str, Any]) -> str:
         rows = []
         for sp in suspects[:10]:
             rate = sp.get("growth_bytes_per_min")
+            count = sp.get("growth_per_min")
+            growth = (
+                f"{human_bytes(rate, signed=True)}/min"
+                if isinstance(rate, (int, float))
+                else f"+{count:g}/min"
+                if isinstance(count, (int, float))
+                else "-"
+            )
             rows.append(
                 [
                     sp.get("kind"),
                     _site(sp),
-                    f"{human_bytes(rate, signed=True)}/min" if isinstance(rate, (int, float)) else "-",
+                    growth,
                     percent(100.0 * sp["confidence"], 0) if isinstance(sp.get("confidence"), (int, float)) else "-",
                     sp.get("classified_by") or "-",
                 ]
@@ -472,6 +480,9 @@ def render_leaks(d: Mapping[str, Any]) -> str:
         for sp in suspects[:3]:
             if sp.get("suggestion"):
                 out.append(f"  {sp.get('kind')} at {_site(sp)}: {sp['suggestion']}")
+            tb = sp.get("traceback")
+            if isinstance(tb, list) and len(tb) > 1:
+                out += [f"      {frame}" for frame in tb[:8]]
     tracing = d.get("tracing") or {}
     window = tracing.get("window")
     if tracing.get("running") and isinstance(window, Mapping):
@@ -482,6 +493,12 @@ def render_leaks(d: Mapping[str, Any]) -> str:
             f"Last tracing window: #{last.get('id')} ({last.get('reason')}), {human_duration(last.get('seconds'))}, "
             f"traced growth {human_bytes(last.get('traced_growth_bytes_per_min'), signed=True)}/min"
         )
+    live = d.get("top_live_sites")
+    if isinstance(live, list) and live:
+        backend = (d.get("live_heap") or {}).get("backend")
+        rows = [[f"{x.get('file')}:{x.get('line')}", human_bytes(x.get("live_bytes")), x.get("live_blocks"), x.get("domain")]
+                for x in live[:10] if isinstance(x, Mapping)]
+        out += ["", _heading(f"Live heap, top sites ({backend})"), table(rows, ["WHERE", "LIVE", "BLOCKS", "DOMAIN"], right=(1, 2))]
     for key, title in (("growing_sites", "Growing allocation sites"), ("top_allocations", "Top allocation sites")):
         sites = d.get(key)
         if isinstance(sites, list) and sites:
