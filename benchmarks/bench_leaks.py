@@ -79,11 +79,11 @@ def leak_forever(stop: threading.Event, bytes_per_min: float) -> None:
         stop.wait(max(0.0, nxt - time.monotonic()))
 
 
-def serve(stop: threading.Event, rate: float, counter: list[int]) -> None:
+def serve(stop: threading.Event, rate: float, counter: list[int], key_space: int = 100_000) -> None:
     """Request handling at ``rate`` req/s: temporary objects, an LRU cache that warms up."""
-    keys = Zipf(100_000)
+    keys = Zipf(key_space)
     cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
-    capacity = 10_000
+    capacity = key_space // 10
     nxt = time.monotonic()
     while not stop.is_set():
         k = keys()
@@ -449,7 +449,7 @@ def kind_child(args: argparse.Namespace) -> None:
     diag = memdiag.start(**overrides)
     stop = threading.Event()
     counter = [0]
-    threads = [threading.Thread(target=serve, args=(stop, args.rate, counter), daemon=True)]
+    threads = [threading.Thread(target=serve, args=(stop, args.rate, counter, args.keys), daemon=True)]
     truth = None
     every = 60.0 / 1024  # memory kinds: 1024 blocks of ~1 KiB a minute
     if kind == "py_objects":
@@ -544,7 +544,7 @@ def kind_child(args: argparse.Namespace) -> None:
     os._exit(0)  # the leaked threads and tasks go with the process
 
 
-def scenario_kinds(quick: bool, heap_profile: str, only: str | None) -> list[dict[str, Any]]:
+def scenario_kinds(quick: bool, heap_profile: str, only: str | None, rate: float = 200.0) -> list[dict[str, Any]]:
     """Every kind and twin, a few at a time in parallel; prints the table."""
     kinds = [*MEMORY_KINDS, *COUNT_KINDS, *TWINS]
     if only:
@@ -558,8 +558,8 @@ def scenario_kinds(quick: bool, heap_profile: str, only: str | None) -> list[dic
             secs = (180.0 if quick else 600.0) if k in TWINS else 150.0
             env = {kk: v for kk, v in os.environ.items() if not kk.startswith("MEMDIAG_")}
             env["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="bench-leaks-")
-            cfg = json.dumps({"heap_profile": heap_profile, "http_enabled": False} if False else {"heap_profile": heap_profile})
-            cmd = [sys.executable, HERE, "_kind", "--kind", k, "--seconds", str(secs), "--config", cfg]
+            cfg = json.dumps({"heap_profile": heap_profile})
+            cmd = [sys.executable, HERE, "_kind", "--kind", k, "--seconds", str(secs), "--config", cfg, "--rate", str(rate)]
             running.append((k, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), secs))
         k, proc, secs = running.pop(0)
         out, err = proc.communicate(timeout=secs * 3 + 120)
@@ -608,6 +608,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--workload", default="service", choices=["service", "hot"])
     p.add_argument("--rate", type=float, default=200.0)
+    p.add_argument("--keys", type=int, default=100_000, help="kinds: the service's cache key space (capacity a tenth)")
     p.add_argument("--leak", action="store_true")
     p.add_argument("--config", default="{}")
     p.add_argument("--kind", default="py_objects")
@@ -627,7 +628,7 @@ def main() -> None:
     if args.scenario in ("all", "plateau"):
         results.append(scenario_plateau(args.quick))
     if args.scenario in ("all", "kinds"):
-        results.extend(scenario_kinds(args.quick, args.heap_profile, args.only))
+        results.extend(scenario_kinds(args.quick, args.heap_profile, args.only, args.rate))
     if args.scenario in ("all", "overhead"):
         results.append(scenario_overhead(args.quick, args.rounds, args.concurrent))
     if args.json:

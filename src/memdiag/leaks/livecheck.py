@@ -85,8 +85,8 @@ class LiveChecker:
         if ignore is not None:  # the sampler leaves this thread's allocations out
             ignore(True)
         # A snapshot that takes long (the tracemalloc stand-in on a busy heap) spaces the
-        # next ones out: this thread never takes more than ~a fifth of the time.
-        while not self._stop.wait(max(self._every, 4.0 * (self.snapshot_seconds or 0.0))):
+        # next ones out: this thread never takes more than ~a third of the time.
+        while not self._stop.wait(max(self._every, 2.0 * (self.snapshot_seconds or 0.0))):
             if not heapprof.running():
                 continue
             t0 = time.perf_counter()
