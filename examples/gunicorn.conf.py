@@ -32,3 +32,13 @@ os.environ.setdefault("MEMDIAG_HISTORY_DB", "/var/tmp/memdiag/history.db")  # on
 def post_fork(server, worker):
     """gunicorn hook: nothing to do for memdiag (it restarts itself in the worker after
     fork). Shown because applications often have one; memdiag needs no call here."""
+
+
+def child_exit(server, worker):
+    """gunicorn hook: with prometheus_client in multiprocess mode (PROMETHEUS_MULTIPROC_DIR
+    set before gunicorn starts), drop a dead worker's metric files. memdiag mirrors each
+    worker's memdiag_* values there, so /metrics shows every live worker (docs/telemetry.md)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
