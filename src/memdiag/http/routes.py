@@ -440,10 +440,17 @@ ROUTES: dict[str, dict[str, Endpoint]] = {
 PATHS: tuple[str, ...] = tuple(ROUTES)
 
 
-def allow(path: str) -> str:
-    """The ``Allow`` header of ``path``: its methods, HEAD with GET, and OPTIONS."""
+def _allow(path: str) -> str:
     methods = set(ROUTES[path])
     if "GET" in methods:
         methods.add("HEAD")
     methods.add("OPTIONS")
     return ", ".join(m for m in ("GET", "HEAD", "POST", "OPTIONS") if m in methods)
+
+
+_ALLOW = {path: _allow(path) for path in ROUTES}
+
+
+def allow(path: str) -> str:
+    """The ``Allow`` header of ``path``: its methods, HEAD with GET, and OPTIONS."""
+    return _ALLOW[path]
