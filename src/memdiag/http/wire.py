@@ -457,7 +457,12 @@ class Connection(asyncio.Protocol):
         self.busy = False
         if self.closing:
             return
-        self._send(resp, method)
+        try:
+            self._send(resp, method)
+        except Exception:  # h11 refused to frame it: never let that escape into the loop
+            log.debug("memdiag API: answer to %s failed", self.client, exc_info=True)
+            self._close()
+            return
         self._process()
 
     # -- output -------------------------------------------------------------------------
