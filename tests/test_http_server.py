@@ -271,6 +271,21 @@ def test_adapters_name_their_extra_when_missing() -> None:
         assert f"pip install 'memdiag[{extra}]'" in out
 
 
+def test_without_h11_the_core_imports_and_the_server_says_what_is_missing() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['h11'] = None  # simulate a broken install\n"
+        "import memdiag, memdiag.http.core\n"
+        "api = memdiag.http.MemoryAPI()\n"
+        "try:\n"
+        "    import memdiag.http.server\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "needs the 'h11' package" in out and "pip install h11" in out
+
+
 def test_core_import_loads_no_framework() -> None:
     code = (
         "import sys, memdiag, memdiag.http, memdiag.http.core\n"

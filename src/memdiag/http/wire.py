@@ -46,7 +46,14 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-import h11
+try:
+    import h11
+except ImportError as exc:  # a broken install: h11 is one of memdiag's own dependencies
+    raise ImportError(
+        "memdiag's standalone API server needs the 'h11' package, a dependency of memdiag: "
+        "pip install h11 (or reinstall memdiag); the framework adapters do not need it",
+        name="h11",
+    ) from exc
 
 from .core import JSON_TYPE, Response, dumps
 
