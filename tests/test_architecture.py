@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "memdiag._files",
             "memdiag._libc",
             "memdiag._net",
+            "memdiag._logging",
             "memdiag.units",
             "memdiag.redact",
             "memdiag.stats",
@@ -35,7 +36,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("probes and settings", ("memdiag.probes", "memdiag.config", "memdiag.runtime")),
     ("registry", ("memdiag.registry",)),
     ("sample", ("memdiag.sample",)),
-    ("pressure, actions, history", ("memdiag.pressure", "memdiag.projection", "memdiag.history", "memdiag.cleanup", "memdiag.cache")),
+    (
+        "pressure, actions, history",
+        ("memdiag.pressure", "memdiag.projection", "memdiag.history", "memdiag.cleanup", "memdiag.cache"),
+    ),
     ("monitor contract", ("memdiag.monitor",)),
     ("leaks and processes", ("memdiag.leaks", "memdiag.processes")),
     ("reports", ("memdiag.reports",)),
@@ -116,7 +120,9 @@ def layer_of(module: str) -> int | None:
     best: tuple[int, int] | None = None
     for i, (_, names) in enumerate(LAYERS):
         for n in names:
-            if (module == n or module.startswith(n + ".")) and (best is None or len(n) > best[1]):
+            # "memdiag" names the public face alone, not every module under it.
+            covers = module == n or (n != "memdiag" and module.startswith(n + "."))
+            if covers and (best is None or len(n) > best[1]):
                 best = (i, len(n))
     return None if best is None else best[0]
 
@@ -208,6 +214,7 @@ def test_the_checks_name_the_offending_edge(tmp_path: Path) -> None:
     (cycle,) = cycles(edges)
     assert "memdiag.registry -> memdiag.sample (memdiag/registry.py:2)" in cycle
     assert "memdiag.sample -> memdiag.registry (memdiag/sample.py:1)" in cycle
+    assert layer_of("memdiag.brand_new") is None and layer_of("memdiag") is not None  # the face alone
     up = upward_imports(edges)
     assert any(m.startswith("memdiag.registry (layer 'registry') imports memdiag.sample") for m in up), up
     assert any(m.startswith("memdiag.leaks (layer 'leaks and processes') imports memdiag.service") for m in up), up
