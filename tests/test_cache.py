@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import random
@@ -22,6 +23,7 @@ from memdiag.cache import (
     LRUPolicy,
     SharedPromptCache,
     TinyLFUPolicy,
+    fastpaths,
     sweeper,
 )
 
@@ -284,6 +286,36 @@ def test_inlined_hot_paths_decide_like_the_policy_interface(base: type, bounds: 
             (trace, m["hits"], m["evictions"], m["entries"], m["bytes"], sorted(k for k, _ in policy.items()))
         )
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("policy", ["lru", "tinylfu"])
+def test_c_get_answers_like_the_python_get(policy: str) -> None:
+    # fastpaths.py puts the C get (_fastget.c) on its classes when it was built; the pure
+    # Python get stays as _py_get. The same stream through each: same answers, counters, order.
+    if not fastpaths.C_GET:
+        pytest.skip("memdiag.cache._fastget not built (python setup.py build_ext --inplace)")
+    rng = random.Random(5)
+    keys = [f"k{i}" for i in range(2000)]
+    stream = rng.choices(keys, [1.0 / (i + 1) for i in range(2000)], k=20_000)
+    results = []
+    for use_c in (True, False):
+        cache = SharedPromptCache(max_entries=300, policy=policy)
+        get = cache.get if use_c else functools.partial(type(cache)._py_get, cache)
+        trace = []
+        for i, k in enumerate(stream):
+            v = get(k, "<miss>") if i % 3 else get(k)
+            trace.append(v)
+            if v is None or v == "<miss>":
+                if i % 5 == 0:
+                    cache.set(k, {"pickled": i})  # serialised: the C get hands it to Python
+                elif i % 11 == 0:
+                    cache.set(k, "short-lived", ttl=1e-9)  # expired at once: a miss, freed
+                else:
+                    cache.set(k, f"v{i}", ttl=3600 if i % 2 else None)
+        m = cache.metrics()
+        results.append((trace, m["hits"], m["misses"], m["evictions"], [k for k, _ in cache._policy.items()]))
+    assert results[0] == results[1]
+    assert type(SharedPromptCache(policy=policy)).get is not type(SharedPromptCache(policy=policy))._py_get
 
 
 def test_read_through_hint_never_duplicates_an_equal_key(policy: str) -> None:

@@ -39,6 +39,7 @@ these classes are not used at all (:data:`memdiag.cache.core.FAST_PATHS` stays e
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -389,7 +390,33 @@ for _cls in (_LRUCache, _TinyLFUCache):
     _cls.get.__doc__ = SharedPromptCache.get.__doc__
     _cls.set.__doc__ = SharedPromptCache.set.__doc__
 
+# The pure-Python get of each class, kept under this name: the C get (below) hands it
+# every case it does not answer itself, and tests compare the two.
+_LRUCache._py_get = _LRUCache.get  # type: ignore[attr-defined]
+_TinyLFUCache._py_get = _TinyLFUCache.get  # type: ignore[attr-defined]
+
+
+def _install_c_get() -> bool:
+    """Replace both classes' get by the C one (``_fastget.c``) where it was built.
+
+    It does the lock-free hit of the Python get above (and LRU's lock-free miss) in one
+    C call, without a Python frame; everything else goes to the Python get. Off with
+    ``MEMDIAG_CACHE_PURE_PYTHON=1``. Returns whether the C get is in use.
+    """
+    if os.environ.get("MEMDIAG_CACHE_PURE_PYTHON"):
+        return False
+    try:
+        from . import _fastget  # type: ignore[attr-defined]
+    except ImportError:  # not built (no compiler at install time): the Python get stays
+        return False
+    _fastget.install(_LRUCache, _LRUCache._py_get, False, True, globals())  # type: ignore[attr-defined]
+    _fastget.install(_TinyLFUCache, _TinyLFUCache._py_get, True, False, globals())  # type: ignore[attr-defined]
+    return True
+
+
 # Not on a free-threaded build (FAST_PATHS stays empty): the lock-free hits rely on the GIL.
+C_GET = False
 if getattr(sys, "_is_gil_enabled", lambda: True)():
     register_fast_path(LRUPolicy, _LRUCache)
     register_fast_path(TinyLFUPolicy, _TinyLFUCache)
+    C_GET = _install_c_get()

@@ -1,0 +1,45 @@
+"""Build the optional C parts of memdiag; everything else is in pyproject.toml.
+
+``memdiag.cache._fastget`` (SharedPromptCache.get's lock-free hit in C) needs a C
+compiler and the Python headers. Where it cannot be built the install still succeeds
+and the cache uses its pure-Python path.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+_CFLAGS = ["-O2", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
+
+
+class _OptionalBuildExt(build_ext):
+    """A failed extension build is a warning, never a failed install."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # no compiler at all, for instance
+            print(f"memdiag: C extensions not built ({exc}); pure-Python fallbacks in use", file=sys.stderr)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            print(f"memdiag: {ext.name} not built ({exc}); pure-Python fallback in use", file=sys.stderr)
+
+
+_EXTENSIONS = []
+if sys.implementation.name == "cpython":
+    _EXTENSIONS = [
+        Extension(
+            "memdiag.cache._fastget",
+            ["src/memdiag/cache/_fastget.c"],
+            extra_compile_args=_CFLAGS,
+            optional=True,
+        ),
+    ]
+
+setup(ext_modules=_EXTENSIONS, cmdclass={"build_ext": _OptionalBuildExt})
