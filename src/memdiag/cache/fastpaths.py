@@ -406,11 +406,11 @@ def _install_c_get() -> bool:
     if os.environ.get("MEMDIAG_CACHE_PURE_PYTHON"):
         return False
     try:
-        from . import _fastget  # type: ignore[attr-defined]
+        from ._fastget import install  # type: ignore[import-not-found]
     except ImportError:  # not built (no compiler at install time): the Python get stays
         return False
-    _fastget.install(_LRUCache, _LRUCache._py_get, False, True, globals())  # type: ignore[attr-defined]
-    _fastget.install(_TinyLFUCache, _TinyLFUCache._py_get, True, False, globals())  # type: ignore[attr-defined]
+    install(_LRUCache, _LRUCache._py_get, False, True, globals())  # type: ignore[attr-defined]
+    install(_TinyLFUCache, _TinyLFUCache._py_get, True, False, globals())  # type: ignore[attr-defined]
     return True
 
 
