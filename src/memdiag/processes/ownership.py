@@ -83,6 +83,14 @@ def _pidfd_open(pid: int) -> int:
         return -1
 
 
+def _kill(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def _procfd_open(pid: int, proc_root: str = "/proc") -> int:
     """A descriptor on ``/proc/PID`` (the identity handle where there is no pidfd), or -1."""
     try:
@@ -138,6 +146,9 @@ class OwnedProcess:
     _owner: weakref.ref[Any] | None = field(default=None, repr=False)
     _pidfd: int = field(default=-1, repr=False)
     _procfd: int = field(default=-1, repr=False)  # /proc/PID, only where there is no pidfd
+    # Guards the descriptors: close() from one thread while another signals through them
+    # must never close a number twice (it may already name someone else's socket).
+    _fd_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def owner(self) -> Any:
@@ -159,9 +170,11 @@ class OwnedProcess:
 
     def is_same_process(self, proc_root: str = "/proc") -> bool:
         """True while ``pid`` still names this process (alive or a zombie, not a successor)."""
-        if self._procfd >= 0 and proc_root == "/proc":
-            ticks = _procfd_start_ticks(self._procfd)
-            return ticks is not None and (self.start_ticks is None or ticks == self.start_ticks)
+        if proc_root == "/proc":
+            with self._fd_lock:
+                if self._procfd >= 0:
+                    ticks = _procfd_start_ticks(self._procfd)
+                    return ticks is not None and (self.start_ticks is None or ticks == self.start_ticks)
         st = read_identity(self.pid, proc_root)
         return st is not None and (self.start_ticks is None or st.start_ticks == self.start_ticks)
 
@@ -172,19 +185,21 @@ class OwnedProcess:
         the ``/proc/PID`` descriptor (bound to this process, not to the number)
         immediately before ``kill``.
         """
-        if self._pidfd >= 0:
-            try:
-                signal.pidfd_send_signal(self._pidfd, sig)
-                return True
-            except ProcessLookupError:
-                return False
+        with self._fd_lock:
+            if self._pidfd >= 0:
+                try:
+                    signal.pidfd_send_signal(self._pidfd, sig)
+                    return True
+                except ProcessLookupError:
+                    return False
+            if self._procfd >= 0:
+                ticks = _procfd_start_ticks(self._procfd)
+                if ticks is None or (self.start_ticks is not None and ticks != self.start_ticks):
+                    return False
+                return _kill(self.pid, sig)
         if not self.is_same_process():
             return False
-        try:
-            os.kill(self.pid, sig)
-            return True
-        except ProcessLookupError:
-            return False
+        return _kill(self.pid, sig)
 
     def signal_group(self, sig: int) -> bool:
         """Signal its whole process group, only while the leader is provably this process.
@@ -232,13 +247,14 @@ class OwnedProcess:
         return None
 
     def close(self) -> None:
-        for fd in (self._pidfd, self._procfd):
+        with self._fd_lock:
+            fds, self._pidfd, self._procfd = (self._pidfd, self._procfd), -1, -1
+        for fd in fds:
             if fd >= 0:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        self._pidfd = self._procfd = -1
 
     def to_dict(self) -> dict[str, Any]:
         return {
