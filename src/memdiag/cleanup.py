@@ -3,9 +3,15 @@
 Rungs run cheapest first (see :class:`~memdiag.registry.CleanupAction` for the order):
 shrink or clear registered caches, ``gc.collect()``, glibc ``malloc_trim(0)``, then what
 other parts register (zombie reaping, Node.js GC, owned children) and user handlers.
-Each rung is measured: seconds, RSS before and after, and what the rung itself
-accounts (a cache's bytes). RSS lags and sticks (freed heap often stays mapped until
-``malloc_trim``), so both figures are reported.
+Each rung is measured: seconds, and RSS before and after it. The accounting is honest
+(docs/cleanup.md, "What freed_bytes means"): a rung's ``freed_bytes`` is the RSS this
+process returned to the OS across the rung (freed heap is handed back with ``malloc_trim``
+inside the rung's window, so the rung that dropped the objects gets the credit, not the
+trim after it); what the rung claims itself (a cache's entry bytes) is reported apart as
+``released_logical_bytes`` and never added in. The run's ``freed_bytes`` is the measured
+process drop (RSS before the first rung minus RSS after the last), plus what rungs acting
+on *other* processes measured there (``scope: "children"``: terminated children, Node.js
+heaps), never the sum of the rungs' claims.
 
 Only one cleanup runs at a time (single-flight); between cleanups ``cleanup_cooldown``
 must pass unless forced. An automatic cleanup re-checks pressure between rungs and stops
@@ -51,21 +57,34 @@ class ActionResult:
     """What one rung did."""
 
     name: str
+    #: Measured release: this process's RSS drop across the rung (>= 0), or, for a rung
+    #: acting on other processes (``scope == "children"``), what it measured there.
+    #: In a dry run, the rung's estimate.
     freed_bytes: int = 0
+    #: RSS before minus RSS after the rung (negative when it grew).
     rss_freed_bytes: int = 0
-    reported_bytes: int | None = None
+    #: What the rung itself claims (a cache's entry bytes); reported, never summed.
+    released_logical_bytes: int | None = None
+    scope: str = "process"
     seconds: float = 0.0
     count: int | None = None
     detail: str = ""
     skipped: str | None = None
     error: str | None = None
 
+    @property
+    def reported_bytes(self) -> int | None:
+        """The earlier name of :attr:`released_logical_bytes`."""
+        return self.released_logical_bytes
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "freed_bytes": self.freed_bytes,
             "rss_freed_bytes": self.rss_freed_bytes,
-            "reported_bytes": self.reported_bytes,
+            "released_logical_bytes": self.released_logical_bytes,
+            "reported_bytes": self.released_logical_bytes,  # the earlier name
+            "scope": self.scope,
             "seconds": round(self.seconds, 6),
             "count": self.count,
             "detail": self.detail,
@@ -93,8 +112,28 @@ class CleanupResult:
     seconds: float = 0.0
 
     @property
+    def children_freed_bytes(self) -> int:
+        """What the rungs acting on other processes measured there."""
+        return sum(a.freed_bytes for a in self.actions if a.scope == "children")
+
+    @property
+    def process_freed_bytes(self) -> int:
+        """This process's measured RSS drop over the run (>= 0); a dry run: the estimates."""
+        if self.dry_run:
+            return sum(a.freed_bytes for a in self.actions if a.scope != "children")
+        if self.rss_before is None or self.rss_after is None:
+            return 0
+        return max(0, self.rss_before - self.rss_after)
+
+    @property
     def freed_bytes(self) -> int:
-        return sum(a.freed_bytes for a in self.actions)
+        """Measured release: the process drop plus the children's, not the rungs' claims."""
+        return self.process_freed_bytes + self.children_freed_bytes
+
+    @property
+    def released_logical_bytes(self) -> int:
+        """The sum of what the rungs claim (may count the same bytes twice: shown apart)."""
+        return sum(a.released_logical_bytes or 0 for a in self.actions)
 
     def to_dict(self) -> dict[str, Any]:
         rss_freed = None
@@ -112,6 +151,9 @@ class CleanupResult:
             "actions": [a.to_dict() for a in self.actions],
             "actions_taken": [a.name for a in self.actions if a.skipped is None and a.error is None],
             "freed_bytes": self.freed_bytes,
+            "process_freed_bytes": self.process_freed_bytes,
+            "children_freed_bytes": self.children_freed_bytes,
+            "released_logical_bytes": self.released_logical_bytes,
             "rss_before": self.rss_before,
             "rss_after": self.rss_after,
             "rss_freed_bytes": rss_freed,
@@ -251,9 +293,10 @@ class CleanupLadder:
             done = self._run_action(action, ctx)
             result.actions.append(done)
             if not dry:
-                self._rung_last[action.name] = (time.monotonic(), done.freed_bytes)
-                if done.freed_bytes >= REPEAT_MIN_FREED and action.order > 30:
-                    _trim_quietly(cfg)  # a later rung's freed heap counts before the re-check
+                # "Freed little" judges usefulness: a cache that dropped its entries may free
+                # again once refilled, even when RSS did not show it (heap kept mapped).
+                useful = max(done.freed_bytes, done.released_logical_bytes or 0)
+                self._rung_last[action.name] = (time.monotonic(), useful)
             if reason == "auto" and not dry and self._checker is not None:
                 rank, name = self._safe_check()
                 if rank == 0:
@@ -313,6 +356,10 @@ class CleanupLadder:
             self.runs["errors"] += 1
             res.error = f"{type(exc).__name__}: {exc}"[:300]
             facts = None
+        if not ctx.dry_run and action.name != "malloc_trim":
+            # Heap the rung freed goes back to the OS inside its own window: the rung that
+            # dropped the objects is credited, and the next rung is judged on real figures.
+            _trim_quietly(_config(ctx))
         res.seconds = time.perf_counter() - t0
         after = read_statm_rss(self._pid)
         if before is not None and after is not None:
@@ -320,15 +367,16 @@ class CleanupLadder:
         if facts:
             reported = facts.get("would_free_bytes" if ctx.dry_run else "freed_bytes")
             if isinstance(reported, (int, float)):
-                res.reported_bytes = int(reported)
+                res.released_logical_bytes = int(reported)
             if isinstance(facts.get("count"), int):
                 res.count = facts["count"]
             res.detail = str(facts.get("detail", ""))[:300]
-        # Headline figure: what the rung accounts for itself where it can (a cache knows
-        # the bytes it dropped; RSS may not move until malloc_trim), else the RSS drop.
-        if res.reported_bytes is not None:
-            res.freed_bytes = max(0, res.reported_bytes)
-        elif not ctx.dry_run:
+            if facts.get("scope") == "children":
+                res.scope = "children"
+        if ctx.dry_run or res.scope == "children":
+            # An estimate (dry run), or a release measured in other processes by the rung.
+            res.freed_bytes = max(0, res.released_logical_bytes or 0)
+        else:
             res.freed_bytes = max(0, res.rss_freed_bytes)
         return res
 

@@ -110,8 +110,10 @@ class CleanupContext:
 
 
 # An action returns None, or a dict of facts: "freed_bytes" (its own accounting, e.g.
-# a cache's bytes), "detail" (short text), "count" (how many things it acted on), or
-# "would_free_bytes" in dry-run mode. The ladder measures RSS and time itself.
+# a cache's bytes: reported as released_logical_bytes, the ladder measures the RSS it
+# really freed itself), "detail" (short text), "count" (how many things it acted on),
+# "would_free_bytes" in dry-run mode, and "scope": "children" when it released memory in
+# other processes (then its freed_bytes, measured there, is the rung's figure).
 CleanupFn = Callable[[CleanupContext], "Mapping[str, Any] | None"]
 
 

@@ -364,7 +364,8 @@ def render_cleanup(d: Mapping[str, Any]) -> str:
             ]
         )
     summary = (
-        f"Freed {human_bytes(d.get('freed_bytes'))} (accounted); RSS {human_bytes(d.get('rss_before'))} -> "
+        f"Freed {human_bytes(d.get('freed_bytes'))} (measured; the rungs claimed "
+        f"{human_bytes(d.get('released_logical_bytes'))}); RSS {human_bytes(d.get('rss_before'))} -> "
         f"{human_bytes(d.get('rss_after'))} ({human_bytes(d.get('rss_freed_bytes'))} returned to the OS) "
         f"in {human_duration(d.get('seconds'))}; "
         f"pressure {level_text(d.get('level_before'))} -> {level_text(d.get('level_after'))}"

@@ -349,7 +349,12 @@ def node_gc_rung(ctx: CleanupContext) -> dict[str, Any]:
         t.join(15.0)
     ok = [r for r in results if r.get("ok")]
     freed = sum(r["freed_bytes"] for r in ok)
-    return {"freed_bytes": freed, "count": len(ok), "detail": f"collected {len(ok)} of {len(nodes)} Node.js heaps"}
+    return {
+        "freed_bytes": freed,
+        "scope": "children",
+        "count": len(ok),
+        "detail": f"collected {len(ok)} of {len(nodes)} Node.js heaps",
+    }
 
 
 def install() -> None:

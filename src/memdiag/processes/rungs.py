@@ -64,6 +64,7 @@ def owned_children_rung(ctx: CleanupContext) -> dict[str, Any]:
     if ctx.dry_run:
         return {
             "would_free_bytes": freed + pool_bytes,
+            "scope": "children",
             "count": len(victims) + pool_count,
             "detail": f"would terminate: {names}; would recycle {pool_count} idle pool workers",
         }
@@ -71,6 +72,7 @@ def owned_children_rung(ctx: CleanupContext) -> dict[str, Any]:
     done = [r for r in results if r["exited"]]
     return {
         "freed_bytes": freed + pool_bytes,
+        "scope": "children",  # the children's RSS, measured before they went
         "count": len(done) + pool_count,
         "detail": f"terminated: {names}; recycled {pool_count} idle pool workers",
     }
