@@ -1,8 +1,11 @@
-"""Benchmark SharedPromptCache against cachetools on a Zipf(1.0) read-through stream.
+"""Benchmark SharedPromptCache against cachetools, cachebox and theine, read-through.
 
-Workload: ``--ops`` requests over ``--keys`` distinct string keys drawn from a Zipf(s)
-distribution (fixed seed), capacity ``--capacity`` entries, read-through: ``get``, and
-on a miss ``load`` + ``set``. Every contender serves the same stream. In each round all
+Traces (``--traces``): ``zipf``, ``--ops`` requests over ``--keys`` distinct string keys
+drawn from a Zipf(s) distribution (fixed seed); ``scan``, the same stream with a scan of
+``capacity`` never-repeated keys after every ``4 x capacity`` requests; ``loop``, a loop
+over ``1.5 x capacity`` keys. Capacity ``--capacity`` entries, read-through: ``get``, and
+on a miss ``load`` + ``set``. Every contender serves the same stream. Then the Zipf stream
+again from ``--mix-threads`` threads sharing one cache (the thread-safe contenders only). In each round all
 contenders start a fresh cache and take turns, slice by slice (``--chunk`` requests,
 the order rotating every slice), so that a shared machine's noise, which comes and goes
 over tenths of a second, falls on all of them alike. The table reports the median
@@ -17,6 +20,7 @@ increments done with ``get_or_set`` + a per-key lock-free check: the test is tha
 update is lost (every thread's writes are counted) and the throughput is reported.
 
 Run:  PYTHONHASHSEED=0 python benchmarks/bench_cache.py
+(the figures in docs/benchmarks.md: ``--ops 1000000 --rounds 3 --thread-ops 50000``)
 """
 
 from __future__ import annotations
@@ -43,6 +47,15 @@ except ImportError:  # pragma: no cover - the benchmark needs it
     sys.exit("this benchmark needs cachetools: pip install cachetools")
 
 
+try:  # peers, compared when installed
+    import cachebox
+except ImportError:  # pragma: no cover
+    cachebox = None
+try:
+    import theine
+except ImportError:  # pragma: no cover
+    theine = None
+
 BASELINE = "cachetools LRUCache + Lock (baseline)"
 
 # CPU time of this process: on a shared machine, wall time mostly measures the
@@ -61,6 +74,31 @@ def zipf_stream(n_keys: int, n_ops: int, s: float, seed: int) -> list[str]:
     last = n_keys - 1
     bl = bisect.bisect_left
     return [keys[min(bl(cum, r() * total), last)] for _ in range(n_ops)]
+
+
+def scan_stream(zipf: list[str], capacity: int) -> list[str]:
+    """The Zipf stream with scans: after every ``4 x capacity`` requests, ``capacity`` keys
+    never seen before nor after (a batch job, a crawler). A fifth of the traffic; a
+    scan-resistant policy keeps the popular keys through it."""
+    out: list[str] = []
+    block = 4 * capacity
+    n = len(zipf)
+    scan = 0
+    i = 0
+    while len(out) < n:
+        out.extend(zipf[i : i + block])
+        i += block
+        out.extend(f"scan:{scan}:{j}" for j in range(capacity))
+        scan += 1
+    return out[:n]
+
+
+def loop_stream(n_ops: int, capacity: int) -> list[str]:
+    """Keys requested in a loop over ``1.5 x capacity`` keys: LRU never hits; a policy
+    that keeps a fixed part of the loop hits about capacity / loop length."""
+    keys = [f"loop:{i:06d}" for i in range(capacity * 3 // 2)]
+    n = len(keys)
+    return [keys[i % n] for i in range(n_ops)]
 
 
 def belady_hit_ratio(stream: list[str], capacity: int) -> float:
@@ -172,6 +210,49 @@ def cachetools_contender(capacity: int, *, locked: bool) -> Contender:
     return start
 
 
+def cachebox_contender(capacity: int) -> Contender:
+    def start() -> tuple[Step, Callable[[], int]]:
+        cache = cachebox.LRUCache(capacity)  # thread-safe itself (a lock in Rust)
+        total = [0]
+
+        def step(chunk: list[str]) -> None:
+            c = cache
+            get = c.get
+            hits = 0
+            for k in chunk:
+                v = get(k)
+                if v is None:
+                    c[k] = load(k)
+                else:
+                    hits += 1
+            total[0] += hits
+
+        return step, lambda: total[0]
+
+    return start
+
+
+def theine_contender(capacity: int) -> Contender:
+    def start() -> tuple[Step, Callable[[], int]]:
+        cache = theine.Cache(capacity)  # W-TinyLFU (Rust core), thread-safe
+        total = [0]
+
+        def step(chunk: list[str]) -> None:
+            get, put = cache.get, cache.set
+            hits = 0
+            for k in chunk:
+                _v, ok = get(k)
+                if ok:
+                    hits += 1
+                else:
+                    put(k, load(k))
+            total[0] += hits
+
+        return step, lambda: total[0]
+
+    return start
+
+
 def functools_contender(capacity: int) -> Contender:
     def start() -> tuple[Step, Callable[[], int]]:
         cached = functools.lru_cache(maxsize=capacity)(load)
@@ -236,6 +317,77 @@ def contention(threads: int, ops_per_thread: int, policy: str) -> dict[str, floa
     }
 
 
+THREAD_SAFE = (BASELINE, "cachebox LRUCache", "theine Cache (W-TinyLFU)")
+
+
+def interleaved(
+    stream: list[str], contenders: dict[str, Contender], rounds: int, chunk: int, threads: int = 1
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Per round: every contender starts a fresh cache, then they take turns slice by slice
+    (the order rotating), so that the machine's noise falls on all alike. With ``threads``
+    > 1 each slice is split among that many threads sharing the contender's cache."""
+    names = list(contenders)
+    chunks = [stream[i : i + chunk] for i in range(0, len(stream), chunk)]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    hits: dict[str, int] = {}
+    clock = CLOCK
+    for rnd in range(rounds):
+        gc.collect()
+        steps = {name: contenders[name]() for name in names}
+        spent = dict.fromkeys(names, 0.0)
+        for i, part in enumerate(chunks):
+            shift = (rnd + i) % len(names)
+            for name in names[shift:] + names[:shift]:
+                step = steps[name][0]
+                if threads == 1:
+                    t = clock()
+                    step(part)
+                    spent[name] += clock() - t
+                else:
+                    spent[name] += run_threads(step, part, threads)
+        for name in names:
+            times[name].append(spent[name])
+            hits[name] = steps[name][1]()
+        del steps
+        print(f"# round {rnd + 1}/{rounds} done", file=sys.stderr)
+    return times, hits
+
+
+def run_threads(step: Step, part: list[str], threads: int) -> float:
+    """Serve ``part`` split among ``threads`` threads started together; the time they took."""
+    size = -(-len(part) // threads)
+    barrier = threading.Barrier(threads + 1)
+
+    def work(piece: list[str]) -> None:
+        barrier.wait()
+        step(piece)
+
+    ts = [threading.Thread(target=work, args=(part[i : i + size],)) for i in range(0, len(part), size)]
+    barrier = threading.Barrier(len(ts) + 1)
+    for t in ts:
+        t.start()
+    barrier.wait()
+    t0 = CLOCK()
+    for t in ts:
+        t.join()
+    return CLOCK() - t0
+
+
+def print_table(
+    times: dict[str, list[float]], hits: dict[str, int] | None, ops: int, rounds: int, kind: str
+) -> None:
+    base = times[BASELINE]
+    ratio_head = f"vs baseline: median (range) of {rounds} per-round ratios"
+    print(f"| contender | median ops/s ({kind} time) | {ratio_head} | hit ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in times:
+        med = statistics.median(times[name])
+        ratios = [b / t for b, t in zip(base, times[name])]
+        spread = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+        hr = f"{hits[name] / ops:.2%}" if hits is not None else "-"
+        print(f"| {name} | {ops / med / 1e6:.2f}M | {spread} | {hr} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keys", type=int, default=100_000)
@@ -245,7 +397,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--chunk", type=int, default=50_000, help="requests per interleaved slice")
-    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=8, help="threads of the lost-update check (0: skip)")
+    ap.add_argument("--traces", default="zipf,scan,loop", help="comma-separated: zipf, scan, loop")
+    ap.add_argument(
+        "--mix-threads", default="8", help="comma-separated thread counts for the shared-cache mix ('' to skip)"
+    )
     ap.add_argument("--thread-ops", type=int, default=100_000)
     ap.add_argument("--no-belady", action="store_true")
     ap.add_argument("--extra", action="store_true", help="also time get_or_set and ttl variants")
@@ -283,6 +439,10 @@ def main() -> None:
         "cachetools LRUCache, no lock": cachetools_contender(cap, locked=False),
         "functools.lru_cache": functools_contender(cap),
     }
+    if cachebox is not None:
+        contenders["cachebox LRUCache"] = cachebox_contender(cap)
+    if theine is not None:
+        contenders["theine Cache (W-TinyLFU)"] = theine_contender(cap)
     if args.extra:
         contenders["memdiag tinylfu, ttl=3600"] = memdiag_contender("tinylfu", cap, ttl=3600.0)
         contenders["memdiag tinylfu get_or_set"] = memdiag_get_or_set_contender("tinylfu", cap)
@@ -290,47 +450,35 @@ def main() -> None:
     if args.only:
         prefixes = [p.strip() for p in args.only.split(",")]
         contenders = {n: f for n, f in contenders.items() if n == BASELINE or any(n.startswith(p) for p in prefixes)}
-    names = list(contenders)
-    chunks = [stream[i : i + args.chunk] for i in range(0, len(stream), args.chunk)]
-    times: dict[str, list[float]] = {name: [] for name in names}
-    hits: dict[str, int] = {}
-    clock = CLOCK
-    for rnd in range(args.rounds):
-        gc.collect()
-        steps = {name: contenders[name]() for name in names}
-        spent = dict.fromkeys(names, 0.0)
-        for i, chunk in enumerate(chunks):
-            shift = (rnd + i) % len(names)
-            for name in names[shift:] + names[:shift]:
-                step = steps[name][0]
-                t = clock()
-                step(chunk)
-                spent[name] += clock() - t
-        for name in names:
-            times[name].append(spent[name])
-            hits[name] = steps[name][1]()
-        del steps
-        print(f"# round {rnd + 1}/{args.rounds} done", file=sys.stderr)
-
-    base = times[BASELINE]
-    print()
     kind = "wall" if args.wall else "CPU"
-    ratio_head = f"vs baseline: median (range) of {args.rounds} rounds"
-    print(f"| contender | median ops/s ({kind} time) | {ratio_head} | hit ratio |")
-    print("| --- | ---: | ---: | ---: |")
-    for name in names:
-        med = statistics.median(times[name])
-        ratios = [b / t for b, t in zip(base, times[name])]
-        spread = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
-        print(f"| {name} | {args.ops / med / 1e6:.2f}M | {spread} | {hits[name] / args.ops:.2%} |")
-    if not args.no_belady:
-        t = time.perf_counter()
-        opt = belady_hit_ratio(stream, cap)
-        print(f"| optimum (Belady, clairvoyant) | - | - | {opt:.2%} |")
-    print(
-        f"| static top-{cap:,} mass (perfect frequency oracle, no cold misses) | - | - "
-        f"| {static_optimum(args.keys, cap, args.zipf):.2%} |"
-    )
+    traces = [t.strip() for t in args.traces.split(",") if t.strip()]
+    for trace in traces:
+        if trace == "zipf":
+            tstream, note = stream, f"Zipf({args.zipf}) over {args.keys:,} keys"
+        elif trace == "scan":
+            tstream, note = scan_stream(stream, cap), f"the Zipf stream with a scan of {cap:,} new keys every {4 * cap:,}"
+        elif trace == "loop":
+            tstream, note = loop_stream(args.ops, cap), f"a loop over {cap * 3 // 2:,} keys"
+        else:
+            sys.exit(f"unknown trace {trace!r} (zipf, scan, loop)")
+        times, hits = interleaved(tstream, contenders, args.rounds, args.chunk)
+        print(f"\n### trace {trace}: {note}, {len(tstream):,} requests, 1 thread\n")
+        print_table(times, hits, len(tstream), args.rounds, kind)
+        if trace == "zipf":
+            if not args.no_belady:
+                opt = belady_hit_ratio(stream, cap)
+                print(f"| optimum (Belady, clairvoyant) | - | - | {opt:.2%} |")
+            print(
+                f"| static top-{cap:,} mass (perfect frequency oracle, no cold misses) | - | - "
+                f"| {static_optimum(args.keys, cap, args.zipf):.2%} |"
+            )
+
+    for nthreads in [int(t) for t in args.mix_threads.split(",") if t.strip()]:
+        safe = {n: f for n, f in contenders.items() if n in THREAD_SAFE or n.startswith("memdiag")}
+        safe = {n: f for n, f in safe.items() if "get_or_set" not in n}
+        times, _hits = interleaved(stream, safe, args.rounds, args.chunk * nthreads, threads=nthreads)
+        print(f"\n### Zipf stream from {nthreads} threads sharing one cache ({len(stream):,} requests in all)\n")
+        print_table(times, None, len(stream), args.rounds, kind)
 
     if args.threads:
         print()

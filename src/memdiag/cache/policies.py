@@ -276,7 +276,7 @@ class TinyLFUPolicy(EvictionPolicy):
         *,
         window_fraction: float = 0.01,
         protected_fraction: float = 0.8,
-        sample_factor: int = 4,
+        sample_factor: int = 10,
         counter_max: int = 31,
         width_factor: int = 2,
     ) -> None:
