@@ -1,8 +1,10 @@
 """Build the optional C parts of memdiag; everything else is in pyproject.toml.
 
-``memdiag.cache._fastget`` (SharedPromptCache.get's lock-free hit in C) needs a C
-compiler and the Python headers. Where it cannot be built the install still succeeds
-and the cache uses its pure-Python path.
+``memdiag.cache._fastget`` (SharedPromptCache.get's lock-free hit in C) and
+``memdiag.leaks._heapprof`` (the sampled heap profiler) need a C compiler and the Python
+headers. Where they cannot be built the install still succeeds: the cache uses its
+pure-Python path, and memdiag says once (logger ``memdiag``) that the heap profile falls
+back to tracemalloc.
 """
 
 from __future__ import annotations
@@ -41,5 +43,16 @@ if sys.implementation.name == "cpython":
             optional=True,
         ),
     ]
+if sys.implementation.name == "cpython" and sys.platform.startswith("linux"):
+    _EXTENSIONS.append(
+        Extension(
+            "memdiag.leaks._heapprof",
+            ["src/memdiag/leaks/_heapprof.c"],
+            depends=["src/memdiag/leaks/_hp_core.h"],
+            extra_compile_args=_CFLAGS,
+            libraries=["m"],
+            optional=True,
+        )
+    )
 
 setup(ext_modules=_EXTENSIONS, cmdclass={"build_ext": _OptionalBuildExt})

@@ -38,6 +38,9 @@ ACCEL = {
     "enable_auto_cleanup": False,
     "sustain_seconds": 0.0,
     "recovery_seconds": 0.0,
+    # These tests drive the tracing-window path; where the sampled heap profiler is built,
+    # "auto" would take the live-heap path instead (its own tests cover it).
+    "heap_profile": "off",
 }
 
 

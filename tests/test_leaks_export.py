@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from memdiag.cli import memory_group
 from memdiag.leaks.export import to_pprof, to_speedscope
 
-from .test_cli_support import service as service  # noqa: F401  (fixture, used by name)
-from .test_cli_support import Service, start_service
+from .test_cli_support import service as service
+from .test_cli_support import start_service
 
 HEAP_SERVICE = """
 import sys, memdiag
@@ -54,10 +54,14 @@ def test_profile_heap_writes_pprof_and_speedscope(tmp_path: Path) -> None:
         svc.stop()
 
 
-def test_profile_heap_without_a_heap_profile_says_so(service: Service, tmp_path: Path) -> None:  # noqa: F811
-    r = CliRunner().invoke(memory_group, ["profile", "--url", service.url, "--heap", str(tmp_path / "x")])
-    assert r.exit_code != 0 and "heap profile is not running" in r.output
-    assert not (tmp_path / "x").exists()
+def test_profile_heap_without_a_heap_profile_says_so(tmp_path: Path) -> None:
+    svc = start_service(env={"MEMDIAG_HEAP_PROFILE": "off"})  # the sampler is on by default where built
+    try:
+        r = CliRunner().invoke(memory_group, ["profile", "--url", svc.url, "--heap", str(tmp_path / "x")])
+        assert r.exit_code != 0 and "heap profile is not running" in r.output
+        assert not (tmp_path / "x").exists()
+    finally:
+        svc.stop()
 
 
 def test_pprof_encoding_of_native_and_python_sites() -> None:

@@ -62,7 +62,8 @@ def test_api_server_footprint_stays_flat_under_connection_churn() -> None:
     token = "selfleak-token-0123456789abcdef"
     # A monitor that ticks once in the test: its own bounded windows (tick times, trend
     # series) fill with every tick and would hide the server's figure.
-    d = MemoryDiagnostics(MemoryConfig(sample_interval=60.0, enable_auto_cleanup=False))
+    # heap_profile off: this is the API server's footprint; the live-heap series is bounded on its own.
+    d = MemoryDiagnostics(MemoryConfig(sample_interval=60.0, enable_auto_cleanup=False, heap_profile="off"))
     d.start()
     server = start_api_server(d, port=0, token=token, announce=False)
     auth = {"Authorization": f"Bearer {token}"}

@@ -130,6 +130,9 @@ class MemoryConfig:
         "on (falls back to tracemalloc: costly), off",
         choices=("auto", "on", "off"),
     )
+    heap_sample_interval_kb: int = _f(
+        512, "Mean KiB allocated between two samples of the sampled heap profiler", min=1, max=1_048_576
+    )
     heap_snapshot_seconds: float = _f(
         5.0, "Seconds between live-heap snapshots and resource counts by site", min=0.05, max=300.0
     )

@@ -79,6 +79,9 @@ def enable(diag: Monitor | None = None) -> LeakDetector:
     ``config.leak_detection`` is true. Setting ``leak_detection = false`` later pauses
     the verdicts; the flight recorder keeps working.
     """
+    from . import heapprof
+
+    heapprof.configure(int(_resolve(diag).config.heap_sample_interval_kb) * 1024)  # before the profile starts
     det = get_detector(diag).attach()
     registry.register_section("leaks", _section)
     return det

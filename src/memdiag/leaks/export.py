@@ -19,7 +19,7 @@ from typing import Any
 
 from .heapprof import HeapProfile
 
-__all__ = ["heap_data", "to_pprof", "to_speedscope"]
+__all__ = ["heap_data", "to_pprof", "to_speedscope", "write_pprof", "write_speedscope"]
 
 
 def heap_data(prof: HeapProfile, limit: int = 5000) -> dict[str, Any]:
@@ -166,3 +166,25 @@ def to_speedscope(data: dict[str, Any], name: str = "memdiag live heap") -> dict
         "activeProfileIndex": 0,
         "exporter": "memdiag",
     }
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    import os
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_pprof(profile: HeapProfile, path: str) -> None:
+    """Write ``profile`` to ``path`` as gzipped pprof (every site)."""
+    _write_atomic(path, to_pprof(heap_data(profile, limit=len(profile.sites))))
+
+
+def write_speedscope(profile: HeapProfile, path: str) -> None:
+    """Write ``profile`` to ``path`` as speedscope JSON (every site)."""
+    import json
+
+    doc = to_speedscope(heap_data(profile, limit=len(profile.sites)))
+    _write_atomic(path, json.dumps(doc, separators=(",", ":")).encode("utf-8"))

@@ -25,6 +25,7 @@ leaves it on.
 from __future__ import annotations
 
 import gc
+import heapq  # noqa: F401  Counter.most_common(n) imports it: no import may run under exclusive_gil
 import itertools
 import logging
 import math
@@ -38,7 +39,7 @@ from typing import Any
 from ..config import FIELD_INFO, MemoryConfig
 from ..errors import MemdiagError
 from ..probes.process import read_statm_rss
-from ..probes.python import exclusive_gil
+from ..probes.python import EXCLUSIVE_SWITCH_INTERVAL, exclusive_gil
 from .census import CONTAINER_TYPES, container_lengths, type_census, type_name
 
 __all__ = ["MAX_TRACEMALLOC_BYTES", "MIN_HORIZON_SECONDS", "TraceManager", "manager"]
@@ -358,9 +359,16 @@ class _Window:
         tm_peak = 0
         t0 = self.started_mono or time.monotonic()
         traced_seconds = 0.0
+        end = t0 + self.seconds  # the window never traces past this (plus one capture's grace)
         try:
             for k, frac in enumerate(MARKS):
                 at = t0 + frac * self.seconds
+                if k == len(MARKS) - 1 and captures:
+                    # Start the last capture early enough to end on time: half as much again as
+                    # the quickest capture so far (captures grow with the traced heap), plus one
+                    # switch interval of exclusive_gil (a capture may wait that long for the GIL).
+                    cost = 1.5 * min(c["seconds"] for c in captures) + EXCLUSIVE_SWITCH_INTERVAL
+                    at = max(t0 + MARKS[-2] * self.seconds, end - cost)
                 while True:
                     now = time.monotonic()
                     rss_peak = max(rss_peak, read_statm_rss() or 0)
@@ -379,7 +387,9 @@ class _Window:
                     break
                 last = k == len(MARKS) - 1 or bool(result["truncated"]) or result["aborted"]
                 self.phase = f"snapshot {k + 1}"
-                captures.append(_capture(tracemalloc, captures, last=last, frames=self.frames))
+                captures.append(_capture(tracemalloc, captures, last=last, frames=self.frames, deadline=end))
+                if captures[-1]["late"]:
+                    result["truncated"] = result["truncated"] or "deadline: container analysis skipped"
                 if last:
                     break
         except Exception as exc:  # never raise from the window thread
@@ -424,11 +434,15 @@ class _Window:
                 log.debug("tracing window callback failed: %r", exc)
 
 
-def _capture(tracemalloc: Any, previous: list[dict[str, Any]], *, last: bool, frames: int) -> dict[str, Any]:
+def _capture(
+    tracemalloc: Any, previous: list[dict[str, Any]], *, last: bool, frames: int, deadline: float
+) -> dict[str, Any]:
     """A type census, the large containers' lengths and a compact snapshot, taken now.
 
     The census comes first and the snapshot is reduced to a small table at once, so
     memdiag's own objects (snapshots hold one tuple per trace) never count as growth.
+    Past ``deadline`` the growing-container analysis (the slow part) is skipped
+    (``late``), so the window ends on time.
     """
     t0 = time.perf_counter()
     mono = time.monotonic()
@@ -440,7 +454,8 @@ def _capture(tracemalloc: Any, previous: list[dict[str, Any]], *, last: bool, fr
             census = type_census(objs)
             lengths = container_lengths(objs, CONTAINER_MIN_LEN)
             growing: list[dict[str, Any]] = []
-            if last and previous:
+            late = time.monotonic() > deadline
+            if last and previous and not late:
                 growing = _growing_containers(
                     tracemalloc,
                     objs,
@@ -458,6 +473,7 @@ def _capture(tracemalloc: Any, previous: list[dict[str, Any]], *, last: bool, fr
         "census": census,
         "lengths": lengths,
         "growing": growing,
+        "late": late,
         "seconds": time.perf_counter() - t0,
     }
 

@@ -14,6 +14,9 @@ __all__ = ["PythonHeap", "exclusive_gil", "python_heap"]
 # Above this many live allocator blocks the object count is skipped: the count holds the
 # interpreter for ~15 ms per million objects (see exclusive_gil).
 MAX_BLOCKS_FOR_COUNT = 4_000_000
+# The switch interval inside exclusive_gil: long enough for a walk of a few million objects,
+# short enough that a thread which took the GIL meanwhile gives it back within this long.
+EXCLUSIVE_SWITCH_INTERVAL = 0.1
 
 
 @contextmanager
@@ -27,11 +30,20 @@ def exclusive_gil() -> Iterator[None]:
     (reproduced on 3.10-3.13). So a walk of ``gc.get_objects()`` must finish, and drop
     its list, before any other thread runs: this raises the interpreter's switch interval
     so the GIL is not handed over, and disables the collector so no finalizer can run
-    (and block) in between. Keep the body short and free of I/O: other threads wait.
+    (and block) in between. Keep the body short and free of I/O and imports: other
+    threads wait.
+
+    The interval is raised to :data:`EXCLUSIVE_SWITCH_INTERVAL`, not "forever": if the
+    body releases the GIL anyway (an import stats files, a finalizer does I/O) or a
+    thread that was already waiting times out and forces a switch, the thread that gets
+    the GIL keeps it until the waiting thread's timeout (the interval) runs out. With
+    the interval at 1000 s that was a 1000 s stall of memdiag's thread and of every other
+    waiter, with tracing on meanwhile (issue 14: a 5 s tracing window ran 39-76 s and the
+    service crawled at 0.06-0.13x).
     """
     old_interval = sys.getswitchinterval()
     was_enabled = gc.isenabled()
-    sys.setswitchinterval(1000.0)
+    sys.setswitchinterval(max(old_interval, EXCLUSIVE_SWITCH_INTERVAL))
     gc.disable()
     try:
         yield
@@ -46,7 +58,10 @@ def count_objects() -> int | None:
     if sys.getallocatedblocks() > MAX_BLOCKS_FOR_COUNT:
         return None
     with exclusive_gil():
-        return len(gc.get_objects())
+        # One C-level call from the list's creation to its release: map() calls
+        # gc.get_objects(None) and len() on its result, and no bytecode (hence no thread
+        # switch) runs while the list is alive, whatever the switch interval does.
+        return sum(map(len, map(gc.get_objects, (None,))))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,311 @@
+/* memdiag.leaks._heapprof: a sampled heap profiler hooked into CPython's allocator API.
+ *
+ * start() wraps the allocators found in the RAW, MEM and OBJ domains (it chains to
+ * them, never replaces them); every allocation counts its bytes down a per-thread
+ * Poisson countdown and, rarely, is sampled with its Python stack (see _hp_core.h).
+ * stop() unhooks when our hooks are still the installed ones; when another hook (say
+ * tracemalloc) was installed on top of ours since, ours stay in the chain, passive.
+ * RAW is called without the GIL: that path takes a stack only when the thread holds
+ * the GIL, and the tables are guarded by their own mutex.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <frameobject.h>
+#if PY_VERSION_HEX >= 0x030B0000
+/* the interpreter's frames, read without allocating (as Modules/_tracemalloc.c does) */
+#ifndef Py_BUILD_CORE
+#define Py_BUILD_CORE 1
+#endif
+#include <internal/pycore_frame.h>
+#undef Py_BUILD_CORE
+#endif
+
+#include "_hp_core.h"
+
+typedef struct {
+    PyMemAllocatorEx orig;
+    PyMemAllocatorDomain domain;
+} hook_ctx_t;
+
+static hook_ctx_t hk_ctx[3];
+static PyMemAllocatorEx hk_hooks[3];
+static int hk_chained = 0; /* our hooks are somewhere in the allocator chains */
+static int hk_atfork_done = 0;
+static const PyMemAllocatorDomain hk_domains[3] = {PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ};
+
+static inline void hk_sampled(void *ptr, size_t size, hook_ctx_t *c) {
+    hp_tls.guard++;
+    hp_record(ptr, size, HP_DOMAIN_PYTHON, 1);
+    hp_tls.guard--;
+    (void)c;
+}
+
+/* The guard is held across the underlying call: pymalloc hands requests over 512 bytes
+ * to PyMem_RawMalloc, which would otherwise count (and sample) the same block twice. */
+static void *hk_malloc(void *ctx, size_t size) {
+    hook_ctx_t *c = ctx;
+    hp_tls_t *t = &hp_tls;
+    if (t->guard) return c->orig.malloc(c->orig.ctx, size);
+    t->guard = 1;
+    void *p = c->orig.malloc(c->orig.ctx, size);
+    t->guard = 0;
+    if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, c);
+    return p;
+}
+
+static void *hk_calloc(void *ctx, size_t nelem, size_t elsize) {
+    hook_ctx_t *c = ctx;
+    hp_tls_t *t = &hp_tls;
+    if (t->guard) return c->orig.calloc(c->orig.ctx, nelem, elsize);
+    t->guard = 1;
+    void *p = c->orig.calloc(c->orig.ctx, nelem, elsize);
+    t->guard = 0;
+    size_t size = nelem * elsize; /* the underlying calloc has checked the overflow */
+    if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, c);
+    return p;
+}
+
+static void *hk_realloc(void *ctx, void *ptr, size_t size) {
+    hook_ctx_t *c = ctx;
+    hp_tls_t *t = &hp_tls;
+    hp_untrack(ptr);
+    if (t->guard) return c->orig.realloc(c->orig.ctx, ptr, size);
+    t->guard = 1;
+    void *p = c->orig.realloc(c->orig.ctx, ptr, size);
+    t->guard = 0;
+    if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, c);
+    return p;
+}
+
+static void hk_free(void *ctx, void *ptr) {
+    hook_ctx_t *c = ctx;
+    hp_untrack(ptr);
+    c->orig.free(c->orig.ctx, ptr);
+}
+
+static int hk_ours_on_top(int i) {
+    PyMemAllocatorEx cur;
+    PyMem_GetAllocator(hk_domains[i], &cur);
+    return cur.malloc == hk_malloc && cur.ctx == &hk_ctx[i];
+}
+
+/* ---------------------------------------------------------------- Python API */
+static PyObject *hp_py_start(PyObject *self, PyObject *args) {
+    unsigned long long interval = 512 * 1024;
+    int max_frames = 32;
+    if (!PyArg_ParseTuple(args, "|Ki", &interval, &max_frames)) return NULL;
+    if (interval < 1 || interval > (1ULL << 40)) {
+        PyErr_SetString(PyExc_ValueError, "interval_bytes must be from 1 to 2**40");
+        return NULL;
+    }
+    if (max_frames < 1 || max_frames > HP_MAX_FRAMES_LIMIT) {
+        PyErr_Format(PyExc_ValueError, "max_frames must be from 1 to %d", HP_MAX_FRAMES_LIMIT);
+        return NULL;
+    }
+    if (hp_tables_init() < 0) return PyErr_NoMemory();
+    if (!hk_atfork_done) {
+        if (pthread_atfork(hp_atfork_prepare, hp_atfork_parent, hp_atfork_child) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
+            return NULL;
+        }
+        hk_atfork_done = 1;
+    }
+    pthread_mutex_lock(&hp_mutex);
+    int was = atomic_load(&hp_enabled);
+    if (!was) hp_clear_samples();
+    atomic_store(&hp_interval, (uint64_t)interval);
+    hp_max_frames = max_frames;
+    pthread_mutex_unlock(&hp_mutex);
+    if (!hk_chained) {
+        for (int i = 0; i < 3; i++) {
+            PyMem_GetAllocator(hk_domains[i], &hk_ctx[i].orig);
+            hk_ctx[i].domain = hk_domains[i];
+            hk_hooks[i].ctx = &hk_ctx[i];
+            hk_hooks[i].malloc = hk_malloc;
+            hk_hooks[i].calloc = hk_calloc;
+            hk_hooks[i].realloc = hk_realloc;
+            hk_hooks[i].free = hk_free;
+        }
+        /* RAW may be called by threads without the GIL: the hook is complete before it is
+         * published, and the original stays valid for calls still in flight. */
+        for (int i = 0; i < 3; i++) PyMem_SetAllocator(hk_domains[i], &hk_hooks[i]);
+        hk_chained = 1;
+    }
+    atomic_fetch_add(&hp_gen, 1); /* every thread redraws its countdown */
+    atomic_store(&hp_enabled, 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *hp_py_stop(PyObject *self, PyObject *noargs) {
+    atomic_store(&hp_enabled, 0);
+    if (hk_chained && hk_ours_on_top(0) && hk_ours_on_top(1) && hk_ours_on_top(2)) {
+        for (int i = 0; i < 3; i++) PyMem_SetAllocator(hk_domains[i], &hk_ctx[i].orig);
+        hk_chained = 0;
+    }
+    /* Frees of blocks sampled before stop() may still come through a hook in flight;
+     * the live table stays valid for them. */
+    Py_RETURN_NONE;
+}
+
+static PyObject *hp_py_running(PyObject *self, PyObject *noargs) {
+    return PyBool_FromLong(atomic_load(&hp_enabled));
+}
+
+static PyObject *hp_py_chained(PyObject *self, PyObject *noargs) { return PyBool_FromLong(hk_chained); }
+
+static PyObject *hp_py_set_thread_ignored(PyObject *self, PyObject *arg) {
+    int flag = PyObject_IsTrue(arg);
+    if (flag < 0) return NULL;
+    int prev = hp_tls.ignored;
+    hp_tls.ignored = flag;
+    return PyBool_FromLong(prev);
+}
+
+/* set_ignored_threads(idents): threads (threading.get_ident() values) never sampled. */
+static PyObject *hp_py_set_ignored_threads(PyObject *self, PyObject *arg) {
+    PyObject *seq = PySequence_Fast(arg, "set_ignored_threads expects a sequence of thread idents");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    pthread_t ids[HP_IGNORED_THREADS_MAX];
+    int k = 0;
+    for (Py_ssize_t i = 0; i < n && k < HP_IGNORED_THREADS_MAX; i++) {
+        unsigned long v = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (v == (unsigned long)-1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        ids[k++] = (pthread_t)v;
+    }
+    Py_DECREF(seq);
+    pthread_mutex_lock(&hp_mutex);
+    memcpy(hp_ignored_threads, ids, sizeof(pthread_t) * (size_t)k);
+    hp_n_ignored_threads = k;
+    pthread_mutex_unlock(&hp_mutex);
+    Py_RETURN_NONE;
+}
+
+static PyObject *hp_frame_obj(uint32_t id) {
+    hp_frame_t *f = &hp_frames[id];
+    if (f->cname != NULL) return Py_BuildValue("(sis)", "", 0, f->cname);
+    return Py_BuildValue("(OiO)", f->filename ? f->filename : Py_None, f->lineno, f->name ? f->name : Py_None);
+}
+
+typedef struct {
+    uint32_t stack;
+    double ab, ac, lb, lc;
+} hp_snap_row_t;
+
+/* snapshot() -> (rows, stats); rows = [(domain, ((file, line, func), ...), live_b, live_c,
+ * alloc_b, alloc_c)] with the innermost frame first. The tables are copied under the lock;
+ * the Python objects are built after it is released, with sampling off for this thread. */
+static PyObject *hp_snapshot_tables(const char *domain_names[2]) {
+    if (!hp_tables_ready) return Py_BuildValue("([]{})");
+    hp_tls.guard++;
+    hp_snap_row_t *rows = HP_CALLOC(HP_STACK_CAP_MAX, sizeof(hp_snap_row_t));
+    if (rows == NULL) {
+        hp_tls.guard--;
+        return PyErr_NoMemory();
+    }
+    size_t nrows = 0;
+    unsigned long long samples, dropped, dropped_stacks, live_n, overhead, bound;
+    pthread_mutex_lock(&hp_mutex);
+    for (uint32_t i = 0; i < HP_STACK_CAP_MAX; i++) {
+        hp_stack_t *s = &hp_stacks[i];
+        if (!s->used || (s->alloc_count <= 0.0 && s->live_count <= 0.0)) continue;
+        rows[nrows++] = (hp_snap_row_t){i, s->alloc_bytes, s->alloc_count, s->live_bytes, s->live_count};
+    }
+    samples = hp_samples;
+    dropped = hp_dropped;
+    dropped_stacks = hp_dropped_stacks;
+    live_n = hp_live_n;
+    overhead = hp_overhead_bytes();
+    bound = hp_bound_bytes();
+    pthread_mutex_unlock(&hp_mutex);
+    /* Frames and stacks are never removed while the module lives: reading them unlocked
+     * is safe (a stack's frames were written before the stack was published under lock). */
+    PyObject *list = PyList_New(0);
+    for (size_t r = 0; list != NULL && r < nrows; r++) {
+        hp_stack_t *s = &hp_stacks[rows[r].stack];
+        PyObject *frames = PyTuple_New(s->nframes);
+        if (frames == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        for (int k = 0; k < s->nframes; k++) {
+            PyObject *fo = hp_frame_obj(hp_frame_pool[s->first + k]);
+            if (fo == NULL) {
+                Py_CLEAR(frames);
+                break;
+            }
+            PyTuple_SET_ITEM(frames, k, fo);
+        }
+        if (frames == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyObject *row = Py_BuildValue("(sNdddd)", domain_names[s->domain ? 1 : 0], frames, rows[r].lb,
+                                      rows[r].lc, rows[r].ab, rows[r].ac);
+        if (row == NULL || PyList_Append(list, row) < 0) {
+            Py_XDECREF(row);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(row);
+    }
+    HP_FREE(rows);
+    PyObject *res = NULL;
+    if (list != NULL)
+        res = Py_BuildValue("(N{sKsKsKsKsKsKsK})", list, "samples", samples, "samples_live", live_n, "dropped",
+                            dropped, "dropped_stacks", dropped_stacks, "overhead_bytes", overhead, "bound_bytes",
+                            bound, "interval_bytes", (unsigned long long)atomic_load(&hp_interval));
+    hp_tls.guard--;
+    return res;
+}
+
+static PyObject *hp_py_snapshot(PyObject *self, PyObject *noargs) {
+    static const char *names[2] = {"python", "native"};
+    return hp_snapshot_tables(names);
+}
+
+static PyObject *hp_py_reset(PyObject *self, PyObject *noargs) {
+    pthread_mutex_lock(&hp_mutex);
+    hp_clear_samples();
+    pthread_mutex_unlock(&hp_mutex);
+    Py_RETURN_NONE;
+}
+
+/* For tests: the exact sampling probability and weight this build uses. */
+static PyObject *hp_py_weight(PyObject *self, PyObject *args) {
+    double size, mean;
+    if (!PyArg_ParseTuple(args, "dd", &size, &mean)) return NULL;
+    return PyFloat_FromDouble(size / (1.0 - exp(-size / mean)));
+}
+
+static PyMethodDef hp_methods[] = {
+    {"start", hp_py_start, METH_VARARGS, "start(interval_bytes=524288, max_frames=32): hook and sample"},
+    {"stop", hp_py_stop, METH_NOARGS, "stop sampling; unhook when our hooks are on top"},
+    {"running", hp_py_running, METH_NOARGS, "whether sampling is on"},
+    {"chained", hp_py_chained, METH_NOARGS, "whether our hooks are in the allocator chains"},
+    {"set_thread_ignored", hp_py_set_thread_ignored, METH_O,
+     "set_thread_ignored(flag) -> previous: never sample this thread's allocations"},
+    {"set_ignored_threads", hp_py_set_ignored_threads, METH_O,
+     "set_ignored_threads(idents): never sample these threads (at most 64)"},
+    {"snapshot", hp_py_snapshot, METH_NOARGS, "(rows, stats) of the sampled heap"},
+    {"reset", hp_py_reset, METH_NOARGS, "forget every sample"},
+    {"weight", hp_py_weight, METH_VARARGS, "weight(size, mean): bytes a sample of this size stands for"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef hp_module = {PyModuleDef_HEAD_INIT, "_heapprof",
+                                       "Sampled heap profiler (CPython allocator hooks)", -1, hp_methods};
+
+PyMODINIT_FUNC PyInit__heapprof(void) {
+    PyObject *m = PyModule_Create(&hp_module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddIntConstant(m, "MAX_FRAMES_LIMIT", HP_MAX_FRAMES_LIMIT) < 0 ||
+        PyModule_AddIntConstant(m, "LIVE_CAPACITY", HP_LIVE_CAP_MAX / 2) < 0 ||
+        PyModule_AddIntConstant(m, "STACK_CAPACITY", HP_STACK_CAP_MAX / 4 * 3) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

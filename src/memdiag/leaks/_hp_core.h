@@ -1,0 +1,590 @@
+/* Sampled heap profiler core, shared by the CPython allocator hooks (_heapprof.c) and
+ * the LD_PRELOAD malloc shim (_preload.c). Each shared object that includes this file
+ * gets its own copy of the state (everything here is static).
+ *
+ * Sampling: a Poisson process over bytes. Each thread counts down a distance drawn
+ * from an exponential distribution of mean `interval` bytes; the allocation during
+ * which the count crosses zero is sampled and the next distance is drawn afresh. An
+ * allocation of `size` bytes is then sampled with probability p = 1 - exp(-size/mean)
+ * whatever happened before (memoryless), so weighting it by 1/p (count) and size/p
+ * (bytes) makes every total unbiased (tcmalloc's and ddtrace memalloc's weighting).
+ *
+ * Live heap: sampled blocks are kept in an address table (open addressing, linear
+ * probing, backward-shift deletion). Every free must ask "is this address sampled?";
+ * that question is answered without a lock (a seqlock: the version is odd while a
+ * writer moves entries; a reader that saw it change retries under the lock). Writers
+ * (sampling, removal) hold hp_mutex. Tables grow by doubling up to fixed bounds; a grown
+ * table's old key array is retired, not freed (a lock-free reader may still read it),
+ * so the memory held is bounded by twice the largest table. Samples that find a full
+ * table are dropped and counted.
+ *
+ * Stacks are taken only by a thread that holds the GIL (PyGILState_Check); frames are
+ * interned as (filename, function, line) with references held on the two strings.
+ * Taking a stack allocates nothing (see hp_capture): no frame object is materialised,
+ * so a sample never runs a collection, takes an allocator lock or sets an exception.
+ *
+ * Fork: prepare takes the lock, the parent releases it, the child re-creates it and
+ * forgets the parent's samples (its totals start again from zero).
+ */
+#ifndef MEMDIAG_HP_CORE_H
+#define MEMDIAG_HP_CORE_H
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HP_MAX_FRAMES_LIMIT 128
+#define HP_FRAME_CAP_MAX (1u << 16)  /* interned frames */
+#define HP_STACK_CAP_MAX (1u << 14)  /* distinct stacks */
+#define HP_LIVE_CAP_MAX (1u << 17)   /* address slots: at most half used */
+#define HP_LIVE_CAP_MIN (1u << 10)
+#define HP_DOMAIN_PYTHON 0
+#define HP_DOMAIN_NATIVE 1
+
+/* libc allocation for the profiler's own tables. The preload shim overrides these with
+ * the real (next) allocator so its tables never recurse into itself. */
+#ifndef HP_CALLOC
+#define HP_CALLOC calloc
+#define HP_FREE free
+#endif
+
+typedef struct {
+    int64_t countdown; /* bytes left until the next sample */
+    uint64_t rng;
+    uint32_t gen;      /* generation of the countdown (a new start() redraws) */
+    int guard;         /* re-entrancy: > 0 while this thread is inside the sampler */
+    int ignored;       /* memdiag's own threads: never sampled */
+} hp_tls_t;
+
+static __thread hp_tls_t hp_tls;
+
+typedef struct {
+    PyObject *filename; /* strong references (NULL for the synthetic frames) */
+    PyObject *name;
+    const char *cname;  /* synthetic frames: a C string */
+    int lineno;
+} hp_frame_t;
+
+typedef struct {
+    uint32_t first;  /* index in hp_frame_pool */
+    uint16_t nframes;
+    uint8_t domain;
+    uint8_t used;
+    uint64_t hash;
+    double alloc_bytes, alloc_count, live_bytes, live_count;
+} hp_stack_t;
+
+typedef struct {
+    uint32_t stack;
+    float weight; /* 1 / p */
+    uint64_t size;
+} hp_live_t;
+
+typedef struct {
+    _Atomic(uintptr_t) *keys;
+    hp_live_t *vals;
+    size_t cap;
+} hp_live_table_t;
+
+typedef struct hp_retired {
+    struct hp_retired *next;
+    void *mem;
+    size_t bytes;
+} hp_retired_t;
+
+static pthread_mutex_t hp_mutex = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic uint64_t hp_interval = 512 * 1024;
+static _Atomic uint32_t hp_gen = 1;
+static _Atomic int hp_enabled = 0;
+static int hp_max_frames = 32;
+
+static hp_frame_t *hp_frames;       /* [HP_FRAME_CAP_MAX] */
+static uint32_t hp_nframes;
+static uint32_t *hp_frame_index;    /* open addressing over frames: id + 1, 0 = empty */
+static uint32_t *hp_frame_pool;     /* stack frames, concatenated */
+static uint32_t hp_pool_used;
+static uint32_t hp_pool_cap;
+static hp_stack_t *hp_stacks;       /* [HP_STACK_CAP_MAX], open addressing by hash */
+static uint32_t hp_nstacks;
+
+static _Atomic(hp_live_table_t *) hp_live;
+static hp_live_table_t hp_live_tables[2]; /* the current one and its successor's slot */
+static int hp_live_which;
+static size_t hp_live_n;
+static _Atomic unsigned hp_live_version;
+static _Atomic size_t hp_live_count_atomic;
+static hp_retired_t *hp_retired;
+static size_t hp_retired_bytes;
+
+#define HP_IGNORED_THREADS_MAX 64
+static pthread_t hp_ignored_threads[HP_IGNORED_THREADS_MAX]; /* memdiag's threads, by name */
+static int hp_n_ignored_threads;
+
+static uint64_t hp_dropped;        /* samples not tracked live (table full) */
+static uint64_t hp_dropped_stacks; /* samples folded into the overflow stack */
+static uint64_t hp_samples;        /* samples taken */
+static int hp_tables_ready;
+
+/* ---------------------------------------------------------------- random numbers */
+static inline uint64_t hp_next_rand(hp_tls_t *t) {
+    uint64_t x = t->rng; /* xorshift64* */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    t->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static _Atomic uint64_t hp_seed_counter = 0x9E3779B97F4A7C15ULL;
+
+static int64_t hp_draw(hp_tls_t *t) {
+    if (t->rng == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t s = atomic_fetch_add(&hp_seed_counter, 0x9E3779B97F4A7C15ULL);
+        t->rng = (s ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)(uintptr_t)t << 16)) | 1;
+    }
+    /* u in (0, 1]: 53 random bits */
+    double u = ((double)(hp_next_rand(t) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    double d = -log(u) * (double)atomic_load_explicit(&hp_interval, memory_order_relaxed);
+    if (d < 1.0) d = 1.0;
+    if (d > 4.0e18) d = 4.0e18;
+    return (int64_t)d;
+}
+
+/* ---------------------------------------------------------------- address table */
+static inline size_t hp_hash_addr(uintptr_t a) {
+    uint64_t x = (uint64_t)a;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x;
+}
+
+static int hp_live_alloc(hp_live_table_t *t, size_t cap) {
+    t->keys = HP_CALLOC(cap, sizeof(uintptr_t));
+    t->vals = HP_CALLOC(cap, sizeof(hp_live_t));
+    if (!t->keys || !t->vals) {
+        HP_FREE((void *)t->keys);
+        HP_FREE(t->vals);
+        t->keys = NULL;
+        t->vals = NULL;
+        return -1;
+    }
+    t->cap = cap;
+    return 0;
+}
+
+/* Lock-free: 0 = certainly not sampled; 1 = maybe (ask under the lock). */
+static inline int hp_live_maybe(uintptr_t a) {
+    for (;;) {
+        unsigned v1 = atomic_load_explicit(&hp_live_version, memory_order_acquire);
+        if (v1 & 1u) return 1;
+        hp_live_table_t *t = atomic_load_explicit(&hp_live, memory_order_acquire);
+        if (t == NULL) return 0;
+        size_t mask = t->cap - 1, i = hp_hash_addr(a) & mask;
+        int found = 0;
+        for (;;) {
+            uintptr_t k = atomic_load_explicit(&t->keys[i], memory_order_relaxed);
+            if (k == a) {
+                found = 1;
+                break;
+            }
+            if (k == 0) break;
+            i = (i + 1) & mask;
+        }
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&hp_live_version, memory_order_relaxed) == v1) return found;
+    }
+}
+
+static inline void hp_version_begin(void) {
+    atomic_fetch_add_explicit(&hp_live_version, 1, memory_order_acq_rel);
+    atomic_thread_fence(memory_order_release);
+}
+static inline void hp_version_end(void) { atomic_fetch_add_explicit(&hp_live_version, 1, memory_order_release); }
+
+/* Under hp_mutex. */
+static void hp_live_insert_into(hp_live_table_t *t, uintptr_t a, const hp_live_t *v) {
+    size_t mask = t->cap - 1, i = hp_hash_addr(a) & mask;
+    for (;;) {
+        uintptr_t k = atomic_load_explicit(&t->keys[i], memory_order_relaxed);
+        if (k == 0 || k == a) break;
+        i = (i + 1) & mask;
+    }
+    t->vals[i] = *v;
+    atomic_store_explicit(&t->keys[i], a, memory_order_release);
+}
+
+static void hp_retire(void *mem, size_t bytes) {
+    hp_retired_t *r = HP_CALLOC(1, sizeof(*r));
+    if (r == NULL) return; /* leak it rather than free memory a reader may hold */
+    r->mem = mem;
+    r->bytes = bytes;
+    r->next = hp_retired;
+    hp_retired = r;
+    hp_retired_bytes += bytes + sizeof(*r);
+}
+
+/* Under hp_mutex: make room for one more entry; -1 when at the bound. */
+static int hp_live_reserve(void) {
+    hp_live_table_t *cur = atomic_load_explicit(&hp_live, memory_order_relaxed);
+    if (cur == NULL) return -1;
+    if ((hp_live_n + 1) * 2 <= cur->cap) return 0;
+    if (cur->cap >= HP_LIVE_CAP_MAX) return -1;
+    hp_live_table_t *nt = &hp_live_tables[hp_live_which ^ 1];
+    if (hp_live_alloc(nt, cur->cap * 2) < 0) return -1;
+    for (size_t i = 0; i < cur->cap; i++) {
+        uintptr_t k = atomic_load_explicit(&cur->keys[i], memory_order_relaxed);
+        if (k) hp_live_insert_into(nt, k, &cur->vals[i]);
+    }
+    hp_version_begin();
+    atomic_store_explicit(&hp_live, nt, memory_order_release);
+    hp_version_end();
+    /* A reader may still be probing the old keys: retire them, free the values. */
+    hp_retire((void *)cur->keys, cur->cap * sizeof(uintptr_t));
+    HP_FREE(cur->vals);
+    cur->keys = NULL;
+    cur->vals = NULL;
+    hp_live_which ^= 1;
+    return 0;
+}
+
+/* Under hp_mutex: remove `a`, returning its entry; 0 if absent. */
+static int hp_live_remove(uintptr_t a, hp_live_t *out) {
+    hp_live_table_t *t = atomic_load_explicit(&hp_live, memory_order_relaxed);
+    if (t == NULL) return 0;
+    size_t mask = t->cap - 1, i = hp_hash_addr(a) & mask;
+    for (;;) {
+        uintptr_t k = atomic_load_explicit(&t->keys[i], memory_order_relaxed);
+        if (k == 0) return 0;
+        if (k == a) break;
+        i = (i + 1) & mask;
+    }
+    *out = t->vals[i];
+    hp_version_begin();
+    /* backward-shift deletion */
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        uintptr_t k = atomic_load_explicit(&t->keys[j], memory_order_relaxed);
+        if (k == 0) break;
+        size_t h = hp_hash_addr(k) & mask;
+        /* can k move to i? only if its home h is not cyclically within (i, j] */
+        if ((j > i && (h <= i || h > j)) || (j < i && (h <= i && h > j))) {
+            t->vals[i] = t->vals[j];
+            atomic_store_explicit(&t->keys[i], k, memory_order_relaxed);
+            i = j;
+        }
+    }
+    atomic_store_explicit(&t->keys[i], 0, memory_order_relaxed);
+    hp_version_end();
+    hp_live_n--;
+    atomic_store_explicit(&hp_live_count_atomic, hp_live_n, memory_order_relaxed);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- frames and stacks */
+static inline uint64_t hp_mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
+    return h;
+}
+
+/* Under hp_mutex. Frame 0 = "<no Python frame>", 1 = "<profiler tables full>". */
+static uint32_t hp_intern_frame(PyObject *filename, PyObject *name, int lineno) {
+    uint64_t h = hp_mix(hp_mix(hp_mix(0, (uintptr_t)filename), (uintptr_t)name), (uint64_t)(uint32_t)lineno);
+    uint32_t mask = 2 * HP_FRAME_CAP_MAX - 1, i = (uint32_t)h & mask;
+    for (;;) {
+        uint32_t id1 = hp_frame_index[i];
+        if (id1 == 0) break;
+        hp_frame_t *f = &hp_frames[id1 - 1];
+        if (f->filename == filename && f->name == name && f->lineno == lineno) return id1 - 1;
+        i = (i + 1) & mask;
+    }
+    if (hp_nframes >= HP_FRAME_CAP_MAX) return 1;
+    hp_frame_t *f = &hp_frames[hp_nframes];
+    Py_XINCREF(filename);
+    Py_XINCREF(name);
+    f->filename = filename;
+    f->name = name;
+    f->cname = NULL;
+    f->lineno = lineno;
+    hp_frame_index[i] = ++hp_nframes;
+    return hp_nframes - 1;
+}
+
+#define HP_OVERFLOW_STACK 0u
+
+/* Under hp_mutex: the stack's index, interned. */
+static uint32_t hp_intern_stack(const uint32_t *ids, int n, int domain) {
+    uint64_t h = hp_mix(0x51ED27u, (uint64_t)domain);
+    for (int k = 0; k < n; k++) h = hp_mix(h, ids[k]);
+    uint32_t mask = HP_STACK_CAP_MAX - 1, i = (uint32_t)h & mask;
+    if (i == HP_OVERFLOW_STACK) i = 1;
+    for (;;) {
+        hp_stack_t *s = &hp_stacks[i];
+        if (!s->used) break;
+        if (s->hash == h && s->nframes == n && s->domain == domain &&
+            memcmp(&hp_frame_pool[s->first], ids, (size_t)n * sizeof(uint32_t)) == 0)
+            return i;
+        i = (i + 1) & mask;
+        if (i == HP_OVERFLOW_STACK) i = 1;
+    }
+    /* keep the stack table at most 3/4 full, and the pool bounded */
+    if (hp_nstacks + 1 >= HP_STACK_CAP_MAX / 4 * 3 || hp_pool_used + (uint32_t)n > hp_pool_cap) {
+        hp_dropped_stacks++;
+        return HP_OVERFLOW_STACK;
+    }
+    hp_stack_t *s = &hp_stacks[i];
+    memset(s, 0, sizeof(*s));
+    s->used = 1;
+    s->hash = h;
+    s->nframes = (uint16_t)n;
+    s->domain = (uint8_t)domain;
+    s->first = hp_pool_used;
+    memcpy(&hp_frame_pool[hp_pool_used], ids, (size_t)n * sizeof(uint32_t));
+    hp_pool_used += (uint32_t)n;
+    hp_nstacks++;
+    return i;
+}
+
+typedef struct {
+    PyObject *filename, *name;
+    int lineno;
+} hp_raw_frame_t;
+
+/* With the GIL held: up to `max` frames of the current thread, innermost first.
+ * Borrowed pointers; the code objects stay alive because their frames are alive.
+ *
+ * Nothing here may allocate: this runs inside an allocator call, possibly under a lock
+ * that the allocator chain itself takes (tracemalloc calls PyMem_RawMalloc while it holds
+ * its tables lock; materialising a frame object there deadlocks on that lock). So on
+ * 3.11+ the interpreter's own frames are read, as Modules/_tracemalloc.c does; on 3.10
+ * every frame already is a frame object and the public API returns it without allocating.
+ */
+#if PY_VERSION_HEX >= 0x030B0000
+static int hp_capture(hp_raw_frame_t *out, int max) {
+#if PY_VERSION_HEX >= 0x030D0000
+    PyThreadState *ts = PyThreadState_GetUnchecked();
+#else
+    PyThreadState *ts = _PyThreadState_UncheckedGet();
+#endif
+    if (ts == NULL) return 0;
+#if PY_VERSION_HEX >= 0x030D0000
+    _PyInterpreterFrame *f = ts->current_frame;
+#else
+    _PyInterpreterFrame *f = ts->cframe ? ts->cframe->current_frame : NULL;
+#endif
+    int n = 0;
+    for (; f != NULL && n < max; f = f->previous) {
+#if PY_VERSION_HEX >= 0x030D0000
+        PyObject *exe = f->f_executable;
+        if (exe == NULL || !PyCode_Check(exe)) continue;
+        PyCodeObject *code = (PyCodeObject *)exe;
+#else
+        PyCodeObject *code = f->f_code;
+        if (code == NULL) continue;
+#endif
+#if PY_VERSION_HEX >= 0x030C0000
+        if (f->owner == FRAME_OWNED_BY_CSTACK) continue;
+#endif
+        if (_PyFrame_IsIncomplete(f)) continue;
+        out[n].filename = code->co_filename;
+        out[n].name = code->co_name;
+        out[n].lineno = PyCode_Addr2Line(code, _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT));
+        n++;
+    }
+    return n;
+}
+#else
+static int hp_capture(hp_raw_frame_t *out, int max) {
+    PyThreadState *ts = _PyThreadState_UncheckedGet();
+    if (ts == NULL) return 0;
+    PyFrameObject *f = PyThreadState_GetFrame(ts); /* 3.10: an existing object */
+    int n = 0;
+    while (f != NULL && n < max) {
+        PyCodeObject *code = PyFrame_GetCode(f);
+        out[n].filename = code->co_filename;
+        out[n].name = code->co_name;
+        out[n].lineno = PyFrame_GetLineNumber(f);
+        n++;
+        Py_DECREF(code);
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+    }
+    Py_XDECREF(f);
+    return n;
+}
+#endif
+
+/* ---------------------------------------------------------------- setup / reset */
+static size_t hp_fixed_bytes(void) {
+    return (size_t)HP_FRAME_CAP_MAX * sizeof(hp_frame_t) + 2u * HP_FRAME_CAP_MAX * sizeof(uint32_t) +
+           (size_t)hp_pool_cap * sizeof(uint32_t) + (size_t)HP_STACK_CAP_MAX * sizeof(hp_stack_t);
+}
+
+/* The most the tables can ever hold (the reported bound). */
+static size_t hp_bound_bytes(void) {
+    size_t live_max = (size_t)HP_LIVE_CAP_MAX * (sizeof(uintptr_t) + sizeof(hp_live_t));
+    /* current + every retired key array (a geometric series below the largest) */
+    return hp_fixed_bytes() + live_max + (size_t)HP_LIVE_CAP_MAX * sizeof(uintptr_t);
+}
+
+static size_t hp_overhead_bytes(void) {
+    hp_live_table_t *t = atomic_load_explicit(&hp_live, memory_order_relaxed);
+    size_t live = t ? t->cap * (sizeof(uintptr_t) + sizeof(hp_live_t)) : 0;
+    return (hp_tables_ready ? hp_fixed_bytes() : 0) + live + hp_retired_bytes;
+}
+
+/* With the GIL held, hooks not yet sampling. */
+static int hp_tables_init(void) {
+    if (hp_tables_ready) return 0;
+    hp_pool_cap = HP_STACK_CAP_MAX * 16u;
+    hp_frames = HP_CALLOC(HP_FRAME_CAP_MAX, sizeof(hp_frame_t));
+    hp_frame_index = HP_CALLOC(2u * HP_FRAME_CAP_MAX, sizeof(uint32_t));
+    hp_frame_pool = HP_CALLOC(hp_pool_cap, sizeof(uint32_t));
+    hp_stacks = HP_CALLOC(HP_STACK_CAP_MAX, sizeof(hp_stack_t));
+    if (!hp_frames || !hp_frame_index || !hp_frame_pool || !hp_stacks ||
+        hp_live_alloc(&hp_live_tables[0], HP_LIVE_CAP_MIN) < 0) {
+        HP_FREE(hp_frames);
+        HP_FREE(hp_frame_index);
+        HP_FREE(hp_frame_pool);
+        HP_FREE(hp_stacks);
+        hp_frames = NULL;
+        hp_frame_index = NULL;
+        hp_frame_pool = NULL;
+        hp_stacks = NULL;
+        return -1;
+    }
+    hp_live_which = 0;
+    /* synthetic frames 0 and 1 */
+    hp_frames[0].cname = "<no Python frame>";
+    hp_frames[1].cname = "<profiler tables full>";
+    hp_nframes = 2;
+    /* the overflow stack: slot 0, one frame ("tables full") */
+    hp_frame_pool[0] = 1;
+    hp_pool_used = 1;
+    hp_stacks[HP_OVERFLOW_STACK].used = 1;
+    hp_stacks[HP_OVERFLOW_STACK].nframes = 1;
+    hp_stacks[HP_OVERFLOW_STACK].first = 0;
+    hp_nstacks = 1;
+    atomic_store_explicit(&hp_live, &hp_live_tables[0], memory_order_release);
+    hp_tables_ready = 1;
+    return 0;
+}
+
+/* Under hp_mutex (or in a fork child): forget every sample, keep interned frames/stacks. */
+static void hp_clear_samples(void) {
+    if (!hp_tables_ready) return;
+    for (uint32_t i = 0; i < HP_STACK_CAP_MAX; i++) {
+        hp_stack_t *s = &hp_stacks[i];
+        s->alloc_bytes = s->alloc_count = s->live_bytes = s->live_count = 0.0;
+    }
+    hp_live_table_t *t = atomic_load_explicit(&hp_live, memory_order_relaxed);
+    hp_version_begin();
+    for (size_t i = 0; i < t->cap; i++) atomic_store_explicit(&t->keys[i], 0, memory_order_relaxed);
+    hp_version_end();
+    hp_live_n = 0;
+    atomic_store_explicit(&hp_live_count_atomic, 0, memory_order_relaxed);
+    hp_dropped = hp_dropped_stacks = hp_samples = 0;
+    hp_n_ignored_threads = 0;
+}
+
+static void hp_atfork_prepare(void) { pthread_mutex_lock(&hp_mutex); }
+static void hp_atfork_parent(void) { pthread_mutex_unlock(&hp_mutex); }
+static void hp_atfork_child(void) {
+    pthread_mutex_init(&hp_mutex, NULL);
+    atomic_store(&hp_live_version, 0);
+    hp_clear_samples();
+    atomic_fetch_add(&hp_gen, 1);
+}
+
+/* ---------------------------------------------------------------- the sampled path */
+/* Record a sampled allocation of `size` bytes at `ptr`. The caller has set the guard. */
+static void hp_record(void *ptr, size_t size, int domain, int take_stack) {
+    hp_raw_frame_t raw[HP_MAX_FRAMES_LIMIT];
+    int n = 0;
+    if (take_stack && PyGILState_Check()) n = hp_capture(raw, hp_max_frames);
+    double mean = (double)atomic_load_explicit(&hp_interval, memory_order_relaxed);
+    double p = 1.0 - exp(-(double)size / mean);
+    if (p <= 0.0) p = (double)size / mean;
+    if (p <= 0.0) return;
+    double w = 1.0 / p;
+    uint32_t ids[HP_MAX_FRAMES_LIMIT];
+    pthread_mutex_lock(&hp_mutex);
+    if (!hp_tables_ready) {
+        pthread_mutex_unlock(&hp_mutex);
+        return;
+    }
+    if (hp_n_ignored_threads) {
+        pthread_t me = pthread_self();
+        for (int k = 0; k < hp_n_ignored_threads; k++)
+            if (pthread_equal(me, hp_ignored_threads[k])) {
+                pthread_mutex_unlock(&hp_mutex);
+                return;
+            }
+    }
+    if (n == 0) ids[n++] = 0;
+    else
+        for (int k = 0; k < n; k++) ids[k] = hp_intern_frame(raw[k].filename, raw[k].name, raw[k].lineno);
+    uint32_t si = hp_intern_stack(ids, n, domain);
+    hp_stack_t *s = &hp_stacks[si];
+    s->alloc_bytes += w * (double)size;
+    s->alloc_count += w;
+    hp_samples++;
+    if (ptr != NULL) {
+        if (hp_live_reserve() == 0) {
+            hp_live_t v = {si, (float)w, size};
+            hp_live_table_t *t = atomic_load_explicit(&hp_live, memory_order_relaxed);
+            hp_live_t old;
+            if (hp_live_remove((uintptr_t)ptr, &old)) { /* stale entry (free not seen) */
+                hp_stacks[old.stack].live_bytes -= (double)old.weight * (double)old.size;
+                hp_stacks[old.stack].live_count -= (double)old.weight;
+                t = atomic_load_explicit(&hp_live, memory_order_relaxed);
+            }
+            hp_live_insert_into(t, (uintptr_t)ptr, &v);
+            hp_live_n++;
+            atomic_store_explicit(&hp_live_count_atomic, hp_live_n, memory_order_relaxed);
+            s->live_bytes += w * (double)size;
+            s->live_count += w;
+        } else {
+            hp_dropped++;
+        }
+    }
+    pthread_mutex_unlock(&hp_mutex);
+}
+
+/* A block is being freed (before the underlying free). */
+static inline void hp_untrack(void *ptr) {
+    if (ptr == NULL || atomic_load_explicit(&hp_live_count_atomic, memory_order_relaxed) == 0) return;
+    if (!hp_live_maybe((uintptr_t)ptr)) return;
+    hp_live_t old;
+    pthread_mutex_lock(&hp_mutex);
+    if (hp_live_remove((uintptr_t)ptr, &old)) {
+        hp_stack_t *s = &hp_stacks[old.stack];
+        s->live_bytes -= (double)old.weight * (double)old.size;
+        s->live_count -= (double)old.weight;
+        if (s->live_count < 0.5) s->live_bytes = s->live_count = 0.0; /* float residue */
+    }
+    pthread_mutex_unlock(&hp_mutex);
+}
+
+/* Fast path: count the bytes; 1 when this allocation is to be sampled. */
+static inline int hp_should_sample(size_t size) {
+    hp_tls_t *t = &hp_tls;
+    t->countdown -= (int64_t)size;
+    if (t->countdown > 0) return 0;
+    uint32_t gen = atomic_load_explicit(&hp_gen, memory_order_relaxed);
+    int take = (t->gen == gen) && !t->guard && !t->ignored && size > 0 &&
+               atomic_load_explicit(&hp_enabled, memory_order_relaxed);
+    t->gen = gen;
+    t->countdown = hp_draw(t);
+    return take;
+}
+
+#endif

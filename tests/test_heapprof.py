@@ -1,0 +1,416 @@
+"""The sampled heap profiler (memdiag.leaks.heapprof and its C extension), really run.
+
+Statistical assertions use tolerances of four to five standard deviations of the
+sampling error (a sample per ``interval`` bytes: relative error ~ 1/sqrt(samples)).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from memdiag.leaks import heapprof
+
+native_ok, native_reason = heapprof.available()
+needs_native = pytest.mark.skipif(not native_ok, reason=f"native sampler not built: {native_reason}")
+
+
+@pytest.fixture
+def sampler() -> Iterator[None]:
+    heapprof.stop()
+    heapprof.start(32 * 1024, 16)
+    try:
+        yield
+    finally:
+        heapprof.stop()
+
+
+def _site_bytes(profile: heapprof.HeapProfile, lineno: int, live: bool = True) -> float:
+    here = os.path.abspath(__file__)
+    return sum(
+        (s.live_bytes if live else s.alloc_bytes)
+        for s in profile.sites
+        if s.stack and s.stack[0].filename == here and s.stack[0].lineno == lineno
+    )
+
+
+def _line_of(marker: str) -> int:
+    with open(__file__, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if marker in line and "_line_of" not in line:
+                return n
+    raise AssertionError(marker)
+
+
+def test_the_extension_is_built_here() -> None:
+    # CI builds it on install (setup.py); a missing build would silently test only the fallback.
+    assert native_ok, native_reason
+    assert heapprof.backend() in ("native", "preload")
+
+
+@needs_native
+@pytest.mark.parametrize("size,count", [(47, 200_000), (4000, 4096), (256 * 1024, 64)])
+def test_estimates_are_unbiased(sampler: None, size: int, count: int) -> None:
+    keep: list[bytes] = [b""] * count  # pre-sized: the site below allocates only the bytes objects
+    for i in range(count):
+        keep[i] = bytes(size)  # ALLOC-SITE-1
+    true = sum(sys.getsizeof(b) for b in keep)
+    line = _line_of("ALLOC-SITE-1")
+    prof = heapprof.snapshot()
+    est_live, est_alloc = _site_bytes(prof, line), _site_bytes(prof, line, live=False)
+    samples = true / prof.interval_bytes
+    tol = max(0.03, 4.5 / samples**0.5)
+    assert abs(est_live - true) / true < tol, (size, est_live, true, tol)
+    assert abs(est_alloc - true) / true < tol + 0.02
+    assert prof.backend in ("native", "preload") and prof.interval_bytes == 32 * 1024
+    assert 0 < prof.overhead_bytes < 64 * 1024 * 1024
+    del keep
+
+
+@needs_native
+def test_frees_are_seen_and_the_live_heap_drops(sampler: None) -> None:
+    keep = [bytearray(1000) for _ in range(20_000)]  # ALLOC-SITE-2
+    line = _line_of("ALLOC-SITE-2")
+    before = _site_bytes(heapprof.snapshot(), line)
+    assert before > 10e6
+    del keep
+    prof = heapprof.snapshot()
+    assert _site_bytes(prof, line) < 0.02 * before
+    assert _site_bytes(prof, line, live=False) > 10e6  # churn is remembered
+
+
+@needs_native
+def test_realloc_moves_the_sample(sampler: None) -> None:
+    buf = bytearray()
+    for _ in range(4000):
+        buf += b"x" * 1000  # REALLOC-SITE (a growing buffer: realloc after realloc)
+    prof = heapprof.snapshot()
+    line = _line_of("REALLOC-SITE")
+    live = _site_bytes(prof, line)
+    # one 4 MB block is live, not the sum of all its former sizes
+    assert 0.5 * len(buf) < live < 2.0 * len(buf), live
+    del buf
+    assert _site_bytes(heapprof.snapshot(), line) < 0.5e6
+
+
+@needs_native
+def test_ignored_threads_and_memdiag_threads_are_not_sampled(sampler: None) -> None:
+    kept: list[object] = []
+
+    def work(ignore: bool) -> None:
+        if ignore:
+            heapprof.ignore_current_thread()
+        kept.append([bytes(1000) for _ in range(10_000)])  # THREAD-SITE
+
+    t1 = threading.Thread(target=work, args=(True,))
+    t1.start()
+    t1.join()
+    go = threading.Event()
+
+    def named() -> None:
+        go.wait(10)
+        work(False)
+
+    t2 = threading.Thread(target=named, name="memdiag-test-worker")
+    t2.start()
+    heapprof.snapshot()  # every snapshot refreshes the set of memdiag-* threads
+    go.set()
+    t2.join()
+    assert len(kept) == 2
+    line = _line_of("THREAD-SITE")
+    assert _site_bytes(heapprof.snapshot(), line) == 0
+    t3 = threading.Thread(target=work, args=(False,))
+    t3.start()
+    t3.join()
+    assert _site_bytes(heapprof.snapshot(), line) > 5e6
+
+
+@needs_native
+def test_memdiag_frames_are_left_out(sampler: None) -> None:
+    from memdiag.leaks import export
+
+    junk = [export._varint(i * 1000) for i in range(100_000)]  # allocated inside memdiag
+    prof = heapprof.snapshot()
+    own = os.path.dirname(heapprof.__file__)
+    for s in prof.sites:
+        assert not any(f.filename.startswith(own) for f in s.stack), s
+    del junk
+
+
+@needs_native
+def test_reentrancy_with_tracemalloc_on_top(sampler: None) -> None:
+    import tracemalloc
+
+    from memdiag.leaks import _heapprof
+
+    tracemalloc.start(1)  # wraps our hooks
+    try:
+        keep = [bytes(3000) for _ in range(5000)]  # TM-SITE
+        stat = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, __file__)])
+        assert sum(s.size for s in stat.statistics("lineno")) > 10e6
+    finally:
+        tracemalloc.stop()  # puts our hooks back on top
+    line = _line_of("TM-SITE")
+    assert _site_bytes(heapprof.snapshot(), line) > 10e6  # both profilers saw the allocations
+    tracemalloc.start(1)
+    try:
+        heapprof.stop()  # tracemalloc is on top: ours stay in its chain, passive
+        assert _heapprof.chained() and not heapprof.running()
+        more = [bytes(3000) for _ in range(1000)]
+    finally:
+        tracemalloc.stop()
+    heapprof.start(32 * 1024, 16)  # re-enabled in place, samples start afresh
+    assert heapprof.snapshot().samples_live < 5  # (the few made since start())
+    del keep, more
+    heapprof.stop()
+    assert not _heapprof.chained()
+
+
+@needs_native
+def test_fork_child_starts_afresh(sampler: None) -> None:
+    keep = [bytes(2000) for _ in range(10_000)]
+    stop = threading.Event()
+
+    def churn() -> None:  # allocations in flight while the process forks
+        while not stop.is_set():
+            [str(i) * 10 for i in range(1000)]
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        assert heapprof.snapshot().samples_live > 0
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                first = heapprof.snapshot()
+                mine = [bytes(2000) for _ in range(10_000)]  # CHILD-SITE
+                second = heapprof.snapshot()
+                out = {
+                    "live0": first.samples_live,
+                    "child": _site_bytes(second, _line_of("CHILD-SITE")),
+                    "running": heapprof.running(),
+                }
+                os.write(w, json.dumps(out).encode())
+                del mine
+            finally:
+                os._exit(0)
+        os.close(w)
+        data = b""
+        while chunk := os.read(r, 4096):
+            data += chunk
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        res = json.loads(data)
+        assert res["running"]
+        assert res["live0"] <= 2  # the parent's samples were forgotten
+        assert res["child"] > 5e6  # and the child samples its own
+    finally:
+        stop.set()
+        t.join()
+    del keep
+
+
+def test_bad_arguments_leave_state_intact() -> None:
+    was = heapprof.running()
+    for kwargs in ({"interval_bytes": 0}, {"interval_bytes": -5}, {"interval_bytes": 1.5}, {"max_frames": 0}):
+        with pytest.raises(ValueError):
+            heapprof.start(**kwargs)  # type: ignore[arg-type]
+    assert heapprof.running() == was
+
+
+def test_fallback_says_so_once_and_stands_in_with_tracemalloc() -> None:
+    code = textwrap.dedent(
+        """
+        import logging, sys
+        sys.modules["memdiag.leaks._heapprof"] = None  # as if it could not be built
+        records = []
+        class H(logging.Handler):
+            def emit(self, r): records.append(r.getMessage())
+        logging.getLogger("memdiag").addHandler(H())
+        from memdiag.leaks import heapprof
+        ok, why = heapprof.available()
+        heapprof.start(); heapprof.start()
+        keep = [bytes(1000) for _ in range(1000)]
+        p = heapprof.snapshot()
+        heapprof.stop()
+        import tracemalloc
+        print(ok, heapprof.backend(), p.backend, len([m for m in records if "falling back" in m]), bool(why),
+              sum(s.live_bytes for s in p.sites) > 1e6, tracemalloc.is_tracing())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "tracemalloc", "tracemalloc", "1", "True", "True", "False"]
+
+
+# -- export ---------------------------------------------------------------------------------
+def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = n = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def _decode(buf: bytes) -> dict[int, list[object]]:
+    """A minimal protobuf reader (wire types 0 and 2): {field: [values]}. Written here
+    because neither the protobuf package nor `go tool pprof` is installed on this machine."""
+    out: dict[int, list[object]] = {}
+    i = 0
+    while i < len(buf):
+        key, i = _read_varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = _read_varint(buf, i)
+        elif wire == 2:
+            n, i = _read_varint(buf, i)
+            v, i = buf[i : i + n], i + n
+        else:
+            raise AssertionError(f"unexpected wire type {wire}")
+        out.setdefault(field, []).append(v)
+    return out
+
+
+def _packed_ints(b: bytes) -> list[int]:
+    vals, i = [], 0
+    while i < len(b):
+        v, i = _read_varint(b, i)
+        vals.append(v)
+    return vals
+
+
+def _profile() -> heapprof.HeapProfile:
+    F = heapprof.Frame
+    a, b, c = F("/app/a.py", 10, "leak"), F("/app/b.py", 20, "handler"), F("", 0, "<no Python frame>")
+    return heapprof.HeapProfile(
+        taken_at=time.monotonic(),
+        sites=(
+            heapprof.HeapSite((a, b), "python", 1000.0, 10.0, 5000.0, 50.0),
+            heapprof.HeapSite((c,), "native", 300.0, 3.0, 300.0, 3.0),
+        ),
+        interval_bytes=512 * 1024,
+        samples_live=2,
+        dropped=0,
+        overhead_bytes=1,
+        backend="native",
+    )
+
+
+def test_pprof_decodes(tmp_path) -> None:
+    from memdiag.leaks.export import write_pprof
+
+    path = tmp_path / "heap.pb.gz"
+    write_pprof(_profile(), str(path))
+    msg = _decode(gzip.decompress(path.read_bytes()))
+    strings = [s.decode() for s in msg[6]]  # type: ignore[union-attr]
+    assert strings[0] == ""
+    types = [_decode(v) for v in msg[1]]  # type: ignore[arg-type]
+    names = [(strings[t[1][0]], strings[t[2][0]]) for t in types]  # type: ignore[index]
+    assert ("alloc_space", "bytes") in names and ("inuse_space", "bytes") in names
+    assert strings[msg[14][0]] == "inuse_space"  # type: ignore[index]
+    funcs = {f[1][0]: _decode(v) for v in msg[5] for f in [_decode(v)]}  # type: ignore[arg-type, index]
+    locs = {}
+    for v in msg[4]:
+        loc = _decode(v)  # type: ignore[arg-type]
+        line = _decode(loc[4][0])  # type: ignore[arg-type]
+        fn = funcs[line[1][0]]
+        locs[loc[1][0]] = (strings[fn[4][0]] if 4 in fn else "", line.get(2, [0])[0], strings[fn[3][0]])
+    samples = [_decode(v) for v in msg[2]]  # type: ignore[arg-type]
+    first = samples[0]
+    stack = [locs[i] for i in _packed_ints(first[1][0])]  # type: ignore[arg-type]
+    assert stack == [("/app/a.py", 10, "leak"), ("/app/b.py", 20, "handler")]  # leaf first
+    idx = names.index(("inuse_space", "bytes"))
+    assert _packed_ints(first[2][0])[idx] == 1000  # type: ignore[arg-type]
+    assert _packed_ints(first[2][0])[names.index(("alloc_space", "bytes"))] == 5000  # type: ignore[arg-type]
+    label = _decode(first[3][0])  # type: ignore[arg-type]
+    assert (strings[label[1][0]], strings[label[2][0]]) == ("domain", "python")  # type: ignore[index]
+    assert msg[12] == [512 * 1024]
+
+
+def test_speedscope_has_the_schema_shape(tmp_path) -> None:
+    from memdiag.leaks.export import write_speedscope
+
+    path = tmp_path / "heap.speedscope.json"
+    write_speedscope(_profile(), str(path))
+    doc = json.loads(path.read_text())
+    assert doc["$schema"] == "https://www.speedscope.app/file-format-schema.json"
+    frames = doc["shared"]["frames"]
+    assert all(isinstance(f["name"], str) for f in frames)
+    for p in doc["profiles"]:
+        assert p["type"] == "sampled" and p["unit"] == "bytes"
+        assert set(p) >= {"name", "startValue", "endValue", "samples", "weights"}
+        assert len(p["samples"]) == len(p["weights"])
+        assert p["endValue"] == sum(p["weights"])
+        for stack in p["samples"]:
+            assert all(isinstance(i, int) and 0 <= i < len(frames) for i in stack)
+    live = doc["profiles"][0]
+    root_first = [frames[i]["name"].split()[0] for i in live["samples"][0]]
+    assert root_first == ["handler", "leak"]
+    assert live["weights"] == [1000]
+
+
+@needs_native
+def test_snapshot_is_cheap_and_exports_a_real_profile(sampler: None, tmp_path) -> None:
+    keep = [{"k": i, "v": str(i) * 5} for i in range(100_000)]
+    from memdiag.leaks.export import write_pprof, write_speedscope
+
+    t0 = time.perf_counter()
+    prof = heapprof.snapshot()
+    assert time.perf_counter() - t0 < 0.1
+    write_pprof(prof, str(tmp_path / "p.pb.gz"))
+    write_speedscope(prof, str(tmp_path / "p.json"))
+    assert _decode(gzip.decompress((tmp_path / "p.pb.gz").read_bytes()))[2]
+    del keep
+
+
+# -- AddressSanitizer and stress --------------------------------------------------------------
+STRESS = os.path.join(os.path.dirname(__file__), "fixtures", "heapprof_stress.py")
+
+
+def test_stress_threads_fork_exceptions() -> None:
+    out = subprocess.run([sys.executable, STRESS, "2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("ok ")
+
+
+@pytest.mark.slow
+def test_asan_build_survives_the_stress(tmp_path) -> None:
+    """The extension built with -fsanitize=address, run under the stress script.
+
+    Python itself is not instrumented: libasan is preloaded so that the extension's
+    memory accesses (and every malloc/free of the process) are checked; leak detection
+    is off (the interpreter keeps memory until exit by design)."""
+    import shutil
+    import sysconfig
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    assert cc, "a C compiler is needed (CI installs memdiag from source with one)"
+    libasan = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    assert os.path.isabs(libasan) and os.path.exists(libasan), "libasan is missing (apt-get install libasan8)"
+    src = os.path.join(os.path.dirname(heapprof.__file__), "_heapprof.c")
+    so = tmp_path / "_heapprof_asan.so"
+    build = subprocess.run(
+        [cc, "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-std=gnu11", "-shared", "-fPIC",
+         "-I" + sysconfig.get_paths()["include"], src, "-lm", "-o", str(so)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-3000:]
+    env = {**os.environ, "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"}
+    out = subprocess.run([sys.executable, STRESS, "6", str(so)], capture_output=True, text=True, timeout=300, env=env)
+    assert "AddressSanitizer" not in out.stderr, out.stderr[-5000:]
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("ok ") and str(so) in out.stdout
