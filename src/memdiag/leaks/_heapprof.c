@@ -10,6 +10,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
 #include <frameobject.h>
 #if PY_VERSION_HEX >= 0x030B0000
 /* the interpreter's frames, read without allocating (as Modules/_tracemalloc.c does) */
@@ -33,6 +34,9 @@ static int hk_chained = 0; /* our hooks are somewhere in the allocator chains */
 static int hk_atfork_done = 0;
 static const PyMemAllocatorDomain hk_domains[3] = {PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ};
 
+/* The preload shim's mask (memdiag run): Python's own malloc calls are not native. */
+static void (*hk_shim_mask)(int) = NULL;
+
 static inline void hk_sampled(void *ptr, size_t size, hook_ctx_t *c) {
     hp_tls.guard++;
     hp_record(ptr, size, HP_DOMAIN_PYTHON, 1);
@@ -40,15 +44,28 @@ static inline void hk_sampled(void *ptr, size_t size, hook_ctx_t *c) {
     (void)c;
 }
 
-/* The guard is held across the underlying call: pymalloc hands requests over 512 bytes
- * to PyMem_RawMalloc, which would otherwise count (and sample) the same block twice. */
+/* pymalloc serves requests up to 512 bytes from its arenas (mmap) and hands larger ones
+ * to PyMem_RawMalloc, i.e. to our RAW hook: a large request is made with the guard held
+ * so that the RAW hook does not count (and sample) the same block a second time. Below
+ * the threshold (with room for the debug hooks' 24-byte overhead) no nested call can
+ * reach a hook, so the common small allocation skips the guard. Under `memdiag run` the
+ * preload shim is masked around every call: Python's own malloc calls are not native. */
+#define HK_NO_NESTING 448
+
 static void *hk_malloc(void *ctx, size_t size) {
     hook_ctx_t *c = ctx;
     hp_tls_t *t = &hp_tls;
-    if (t->guard) return c->orig.malloc(c->orig.ctx, size);
-    t->guard = 1;
-    void *p = c->orig.malloc(c->orig.ctx, size);
-    t->guard = 0;
+    void *p;
+    if (__builtin_expect(size <= HK_NO_NESTING && hk_shim_mask == NULL, 1)) {
+        p = c->orig.malloc(c->orig.ctx, size);
+    } else {
+        if (t->guard) return c->orig.malloc(c->orig.ctx, size);
+        t->guard = 1;
+        if (hk_shim_mask) hk_shim_mask(1);
+        p = c->orig.malloc(c->orig.ctx, size);
+        if (hk_shim_mask) hk_shim_mask(-1);
+        t->guard = 0;
+    }
     if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, c);
     return p;
 }
@@ -56,11 +73,18 @@ static void *hk_malloc(void *ctx, size_t size) {
 static void *hk_calloc(void *ctx, size_t nelem, size_t elsize) {
     hook_ctx_t *c = ctx;
     hp_tls_t *t = &hp_tls;
-    if (t->guard) return c->orig.calloc(c->orig.ctx, nelem, elsize);
-    t->guard = 1;
-    void *p = c->orig.calloc(c->orig.ctx, nelem, elsize);
-    t->guard = 0;
-    size_t size = nelem * elsize; /* the underlying calloc has checked the overflow */
+    size_t size = nelem * elsize; /* the underlying calloc checks the overflow */
+    void *p;
+    if (size <= HK_NO_NESTING && nelem <= HK_NO_NESTING && hk_shim_mask == NULL) {
+        p = c->orig.calloc(c->orig.ctx, nelem, elsize);
+    } else {
+        if (t->guard) return c->orig.calloc(c->orig.ctx, nelem, elsize);
+        t->guard = 1;
+        if (hk_shim_mask) hk_shim_mask(1);
+        p = c->orig.calloc(c->orig.ctx, nelem, elsize);
+        if (hk_shim_mask) hk_shim_mask(-1);
+        t->guard = 0;
+    }
     if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, c);
     return p;
 }
@@ -70,9 +94,38 @@ static void *hk_realloc(void *ctx, void *ptr, size_t size) {
     hp_tls_t *t = &hp_tls;
     hp_untrack(ptr);
     if (t->guard) return c->orig.realloc(c->orig.ctx, ptr, size);
+    /* a realloc may move a small block to the raw allocator: always guarded */
     t->guard = 1;
+    if (hk_shim_mask) hk_shim_mask(1);
     void *p = c->orig.realloc(c->orig.ctx, ptr, size);
+    if (hk_shim_mask) hk_shim_mask(-1);
     t->guard = 0;
+    if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, c);
+    return p;
+}
+
+/* The raw domain is innermost (malloc itself): it only needs to see the guard. */
+static void *hk_raw_malloc(void *ctx, size_t size) {
+    hook_ctx_t *c = ctx;
+    void *p = c->orig.malloc(c->orig.ctx, size);
+    if (hp_tls.guard) return p;
+    if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, c);
+    return p;
+}
+
+static void *hk_raw_calloc(void *ctx, size_t nelem, size_t elsize) {
+    hook_ctx_t *c = ctx;
+    void *p = c->orig.calloc(c->orig.ctx, nelem, elsize);
+    if (hp_tls.guard) return p;
+    if (hp_should_sample(nelem * elsize) && p != NULL) hk_sampled(p, nelem * elsize, c);
+    return p;
+}
+
+static void *hk_raw_realloc(void *ctx, void *ptr, size_t size) {
+    hook_ctx_t *c = ctx;
+    hp_untrack(ptr);
+    void *p = c->orig.realloc(c->orig.ctx, ptr, size);
+    if (hp_tls.guard) return p;
     if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, c);
     return p;
 }
@@ -86,7 +139,7 @@ static void hk_free(void *ctx, void *ptr) {
 static int hk_ours_on_top(int i) {
     PyMemAllocatorEx cur;
     PyMem_GetAllocator(hk_domains[i], &cur);
-    return cur.malloc == hk_malloc && cur.ctx == &hk_ctx[i];
+    return cur.ctx == &hk_ctx[i] && (cur.malloc == hk_malloc || cur.malloc == hk_raw_malloc);
 }
 
 /* ---------------------------------------------------------------- Python API */
@@ -116,14 +169,16 @@ static PyObject *hp_py_start(PyObject *self, PyObject *args) {
     atomic_store(&hp_interval, (uint64_t)interval);
     hp_max_frames = max_frames;
     pthread_mutex_unlock(&hp_mutex);
+    if (hk_shim_mask == NULL) hk_shim_mask = (void (*)(int))dlsym(RTLD_DEFAULT, "memdiag_preload_mask");
     if (!hk_chained) {
         for (int i = 0; i < 3; i++) {
             PyMem_GetAllocator(hk_domains[i], &hk_ctx[i].orig);
             hk_ctx[i].domain = hk_domains[i];
             hk_hooks[i].ctx = &hk_ctx[i];
-            hk_hooks[i].malloc = hk_malloc;
-            hk_hooks[i].calloc = hk_calloc;
-            hk_hooks[i].realloc = hk_realloc;
+            int raw = hk_domains[i] == PYMEM_DOMAIN_RAW;
+            hk_hooks[i].malloc = raw ? hk_raw_malloc : hk_malloc;
+            hk_hooks[i].calloc = raw ? hk_raw_calloc : hk_calloc;
+            hk_hooks[i].realloc = raw ? hk_raw_realloc : hk_realloc;
             hk_hooks[i].free = hk_free;
         }
         /* RAW may be called by threads without the GIL: the hook is complete before it is
@@ -182,84 +237,6 @@ static PyObject *hp_py_set_ignored_threads(PyObject *self, PyObject *arg) {
     hp_n_ignored_threads = k;
     pthread_mutex_unlock(&hp_mutex);
     Py_RETURN_NONE;
-}
-
-static PyObject *hp_frame_obj(uint32_t id) {
-    hp_frame_t *f = &hp_frames[id];
-    if (f->cname != NULL) return Py_BuildValue("(sis)", "", 0, f->cname);
-    return Py_BuildValue("(OiO)", f->filename ? f->filename : Py_None, f->lineno, f->name ? f->name : Py_None);
-}
-
-typedef struct {
-    uint32_t stack;
-    double ab, ac, lb, lc;
-} hp_snap_row_t;
-
-/* snapshot() -> (rows, stats); rows = [(domain, ((file, line, func), ...), live_b, live_c,
- * alloc_b, alloc_c)] with the innermost frame first. The tables are copied under the lock;
- * the Python objects are built after it is released, with sampling off for this thread. */
-static PyObject *hp_snapshot_tables(const char *domain_names[2]) {
-    if (!hp_tables_ready) return Py_BuildValue("([]{})");
-    hp_tls.guard++;
-    hp_snap_row_t *rows = HP_CALLOC(HP_STACK_CAP_MAX, sizeof(hp_snap_row_t));
-    if (rows == NULL) {
-        hp_tls.guard--;
-        return PyErr_NoMemory();
-    }
-    size_t nrows = 0;
-    unsigned long long samples, dropped, dropped_stacks, live_n, overhead, bound;
-    pthread_mutex_lock(&hp_mutex);
-    for (uint32_t i = 0; i < HP_STACK_CAP_MAX; i++) {
-        hp_stack_t *s = &hp_stacks[i];
-        if (!s->used || (s->alloc_count <= 0.0 && s->live_count <= 0.0)) continue;
-        rows[nrows++] = (hp_snap_row_t){i, s->alloc_bytes, s->alloc_count, s->live_bytes, s->live_count};
-    }
-    samples = hp_samples;
-    dropped = hp_dropped;
-    dropped_stacks = hp_dropped_stacks;
-    live_n = hp_live_n;
-    overhead = hp_overhead_bytes();
-    bound = hp_bound_bytes();
-    pthread_mutex_unlock(&hp_mutex);
-    /* Frames and stacks are never removed while the module lives: reading them unlocked
-     * is safe (a stack's frames were written before the stack was published under lock). */
-    PyObject *list = PyList_New(0);
-    for (size_t r = 0; list != NULL && r < nrows; r++) {
-        hp_stack_t *s = &hp_stacks[rows[r].stack];
-        PyObject *frames = PyTuple_New(s->nframes);
-        if (frames == NULL) {
-            Py_CLEAR(list);
-            break;
-        }
-        for (int k = 0; k < s->nframes; k++) {
-            PyObject *fo = hp_frame_obj(hp_frame_pool[s->first + k]);
-            if (fo == NULL) {
-                Py_CLEAR(frames);
-                break;
-            }
-            PyTuple_SET_ITEM(frames, k, fo);
-        }
-        if (frames == NULL) {
-            Py_CLEAR(list);
-            break;
-        }
-        PyObject *row = Py_BuildValue("(sNdddd)", domain_names[s->domain ? 1 : 0], frames, rows[r].lb,
-                                      rows[r].lc, rows[r].ab, rows[r].ac);
-        if (row == NULL || PyList_Append(list, row) < 0) {
-            Py_XDECREF(row);
-            Py_CLEAR(list);
-            break;
-        }
-        Py_DECREF(row);
-    }
-    HP_FREE(rows);
-    PyObject *res = NULL;
-    if (list != NULL)
-        res = Py_BuildValue("(N{sKsKsKsKsKsKsK})", list, "samples", samples, "samples_live", live_n, "dropped",
-                            dropped, "dropped_stacks", dropped_stacks, "overhead_bytes", overhead, "bound_bytes",
-                            bound, "interval_bytes", (unsigned long long)atomic_load(&hp_interval));
-    hp_tls.guard--;
-    return res;
 }
 
 static PyObject *hp_py_snapshot(PyObject *self, PyObject *noargs) {
