@@ -187,7 +187,8 @@ def test_fork_child_starts_afresh(sampler: None) -> None:
     t = threading.Thread(target=churn)
     t.start()
     try:
-        assert heapprof.snapshot().samples_live > 0
+        parent_live = heapprof.snapshot().samples_live
+        assert parent_live > 300  # the 20 MB kept above, one sample per 32 KiB
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
@@ -213,7 +214,8 @@ def test_fork_child_starts_afresh(sampler: None) -> None:
         assert os.waitstatus_to_exitcode(status) == 0
         res = json.loads(data)
         assert res["running"]
-        assert res["live0"] <= 2  # the parent's samples were forgotten
+        # the parent's samples were forgotten (the few left: the child's own after-fork work)
+        assert res["live0"] < parent_live / 10, (res, parent_live)
         assert res["child"] > 5e6  # and the child samples its own
     finally:
         stop.set()

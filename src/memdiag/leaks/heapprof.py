@@ -108,7 +108,7 @@ _state: dict[str, Any] = {
     "started_tracemalloc": False,
 }
 _frame_cache: dict[tuple[Any, int, Any], Frame] = {}
-_FRAME_CACHE_MAX = 1 << 16
+_FRAME_CACHE_MAX = 4096  # Frame objects reused across snapshots (cleared when full)
 
 
 def available() -> tuple[bool, str | None]:
