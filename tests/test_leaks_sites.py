@@ -223,3 +223,17 @@ def test_the_audit_hook_never_breaks_an_open(tmp_path, monkeypatch) -> None:
     with open(tmp_path / "still-opens", "w") as fh:
         fh.write("x")
     assert (tmp_path / "still-opens").read_text() == "x"
+
+
+def test_turnover_rates_name_a_warming_lru_whatever_its_growth_test_says() -> None:
+    import collections
+
+    lru: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+    cw = ContainerWatch()
+    for i in range(4):
+        for j in range(200):
+            lru[i * 1000 + j] = bytes(100)
+        lru.move_to_end(next(iter(lru)))
+        cw.scan(float(10 * i), interval=0.0)
+    rates = cw.turnover_rates(30.0)
+    assert any(1100 <= r <= 1300 for r in rates), rates  # 200 entries per 10 s

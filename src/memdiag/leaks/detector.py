@@ -254,13 +254,11 @@ class LeakDetector:
             self._series["malloc_free"].append((now, float(mi.free)))
 
         if self.live.heap_running:
-            # The live heap names the growing lines directly: no tracing window needed.
+            # Growing containers (and native lines) from the live heap, within a minute or
+            # two; a leak held outside any container is still named by a tracing window.
             for ms in self.live.memory_suspects(now, floor):
                 found.setdefault(ms["id"], ms)
-            xs, ys = diag.history.series("rss", since=since)
-            trends["rss"] = _brief(trend(xs, ys, max_points=90))
-        else:
-            self._window_memory(diag, cfg, now, floor, found, trends)
+        self._window_memory(diag, cfg, now, floor, found, trends)
         self._resources(diag, now, since, found, trends)
 
         gx, gy = self._own_series("gc_garbage", since)
@@ -386,8 +384,11 @@ class LeakDetector:
             # a cache still warming up when the window ran has levelled off by then.
             if result is not None and now >= float(result.get("ended_at") or now) + confirm:
                 growing_types = self.census.growing_types()
+                live = {k for k, v in found.items() if v.get("classified_by") == "live_heap"}
                 for ms in memory_suspects(recent_t, half, heap_t, result, floor, malloc_t, growing_types):
                     if ms["evidence"].get("container") is None:  # anchored sites: the follower decides
+                        if ms["kind"] == "native" and (live or "native" in found):
+                            continue  # the live heap explained the growth (or measured it)
                         found.setdefault(ms["id"], self._native_rate(ms, now, floor))
             elif result is None and self._auto_blocked and now - self._growth_since >= confirm:
                 # No window possible (budget): the cheap signals' tentative verdict.

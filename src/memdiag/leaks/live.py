@@ -211,6 +211,33 @@ class HeapSeries:
         out.sort(key=lambda s: s["growth_bytes_per_min"], reverse=True)
         return out
 
+    def slopes(self, now: float, horizon: float = HORIZON_SECONDS) -> list[dict[str, Any]]:
+        """Every followed line's live bytes and blocks per minute (Theil-Sen, no significance
+        test): what a growing container is matched against when no line passes the growth
+        test (a sampled profile sees a slow leak as a few steps)."""
+        out = []
+        for key, ser in self._series.items():
+            pts = [p for p in ser if p[0] >= now - horizon]
+            if len(pts) < 4 or pts[-1][1] <= pts[0][1]:
+                continue
+            xs = [p[0] for p in pts]
+            bs, _ = theil_sen(*thin(xs, [p[1] for p in pts], 30))
+            cs, _ = theil_sen(*thin(xs, [p[2] for p in pts], 30))
+            rise_b = (pts[-1][1] - pts[0][1]) / (xs[-1] - xs[0]) if xs[-1] > xs[0] else 0.0
+            rise_c = (pts[-1][2] - pts[0][2]) / (xs[-1] - xs[0]) if xs[-1] > xs[0] else 0.0
+            out.append(
+                {
+                    "file": key[0],
+                    "line": key[1],
+                    "domain": key[2],
+                    "traceback": [f"{f.filename}:{f.lineno}" for f in self._stacks.get(key, ())][:16],
+                    # a step series has a Theil-Sen slope of 0: the end-to-end rise then
+                    "growth_bytes_per_min": 60.0 * (bs if bs > 0 else rise_b),
+                    "blocks_per_min": 60.0 * (cs if cs > 0 else rise_c),
+                }
+            )
+        return out
+
     def total(self, domain: str) -> tuple[list[float], list[float]]:
         """Sum of the followed sites' live bytes per snapshot (one domain)."""
         by_t: dict[float, float] = collections.defaultdict(float)
@@ -376,6 +403,18 @@ class ContainerWatch:
                 }
             )
         out.sort(key=lambda c: c["items_per_min"], reverse=True)
+        return out
+
+    def turnover_rates(self, now: float, horizon: float = HORIZON_SECONDS) -> list[float]:
+        """Entries per minute of the containers that grow while their first item changes
+        (caches that evict or reorder: an LRU warming up), growth test or not."""
+        out = []
+        for oid, (_tp, ser) in self._lens.items():
+            pts = [p for p in ser if p[0] >= now - horizon]
+            heads = list(self._heads.get(oid, ()))[-len(pts):]
+            if len(pts) < 3 or len(set(heads)) < 2 or pts[-1][1] <= pts[0][1]:
+                continue
+            out.append(60.0 * (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]))
         return out
 
     def clear(self) -> None:
