@@ -44,17 +44,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaks and processes", ("memdiag.leaks", "memdiag.processes")),
     ("reports", ("memdiag.reports",)),
     ("service", ("memdiag.service", "memdiag.wiring", "memdiag.configure")),
-    (
-        "surfaces",
-        (
-            "memdiag.health",
-            "memdiag.http",
-            "memdiag.dashboard",
-            "memdiag.telemetry",
-            "memdiag.control",
-            "memdiag.workers",
-        ),
-    ),
+    # the local channel and the worker identity follow the service; the HTTP surface
+    # serves the channel's socket and forwards to workers, never the other way round
+    ("local channel, workers", ("memdiag.control", "memdiag.workers")),
+    ("surfaces", ("memdiag.health", "memdiag.http", "memdiag.dashboard", "memdiag.telemetry")),
     ("public face", ("memdiag",)),
     ("command line", ("memdiag.cli", "memdiag.demo", "memdiag.__main__")),
 ]

@@ -215,7 +215,7 @@ def test_every_api_entry_point_that_reads_headers_is_authenticated_for_a_checked
     a new MemoryAPI method that reads headers must get the same, or local calls get 401."""
     import inspect
 
-    from memdiag.control.serve import _TrustedPeerAPI
+    from memdiag.http.unix import _TrustedPeerAPI
     from memdiag.http.core import MemoryAPI
 
     takes_headers = {

@@ -161,7 +161,7 @@ def start(config: MemoryConfig | None = None, *, http: bool | str | None = None,
     from .control.channel import install
     from .workers import install as install_workers
 
-    install()  # the local control channel opens with the monitor (and in forked workers)
+    install(_serve_control)  # the local control channel opens with the monitor (and in forked workers)
     install_workers()  # a pre-fork server's worker keeps its history per worker slot
     diag = MemoryDiagnostics.get_instance(config, **overrides)
     was_running = diag.running
@@ -189,3 +189,11 @@ def stop() -> None:
     inst = service.MemoryDiagnostics._instance if service is not None else None
     if inst is not None:
         inst.stop()
+
+
+def _serve_control(diag: Any, sock: Any, own_fds: Any) -> Any:
+    """The control channel's server, built when its first client connects (the HTTP
+    layer is imported then, not by :func:`start`)."""
+    from .http.unix import make_server
+
+    return make_server(diag, sock, own_fds)

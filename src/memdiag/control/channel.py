@@ -1,9 +1,9 @@
 """The server side of the control channel (see :mod:`memdiag.control`).
 
 An idle channel is one socket and one thread blocked in ``poll()``: nothing of the HTTP
-stack is imported until the first connection arrives. Then :mod:`memdiag.control.serve`
-(the standalone HTTP server on the Unix socket, with the peer check) takes over on the
-same thread. Importing it costs about 9 MiB (``benchmarks/bench_control.py``), paid only
+stack is imported until the first connection arrives. Then the server that
+:func:`install` was given (:mod:`memdiag.http.unix`: the standalone HTTP server on the
+Unix socket, with the peer check) takes over on the same thread. Importing it costs about 9 MiB (``benchmarks/bench_control.py``), paid only
 by a service that was actually queried.
 """
 
@@ -19,13 +19,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import registry, runtime
 
 if TYPE_CHECKING:
-    import asyncio
-
     from ..service import MemoryDiagnostics
 
 __all__ = ["ControlChannel", "install", "uninstall"]
@@ -34,6 +33,10 @@ log = logging.getLogger("memdiag.control")
 
 THREAD_PREFIX = "memdiag-control"
 _HOOK = "control channel"
+
+# serve(diag, listening socket, own_fds) -> (server with serve_forever(), api)
+ServerFactory = Callable[[Any, socket.socket, Callable[[tuple[int, ...]], None]], tuple[Any, Any]]
+_serve: ServerFactory | None = None  # set by install()
 
 
 def _bind(directory: Path, pid: int) -> socket.socket:
@@ -124,18 +127,16 @@ class ControlChannel:
             if self._stopping:
                 return
             try:
-                from .serve import make_server
-
-                self.server, self.api = make_server(self.diag, self.socket, self._own_loop)
+                if _serve is None:
+                    raise RuntimeError("no server installed for the control channel")
+                self.server, self.api = _serve(self.diag, self.socket, self._own_fds)
             except Exception as exc:
                 log.warning("memdiag control channel could not serve: %r", exc)
                 return
         self.server.serve_forever()
 
-    def _own_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        from .serve import loop_fds
-
-        for fd in loop_fds(loop):
+    def _own_fds(self, fds: tuple[int, ...]) -> None:
+        for fd in fds:
             registry.own_fd(fd)
             self._fds.append(fd)
 
@@ -215,8 +216,15 @@ def _on_stop(diag: MemoryDiagnostics) -> None:
         channel.close()
 
 
-def install() -> None:
-    """Have every start of the shared monitor open the control channel (idempotent)."""
+def install(serve: ServerFactory) -> None:
+    """Have every start of the shared monitor open the control channel (idempotent).
+
+    ``serve(diag, sock, own_fds)`` builds the server that answers on the channel's
+    listening socket once a client connects (:func:`memdiag.http.unix.make_server`, passed
+    in by :func:`memdiag.start` so that this module, below the HTTP layer, never imports it).
+    """
+    global _serve
+    _serve = serve
     registry.register_lifecycle(_HOOK, _on_start, _on_stop)
 
 

@@ -1,7 +1,7 @@
-"""The HTTP half of the control channel, imported on its first connection.
+"""The API served on the control channel's Unix socket, imported on its first connection.
 
 The standalone HTTP server (:class:`memdiag.http.server.MemoryHTTPServer`) on the Unix
-socket: one HTTP/1.1 exchange per request, the same :class:`MemoryAPI` answers. Two things
+socket that :mod:`memdiag.control.channel` opened: one HTTP/1.1 exchange per request, the same :class:`MemoryAPI` answers. Two things
 differ from TCP: the peer's uid is checked when it connects, and a checked peer is
 authenticated by that check (the API's bearer token is supplied for it). Importing this
 (the HTTP core, asyncio) costs about 9 MiB, which is why a service that nobody queries
@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
-from ..http.core import MemoryAPI, Response
-from ..http.server import MemoryHTTPServer
-from ..http.wire import Connection
-from .client import peer_credentials, trusted_uid
+from ..control.client import peer_credentials, trusted_uid
+from .core import MemoryAPI, Response
+from .server import MemoryHTTPServer
+from .wire import Connection
 
 if TYPE_CHECKING:
     from ..service import MemoryDiagnostics
@@ -94,13 +94,18 @@ def loop_fds(loop: asyncio.AbstractEventLoop) -> tuple[int, ...]:
 
 
 def make_server(
-    diag: MemoryDiagnostics, sock: socket.socket, on_loop: Callable[[asyncio.AbstractEventLoop], None]
+    diag: MemoryDiagnostics, sock: socket.socket, own_fds: Callable[[tuple[int, ...]], None]
 ) -> tuple[MemoryHTTPServer, MemoryAPI]:
     """The server for ``diag`` on the listening Unix socket ``sock`` (not yet serving).
 
-    ``on_loop(loop)`` is called on the loop's thread when the first connection arrives.
+    ``own_fds(fds)`` is told the event loop's own descriptors (epoll, self-pipe), on the
+    loop's thread, when the first connection arrives, so they count as memdiag's.
     """
     api = MemoryAPI(diag)
+
+    def on_loop(loop: asyncio.AbstractEventLoop) -> None:
+        own_fds(loop_fds(loop))
+
     connection = type("PeerCheckedConnection", (_PeerCheckedConnection,), {"on_loop": staticmethod(on_loop)})
     server = MemoryHTTPServer(
         ("", 0),
