@@ -121,9 +121,11 @@ def clean_registry() -> Iterator[None]:
         registry._caches.update(hidden_caches)
 
 
-def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition", step: float = 0.01) -> Any:
+def wait_for(cond: Callable[[], object], timeout: float = 30.0, what: str = "condition", step: float = 0.01) -> Any:
     """Poll ``cond()`` every ``step`` seconds; return its first truthy value, or fail after
-    ``timeout`` seconds naming ``what``."""
+    ``timeout`` seconds naming ``what``. The timeout detects a failure; it is not an expected
+    speed: on a loaded machine (the whole suite twice at once on 2 cores) a child Python
+    process can take over 10 s to start."""
     end = time.monotonic() + timeout
     while True:
         value = cond()

@@ -119,7 +119,7 @@ def test_run_injects_the_agent_and_the_cli_finds_it(tmp_path: Path) -> None:
     sup, out = _launch(tmp_path, "--threshold", "800", "--cleanup-cooldown", "42")
     try:
         child = _child_of(sup.pid)
-        note = wait_for(lambda: _notes(out))[0]
+        note = wait_for(lambda: _notes(out), timeout=60, what="the program under memdiag run")[0]
         assert note["agent"] is True
         # The bootstrap left no trace for the program's own children.
         assert "_bootstrap" not in str(note["pythonpath"])
@@ -145,7 +145,7 @@ def test_run_forwards_signals_and_exits_128_plus_signal(tmp_path: Path) -> None:
     sup, out = _launch(tmp_path, "--quiet")
     try:
         _child_of(sup.pid)
-        wait_for(lambda: _notes(out))
+        wait_for(lambda: _notes(out), timeout=60, what="the program under memdiag run")
         sent = {signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGINT}
         for sig in sent:
             sup.send_signal(sig)
@@ -191,7 +191,7 @@ def test_a_terminal_ctrl_c_reaches_the_program_once(tmp_path: Path) -> None:
     )
     os.close(slave)
     try:
-        wait_for(lambda: any(n.get("ready") for n in _notes(out)))
+        wait_for(lambda: any(n.get("ready") for n in _notes(out)), timeout=60, what="the program ready")
         os.write(master, b"\x03")
         wait_for(lambda: any(n.get("delivered") == "SIGINT" for n in _notes(out)))
         time.sleep(1.0)  # a forwarded duplicate would arrive within milliseconds
@@ -209,11 +209,12 @@ def test_run_adopts_and_reaps_orphans(tmp_path: Path) -> None:
     sup, out = _launch(tmp_path, "--quiet")
     try:
         orphan_file = Path(str(out) + ".orphan")
-        orphan = int(wait_for(lambda: orphan_file.exists() and orphan_file.read_text().strip()))
+        written = wait_for(lambda: orphan_file.exists() and orphan_file.read_text().strip(), timeout=60, what="the orphan")
+        orphan = int(written)
         # Once its parent exits, it is adopted by the supervisor (a child subreaper).
         wait_for(lambda: (st := read_stat(orphan)) is not None and st.ppid == sup.pid)
         # It exits after 1.5 s: the supervisor reaps it, so no zombie is left behind.
-        wait_for(lambda: read_stat(orphan) is None, timeout=15)
+        wait_for(lambda: read_stat(orphan) is None)
     finally:
         _stop(sup, out)
     assert sup.returncode == 0

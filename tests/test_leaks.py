@@ -330,7 +330,7 @@ def test_start_tracing_contract(diag: MemoryDiagnostics) -> None:
     assert not tracemalloc.is_tracing()
     last = report["tracing"]["last"]
     assert last["reason"] == "manual" and last["error"] is None and last["frames"] == 3
-    assert 0.9 <= last["seconds"] < 5
+    assert 0.9 <= last["seconds"] < 30  # about the 1 s asked; its end is seen late on a loaded machine
     sites = {(a["file"], a["line"]) for a in report["top_allocations"]}
     assert any(f == __file__ for f, _ in sites), sites
     assert all(len(a["traceback"]) <= 3 for a in report["top_allocations"])
