@@ -193,3 +193,24 @@ def test_transitions_and_cleanups_reach_the_file(fast_config: MemoryConfig) -> N
     assert next(e for e in events if e["kind"] == "cleanup")["data"]["reason"] == "forced"
     r = _cli("events", "--json", "--since", "5m")
     assert r.returncode == 0 and {e["kind"] for e in json.loads(r.stdout)["events"]} >= {"pressure", "cleanup"}
+
+
+def test_the_files_descriptors_are_memdiags_own(fast_config: MemoryConfig) -> None:
+    from memdiag import registry
+
+    d = MemoryDiagnostics(fast_config.updated(service_name="fds", history_db_interval=1.0))
+    try:
+        d.tick()
+        d.store.flush()
+        real = os.path.realpath(d.store.path)
+        db_fds = set()
+        for n in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{n}").startswith(real):
+                    db_fds.add(int(n))
+            except FileNotFoundError:  # the listing's own descriptor, closed already
+                pass
+        assert db_fds and db_fds <= registry.own_fds()  # not counted as the application's
+    finally:
+        d.close()
+    assert not db_fds & registry.own_fds()  # closed: forgotten

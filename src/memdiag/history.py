@@ -316,6 +316,7 @@ class HistoryStore:
         self._maintained_at = 0.0
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._own: frozenset[int] = frozenset()  # SQLite's descriptors, marked as memdiag's
         self._pid = os.getpid()
         _STORES.add(self)
 
@@ -385,12 +386,40 @@ class HistoryStore:
             conn.execute("ROLLBACK")
             raise
 
+    def _mark_own_fds(self) -> None:
+        """Mark the database, WAL and shared-memory descriptors as memdiag's own, so the
+        application's fd count (and its leak verdicts) never include them."""
+        from . import registry
+
+        wanted = {os.path.realpath(self.path) + suffix for suffix in ("", "-wal", "-shm")}
+        found = set()
+        try:
+            for name in os.listdir("/proc/self/fd"):
+                try:
+                    if os.readlink(f"/proc/self/fd/{name}") in wanted:
+                        found.add(int(name))
+                except OSError:
+                    continue
+        except OSError:
+            return
+        for fd in found:
+            registry.own_fd(fd)
+        self._own = frozenset(found)
+
+    def _disown_fds(self) -> None:
+        from . import registry
+
+        for fd in self._own:
+            registry.disown_fd(fd)
+        self._own = frozenset()
+
     def _fault(self, exc: BaseException) -> None:
         """Remember a failure; say so once; retry the file later."""
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
         self._retry_at = time.monotonic() + RETRY_AFTER
         if self._conn is not None:
+            self._disown_fds()
             try:
                 self._conn.close()
             except Exception:
@@ -479,6 +508,8 @@ class HistoryStore:
                 raise
             if time.monotonic() - self._maintained_at > MAINTENANCE_EVERY or self._maintained_at == 0.0:
                 self._maintain(conn)
+            if not self._own:
+                self._mark_own_fds()
             if self.last_error is not None:
                 log.info("memdiag history file %s works again", self.path)
             self.last_error = None
@@ -632,6 +663,7 @@ class HistoryStore:
         with self._lock:
             self._flush_locked()
             if self._conn is not None:
+                self._disown_fds()
                 try:
                     self._conn.close()
                 except _sqlite_error():
@@ -642,8 +674,9 @@ class HistoryStore:
         # SQLite forbids using a connection across fork(); closing it in the child could
         # disturb the parent's WAL, so it is kept, unused, until the child exits.
         if self._conn is not None:
-            _ABANDONED.append(self._conn)
+            _ABANDONED.append(self._conn)  # its descriptors stay open: still memdiag's own
             self._conn = None
+        self._own = frozenset()
         self._lock = threading.Lock()
         self._events = []
         self._reset_bucket()
