@@ -299,23 +299,31 @@ def test_c_get_answers_like_the_python_get(policy: str) -> None:
     stream = rng.choices(keys, [1.0 / (i + 1) for i in range(2000)], k=20_000)
     results = []
     for use_c in (True, False):
-        cache = SharedPromptCache(max_entries=300, policy=policy)
+        cache = SharedPromptCache(max_entries=300, max_bytes=90_000, policy=policy)
         get = cache.get if use_c else functools.partial(type(cache)._py_get, cache)
+        py_set = getattr(type(cache), "_py_set", None)  # LRU's set is C too
+        put = cache.set if use_c or py_set is None else functools.partial(py_set, cache)
         trace = []
         for i, k in enumerate(stream):
             v = get(k, "<miss>") if i % 3 else get(k)
             trace.append(v)
             if v is None or v == "<miss>":
                 if i % 5 == 0:
-                    cache.set(k, {"pickled": i})  # serialised: the C get hands it to Python
+                    put(k, {"pickled": i})  # serialised: the C get hands it to Python
                 elif i % 11 == 0:
-                    cache.set(k, "short-lived", ttl=1e-9)  # expired at once: a miss, freed
+                    put(k, "short-lived", ttl=1e-9)  # expired at once: a miss, freed
                 else:
-                    cache.set(k, f"v{i}", ttl=3600 if i % 2 else None)
+                    put(k, f"v{i}" * (i % 40), ttl=3600 if i % 2 else None)
+            elif i % 7 == 0:
+                put(k, b"updated" * (i % 9))  # an update of a cached key
         m = cache.metrics()
-        results.append((trace, m["hits"], m["misses"], m["evictions"], [k for k, _ in cache._policy.items()]))
+        results.append(
+            (trace, m["hits"], m["misses"], m["evictions"], m["bytes"], m["updates"], [(k, e[0], e[1], *e[3:]) for k, e in cache._policy.items()])
+        )
     assert results[0] == results[1]
     assert type(SharedPromptCache(policy=policy)).get is not type(SharedPromptCache(policy=policy))._py_get
+    kw = SharedPromptCache(policy=policy)  # keywords go to the Python methods
+    assert kw.set(key="k", value="v", ttl=None) and kw.get("k", default=5) == "v" and kw.get(key="x", default=5) == 5
 
 
 def test_read_through_hint_never_duplicates_an_equal_key(policy: str) -> None:

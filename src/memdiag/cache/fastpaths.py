@@ -394,6 +394,7 @@ for _cls in (_LRUCache, _TinyLFUCache):
 # every case it does not answer itself, and tests compare the two.
 _LRUCache._py_get = _LRUCache.get  # type: ignore[attr-defined]
 _TinyLFUCache._py_get = _TinyLFUCache.get  # type: ignore[attr-defined]
+_LRUCache._py_set = _LRUCache.set  # type: ignore[attr-defined]
 
 
 def _install_c_get() -> bool:
@@ -406,9 +407,12 @@ def _install_c_get() -> bool:
     if os.environ.get("MEMDIAG_CACHE_PURE_PYTHON"):
         return False
     try:
-        from ._fastget import install  # type: ignore[import-not-found]
+        from ._fastget import install, install_lru_set  # type: ignore[import-not-found]
     except ImportError:  # not built (no compiler at install time): the Python get stays
         return False
+    # LRU's set too, for a str key and a str/bytes value without ttl when the lock is free
+    # (the inlined path of _LRUCache.set above, kept in step); else that Python set.
+    install_lru_set(_LRUCache, _LRUCache._py_set, ENTRY_OVERHEAD)  # type: ignore[attr-defined]
     install(_LRUCache, _LRUCache._py_get, False, True, globals())  # type: ignore[attr-defined]
     install(_TinyLFUCache, _TinyLFUCache._py_get, True, False, globals())  # type: ignore[attr-defined]
     return True
