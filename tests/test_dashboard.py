@@ -386,7 +386,9 @@ def click_cleanups(pg: Any, served: Served, cache: BlobCache) -> None:
     assert "malloc_trim" in text
     # A manual cleanup is an emergency one: it clears the caches (6 MiB of blobs).
     assert cache.items == {}
-    assert re.search(r"caches: clear.* · freed 6\.0 MiB", text), text
+    # freed is the measured release (RSS across the rung, since 284e595): how much of the 6 MiB
+    # the allocator hands back to the OS varies; the cache being emptied is checked above.
+    assert re.search(r"caches: clear.* · freed [\d.]+ (B|KiB|MiB)", text), text
     last = served.diag.ladder.last_result
     assert last is not None and last.performed and not last.dry_run
 
