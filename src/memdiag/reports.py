@@ -23,6 +23,7 @@ from .pressure import LEVELS, PressureDetector, PressureState
 from .probes.process import read_cmdline
 from .redact import redact_argv
 from .sample import Sample
+from .stats import median, percentile
 
 if TYPE_CHECKING:
     from .cleanup import CleanupLadder
@@ -229,39 +230,105 @@ def overhead(
     memory_budget_bytes: int,
     open_fds: int,
     collector_errors: dict[str, Any],
+    components: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What the monitor costs: CPU, time per tick, and the memory it holds."""
-    import statistics  # only here: it pulls in decimal and fractions
-
     ticks = list(stats.tick_seconds)
     wall = (time.time() - stats.started_at) if stats.started_at and running else None
-    qs = statistics.quantiles(ticks, n=100) if len(ticks) >= 2 else None
     return {
         "ticks": stats.ticks,
         "errors": stats.errors,
         "last_error": stats.last_error,
         "monitor_cpu_seconds": round(stats.cpu_seconds, 6),
         "monitor_cpu_percent": round(100.0 * stats.cpu_seconds / wall, 4) if wall else None,
-        "tick_seconds_median": statistics.median(ticks) if ticks else None,
-        "tick_seconds_p99": qs[98] if qs else None,
+        "tick_seconds_median": median(ticks),
+        "tick_seconds_p99": percentile(ticks, 99) if len(ticks) >= 2 else None,
         "tick_seconds_last": ticks[-1] if ticks else None,
         "history_bytes": history.memory_bytes(),
         "memory_budget_bytes": memory_budget_bytes,
         "memory_bytes": memory_bytes,
         "open_fds": open_fds,
         "collector_errors": dict(collector_errors),
+        "own_cost": own_cost(components or {}, stats, wall),
     }
 
 
 def own_memory(history: History, events: Iterable[Any], stats: LoopStats, samples: Iterable[Sample | None]) -> int:
     """An accounting of a monitor's own structures (the history ring dominates)."""
-    size = history.memory_bytes()
-    size += sum(sys.getsizeof(e) for e in events)
-    size += sys.getsizeof(stats.tick_seconds) + 24 * len(stats.tick_seconds)
-    for s in samples:
-        if s is not None:
-            size += 200 * (len(s.children) + 10)
-    return size
+    return sum(c["bytes"] for c in own_components(history, list(events), stats, samples).values())
+
+
+EVENT_BYTES = 1024  # an upper estimate of one pressure event dict with its values
+SAMPLE_BYTES_PER_PROCESS = 200  # a Sample's share per process row (children + 10 fixed rows)
+STORE_CACHE_BYTES = 512 * 1024  # the history store's SQLite page cache (PRAGMA cache_size=-512)
+
+
+def own_components(
+    history: History,
+    events: Any,
+    stats: LoopStats,
+    samples: Iterable[Sample | None],
+    *,
+    store_open: bool = False,
+    heap_profiler_bytes: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """memdiag's own memory, per bounded structure: ``bytes`` now, ``bound_bytes`` at most
+    (``None``: bounded by a count, not a byte figure) and ``bound`` in words."""
+    ticks = stats.tick_seconds
+    tick_cap = ticks.maxlen or len(ticks)
+    ev_cap = getattr(events, "maxlen", None) or len(events)
+    rows = sum(len(s.children) + 10 for s in samples if s is not None)
+    out: dict[str, dict[str, Any]] = {
+        "history_ring": {
+            "bytes": history.memory_bytes(),
+            "bound_bytes": history.memory_bytes(),
+            "bound": f"preallocated: history_size {history.capacity} samples x 8 B per column",
+        },
+        "pressure_events": {
+            "bytes": sum(sys.getsizeof(e) for e in events),
+            "bound_bytes": ev_cap * EVENT_BYTES,
+            "bound": f"the last {ev_cap} events",
+        },
+        "tick_times": {
+            "bytes": sys.getsizeof(ticks) + 24 * len(ticks),
+            "bound_bytes": sys.getsizeof(ticks) + 24 * tick_cap,
+            "bound": f"the last {tick_cap} tick durations",
+        },
+        "latest_samples": {
+            "bytes": SAMPLE_BYTES_PER_PROCESS * rows,
+            "bound_bytes": None,
+            "bound": "the latest sample and profile only: 200 B per process in the tree",
+        },
+    }
+    if store_open:
+        out["history_store_cache"] = {
+            "bytes": STORE_CACHE_BYTES,  # its ceiling: SQLite does not say how full it is
+            "bound_bytes": STORE_CACHE_BYTES,
+            "bound": "SQLite page cache, cache_size -512 KiB (the file itself: history_max_mb)",
+        }
+    if heap_profiler_bytes is not None:
+        out["heap_profiler"] = {
+            "bytes": int(heap_profiler_bytes),
+            "bound_bytes": None,
+            "bound": "the sampled live blocks (one per heap_sample_interval of live heap)",
+        }
+    return out
+
+
+def own_cost(components: dict[str, dict[str, Any]], stats: LoopStats, wall: float | None) -> dict[str, Any]:
+    """What memdiag costs the process: its structures (adding up to ``memory_bytes``), their
+    bounds, and the monitor thread's CPU. Code and imports are not visible from inside:
+    ``benchmarks/bench_footprint.py`` measures the whole process delta (docs/benchmarks.md)."""
+    bounds = [c["bound_bytes"] for c in components.values()]
+    return {
+        "memory_bytes": sum(c["bytes"] for c in components.values()),
+        "bound_bytes": sum(b for b in bounds if b is not None),
+        "unbounded_in_bytes": sorted(n for n, c in components.items() if c["bound_bytes"] is None),
+        "components": components,
+        "cpu_seconds": round(stats.cpu_seconds, 6),
+        "cpu_percent": round(100.0 * stats.cpu_seconds / wall, 4) if wall else None,
+        "not_counted": "code and imported modules: see benchmarks/bench_footprint.py",
+    }
 
 
 def cleanup_summary(ladder: CleanupLadder) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -376,7 +377,15 @@ class MemoryDiagnostics:
 
     def overhead(self) -> dict[str, Any]:
         """What the monitor costs: CPU, time per tick, and the memory it holds."""
-        own = reports.own_memory(self.history, self.events, self.stats, (self.last_sample, self.last_profile))
+        parts = reports.own_components(
+            self.history,
+            self.events,
+            self.stats,
+            (self.last_sample, self.last_profile),
+            store_open=self.store is not None,
+            heap_profiler_bytes=_heap_profiler_bytes(self),
+        )
+        own = sum(c["bytes"] for c in parts.values())
         return reports.overhead(
             self.stats,
             self.history,
@@ -385,6 +394,7 @@ class MemoryDiagnostics:
             memory_budget_bytes=int(self._cfg.self_memory_budget_mb * MIB),
             open_fds=self._sampler.walker.open_fds + 32,
             collector_errors=self._sampler.collector_errors,
+            components=parts,
         )
 
     def status(self) -> dict[str, Any]:
@@ -479,3 +489,12 @@ def _at_exit() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_at_exit)
+
+
+def _heap_profiler_bytes(diag: Any) -> int | None:
+    """The sampling heap profiler's own bytes, when leak detection runs it (read, never
+    imported: a monitor without leak detection does not load it)."""
+    leaks = sys.modules.get("memdiag.leaks")
+    det = getattr(leaks, "_detectors", {}).get(diag) if leaks is not None else None
+    prof = getattr(getattr(getattr(det, "live", None), "heap", None), "last", None)
+    return getattr(prof, "overhead_bytes", None)

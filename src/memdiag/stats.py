@@ -134,3 +134,24 @@ def trend(xs: Sequence[float], ys: Sequence[float], max_points: int = 120, alpha
         points=len(px),
         span_seconds=px[-1] - px[0],
     )
+
+
+def median(values: Sequence[float]) -> float | None:
+    """The median, or None for no values (``statistics`` would pull in decimal and
+    fractions: ~0.3 MB in every monitored process)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` (0-100) percentile by linear interpolation between closest ranks."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

@@ -30,7 +30,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,6 +214,8 @@ def shared_token() -> str | None:
 
 
 def _create_token(d: Path, path: Path) -> None:
+    import secrets  # once per runtime directory: not held by every monitored process
+
     tmp = d / f".token.{os.getpid()}.{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:

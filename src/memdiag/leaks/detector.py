@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import math
 import os
-import statistics
 import threading
 import time
 import weakref
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .. import registry
 from ..errors import MemdiagError
 from ..history import COLUMNS, growth_split
-from ..stats import Trend, trend
+from ..stats import Trend, median, trend
 from .census import CensusHistory
 from .classify import (
     RESOURCES,
@@ -507,7 +506,7 @@ class LeakDetector:
             "notifications": notifier().report(),
             "flight_recorder": self.flight.report(cfg.flight_recorder_path),
             "overhead": {
-                "check_seconds_median": statistics.median(times) if times else None,
+                "check_seconds_median": median(times),
                 "check_seconds_max": max(times) if times else None,
                 "census_seconds_last": self.census.last_seconds,
                 "follow_seconds_last": self.follower.last_seconds,

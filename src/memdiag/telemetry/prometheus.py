@@ -22,7 +22,9 @@ Without prometheus_client, ``/metrics`` is the standalone text of
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import threading
 import time
 import weakref
@@ -35,6 +37,7 @@ __all__ = ["MIRROR_EVERY", "available", "exposition", "install", "multiprocess_m
 #: Seconds between two mirrors of a worker's values into the multiprocess files.
 MIRROR_EVERY = 5.0
 _OBSERVER = "memdiag.telemetry.prometheus"
+_LATE = "memdiag.telemetry.prometheus.late"  # waits for the application to import it
 
 _lock = threading.Lock()
 _collector: Any = None  # the MemdiagCollector registered in the default registry
@@ -89,7 +92,36 @@ def _to_client(fam: Family, gauge: type, counter: type) -> Any:
 
 def install(diag: Any) -> bool:
     """Register ``diag``'s collector in prometheus_client's default registry (once per
-    process), and in multiprocess mode start mirroring. False without prometheus_client."""
+    process), and in multiprocess mode start mirroring. False without prometheus_client.
+
+    Importing prometheus_client costs a process about 6 MB (it pulls in http.server,
+    wsgiref, email, gzip): when the application has not imported it (and multiprocess mode
+    is off), nothing is imported now; a per-tick check of ``sys.modules`` registers the
+    collector within one tick of the application importing it."""
+    if "prometheus_client" not in sys.modules and not multiprocess_mode():
+        if importlib.util.find_spec("prometheus_client") is None:
+            return False
+        from .. import registry
+
+        late = weakref.ref(diag)
+        registry.register_observer(_LATE, lambda sample: _install_when_imported(late))
+        return True
+    return _install_now(diag)
+
+
+def _install_when_imported(ref: Any) -> None:
+    """The deferred install: once the application imported prometheus_client."""
+    if sys.modules.get("prometheus_client") is None:
+        return
+    from .. import registry
+
+    registry.unregister_observer(_LATE)
+    diag = ref()
+    if diag is not None:
+        _install_now(diag)
+
+
+def _install_now(diag: Any) -> bool:
     global _collector
     if not available():
         return False
@@ -115,6 +147,7 @@ def uninstall() -> None:
     from .. import registry
 
     registry.unregister_observer(_OBSERVER)
+    registry.unregister_observer(_LATE)
     with _lock:
         if _collector is not None:
             from prometheus_client import REGISTRY
@@ -179,9 +212,9 @@ def exposition(diag: Any) -> str:
     if multiprocess_mode():
         from prometheus_client import multiprocess
 
-        install(diag)
+        _install_now(diag)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry).decode("utf-8")
-    install(diag)
+    _install_now(diag)
     return generate_latest(REGISTRY).decode("utf-8")
