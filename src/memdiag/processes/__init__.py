@@ -15,18 +15,16 @@ from __future__ import annotations
 import atexit
 import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import registry as _registry
 from ..config import MemoryConfig
 from .ownership import OwnedProcess, is_descendant, owned_processes, owner_of, track
 from .reap import direct_zombies, reap_zombies
 from .sanitize import sanitize_env, sanitize_node_options
+from .spawn import Popen, owned, spawn
 from .subreaper import is_child_subreaper, set_child_subreaper
 from .terminate import stop_entries, terminate
-
-if TYPE_CHECKING:
-    from .spawn import Popen, owned, spawn
 
 __all__ = [
     "InspectedNode",
@@ -56,11 +54,7 @@ __all__ = [
     "track",
 ]
 
-# Loaded on first use: spawn pulls in subprocess (~0.5 MB) that a monitor alone never needs.
 _LAZY = {
-    "Popen": "memdiag.processes.spawn",
-    "owned": "memdiag.processes.spawn",
-    "spawn": "memdiag.processes.spawn",
     "InspectedNode": "memdiag.processes.inspector",
     "InspectedNodeProcess": "memdiag.processes.inspector",
     "InspectorError": "memdiag.processes.cdp",

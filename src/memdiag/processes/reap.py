@@ -31,6 +31,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -184,7 +185,7 @@ def reap_zombies(*, min_age: float = ZOMBIE_MIN_AGE, dry_run: bool = False) -> d
     }
 
 
-def _popen_objects(pids: set[int]) -> list[Any]:
+def _popen_objects(pids: set[int]) -> list[subprocess.Popen[Any]]:
     """Live ``Popen`` objects for these PIDs that have not seen their exit yet.
 
     One ``gc.get_objects()`` pass (~15 ms per million objects); only run when an old
@@ -192,9 +193,6 @@ def _popen_objects(pids: set[int]) -> list[Any]:
     """
     from ..probes.python import exclusive_gil
 
-    subprocess = sys.modules.get("subprocess")  # not imported: no Popen can exist (~0.5 MB kept)
-    if subprocess is None:
-        return []
     with exclusive_gil():  # other threads must not run while the list holds references
         found = [
             obj

@@ -1,0 +1,65 @@
+"""memdiag's own cost: the report adds up to its components, and the monitor stays flat.
+
+A fresh process (nothing else of the test session in it) starts the monitor with default
+structures (only the intervals shortened so the test takes seconds) and reads its
+``overhead()["own_cost"]`` and its USS at tick counts, not at times."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+CHILD = r"""
+import json, time
+import memdiag
+
+def uss():
+    d = {}
+    with open("/proc/self/smaps_rollup") as fh:
+        for line in fh:
+            k, _, v = line.partition(":")
+            if v.strip().endswith("kB"):
+                d[k] = int(v.split()[0]) * 1024
+    return d.get("Private_Clean", 0) + d.get("Private_Dirty", 0)
+
+def at(m, n):
+    deadline = time.monotonic() + 240
+    while m.stats.ticks < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"ticks": m.stats.ticks, "uss": uss(), "overhead": m.overhead()}
+
+m = memdiag.start(sample_interval=0.05, history_db_interval=1)
+out = [at(m, 40), at(m, 200)]
+m.stop()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_own_cost_adds_up_and_the_footprint_stays_flat(tmp_path) -> None:
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    warm, later = json.loads(out.stdout.strip().splitlines()[-1])
+    assert later["ticks"] >= 200, "the monitor did not tick 200 times"
+    for point in (warm, later):
+        ov = point["overhead"]
+        cost = ov["own_cost"]
+        parts = cost["components"]
+        assert {"history_ring", "pressure_events", "tick_times", "latest_samples"} <= set(parts)
+        assert cost["memory_bytes"] == sum(p["bytes"] for p in parts.values()) == ov["memory_bytes"]
+        bounded = [p for p in parts.values() if p["bound_bytes"] is not None]
+        assert cost["bound_bytes"] == sum(p["bound_bytes"] for p in bounded)
+        assert all(p["bytes"] <= p["bound_bytes"] for p in bounded)
+        assert all(p["bound"] for p in parts.values())  # every structure states its bound
+        assert cost["unbounded_in_bytes"] == sorted(n for n, p in parts.items() if p["bound_bytes"] is None)
+        assert cost["cpu_seconds"] > 0
+        assert ov["memory_bytes"] <= ov["memory_budget_bytes"]
+    assert "history_store_cache" in later["overhead"]["own_cost"]["components"]  # the store opened
+    # Flat: 160 more ticks (history ring, store writes, leak checks) add under 1 MiB of USS.
+    assert later["uss"] - warm["uss"] < 1024 * 1024
+    assert later["overhead"]["own_cost"]["memory_bytes"] <= later["overhead"]["own_cost"]["bound_bytes"] + 64 * 1024
