@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import threading
@@ -49,6 +48,19 @@ _PROGRAMS = frozenset({"gunicorn", "uvicorn"})
 # Helpers multiprocessing starts beside spawned workers: children of the master, not workers.
 _HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 _MAX_SLOTS = 1024
+
+
+def _sha256(data: bytes) -> Any:
+    """SHA-256 from CPython's built-in module (same digest): ``hashlib`` loads OpenSSL,
+    ~0.4 MB a monitored process would hold for one hash."""
+    try:
+        from _sha2 import sha256  # Python 3.12+
+    except ImportError:
+        try:
+            from _sha256 import sha256  # Python 3.11
+        except ImportError:
+            from hashlib import sha256
+    return sha256(data)
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -103,7 +115,7 @@ def _server_id(pid: int) -> str:
     except OSError:
         cwd = ""
     argv = _cmdline(pid)
-    digest = hashlib.sha256("\0".join([cwd, *argv]).encode("utf-8", "replace")).hexdigest()[:10]
+    digest = _sha256("\0".join([cwd, *argv]).encode("utf-8", "replace")).hexdigest()[:10]
     program = next((os.path.basename(a) for a in argv[:3] if os.path.basename(a) in _PROGRAMS), "server")
     return f"{program}-{digest}"
 

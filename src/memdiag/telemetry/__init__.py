@@ -14,6 +14,8 @@ shared monitor. Nothing here is imported by ``import memdiag``.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 __all__ = ["install"]
@@ -30,6 +32,10 @@ def install(diag: Any) -> dict[str, bool]:
         done["prometheus"] = prometheus.install(diag)
     except Exception as exc:  # a broken prometheus_client must not stop the monitor
         log.warning("memdiag could not register its Prometheus collector: %r", exc)
+    if not any(k.startswith("OTEL_") for k in os.environ) and not any(
+        m.startswith("opentelemetry") for m in sys.modules
+    ):
+        return done  # nothing OpenTelemetry-ish around: otel.configured() would say no; not imported
     try:
         from . import otel
 
