@@ -334,6 +334,13 @@ def render_diagnostics(d: Mapping[str, Any], *, source: str = "") -> str:
             f"{human_duration(ov.get('tick_seconds_median'))} per sample (median), "
             f"{human_bytes(ov.get('memory_bytes'))} held",
         ]
+        cost = ov.get("own_cost") or {}
+        for name, part in (cost.get("components") or {}).items():
+            bound = part.get("bound_bytes")
+            limit = f"at most {human_bytes(bound)}" if bound is not None else "bounded by count"
+            out.append(f"  {name}: {human_bytes(part.get('bytes'))} ({limit}: {part.get('bound')})")
+        if cost:
+            out.append(f"  not counted here: {cost.get('not_counted')}")
     return "\n".join(out)
 
 
