@@ -63,3 +63,30 @@ def test_own_cost_adds_up_and_the_footprint_stays_flat(tmp_path) -> None:
     # Flat: 160 more ticks (history ring, store writes, leak checks) add under 1 MiB of USS.
     assert later["uss"] - warm["uss"] < 1024 * 1024
     assert later["overhead"]["own_cost"]["memory_bytes"] <= later["overhead"]["own_cost"]["bound_bytes"] + 64 * 1024
+
+
+LATE_PROMETHEUS = r"""
+import sys, time
+import memdiag
+
+def ticks(m, n):
+    deadline = time.monotonic() + 120
+    while m.stats.ticks < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+m = memdiag.start(sample_interval=0.05)
+ticks(m, 5)
+assert "prometheus_client" not in sys.modules, "memdiag.start() imported prometheus_client"
+from prometheus_client import REGISTRY, generate_latest  # the application imports it later
+ticks(m, m.stats.ticks + 3)
+text = generate_latest(REGISTRY).decode()
+assert "memdiag_pressure_level" in text, text[:500]
+print("ok")
+"""
+
+
+def test_prometheus_client_is_not_imported_by_start_but_the_collector_follows_it(tmp_path) -> None:
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    out = subprocess.run([sys.executable, "-c", LATE_PROMETHEUS], capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
