@@ -1,7 +1,8 @@
 """Build the optional C parts of memdiag; everything else is in pyproject.toml.
 
 ``memdiag.cache._fastget`` (SharedPromptCache.get's lock-free hit in C) and
-``memdiag.leaks._heapprof`` (the sampled heap profiler) need a C compiler and the Python
+``memdiag.leaks._heapprof`` (the sampled heap profiler, and ``_preload``, its malloc
+shim for ``memdiag run``) need a C compiler and the Python
 headers. Where they cannot be built the install still succeeds: the cache uses its
 pure-Python path, and memdiag says once (logger ``memdiag``) that the heap profile falls
 back to tracemalloc.
@@ -51,6 +52,17 @@ if sys.implementation.name == "cpython" and sys.platform.startswith("linux"):
             depends=["src/memdiag/leaks/_hp_core.h"],
             extra_compile_args=_CFLAGS,
             libraries=["m"],
+            optional=True,
+        )
+    )
+    # The LD_PRELOAD malloc shim of `memdiag run` (a shared object, not a module).
+    _EXTENSIONS.append(
+        Extension(
+            "memdiag.leaks._preload",
+            ["src/memdiag/leaks/_preload.c"],
+            depends=["src/memdiag/leaks/_hp_core.h"],
+            extra_compile_args=_CFLAGS,
+            libraries=["dl", "m", "pthread"],
             optional=True,
         )
     )

@@ -65,6 +65,11 @@ def child_environment(
             env.pop("MEMDIAG_AUTOSTART_HTTP", None)
         old = env.get("PYTHONPATH")
         env["PYTHONPATH"] = BOOTSTRAP_DIR + (os.pathsep + old if old else "")
+        if str(changes.get("heap_profile", "auto")) != "off":
+            # the malloc shim: native allocations named at the Python line that made them
+            from ..leaks.preload import environment
+
+            env = environment(env, int(changes.get("heap_sample_interval_kb", 512)) * 1024)
     return env
 
 

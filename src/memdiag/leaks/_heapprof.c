@@ -143,6 +143,12 @@ static int hk_ours_on_top(int i) {
 }
 
 /* ---------------------------------------------------------------- Python API */
+/* Called by the preload shim, on this thread, without the GIL: see hp_hand_over_stack. */
+static void hk_want_stack(void) {
+    hp_tls.want_stack = 1;
+    hp_tls.countdown = 0; /* the next allocation takes the slow path */
+}
+
 static PyObject *hp_py_start(PyObject *self, PyObject *args) {
     unsigned long long interval = 512 * 1024;
     int max_frames = 32;
@@ -169,7 +175,12 @@ static PyObject *hp_py_start(PyObject *self, PyObject *args) {
     atomic_store(&hp_interval, (uint64_t)interval);
     hp_max_frames = max_frames;
     pthread_mutex_unlock(&hp_mutex);
-    if (hk_shim_mask == NULL) hk_shim_mask = (void (*)(int))dlsym(RTLD_DEFAULT, "memdiag_preload_mask");
+    if (hk_shim_mask == NULL) {
+        hk_shim_mask = (void (*)(int))dlsym(RTLD_DEFAULT, "memdiag_preload_mask");
+        hp_intern_hook = (void (*)(const void *, int))dlsym(RTLD_DEFAULT, "memdiag_preload_intern");
+        void (*reg)(void (*)(void)) = (void (*)(void (*)(void)))dlsym(RTLD_DEFAULT, "memdiag_preload_register");
+        if (reg != NULL) reg(hk_want_stack);
+    }
     if (!hk_chained) {
         for (int i = 0; i < 3; i++) {
             PyMem_GetAllocator(hk_domains[i], &hk_ctx[i].orig);

@@ -58,6 +58,7 @@ typedef struct {
     uint32_t gen;      /* generation of the countdown (a new start() redraws) */
     int guard;         /* re-entrancy: > 0 while this thread is inside the sampler */
     int ignored;       /* memdiag's own threads: never sampled */
+    int want_stack;    /* the preload shim missed this thread's frames: hand them over */
 } hp_tls_t;
 
 /* initial-exec: one %fs-relative access instead of a __tls_get_addr call per allocation
@@ -120,6 +121,13 @@ static int hp_live_which;
 static size_t hp_live_n;
 static _Atomic unsigned hp_live_version;
 static _Atomic size_t hp_live_count_atomic;
+/* A counting filter in front of the address table: free() reads one byte to learn that a
+ * block was certainly not sampled (the table probe costs several loads and a seqlock). */
+#define HP_FILTER_BITS 16
+static _Atomic uint8_t hp_filter[1u << HP_FILTER_BITS];
+static inline size_t hp_filter_slot(uintptr_t a) {
+    return (size_t)(((uint64_t)(a >> 4) * 0x9E3779B97F4A7C15ULL) >> (64 - HP_FILTER_BITS));
+}
 static hp_retired_t *hp_retired;
 static size_t hp_retired_bytes;
 
@@ -286,6 +294,11 @@ static int hp_live_remove(uintptr_t a, hp_live_t *out) {
     }
     atomic_store_explicit(&t->keys[i], 0, memory_order_relaxed);
     hp_version_end();
+    {
+        _Atomic uint8_t *c = &hp_filter[hp_filter_slot(a)];
+        uint8_t cv = atomic_load_explicit(c, memory_order_relaxed);
+        if (cv > 0 && cv < 255) atomic_store_explicit(c, (uint8_t)(cv - 1), memory_order_relaxed);
+    }
     hp_live_n--;
     atomic_store_explicit(&hp_live_count_atomic, hp_live_n, memory_order_relaxed);
     return 1;
@@ -319,6 +332,25 @@ static uint32_t hp_intern_frame(PyObject *filename, PyObject *name, int lineno) 
     hp_frame_index[i] = ++hp_nframes;
     return hp_nframes - 1;
 }
+
+/* Under hp_mutex, without the GIL: the frame's id if already interned, else frame 2.
+ * Compares pointers only; never touches a reference count. */
+static uint32_t hp_lookup_frame(PyObject *filename, PyObject *name, int lineno) {
+    uint64_t h = hp_mix(hp_mix(hp_mix(0, (uintptr_t)filename), (uintptr_t)name), (uint64_t)(uint32_t)lineno);
+    uint32_t mask = 2 * HP_FRAME_CAP_MAX - 1, i = (uint32_t)h & mask;
+    for (;;) {
+        uint32_t id1 = hp_frame_index[i];
+        if (id1 == 0) return 2;
+        hp_frame_t *f = &hp_frames[id1 - 1];
+        if (f->filename == filename && f->name == name && f->lineno == lineno) return id1 - 1;
+        i = (i + 1) & mask;
+    }
+}
+
+/* Called (GIL held) with every stack the CPython hooks take: the preload shim interns
+ * those frames too, so that its samples taken without the GIL (ctypes releases it around
+ * foreign calls) can still name them. */
+static void (*hp_intern_hook)(const void *raw, int n) = NULL;
 
 #define HP_OVERFLOW_STACK 0u
 
@@ -370,12 +402,9 @@ typedef struct {
  * every frame already is a frame object and the public API returns it without allocating.
  */
 #if PY_VERSION_HEX >= 0x030B0000
-static int hp_capture(hp_raw_frame_t *out, int max) {
-#if PY_VERSION_HEX >= 0x030D0000
-    PyThreadState *ts = PyThreadState_GetUnchecked();
-#else
-    PyThreadState *ts = _PyThreadState_UncheckedGet();
-#endif
+/* `ts` is the calling thread's own state: its frames cannot change while it is in here,
+ * with or without the GIL (only the thread itself pushes and pops them). */
+static int hp_capture_ts(PyThreadState *ts, hp_raw_frame_t *out, int max) {
     if (ts == NULL) return 0;
 #if PY_VERSION_HEX >= 0x030D0000
     _PyInterpreterFrame *f = ts->current_frame;
@@ -403,6 +432,15 @@ static int hp_capture(hp_raw_frame_t *out, int max) {
     }
     return n;
 }
+
+static int hp_capture(hp_raw_frame_t *out, int max) {
+#if PY_VERSION_HEX >= 0x030D0000
+    return hp_capture_ts(PyThreadState_GetUnchecked(), out, max);
+#else
+    return hp_capture_ts(_PyThreadState_UncheckedGet(), out, max);
+#endif
+}
+#define HP_HAVE_NOGIL_CAPTURE 1
 #else
 static int hp_capture(hp_raw_frame_t *out, int max) {
     PyThreadState *ts = _PyThreadState_UncheckedGet();
@@ -427,7 +465,7 @@ static int hp_capture(hp_raw_frame_t *out, int max) {
 
 /* ---------------------------------------------------------------- setup / reset */
 static size_t hp_fixed_bytes(void) {
-    return (size_t)HP_FRAME_CAP_MAX * sizeof(hp_frame_t) + 2u * HP_FRAME_CAP_MAX * sizeof(uint32_t) +
+    return sizeof hp_filter + (size_t)HP_FRAME_CAP_MAX * sizeof(hp_frame_t) + 2u * HP_FRAME_CAP_MAX * sizeof(uint32_t) +
            (size_t)hp_pool_cap * sizeof(uint32_t) + (size_t)HP_STACK_CAP_MAX * sizeof(hp_stack_t);
 }
 
@@ -468,7 +506,8 @@ static int hp_tables_init(void) {
     /* synthetic frames 0 and 1 */
     hp_frames[0].cname = "<no Python frame>";
     hp_frames[1].cname = "<profiler tables full>";
-    hp_nframes = 2;
+    hp_frames[2].cname = "<Python frame not seen with the GIL yet>";
+    hp_nframes = 3;
     /* the overflow stack: slot 0, one frame ("tables full") */
     hp_frame_pool[0] = 1;
     hp_pool_used = 1;
@@ -492,6 +531,7 @@ static void hp_clear_samples(void) {
     hp_version_begin();
     for (size_t i = 0; i < t->cap; i++) atomic_store_explicit(&t->keys[i], 0, memory_order_relaxed);
     hp_version_end();
+    memset((void *)hp_filter, 0, sizeof hp_filter);
     hp_live_n = 0;
     atomic_store_explicit(&hp_live_count_atomic, 0, memory_order_relaxed);
     hp_dropped = hp_dropped_stacks = hp_samples = 0;
@@ -511,8 +551,17 @@ static void hp_atfork_child(void) {
 /* Record a sampled allocation of `size` bytes at `ptr`. The caller has set the guard. */
 static void hp_record(void *ptr, size_t size, int domain, int take_stack) {
     hp_raw_frame_t raw[HP_MAX_FRAMES_LIMIT];
-    int n = 0;
-    if (take_stack && PyGILState_Check()) n = hp_capture(raw, hp_max_frames);
+    int n = 0, lookup_only = 0;
+    if (take_stack && PyGILState_Check()) {
+        n = hp_capture(raw, hp_max_frames);
+        if (n > 0 && hp_intern_hook != NULL) hp_intern_hook(raw, n);
+    }
+#ifdef HP_HAVE_NOGIL_CAPTURE
+    else if (take_stack == 2) { /* the shim, without the GIL: this thread's own frames */
+        n = hp_capture_ts(PyGILState_GetThisThreadState(), raw, hp_max_frames);
+        lookup_only = 1;
+    }
+#endif
     double mean = (double)atomic_load_explicit(&hp_interval, memory_order_relaxed);
     double p = 1.0 - exp(-(double)size / mean);
     if (p <= 0.0) p = (double)size / mean;
@@ -534,7 +583,9 @@ static void hp_record(void *ptr, size_t size, int domain, int take_stack) {
     }
     if (n == 0) ids[n++] = 0;
     else
-        for (int k = 0; k < n; k++) ids[k] = hp_intern_frame(raw[k].filename, raw[k].name, raw[k].lineno);
+        for (int k = 0; k < n; k++)
+            ids[k] = lookup_only ? hp_lookup_frame(raw[k].filename, raw[k].name, raw[k].lineno)
+                                 : hp_intern_frame(raw[k].filename, raw[k].name, raw[k].lineno);
     uint32_t si = hp_intern_stack(ids, n, domain);
     hp_stack_t *s = &hp_stacks[si];
     s->alloc_bytes += w * (double)size;
@@ -551,6 +602,12 @@ static void hp_record(void *ptr, size_t size, int domain, int take_stack) {
                 t = atomic_load_explicit(&hp_live, memory_order_relaxed);
             }
             hp_live_insert_into(t, (uintptr_t)ptr, &v);
+            {
+                _Atomic uint8_t *c = &hp_filter[hp_filter_slot((uintptr_t)ptr)];
+                uint8_t cv = atomic_load_explicit(c, memory_order_relaxed);
+                /* saturates at 255: such a slot then always asks the table */
+                if (cv < 255) atomic_store_explicit(c, (uint8_t)(cv + 1), memory_order_release);
+            }
             hp_live_n++;
             atomic_store_explicit(&hp_live_count_atomic, hp_live_n, memory_order_relaxed);
             s->live_bytes += w * (double)size;
@@ -563,8 +620,18 @@ static void hp_record(void *ptr, size_t size, int domain, int take_stack) {
 }
 
 /* A block is being freed (before the underlying free). */
-static inline void hp_untrack(void *ptr) {
-    if (ptr == NULL || atomic_load_explicit(&hp_live_count_atomic, memory_order_relaxed) == 0) return;
+static void hp_untrack_slow(void *ptr);
+
+/* Inlined into every free: nothing live, or the filter says "not sampled", and it is done. */
+static inline __attribute__((always_inline)) void hp_untrack(void *ptr) {
+    if (atomic_load_explicit(&hp_live_count_atomic, memory_order_relaxed) == 0 || ptr == NULL) return;
+    if (__builtin_expect(
+            atomic_load_explicit(&hp_filter[hp_filter_slot((uintptr_t)ptr)], memory_order_acquire) == 0, 1))
+        return;
+    hp_untrack_slow(ptr);
+}
+
+static __attribute__((noinline)) void hp_untrack_slow(void *ptr) {
     if (!hp_live_maybe((uintptr_t)ptr)) return;
     hp_live_t old;
     pthread_mutex_lock(&hp_mutex);
@@ -578,13 +645,29 @@ static inline void hp_untrack(void *ptr) {
 }
 
 /* The countdown crossed zero: redraw it; 1 when this allocation is to be sampled. */
+static void hp_hand_over_stack(hp_tls_t *t);
+
 static int hp_crossed(hp_tls_t *t, size_t size) {
+    if (t->want_stack) hp_hand_over_stack(t);
     uint32_t gen = atomic_load_explicit(&hp_gen, memory_order_relaxed);
     int take = (t->gen == gen) && !t->guard && !t->ignored && size > 0 &&
                atomic_load_explicit(&hp_enabled, memory_order_relaxed);
     t->gen = gen;
     t->countdown = hp_draw(t);
     return take;
+}
+
+/* The shim asked (see memdiag_preload_register): this thread's next allocation through
+ * the CPython hooks (the GIL held, the same frames: typically the object ctypes makes of
+ * the foreign call's result) hands its stack to the shim. */
+static void hp_hand_over_stack(hp_tls_t *t) {
+    t->want_stack = 0;
+    if (hp_intern_hook == NULL || t->guard || !PyGILState_Check()) return;
+    hp_raw_frame_t raw[HP_MAX_FRAMES_LIMIT];
+    t->guard++;
+    int n = hp_capture(raw, hp_max_frames);
+    if (n > 0) hp_intern_hook(raw, n);
+    t->guard--;
 }
 
 /* Fast path: count the bytes; 1 when this allocation is to be sampled. */

@@ -1,10 +1,18 @@
 """The LD_PRELOAD malloc shim (``memdiag.leaks._preload``): native allocations by Python line.
 
-``memdiag run`` puts the shim in the child's ``LD_PRELOAD``; it wraps ``malloc``,
-``calloc``, ``realloc``, ``free`` and ``mmap`` with the same Poisson sampling over
-bytes as the CPython allocator hooks and, when the allocating thread holds the GIL,
-records the Python stack, so a ``ctypes`` or C-extension leak is named at the Python
-line that called into native code, at its true rate. This module finds the shim in the
+``memdiag run`` puts the shim in the child's ``LD_PRELOAD`` (unless ``heap_profile`` is
+``off``); it wraps ``malloc``, ``calloc``, ``realloc`` and ``free`` (not ``mmap``,
+``posix_memalign`` or ``memalign``: blocks from those are not seen) with the same Poisson
+sampling over bytes as the CPython allocator hooks, and records the Python stack of the
+allocating thread, so a ``ctypes`` or C-extension leak is named at the Python line that
+called into native code, at its true rate. ``ctypes`` releases the GIL around a foreign
+call: then the thread's own frames are read (they cannot change meanwhile) and named
+from the frames the CPython hooks have interned (they hand over the stack of the next
+allocation the thread makes with the GIL, usually the result's object): the first
+samples of a new line may show as ``<Python frame not seen with the GIL yet>``.
+Python's own calls to malloc are masked (counted once, as ``domain="python"``). The
+shim is loaded into every program of the command: its Python symbols are weak, so
+non-Python programs run unaffected. This module finds the shim in the
 running process and reads its tables; :mod:`memdiag.leaks.heapprof` merges them into
 its snapshots as ``domain="native"`` sites.
 """
