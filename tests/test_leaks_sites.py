@@ -236,3 +236,16 @@ def test_turnover_rates_name_a_warming_lru_whatever_its_growth_test_says() -> No
         cw.scan(float(10 * i), interval=0.0)
     rates = cw.turnover_rates(30.0)
     assert any(1100 <= r <= 1300 for r in rates), rates  # 200 entries per 10 s
+
+
+def test_match_site_prefers_the_line_growing_at_the_containers_byte_rate() -> None:
+    from memdiag.leaks.live import match_site
+
+    c = {"items_per_min": 1000.0, "bytes_per_item": 1100.0}
+    sites = [
+        {"file": "/app.py", "line": 10, "domain": "python", "blocks_per_min": 1000.0, "growth_bytes_per_min": 90e3},  # key
+        {"file": "/app.py", "line": 11, "domain": "python", "blocks_per_min": 1000.0, "growth_bytes_per_min": 1.0e6},  # value
+        {"file": "/lru.py", "line": 5, "domain": "python", "blocks_per_min": 1500.0, "growth_bytes_per_min": 6e6},  # a cache
+    ]
+    assert match_site(c, sites)["line"] == 11
+    assert match_site(c, sites[2:]) is not None and match_site(c, sites[2:], {("/lru.py", 5)}) is None

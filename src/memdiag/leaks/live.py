@@ -551,16 +551,25 @@ def _traced_site(objs: list[Any]) -> dict[str, Any] | None:
     return {"file": fn, "line": ln, "traceback": stacks[(fn, ln)], "site_from": "tracemalloc"}
 
 
-def match_site(container: dict[str, Any], sites: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The growing heap line whose block count grows at the container's entry rate."""
+def match_site(
+    container: dict[str, Any], sites: list[dict[str, Any]], exclude: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset()
+) -> dict[str, Any] | None:
+    """The heap line that best fits the container's growth: its blocks grow at the entry
+    rate (0.5-2.5x) and its bytes at the container's byte rate (closest wins)."""
     rate = container.get("items_per_min") or 0.0
     if rate <= 0:
         return None
-    fits = [
-        s for s in sites if s.get("domain") == "python" and s.get("blocks_per_min") and
-        0.5 <= s["blocks_per_min"] / rate <= 2.5
-    ]
-    return max(fits, key=lambda s: s["growth_bytes_per_min"], default=None)
+    byte_rate = rate * float(container.get("bytes_per_item") or 0.0)
+    best, score = None, math.inf
+    for s in sites:
+        bpm = s.get("blocks_per_min") or 0.0
+        if s.get("domain") != "python" or (s["file"], s["line"]) in exclude or not 0.5 <= bpm / rate <= 2.5:
+            continue
+        g = s.get("growth_bytes_per_min") or 0.0
+        sc = abs(math.log(bpm / rate)) + (abs(math.log(g / byte_rate)) if g > 0 and byte_rate > 0 else 5.0)
+        if sc < score:
+            best, score = s, sc
+    return best
 
 
 def finite(x: float | None) -> bool:

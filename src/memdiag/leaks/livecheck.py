@@ -153,11 +153,15 @@ class LiveChecker:
             containers = self.containers.growing(now) if self.heap_running else []
             caches = self.containers.turnover_rates(now) if self.heap_running else []
         explained: set[tuple[str, int]] = set()
+        if caches:
+            with self._lock:
+                every_line = self.heap.slopes(now)
         for rate in caches:  # lines filling a cache that evicts or reorders: not leaks
-            for s in sites:
+            for s in every_line:
                 bpm = s.get("blocks_per_min") or 0.0
                 if s["domain"] == "python" and rate > 0 and 0.5 <= bpm / rate <= 2.5:
                     explained.add((s["file"], s["line"]))
+        cache_lines = frozenset(explained)
         for c in containers:
             for s in sites:  # the lines that allocate its entries are part of it
                 bpm = s.get("blocks_per_min") or 0.0
@@ -168,10 +172,11 @@ class LiveChecker:
             rate = c["items_per_min"] * c["bytes_per_item"]
             if rate < floor:
                 continue
-            site = c if c.get("file") else match_site(c, sites)
+            site = c if c.get("file") else match_site(c, sites, cache_lines)
             if site is None:
                 with self._lock:
-                    site = match_site(c, self.heap.slopes(now, max(60.0, float(c.get("followed_seconds") or 0.0))))
+                    slopes = self.heap.slopes(now, max(60.0, float(c.get("followed_seconds") or 0.0)))
+                site = match_site(c, slopes, cache_lines)
             out.append(_container_suspect(c, site, rate))
         # Python lines growing outside any followed container are reported (growing_lines)
         # but not listed as suspects: a sampled profile sees caches warming up, tables
@@ -206,8 +211,10 @@ class LiveChecker:
         m = self.malloc_rate(now, floor)
         if m is None:
             return None
+        if python_rate > 0.3 * m:
+            return None  # the Python heap grows too: a sampled total is too coarse to subtract
         rate = m - max(0.0, python_rate)
-        if rate < floor or rate < 0.3 * m:
+        if rate < floor:
             return None
         return {
             "id": "native",
