@@ -280,12 +280,17 @@ static PyObject *lru_set(PyObject *self, PyObject *const *args, size_t nargsf, P
         Py_DECREF(entry);
         return lru_set_slow(self, args, nargs);
     }
+    /* No collection inside the locked section: popitem allocates a tuple, a collection there
+     * could run a finalizer that calls this cache, and a C frame is not one the re-entrancy
+     * check (core._acquire) can see. The GIL is held throughout, so nothing else sees it off. */
+    int gc_was = PyGC_Disable();
     int rc = lru_store(self, key, entry, size);
     Py_DECREF(entry);
     PyObject *exc_type, *exc_value, *exc_tb;
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
     PyObject *r = PyObject_CallMethodNoArgs(lock, s_release);
     Py_XDECREF(r);
+    if (gc_was) PyGC_Enable();
     if (exc_type != NULL) {
         PyErr_Clear(); /* a failed release, if any: the first error wins */
         PyErr_Restore(exc_type, exc_value, exc_tb);
