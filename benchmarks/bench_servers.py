@@ -40,6 +40,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -159,18 +160,22 @@ def _wait(cond: Any, timeout: float, what: str) -> None:
 
 
 @contextmanager
-def running(framework: str, mounted: bool, timeout: float = 90.0) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+def running(framework: str, mounted: bool, timeout: float = 90.0,
+            stderr: Any = None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """Start ``framework`` (with memdiag mounted or not) on a free loopback port; yield
-    ``(port, process)``; stop it with SIGTERM (graceful) afterwards."""
+    ``(port, process)``; stop it with SIGTERM (graceful) afterwards. ``stderr``: where the
+    server's log goes (a file object to read it afterwards; default a temporary file)."""
     port = _free_port()
+    log = stderr if stderr is not None else tempfile.TemporaryFile()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), MOUNT_ENV: "1" if mounted else "0",
            "MEMDIAG_API_TOKEN": TOKEN}
     proc = subprocess.Popen(_argv(framework, port), cwd=HERE, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=log, start_new_session=True)
     try:
         _wait(lambda: proc.poll() is not None or _ready(port, mounted), timeout, f"{framework} on port {port}")
         if proc.poll() is not None:
-            raise RuntimeError(f"{framework} exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+            log.seek(0)
+            raise RuntimeError(f"{framework} exited {proc.returncode}: {log.read()[-2000:].decode(errors='replace')}")
         yield port, proc
     finally:
         if proc.poll() is None:
@@ -180,6 +185,8 @@ def running(framework: str, mounted: bool, timeout: float = 90.0) -> Iterator[tu
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+        if stderr is None:
+            log.close()
 
 
 # -- the load generator ------------------------------------------------------------------------

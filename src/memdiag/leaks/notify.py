@@ -96,6 +96,7 @@ class Notifier:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._inflight = 0
+        self._failing = False  # the last post failed (logged once, until one succeeds)
         self.stats: dict[str, Any] = {
             "alerts": 0,
             "suppressed": 0,
@@ -211,20 +212,34 @@ class Notifier:
                             return
                 continue
             url, body = item
+            error = None
             try:
                 status = post_json(url, body, self.timeout)
                 self.stats["webhook_last_status"] = status
                 if 200 <= status < 400:
                     self.stats["webhook_sent"] += 1
                 else:
-                    self.stats["webhook_failed"] += 1
-                    self.stats["webhook_last_error"] = f"HTTP {status}"
+                    error = f"HTTP {status}"
             except Exception as exc:  # refused, deadline, DNS, TLS: never the service's problem
-                self.stats["webhook_failed"] += 1
-                self.stats["webhook_last_error"] = f"{type(exc).__name__}: {exc}"[:200]
+                error = f"{type(exc).__name__}: {exc}".replace(url, "***")[:200]
             finally:
+                self._outcome(error)
                 with self._lock:
                     self._inflight = 0
+
+    def _outcome(self, error: str | None) -> None:
+        """Count a webhook post's outcome; a failing webhook is logged once (WARNING) until
+        it answers again (INFO), never once per alert. The URL is a secret: never logged."""
+        if error is None:
+            if self._failing:
+                self._failing = False
+                log.info("leak webhook answers again")
+            return
+        self.stats["webhook_failed"] += 1
+        self.stats["webhook_last_error"] = error
+        if not self._failing:
+            self._failing = True
+            log.warning("leak webhook failed (%s); further failures are counted in webhook_failed", error)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until queued webhook posts are sent (tests, shutdown); True if drained."""
@@ -253,6 +268,7 @@ class Notifier:
             self._sent_times.clear()
             self._queue.clear()
             self._thread = None
+            self._failing = False
 
 
 def post_json(url: str, body: bytes, timeout: float) -> int:
