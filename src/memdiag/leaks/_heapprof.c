@@ -52,11 +52,13 @@ static inline void hk_sampled(void *ptr, size_t size, hook_ctx_t *c) {
  * preload shim is masked around every call: Python's own malloc calls are not native. */
 #define HK_NO_NESTING 448
 
-static void *hk_malloc(void *ctx, size_t size) {
-    hook_ctx_t *c = ctx;
+/* The fast paths count the bytes *before* the call and tail-call the allocator found
+ * (no stack frame, about ten instructions); only the allocation that crosses the
+ * countdown, a large request (guarded) or a call under the shim takes the slow path. */
+static __attribute__((noinline)) void *hk_malloc_slow(hook_ctx_t *c, size_t size) {
     hp_tls_t *t = &hp_tls;
     void *p;
-    if (__builtin_expect(size <= HK_NO_NESTING && hk_shim_mask == NULL, 1)) {
+    if (size <= HK_NO_NESTING && hk_shim_mask == NULL) {
         p = c->orig.malloc(c->orig.ctx, size);
     } else {
         if (t->guard) return c->orig.malloc(c->orig.ctx, size);
@@ -70,8 +72,20 @@ static void *hk_malloc(void *ctx, size_t size) {
     return p;
 }
 
-static void *hk_calloc(void *ctx, size_t nelem, size_t elsize) {
+static void *hk_malloc(void *ctx, size_t size) {
     hook_ctx_t *c = ctx;
+    if (__builtin_expect(size <= HK_NO_NESTING && hk_shim_mask == NULL, 1)) {
+        hp_tls_t *t = &hp_tls;
+        int64_t left = t->countdown - (int64_t)size;
+        if (__builtin_expect(left > 0, 1)) {
+            t->countdown = left;
+            return c->orig.malloc(c->orig.ctx, size);
+        }
+    }
+    return hk_malloc_slow(c, size);
+}
+
+static __attribute__((noinline)) void *hk_calloc_slow(hook_ctx_t *c, size_t nelem, size_t elsize) {
     hp_tls_t *t = &hp_tls;
     size_t size = nelem * elsize; /* the underlying calloc checks the overflow */
     void *p;
@@ -87,6 +101,20 @@ static void *hk_calloc(void *ctx, size_t nelem, size_t elsize) {
     }
     if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, c);
     return p;
+}
+
+static void *hk_calloc(void *ctx, size_t nelem, size_t elsize) {
+    hook_ctx_t *c = ctx;
+    size_t size = nelem * elsize;
+    if (__builtin_expect(size <= HK_NO_NESTING && nelem <= HK_NO_NESTING && hk_shim_mask == NULL, 1)) {
+        hp_tls_t *t = &hp_tls;
+        int64_t left = t->countdown - (int64_t)size;
+        if (__builtin_expect(left > 0, 1)) {
+            t->countdown = left;
+            return c->orig.calloc(c->orig.ctx, nelem, elsize);
+        }
+    }
+    return hk_calloc_slow(c, nelem, elsize);
 }
 
 static void *hk_realloc(void *ctx, void *ptr, size_t size) {
@@ -105,12 +133,22 @@ static void *hk_realloc(void *ctx, void *ptr, size_t size) {
 }
 
 /* The raw domain is innermost (malloc itself): it only needs to see the guard. */
-static void *hk_raw_malloc(void *ctx, size_t size) {
-    hook_ctx_t *c = ctx;
+static __attribute__((noinline)) void *hk_raw_malloc_slow(hook_ctx_t *c, size_t size) {
     void *p = c->orig.malloc(c->orig.ctx, size);
-    if (hp_tls.guard) return p;
     if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, c);
     return p;
+}
+
+static void *hk_raw_malloc(void *ctx, size_t size) {
+    hook_ctx_t *c = ctx;
+    hp_tls_t *t = &hp_tls;
+    if (t->guard) return c->orig.malloc(c->orig.ctx, size);
+    int64_t left = t->countdown - (int64_t)size;
+    if (__builtin_expect(left > 0, 1)) {
+        t->countdown = left;
+        return c->orig.malloc(c->orig.ctx, size);
+    }
+    return hk_raw_malloc_slow(c, size);
 }
 
 static void *hk_raw_calloc(void *ctx, size_t nelem, size_t elsize) {
@@ -130,9 +168,17 @@ static void *hk_raw_realloc(void *ctx, void *ptr, size_t size) {
     return p;
 }
 
+static __attribute__((noinline)) void hk_free_slow(hook_ctx_t *c, void *ptr) {
+    hp_untrack_slow(ptr);
+    c->orig.free(c->orig.ctx, ptr);
+}
+
 static void hk_free(void *ctx, void *ptr) {
     hook_ctx_t *c = ctx;
-    hp_untrack(ptr);
+    if (__builtin_expect(hp_maybe_sampled(ptr), 0)) {
+        hk_free_slow(c, ptr);
+        return;
+    }
     c->orig.free(c->orig.ctx, ptr);
 }
 

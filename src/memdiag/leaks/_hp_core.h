@@ -622,13 +622,14 @@ static void hp_record(void *ptr, size_t size, int domain, int take_stack) {
 /* A block is being freed (before the underlying free). */
 static void hp_untrack_slow(void *ptr);
 
-/* Inlined into every free: nothing live, or the filter says "not sampled", and it is done. */
+/* Inlined into every free: nothing live, or the filter says "not sampled": 0. */
+static inline __attribute__((always_inline)) int hp_maybe_sampled(void *ptr) {
+    if (atomic_load_explicit(&hp_live_count_atomic, memory_order_relaxed) == 0 || ptr == NULL) return 0;
+    return atomic_load_explicit(&hp_filter[hp_filter_slot((uintptr_t)ptr)], memory_order_acquire) != 0;
+}
+
 static inline __attribute__((always_inline)) void hp_untrack(void *ptr) {
-    if (atomic_load_explicit(&hp_live_count_atomic, memory_order_relaxed) == 0 || ptr == NULL) return;
-    if (__builtin_expect(
-            atomic_load_explicit(&hp_filter[hp_filter_slot((uintptr_t)ptr)], memory_order_acquire) == 0, 1))
-        return;
-    hp_untrack_slow(ptr);
+    if (__builtin_expect(hp_maybe_sampled(ptr), 0)) hp_untrack_slow(ptr);
 }
 
 static __attribute__((noinline)) void hp_untrack_slow(void *ptr) {
