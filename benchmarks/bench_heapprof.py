@@ -18,6 +18,12 @@ Printed: the median over rounds of each contender's ratio to the no-profiler run
 same round (1.00 = no cost), with the range.
 
     python benchmarks/bench_heapprof.py [--rounds 5] [--seconds 3]
+
+Instruction counts (steadier than times on a shared machine): a fixed JSON loop with
+40 MB live, sampler off and on, under callgrind; compare the two "Collected" totals:
+
+    valgrind --tool=callgrind python benchmarks/bench_heapprof.py --loop 5000 --mode off
+    valgrind --tool=callgrind python benchmarks/bench_heapprof.py --loop 5000 --mode on
 """
 
 from __future__ import annotations
@@ -97,6 +103,20 @@ def child(workload: str, contender: str, seconds: float) -> dict[str, float]:
     return {"ops_per_s": ops / (t1 - t0), "cpu_per_op_us": (p1 - p0) / max(ops, 1) * 1e6}
 
 
+def fixed_loop(n: int, sampler: bool) -> None:
+    """The same work every time: 40 MB kept, then ``n`` JSON round trips."""
+    from memdiag.leaks import heapprof
+
+    keep = [bytes(100) for _ in range(300_000)]
+    if sampler:
+        heapprof.start()
+    keep2 = [str(i) * 20 for i in range(200_000)]
+    for i in range(n):
+        d = {"id": i, "items": [{"k": str(j), "v": j * 1.5} for j in range(12)]}
+        json.loads(json.dumps(d))
+    del keep, keep2
+
+
 def _available(contender: str) -> bool:
     if contender == "memray":
         try:
@@ -115,8 +135,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--workload", choices=["busy", "quiet", "both"], default="both")
+    p.add_argument("--loop", type=int, help="run the fixed loop this many times (for callgrind)")
+    p.add_argument("--mode", choices=["on", "off"], default="on")
     p.add_argument("--_child", nargs=2, metavar=("WORKLOAD", "CONTENDER"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.loop:
+        fixed_loop(a.loop, a.mode == "on")
+        return
     if a._child:
         print(json.dumps(child(a._child[0], a._child[1], a.seconds)))
         return
