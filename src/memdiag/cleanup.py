@@ -194,7 +194,7 @@ class CleanupLadder:
         self._last_end: float | None = None  # monotonic
         self._last_result: CleanupResult | None = None
         self.runs = {"performed": 0, "skipped_cooldown": 0, "skipped_in_progress": 0, "dry_run": 0, "errors": 0}
-        #: Bytes the performed (not dry-run) cleanups accounted as freed, since start.
+        #: Bytes the performed (not dry-run) cleanups released, measured (``freed_bytes``), since start.
         self.freed_bytes_total = 0
         #: Automatic runs that escalated inside the cooldown (a subset of "performed").
         self.escalations = 0

@@ -259,7 +259,7 @@ def _cleanup(out: _Families, diag: Any) -> None:
     out.one(
         "memdiag_cleanup_freed_bytes_total",
         "counter",
-        "Bytes performed cleanups accounted as freed.",
+        "Bytes performed cleanups released, measured (RSS drop plus what children released).",
         getattr(ladder, "freed_bytes_total", None),
     )
     out.one("memdiag_cleanup_running", "gauge", "1 while a cleanup runs.", int(ladder.running))
@@ -273,7 +273,7 @@ def _cleanup(out: _Families, diag: Any) -> None:
     out.one(
         "memdiag_cleanup_last_freed_bytes",
         "gauge",
-        "Bytes the last cleanup accounted as freed.",
+        "Bytes the last cleanup released, measured (RSS drop plus what children released).",
         last.freed_bytes if last else None,
     )
 
