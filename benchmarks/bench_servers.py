@@ -286,7 +286,8 @@ def load(port: int, seconds: float, *, mounted: bool, rate: float = 120.0, clien
     stop_at = time.monotonic() + seconds
     threads = [threading.Thread(target=_app_client, args=(port, stop_at, clients / rate, budget, out))
                for _ in range(clients)]
-    threads.append(threading.Thread(target=_mixer, args=(port, stop_at, mixer_period, mounted, out)))
+    if mixer_period > 0:  # 0: application requests only
+        threads.append(threading.Thread(target=_mixer, args=(port, stop_at, mixer_period, mounted, out)))
     for t in threads:
         t.start()
     for t in threads:
@@ -305,14 +306,16 @@ def _pct(values: list[float], q: float) -> float:
 # -- the benchmark -----------------------------------------------------------------------------
 
 
-def bench(framework: str, rounds: int, seconds: float, rate: float, clients: int) -> dict[str, Any]:
+def bench(framework: str, rounds: int, seconds: float, rate: float, clients: int,
+          mixer_period: float = 0.25) -> dict[str, Any]:
     res: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     with ExitStack() as stack:
         ports = {m: stack.enter_context(running(framework, m))[0] for m in (True, False)}
         for r in range(rounds):
             order = (True, False) if r % 2 == 0 else (False, True)
             for m in order:
-                res[m].append(load(ports[m], seconds, mounted=m, rate=rate, clients=clients))
+                res[m].append(load(ports[m], seconds, mounted=m, rate=rate, clients=clients,
+                                   mixer_period=mixer_period))
             w, wo = res[True][-1], res[False][-1]
             print(f"  {framework} round {r + 1}: p99 with {_pct(w['latencies'], .99) * 1e3:.2f} ms, "
                   f"without {_pct(wo['latencies'], .99) * 1e3:.2f} ms", flush=True)
@@ -351,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=120.0, help="application requests per second, all clients")
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    ap.add_argument("--mixer-period", type=float, default=0.25,
+                    help="seconds between memdiag requests (cleanup, configure, status, health); 0: none")
     ap.add_argument("--short", action="store_true", help="2 rounds of 4 s")
     ap.add_argument("--serve", choices=["aiohttp"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -364,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average {f.read().split()[0]} on {os.cpu_count()} cores; {a.rounds} rounds x {a.seconds:g} s "
               f"per server, {a.rate:g} req/s over {a.clients} clients", flush=True)
     for fw in a.frameworks.split(","):
-        summarize(fw, bench(fw, a.rounds, a.seconds, a.rate, a.clients))
+        summarize(fw, bench(fw, a.rounds, a.seconds, a.rate, a.clients, a.mixer_period))
     return 0
 
 
