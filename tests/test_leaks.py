@@ -162,7 +162,12 @@ def test_leaking_site_is_top_suspect(run: Callable[..., MemoryDiagnostics], work
         work.spawn(churn)
         time.sleep(4.0)  # the LRU fills first (its warm-up is growth too), then the leak starts
         work.spawn(leaker)
-        report = _poll(diag, lambda s: any(x["evidence"].get("container") for x in s), 30.0)
+        site = (__file__, _line_of("# LEAK-SITE"))
+        report = _poll(
+            diag,
+            lambda s: any((x["file"], x["line"]) == site and x["evidence"].get("container") for x in s),
+            30.0,
+        )
     finally:
         leaks.remove_leak_callback(alerts.append)
         work.close()

@@ -270,7 +270,7 @@ def own_components(
     samples: Iterable[Sample | None],
     *,
     store_open: bool = False,
-    heap_profiler_bytes: int | None = None,
+    heap_profiler: tuple[int, int | None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """memdiag's own memory, per bounded structure: ``bytes`` now, ``bound_bytes`` at most
     (``None``: bounded by a count, not a byte figure) and ``bound`` in words."""
@@ -306,10 +306,10 @@ def own_components(
             "bound_bytes": STORE_CACHE_BYTES,
             "bound": "SQLite page cache, cache_size -512 KiB (the file itself: history_max_mb)",
         }
-    if heap_profiler_bytes is not None:
+    if heap_profiler is not None:  # (bytes, bound): the native tables' ceiling, None for tracemalloc
         out["heap_profiler"] = {
-            "bytes": int(heap_profiler_bytes),
-            "bound_bytes": None,
+            "bytes": heap_profiler[0],
+            "bound_bytes": heap_profiler[1],
             "bound": "the sampled live blocks (one per heap_sample_interval of live heap)",
         }
     return out

@@ -383,7 +383,7 @@ class MemoryDiagnostics:
             self.stats,
             (self.last_sample, self.last_profile),
             store_open=self.store is not None,
-            heap_profiler_bytes=_heap_profiler_bytes(self),
+            heap_profiler=_heap_profiler_cost(self),
         )
         own = sum(c["bytes"] for c in parts.values())
         return reports.overhead(
@@ -491,10 +491,12 @@ if hasattr(os, "register_at_fork"):
 atexit.register(_at_exit)
 
 
-def _heap_profiler_bytes(diag: Any) -> int | None:
-    """The sampling heap profiler's own bytes, when leak detection runs it (read, never
-    imported: a monitor without leak detection does not load it)."""
+def _heap_profiler_cost(diag: Any) -> tuple[int, int | None] | None:
+    """The sampling heap profiler's own bytes and their bound, when leak detection runs it
+    (read, never imported: a monitor without leak detection does not load it)."""
     leaks = sys.modules.get("memdiag.leaks")
     det = getattr(leaks, "_detectors", {}).get(diag) if leaks is not None else None
     prof = getattr(getattr(getattr(det, "live", None), "heap", None), "last", None)
-    return getattr(prof, "overhead_bytes", None)
+    if prof is None:
+        return None
+    return int(prof.overhead_bytes), getattr(prof, "bound_bytes", None)

@@ -93,8 +93,9 @@ class HeapProfile:
     interval_bytes: int  # mean sampling interval
     samples_live: int  # sampled blocks currently tracked
     dropped: int  # samples lost to the bound (table full)
-    overhead_bytes: int  # memory the profiler itself holds (bound_bytes in stats)
+    overhead_bytes: int  # memory the profiler itself holds
     backend: str  # "native" | "preload" | "tracemalloc"
+    bound_bytes: int | None = None  # the most overhead_bytes can reach (None: tracemalloc's own)
 
 
 _lock = threading.Lock()
@@ -256,6 +257,7 @@ def snapshot() -> HeapProfile:
         dropped=int(stats["dropped"]) + int(stats.get("dropped_stacks", 0)),
         overhead_bytes=int(stats["overhead_bytes"]),
         backend=name,
+        bound_bytes=int(stats["bound_bytes"]) if "bound_bytes" in stats else None,
     )
 
 
