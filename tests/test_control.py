@@ -224,3 +224,20 @@ def test_every_api_entry_point_that_reads_headers_is_authenticated_for_a_checked
         if not name.startswith("_") and "headers" in inspect.signature(fn).parameters
     }
     assert takes_headers and takes_headers <= set(vars(_TrustedPeerAPI))
+
+
+def test_loop_descriptors_reported_after_close_are_not_marked() -> None:
+    # The loop thread tells the channel its descriptors when the first client connects;
+    # under load that can come after close() disowned the rest. Marked then, they stayed
+    # marked for good, and an application descriptor reusing the number vanished from
+    # the application's counts (seen as a test failing in loaded full runs).
+    from memdiag.control.channel import ControlChannel
+
+    diag = memdiag.start(sample_interval=30, history_persist=False)
+    channel = ControlChannel(diag, name="late-loop")
+    mine = set(channel._fds)
+    assert mine <= registry.own_fds()
+    channel.close()
+    channel._own_fds((10_001, 10_002))  # what the loop thread reports, too late
+    assert not ({10_001, 10_002} | mine) & registry.own_fds()
+    memdiag.stop()

@@ -114,11 +114,13 @@ class MemoryDiagnostics:
 
     @classmethod
     def reset_instance(cls) -> None:
-        """Stop and forget the shared instance (tests, or a full reconfiguration)."""
+        """Stop and forget the shared instance (tests, or a full reconfiguration), releasing
+        what it holds: a forgotten instance kept its history file open, and its descriptors
+        stayed marked as memdiag's after they were gone."""
         with cls._instance_lock:
             inst, cls._instance = cls._instance, None
         if inst is not None:
-            inst.stop()
+            inst.close()
 
     # -- configuration -----------------------------------------------------------------
     @property

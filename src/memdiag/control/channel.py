@@ -135,9 +135,15 @@ class ControlChannel:
         self.server.serve_forever()
 
     def _own_fds(self, fds: tuple[int, ...]) -> None:
-        for fd in fds:
-            registry.own_fd(fd)
-            self._fds.append(fd)
+        # Called on the loop's thread; a close() that already disowned our descriptors
+        # must not see new ones marked after it (they would stay marked for good, and an
+        # application fd reusing the number would be hidden from its counts).
+        with self._lock:
+            if self._closed:
+                return
+            for fd in fds:
+                registry.own_fd(fd)
+                self._fds.append(fd)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop serving, remove the socket and withdraw it from the entry (idempotent)."""
@@ -154,8 +160,9 @@ class ControlChannel:
                 os.write(self._wake_w, b"x")
         if self.thread is not threading.current_thread():
             self.thread.join(timeout)
-        for fd in self._fds:
-            registry.disown_fd(fd)
+        with self._lock:
+            for fd in self._fds:
+                registry.disown_fd(fd)
         if server is not None:
             server.server_close()
         self.socket.close()
