@@ -25,7 +25,11 @@ def test_window_on_a_busy_service_ends_on_time() -> None:
         assert out.returncode == 0, out.stderr[-3000:]
         res = json.loads(out.stdout)
         assert res["finished"], res
-        assert res["traced"] <= seconds + 0.75, res  # tracing stopped on time
+        # Tracing stops at the window's end plus at most the time its captures took (the last
+        # capture starts early enough to end on time by its predicted cost; on a loaded
+        # machine it can take longer). The defect waited up to 1000 s with tracing on.
+        grace = max(0.75, res["snapshot_seconds"] or 0.0)
+        assert res["traced"] <= seconds + grace, res
         assert res["wall"] <= seconds + 2.0, res  # analysis included
         assert all(p > 0 for p in res["progress"]), res  # every worker ran during the window
         assert res["switchinterval"] == pytest.approx(0.005), res
