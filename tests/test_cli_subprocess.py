@@ -92,36 +92,23 @@ def test_exit_2_for_ambiguous_gone_and_invalid() -> None:
 
 def test_colour_on_a_terminal_and_never_with_no_color(service: Service) -> None:
     def on_tty(extra_env: dict[str, str]) -> str:
-        master, slave = pty.openpty()
-        env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-        env.update(extra_env)
-        p = subprocess.Popen([str(SCRIPTS / "memdiag"), "profile"], stdout=slave, stderr=slave, env=env)
-        os.close(slave)
-        chunks = []
-        while True:
-            ready, _, _ = select.select([master], [], [], 30)
-            if not ready:
-                break
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        os.close(master)
-        assert p.wait(timeout=30) == 0
-        return b"".join(chunks).decode()
+        status, out = _on_tty(["profile"], extra_env, drop=("NO_COLOR",))
+        assert status == 0
+        return out
 
     coloured = on_tty({})
     assert "\x1b[32m" in coloured and "\x1b[1m" in coloured  # OK in green, bold headings
     assert "\x1b[" not in on_tty({"NO_COLOR": "1"})
 
 
-def _on_tty(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run ``memdiag ARGS`` with a pseudo-terminal as stdout/stderr; its status and output."""
+def _on_tty(
+    args: list[str], env: dict[str, str] | None = None, drop: tuple[str, ...] = ()
+) -> tuple[int, str]:
+    """Run ``memdiag ARGS`` with a pseudo-terminal as stdout/stderr (``env`` added to ours,
+    the ``drop`` variables removed); its status and output."""
     master, slave = pty.openpty()
-    p = subprocess.Popen([str(SCRIPTS / "memdiag"), *args], stdout=slave, stderr=slave, env={**os.environ, **(env or {})})
+    full = {k: v for k, v in os.environ.items() if k not in drop} | (env or {})
+    p = subprocess.Popen([str(SCRIPTS / "memdiag"), *args], stdout=slave, stderr=slave, env=full)
     os.close(slave)
     chunks = []
     while True:
