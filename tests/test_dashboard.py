@@ -299,6 +299,10 @@ def test_live_view_matches_api_and_keeps_token_out_of_urls(
     assert "since=" in history_urls[0] and "columns=rss," in history_urls[0]  # the range's rows
     assert all("last=" in url for url in history_urls[1:])  # then increments, cheap for the service
 
+    # A single process, not a pre-fork server: the page asked, and shows no server panel.
+    assert any("/api/memory/server" in r[1] for r in api_requests)
+    assert pg.is_hidden("#workers-card")
+
     # The leak panel is shown exactly when the API answers it.
     leaks_code, leaks = served.api("/api/memory/leaks")
     assert pg.is_visible("#leaks-card") == (leaks_code == 200)
@@ -554,3 +558,45 @@ def test_stored_range_cache_fill_and_leaks_above_the_fold(
     assert status == 200 and body["rows"][0][0] < time.time() - 2 * 3600
     pg.screenshot(path=str(shot_path("stored-24h", tmp_path)))
     assert problems(pg, log) == []
+
+
+@pytest.mark.slow
+def test_every_worker_of_a_gunicorn_server_and_switching_to_one(
+    page: tuple[Any, Console], tmp_path: Path
+) -> None:
+    """gunicorn with 2 workers and memdiag mounted in Flask: the page lists the master and
+    both workers with the aggregate, and switches the whole view to one worker and back."""
+    pytest.importorskip("gunicorn")
+    from .test_workers import _shared_token, _workers, server
+
+    argv = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "fleet_flask:app"]
+    with server(argv, 2) as (master, port):
+        workers = sorted(e.pid for e in _workers(master))
+        url = f"http://127.0.0.1:{port}"
+        pg, log = page
+        pg.goto(dashboard_url(url, _shared_token(master)))
+        wait_live(pg)
+        pg.wait_for_selector("#workers-card:not([hidden])", timeout=PATIENCE_MS)
+        wait_text(pg, "h-workers", "===", f"Server {master}")
+        listed = pg.eval_on_selector_all("#workers tr[data-pid]", "rows => rows.map(r => +r.dataset.pid)")
+        assert sorted(listed) == sorted([master, *workers])
+        assert pg.inner_text("#workers tr.total").startswith("total")
+        assert "3 processes" in pg.inner_text("#workers tr.total")
+        home = int(pg.inner_text("#proc-id").split()[1])  # the worker that answered first, kept
+        assert home in workers and "of server" in pg.inner_text("#proc-id")
+        other = next(pid for pid in workers if pid != home)
+        for pid in (master, *workers):  # every process's RSS is shown
+            assert re.search(r"\d+(\.\d+)? (KiB|MiB|GiB)", pg.inner_text(f"#workers tr[data-pid='{pid}']")), pid
+
+        pg.click(f"#workers button[data-pid='{other}']")
+        wait_text(pg, "proc-id", "startsWith", f"pid {other} ")
+        wait_live(pg)  # the other worker's own history, drawn again
+        assert pg.get_attribute(f"#workers tr[data-pid='{other}']", "aria-current") == "true"
+        assert any(f"/api/memory/diagnostics?pid={other}" in u for _, u, _ in log.requests)
+        assert pg.is_visible("#workers-back")
+        pg.screenshot(path=str(shot_path("server-worker", tmp_path)), full_page=True)
+
+        pg.click("#workers-back")
+        wait_text(pg, "proc-id", "startsWith", f"pid {home} ")
+        assert pg.is_hidden("#workers-back")
+        assert problems(pg, log) == []

@@ -8,6 +8,7 @@ code, the documented content type and headers, and a body that fits the schema.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 
 import httpx
@@ -39,6 +40,8 @@ CHECKS = [
 # 10x (see DESIGN.md); the trace endpoint's valid requests are tested in test_http_api.
 POSITIVE_SKIP = {"POST /api/memory/leaks/trace"}
 EXAMPLES = 25
+# The endpoints under the prefix that answer alike in every process: ?pid= is not theirs.
+UNFORWARDED = {"/api/memory/server", "/api/memory/openapi.json"}
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +155,7 @@ def test_every_route_is_documented_as_it_is_served(diag: MemoryDiagnostics) -> N
     """Walk the route table: methods, auth, statuses, and every body field's and query
     parameter's bounds, as the served document says and as the handler answers."""
     from memdiag.http.core import MemoryAPI
-    from memdiag.http.routes import ROUTES
+    from memdiag.http.routes import API_PREFIX, PID_MAX, ROUTES
 
     api = MemoryAPI(diag, TOKEN, rate_limit=None)
     limited = MemoryAPI(diag, TOKEN, rate_limit=(0.001, 1))
@@ -211,6 +214,18 @@ def test_every_route_is_documented_as_it_is_served(diag: MemoryDiagnostics) -> N
                     refused = json.loads(r.body).get("fields", {}) if r.status == 422 else {}
                     assert (param["name"] not in refused) == valid, (path, param["name"], text, r.status)
                     checked += 1
+            params = {p["name"] for p in op.get("parameters", [])}
+            assert ("pid" in params) == endpoint.forwards == (path.startswith(API_PREFIX) and path not in UNFORWARDED)
+            if endpoint.forwards:  # ?pid=: a bad value is a 422 naming it; a PID not of this server, the 404
+                for text, code in (("abc", 422), ("0", 422), (str(PID_MAX + 1), 422), (str(os.getppid()), 404)):
+                    r = api.handle(method, path, {"pid": text}, auth, b"")
+                    seen.add(r.status)
+                    assert r.status == code, (path, method, text, r.status, r.body)
+                    answer = json.loads(r.body)
+                    if code == 422:
+                        assert "process id" in answer["fields"]["pid"]
+                    else:
+                        assert "not a memdiag process of this server" in answer["detail"]
             if endpoint.acting:  # the bucket holds one request: the second is refused
                 for _ in range(2):
                     seen.add(limited.handle(method, path, {}, auth, b'{"no_such_field": 1}').status)

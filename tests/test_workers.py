@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -92,6 +93,17 @@ def _shared_token(master: int) -> str:
     path = runtime.runtime_dir() / f"server-{master}-{st.start_ticks}" / "token"
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     return path.read_text().strip()
+
+
+def _send(
+    conn: http.client.HTTPConnection, method: str, path: str, token: str
+) -> tuple[int, dict[str, str], Any]:
+    """One request on a kept-alive connection: status, headers (lower-case names), JSON body."""
+    body = b"{}" if method == "POST" else None
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(resp.read() or b"null")
 
 
 def _get(port: int, path: str, token: str | None) -> tuple[int, Any]:
@@ -206,3 +218,59 @@ def test_memdiag_run_monitors_every_gunicorn_worker_and_recycling_keeps_the_slot
         assert replaced.server["slot"] == 1 and replaced.server["key"] == before[1].server["key"]
         out = json.loads(cli("diagnostics", "--pid", str(replaced.pid), "--json").stdout)
         assert out["history"]["store"] == stores[1]  # the same worker identity, the same history
+
+
+def test_forwarded_cleanups_are_rate_limited_by_their_target() -> None:
+    """?pid= acting requests: each target's own limiter decides. The app's API allows one
+    acting request per client (burst 1); over one kept-alive connection (one worker, "here"),
+    a cleanup forwarded to the other worker must not spend here's bucket."""
+    token = "fleet-token-0123456789abcdef"
+    argv = [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "2", "--keep-alive", "120", "-w", "2",
+            "-b", "127.0.0.1:{port}", "fleet_flask:app"]  # fmt: skip
+    env = {"MEMDIAG_API_TOKEN": token, "FLEET_RATE_LIMIT": "0.001,1"}
+    with server(argv, 2, env) as (master, port):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            here = _send(conn, "GET", "/api/memory/status", token)[2]["pid"]
+            other = next(pid for pid in (e.pid for e in _workers(master)) if pid != here)
+            status, headers, body = _send(conn, "POST", f"/api/memory/cleanup?pid={other}", token)
+            assert status == 200 and body["performed"], body
+            assert headers["x-memdiag-pid"] == str(other)
+            status, headers, body = _send(conn, "POST", f"/api/memory/cleanup?pid={here}", token)
+            assert status == 200 and body["performed"], body  # before: 429, the forwarded one had spent it
+            assert "x-memdiag-pid" not in headers  # answered by here itself
+            status, headers, body = _send(conn, "POST", f"/api/memory/cleanup?pid={other}", token)
+            assert status == 429 and body["error"] == "cleanup cooldown", body  # other's own cooldown
+            assert headers["x-memdiag-pid"] == str(other) and int(headers["retry-after"]) >= 1
+            status, headers, body = _send(conn, "POST", f"/api/memory/cleanup?pid={here}", token)
+            assert status == 429 and int(headers["retry-after"]) >= 1, body  # here's own limit
+            assert _send(conn, "GET", "/api/memory/status", token)[2]["pid"] == here  # one connection throughout
+        finally:
+            conn.close()
+
+
+def test_watch_of_a_whole_server() -> None:
+    """`memdiag watch --server PID`: every process side by side, plain in a pipe, rich on a
+    terminal; a PID that is no server's is exit 2."""
+    from .test_cli_subprocess import _on_tty
+
+    argv = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "fleet_flask:app"]
+    with server(argv, 2) as (master, _port):
+        workers = {str(e.pid) for e in _workers(master)}
+        args = ["watch", "--server", str(master), "--count", "2", "--interval", "0.2", "--timeout", "60"]
+        out = cli(*args, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.count("--- frame") == 2
+        frame = out.stdout.split("--- frame 2 ---", 1)[1]
+        assert f"memdiag watch: server {master} (2 workers)" in frame
+        lines = {ln.split()[0]: ln for ln in frame.splitlines() if ln.strip()}
+        assert lines["master"].split() == ["master", "worker", "0", "worker", "1", "total"]
+        assert set(lines["pid"].split()[1:4]) == {str(master), *workers} and "3 processes" in lines["pid"]
+        assert len(re.findall(r"\d+\.\d (?:KiB|MiB)", lines["RSS"])) == 4  # three processes and the sum
+        assert lines["pressure"].split()[1:3] == ["no", "agent"]  # the master runs no memdiag here
+        assert lines["pressure"].count("OK") >= 2
+        code, tty = _on_tty([*args[:3], "--count", "1", "--interval", "0.2", "--timeout", "60"], {"COLUMNS": "160"})
+        assert code == 0, tty
+        assert f"server {master} (2 workers)" in tty and "╭" in tty and "━" in tty and "share" in tty
+    gone = cli("watch", "--server", str(master), "--count", "1")
+    assert gone.returncode == 2 and "no process of a server" in gone.stderr

@@ -13,7 +13,7 @@ from ._format import human_bytes, level_text, percent, style
 from ._render import render_profile
 from ._target import Target, TargetError
 
-__all__ = ["bar", "watch_loop"]
+__all__ = ["bar", "member_head", "server_rows", "server_title", "suspect_cell", "watch_loop"]
 
 _CLEAR = "\x1b[H\x1b[2J"
 _CHILDREN_EVERY = 5.0  # seconds between subprocess lists (a diagnostics call) for a service
@@ -76,16 +76,84 @@ def _limits(d: Mapping[str, Any]) -> str:
     return table(rows, ["MEMORY", "USED", "LIMIT", ""], right=(1, 2))
 
 
-class _Source:
-    """Fetches one frame's data for a target."""
+def _short(text: str, width: int = 28) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
-    def __init__(self, target: Target) -> None:
+
+def member_head(m: Mapping[str, Any]) -> str:
+    """A member's column title: ``master`` or ``worker 1``."""
+    role = str(m.get("role") or "process")
+    return f"worker {m.get('slot')}" if role == "worker" else role
+
+
+def suspect_cell(m: Mapping[str, Any]) -> str:
+    """A member's top leak suspect in a few words (``-`` where leak detection is off)."""
+    top = m.get("top_suspect")
+    if m.get("suspects") is None:
+        return "-"
+    if not top:
+        return "none"
+    where = f" {_short(str(top['file']).rsplit('/', 1)[-1], 20)}:{top.get('line')}" if top.get("file") else ""
+    more = f" +{m['suspects'] - 1}" if (m.get("suspects") or 0) > 1 else ""
+    return f"{str(top.get('kind') or 'suspect').replace('_', ' ')}{where}{more}"
+
+
+def server_rows(d: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The server view side by side: one column per process (master, workers) and the total."""
+    members = [m for m in d.get("members") or [] if isinstance(m, Mapping)]
+    total = d.get("total") or {}
+
+    def line(label: str, cell: Any, total_cell: Any = "") -> list[Any]:
+        return [label, *(cell(m) for m in members), total_cell]
+
+    def level(m: Mapping[str, Any]) -> str:
+        return level_text(m["pressure"]) if m.get("pressure") else style(m.get("error") or "no agent", "yellow")
+
+    def fill(m: Mapping[str, Any]) -> str:
+        return percent(100 * m["cache_fill"], 0) if isinstance(m.get("cache_fill"), (int, float)) else "-"
+
+    rows = [
+        line("pid", lambda m: m.get("pid"), f"{total.get('processes', 0)} processes"),
+        line("RSS", lambda m: human_bytes(m.get("rss_bytes")), human_bytes(total.get("rss_bytes"))),
+        line("USS", lambda m: human_bytes(m.get("uss_bytes")), human_bytes(total.get("uss_bytes"))),
+        line("PSS", lambda m: human_bytes(m.get("pss_bytes")), human_bytes(total.get("pss_bytes"))),
+        line("threads", lambda m: m.get("threads"), total.get("threads")),
+        line("children", lambda m: m.get("children"), total.get("children")),
+        line("pressure", level, level_text(d.get("pressure"))),
+        line("cache fill", fill, "-"),
+        line("leak suspect", suspect_cell, ""),
+    ]
+    return ["", *(member_head(m) for m in members), "total"], rows
+
+
+def _server_text(d: Mapping[str, Any]) -> str:
+    from ._format import table
+
+    heads, rows = server_rows(d)
+    return table(rows, heads, right=tuple(range(1, len(heads))))
+
+
+def server_title(d: Mapping[str, Any]) -> str:
+    """``server 1234 (2 workers)``."""
+    server = d.get("server") or {}
+    workers = (d.get("total") or {}).get("workers")
+    return f"server {server.get('pid', '?')} ({workers} worker{'' if workers == 1 else 's'})"
+
+
+class _Source:
+    """Fetches one frame's data for a target (``server``: its whole server's view)."""
+
+    def __init__(self, target: Target, server: bool = False) -> None:
         self.target = target
+        self.server = server
         self._children: list[Any] = []
         self._children_at = 0.0
 
     def frame(self) -> dict[str, Any]:
         t = self.target
+        if self.server:
+            assert t.client is not None
+            return dict(t.client.get("/api/memory/server").body or {})
         if t.kind == "service":
             assert t.client is not None
             d = dict(t.client.get("/api/memory/profile").body or {})
@@ -106,14 +174,30 @@ class _Source:
         return machine_view()
 
 
-def watch_loop(target: Target, *, interval: float, count: int | None, plain: bool = False) -> int:
+def _plain_frame(source: _Source, d: Mapping[str, Any], interval: float) -> str:
+    if source.server:
+        label, level, body = server_title(d), d.get("pressure"), [_server_text(d)]
+    else:
+        label, level = source.target.label, (d.get("pressure") or {}).get("level")
+        body = [_limits(d), "", render_profile(d)]
+    head = (
+        f"memdiag watch: {label}  {time.strftime('%H:%M:%S')}  pressure {level_text(level)}  "
+        f"(every {interval:g}s; Ctrl-C to stop)"
+    )
+    return "\n".join([style(head, bold=True), "", *body])
+
+
+def watch_loop(
+    target: Target, *, interval: float, count: int | None, plain: bool = False, server: bool = False
+) -> int:
     """Draw frames every ``interval`` seconds; returns the exit status (0).
 
     On a terminal with rich installed (and not ``plain``) the frames are drawn by rich in
     place; otherwise as plain text (cleared between frames on a terminal, one after
-    another with ``--- frame N ---`` headings in a pipe).
+    another with ``--- frame N ---`` headings in a pipe). ``server``: the whole pre-fork
+    server ``target`` belongs to, one column per process.
     """
-    source = _Source(target)
+    source = _Source(target, server)
     tty = sys.stdout.isatty()
     if tty and not plain:
         from . import _watch_rich
@@ -125,12 +209,7 @@ def watch_loop(target: Target, *, interval: float, count: int | None, plain: boo
         started = time.monotonic()
         d = source.frame()
         n += 1
-        level = (d.get("pressure") or {}).get("level")
-        head = (
-            f"memdiag watch: {target.label}  {time.strftime('%H:%M:%S')}  pressure {level_text(level)}  "
-            f"(every {interval:g}s; Ctrl-C to stop)"
-        )
-        text = "\n".join([style(head, bold=True), "", _limits(d), "", render_profile(d)])
+        text = _plain_frame(source, d, interval)
         if tty:
             click.echo(_CLEAR + text)
         else:
@@ -144,7 +223,7 @@ def watch_loop(target: Target, *, interval: float, count: int | None, plain: boo
 def _rich_loop(source: _Source, target: Target, interval: float, count: int | None) -> int:
     from rich.live import Live
 
-    from ._watch_rich import frame
+    from ._watch_rich import frame, server_frame
 
     n = 0
     with Live(auto_refresh=False, screen=False, transient=False) as live:
@@ -152,7 +231,10 @@ def _rich_loop(source: _Source, target: Target, interval: float, count: int | No
             started = time.monotonic()
             d = source.frame()
             n += 1
-            live.update(frame(d, target.label, interval, render_profile(d)), refresh=True)
+            if source.server:
+                live.update(server_frame(d, interval, server_title(d), *server_rows(d)), refresh=True)
+            else:
+                live.update(frame(d, target.label, interval, render_profile(d)), refresh=True)
             if count is not None and n >= count:
                 break
             time.sleep(max(0.0, interval - (time.monotonic() - started)))

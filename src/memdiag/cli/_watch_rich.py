@@ -2,7 +2,8 @@
 
 The same data as the plain view (:mod:`._watch`): a header with the pressure level, a
 table of memory against each limit with bars coloured by how full they are, the
-pressure reasons, and the plain profile text below. rich's ``Live`` redraws in place
+pressure reasons, and the plain profile text below; for a whole server
+(``--server``), one column per process with a bar of each one's share of the RSS. rich's ``Live`` redraws in place
 without clearing the screen (no flicker).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["available", "frame"]
+__all__ = ["available", "frame", "server_frame"]
 
 _LEVEL_STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red"}
 
@@ -82,3 +83,40 @@ def frame(d: Mapping[str, Any], label: str, interval: float, profile_text: str) 
         parts.append(Group(*reasons))
     parts.append(Text.from_ansi(profile_text))
     return Group(*parts)
+
+
+def server_frame(
+    d: Mapping[str, Any], interval: float, title: str, heads: list[str], rows: list[list[Any]]
+) -> Any:
+    """A pre-fork server's frame: a header, and the table of :func:`memdiag.cli._watch.server_rows`
+    (``heads``, ``rows``: a column per process) with a bar of each one's share of the RSS."""
+    import time
+
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    level = str(d.get("pressure") or "unknown")
+    head = Text.assemble(
+        ("memdiag watch ", "bold"),
+        (title, "cyan"),
+        f"  {time.strftime('%H:%M:%S')}  pressure ",
+        (level.upper(), _LEVEL_STYLE.get(level, "bold")),
+        (f"   every {interval:g}s, Ctrl-C to stop", "dim"),
+    )
+    grid = Table(box=None, expand=False, pad_edge=False, show_edge=False)
+    for i, name in enumerate(heads):
+        grid.add_column(name, justify="right" if i else "left")
+    members = [m for m in d.get("members") or [] if isinstance(m, Mapping)]
+    total_rss = (d.get("total") or {}).get("rss_bytes") or 0
+    for row in rows:
+        grid.add_row(*(Text.from_ansi(str("-" if c is None else c)) for c in row))
+        if row[0] == "RSS" and total_rss:  # each process's share of the server's RSS
+            bars = [
+                ProgressBar(total=1.0, completed=min(1.0, (m.get("rss_bytes") or 0) / total_rss), width=12)
+                for m in members
+            ]
+            grid.add_row("share", *bars, "")
+    return Group(Panel(head, expand=True), grid)

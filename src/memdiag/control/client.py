@@ -14,8 +14,12 @@ import struct
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UnixHTTPConnection", "connect_unix", "peer_credentials"]
+__all__ = ["CLIENT_HEADER", "UnixHTTPConnection", "connect_unix", "peer_credentials"]
 
+#: The header a forwarded request names its original client in (``?pid=``, see
+#: :mod:`memdiag.control.fleet`). Honoured only on the control channel, whose peers are
+#: checked: the target rate-limits the request as that client.
+CLIENT_HEADER = "X-Memdiag-Client"
 _UCRED = struct.Struct("3i")
 
 

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from .. import runtime
+from .. import registry, runtime
 from ..pressure import LEVELS
 from ..probes.process import read_stat
 from ..workers import identity
-from .client import UnixHTTPConnection
+from .client import CLIENT_HEADER, UnixHTTPConnection
 
 if TYPE_CHECKING:
     from ..service import MemoryDiagnostics
@@ -48,9 +48,19 @@ def members() -> list[runtime.ServiceEntry]:
 
 
 def forward(
-    pid: int, method: str, path: str, query: dict[str, str], body: bytes, timeout: float = 10.0
+    pid: int,
+    method: str,
+    path: str,
+    query: dict[str, str],
+    body: bytes,
+    timeout: float = 10.0,
+    *,
+    client: str | None = None,
 ) -> tuple[int, list[tuple[str, str]], bytes]:
     """Send one request to member ``pid``'s control channel; ``(status, headers, body)``.
+
+    ``client``: the original client's address, passed on so that the target's own rate
+    limit counts it (its limiter decides for requests to it, whoever forwards them).
 
     Raises:
         NotAMember: ``pid`` is not a registered process of this server.
@@ -64,6 +74,8 @@ def forward(
     conn = UnixHTTPConnection(entry.socket, timeout=timeout)
     try:
         headers = {"Content-Type": "application/json"} if body else {}
+        if client:
+            headers[CLIENT_HEADER] = client[:200]
         conn.request(method, target, body=body or None, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
@@ -85,6 +97,34 @@ def _member_profile(entry: runtime.ServiceEntry, diag: MemoryDiagnostics) -> dic
     return data
 
 
+def _member_suspects(entry: runtime.ServiceEntry, diag: MemoryDiagnostics) -> list[dict[str, Any]] | None:
+    """The member's leak suspects, best first; ``None`` where leak detection is not on."""
+    if entry.pid == os.getpid():
+        section = registry.sections().get("leaks")  # registered while leak detection is on
+        report = section(diag) if section is not None else None
+    else:
+        status, _, body = forward(entry.pid, "GET", "/api/memory/leaks", {}, b"", timeout=5.0)
+        report = json.loads(body) if status == 200 else None
+    if not isinstance(report, dict) or report.get("enabled") is False:
+        return None
+    return [s for s in report.get("suspects") or [] if isinstance(s, dict)]
+
+
+def _suspect_summary(suspects: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    if not suspects:
+        return None
+    top = suspects[0]
+    keys = ("kind", "file", "line", "growth_bytes_per_min", "growth_per_min", "confidence")
+    return {k: top.get(k) for k in keys}
+
+
+def _cache_fill(caches: Any) -> float | None:
+    """The fullest registered cache's ``fill_ratio`` (a cache's fuller of bytes and entries)."""
+    fills = [c.get("fill_ratio") for c in caches or [] if isinstance(c, dict)]
+    numbers = [f for f in fills if isinstance(f, (int, float))]
+    return max(numbers) if numbers else None
+
+
 def _row(entry: runtime.ServiceEntry | None, pid: int, diag: MemoryDiagnostics) -> dict[str, Any]:
     server = (entry.server if entry else None) or {}
     row: dict[str, Any] = {
@@ -101,6 +141,10 @@ def _row(entry: runtime.ServiceEntry | None, pid: int, diag: MemoryDiagnostics) 
         "children": None,
         "children_rss_bytes": None,
         "pressure": None,
+        "caches": None,
+        "cache_fill": None,
+        "suspects": None,
+        "top_suspect": None,
         "error": None,
     }
     if entry is None:  # a master that runs no memdiag: what /proc shows
@@ -110,6 +154,7 @@ def _row(entry: runtime.ServiceEntry | None, pid: int, diag: MemoryDiagnostics) 
         return row
     try:
         prof = _member_profile(entry, diag)
+        suspects = _member_suspects(entry, diag)
     except (OSError, ValueError, NotAMember) as exc:
         row["error"] = f"not answering: {exc}"[:200]
         return row
@@ -124,6 +169,10 @@ def _row(entry: runtime.ServiceEntry | None, pid: int, diag: MemoryDiagnostics) 
         children=children.get("count"),
         children_rss_bytes=children.get("rss_bytes"),
         pressure=(prof.get("pressure") or {}).get("level"),
+        caches=len(prof.get("caches") or []),
+        cache_fill=_cache_fill(prof.get("caches")),
+        suspects=len(suspects) if suspects is not None else None,
+        top_suspect=_suspect_summary(suspects),
     )
     return row
 
@@ -146,8 +195,12 @@ _SUMMED = ("rss_bytes", "uss_bytes", "pss_bytes", "threads", "fds", "children", 
 def server_report(diag: MemoryDiagnostics) -> dict[str, Any]:
     """Every process of the server (master and workers) and their sum.
 
-    ``total[k]`` is the sum of ``members[i][k]`` over the members that reported ``k``;
-    ``pressure`` is the worst member's level.
+    Each member: ``pid``, ``role``, ``slot``, ``key``, ``agent``, RSS/USS/PSS, threads,
+    fds, children, ``pressure`` (its level), ``caches`` and ``cache_fill`` (the fullest
+    cache's fill ratio), ``suspects`` (leak suspects; ``None`` where leak detection is
+    off) and ``top_suspect`` (the best one: kind, file, line, growth, confidence), and
+    ``error`` when it did not answer. ``total[k]`` is the sum of ``members[i][k]`` over
+    the members that reported ``k``; ``pressure`` is the worst member's level.
     """
     ident = identity()
     entries = members()

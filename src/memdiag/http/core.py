@@ -10,7 +10,9 @@ aiohttp adapters and the standalone server only move bytes between their framewo
 
 Checks run in this order: unknown path 404, wrong method 405, body over ``max_body``
 413, missing or wrong bearer token 401 (every endpoint but health, metrics and the
-dashboard page), per-client rate limit on acting endpoints 429, malformed JSON 400,
+dashboard page), ``?pid=N`` forwarded to process N of a pre-fork server (a bad value
+422, not a process of the server 404, no answer 502; the target then runs every check
+that follows), per-client rate limit on acting endpoints 429, malformed JSON 400,
 non-JSON body 415, invalid fields or values 422. Responses never carry environment
 values, the token, or object contents; command lines are redacted by the core.
 """
@@ -41,6 +43,7 @@ from .routes import (
     HEALTH_TYPE,
     JSON_TYPE,
     PATHS,
+    PID_PARAM,
     READ_ONLY_FIELDS,
     REQUEST_SCHEMAS,
     ROUTES,
@@ -374,6 +377,10 @@ class MemoryAPI:
         endpoint = self._route(req)
         if isinstance(endpoint, Response):
             return endpoint
+        if endpoint.forwards and "pid" in req.query:
+            forwarded = self._forward(req)
+            if forwarded is not None:  # the target's own limiter decided (its control channel)
+                return forwarded
         if endpoint.acting and self._bucket is not None:
             wait = self._bucket.take(req.client)
             if wait > 0:
@@ -384,26 +391,27 @@ class MemoryAPI:
                     headers=[("Retry-After", str(max(1, math.ceil(wait))))],
                     extra={"retry_after_seconds": round(max(wait, 0.001), 3)},
                 )
-        if "pid" in req.query and req.path.startswith(API_PREFIX):
-            forwarded = self._forward(req)
-            if forwarded is not None:
-                return forwarded
         resp: Response = getattr(self, endpoint.handler)(req)
         if req.method == "HEAD":
             return Response(resp.status, resp.headers, b"")
         return resp
 
     def _forward(self, req: _Request) -> Response | None:
-        """``?pid=N``: the answer of process N of this pre-fork server (``None``: it is us)."""
-        text = req.query["pid"].strip()
-        if not text.isdigit() or int(text) <= 0:
-            raise _Problem(422, "invalid request", fields={"pid": "must be a positive process id"})
-        pid = int(text)
+        """``?pid=N``: the answer of process N of this pre-fork server (``None``: it is us).
+
+        Forwarded before this process's rate limit is counted: an acting request is
+        limited by its target (the API on N's control channel, per original client), so
+        requests to different workers never share one bucket.
+        """
+        try:
+            pid = PID_PARAM.value(req.query["pid"])
+        except ValueError as exc:
+            raise _Problem(422, "invalid request", fields={"pid": f"{exc} (a process id)"}) from None
         if pid == os.getpid():
             return None
         fleet = importlib.import_module("memdiag.control.fleet")
         try:
-            status, headers, body = fleet.forward(pid, req.method, req.path, req.query, req.body)
+            status, headers, body = fleet.forward(pid, req.method, req.path, req.query, req.body, client=req.client)
         except fleet.NotAMember:
             raise _Problem(404, "not found", f"process {pid} is not a memdiag process of this server") from None
         except OSError as exc:

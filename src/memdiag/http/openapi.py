@@ -247,6 +247,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     texts = {
         400: ("Error", "malformed JSON"),
         401: ("Error", "missing or wrong bearer token"),
+        404: ("Error", "pid: not a memdiag process of this pre-fork server"),
         409: ("Error", "conflicts with what is running"),
         413: ("Error", f"body larger than {DEFAULT_MAX_BODY} bytes (the default limit)"),
         415: ("Error", "body is not application/json"),
@@ -254,6 +255,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         429: ("Busy", "a cleanup is running, the cooldown holds, or the client's rate limit is spent"),
         500: ("Error", "the configuration could not be saved; nothing was changed"),
         501: ("Error", "that part of memdiag is not installed"),
+        502: ("Error", "pid: that process did not answer over its control channel"),
     }
     out = {}
     for code in codes:

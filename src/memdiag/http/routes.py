@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import FIELD_INFO
@@ -29,6 +29,7 @@ __all__ = [
     "API_PREFIX",
     "DEFAULT_MAX_BODY",
     "PATHS",
+    "PID_PARAM",
     "READ_ONLY_FIELDS",
     "REQUEST_SCHEMAS",
     "ROUTES",
@@ -263,6 +264,20 @@ _HISTORY_PARAMS = (
 )
 
 
+#: The largest PID Linux hands out (``PID_MAX_LIMIT`` on 64-bit kernels).
+PID_MAX = 4_194_304
+
+#: ``?pid=N`` on every endpoint that forwards: answered by process N of this pre-fork server.
+PID_PARAM = Param(
+    "pid",
+    {"type": "integer", "minimum": 1, "maximum": PID_MAX},
+    "answer for process N of this pre-fork server (master or worker), whichever process got "
+    "the request: it is forwarded over N's control channel, and the answer carries "
+    "X-Memdiag-Pid; 404 if N is not a memdiag process of this server, 502 if it did not answer",
+    _integer,
+)
+
+
 # -- the table ----------------------------------------------------------------------------
 
 
@@ -275,12 +290,15 @@ class Endpoint:
         summary, operation_id: for the document.
         ok: the 200 answer's schema (a component name, or an inline schema) and media type.
         auth: needs the bearer token (401 otherwise).
-        acting: changes state: rate-limited per client (429).
+        acting: changes state: rate-limited per client (429), by the limiter of the process
+            that acts (a forwarded request's target, not the process that forwarded it).
         quick: a method answering from a cache without blocking, or ``None``.
         body: the request body's schema name in :data:`REQUEST_SCHEMAS`.
         params: query parameters.
         extra: statuses beyond those the checks above imply (409, 500, 501).
         also_ok: statuses answered with the ``ok`` body too (health's 503 "fail").
+        forwards: ``?pid=N`` is answered by process N of the server (:data:`PID_PARAM` is
+            added to ``params`` in :data:`ROUTES`; 404 and 502 join its statuses).
     """
 
     handler: str
@@ -295,6 +313,7 @@ class Endpoint:
     params: tuple[Param, ...] = ()
     extra: tuple[int, ...] = ()
     also_ok: tuple[int, ...] = ()  # statuses that carry the ``ok`` body too (health's 503)
+    forwards: bool = True  # under API_PREFIX only (see ROUTES)
 
 
 def statuses(endpoint: Endpoint) -> tuple[int, ...]:
@@ -308,13 +327,17 @@ def statuses(endpoint: Endpoint) -> tuple[int, ...]:
         codes.add(422)
     if endpoint.acting:
         codes.add(429)
+    if endpoint.forwards:
+        codes |= {404, 502}  # not a process of this server; it did not answer
     return tuple(sorted(codes))
 
 
 _P = API_PREFIX
 
 # path -> method -> endpoint. HEAD is served wherever GET is; OPTIONS everywhere.
-ROUTES: dict[str, dict[str, Endpoint]] = {
+# Every endpoint under the prefix forwards ``?pid=`` except the server view and the
+# document, which are the same whichever process answers them.
+_TABLE: dict[str, dict[str, Endpoint]] = {
     f"{_P}/status": {
         "GET": Endpoint(
             "_status", "Short status: pressure level, RSS, children", "getStatus", "Status", quick="_cached"
@@ -395,6 +418,7 @@ ROUTES: dict[str, dict[str, Endpoint]] = {
             "A pre-fork server whole: every process (master and workers) and their sum",
             "getServer",
             {"type": "object"},
+            forwards=False,
         )
     },
     f"{_P}/health": {
@@ -409,7 +433,9 @@ ROUTES: dict[str, dict[str, Endpoint]] = {
         )
     },
     f"{_P}/openapi.json": {
-        "GET": Endpoint("_openapi", "This document", "getOpenAPI", {"type": "object"}, quick="_openapi_if_built")
+        "GET": Endpoint(
+            "_openapi", "This document", "getOpenAPI", {"type": "object"}, quick="_openapi_if_built", forwards=False
+        )
     },
     "/metrics": {
         "GET": Endpoint(
@@ -433,6 +459,18 @@ ROUTES: dict[str, dict[str, Endpoint]] = {
             extra=(501,),
         )
     },
+}
+
+
+
+def _with_pid(path: str, endpoint: Endpoint) -> Endpoint:
+    if not path.startswith(API_PREFIX) or not endpoint.forwards:
+        return replace(endpoint, forwards=False)
+    return replace(endpoint, params=(*endpoint.params, PID_PARAM))
+
+
+ROUTES: dict[str, dict[str, Endpoint]] = {
+    path: {method: _with_pid(path, e) for method, e in methods.items()} for path, methods in _TABLE.items()
 }
 
 #: Every path the API answers; adapters mount exactly these (plus a catch-all under

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
-from ..control.client import peer_credentials, trusted_uid
+from ..control.client import CLIENT_HEADER, peer_credentials, trusted_uid
 from .core import MemoryAPI, Response
 from .server import MemoryHTTPServer
 from .wire import Connection
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["make_server"]
 
 log = logging.getLogger("memdiag.control")
+
+_CLIENT_HEADER = CLIENT_HEADER.lower()
 
 
 class _PeerCheckedConnection(Connection):
@@ -54,6 +56,13 @@ class _PeerCheckedConnection(Connection):
         super().connection_made(transport)
 
 
+def _client(headers: Mapping[str, str], peer: str | None) -> str | None:
+    """The client a request is rate-limited as: the original client a forwarding worker
+    names (a checked peer of this user, so it is believed), else the local peer."""
+    forwarded = headers.get(_CLIENT_HEADER)
+    return f"forwarded:{forwarded}" if forwarded else peer
+
+
 class _TrustedPeerAPI:
     """The API as seen by a checked local peer: authenticated by its credentials."""
 
@@ -73,12 +82,14 @@ class _TrustedPeerAPI:
     def handle(
         self, method: str, path: str, query: Any, headers: Any, body: bytes, *, client: str | None = None
     ) -> Response:
-        return self._api.handle(method, path, query, self._headers(headers), body, client=client)
+        checked = self._headers(headers)
+        return self._api.handle(method, path, query, checked, body, client=_client(checked, client))
 
     def try_handle(
         self, method: str, path: str, query: Any, headers: Any, body: bytes, *, client: str | None = None
     ) -> Response | None:
-        return self._api.try_handle(method, path, query, self._headers(headers), body, client=client)
+        checked = self._headers(headers)
+        return self._api.try_handle(method, path, query, checked, body, client=_client(checked, client))
 
     def precheck(self, method: str, path: str, query: Any, headers: Any, *, client: str | None = None) -> Any:
         return self._api.precheck(method, path, query, self._headers(headers), client=client)

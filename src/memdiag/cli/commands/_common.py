@@ -18,7 +18,17 @@ if TYPE_CHECKING:
     from .._client import ApiError, ApiResponse
     from .._target import Target
 
-__all__ = ["CommandError", "api_failure", "call", "echo_json", "fail", "outside", "resolve", "source"]
+__all__ = [
+    "CommandError",
+    "api_failure",
+    "call",
+    "echo_json",
+    "fail",
+    "outside",
+    "resolve",
+    "server_target",
+    "source",
+]
 
 
 class CommandError(click.ClickException):
@@ -43,6 +53,21 @@ def resolve(pid: int | None, url: str | None, token: str | None, timeout: float,
         return resolve_target(pid=pid, url=url, token=token, timeout=timeout, require_service=require, name=name)
     except TargetError as exc:
         fail(str(exc))
+
+
+def server_target(server_pid: int, timeout: float) -> Target:
+    """``--server PID``: a process of the pre-fork server whose master (or any member) is
+    PID, to ask for the whole server (any member answers ``/api/memory/server``); exit 2 if none."""
+    from ...runtime import list_services
+    from .._target import Target, client_for
+
+    entries = list_services()
+    member = next((e for e in entries if e.pid == server_pid and e.socket), None) or next(
+        (e for e in entries if e.socket and (e.server or {}).get("pid") == server_pid), None
+    )
+    if member is None:
+        fail(f"no process of a server with PID {server_pid} runs memdiag (see `memdiag ps`)")
+    return Target("service", member.pid, client_for(member, None, timeout), member)
 
 
 def call(

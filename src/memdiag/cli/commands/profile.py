@@ -10,7 +10,7 @@ import click
 
 from .._format import human_duration, spinner
 from .._options import CONTEXT, json_option, target_options
-from ._common import api_failure, call, echo_json, fail, outside, resolve, source
+from ._common import api_failure, call, echo_json, fail, outside, resolve, server_target, source
 
 if TYPE_CHECKING:
     from .._target import Target
@@ -93,16 +93,7 @@ def profile(
 
 def _server(server_pid: int, as_json: bool, timeout: float) -> None:
     """``--server PID``: the aggregate view, asked of any process of that server."""
-    from ...runtime import list_services
-    from .._target import Target, client_for
-
-    entries = list_services()
-    member = next((e for e in entries if e.pid == server_pid and e.socket), None) or next(
-        (e for e in entries if e.socket and (e.server or {}).get("pid") == server_pid), None
-    )
-    if member is None:
-        fail(f"no process of a server with PID {server_pid} runs memdiag (see `memdiag ps`)")
-    target = Target("service", member.pid, client_for(member, None, timeout), member)
+    target = server_target(server_pid, timeout)
     resp = call(target, "GET", "/api/memory/server")
     if as_json:
         echo_json(resp.body, resp.text)

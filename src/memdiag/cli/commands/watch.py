@@ -7,7 +7,7 @@ import sys
 import click
 
 from .._options import CONTEXT, target_options
-from ._common import fail, resolve
+from ._common import fail, resolve, server_target
 
 __all__ = ["watch"]
 
@@ -18,25 +18,36 @@ __all__ = ["watch"]
 )
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N frames (default: until Ctrl-C).")
 @click.option("--plain", is_flag=True, help="Plain text frames even when rich is installed.")
+@click.option(
+    "--server",
+    "server_pid",
+    type=int,
+    default=None,
+    metavar="PID",
+    help="The whole pre-fork server whose master is PID (or any of its workers): every process side by side.",
+)
 @target_options
 def watch(
     interval: float,
     count: int | None,
     plain: bool,
+    server_pid: int | None,
     pid: int | None,
     url: str | None,
     token: str | None,
     timeout: float,
 ) -> None:
-    """A live view of one service (or process, or the machine), until Ctrl-C: drawn with
-    rich on a terminal when it is installed, plain text otherwise."""
+    """A live view of one service (or process, or the machine), or with --server of every
+    process of a pre-fork server side by side, until Ctrl-C: drawn with rich on a terminal
+    when it is installed, plain text otherwise."""
     from .._client import ApiError
     from .._target import TargetError
     from .._watch import watch_loop
 
-    target = resolve(pid, url, token, timeout)
+    server = server_pid is not None
+    target = server_target(server_pid, timeout) if server_pid is not None else resolve(pid, url, token, timeout)
     try:
-        code = watch_loop(target, interval=interval, count=count, plain=plain)
+        code = watch_loop(target, interval=interval, count=count, plain=plain, server=server)
     except KeyboardInterrupt:
         code = 0
     except (ApiError, TargetError) as exc:
