@@ -769,3 +769,24 @@ def test_rate_limit_on_acting_endpoints(kind: str) -> None:
     finally:
         c.close()
         served.stop()
+
+
+def test_the_forwarded_client_header_counts_only_on_the_control_channel(diag: MemoryDiagnostics) -> None:
+    """A forwarded ?pid= request is limited by its target as the original client: the
+    control channel's API believes X-Memdiag-Client (its peers are checked); the TCP API
+    never does, so a client cannot pick a fresh bucket by sending it."""
+    from memdiag.http.unix import _TrustedPeerAPI
+
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    tcp = MemoryAPI(diag, TOKEN, rate_limit=(0.001, 1))
+    codes = [
+        tcp.handle("POST", f"{API}/configure", {}, {**auth, "X-Memdiag-Client": who}, b"{}", client="10.0.0.9").status
+        for who in ("10.0.0.1", "10.0.0.2")
+    ]
+    assert codes == [200, 429]  # one client, one bucket, whatever it claims
+    channel = _TrustedPeerAPI(MemoryAPI(diag, TOKEN, rate_limit=(0.001, 1)))
+    codes = [
+        channel.handle("POST", f"{API}/configure", {}, {"X-Memdiag-Client": who}, b"", client="-").status
+        for who in ("10.0.0.1", "10.0.0.2", "10.0.0.1")
+    ]
+    assert codes == [200, 200, 429]  # each original client its own bucket in the target
