@@ -2,7 +2,8 @@
 benchmarks/bench_cli.py). Like click's tests/test_imports.py: a fresh interpreter runs the
 command and reports the modules it added to ``sys.modules``; each command may load only
 what it uses (the HTTP client only to talk to a service, psutil only to look from outside,
-the renderers only for text output).
+the renderers only for text output, click only for help, usage errors and the commands
+that are not everyday ones).
 
 The interpreter runs with ``-S`` and memdiag's source and site-packages on ``PYTHONPATH``:
 ``.pth`` files may import anything at start-up (this machine's import certifi, pathlib and
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import memdiag
-from memdiag.cli.commands import COMMANDS
+from memdiag.cli.commands import COMMANDS, FAST
 
 from .test_cli_support import Service
 from .test_cli_support import service as service  # the fixture, used by name
@@ -38,8 +39,8 @@ with open(sys.argv[1], "w") as fh:
     fh.write(f"{code}\\n" + "\\n".join(new))
 """
 
-# memdiag's modules on the path of every command: the entry point, the group, the
-# shared options and helpers.
+# memdiag's modules on the path of every command: the package (and its logging policy),
+# the entry point, the fast path's option tables, the command list and shared helpers.
 CORE = {
     "memdiag",
     "memdiag._logging",  # `import memdiag` installs its logging policy (and so imports logging)
@@ -47,11 +48,14 @@ CORE = {
     "memdiag.errors",
     "memdiag.units",
     "memdiag.cli",
+    "memdiag.cli._fast",
     "memdiag.cli._format",
-    "memdiag.cli._options",
+    "memdiag.cli._spec",
     "memdiag.cli.commands",
     "memdiag.cli.commands._common",
 }
+# What a command parsed by click adds: the groups and the shared click options.
+CLICK = {"memdiag.cli._options", "memdiag.cli.commands._group"}
 # Finding a registered service: the runtime directory and the /proc stat reader it checks
 # PIDs with; reaching it: the API client, over the service's control channel (the client
 # side of memdiag.control, not its server).
@@ -84,22 +88,37 @@ def loaded(mods: set[str], names: set[str]) -> set[str]:
     return {n for n in names if any(m == n or m.startswith(n + ".") for m in mods)}
 
 
-def test_help_loads_the_command_modules_and_nothing_they_run() -> None:
+def test_help_loads_click_and_the_command_modules_and_nothing_they_run() -> None:
     code, mods = imported("--help")
     assert code == 0
     assert tops(mods) == {"click", "memdiag"}
     commands = {f"memdiag.cli.commands.{c}" for c in COMMANDS}
-    assert {m for m in mods if m.startswith("memdiag")} == CORE | commands
+    assert {m for m in mods if m.startswith("memdiag")} == CORE | CLICK | commands
     assert loaded(mods, HTTP_CLIENT | HTTP_CLIENT_NOT | NEVER | {"pathlib", "dataclasses"}) == set()
 
 
-def test_profile_of_a_service_loads_the_http_client_and_no_probe_or_renderer(service: Service) -> None:
+def test_profile_of_a_service_loads_the_client_and_no_click_probe_or_renderer(service: Service) -> None:
     code, mods = imported("profile", "--json")
     assert code == 0
-    assert tops(mods) == {"click", "h11", "memdiag"}  # no psutil
+    assert tops(mods) == {"h11", "memdiag"}  # no click, no psutil
     assert {m for m in mods if m.startswith("memdiag")} == CORE | FIND | REACH | {"memdiag.cli.commands.profile"}
     assert loaded(mods, HTTP_CLIENT) == HTTP_CLIENT
     assert loaded(mods, HTTP_CLIENT_NOT | NEVER) == set()
+
+
+@pytest.mark.parametrize("argv", [["diagnostics", "--json"], ["leaks", "--json"], ["ps", "--json"], ["profile"]])
+def test_the_everyday_commands_of_a_service_start_without_click(service: Service, argv: list[str]) -> None:
+    assert argv[0] in FAST
+    code, mods = imported(*argv)
+    assert code == 0
+    assert "click" not in tops(mods)
+    assert loaded(mods, CLICK | HTTP_CLIENT_NOT | NEVER) == set()
+
+
+def test_help_of_an_everyday_command_is_clicks() -> None:
+    code, mods = imported("profile", "--help")
+    assert code == 0
+    assert "click" in tops(mods) and loaded(mods, CLICK) == CLICK
 
 
 @pytest.mark.parametrize("view", ["machine", "process"])
@@ -107,7 +126,7 @@ def test_the_outside_view_loads_no_http_client_and_no_renderer_for_json(view: st
     argv = ["profile", "--json"] + (["--pid", str(os.getpid())] if view == "process" else [])
     code, mods = imported(*argv)
     assert code == 0
-    assert tops(mods) <= {"click", "memdiag", "psutil"}
+    assert tops(mods) <= {"memdiag", "psutil"}
     assert loaded(mods, HTTP_CLIENT_NOT | {"h11", "memdiag.cli._client", "memdiag.cli._render"}) == set()
     others = {f"memdiag.cli.commands.{c}" for c in COMMANDS} - {"memdiag.cli.commands.profile"}
     assert loaded(mods, others | {"memdiag.service", "memdiag.http", "memdiag.leaks", "memdiag.cache"}) == set()

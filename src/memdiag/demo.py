@@ -116,13 +116,33 @@ def main(duration: float = 30.0, *, http: bool = True, out: TextIO | None = None
     cache = SharedPromptCache(max_bytes=400 * MIB, max_entries=10_000, ttl=3600, name="demo-prompts")
     diag = memdiag.start(cfg, http=http and _http_available())
     work = _Workload(cache, children=3)
-    events: list[str] = []
+    story = _Story(work, colour)
+    diag.on_pressure_change(story.on_change)
+    diag.on_cleanup(story.on_cleanup)
+    _print_intro(out, diag, threshold_mb, start_rss, duration)
+    work.start()
+    try:
+        saw_critical, cleaned = _narrate(out, diag, cache, story, threshold_mb, duration)
+    finally:
+        work.close()
+    _print_summary(out, diag, work)
+    memdiag.stop()
+    return 0 if (saw_critical and cleaned) else 1
 
-    def on_change(prev: Any, cur: Any) -> None:
+
+class _Story:
+    """The monitor's events (pressure changes, cleanups) as lines for the narration."""
+
+    def __init__(self, work: _Workload, colour: bool) -> None:
+        self.work = work
+        self.colour = colour
+        self.events: list[str] = []
+
+    def on_change(self, prev: Any, cur: Any) -> None:
         why = ", ".join(f"{r['signal']} {_fmt(r)}" for r in cur.reasons) or "all signals below their exit levels"
-        events.append(f"pressure {prev.level} -> {_colour(cur.level, cur.level, colour)}: {why}")
+        self.events.append(f"pressure {prev.level} -> {_colour(cur.level, cur.level, self.colour)}: {why}")
 
-    def on_cleanup(result: Any) -> None:
+    def on_cleanup(self, result: Any) -> None:
         d = result.to_dict()
         if not d["performed"]:
             return
@@ -131,16 +151,15 @@ def main(duration: float = 30.0, *, http: bool = True, out: TextIO | None = None
             for a in d["actions"]
             if not a["skipped"]
         )
-        events.append(
+        self.events.append(
             f"cleanup ({d['reason']}) freed {human_bytes(d['freed_bytes'])} "
             f"(RSS {human_bytes(d['rss_before'])} -> {human_bytes(d['rss_after'])}) "
             f"in {d['seconds'] * 1000:.0f} ms: {rungs}"
         )
-        work.paused.set()  # let the story end calm: the service stops caching new prompts
+        self.work.paused.set()  # let the story end calm: the service stops caching new prompts
 
-    diag.on_pressure_change(on_change)
-    diag.on_cleanup(on_cleanup)
 
+def _print_intro(out: TextIO, diag: Any, threshold_mb: int, start_rss: int, duration: float) -> None:
     print(f"memdiag demo: an agent service caching model answers, pid {os.getpid()}", file=out)
     print(
         f"threshold {human_bytes(threshold_mb * MIB)} (starting RSS {human_bytes(start_rss)} + 120 MiB); "
@@ -152,9 +171,18 @@ def main(duration: float = 30.0, *, http: bool = True, out: TextIO | None = None
 
         print(f"API:       {diag.http_server.url}/api/memory/status  (token in {_token_hint()})", file=out)
         print(f"dashboard: {dashboard_url(diag.http_server.url, diag.http_server.token)}", file=out)
-        print(f"           (served for the whole demo: {duration:.0f} s; --duration S for longer, Ctrl-C to stop)", file=out)
+        print(
+            f"           (served for the whole demo: {duration:.0f} s; --duration S for longer, Ctrl-C to stop)",
+            file=out,
+        )
     print(file=out)
-    work.start()
+
+
+def _narrate(
+    out: TextIO, diag: Any, cache: Any, story: _Story, threshold_mb: int, duration: float
+) -> tuple[bool, bool]:
+    """One line a second (every 5 s once the story is told) until ``duration`` or Ctrl-C;
+    returns whether pressure reached critical and whether a cleanup ran."""
     t0 = time.monotonic()
     saw_critical = cleaned = calm = False
     try:
@@ -165,28 +193,39 @@ def main(duration: float = 30.0, *, http: bool = True, out: TextIO | None = None
             p = diag.profile()
             level = p["pressure"]["level"]
             saw_critical = saw_critical or level == "critical"
-            m = cache.metrics()
-            line = (
-                f"{time.monotonic() - t0:5.1f}s  RSS {human_bytes(p['process']['rss_bytes']):>9} / "
-                f"{human_bytes(threshold_mb * MIB)}  "
-                f"pressure {_colour(f'{level:<8}', level, colour)}  cache {human_bytes(m['bytes']):>9} "
-                f"({m['entries']} entries, hit rate {m['hit_rate']:.0%})  children {p['children']['count']} "
-                f"({human_bytes(p['children']['rss_bytes'])})"
+            print(
+                _status_line(p, cache.metrics(), time.monotonic() - t0, threshold_mb, story.colour),
+                file=out,
+                flush=True,
             )
-            print(line, file=out, flush=True)
-            while events:
-                msg = events.pop(0)
+            while story.events:
+                msg = story.events.pop(0)
                 cleaned = cleaned or msg.startswith("cleanup")
                 print(f"        >> {msg}", file=out, flush=True)
             if cleaned and level == "ok" and time.monotonic() - t0 > 8 and not calm:
                 calm = True
-                if diag.http_server is not None and duration - (time.monotonic() - t0) > 1:
-                    left = duration - (time.monotonic() - t0)
-                    print(f"        (the story is told; the dashboard stays up {left:.0f} s more)", file=out, flush=True)
+                left = duration - (time.monotonic() - t0)
+                if diag.http_server is not None and left > 1:
+                    print(
+                        f"        (the story is told; the dashboard stays up {left:.0f} s more)", file=out, flush=True
+                    )
     except KeyboardInterrupt:
         pass
-    finally:
-        work.close()
+    return saw_critical, cleaned
+
+
+def _status_line(p: dict[str, Any], m: dict[str, Any], elapsed: float, threshold_mb: int, colour: bool) -> str:
+    level = p["pressure"]["level"]
+    return (
+        f"{elapsed:5.1f}s  RSS {human_bytes(p['process']['rss_bytes']):>9} / "
+        f"{human_bytes(threshold_mb * MIB)}  "
+        f"pressure {_colour(f'{level:<8}', level, colour)}  cache {human_bytes(m['bytes']):>9} "
+        f"({m['entries']} entries, hit rate {m['hit_rate']:.0%})  children {p['children']['count']} "
+        f"({human_bytes(p['children']['rss_bytes'])})"
+    )
+
+
+def _print_summary(out: TextIO, diag: Any, work: _Workload) -> None:
     print(file=out)
     prof = diag.profile()
     ov = diag.overhead()
@@ -197,8 +236,6 @@ def main(duration: float = 30.0, *, http: bool = True, out: TextIO | None = None
         file=out,
     )
     print("next: `memdiag profile` / `memdiag diagnostics` against your own service (see README)", file=out)
-    memdiag.stop()
-    return 0 if (saw_critical and cleaned) else 1
 
 
 def _fmt(reason: dict[str, Any]) -> str:

@@ -8,7 +8,9 @@
       host.add_command(memory_group, "memory")      # host memory profile
 
 The commands live in :mod:`memdiag.cli.commands`, one module per command.
-click (the ``cli`` extra) is imported by them only. Without it, the entry points say
+click (the ``cli`` extra) is imported by them only, and not at all by the everyday
+commands (``profile``, ``diagnostics``, ``leaks``, ``ps``, ``cleanup``) when their command
+line is plain: :mod:`memdiag.cli._fast` runs them. Without click, the entry points say
 ``pip install 'memdiag[cli]'`` and exit with status 2.
 """
 
@@ -25,19 +27,28 @@ def _load(name: str) -> Any:
 
     try:
         from . import commands
+
+        return getattr(commands, name)
     except MissingExtraError as exc:
         print(f"memdiag: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return getattr(commands, name)
 
 
 def main(argv: list[str] | None = None) -> None:
     """The ``memdiag`` command."""
+    from ._fast import run
+
+    run(sys.argv[1:] if argv is None else argv, "memdiag")
     _load("memory_group").main(args=argv, prog_name="memdiag")
 
 
 def claude_pm_main(argv: list[str] | None = None) -> None:
     """The ``claude-pm`` command (its ``memory`` group is memdiag's)."""
+    args = sys.argv[1:] if argv is None else argv
+    if list(args[:1]) == ["memory"]:
+        from ._fast import run
+
+        run(args[1:], "claude-pm")
     _load("claude_pm_group").main(args=argv, prog_name="claude-pm")
 
 

@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 _LEVEL_COLOURS = {"ok": "green", "warning": "yellow", "critical": "red"}
+_ANSI = {"black": 30, "red": 31, "green": 32, "yellow": 33, "blue": 34, "magenta": 35, "cyan": 36, "white": 37}
 
 
 def human_duration(seconds: float | None) -> str:
@@ -69,9 +70,9 @@ def style(text: str, fg: str | None = None, *, bold: bool = False) -> str:
     """``text`` in colour when colour is enabled, else unchanged."""
     if not colour_enabled() or (fg is None and not bold):
         return text
-    import click
-
-    return click.style(text, fg=fg, bold=bold)
+    # The codes click.style(text, fg=fg, bold=bold) writes, without importing click.
+    colour = f"\x1b[{_ANSI[fg]}m" if fg else ""
+    return f"{colour}\x1b[{1 if bold else 22}m{text}\x1b[0m"
 
 
 def level_text(level: str | None) -> str:

@@ -1,7 +1,8 @@
 """The options commands share: the target (``--pid``/``--url``/``--token``/``--timeout``),
 ``--json``, the context settings, and one flag for every configuration field.
 
-The configuration flags are generated from ``FIELD_INFO``. Each field gets
+The target options and ``--json`` are declared in :mod:`._spec` (the commands that start
+without click parse them from there too). The configuration flags are generated from ``FIELD_INFO``. Each field gets
 ``--field-name VALUE`` (``--flag/--no-flag`` for booleans), plus the specification's
 aliases:
 
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ._spec import JSON, TARGET
+
 if TYPE_CHECKING:
     from ..config import FieldInfo
 
@@ -39,45 +42,19 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--pid N``, ``--name NAME``, ``--url URL``, ``--token`` and ``--timeout``: which
-    service or process. ``--name`` is not passed to the command: :func:`resolve` reads it."""
-    fn = click.option(
-        "--name",
-        "target_name",
-        default=None,
-        metavar="NAME",
-        expose_value=False,
-        callback=_remember,
-        help="Target the one running memdiag service called NAME (as `memdiag ps` shows it).",
-    )(fn)
-    fn = click.option(
-        "--timeout",
-        type=click.FloatRange(min=0.1),
-        default=5.0,
-        show_default=True,
-        help="Seconds to wait for the service's answer.",
-    )(fn)
-    fn = click.option(
-        "--token",
-        envvar="MEMDIAG_API_TOKEN",
-        default=None,
-        help="API token (default: the service's 0600 token file; env MEMDIAG_API_TOKEN).",
-    )(fn)
-    fn = click.option("--url", default=None, metavar="URL", help="Talk to the service whose API is at URL.")(fn)
-    fn = click.option(
-        "--pid",
-        type=int,
-        default=None,
-        metavar="N",
-        help="Target process N (a memdiag service, or any process seen from outside).",
-    )(fn)
+    service or process (the options of :data:`memdiag.cli._spec.TARGET`). ``--name`` is
+    not passed to the command: :func:`resolve` reads it from the context."""
+    for opt in reversed(TARGET):
+        extra: dict[str, Any] = {}
+        if opt.dest == "target_name":
+            extra = {"expose_value": False, "callback": _remember}
+        fn = click.option(*opt.decls, **opt.click_kwargs(), **extra)(fn)
     return fn
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--json``: the report as JSON (passed to the command as ``as_json``)."""
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print the report as JSON (the HTTP API's own JSON for a service)."
-    )(fn)
+    return click.option(*JSON.decls, **JSON.click_kwargs())(fn)
 
 
 _PREFIX = "cfg__"

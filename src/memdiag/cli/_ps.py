@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..probes.process import read_stat
@@ -52,8 +51,10 @@ def service_rows(timeout: float = 1.0) -> list[dict[str, Any]]:
     ``slot`` (the worker's index, stable across recycling) and ``server_pid``.
     """
     entries = list_services()
-    if not entries:
-        return []
+    if len(entries) <= 1:  # one service (the common case): no thread pool to start
+        return _with_masters([_row(e, timeout) for e in entries])
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
         rows = list(pool.map(lambda e: _row(e, timeout), entries))
     return _with_masters(rows)

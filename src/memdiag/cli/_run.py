@@ -172,14 +172,9 @@ def run_command(
     old_mask: set[int] | None = None
     monitor = None
     try:
-        try:
-            child = subprocess.Popen(list(cmd), env=env)
-        except FileNotFoundError:
-            emit(f"memdiag run: command not found: {cmd[0]}")
-            return 127
-        except PermissionError:
-            emit(f"memdiag run: permission denied: {cmd[0]}")
-            return 126
+        child = _spawn(cmd, env, emit)
+        if isinstance(child, int):
+            return child
         # Block before starting the monitor so its thread inherits the mask and every
         # forwarded signal is taken here, by sigtimedwait.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waitset)
@@ -190,22 +185,44 @@ def run_command(
         monitor = _start_monitor(parent_cfg, reporter)
         rc = _supervise(child, waitset, subreaper)
         if not quiet:
-            how = f"signal {-rc}" if rc < 0 else f"status {rc}"
-            emit(
-                f"memdiag run: {Path(cmd[0]).name} exited with {how}; peak RSS of its process tree "
-                f"{human_bytes(reporter.peak)} ({reporter.peak_count} processes)"
-            )
+            emit(_summary(cmd, rc, reporter))
         return 128 - rc if rc < 0 else rc
     finally:
-        if monitor is not None:
-            monitor.close()
-        if old_mask is not None:
-            # Drop what is still pending so nothing is delivered after CMD's status is known.
-            while signal.sigtimedwait(waitset, 0) is not None:
-                pass
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        _restore(monitor, old_mask, waitset, previous)
+
+
+def _spawn(cmd: Sequence[str], env: dict[str, str], emit: Callable[[str], None]) -> subprocess.Popen[Any] | int:
+    """CMD started, or the exit status to give when it cannot be (127 not found, 126 not
+    executable), said on ``emit``."""
+    try:
+        return subprocess.Popen(list(cmd), env=env)
+    except FileNotFoundError:
+        emit(f"memdiag run: command not found: {cmd[0]}")
+        return 127
+    except PermissionError:
+        emit(f"memdiag run: permission denied: {cmd[0]}")
+        return 126
+
+
+def _summary(cmd: Sequence[str], rc: int, reporter: _Reporter) -> str:
+    how = f"signal {-rc}" if rc < 0 else f"status {rc}"
+    return (
+        f"memdiag run: {Path(cmd[0]).name} exited with {how}; peak RSS of its process tree "
+        f"{human_bytes(reporter.peak)} ({reporter.peak_count} processes)"
+    )
+
+
+def _restore(monitor: Any, old_mask: set[int] | None, waitset: set[signal.Signals], previous: dict[Any, Any]) -> None:
+    """Stop the monitor, drop the signals still pending (nothing is delivered after CMD's
+    status is known), restore the signal mask and handlers."""
+    if monitor is not None:
+        monitor.close()
+    if old_mask is not None:
+        while signal.sigtimedwait(waitset, 0) is not None:
+            pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    for s, handler in previous.items():
+        signal.signal(s, handler)
 
 
 def _start_monitor(cfg: MemoryConfig, reporter: _Reporter) -> Any:

@@ -13,64 +13,36 @@ resolution, API calls and errors in :mod:`._common`), and add ``NAME`` to
 :data:`COMMANDS`. Import what the command needs inside its function, not at the top of
 the module: ``memdiag --help`` imports every command module (tests/test_cli_imports.py
 checks what each command loads).
+
+The commands people run most (:data:`FAST`) are written without click: the module
+defines the function ``NAME`` and ``SPEC``, its options (:mod:`memdiag.cli._spec`); the
+click command is built from them when the group needs it, and
+:mod:`memdiag.cli._fast` runs them without importing click at all.
+
+This package imports no click itself: the groups (``memory_group``, ``claude_pm_group``)
+live in :mod:`._group` and are loaded on first use.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:
-    import click
-except ModuleNotFoundError as exc:  # pragma: no cover - exercised by test_cli_missing_click
-    from ...errors import MissingExtraError
+if TYPE_CHECKING:
+    from ._group import LazyGroup, claude_pm_group, memory_group
 
-    raise MissingExtraError("click", "cli", "the memdiag command line") from exc
-
-from ... import __version__
-from .._options import CONTEXT
-
-__all__ = ["COMMANDS", "LazyGroup", "claude_pm_group", "memory_group"]
+__all__ = ["COMMANDS", "FAST", "LazyGroup", "claude_pm_group", "memory_group"]
 
 #: The commands of the ``memory`` group: each is ``memdiag.cli.commands.<name>.<name>``.
 COMMANDS = ("cleanup", "configure", "demo", "diagnostics", "history", "leaks", "profile", "ps", "run", "watch")
 
-
-class LazyGroup(click.Group):
-    """A click group whose commands are imported on first use (click's documented
-    "lazily loading subcommands" pattern): ``memdiag profile`` does not import ``run``."""
-
-    def __init__(self, *args: Any, lazy: tuple[str, ...] = (), **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy = list(lazy)
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.lazy})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy and cmd_name not in self.commands:
-            module = importlib.import_module(f"{__name__}.{cmd_name}")
-            command = getattr(module, cmd_name)
-            if not isinstance(command, click.Command):  # pragma: no cover - a programming error
-                raise TypeError(f"{module.__name__}.{cmd_name} is not a click command")
-            self.add_command(command, cmd_name)
-        return super().get_command(ctx, cmd_name)
+#: The commands that start without click (a function and its ``SPEC`` in their module).
+FAST = ("cleanup", "diagnostics", "leaks", "profile", "ps")
 
 
-@click.group("memory", cls=LazyGroup, lazy=COMMANDS, context_settings=CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="memdiag")
-def memory_group() -> None:
-    """Memory diagnostics for long-running Python services and their child processes.
-
-    Commands find the running service by themselves (the one registered by
-    memdiag.start(http=True) for this user); --pid N or --url URL chooses one.
-    """
-
-
-@click.group("claude-pm", context_settings=CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="claude-pm (memdiag)")
-def claude_pm_group() -> None:
-    """Claude PM commands provided by memdiag (memory diagnostics: `claude-pm memory`)."""
-
-
-claude_pm_group.add_command(memory_group, "memory")
+def __getattr__(name: str) -> Any:
+    if name in ("LazyGroup", "claude_pm_group", "memory_group"):
+        value = getattr(importlib.import_module(f"{__name__}._group"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,15 +2,17 @@
 API requests with a spinner, JSON output, and the outside view of a process or the
 machine (``profile``/``diagnostics`` without an agent).
 
-Only click and the CLI's own small modules are imported here; the HTTP client, JSON,
-/proc readers and renderers are imported by the functions that use them.
+Nothing here imports click (the commands of :data:`~memdiag.cli.commands.FAST` run
+without it): :func:`echo` is ``click.echo`` when click is loaded, else the same output
+written directly, and :class:`CommandError` becomes click's ``Error: ...`` in the group
+(:mod:`._group`) or in :mod:`memdiag.cli._fast`. The HTTP client, JSON, /proc readers and
+renderers are imported by the functions that use them.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any, NoReturn
-
-import click
 
 from .._format import spinner
 
@@ -22,6 +24,7 @@ __all__ = [
     "CommandError",
     "api_failure",
     "call",
+    "echo",
     "echo_json",
     "fail",
     "outside",
@@ -31,24 +34,63 @@ __all__ = [
 ]
 
 
-class CommandError(click.ClickException):
+class CommandError(Exception):
     """A one-line ``Error: ...`` on stderr and an exit status (1 or 2)."""
 
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
+        self.message = message
         self.exit_code = exit_code
+
+
+def echo(message: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """Print a line as ``click.echo`` does: through click when it is loaded (a click
+    command, a test's ``CliRunner``), else to stdout/stderr directly, with the ANSI codes
+    removed when the stream is not a terminal, flushed."""
+    click = sys.modules.get("click")
+    if click is not None:
+        click.echo(message, err=err, nl=nl)
+        return
+    stream = sys.stderr if err else sys.stdout
+    if stream is None:
+        return
+    text = message + "\n" if nl else message
+    if "\x1b" in text and not _isatty(stream):
+        import re
+
+        text = re.sub(r"\033\[[;?0-9]*[a-zA-Z]", "", text)  # click's strip_ansi
+    if text:
+        stream.write(text)
+    stream.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except Exception:
+        return False
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
     raise CommandError(message, code)
 
 
-def resolve(pid: int | None, url: str | None, token: str | None, timeout: float, require: str | None = None) -> Target:
-    """The command's target (see :func:`memdiag.cli._target.resolve_target`); exit 2 if none."""
+def resolve(
+    pid: int | None,
+    url: str | None,
+    token: str | None,
+    timeout: float,
+    require: str | None = None,
+    *,
+    name: str | None = None,
+) -> Target:
+    """The command's target (see :func:`memdiag.cli._target.resolve_target`); exit 2 if none.
+
+    ``name`` is ``--name``; a click command leaves it in its context (``target_options``)."""
     from .._target import TargetError, resolve_target
 
-    ctx = click.get_current_context(silent=True)
-    name = ctx.meta.get("memdiag_target_name") if ctx is not None else None
+    if name is None:
+        name = _context_name()
     try:
         return resolve_target(pid=pid, url=url, token=token, timeout=timeout, require_service=require, name=name)
     except TargetError as exc:
@@ -68,6 +110,13 @@ def server_target(server_pid: int, timeout: float) -> Target:
     if member is None:
         fail(f"no process of a server with PID {server_pid} runs memdiag (see `memdiag ps`)")
     return Target("service", member.pid, client_for(member, None, timeout), member)
+
+
+def _context_name() -> str | None:
+    """``--name`` as a click command's context holds it (none without click)."""
+    click = sys.modules.get("click")
+    ctx = click.get_current_context(silent=True) if click is not None else None
+    return ctx.meta.get("memdiag_target_name") if ctx is not None else None
 
 
 def call(
@@ -97,11 +146,11 @@ def api_failure(target: Target, exc: ApiError) -> NoReturn:
 def echo_json(data: Any, raw: str | None = None) -> None:
     """Print a report as JSON: a service's answer exactly as sent, else compact JSON."""
     if raw is not None:
-        click.echo(raw.strip())
+        echo(raw.strip())
         return
     import json
 
-    click.echo(json.dumps(data, separators=(",", ":"), default=str))
+    echo(json.dumps(data, separators=(",", ":"), default=str))
 
 
 def source(target: Target) -> str:
@@ -126,4 +175,4 @@ def outside(target: Target, as_json: bool, *, diagnostics: bool = False) -> None
         return
     from .._render import render_diagnostics, render_profile
 
-    click.echo(render_diagnostics(view) if diagnostics else render_profile(view))
+    echo(render_diagnostics(view) if diagnostics else render_profile(view))

@@ -5,19 +5,22 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import click
+from .._spec import JSON, TARGET, Opt, Spec
+from ._common import call, echo, echo_json, resolve
 
-from .._options import CONTEXT, json_option, target_options
-from ._common import call, echo_json, resolve
+__all__ = ["SPEC", "cleanup"]
 
-__all__ = ["cleanup"]
+SPEC = Spec(
+    "cleanup",
+    (
+        Opt(("--force",), "Run now, even inside the cleanup cooldown.", "flag"),
+        Opt(("--dry-run",), "Only report what would be freed.", "flag", default=None),
+        JSON,
+        *TARGET,
+    ),
+)
 
 
-@click.command(context_settings=CONTEXT)
-@click.option("--force", is_flag=True, help="Run now, even inside the cleanup cooldown.")
-@click.option("--dry-run", is_flag=True, default=None, help="Only report what would be freed.")
-@json_option
-@target_options
 def cleanup(
     force: bool,
     dry_run: bool | None,
@@ -26,13 +29,14 @@ def cleanup(
     url: str | None,
     token: str | None,
     timeout: float,
+    target_name: str | None = None,
 ) -> None:
     """Free memory in the service: caches, gc, malloc_trim, zombies (respects the cooldown).
 
     Exits 1 when the cleanup was skipped (cooldown, or one already running), saying when
     it may run again.
     """
-    target = resolve(pid, url, token, timeout, "cleanup")
+    target = resolve(pid, url, token, timeout, "cleanup", name=target_name)
     body: dict[str, Any] = {"force": force}
     if dry_run:
         body["dry_run"] = True
@@ -45,9 +49,9 @@ def cleanup(
     elif isinstance(result, dict):
         from .._render import render_cleanup
 
-        click.echo(render_cleanup(result))
+        echo(render_cleanup(result))
     else:  # the API's per-client rate limit, not the cleanup cooldown
         wait = data.get("retry_after_seconds") or resp.headers.get("retry-after")
-        click.echo(f"Cleanup refused: {data.get('error', 'too many requests')}; retry in {wait}s")
+        echo(f"Cleanup refused: {data.get('error', 'too many requests')}; retry in {wait}s")
     if refused:
         sys.exit(1)

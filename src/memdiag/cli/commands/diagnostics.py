@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import click
+from .._spec import JSON, TARGET, Spec
+from ._common import call, echo, echo_json, outside, resolve, source
 
-from .._options import CONTEXT, json_option, target_options
-from ._common import call, echo_json, outside, resolve, source
+__all__ = ["SPEC", "diagnostics"]
 
-__all__ = ["diagnostics"]
+SPEC = Spec("diagnostics", (JSON, *TARGET))
 
 
-@click.command(context_settings=CONTEXT)
-@json_option
-@target_options
-def diagnostics(as_json: bool, pid: int | None, url: str | None, token: str | None, timeout: float) -> None:
+def diagnostics(
+    as_json: bool,
+    pid: int | None,
+    url: str | None,
+    token: str | None,
+    timeout: float,
+    target_name: str | None = None,
+) -> None:
     """Full diagnostics: thresholds, subprocesses, allocations, leaks, trends, cleanups."""
-    target = resolve(pid, url, token, timeout)
+    target = resolve(pid, url, token, timeout, name=target_name)
     if target.kind != "service":
         outside(target, as_json, diagnostics=True)
         return
@@ -25,4 +29,4 @@ def diagnostics(as_json: bool, pid: int | None, url: str | None, token: str | No
         return
     from .._render import render_diagnostics
 
-    click.echo(render_diagnostics(resp.body, source=source(target)))
+    echo(render_diagnostics(resp.body, source=source(target)))

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-import click
+from .._spec import JSON, TARGET, Spec
+from ._common import call, echo, echo_json, resolve
 
-from .._options import CONTEXT, json_option, target_options
-from ._common import call, echo_json, resolve
+__all__ = ["SPEC", "leaks"]
 
-__all__ = ["leaks"]
+SPEC = Spec("leaks", (JSON, *TARGET))
 
 
-@click.command(context_settings=CONTEXT)
-@json_option
-@target_options
-def leaks(as_json: bool, pid: int | None, url: str | None, token: str | None, timeout: float) -> None:
+def leaks(
+    as_json: bool,
+    pid: int | None,
+    url: str | None,
+    token: str | None,
+    timeout: float,
+    target_name: str | None = None,
+) -> None:
     """Leak report: growth trends, suspects and their allocation sites."""
-    target = resolve(pid, url, token, timeout, "leaks")
+    target = resolve(pid, url, token, timeout, "leaks", name=target_name)
     resp = call(target, "GET", "/api/memory/leaks", timeout=max(timeout, 30.0))
     if as_json:
         echo_json(resp.body, resp.text)
         return
     from .._render import render_leaks
 
-    click.echo(render_leaks(resp.body or {}))
+    echo(render_leaks(resp.body or {}))

@@ -6,51 +6,53 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from .._format import human_duration, spinner
-from .._options import CONTEXT, json_option, target_options
-from ._common import api_failure, call, echo_json, fail, outside, resolve, server_target, source
+from .._spec import JSON, TARGET, Opt, Spec
+from ._common import api_failure, call, echo, echo_json, fail, outside, resolve, server_target, source
 
 if TYPE_CHECKING:
     from .._target import Target
 
-__all__ = ["profile"]
+__all__ = ["SPEC", "profile"]
+
+SPEC = Spec(
+    "profile",
+    (
+        JSON,
+        Opt(("--allocations",), "Trace allocations for a window and show the top allocation sites.", "flag"),
+        Opt(
+            ("--seconds",),
+            "Length of the --allocations window (default: the service's trace_window_seconds).",
+            "float",
+            default=None,
+            minimum=0.1,
+        ),
+        Opt(
+            ("--server", "server_pid"),
+            "The whole pre-fork server whose master is PID (or any of its workers): every process and the sum.",
+            "int",
+            default=None,
+            metavar="PID",
+        ),
+        Opt(
+            ("--heap", "heap_file"),
+            "Write the service's sampled live heap to FILE (pprof, or --format speedscope).",
+            "path",
+            default=None,
+        ),
+        Opt(
+            ("--format", "heap_format"),
+            "Format of the --heap file.",
+            "choice",
+            default="pprof",
+            choices=("pprof", "speedscope"),
+            show_default=True,
+        ),
+        *TARGET,
+    ),
+)
 
 
-@click.command(context_settings=CONTEXT)
-@json_option
-@click.option("--allocations", is_flag=True, help="Trace allocations for a window and show the top allocation sites.")
-@click.option(
-    "--seconds",
-    type=click.FloatRange(min=0.1),
-    default=None,
-    help="Length of the --allocations window (default: the service's trace_window_seconds).",
-)
-@click.option(
-    "--server",
-    "server_pid",
-    type=int,
-    default=None,
-    metavar="PID",
-    help="The whole pre-fork server whose master is PID (or any of its workers): every process and the sum.",
-)
-@click.option(
-    "--heap",
-    "heap_file",
-    type=click.Path(dir_okay=False, writable=True),
-    default=None,
-    help="Write the service's sampled live heap to FILE (pprof, or --format speedscope).",
-)
-@click.option(
-    "--format",
-    "heap_format",
-    type=click.Choice(["pprof", "speedscope"]),
-    default="pprof",
-    show_default=True,
-    help="Format of the --heap file.",
-)
-@target_options
 def profile(
     as_json: bool,
     allocations: bool,
@@ -62,6 +64,7 @@ def profile(
     url: str | None,
     token: str | None,
     timeout: float,
+    target_name: str | None = None,
 ) -> None:
     """Current memory: process vs threshold, system, cgroup, PSI, children, caches, pressure.
 
@@ -72,7 +75,7 @@ def profile(
         _server(server_pid, as_json, timeout)
         return
     need = "profile --allocations" if allocations else "profile --heap" if heap_file else None
-    target = resolve(pid, url, token, timeout, need)
+    target = resolve(pid, url, token, timeout, need, name=target_name)
     if heap_file:
         _heap(target, heap_file, heap_format, as_json)
         return
@@ -88,7 +91,7 @@ def profile(
         return
     from .._render import render_profile
 
-    click.echo(render_profile(resp.body, source=source(target)))
+    echo(render_profile(resp.body, source=source(target)))
 
 
 def _server(server_pid: int, as_json: bool, timeout: float) -> None:
@@ -100,7 +103,9 @@ def _server(server_pid: int, as_json: bool, timeout: float) -> None:
         return
     from .._render import render_server
 
-    click.echo(render_server(resp.body))
+    echo(render_server(resp.body))
+
+
 def _heap(target: Target, path: str, fmt: str, as_json: bool) -> None:
     """Fetch the live heap and write it where asked, in pprof or speedscope format."""
     import json
@@ -126,7 +131,7 @@ def _heap(target: Target, path: str, fmt: str, as_json: bool) -> None:
     if as_json:
         echo_json(summary, json.dumps(summary))
         return
-    click.echo(
+    echo(
         f"wrote {path} ({fmt}, {summary['bytes']} bytes): {summary['sites']} sites, "
         f"{summary['live_bytes']} live bytes, from the {summary['backend']} heap profile of {target.label}"
     )
@@ -156,8 +161,8 @@ def _allocations(target: Target, seconds: float | None, as_json: bool) -> None:
     from .._render import allocation_sites, render_sites
 
     sites = allocation_sites(resp.body or {})
-    click.echo(f"Allocation sites traced in {target.label} over {human_duration(last.get('seconds'))}:")
-    click.echo(render_sites(sites) if sites else "No traced allocations.")
+    echo(f"Allocation sites traced in {target.label} over {human_duration(last.get('seconds'))}:")
+    echo(render_sites(sites) if sites else "No traced allocations.")
 
 
 def _start_or_join_window(target: Target, body: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +181,7 @@ def _start_or_join_window(target: Target, body: dict[str, Any]) -> dict[str, Any
         window = tracing.get("window") if tracing.get("running") else None
         if not window:  # refused for another reason (the budget): say why
             fail(str(exc), 1)
-        click.echo(
+        echo(
             f"A tracing window (#{window.get('id')}, {window.get('reason')}) is already running in "
             f"{target.label}: showing its results.",
             err=True,
@@ -193,7 +198,7 @@ def _progress(message: str, remaining: float, total: float) -> None:
     while (left := end - time.monotonic()) > 0:
         if tty:
             done = total - left
-            click.echo(f"\r{message}: {done:5.1f}/{total:.1f}s", nl=False, err=True)
+            echo(f"\r{message}: {done:5.1f}/{total:.1f}s", nl=False, err=True)
         time.sleep(min(0.2, left))
     if tty:
-        click.echo("\r\x1b[K", nl=False, err=True)
+        echo("\r\x1b[K", nl=False, err=True)

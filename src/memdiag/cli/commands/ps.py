@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import click
+from .._spec import JSON, Opt, Spec
+from ._common import echo, echo_json
 
-from .._options import CONTEXT, json_option
-from ._common import echo_json
+__all__ = ["SPEC", "ps"]
 
-__all__ = ["ps"]
-
-
-@click.command(context_settings=CONTEXT)
-@json_option
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=1.0,
-    show_default=True,
-    help="Seconds to wait for each service.",
+SPEC = Spec(
+    "ps",
+    (
+        JSON,
+        Opt(("--timeout",), "Seconds to wait for each service.", "float", default=1.0, minimum=0.1, show_default=True),
+    ),
 )
+
+
 def ps(as_json: bool, timeout: float) -> None:
     """The services of this user that run memdiag: PID, RSS, pressure, API address."""
     from .._ps import service_rows
@@ -28,4 +25,4 @@ def ps(as_json: bool, timeout: float) -> None:
     if as_json:
         echo_json(rows)
     else:
-        click.echo(render_ps(rows))
+        echo(render_ps(rows))
