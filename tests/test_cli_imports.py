@@ -61,7 +61,7 @@ CLICK = {"memdiag.cli._options", "memdiag.cli.commands._group"}
 # side of memdiag.control, not its server).
 FIND = {"memdiag._files", "memdiag.runtime", "memdiag.probes", "memdiag.probes._io", "memdiag.probes.process"}
 REACH = {"memdiag.cli._client", "memdiag.cli._target", "memdiag.control", "memdiag.control.client"}
-HTTP_CLIENT = {"h11", "socket", "json"}  # what talking to a service takes
+HTTP_CLIENT = {"socket", "json"}  # what talking to a service takes (h11 only for an answer that is not plain)
 HTTP_CLIENT_NOT = {"http", "ssl", "email"}  # http.client's weight (an https:// URL alone loads ssl)
 NEVER = {"asyncio", "sqlite3", "http.server", "tracemalloc", "subprocess", "concurrent"}
 
@@ -94,13 +94,13 @@ def test_help_loads_click_and_the_command_modules_and_nothing_they_run() -> None
     assert tops(mods) == {"click", "memdiag"}
     commands = {f"memdiag.cli.commands.{c}" for c in COMMANDS}
     assert {m for m in mods if m.startswith("memdiag")} == CORE | CLICK | commands
-    assert loaded(mods, HTTP_CLIENT | HTTP_CLIENT_NOT | NEVER | {"pathlib", "dataclasses"}) == set()
+    assert loaded(mods, HTTP_CLIENT | HTTP_CLIENT_NOT | NEVER | {"h11", "pathlib", "dataclasses"}) == set()
 
 
 def test_profile_of_a_service_loads_the_client_and_no_click_probe_or_renderer(service: Service) -> None:
     code, mods = imported("profile", "--json")
     assert code == 0
-    assert tops(mods) == {"h11", "memdiag"}  # no click, no psutil
+    assert tops(mods) == {"memdiag"}  # no click, no h11 (the service's answer is plain), no psutil
     assert {m for m in mods if m.startswith("memdiag")} == CORE | FIND | REACH | {"memdiag.cli.commands.profile"}
     assert loaded(mods, HTTP_CLIENT) == HTTP_CLIENT
     assert loaded(mods, HTTP_CLIENT_NOT | NEVER) == set()
