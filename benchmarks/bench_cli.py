@@ -9,7 +9,9 @@ every time, output discarded):
 
 * ``memdiag --help``; ``memdiag profile --json`` against the service; the same command
   with no service registered (the outside view of the machine) and with ``--pid`` of a
-  process that runs no memdiag (the outside view of a process);
+  process that runs no memdiag (the outside view of a process); the other everyday
+  commands against the service (``diagnostics --json``, ``leaks --json``, ``ps --json``,
+  ``profile`` for people; ``-S`` only);
 * what a user would type instead for "how much memory does it use": ``ps -o rss= -p PID``,
   the psutil one-liner, and ``curl`` of ``/api/memory/profile`` with the token;
 * ``python -c pass``, the floor for any Python command; a bare click group with the same
@@ -23,7 +25,11 @@ site-packages import) and "-S" (``python -S`` with the source and site-packages 
 site-packages import nothing at start-up sees). Each memdiag row gives the median, p90,
 the ratio to ``python -c pass`` of the same kind, and memdiag's own share (median minus
 that floor). The bar: ``memdiag profile --json`` in <= 50 ms (issue 17, measured there
-against an 11 ms ``python -c pass``), judged on the "-S" rows.
+against an 11 ms ``python -c pass``), judged on the "-S" rows; the everyday commands
+against a service are held to it too.
+
+``--before SRC`` adds the ``-S`` rows run with another tree: a ``src`` directory, or a git
+revision of this repository (its ``src`` is extracted to a temporary directory).
 """
 
 from __future__ import annotations
@@ -57,6 +63,13 @@ for name in ("cleanup", "configure", "demo", "diagnostics", "leaks", "profile", 
 group()
 """
 BAR_MS = 50.0
+# The other everyday commands, against the service (their -S rows are held to the bar too).
+EVERYDAY = (
+    ("memdiag diagnostics --json (service)", ["diagnostics", "--json"]),
+    ("memdiag leaks --json (service)", ["leaks", "--json"]),
+    ("memdiag ps --json (service)", ["ps", "--json"]),
+    ("memdiag profile (service, for people)", ["profile"]),
+)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -91,6 +104,10 @@ def commands(pid: str, sleeper: str, url: str, token: str, before: bool) -> dict
         table[f"{label} -S"] = ([py, "-S", "-c", MAIN, *args], f"{kind}-S")
         if before:
             table[f"{label} -S (before)"] = ([py, "-S", "-c", MAIN, *args], f"{kind}-S-before")
+    for label, args in EVERYDAY:
+        table[f"{label} -S"] = ([py, "-S", "-c", MAIN, *args], "svc-S")
+        if before:
+            table[f"{label} -S (before)"] = ([py, "-S", "-c", MAIN, *args], "svc-S-before")
     table["python -c pass"] = ([py, "-c", "pass"], "svc")
     table["python -c pass -S"] = ([py, "-S", "-c", "pass"], "svc-S")
     table["bare click group --help"] = ([py, "-c", BARE_CLICK, "--help"], "svc")
@@ -148,10 +165,22 @@ def report(times: dict[str, list[tuple[float, float]]], rounds: int) -> bool:
             f"| `{name}` | {med[name]:.0f} ms | {pct(wall[name], 0.9):.0f} ms | {med[name] / med[floor]:.2f}x "
             f"| {own} | {cpu[name]:.0f} ms |"
         )
-    key = "memdiag profile --json (service) -S"
-    met = med[key] <= BAR_MS
-    print(f"bar: `{key}` median <= {BAR_MS:.0f} ms: {'met' if met else 'NOT met'} ({med[key]:.0f} ms)")
+    met = True
+    keys = ["memdiag profile --json (service) -S"] + [f"{label} -S" for label, _ in EVERYDAY]
+    for key in keys:
+        ok = med[key] <= BAR_MS
+        met = met and ok
+        print(f"bar: `{key}` median <= {BAR_MS:.0f} ms: {'met' if ok else 'NOT met'} ({med[key]:.0f} ms)")
     return met
+
+
+def extract_src(rev: str) -> str:
+    """``src`` of git revision ``rev`` of this repository, extracted to a temporary directory."""
+    root = Path(__file__).resolve().parent.parent
+    out = tempfile.mkdtemp(prefix="memdiag-bench-cli-before-")
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "src"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", out], input=archive.stdout, check=True)
+    return str(Path(out, "src"))
 
 
 def main() -> int:
@@ -159,12 +188,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument(
         "--before",
-        metavar="SRC",
-        help="also run the -S rows with another tree's src/ (e.g. `git archive REV src | tar -x -C DIR`)",
+        metavar="SRC|REV",
+        help="also run the -S rows with another tree: its src/ directory, or a git revision of this repository",
     )
     args = parser.parse_args()
 
     import memdiag
+
+    if args.before and not Path(args.before).is_dir():
+        args.before = extract_src(args.before)
 
     # Bytecode as an installed package has it (PYTHONDONTWRITEBYTECODE would leave a source
     # tree compiling every module at every start).

@@ -62,6 +62,7 @@ if mode != "baseline":
     if mode == "tracemalloc":
         out["traced"] = tracemalloc.get_traced_memory()[0] - before
         out["own_cost"] = m.overhead()["own_cost"]["memory_bytes"]
+    out["sampler"] = "heap_profiler" in m.overhead()["own_cost"]["components"]
     wait_ticks(m, 90)
     out["later"] = mem()
     out["sqlite3"] = "sqlite3" in sys.modules
@@ -72,6 +73,7 @@ print(json.dumps(out))
 """
 
 MIB = 1024 * 1024
+BAR_MIB = 8.0  # issue 17: the monitor within 8 MiB at default settings
 
 
 def run(mode: str) -> dict:
@@ -107,22 +109,36 @@ def main() -> None:
     res["python_traced_mib"] = round(statistics.median(r["traced"] for r in rows["tracemalloc"]) / MIB, 2)
     res["own_cost_structures_mib"] = round(statistics.median(r["own_cost"] for r in rows["tracemalloc"]) / MIB, 2)
     res["history_store_open"] = all(r["sqlite3"] for r in rows["memdiag"])
+    res["native_sampler_running"] = all(r["sampler"] for r in rows["memdiag"])
     if args.json:
         print(json.dumps(res, indent=1))
         return
-    print(f"memdiag.start() with defaults, {args.rounds} interleaved rounds of fresh processes, medians:")
-    for mode, label in (("memdiag", "defaults (leak detection on)"), ("no_leaks", "leak_detection=False")):
-        print(
-            f"  {label:30s} USS +{res[f'{mode}_uss_delta_mib']} MiB {res[f'{mode}_uss_delta_range_mib']}, "
-            f"RSS +{res[f'{mode}_rss_delta_mib']} MiB {res[f'{mode}_rss_delta_range_mib']}; "
-            f"after 60 more ticks USS {res[f'{mode}_uss_growth_60_ticks_kib']:+} KiB, "
-            f"RSS {res[f'{mode}_rss_growth_60_ticks_kib']:+} KiB"
-        )
+    _table(res, args.rounds)
+
+
+def _table(res: dict, rounds: int) -> None:
+    """The figures as the Markdown table of docs/benchmarks.md."""
+    sampler = "running" if res["native_sampler_running"] else "not running (not built here)"
     print(
-        f"  Python heap (tracemalloc): +{res['python_traced_mib']} MiB; "
-        f"own_cost structures: {res['own_cost_structures_mib']} MiB; "
-        f"history store open: {res['history_store_open']}"
+        f"`memdiag.start()` with defaults, {rounds} interleaved rounds of fresh processes, medians [min, max]; "
+        f"native heap sampler {sampler}; history store open: {res['history_store_open']}; "
+        f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs\n"
     )
+    print(f"| measure | figure | bar ({BAR_MIB:g} MiB) |")
+    print("| --- | --- | --- |")
+    for mode, label in (("memdiag", "defaults (leak detection on)"), ("no_leaks", "`leak_detection=False`")):
+        uss = res[f"{mode}_uss_delta_mib"]
+        lo, hi = res[f"{mode}_uss_delta_range_mib"]
+        bar = ("met" if uss <= BAR_MIB else "NOT met") if mode == "memdiag" else "-"
+        print(f"| USS added, {label} | +{uss:.2f} MiB [{lo:.2f}, {hi:.2f}] | {bar} |")
+        lo, hi = res[f"{mode}_rss_delta_range_mib"]
+        print(f"| RSS added, {label} | +{res[f'{mode}_rss_delta_mib']:.2f} MiB [{lo:.2f}, {hi:.2f}] | - |")
+        print(
+            f"| growth over 60 more ticks, {label} | USS {res[f'{mode}_uss_growth_60_ticks_kib']:+.0f} KiB, "
+            f"RSS {res[f'{mode}_rss_growth_60_ticks_kib']:+.0f} KiB | flat |"
+        )
+    print(f"| Python heap added (tracemalloc, after warm-up) | +{res['python_traced_mib']:.2f} MiB | - |")
+    print(f"| memdiag's bounded structures (`own_cost` memory_bytes) | {res['own_cost_structures_mib']:.2f} MiB | - |")
 
 
 if __name__ == "__main__":

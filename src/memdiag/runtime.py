@@ -13,9 +13,8 @@ import contextlib
 import json
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._files import write_atomic
 from .probes.process import read_stat
@@ -96,13 +95,14 @@ def _start_ticks(pid: int) -> int | None:
     return None if st is None else st.start_ticks
 
 
-@dataclass(frozen=True)
-class ServiceEntry:
+class ServiceEntry(NamedTuple):
     """A running service that announced itself.
 
     ``url`` is its HTTP API (``None`` without one); ``socket`` its local control channel
     (``None`` if that is not running); ``server`` says which pre-fork server it belongs to
     (``{"pid", "start_ticks", "role": "master" | "worker", "slot"}``) or is ``None``.
+    (A NamedTuple, not a dataclass: every CLI command reads the entries at start-up, and
+    ``dataclasses`` with ``inspect`` costs several milliseconds to import.)
     """
 
     pid: int

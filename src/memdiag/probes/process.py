@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from ._io import PreadCache, parse_kv, read_bytes
 
@@ -53,12 +53,13 @@ def boot_time(proc_root: str = "/proc") -> float | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class ProcStat:
+class ProcStat(NamedTuple):
     """The fields of ``/proc/PID/stat`` memdiag uses.
 
     ``start_ticks`` is the start time in clock ticks since boot: with ``pid`` it
     identifies a process for its whole life (a reused PID has a different start).
+    A NamedTuple, not a dataclass: the CLI reads this file at every start, and
+    ``dataclasses`` (with ``inspect``) costs several milliseconds to import.
     """
 
     pid: int
