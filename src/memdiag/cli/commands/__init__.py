@@ -26,10 +26,7 @@ live in :mod:`._group` and are loaded on first use.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._group import LazyGroup, claude_pm_group, memory_group
+from typing import Any
 
 __all__ = ["COMMANDS", "FAST", "LazyGroup", "claude_pm_group", "memory_group"]
 
