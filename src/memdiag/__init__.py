@@ -15,11 +15,16 @@ import importlib
 import sys
 from typing import TYPE_CHECKING, Any
 
-from . import _logging
 from ._version import __version__
 from .errors import ConfigError, MemdiagError, MissingExtraError, ProcessNotOwnedError
 
-_logging.install()  # memdiag's records: to the application's handlers only, one clean line each
+# memdiag's records: to the application's handlers only, one clean line each. Installed now
+# if the application logs; else by the first memdiag module that gets a logger (its
+# get_logger), before it can log: the command line's start does not import logging.
+if "logging" in sys.modules:
+    from . import _logging
+
+    _logging.install()
 
 if TYPE_CHECKING:
     from .cache import SharedPromptCache

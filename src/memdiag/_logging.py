@@ -9,6 +9,11 @@ exception texts). On the way up, every ``memdiag.*`` record is rendered once and
 control characters, newlines and undecodable bytes (lone surrogates) are escaped, so a
 record is always one printable line: no terminal escape sequences, no forged log lines,
 no ``UnicodeEncodeError`` in the application's handler.
+
+Every memdiag module gets its logger from :func:`get_logger`, which installs this first:
+so ``import memdiag`` need not import ``logging`` (the command line's start does not pay
+for it) and still no memdiag record is emitted before it is installed. ``import memdiag``
+installs it at once when the application has imported ``logging`` already.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["install", "safe_text"]
+__all__ = ["get_logger", "install", "safe_text"]
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
 
@@ -57,3 +62,9 @@ def install() -> None:
         h = _MemdiagHandler()
         h.addFilter(_Sanitizer())
         logger.addHandler(h)
+
+
+def get_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)`` for a memdiag module, with the policy installed first."""
+    install()
+    return logging.getLogger(name)

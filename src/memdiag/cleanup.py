@@ -34,7 +34,6 @@ so the next rung is judged on real figures.
 from __future__ import annotations
 
 import gc
-import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import registry
+from ._logging import get_logger
 from .config import MemoryConfig, active_config
 from .pressure import RANK
 from .probes.process import read_statm_rss
@@ -49,7 +49,7 @@ from .registry import CleanupContext
 
 __all__ = ["ActionResult", "CleanupLadder", "CleanupResult", "install_builtin_actions", "malloc_trim_available"]
 
-log = logging.getLogger("memdiag.cleanup")
+log = get_logger("memdiag.cleanup")
 
 
 @dataclass

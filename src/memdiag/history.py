@@ -11,7 +11,6 @@ keeps it under ``history_max_mb``, and survives restarts.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import re
@@ -23,6 +22,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._logging import get_logger
 from .pressure import RANK
 from .sample import Sample
 from .stats import Trend, trend
@@ -41,7 +41,7 @@ __all__ = [
     "summarize",
 ]
 
-log = logging.getLogger("memdiag")
+log = get_logger("memdiag")
 
 NAN = float("nan")
 

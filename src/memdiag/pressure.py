@@ -11,13 +11,13 @@ level carries its reasons: signal, value, threshold.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import registry
+from ._logging import get_logger
 from .config import MemoryConfig
 from .projection import SIGNAL as PROJECTED_SIGNAL
 from .projection import LimitProjection
@@ -26,7 +26,7 @@ from .sample import Sample
 
 __all__ = ["LEVELS", "RANK", "PressureDetector", "PressureState", "builtin_signals", "level_of"]
 
-log = logging.getLogger("memdiag.pressure")
+log = get_logger("memdiag.pressure")
 
 #: The pressure levels, lowest first: the one ordering every part compares levels by.
 LEVELS = ("ok", "warning", "critical")

@@ -11,13 +11,13 @@ time and command line, which samples do not carry).
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import registry
+from ._logging import get_logger
 from .config import MemoryConfig
 from .pressure import LEVELS, PressureDetector, PressureState
 from .probes.process import read_cmdline
@@ -44,7 +44,7 @@ __all__ = [
     "trends",
 ]
 
-log = logging.getLogger("memdiag")
+log = get_logger("memdiag")
 
 # 60 evenly spaced points: Theil-Sen's pairwise work is O(n^2), and 60 points over a
 # 5-minute window (one per 5 s) resolve any trend worth reporting.

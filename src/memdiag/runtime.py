@@ -13,11 +13,13 @@ import contextlib
 import json
 import os
 import stat
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._files import write_atomic
 from .probes.process import read_stat
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "RuntimeDirError",
@@ -38,18 +40,24 @@ def runtime_dir(create: bool = False) -> Path:
         RuntimeDirError: with ``create``, when the directory is a symlink, belongs to
             another user, or is open to group or others (nothing is changed then).
     """
-    explicit = os.environ.get("MEMDIAG_RUNTIME_DIR")
-    if explicit:
-        d = Path(explicit)
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        d = Path(os.environ["XDG_RUNTIME_DIR"]) / "memdiag"
-    else:
-        import tempfile  # only here: the CLI's start-up does not pay for it
+    from pathlib import Path
 
-        d = Path(tempfile.gettempdir()) / f"memdiag-{os.getuid()}"
+    d = Path(_runtime_path())
     if create:
         ensure_private_dir(d)
     return d
+
+
+def _runtime_path() -> str:
+    """:func:`runtime_dir` as a string (listing the services needs no ``pathlib``)."""
+    explicit = os.environ.get("MEMDIAG_RUNTIME_DIR")
+    if explicit:
+        return explicit
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "memdiag")
+    import tempfile  # only here: the CLI's start-up does not pay for it
+
+    return os.path.join(tempfile.gettempdir(), f"memdiag-{os.getuid()}")
 
 
 class RuntimeDirError(PermissionError):
@@ -120,7 +128,8 @@ class ServiceEntry(NamedTuple):
         if not self.token_file:
             return None
         try:
-            return Path(self.token_file).read_text(encoding="utf-8").strip() or None
+            with open(self.token_file, encoding="utf-8") as fh:
+                return fh.read().strip() or None
         except OSError:
             return None
 
@@ -213,42 +222,30 @@ def unregister_service(pid: int | None = None) -> None:
 
 def list_services(*, prune: bool = True) -> list[ServiceEntry]:
     """Live services of this user; stale entries are skipped (and removed if ``prune``)."""
-    d = runtime_dir()
+    d = os.path.normpath(_runtime_path())
     out: list[ServiceEntry] = []
     try:
-        files = sorted(d.glob("*.json"))
+        names = sorted(n for n in os.listdir(d) if n.endswith(".json"))
     except OSError:
         return out
-    for f in files:
-        try:
-            data = json.loads(f.read_text(encoding="utf-8"))
-            pid = int(data["pid"])
-            entry = ServiceEntry(
-                pid=pid,
-                start_ticks=int(data.get("start_ticks") or 0),
-                url=data.get("url"),
-                version=str(data.get("version", "")),
-                name=str(data.get("name", "")),
-                started_at=float(data.get("started_at") or 0.0),
-                token_file=data.get("token_file"),
-                socket=data.get("socket") or None,
-                server=data.get("server") if isinstance(data.get("server"), dict) else None,
-            )
-        except (OSError, ValueError, KeyError, TypeError):
+    for name in names:
+        f = os.path.join(d, name)
+        entry = _read_entry(f)
+        if entry is None:
             if prune:
                 with contextlib.suppress(OSError):
-                    f.unlink()
+                    os.unlink(f)
             continue
-        live = _start_ticks(pid)
+        live = _start_ticks(entry.pid)
         if live is None or (entry.start_ticks and live != entry.start_ticks):
             if prune:
                 with contextlib.suppress(OSError):
-                    f.unlink()
+                    os.unlink(f)
                 # its token and socket, whatever they are called, if they are in here
-                for left in (entry.token_file, entry.socket, str(d / f"{pid}.sock")):
-                    if left and Path(left).parent == d:
+                for left in (entry.token_file, entry.socket, os.path.join(d, f"{entry.pid}.sock")):
+                    if left and os.path.normpath(os.path.dirname(left)) == d:
                         with contextlib.suppress(OSError):
-                            Path(left).unlink()
+                            os.unlink(left)
             continue
         out.append(entry)
     if prune:
@@ -256,14 +253,34 @@ def list_services(*, prune: bool = True) -> list[ServiceEntry]:
     return out
 
 
-def _prune_sockets(d: Path, live: set[int]) -> None:
+def _read_entry(path: str) -> ServiceEntry | None:
+    """The entry in file ``path``, or ``None`` if it is unreadable or malformed."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.loads(fh.read())
+        return ServiceEntry(
+            pid=int(data["pid"]),
+            start_ticks=int(data.get("start_ticks") or 0),
+            url=data.get("url"),
+            version=str(data.get("version", "")),
+            name=str(data.get("name", "")),
+            started_at=float(data.get("started_at") or 0.0),
+            token_file=data.get("token_file"),
+            socket=data.get("socket") or None,
+            server=data.get("server") if isinstance(data.get("server"), dict) else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _prune_sockets(d: str, live: set[int]) -> None:
     """Remove control sockets (``<pid>.sock``) of processes that are gone and left no entry."""
     try:
-        names = [p.name for p in d.iterdir() if p.name.endswith(".sock")]
+        names = [n for n in os.listdir(d) if n.endswith(".sock")]
     except OSError:
         return
     for name in names:
         stem = name[: -len(".sock")]
         if stem.isdigit() and int(stem) not in live and _start_ticks(int(stem)) is None:
             with contextlib.suppress(OSError):
-                (d / name).unlink()
+                os.unlink(os.path.join(d, name))

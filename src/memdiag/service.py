@@ -18,7 +18,6 @@ governance, leak detection) are turned on by :mod:`memdiag.wiring`.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import sys
 import threading
@@ -31,6 +30,7 @@ from typing import Any
 from . import config as _config_mod
 from . import configure as _configure
 from . import registry, reports, wiring
+from ._logging import get_logger
 from .cleanup import CleanupLadder, CleanupResult
 from .config import MemoryConfig, load_config
 from .history import History, HistoryStore
@@ -41,7 +41,7 @@ from .units import MIB
 
 __all__ = ["MemoryDiagnostics", "add_subprocess_decorator"]
 
-log = logging.getLogger("memdiag")
+log = get_logger("memdiag")
 
 
 class MemoryDiagnostics:

@@ -8,19 +8,19 @@ are imported on first use, so ``import memdiag`` stays cheap.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import registry
+from ._logging import get_logger
 from .cleanup import install_builtin_actions
 from .history import growth_split
 from .units import MIB
 
 __all__ = ["attach_leaks", "become_subreaper", "detach_leaks", "growth_hints", "install_parts", "run_lifecycle"]
 
-log = logging.getLogger("memdiag")
+log = get_logger("memdiag")
 
 
 def install_parts() -> None:

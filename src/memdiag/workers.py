@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import registry, runtime
+from ._logging import get_logger
 from .probes.process import read_cmdline, read_stat
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WorkerIdentity", "identity", "install", "server_dir", "shared_token"]
 
-log = logging.getLogger("memdiag.workers")
+log = get_logger("memdiag.workers")
 
 _PROGRAMS = frozenset({"gunicorn", "uvicorn"})
 # Helpers multiprocessing starts beside spawned workers: children of the master, not workers.

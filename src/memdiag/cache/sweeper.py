@@ -15,16 +15,17 @@ and the thread is started again by the next :func:`watch` (any ``set`` with a TT
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 import weakref
 from typing import Any
 
+from .._logging import get_logger
+
 __all__ = ["running", "watch"]
 
-_log = logging.getLogger("memdiag.cache")
+_log = get_logger("memdiag.cache")
 
 _cond = threading.Condition(threading.Lock())
 _watched: weakref.WeakSet[Any] = weakref.WeakSet()

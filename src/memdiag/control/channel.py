@@ -10,25 +10,25 @@ by a service that was actually queried.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import socket
 import sys
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import registry, runtime
+from .._logging import get_logger
 
 if TYPE_CHECKING:
     from ..service import MemoryDiagnostics
 
 __all__ = ["ControlChannel", "install", "uninstall"]
 
-log = logging.getLogger("memdiag.control")
+log = get_logger("memdiag.control")
 
 THREAD_PREFIX = "memdiag-control"
 _HOOK = "control channel"

@@ -4,15 +4,21 @@ The directory is opened with ``O_NOFOLLOW`` and the socket reached through that
 descriptor (``/proc/self/fd/N/<name>``): no symlink is followed, and a long runtime path
 does not hit the 108-byte limit of ``sun_path``. The server's credentials are checked
 too: a socket served by another user (not root) is refused before anything is sent.
+
+Only the C module ``_socket`` is imported here: the ``socket`` module (its enums and
+``selectors``) is loaded when a :class:`socket.socket` is asked for, not by the CLI,
+which takes the bare socket (``raw=True``).
 """
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import struct
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["CLIENT_HEADER", "UnixHTTPConnection", "connect_unix", "peer_credentials"]
 
@@ -23,9 +29,9 @@ CLIENT_HEADER = "X-Memdiag-Client"
 _UCRED = struct.Struct("3i")
 
 
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+def peer_credentials(sock: socket.socket | _socket.socket) -> tuple[int, int, int]:
     """``(pid, uid, gid)`` of the process at the other end of a Unix socket."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
     return pid, uid, gid
 
@@ -35,22 +41,29 @@ def trusted_uid(uid: int) -> bool:
     return uid == os.geteuid() or uid == 0
 
 
-def connect_unix(path: str | os.PathLike[str], timeout: float | None = 5.0) -> socket.socket:
-    """A connected socket to the control channel at ``path``.
+def connect_unix(path: str | os.PathLike[str], timeout: float | None = 5.0, *, raw: bool = False) -> Any:
+    """A connected socket to the control channel at ``path``: a :class:`socket.socket`,
+    or with ``raw`` the bare ``_socket.socket`` (``sendall``, ``recv``, ``close``; no
+    ``socket`` module import).
 
     Raises:
         PermissionError: the socket is served by another user.
         OSError: it is not there or nobody listens (``ConnectionRefusedError``).
     """
-    p = Path(path)
-    dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    parent, name = os.path.split(os.fspath(path))
+    dfd = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if raw:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    else:
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
-        sock.connect(f"/proc/self/fd/{dfd}/{p.name}")
+        sock.connect(f"/proc/self/fd/{dfd}/{name}")
         _, uid, _ = peer_credentials(sock)
         if not trusted_uid(uid):
-            raise PermissionError(f"{p} is served by uid {uid}, not by this user; not talking to it")
+            raise PermissionError(f"{path} is served by uid {uid}, not by this user; not talking to it")
     except BaseException:
         sock.close()
         raise

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hmac
 import importlib
 import json
-import logging
 import math
 import os
 import secrets
@@ -32,11 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import registry, runtime
+from .._logging import get_logger
 from ..config import FIELD_INFO
 from ..errors import ConfigError, MemdiagError
 from ..history import COLUMNS
 from .ratelimit import TokenBucket
-from .tick import PerTick
 from .routes import (
     API_PREFIX,
     DEFAULT_MAX_BODY,
@@ -51,6 +50,7 @@ from .routes import (
     allow,
     problems,
 )
+from .tick import PerTick
 
 if TYPE_CHECKING:
     from ..health import HealthMonitor
@@ -65,7 +65,7 @@ __all__ = [
     "Response",
 ]
 
-log = logging.getLogger("memdiag.http")
+log = get_logger("memdiag.http")
 
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DASHBOARD_CSP = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'"

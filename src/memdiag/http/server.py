@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import os
 import socket
 import sys
@@ -29,6 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import runtime
+from .._logging import get_logger
 from .._net import loopback_ip
 from ..errors import ConfigError
 from .core import MemoryAPI
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ApiServer", "MemoryHTTPServer", "is_loopback", "serve", "start_api_server"]
 
-log = logging.getLogger("memdiag.http")
+log = get_logger("memdiag.http")
 
 
 def is_loopback(host: str) -> bool:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
+from .._logging import get_logger
 from ..control.client import CLIENT_HEADER, peer_credentials, trusted_uid
 from .core import MemoryAPI, Response
 from .server import MemoryHTTPServer
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["make_server"]
 
-log = logging.getLogger("memdiag.control")
+log = get_logger("memdiag.control")
 
 _CLIENT_HEADER = CLIENT_HEADER.lower()
 

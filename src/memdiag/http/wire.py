@@ -55,6 +55,7 @@ except ImportError as exc:  # a broken install: h11 is one of memdiag's own depe
         name="h11",
     ) from exc
 
+from .._logging import get_logger
 from .core import JSON_TYPE, Response, dumps
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_HEAD", "MAX_HEADERS", "REASONS", "Connection", "ConnectionTable", "Limits", "Workers"]
 
-log = logging.getLogger("memdiag.http")
+log = get_logger("memdiag.http")
 
 MAX_HEAD = 64 * 1024  # request line + headers
 MAX_HEADERS = 100

@@ -21,7 +21,6 @@ noisy trend does not flap; each change goes through the :class:`Notifier`.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import os
 import threading
@@ -31,6 +30,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
+from .._logging import get_logger
 from ..errors import MemdiagError
 from ..history import COLUMNS, growth_split
 from ..stats import Trend, median, trend
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LeakDetector"]
 
-log = logging.getLogger("memdiag.leaks")
+log = get_logger("memdiag.leaks")
 
 
 class LeakDetector:

@@ -12,7 +12,6 @@ mode 0600. A reader therefore always sees a whole report, and the evidence survi
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
@@ -20,10 +19,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._files import write_atomic
+from .._logging import get_logger
 
 __all__ = ["EVENT_COUNTERS", "FlightRecorder", "write_atomic"]
 
-log = logging.getLogger("memdiag.leaks")
+log = get_logger("memdiag.leaks")
 
 EVENT_COUNTERS = ("oom", "oom_kill", "oom_group_kill", "max")
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import logging
 import operator
 import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from .._logging import get_logger
 
 __all__ = [
     "DEFAULT_INTERVAL_BYTES",
@@ -51,7 +52,7 @@ __all__ = [
     "stop",
 ]
 
-log = logging.getLogger("memdiag")
+log = get_logger("memdiag")
 
 DEFAULT_INTERVAL_BYTES = 512 * 1024
 MAX_FRAMES_LIMIT = 128

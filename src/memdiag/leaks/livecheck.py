@@ -10,13 +10,13 @@ still measures native growth from malloc's own figures (``mallinfo2``).
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+from .._logging import get_logger
 from ..stats import theil_sen, thin
 from . import heapprof, origins
 from .live import CONTAINER_SCAN_SECONDS as CONTAINER_EVERY
@@ -26,7 +26,7 @@ from .sites import ResourceSites
 
 __all__ = ["LiveChecker"]
 
-log = logging.getLogger("memdiag.leaks")
+log = get_logger("memdiag.leaks")
 
 SHIM_ADVICE = "run the service under `memdiag run` (the preload sampler) to have the allocating line named"
 

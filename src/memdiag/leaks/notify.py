@@ -22,7 +22,6 @@ never harmed by its alerting.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import socket
@@ -33,9 +32,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .._logging import get_logger
+
 __all__ = ["Notifier", "notifier", "on_leak", "remove_leak_callback"]
 
-log = logging.getLogger("memdiag.leaks")
+log = get_logger("memdiag.leaks")
 
 SITE_CHANGE_INTERVAL = 30.0
 LeakCallback = Callable[[dict[str, Any]], None]

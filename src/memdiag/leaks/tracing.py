@@ -27,7 +27,6 @@ from __future__ import annotations
 import gc
 import heapq  # noqa: F401  Counter.most_common(n) imports it: no import may run under exclusive_gil
 import itertools
-import logging
 import math
 import os
 import threading
@@ -36,6 +35,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
+from .._logging import get_logger
 from ..config import FIELD_INFO, MemoryConfig
 from ..errors import MemdiagError
 from ..probes.process import read_statm_rss
@@ -44,7 +44,7 @@ from .census import CONTAINER_TYPES, container_lengths, type_census, type_name
 
 __all__ = ["MAX_TRACEMALLOC_BYTES", "MIN_HORIZON_SECONDS", "TraceManager", "manager"]
 
-log = logging.getLogger("memdiag.leaks")
+log = get_logger("memdiag.leaks")
 
 MAX_TRACEMALLOC_BYTES = 16 * 1024 * 1024  # tracemalloc's own memory (~300k traces): analysis stays ~1 s
 MIN_HORIZON_SECONDS = 600.0

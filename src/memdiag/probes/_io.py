@@ -56,7 +56,9 @@ def _kv_pattern(keys: tuple[str, ...]) -> re.Pattern[bytes]:
     return re.compile(rb"^(" + alt + rb"):?[ \t]+(\d+)( kB)?", re.MULTILINE)
 
 
-_ANY_KV = re.compile(rb"^([^\s:]+):?[ \t]+(\d+)( kB)?", re.MULTILINE)
+@lru_cache(maxsize=1)
+def _any_kv() -> re.Pattern[bytes]:  # compiled on first use: the CLI imports this module at start
+    return re.compile(rb"^([^\s:]+):?[ \t]+(\d+)( kB)?", re.MULTILINE)
 
 
 def parse_kv(data: bytes | None, keys: tuple[str, ...] | None = None) -> dict[str, int]:
@@ -67,7 +69,7 @@ def parse_kv(data: bytes | None, keys: tuple[str, ...] | None = None) -> dict[st
     """
     if not data:
         return {}
-    pattern = _kv_pattern(keys) if keys else _ANY_KV
+    pattern = _kv_pattern(keys) if keys else _any_kv()
     out: dict[str, int] = {}
     for key, value, kb in pattern.findall(data):
         out[key.decode("ascii", "replace")] = int(value) * 1024 if kb else int(value)

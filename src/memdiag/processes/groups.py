@@ -13,13 +13,13 @@ processes are recorded by the ownership registry whatever their lifetime.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .._logging import get_logger
 from . import reap
 from .ownership import add_extra_root, owner_of, prune_extra_roots, read_identity, registry, waitpid_exact
 from .subreaper import is_child_subreaper, subreaper_mode
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TreeObserver", "add_extra_root", "decorate_subprocesses", "observer", "processes_section"]
 
-log = logging.getLogger("memdiag.processes")
+log = get_logger("memdiag.processes")
 
 
 class TreeObserver:

@@ -30,7 +30,6 @@ process holds.
 from __future__ import annotations
 
 import io
-import logging
 import os
 import signal
 import subprocess
@@ -40,6 +39,7 @@ import weakref
 from collections.abc import Callable
 from typing import IO, Any, TypeVar
 
+from .._logging import get_logger
 from ..config import MemoryConfig
 from ..errors import ProcessNotOwnedError
 from ..units import MIB
@@ -52,7 +52,7 @@ from .spawn import Popen
 
 __all__ = ["InspectedNode", "InspectedNodeProcess", "inspect_node", "inspected_nodes", "spawn_inspected_node"]
 
-log = logging.getLogger("memdiag.processes")
+log = get_logger("memdiag.processes")
 T = TypeVar("T")
 
 _USAGE_JS = (

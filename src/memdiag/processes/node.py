@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import socket
 import threading
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import registry as _registry
+from .._logging import get_logger
 from ..config import MemoryConfig
 from ..registry import CleanupContext, SignalReading
 from ..units import MIB
@@ -57,7 +57,7 @@ __all__ = [
     "unregister_heap_source",
 ]
 
-log = logging.getLogger("memdiag.processes")
+log = get_logger("memdiag.processes")
 AGENT_PATH = str(Path(__file__).resolve().parent.parent / "node" / "agent.js")
 _CMD = "NODE_MEMDIAG"
 _NODES: weakref.WeakSet[NodeHeapSource] = weakref.WeakSet()

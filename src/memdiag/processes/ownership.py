@@ -22,7 +22,6 @@ thread (documented in SECURITY.md).
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import registry as _core_registry
+from .._logging import get_logger
 from ..probes._io import read_bytes
 from ..probes.process import ProcStat, parse_stat
 from ..units import MIB
@@ -49,7 +49,7 @@ __all__ = [
     "track",
 ]
 
-log = logging.getLogger("memdiag.processes")
+log = get_logger("memdiag.processes")
 
 
 def read_identity(pid: int, proc_root: str = "/proc") -> ProcStat | None:

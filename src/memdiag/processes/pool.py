@@ -17,7 +17,6 @@ arguments must be picklable, as for ``concurrent.futures.ProcessPoolExecutor``.
 from __future__ import annotations
 
 import itertools
-import logging
 import multiprocessing
 import os
 import threading
@@ -29,6 +28,7 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from .._logging import get_logger
 from ..errors import MemdiagError
 from ..probes.process import read_statm_rss
 from ..units import MIB
@@ -37,7 +37,7 @@ from .terminate import stop_entries
 
 __all__ = ["MemoryAwarePool", "WorkerLostError", "pool_stats", "recycle_idle_workers"]
 
-log = logging.getLogger("memdiag.processes")
+log = get_logger("memdiag.processes")
 _POOLS: weakref.WeakSet[MemoryAwarePool] = weakref.WeakSet()
 _ids = itertools.count(1)
 

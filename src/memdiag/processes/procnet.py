@@ -8,11 +8,11 @@ that handles ``SIGUSR1``.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import struct
 
+from .._logging import get_logger
 from ..probes._io import read_bytes
 from ..probes.process import read_cmdline
 from ..units import MIB
@@ -30,7 +30,7 @@ __all__ = [
     "tcp_listeners",
 ]
 
-log = logging.getLogger("memdiag.processes")
+log = get_logger("memdiag.processes")
 DEFAULT_DEBUG_PORT = 9229  # where node opens its inspector unless told otherwise
 
 

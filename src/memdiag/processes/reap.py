@@ -29,7 +29,6 @@ process in the tree cannot be reaped from here; they are reported with their par
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import subprocess
 import sys
@@ -38,13 +37,14 @@ import time
 from collections import deque
 from typing import Any
 
+from .._logging import get_logger
 from ..probes._io import read_bytes
 from ..probes.process import ProcStat
 from .ownership import read_identity, registry, waitpid_exact
 
 __all__ = ["ZOMBIE_MIN_AGE", "direct_zombies", "reap_zombies", "zombie_age"]
 
-log = logging.getLogger("memdiag.processes")
+log = get_logger("memdiag.processes")
 
 ZOMBIE_MIN_AGE = 1.0  # seconds a zombie must have been one before a non-owner reaps it
 

@@ -11,10 +11,10 @@ node's own options on the command line of :func:`~memdiag.spawn_node` and
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 
+from .._logging import get_logger
 from .._net import loopback_ip
 
 __all__ = [
@@ -26,7 +26,7 @@ __all__ = [
     "split_node_options",
 ]
 
-log = logging.getLogger("memdiag.processes")
+log = get_logger("memdiag.processes")
 
 # Options that take [host:]port; the last two take their value as the next word too.
 _INSPECT = ("--inspect", "--inspect-brk", "--inspect-wait", "--inspect-port", "--debug-port")

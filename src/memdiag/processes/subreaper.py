@@ -15,15 +15,15 @@ raw children and waits for them itself should not have grandchildren added to it
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 from typing import Any
 
 from .._libc import libc
+from .._logging import get_logger
 
 __all__ = ["is_child_subreaper", "set_child_subreaper", "subreaper_mode"]
 
-log = logging.getLogger("memdiag.processes")
+log = get_logger("memdiag.processes")
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37

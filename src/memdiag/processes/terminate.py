@@ -16,13 +16,13 @@ ours) KILL for whatever is left.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from .._logging import get_logger
 from ..config import MemoryConfig, active_config
 from ..errors import ProcessNotOwnedError
 from ..probes._io import read_bytes
@@ -30,7 +30,7 @@ from .ownership import OwnedProcess, is_descendant, owner_of, read_identity, reg
 
 __all__ = ["end_owned_at_exit", "stop_entries", "terminate"]
 
-log = logging.getLogger("memdiag.processes")
+log = get_logger("memdiag.processes")
 _POLL = 0.02
 
 

@@ -13,14 +13,15 @@ shared monitor. Nothing here is imported by ``import memdiag``.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import Any
 
+from .._logging import get_logger
+
 __all__ = ["install"]
 
-log = logging.getLogger("memdiag")
+log = get_logger("memdiag")
 
 
 def install(diag: Any) -> dict[str, bool]:

@@ -23,7 +23,6 @@ exporter).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import threading
@@ -32,12 +31,13 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .._logging import get_logger
 from .._version import __version__
 from .families import all_families, memdiag_families
 
 __all__ = ["available", "configured", "install", "uninstall"]
 
-log = logging.getLogger("memdiag")
+log = get_logger("memdiag")
 
 _ENV_ASKS = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
