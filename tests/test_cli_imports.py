@@ -42,8 +42,7 @@ with open(sys.argv[1], "w") as fh:
 # memdiag's modules on the path of every command: the package (and its logging policy),
 # the entry point, the fast path's option tables, the command list and shared helpers.
 CORE = {
-    "memdiag",
-    "memdiag._logging",  # `import memdiag` installs its logging policy (and so imports logging)
+    "memdiag",  # not memdiag._logging: without logging loaded, the first memdiag logger installs it
     "memdiag._version",
     "memdiag.errors",
     "memdiag.units",
@@ -61,9 +60,11 @@ CLICK = {"memdiag.cli._options", "memdiag.cli.commands._group"}
 # side of memdiag.control, not its server).
 FIND = {"memdiag._files", "memdiag.runtime", "memdiag.probes", "memdiag.probes._io", "memdiag.probes.process"}
 REACH = {"memdiag.cli._client", "memdiag.cli._target", "memdiag.control", "memdiag.control.client"}
-HTTP_CLIENT = {"socket", "json"}  # what talking to a service takes (h11 only for an answer that is not plain)
+# What talking to a service takes: the bare C socket (not the socket module, its enums and
+# selectors), JSON; h11 only for an answer that is not plain.
+HTTP_CLIENT = {"_socket", "json"}
 HTTP_CLIENT_NOT = {"http", "ssl", "email"}  # http.client's weight (an https:// URL alone loads ssl)
-NEVER = {"asyncio", "sqlite3", "http.server", "tracemalloc", "subprocess", "concurrent"}
+NEVER = {"asyncio", "sqlite3", "http.server", "tracemalloc", "subprocess", "concurrent", "logging"}
 
 
 def imported(*argv: str) -> tuple[int, set[str]]:
@@ -103,7 +104,7 @@ def test_profile_of_a_service_loads_the_client_and_no_click_probe_or_renderer(se
     assert tops(mods) == {"memdiag"}  # no click, no h11 (the service's answer is plain), no psutil
     assert {m for m in mods if m.startswith("memdiag")} == CORE | FIND | REACH | {"memdiag.cli.commands.profile"}
     assert loaded(mods, HTTP_CLIENT) == HTTP_CLIENT
-    assert loaded(mods, HTTP_CLIENT_NOT | NEVER) == set()
+    assert loaded(mods, HTTP_CLIENT_NOT | NEVER | {"socket", "pathlib", "dataclasses"}) == set()
 
 
 @pytest.mark.parametrize("argv", [["diagnostics", "--json"], ["leaks", "--json"], ["ps", "--json"], ["profile"]])
