@@ -15,6 +15,7 @@ from typing import Any
 from .._version import __version__
 from ..config import FIELD_INFO
 from ..history import COLUMNS
+from ..pressure import LEVELS
 from .routes import DEFAULT_MAX_BODY, REQUEST_SCHEMAS, ROUTES, Endpoint, field_schema, statuses
 
 __all__ = ["openapi_spec"]
@@ -54,9 +55,11 @@ def _arr(items: Schema) -> Schema:
     return {"type": "array", "items": items}
 
 
-def _schemas() -> dict[str, Schema]:
-    level = {"type": "string", "enum": ["ok", "warning", "critical"]}
-    reason = _obj({"signal": STR, "value": NUM, "threshold": _null(NUM)})
+LEVEL: Schema = {"type": "string", "enum": list(LEVELS)}  # the one level ordering
+
+
+def _cleanup_result() -> Schema:
+    """``CleanupResult``: one ladder run and each of its actions."""
     action = _obj(
         {
             "name": STR,
@@ -72,7 +75,7 @@ def _schemas() -> dict[str, Schema]:
             "error": _null(STR),
         }
     )
-    cleanup_result = _obj(
+    return _obj(
         {
             "performed": BOOL,
             "reason": STR,
@@ -95,9 +98,14 @@ def _schemas() -> dict[str, Schema]:
             "seconds": NUM,
         }
     )
-    status = _obj(
+
+
+def _status() -> Schema:
+    """``Status``: the cheap health summary."""
+    reason = _obj({"signal": STR, "value": NUM, "threshold": _null(NUM)})
+    return _obj(
         {
-            "status": level,
+            "status": LEVEL,
             "pressure_detected": BOOL,
             "pid": INT,
             "rss_bytes": _null(INT),
@@ -114,25 +122,30 @@ def _schemas() -> dict[str, Schema]:
             "timestamp": NUM,
         }
     )
-    pressure = _obj({"level": level, "raw_level": level, "since": NUM, "reasons": _arr(OBJ), "signals": _arr(OBJ)})
-    profile = _obj(
+
+
+def _profile() -> Schema:
+    """``Profile``: the process, its host, cgroup, children, caches and pressure."""
+    pressure = _obj({"level": LEVEL, "raw_level": LEVEL, "since": NUM, "reasons": _arr(OBJ), "signals": _arr(OBJ)})
+    process = _obj(
+        {
+            "pid": INT,
+            "rss_bytes": _null(INT),
+            "uss_bytes": _null(INT),
+            "pss_bytes": _null(INT),
+            "swap_bytes": _null(INT),
+            "threshold_bytes": INT,
+            "percent_of_threshold": _null(NUM),
+            "threads": _null(INT),
+            "fds": _null(INT),
+            "cpu_seconds": _null(NUM),
+        }
+    )
+    return _obj(
         {
             "timestamp": NUM,
             "pid": INT,
-            "process": _obj(
-                {
-                    "pid": INT,
-                    "rss_bytes": _null(INT),
-                    "uss_bytes": _null(INT),
-                    "pss_bytes": _null(INT),
-                    "swap_bytes": _null(INT),
-                    "threshold_bytes": INT,
-                    "percent_of_threshold": _null(NUM),
-                    "threads": _null(INT),
-                    "fds": _null(INT),
-                    "cpu_seconds": _null(NUM),
-                }
-            ),
+            "process": process,
             "system": _null(OBJ),
             "cgroup": _null(OBJ),
             "psi": _null(OBJ),
@@ -144,6 +157,10 @@ def _schemas() -> dict[str, Schema]:
             "extra": OBJ,
         }
     )
+
+
+def _diagnostics() -> Schema:
+    """``Diagnostics``: the profile, the configuration, the subprocesses and the rest."""
     subprocess = _obj(
         {
             "pid": INT,
@@ -157,7 +174,7 @@ def _schemas() -> dict[str, Schema]:
         },
         {"cmdline": _null(_arr(STR))},
     )
-    diagnostics = _obj(
+    return _obj(
         {
             "profile": _ref("Profile"),
             "config": _ref("Config"),
@@ -171,8 +188,11 @@ def _schemas() -> dict[str, Schema]:
             "overhead": OBJ,
         }
     )
-    config = _obj({name: field_schema(name, request=False) for name in FIELD_INFO}, closed=True)
-    field_info = _obj(
+
+
+def _field_info() -> Schema:
+    """One configuration field's description in ``ConfigView``."""
+    return _obj(
         {
             "type": {"type": "string", "enum": ["bool", "int", "float", "str"]},
             "nullable": BOOL,
@@ -184,6 +204,10 @@ def _schemas() -> dict[str, Schema]:
             "read_only": BOOL,
         }
     )
+
+
+def _cache_metrics() -> Schema:
+    """``CacheMetrics``: every managed cache and their totals."""
     totals = _obj(
         {
             "caches": INT,
@@ -197,18 +221,23 @@ def _schemas() -> dict[str, Schema]:
             "fill_ratio": _null(NUM),
         }
     )
+    return _obj({"caches": _arr(_obj({"name": STR})), "total": totals, "pressure_threshold": NUM})
+
+
+def _schemas() -> dict[str, Schema]:
+    """Every named schema of ``components.schemas``: the responses' and the requests'."""
     return {
         "Error": _obj({"error": STR}, {"detail": {}}),
         "ValidationError": _obj({"error": STR, "fields": {"type": "object", "additionalProperties": STR}}),
         "Busy": _obj({"error": STR, "retry_after_seconds": NUM}, {"detail": {}, "result": _ref("CleanupResult")}),
-        "Status": status,
-        "Profile": profile,
-        "Diagnostics": diagnostics,
-        "CleanupResult": cleanup_result,
-        "CacheMetrics": _obj({"caches": _arr(_obj({"name": STR})), "total": totals, "pressure_threshold": NUM}),
-        "Config": config,
+        "Status": _status(),
+        "Profile": _profile(),
+        "Diagnostics": _diagnostics(),
+        "CleanupResult": _cleanup_result(),
+        "CacheMetrics": _cache_metrics(),
+        "Config": _obj({name: field_schema(name, request=False) for name in FIELD_INFO}, closed=True),
         "ConfigView": _obj(
-            {"config": _ref("Config"), "fields": {"type": "object", "additionalProperties": field_info}}
+            {"config": _ref("Config"), "fields": {"type": "object", "additionalProperties": _field_info()}}
         ),
         "ConfigureResult": _obj({"config": _ref("Config"), "changed": _arr(STR), "persisted": BOOL}),
         "History": _obj(
