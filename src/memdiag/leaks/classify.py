@@ -90,14 +90,7 @@ def memory_suspects(
     rss_rate = rss.slope_per_second * 60.0
     strength = trend_strength(rss, window_seconds)
     heap_growing = heap is not None and heap.growing and not heap.plateau
-    evidence: dict[str, Any] = {
-        "rss_growth_bytes_per_min": _round(rss_rate),
-        "rss_trend": rss.to_dict(),
-        "heap_blocks_per_min": _round(heap.slope_per_second * 60.0) if heap else None,
-        "heap_growing": heap_growing,
-        "malloc_in_use_bytes_per_min": _round(malloc_in_use.slope_per_second * 60.0) if malloc_in_use else None,
-        "growing_types": [t["type"] for t in growing_types[:5]],
-    }
+    evidence = _memory_evidence(rss, heap, heap_growing, malloc_in_use, growing_types)
     base = {
         "id": "memory",
         "file": None,
@@ -107,28 +100,71 @@ def memory_suspects(
         "growth_per_min": None,
     }
     if window is None or window.get("error") or "growing_sites" not in window:
-        # Cheap signals only: a tentative kind, no site yet.
-        kind = "python_objects" if heap_growing else "native"
-        return [
-            {
-                **base,
-                "kind": kind,
-                "confidence": round(0.2 + 0.3 * strength, 3),
-                "classified_by": "trend",
-                "evidence": {**evidence, "window": (window or {}).get("error") or "no allocation-tracing window yet"},
-                "suggestion": "an allocation-tracing window will name the site (memdiag profile --allocations)",
-            }
-        ]
+        return [_tentative_suspect(base, evidence, heap_growing, strength, window)]
     traced_rate = float(window.get("traced_growth_bytes_per_min") or 0.0)
     explained = traced_rate / rss_rate if rss_rate > 0 else 0.0
-    wevidence = {
+    evidence = {**evidence, **_window_evidence(window, traced_rate, explained)}
+    python_first, picked = _pick_sites(window["growing_sites"], floor_per_min, rss_rate, explained)
+    out: list[dict[str, Any]] = []
+    if not python_first:
+        out.append(_native_suspect(base, evidence, strength, explained))
+    for s in picked:
+        out.append(_site_suspect(base, evidence, s, strength, rss_rate, further=bool(out)))
+    return out
+
+
+def _memory_evidence(
+    rss: Trend,
+    heap: Trend | None,
+    heap_growing: bool,
+    malloc_in_use: Trend | None,
+    growing_types: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The cheap signals every memory suspect carries as evidence."""
+    return {
+        "rss_growth_bytes_per_min": _round(rss.slope_per_second * 60.0),
+        "rss_trend": rss.to_dict(),
+        "heap_blocks_per_min": _round(heap.slope_per_second * 60.0) if heap else None,
+        "heap_growing": heap_growing,
+        "malloc_in_use_bytes_per_min": _round(malloc_in_use.slope_per_second * 60.0) if malloc_in_use else None,
+        "growing_types": [t["type"] for t in growing_types[:5]],
+    }
+
+
+def _tentative_suspect(
+    base: dict[str, Any],
+    evidence: dict[str, Any],
+    heap_growing: bool,
+    strength: float,
+    window: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Cheap signals only (no usable tracing window): a tentative kind, no site yet."""
+    return {
+        **base,
+        "kind": "python_objects" if heap_growing else "native",
+        "confidence": round(0.2 + 0.3 * strength, 3),
+        "classified_by": "trend",
+        "evidence": {**evidence, "window": (window or {}).get("error") or "no allocation-tracing window yet"},
+        "suggestion": "an allocation-tracing window will name the site (memdiag profile --allocations)",
+    }
+
+
+def _window_evidence(window: dict[str, Any], traced_rate: float, explained: float) -> dict[str, Any]:
+    """What a tracing window adds to the evidence: its growth and the share it explains."""
+    return {
         "window_id": window.get("id"),
         "window_seconds": window.get("measured_seconds"),
         "traced_growth_bytes_per_min": _round(traced_rate),
         "explained_share": round(explained, 3),
         "types": window.get("types", [])[:5],
     }
-    sites = window["growing_sites"]
+
+
+def _pick_sites(
+    sites: list[dict[str, Any]], floor_per_min: float, rss_rate: float, explained: float
+) -> tuple[bool, list[dict[str, Any]]]:
+    """``(python_first, picked)``: whether Python allocations explain the growth, and the
+    sites to name (the suspects themselves, or anchored sites following a native verdict)."""
     # A site anchored in a growing container is a leak's signature. Without one, a site
     # must grow steadily, above the floor, and no faster than the whole process: an LRU
     # cache's turnover looks like growth to tracemalloc (the entries it evicts were
@@ -142,53 +178,60 @@ def memory_suspects(
     # Python allocations explain the growth: the sites are the suspects. Otherwise the
     # growth is native, and anchored sites (a real but smaller leak) follow it.
     python_first = explained >= 0.3 and bool(anchored or steady)
-    picked = (anchored or steady)[:3] if python_first else anchored[:2]
-    out: list[dict[str, Any]] = []
-    if not python_first:
-        conf = 0.4 + 0.4 * strength + 0.2 * max(0.0, 1.0 - explained)
-        out.append(
-            {
-                **base,
-                "id": "native",
-                "kind": "native",
-                "confidence": round(min(1.0, conf), 3),
-                "classified_by": "tracing",
-                "evidence": {**evidence, **wevidence},
-                "suggestion": (
-                    "RSS grows but Python allocations do not explain it: look at C extensions, ctypes/cffi "
-                    "buffers, or native libraries (memray --native, heaptrack, valgrind)"
-                ),
-            }
-        )
-    for s in picked:
-        share = s["growth_bytes_per_min"] / rss_rate if rss_rate > 0 else 0.0
-        conf = (0.5 if s["container"] else 0.3) + 0.25 * strength + (0.15 if s["consistent"] else 0.0)
-        conf += 0.1 * min(1.0, share)
-        if out:
-            conf *= 0.8  # a further site shares the growth: less sure each one is the leak
-        out.append(
-            {
-                **base,
-                "id": f"python_objects:{s['file']}:{s['line']}",
-                "kind": "python_objects",
-                "file": s["file"],
-                "line": s["line"],
-                "traceback": s["traceback"],
-                "growth_bytes_per_min": s["growth_bytes_per_min"],
-                "confidence": round(min(1.0, conf), 3),
-                "classified_by": "tracing",
-                "evidence": {
-                    **evidence,
-                    **wevidence,
-                    "site_growth_bytes": s["growth_bytes"],
-                    "site_blocks_growth": s["count_growth"],
-                    "consistent": s["consistent"],
-                    "container": s["container"],
-                },
-                "suggestion": _python_advice(s),
-            }
-        )
-    return out
+    return python_first, ((anchored or steady)[:3] if python_first else anchored[:2])
+
+
+def _native_suspect(base: dict[str, Any], evidence: dict[str, Any], strength: float, explained: float) -> dict[str, Any]:
+    """RSS grows and the traced Python allocations do not explain it."""
+    conf = 0.4 + 0.4 * strength + 0.2 * max(0.0, 1.0 - explained)
+    return {
+        **base,
+        "id": "native",
+        "kind": "native",
+        "confidence": round(min(1.0, conf), 3),
+        "classified_by": "tracing",
+        "evidence": evidence,
+        "suggestion": (
+            "RSS grows but Python allocations do not explain it: look at C extensions, ctypes/cffi "
+            "buffers, or native libraries (memray --native, heaptrack, valgrind)"
+        ),
+    }
+
+
+def _site_suspect(
+    base: dict[str, Any],
+    evidence: dict[str, Any],
+    s: dict[str, Any],
+    strength: float,
+    rss_rate: float,
+    *,
+    further: bool,
+) -> dict[str, Any]:
+    """A Python allocation site the window named; ``further``: a suspect precedes it."""
+    share = s["growth_bytes_per_min"] / rss_rate if rss_rate > 0 else 0.0
+    conf = (0.5 if s["container"] else 0.3) + 0.25 * strength + (0.15 if s["consistent"] else 0.0)
+    conf += 0.1 * min(1.0, share)
+    if further:
+        conf *= 0.8  # a further site shares the growth: less sure each one is the leak
+    return {
+        **base,
+        "id": f"python_objects:{s['file']}:{s['line']}",
+        "kind": "python_objects",
+        "file": s["file"],
+        "line": s["line"],
+        "traceback": s["traceback"],
+        "growth_bytes_per_min": s["growth_bytes_per_min"],
+        "confidence": round(min(1.0, conf), 3),
+        "classified_by": "tracing",
+        "evidence": {
+            **evidence,
+            "site_growth_bytes": s["growth_bytes"],
+            "site_blocks_growth": s["count_growth"],
+            "consistent": s["consistent"],
+            "container": s["container"],
+        },
+        "suggestion": _python_advice(s),
+    }
 
 
 def followed_suspect(item: dict[str, Any], rss_rate: float | None, window_seconds: float) -> dict[str, Any]:
