@@ -340,9 +340,31 @@ class _Window:
                 log.debug("tracemalloc.stop failed: %r", exc)
 
     def _run(self) -> None:
-        import tracemalloc
+        """The window's thread: trace, snapshot at the marks, analyse, hand the result over."""
+        result = self._new_result()
+        captures: list[dict[str, Any]] = []
+        cost = _Cost(read_statm_rss() or 0)
+        t0 = self.started_mono or time.monotonic()
+        traced_seconds = 0.0
+        try:
+            self._trace(t0, result, captures, cost)
+        except Exception as exc:  # never raise from the window thread
+            result["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            traced_seconds = time.monotonic() - t0
+            self._stop_tracing()
+        self.phase = "analysing"
+        result["seconds"] = round(traced_seconds, 3)
+        result["ended_at"] = time.time()
+        result["memory"] = cost.memory(read_statm_rss() or 0)
+        result["snapshot_seconds"] = round(sum(c["seconds"] for c in captures), 4)
+        self._analyse_into(result, captures)
+        captures.clear()
+        self.phase = "done"
+        self._deliver(result)
 
-        result: dict[str, Any] = {
+    def _new_result(self) -> dict[str, Any]:
+        return {
             "id": self.id,
             "reason": self.reason,
             "started_at": self.started_at,
@@ -353,65 +375,54 @@ class _Window:
             "error": None,
             "aborted": False,
         }
-        captures: list[dict[str, Any]] = []
-        rss0 = read_statm_rss() or 0
-        rss_peak = rss0
-        tm_peak = 0
-        t0 = self.started_mono or time.monotonic()
-        traced_seconds = 0.0
+
+    def _trace(self, t0: float, result: dict[str, Any], captures: list[dict[str, Any]], cost: _Cost) -> None:
+        """Take a capture at each of the :data:`MARKS` (fewer when the window is stopped or
+        tracemalloc outgrows its bound, noted in ``result``)."""
+        import tracemalloc
+
         end = t0 + self.seconds  # the window never traces past this (plus one capture's grace)
-        try:
-            for k, frac in enumerate(MARKS):
-                at = t0 + frac * self.seconds
-                if k == len(MARKS) - 1 and captures:
-                    # Start the last capture early enough to end on time: half as much again as
-                    # the quickest capture so far (captures grow with the traced heap), plus one
-                    # switch interval of exclusive_gil (a capture may wait that long for the GIL).
-                    cost = 1.5 * min(c["seconds"] for c in captures) + EXCLUSIVE_SWITCH_INTERVAL
-                    at = max(t0 + MARKS[-2] * self.seconds, end - cost)
-                while True:
-                    now = time.monotonic()
-                    rss_peak = max(rss_peak, read_statm_rss() or 0)
-                    tm_mem = tracemalloc.get_tracemalloc_memory()
-                    tm_peak = max(tm_peak, tm_mem)
-                    if tm_mem > MAX_TRACEMALLOC_BYTES:
-                        result["truncated"] = f"tracemalloc memory passed {MAX_TRACEMALLOC_BYTES // (1024 * 1024)} MiB"
-                        break
-                    if self.stop_event.is_set():
-                        result["aborted"] = True
-                        break
-                    if now >= at:
-                        break
-                    self.stop_event.wait(min(0.2, at - now))
-                if result["aborted"] and k == 0:
-                    break
-                last = k == len(MARKS) - 1 or bool(result["truncated"]) or result["aborted"]
-                self.phase = f"snapshot {k + 1}"
-                captures.append(_capture(tracemalloc, captures, last=last, frames=self.frames, deadline=end))
-                if captures[-1]["late"]:
-                    result["truncated"] = result["truncated"] or "deadline: container analysis skipped"
-                if last:
-                    break
-        except Exception as exc:  # never raise from the window thread
-            result["error"] = f"{type(exc).__name__}: {exc}"[:300]
-        finally:
-            traced_seconds = time.monotonic() - t0
-            self._stop_tracing()
-        self.phase = "analysing"
-        rss_end = read_statm_rss() or 0
-        rss_peak = max(rss_peak, rss_end)
-        result["seconds"] = round(traced_seconds, 3)
-        result["ended_at"] = time.time()
-        result["memory"] = {
-            "rss_start_bytes": rss0,
-            "rss_peak_bytes": rss_peak,
-            "rss_end_bytes": rss_end,
-            # RSS-based: includes what tracemalloc's tables and the snapshots cost, which
-            # get_tracemalloc_memory() undercounts by about half (DESIGN.md).
-            "extra_rss_peak_bytes": max(0, rss_peak - rss0),
-            "tracemalloc_peak_bytes": tm_peak,
-        }
-        result["snapshot_seconds"] = round(sum(c["seconds"] for c in captures), 4)
+        for k in range(len(MARKS)):
+            self._wait_until(self._mark_time(k, t0, end, captures), result, cost, tracemalloc)
+            if result["aborted"] and k == 0:
+                break
+            last = k == len(MARKS) - 1 or bool(result["truncated"]) or result["aborted"]
+            self.phase = f"snapshot {k + 1}"
+            captures.append(_capture(tracemalloc, captures, last=last, frames=self.frames, deadline=end))
+            if captures[-1]["late"]:
+                result["truncated"] = result["truncated"] or "deadline: container analysis skipped"
+            if last:
+                break
+
+    def _mark_time(self, k: int, t0: float, end: float, captures: list[dict[str, Any]]) -> float:
+        """When the ``k``-th capture starts (monotonic)."""
+        if k == len(MARKS) - 1 and captures:
+            # Start the last capture early enough to end on time: half as much again as
+            # the quickest capture so far (captures grow with the traced heap), plus one
+            # switch interval of exclusive_gil (a capture may wait that long for the GIL).
+            took = 1.5 * min(c["seconds"] for c in captures) + EXCLUSIVE_SWITCH_INTERVAL
+            return max(t0 + MARKS[-2] * self.seconds, end - took)
+        return t0 + MARKS[k] * self.seconds
+
+    def _wait_until(self, at: float, result: dict[str, Any], cost: _Cost, tracemalloc: Any) -> None:
+        """Wait for ``at``, watching the cost; returns early (noted in ``result``) when
+        tracemalloc passes its bound or the window is stopped."""
+        while True:
+            now = time.monotonic()
+            cost.rss_peak = max(cost.rss_peak, read_statm_rss() or 0)
+            tm_mem = tracemalloc.get_tracemalloc_memory()
+            cost.tracemalloc_peak = max(cost.tracemalloc_peak, tm_mem)
+            if tm_mem > MAX_TRACEMALLOC_BYTES:
+                result["truncated"] = f"tracemalloc memory passed {MAX_TRACEMALLOC_BYTES // (1024 * 1024)} MiB"
+                return
+            if self.stop_event.is_set():
+                result["aborted"] = True
+                return
+            if now >= at:
+                return
+            self.stop_event.wait(min(0.2, at - now))
+
+    def _analyse_into(self, result: dict[str, Any], captures: list[dict[str, Any]]) -> None:
         t1 = time.perf_counter()
         try:
             if len(captures) >= 2:
@@ -421,8 +432,9 @@ class _Window:
         except Exception as exc:
             result["error"] = f"analysis failed: {type(exc).__name__}: {exc}"[:300]
         result["analysis_seconds"] = round(time.perf_counter() - t1, 4)
-        captures.clear()
-        self.phase = "done"
+
+    def _deliver(self, result: dict[str, Any]) -> None:
+        """Hand the result to the manager (then the window is done), then to ``on_done``."""
         try:
             self._finished(self, result)
         finally:
@@ -432,6 +444,29 @@ class _Window:
                 self._on_done(result)
             except Exception as exc:
                 log.debug("tracing window callback failed: %r", exc)
+
+
+class _Cost:
+    """What a window costs the process as it runs: RSS at its start and peak, tracemalloc's peak."""
+
+    __slots__ = ("rss_peak", "rss_start", "tracemalloc_peak")
+
+    def __init__(self, rss_start: int) -> None:
+        self.rss_start = self.rss_peak = rss_start
+        self.tracemalloc_peak = 0
+
+    def memory(self, rss_end: int) -> dict[str, int]:
+        """The result's ``memory``, with the RSS at the end."""
+        self.rss_peak = max(self.rss_peak, rss_end)
+        return {
+            "rss_start_bytes": self.rss_start,
+            "rss_peak_bytes": self.rss_peak,
+            "rss_end_bytes": rss_end,
+            # RSS-based: includes what tracemalloc's tables and the snapshots cost, which
+            # get_tracemalloc_memory() undercounts by about half (DESIGN.md).
+            "extra_rss_peak_bytes": max(0, self.rss_peak - self.rss_start),
+            "tracemalloc_peak_bytes": self.tracemalloc_peak,
+        }
 
 
 def _capture(
