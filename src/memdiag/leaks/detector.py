@@ -320,13 +320,31 @@ class LeakDetector:
     def _window_memory(
         self, diag: MemoryDiagnostics, cfg: Any, now: float, floor: float, found: dict[str, Any], trends: dict[str, Any]
     ) -> None:
-        """Memory suspects without a live heap: RSS growth, then a tracing window names the site.
-
-        Long because it is one sequence (growth test, window, confirmation) over shared state.
-        """
+        """Memory suspects without a live heap: RSS growth, then a tracing window names the site."""
         window = cfg.leak_window_seconds
-        since = now - window
-        xs, ys = diag.history.series("rss", since=since)
+        recent_t, heap_t, malloc_t, growing = self._memory_trends(diag, now, window, floor, trends)
+        confirm = window / 5.0
+        every = max(cfg.sample_interval, window / 30.0)
+        self._follow_new_window()
+        self.follower.sample(now, max(every, window / 10.0))
+        rss_rate = recent_t.slope_per_second * 60.0 if recent_t is not None else None
+        # Sites whose container went on growing after the window named it: leaks, whatever
+        # RSS does meanwhile (a warm-up elsewhere can hide a slow leak in the RSS trend).
+        for item in self.follower.growing(now, confirm):
+            fs = followed_suspect(item, rss_rate, window)
+            found[fs["id"]] = fs
+        if growing:
+            assert recent_t is not None
+            self._growth_verdict(cfg, now, floor, recent_t, heap_t, malloc_t, found)
+        elif self._growth_since is not None and now - self._last_growing > confirm:
+            self._growth_since = None
+
+    def _memory_trends(
+        self, diag: MemoryDiagnostics, now: float, window: float, floor: float, trends: dict[str, Any]
+    ) -> tuple[Trend | None, Trend | None, Trend | None, bool]:
+        """``(recent RSS, heap blocks, malloc in use, growing)`` over the recent half of the
+        window, each noted in ``trends``; ``growing``: the recent RSS passes the growth test."""
+        xs, ys = diag.history.series("rss", since=now - window)
         rss_t = trend(xs, ys, max_points=90)
         # The verdict is on the recent half of the window: growth that goes on *now*. A
         # warm-up earlier in the window must not hide a leak that followed it, and a
@@ -342,16 +360,10 @@ class LeakDetector:
         trends["rss_recent"] = None if recent_t is None else {**(_brief(recent_t) or {}), "decelerating": decel}
         trends["heap_blocks"] = _brief(heap_t)
         trends["malloc_in_use"] = _brief(malloc_t)
-        growing = (
-            recent_t is not None
-            and recent_t.growing
-            and not recent_t.plateau
-            and not decel
-            and recent_t.slope_per_second * 60.0 >= floor
-            and recent_t.span_seconds >= 0.95 * half
-        )
-        confirm = window / 5.0
-        every = max(cfg.sample_interval, window / 30.0)
+        return recent_t, heap_t, malloc_t, _rss_growing(recent_t, decel, floor, half)
+
+    def _follow_new_window(self) -> None:
+        """Hand the containers a new tracing window found growing to the follower."""
         last = manager().last_result
         if last is not None and last.get("id") != self._seen_window and "growing_sites" in last:
             self._seen_window = last.get("id")
@@ -359,43 +371,46 @@ class LeakDetector:
             for c in last.get("growing_containers", []):
                 if (c.get("site_share") or 0) >= 0.3:
                     self.follower.add(c, sites.get((c.get("file"), c.get("line"))), last)
-        self.follower.sample(now, max(every, window / 10.0))
-        rss_rate = recent_t.slope_per_second * 60.0 if recent_t is not None else None
-        # Sites whose container went on growing after the window named it: leaks, whatever
-        # RSS does meanwhile (a warm-up elsewhere can hide a slow leak in the RSS trend).
-        for item in self.follower.growing(now, confirm):
-            fs = followed_suspect(item, rss_rate, window)
-            found[fs["id"]] = fs
-        if growing:
-            assert recent_t is not None
-            self._last_growing = now
-            if self._growth_since is None:
-                self._growth_since = now
-            result = self._episode_window(now, window)
-            # Trace again when the growth is still unexplained a window after the last
-            # trace (a warm-up that turned into a leak), else only when the evidence has
-            # aged past the budget's horizon: each window costs the service real time.
-            age = now - float(result.get("ended_at") or 0.0) if result is not None else None
-            explained = any(k.startswith("python_objects:") for k in found)
-            if age is None or age > MIN_HORIZON_SECONDS or (age > window and not explained):
-                self._auto_window(cfg)
-            # A verdict is listed only once the growth outlasted the window by `confirm`:
-            # a cache still warming up when the window ran has levelled off by then.
-            if result is not None and now >= float(result.get("ended_at") or now) + confirm:
-                growing_types = self.census.growing_types()
-                live = {k for k, v in found.items() if v.get("classified_by") == "live_heap"}
-                for ms in memory_suspects(recent_t, half, heap_t, result, floor, malloc_t, growing_types):
-                    if ms["evidence"].get("container") is None:  # anchored sites: the follower decides
-                        if ms["kind"] == "native" and (live or "native" in found):
-                            continue  # the live heap explained the growth (or measured it)
-                        found.setdefault(ms["id"], self._native_rate(ms, now, floor))
-            elif result is None and self._auto_blocked and now - self._growth_since >= confirm:
-                # No window possible (budget): the cheap signals' tentative verdict.
-                ms = memory_suspects(recent_t, half, heap_t, None, floor, malloc_t, self.census.growing_types())[0]
-                ms = self._native_rate(ms, now, floor)
-                found[ms["id"]] = {**ms, "evidence": {**ms["evidence"], "window": self._auto_blocked}}
-        elif self._growth_since is not None and now - self._last_growing > confirm:
-            self._growth_since = None
+
+    def _growth_verdict(
+        self,
+        cfg: Any,
+        now: float,
+        floor: float,
+        recent_t: Trend,
+        heap_t: Trend | None,
+        malloc_t: Trend | None,
+        found: dict[str, Any],
+    ) -> None:
+        """RSS grows now: trace it (budget permitting) and, once confirmed, classify it."""
+        window = cfg.leak_window_seconds
+        half, confirm = window / 2.0, window / 5.0
+        self._last_growing = now
+        if self._growth_since is None:
+            self._growth_since = now
+        result = self._episode_window(now, window)
+        # Trace again when the growth is still unexplained a window after the last
+        # trace (a warm-up that turned into a leak), else only when the evidence has
+        # aged past the budget's horizon: each window costs the service real time.
+        age = now - float(result.get("ended_at") or 0.0) if result is not None else None
+        explained = any(k.startswith("python_objects:") for k in found)
+        if age is None or age > MIN_HORIZON_SECONDS or (age > window and not explained):
+            self._auto_window(cfg)
+        # A verdict is listed only once the growth outlasted the window by `confirm`:
+        # a cache still warming up when the window ran has levelled off by then.
+        if result is not None and now >= float(result.get("ended_at") or now) + confirm:
+            growing_types = self.census.growing_types()
+            live = {k for k, v in found.items() if v.get("classified_by") == "live_heap"}
+            for ms in memory_suspects(recent_t, half, heap_t, result, floor, malloc_t, growing_types):
+                if ms["evidence"].get("container") is None:  # anchored sites: the follower decides
+                    if ms["kind"] == "native" and (live or "native" in found):
+                        continue  # the live heap explained the growth (or measured it)
+                    found.setdefault(ms["id"], self._native_rate(ms, now, floor))
+        elif result is None and self._auto_blocked and now - self._growth_since >= confirm:
+            # No window possible (budget): the cheap signals' tentative verdict.
+            ms = memory_suspects(recent_t, half, heap_t, None, floor, malloc_t, self.census.growing_types())[0]
+            ms = self._native_rate(ms, now, floor)
+            found[ms["id"]] = {**ms, "evidence": {**ms["evidence"], "window": self._auto_blocked}}
 
     def _native_rate(self, ms: dict[str, Any], now: float, floor: float) -> dict[str, Any]:
         """A native verdict's rate from malloc's bytes in use (not RSS) where they grow steadily."""
@@ -514,6 +529,19 @@ class LeakDetector:
             "errors": self.errors,
             "last_error": self.last_error,
         }
+
+
+def _rss_growing(recent: Trend | None, decelerating: bool, floor: float, half: float) -> bool:
+    """The growth test: the recent RSS rises significantly, above ``floor`` (bytes/min),
+    without a plateau or a slowing down, over (nearly) all of the recent ``half`` window."""
+    return (
+        recent is not None
+        and recent.growing
+        and not recent.plateau
+        and not decelerating
+        and recent.slope_per_second * 60.0 >= floor
+        and recent.span_seconds >= 0.95 * half
+    )
 
 
 def _brief(t: Trend | None) -> dict[str, Any] | None:
