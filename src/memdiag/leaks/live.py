@@ -289,6 +289,56 @@ _ORDERED: frozenset[type] = frozenset({list, dict, collections.deque, collection
 _CELL = type((lambda x: lambda: x)(0).__closure__[0])  # type: ignore[index]
 
 
+def _gather_containers(
+    known: dict[int, Any], want: set[int]
+) -> tuple[dict[int, tuple[type, int]], dict[int, int], list[Any], dict[int, list[Any]]]:
+    """One pass over the collector's objects: ``(found, heads, picked, referrers)``.
+
+    ``found``: ``{id: (type, len)}`` of the containers of 100+ items and of those in
+    ``known``; ``heads``: the id of each ordered one's first item; ``picked``: the
+    containers whose ids are in ``want``, with their ``referrers`` read in the same pass.
+    """
+    types = _CONTAINERS
+    found: dict[int, tuple[type, int]] = {}
+    heads: dict[int, int] = {}
+    ordered = _ORDERED
+    picked: list[Any] = []
+    tracked = gc.is_tracked
+    cell = _CELL
+    with exclusive_gil():  # no other thread may run while the list holds references
+        for o in gc.get_objects():
+            tp = type(o)
+            if tp in types:
+                n = len(o)
+                if n >= CONTAINER_MIN_LEN or id(o) in known:
+                    found[id(o)] = (tp, n)
+                    if tp in ordered and n:
+                        heads[id(o)] = id(o[0]) if tp is list or tp is collections.deque else id(next(iter(o)))
+                    if id(o) in want:
+                        picked.append(o)
+                if tp is dict:
+                    # A dict of strings, bytes and numbers is not tracked by the collector:
+                    # look for one among the values of the tracked dicts (module globals,
+                    # attributes, other containers).
+                    for v in o.values():
+                        if type(v) is dict and not tracked(v) and (len(v) >= CONTAINER_MIN_LEN or id(v) in known):
+                            found[id(v)] = (dict, len(v))
+                            if id(v) in want:
+                                picked.append(v)
+            elif tp is cell:
+                try:
+                    v = o.cell_contents
+                except ValueError:
+                    continue
+                if type(v) is dict and not tracked(v) and (len(v) >= CONTAINER_MIN_LEN or id(v) in known):
+                    found[id(v)] = (dict, len(v))
+                    if id(v) in want:
+                        picked.append(v)
+        o = v = None
+        refs = {id(p): _referrers(p) for p in picked}
+    return found, heads, picked, refs
+
+
 class ContainerWatch:
     """Lengths of the large containers over time, and a description of those that grow."""
 
@@ -307,46 +357,20 @@ class ContainerWatch:
             return
         self._scanned_at = now
         t0 = time.perf_counter()
-        types = _CONTAINERS
-        lens = self._lens
-        found: dict[int, tuple[type, int]] = {}
-        heads: dict[int, int] = {}
-        ordered = _ORDERED
         want = {i for i in (describe or ()) if not self._info.get(i)}  # {}: changed while read, retry
-        picked: list[Any] = []
-        tracked = gc.is_tracked
-        cell = _CELL
-        with exclusive_gil():  # no other thread may run while the list holds references
-            for o in gc.get_objects():
-                tp = type(o)
-                if tp in types:
-                    n = len(o)
-                    if n >= CONTAINER_MIN_LEN or id(o) in lens:
-                        found[id(o)] = (tp, n)
-                        if tp in ordered and n:
-                            heads[id(o)] = id(o[0]) if tp is list or tp is collections.deque else id(next(iter(o)))
-                        if id(o) in want:
-                            picked.append(o)
-                    if tp is dict:
-                        # A dict of strings, bytes and numbers is not tracked by the collector:
-                        # look for one among the values of the tracked dicts (module globals,
-                        # attributes, other containers).
-                        for v in o.values():
-                            if type(v) is dict and not tracked(v) and (len(v) >= CONTAINER_MIN_LEN or id(v) in lens):
-                                found[id(v)] = (dict, len(v))
-                                if id(v) in want:
-                                    picked.append(v)
-                elif tp is cell:
-                    try:
-                        v = o.cell_contents
-                    except ValueError:
-                        continue
-                    if type(v) is dict and not tracked(v) and (len(v) >= CONTAINER_MIN_LEN or id(v) in lens):
-                        found[id(v)] = (dict, len(v))
-                        if id(v) in want:
-                            picked.append(v)
-            o = v = None
-            refs = {id(p): _referrers(p) for p in picked}
+        found, heads, picked, refs = _gather_containers(self._lens, want)
+        self._record(now, found, heads)
+        for p in picked:
+            self._info[id(p)] = _describe(p, refs.get(id(p), []))
+        picked.clear()
+        refs.clear()
+        self.scans += 1
+        self.last_seconds = time.perf_counter() - t0
+
+    def _record(self, now: float, found: dict[int, tuple[type, int]], heads: dict[int, int]) -> None:
+        """Append one scan's lengths and first items; forget the containers that are gone,
+        and the smallest beyond the bound."""
+        lens = self._lens
         for oid, (tp, n) in found.items():
             cur = lens.get(oid)
             if cur is None or cur[0] is not tp:
@@ -365,12 +389,6 @@ class ContainerWatch:
             for oid in sorted(lens, key=lambda i: lens[i][1][-1][1])[: len(lens) - MAX_CONTAINERS * 4]:
                 del lens[oid]
                 self._info.pop(oid, None)
-        for p in picked:
-            self._info[id(p)] = _describe(p, refs.get(id(p), []))
-        picked.clear()
-        refs.clear()
-        self.scans += 1
-        self.last_seconds = time.perf_counter() - t0
 
     def growing(self, now: float, horizon: float = HORIZON_SECONDS) -> list[dict[str, Any]]:
         """Containers whose length grows steadily (same test as the heap lines, on counts)."""
