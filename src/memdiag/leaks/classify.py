@@ -181,7 +181,9 @@ def _pick_sites(
     return python_first, ((anchored or steady)[:3] if python_first else anchored[:2])
 
 
-def _native_suspect(base: dict[str, Any], evidence: dict[str, Any], strength: float, explained: float) -> dict[str, Any]:
+def _native_suspect(
+    base: dict[str, Any], evidence: dict[str, Any], strength: float, explained: float
+) -> dict[str, Any]:
     """RSS grows and the traced Python allocations do not explain it."""
     conf = 0.4 + 0.4 * strength + 0.2 * max(0.0, 1.0 - explained)
     return {

@@ -318,7 +318,7 @@ class LeakDetector:
                     found[rs["id"]] = rs
 
     def _window_memory(
-        self, diag: MemoryDiagnostics, cfg: Any, now: float, floor: float, found: dict[str, Any], trends: dict[str, Any]
+        self, diag: Monitor, cfg: Any, now: float, floor: float, found: dict[str, Any], trends: dict[str, Any]
     ) -> None:
         """Memory suspects without a live heap: RSS growth, then a tracing window names the site."""
         window = cfg.leak_window_seconds
@@ -340,7 +340,7 @@ class LeakDetector:
             self._growth_since = None
 
     def _memory_trends(
-        self, diag: MemoryDiagnostics, now: float, window: float, floor: float, trends: dict[str, Any]
+        self, diag: Monitor, now: float, window: float, floor: float, trends: dict[str, Any]
     ) -> tuple[Trend | None, Trend | None, Trend | None, bool]:
         """``(recent RSS, heap blocks, malloc in use, growing)`` over the recent half of the
         window, each noted in ``trends``; ``growing``: the recent RSS passes the growth test."""
