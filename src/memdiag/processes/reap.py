@@ -114,62 +114,15 @@ def reap_zombies(*, min_age: float = ZOMBIE_MIN_AGE, dry_run: bool = False) -> d
     zombies = direct_zombies()
     for z in zombies:
         note_zombie(z.pid, z.start_ticks)
-    by_stage = dict.fromkeys(totals, 0)
     if dry_run:
-        owned = [z for z in zombies if registry.get(z.pid, z.start_ticks) is not None]
-        old = [z for z in zombies if z not in owned and zombie_age(z.pid, z.start_ticks) >= min_age]
-        n = len(owned) + len(old)
-        return {
-            "count": n,
-            "by_stage": by_stage,
-            "waiting": len(zombies) - n,
-            "left_to_application": 0,
-            "detail": f"would reap up to {n} zombie children",
-        }
-    left = list(zombies)
-
-    def settle(stage: str) -> None:
-        nonlocal left
-        remaining = [z for z in left if _still_zombie(z)]
-        by_stage[stage] += len(left) - len(remaining)
-        left = remaining
-
-    # 1. memdiag's own entries, through their owners.
-    if left:
-        registry.refresh()
-        settle("owned")
-    # 2. multiprocessing reaps its own when asked for its live children.
-    if left and "multiprocessing" in sys.modules:
-        import multiprocessing
-
-        multiprocessing.active_children()
-        settle("multiprocessing")
+        return _would_reap(zombies, min_age)
+    by_stage = dict.fromkeys(totals, 0)
+    left = _reap_through_owners(zombies, by_stage)
     old = [z for z in left if zombie_age(z.pid, z.start_ticks) >= min_age]
     waiting = len(left) - len(old)
-    # 3. Popen objects memdiag did not create: let each reap its own child.
     if old:
-        pids = {z.pid for z in old}
-        for obj in _popen_objects(pids):
-            try:
-                obj.poll()
-            except Exception as exc:
-                log.debug("Popen(%d).poll() failed: %r", obj.pid, exc)
-        left = old
-        settle("popen_objects")
-        old = left
-    # 4. Adopted orphans no object owns: reap by exact PID, keep the status. The
-    #    application's own raw children (fork, posix_spawn, C) are its to wait for.
-    mine = [z for z in old if (z.pid, z.start_ticks) not in adopted]
-    for z in old:
-        if z in mine or not _still_zombie(z):
-            continue
-        rc = waitpid_exact(z.pid)
-        if rc is not None:
-            by_stage["unowned"] += 1
-            reaped_events.append(
-                {"time": time.time(), "pid": z.pid, "name": z.name, "returncode": rc, "how": "waitpid"}
-            )
-            log.info("reaped unowned zombie child %d (%s), exit status %d", z.pid, z.name, rc)
+        old = _reap_through_popen_objects(old, by_stage)
+    mine = _reap_adopted(old, by_stage)
     with _lock:
         for k, v in by_stage.items():
             totals[k] += v
@@ -183,6 +136,73 @@ def reap_zombies(*, min_age: float = ZOMBIE_MIN_AGE, dry_run: bool = False) -> d
         + (f"; {waiting} younger than {min_age:g}s left to their owners" if waiting else "")
         + (f"; {len(mine)} raw children of the application left for it to wait for" if mine else ""),
     }
+
+
+def _would_reap(zombies: list[ProcStat], min_age: float) -> dict[str, Any]:
+    """The dry run: owned zombies and those old enough for a non-owner."""
+    owned = [z for z in zombies if registry.get(z.pid, z.start_ticks) is not None]
+    old = [z for z in zombies if z not in owned and zombie_age(z.pid, z.start_ticks) >= min_age]
+    n = len(owned) + len(old)
+    return {
+        "count": n,
+        "by_stage": dict.fromkeys(totals, 0),
+        "waiting": len(zombies) - n,
+        "left_to_application": 0,
+        "detail": f"would reap up to {n} zombie children",
+    }
+
+
+def _settle(left: list[ProcStat], by_stage: dict[str, int], stage: str) -> list[ProcStat]:
+    """The zombies still left after ``stage``; the others are counted to it."""
+    remaining = [z for z in left if _still_zombie(z)]
+    by_stage[stage] += len(left) - len(remaining)
+    return remaining
+
+
+def _reap_through_owners(zombies: list[ProcStat], by_stage: dict[str, int]) -> list[ProcStat]:
+    """Stages 1 and 2, at any age: memdiag's own entries and multiprocessing's children."""
+    left = list(zombies)
+    # 1. memdiag's own entries, through their owners.
+    if left:
+        registry.refresh()
+        left = _settle(left, by_stage, "owned")
+    # 2. multiprocessing reaps its own when asked for its live children.
+    if left and "multiprocessing" in sys.modules:
+        import multiprocessing
+
+        multiprocessing.active_children()
+        left = _settle(left, by_stage, "multiprocessing")
+    return left
+
+
+def _reap_through_popen_objects(old: list[ProcStat], by_stage: dict[str, int]) -> list[ProcStat]:
+    """Stage 3: Popen objects memdiag did not create: let each reap its own child."""
+    pids = {z.pid for z in old}
+    for obj in _popen_objects(pids):
+        try:
+            obj.poll()
+        except Exception as exc:
+            log.debug("Popen(%d).poll() failed: %r", obj.pid, exc)
+    return _settle(old, by_stage, "popen_objects")
+
+
+def _reap_adopted(old: list[ProcStat], by_stage: dict[str, int]) -> list[ProcStat]:
+    """Stage 4: adopted orphans no object owns, by exact PID, keeping the status.
+
+    Returns the application's own raw children (fork, posix_spawn, C): its to wait for.
+    """
+    mine = [z for z in old if (z.pid, z.start_ticks) not in adopted]
+    for z in old:
+        if z in mine or not _still_zombie(z):
+            continue
+        rc = waitpid_exact(z.pid)
+        if rc is not None:
+            by_stage["unowned"] += 1
+            reaped_events.append(
+                {"time": time.time(), "pid": z.pid, "name": z.name, "returncode": rc, "how": "waitpid"}
+            )
+            log.info("reaped unowned zombie child %d (%s), exit status %d", z.pid, z.name, rc)
+    return mine
 
 
 def _popen_objects(pids: set[int]) -> list[subprocess.Popen[Any]]:
