@@ -439,40 +439,13 @@ def track(
         ProcessLookupError: the process does not exist (or was already reaped).
         ValueError: ``target`` is not a Popen, a started Process or a PID.
     """
-    owner: Any = None
-    if isinstance(target, int) and not isinstance(target, bool):
-        pid, k = target, "pid"
-    elif hasattr(target, "poll") and isinstance(getattr(target, "pid", None), int):
-        pid, owner, k = target.pid, target, "popen"
-    elif hasattr(target, "is_alive") and hasattr(target, "exitcode"):
-        if target.pid is None:
-            raise ValueError("track(): the multiprocessing.Process has not been started")
-        pid, owner, k = int(target.pid), target, "multiprocessing"
-    else:
-        raise ValueError(f"track() takes a Popen, a multiprocessing.Process or a PID, not {type(target).__name__}")
+    pid, owner, k = _identify(target)
     existing = registry.get(pid)
-    # Open the pidfd first, then read the identity: if the PID was reused before the
-    # open, the identity read afterwards is the successor's, and so is the pidfd.
-    # Without pidfd, the /proc/PID descriptor plays its part (opened before the read too).
-    pidfd = _pidfd_open(pid)
-    procfd = _procfd_open(pid) if pidfd < 0 else -1
-    st = read_identity(pid)
-    if st is None or (existing is not None and existing.start_ticks == st.start_ticks):
-        for fd in (pidfd, procfd):
-            if fd >= 0:
-                os.close(fd)
+    st, pidfd, procfd = _identity_and_handles(pid, existing)
     if st is None:
         raise ProcessLookupError(f"no process {pid}")
     if existing is not None and existing.start_ticks == st.start_ticks:
-        # Re-tracking updates the labels; the first owner object wins.
-        existing.role = role or existing.role
-        existing.group = group or existing.group
-        if memory_limit_mb is not None:
-            existing.memory_limit_bytes = int(memory_limit_mb * MIB)
-        existing.expendable = existing.expendable or expendable
-        if existing._owner is None and owner is not None:
-            existing._owner = weakref.ref(owner)
-        return existing
+        return _relabel(existing, owner, role, group, memory_limit_mb, expendable)
     entry = OwnedProcess(
         pid=pid,
         start_ticks=st.start_ticks,
@@ -491,3 +464,52 @@ def track(
         # Outside our tree: the walker must be told where to look, and we never signal it.
         add_extra_root(pid)
     return entry
+
+
+def _identify(target: Any) -> tuple[int, Any, str]:
+    """``(pid, owner object or None, kind)`` of what :func:`track` was given."""
+    if isinstance(target, int) and not isinstance(target, bool):
+        return target, None, "pid"
+    if hasattr(target, "poll") and isinstance(getattr(target, "pid", None), int):
+        return target.pid, target, "popen"
+    if hasattr(target, "is_alive") and hasattr(target, "exitcode"):
+        if target.pid is None:
+            raise ValueError("track(): the multiprocessing.Process has not been started")
+        return int(target.pid), target, "multiprocessing"
+    raise ValueError(f"track() takes a Popen, a multiprocessing.Process or a PID, not {type(target).__name__}")
+
+
+def _identity_and_handles(pid: int, existing: OwnedProcess | None) -> tuple[ProcStat | None, int, int]:
+    """``(identity, pidfd, procfd)`` of ``pid``; no handles (-1) when the process is gone
+    or is the ``existing`` entry already."""
+    # Open the pidfd first, then read the identity: if the PID was reused before the
+    # open, the identity read afterwards is the successor's, and so is the pidfd.
+    # Without pidfd, the /proc/PID descriptor plays its part (opened before the read too).
+    pidfd = _pidfd_open(pid)
+    procfd = _procfd_open(pid) if pidfd < 0 else -1
+    st = read_identity(pid)
+    if st is None or (existing is not None and existing.start_ticks == st.start_ticks):
+        for fd in (pidfd, procfd):
+            if fd >= 0:
+                os.close(fd)
+        return st, -1, -1
+    return st, pidfd, procfd
+
+
+def _relabel(
+    existing: OwnedProcess,
+    owner: Any,
+    role: str | None,
+    group: str | None,
+    memory_limit_mb: float | None,
+    expendable: bool,
+) -> OwnedProcess:
+    """Re-tracking updates the labels; the first owner object wins."""
+    existing.role = role or existing.role
+    existing.group = group or existing.group
+    if memory_limit_mb is not None:
+        existing.memory_limit_bytes = int(memory_limit_mb * MIB)
+    existing.expendable = existing.expendable or expendable
+    if existing._owner is None and owner is not None:
+        existing._owner = weakref.ref(owner)
+    return existing
