@@ -183,54 +183,7 @@ def processes_section(diag: Any) -> dict[str, Any]:
         s, _ = diag.tick(profile=False)
     deep = diag.last_profile.child_memory if diag.last_profile is not None else {}
     cfg = diag.config
-    me = os.getpid()
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    own_z, foreign_z = [], []
-    names = {c.pid: c.name for c in s.children}
-    owned_n = 0
-    for c in s.children:
-        entry = owner_of(c.pid, c.start_ticks)
-        owned_n += entry is not None
-        role = entry.role if entry and entry.role else ("owned" if entry else "unowned")
-        g = groups.setdefault(
-            (c.name, role),
-            {
-                "name": c.name,
-                "role": role,
-                "count": 0,
-                "live": 0,
-                "zombies": 0,
-                "owned": 0,
-                "rss_bytes": 0,
-                "uss_bytes": 0,
-                "pss_bytes": 0,
-                "pids": [],
-            },
-        )
-        g["count"] += 1
-        g["owned"] += entry is not None
-        if len(g["pids"]) < 20:
-            g["pids"].append(c.pid)
-        if c.state == "Z":
-            g["zombies"] += 1
-            z = {
-                "pid": c.pid,
-                "name": c.name,
-                "owned": entry is not None,
-                "age_seconds": round(reap.zombie_age(c.pid, c.start_ticks), 3),
-            }
-            if c.ppid == me:
-                own_z.append(z)
-            else:
-                z["parent"] = {"pid": c.ppid, "name": names.get(c.ppid), "owned": owner_of(c.ppid) is not None}
-                foreign_z.append(z)
-            continue
-        g["live"] += 1
-        g["rss_bytes"] += c.rss_bytes
-        mem = deep.get(c.pid)
-        if mem:
-            g["uss_bytes"] += mem.get("uss", 0)
-            g["pss_bytes"] += mem.get("pss", 0)
+    groups, own_z, foreign_z, owned_n = _group_children(s.children, deep)
     threshold = cfg.subprocess_threshold_bytes
     total = s.children_rss
     return {
@@ -244,7 +197,7 @@ def processes_section(diag: Any) -> dict[str, Any]:
             "percent_of_threshold": round(100.0 * total / threshold, 2),
             "child_limit_bytes": cfg.child_limit_bytes,
         },
-        "groups": sorted(groups.values(), key=lambda g: -g["rss_bytes"]),
+        "groups": sorted(groups, key=lambda g: -g["rss_bytes"]),
         "zombies": {"own": own_z, "foreign": foreign_z},
         "owned": [e.to_dict() for e in registry.entries()],
         "recently_exited_owned": list(registry.exited)[-20:],
@@ -257,3 +210,63 @@ def processes_section(diag: Any) -> dict[str, Any]:
         "node": list(_node_heaps().values()),
         "sampled_at": s.time,
     }
+
+
+def _group_children(
+    children: Any, deep: dict[int, dict[str, int]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], int]:
+    """``(groups, own zombies, foreign zombies, owned count)`` of the descendants: one group
+    per name and role, live memory (USS/PSS from the profile tick's ``deep``) summed."""
+    me = os.getpid()
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    own_z, foreign_z = [], []
+    names = {c.pid: c.name for c in children}
+    owned_n = 0
+    for c in children:
+        entry = owner_of(c.pid, c.start_ticks)
+        owned_n += entry is not None
+        role = entry.role if entry and entry.role else ("owned" if entry else "unowned")
+        g = groups.setdefault((c.name, role), _new_group(c.name, role))
+        g["count"] += 1
+        g["owned"] += entry is not None
+        if len(g["pids"]) < 20:
+            g["pids"].append(c.pid)
+        if c.state == "Z":
+            g["zombies"] += 1
+            (own_z if c.ppid == me else foreign_z).append(_zombie(c, entry is not None, names, me))
+            continue
+        g["live"] += 1
+        g["rss_bytes"] += c.rss_bytes
+        mem = deep.get(c.pid)
+        if mem:
+            g["uss_bytes"] += mem.get("uss", 0)
+            g["pss_bytes"] += mem.get("pss", 0)
+    return list(groups.values()), own_z, foreign_z, owned_n
+
+
+def _new_group(name: str, role: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "role": role,
+        "count": 0,
+        "live": 0,
+        "zombies": 0,
+        "owned": 0,
+        "rss_bytes": 0,
+        "uss_bytes": 0,
+        "pss_bytes": 0,
+        "pids": [],
+    }
+
+
+def _zombie(c: Any, owned: bool, names: dict[int, str], me: int) -> dict[str, Any]:
+    """A zombie descendant; with its parent when that is not this process."""
+    z: dict[str, Any] = {
+        "pid": c.pid,
+        "name": c.name,
+        "owned": owned,
+        "age_seconds": round(reap.zombie_age(c.pid, c.start_ticks), 3),
+    }
+    if c.ppid != me:
+        z["parent"] = {"pid": c.ppid, "name": names.get(c.ppid), "owned": owner_of(c.ppid) is not None}
+    return z
