@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ._io import parse_kv, read_bytes, read_int
 
@@ -321,62 +322,69 @@ def read_cgroup(
             :class:`~memdiag.probes._io.PreadCache` so the files stay open between ticks.
     """
 
-    def num(name: str) -> int | None:
-        return _int(reader(os.path.join(d, name)))
-
     if loc is None:
         return None
-    d = loc.directory
     psi = read_psi(loc.psi_file, reader) if loc.psi_file else None
     if loc.version == 2:
-        stat = parse_kv(reader(os.path.join(d, "memory.stat")), _V2_STAT_KEYS)
-        usage = num("memory.current")
-        up_max, up_high = ancestors if ancestors is not None else ancestor_limits(loc)
-        limit = _min(num("memory.max"), up_max)
-        high = _min(num("memory.high"), up_high)
-        events = parse_kv(reader(os.path.join(d, "memory.events")))
-        inactive = stat.get("inactive_file")
-        swap = num("memory.swap.current")
-        anon, file = stat.get("anon"), stat.get("file")
+        stat, figures = _v2_figures(loc, ancestors, reader)
     else:
-        stat = parse_kv(reader(os.path.join(d, "memory.stat")), _V1_STAT_KEYS)
-        usage = num("memory.usage_in_bytes")
-        limit = num("memory.limit_in_bytes")
-        hier = stat.get("hierarchical_memory_limit")
-        if hier is not None and (limit is None or hier < limit):
-            limit = hier
-        if limit is not None and limit >= _V1_UNLIMITED:
-            limit = None
-        high = None
-        inactive = stat.get("total_inactive_file", stat.get("inactive_file"))
-        anon = stat.get("total_rss", stat.get("rss"))
-        file = stat.get("total_cache", stat.get("cache"))
-        swap = stat.get("total_swap", stat.get("swap"))
-        events = {}
-        failcnt = num("memory.failcnt")
-        if failcnt is not None:
-            events["max"] = failcnt
-        oom = parse_kv(reader(os.path.join(d, "memory.oom_control")))
-        if "oom_kill" in oom:
-            events["oom_kill"] = oom["oom_kill"]
-        if "under_oom" in oom:
-            events["under_oom"] = oom["under_oom"]
+        stat, figures = _v1_figures(loc.directory, reader)
+    usage, inactive = figures["usage"], figures["inactive_file"]
     working_set = None
     if usage is not None:
         working_set = max(0, usage - (inactive or 0))
-    if usage is None and limit is None and not stat:
+    if usage is None and figures["limit"] is None and not stat:
         return None
-    return CgroupMemory(
-        version=loc.version,
-        path=loc.path,
-        limit=limit,
-        high=high,
-        usage=usage,
-        working_set=working_set,
-        inactive_file=inactive,
-        anon=anon,
-        file=file,
-        swap=swap,
-        events=events,
-        psi=psi,
-    )
+    return CgroupMemory(version=loc.version, path=loc.path, working_set=working_set, psi=psi, **figures)
+
+
+def _v2_figures(
+    loc: CgroupLocation, ancestors: tuple[int | None, int | None] | None, reader: Reader
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """``(memory.stat, figures)`` of a v2 cgroup; the limits are the smallest up the tree."""
+    d = loc.directory
+    stat = parse_kv(reader(os.path.join(d, "memory.stat")), _V2_STAT_KEYS)
+    usage = _int(reader(os.path.join(d, "memory.current")))
+    up_max, up_high = ancestors if ancestors is not None else ancestor_limits(loc)
+    return stat, {
+        "usage": usage,
+        "limit": _min(_int(reader(os.path.join(d, "memory.max"))), up_max),
+        "high": _min(_int(reader(os.path.join(d, "memory.high"))), up_high),
+        "events": parse_kv(reader(os.path.join(d, "memory.events"))),
+        "inactive_file": stat.get("inactive_file"),
+        "swap": _int(reader(os.path.join(d, "memory.swap.current"))),
+        "anon": stat.get("anon"),
+        "file": stat.get("file"),
+    }
+
+
+def _v1_figures(d: str, reader: Reader) -> tuple[dict[str, int], dict[str, Any]]:
+    """``(memory.stat, figures)`` of a v1 memory cgroup: hierarchical totals where given,
+    the limit from the hierarchy, no ``high``, failures and OOM kills as events."""
+    stat = parse_kv(reader(os.path.join(d, "memory.stat")), _V1_STAT_KEYS)
+    usage = _int(reader(os.path.join(d, "memory.usage_in_bytes")))
+    limit = _int(reader(os.path.join(d, "memory.limit_in_bytes")))
+    hier = stat.get("hierarchical_memory_limit")
+    if hier is not None and (limit is None or hier < limit):
+        limit = hier
+    if limit is not None and limit >= _V1_UNLIMITED:
+        limit = None
+    events: dict[str, int] = {}
+    failcnt = _int(reader(os.path.join(d, "memory.failcnt")))
+    if failcnt is not None:
+        events["max"] = failcnt
+    oom = parse_kv(reader(os.path.join(d, "memory.oom_control")))
+    if "oom_kill" in oom:
+        events["oom_kill"] = oom["oom_kill"]
+    if "under_oom" in oom:
+        events["under_oom"] = oom["under_oom"]
+    return stat, {
+        "usage": usage,
+        "limit": limit,
+        "high": None,
+        "events": events,
+        "inactive_file": stat.get("total_inactive_file", stat.get("inactive_file")),
+        "swap": stat.get("total_swap", stat.get("swap")),
+        "anon": stat.get("total_rss", stat.get("rss")),
+        "file": stat.get("total_cache", stat.get("cache")),
+    }
