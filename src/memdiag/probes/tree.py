@@ -175,72 +175,97 @@ class ChildWalker:
             full = now - self._full_at >= self.full_interval
         if full:
             self._full_at = now
-        nodes = self._nodes
-        pread = os.pread
         out: list[ChildInfo] = []
         alive: dict[int, _Node] = {}
         seen = {self.root_pid}
         frontier = [(pid, 1) for pid in self._children_of(self.root_pid, True)]
         frontier += [(pid, 1) for pid in self.extra_roots]
         while frontier and len(out) < self.max_children:
-            nxt: list[tuple[int, int]] = []
-            for pid, depth in frontier:
-                if pid in seen:
-                    continue
-                seen.add(pid)
-                node: _Node | None = nodes.get(pid)
-                info: ChildInfo | None = None
-                if node is not None and not full and node.statm_fd >= 0:
-                    prev = node.info
-                    try:
-                        data = pread(node.statm_fd, 256, 0)
-                        rss = int(data.split()[1]) * _PAGE
-                    except (OSError, IndexError, ValueError):
-                        rss = -1  # gone: the fd is tied to the old process
-                    # A new depth means a new parent (re-parented orphan): re-read stat.
-                    if rss > 0 and depth == prev.depth:
-                        if rss == prev.rss_bytes:
-                            info = prev
-                        else:
-                            info = node.info = prev._replace(rss_bytes=rss)
-                if info is None:
-                    # New, a full pass, moved, RSS 0 (a zombie has no memory map), or gone.
-                    info = self._stat(pid, depth)
-                    if info is None:
-                        self.extra_roots.discard(pid)
-                        continue
-                    if node is not None and node.info.start_ticks != info.start_ticks:
-                        self._drop(node)  # the PID was reused by another process
-                        node = None
-                    if node is None:
-                        node = _Node(info)
-                        if self._open_nodes < self._node_capacity:
-                            node.statm_fd = _open(f"{self.proc_root}/{pid}/statm")
-                            node.children_fd = _open(f"{self.proc_root}/{pid}/task/{pid}/children")
-                            self._open_nodes += 1
-                    node.info = info
-                assert node is not None  # known on the fast path, made on the slow one
-                out.append(info)
-                alive[pid] = node
-                if len(out) >= self.max_children:
-                    break
-                if depth < self.max_depth and info.state != "Z":
-                    kids: list[int]
-                    if full and info.num_threads > 1:
-                        kids = self._children_of(pid, True)
-                    elif node.children_fd >= 0:
-                        try:
-                            kids = [int(k) for k in pread(node.children_fd, 65536, 0).split()]
-                        except (OSError, ValueError):
-                            kids = []
-                    else:
-                        kids = self._children_of(pid, False)
-                    nxt.extend((k, depth + 1) for k in kids)
-            frontier = nxt
+            frontier = self._walk_level(frontier, full, seen, out, alive)
+        nodes = self._nodes
         for pid in nodes.keys() - alive.keys():
             self._drop(nodes[pid])
         self._nodes = alive
         return out
+
+    def _walk_level(
+        self,
+        frontier: list[tuple[int, int]],
+        full: bool,
+        seen: set[int],
+        out: list[ChildInfo],
+        alive: dict[int, _Node],
+    ) -> list[tuple[int, int]]:
+        """Visit one depth of the tree (appending to ``out`` and ``alive``); returns the next.
+
+        The per-descendant fast path (one ``pread`` of an open ``statm``, one of an open
+        ``children`` file) stays inline here: it runs for every descendant on every tick.
+        """
+        nodes = self._nodes
+        pread = os.pread
+        nxt: list[tuple[int, int]] = []
+        for pid, depth in frontier:
+            if pid in seen:
+                continue
+            seen.add(pid)
+            node: _Node | None = nodes.get(pid)
+            info: ChildInfo | None = None
+            if node is not None and not full and node.statm_fd >= 0:
+                prev = node.info
+                try:
+                    data = pread(node.statm_fd, 256, 0)
+                    rss = int(data.split()[1]) * _PAGE
+                except (OSError, IndexError, ValueError):
+                    rss = -1  # gone: the fd is tied to the old process
+                # A new depth means a new parent (re-parented orphan): re-read stat.
+                if rss > 0 and depth == prev.depth:
+                    if rss == prev.rss_bytes:
+                        info = prev
+                    else:
+                        info = node.info = prev._replace(rss_bytes=rss)
+            if info is None:
+                # New, a full pass, moved, RSS 0 (a zombie has no memory map), or gone.
+                node = self._restat(pid, depth, node)
+                if node is None:
+                    continue
+                info = node.info
+            assert node is not None  # known on the fast path, made on the slow one
+            out.append(info)
+            alive[pid] = node
+            if len(out) >= self.max_children:
+                break
+            if depth < self.max_depth and info.state != "Z":
+                kids: list[int]
+                if full and info.num_threads > 1:
+                    kids = self._children_of(pid, True)
+                elif node.children_fd >= 0:
+                    try:
+                        kids = [int(k) for k in pread(node.children_fd, 65536, 0).split()]
+                    except (OSError, ValueError):
+                        kids = []
+                else:
+                    kids = self._children_of(pid, False)
+                nxt.extend((k, depth + 1) for k in kids)
+        return nxt
+
+    def _restat(self, pid: int, depth: int, node: _Node | None) -> _Node | None:
+        """The slow path: read ``stat``; the node for ``pid`` (a new one, with its files
+        opened while there is room, if the PID is new or was reused), ``None`` if gone."""
+        info = self._stat(pid, depth)
+        if info is None:
+            self.extra_roots.discard(pid)
+            return None
+        if node is not None and node.info.start_ticks != info.start_ticks:
+            self._drop(node)  # the PID was reused by another process
+            node = None
+        if node is None:
+            node = _Node(info)
+            if self._open_nodes < self._node_capacity:
+                node.statm_fd = _open(f"{self.proc_root}/{pid}/statm")
+                node.children_fd = _open(f"{self.proc_root}/{pid}/task/{pid}/children")
+                self._open_nodes += 1
+        node.info = info
+        return node
 
     def _drop(self, node: _Node) -> None:
         if node.statm_fd >= 0:
