@@ -11,12 +11,17 @@ Compares, in interleaved rounds:
 The 1000 unrelated ``sleep`` processes are started by a shell in its own session that
 exits at once, so they are orphans re-parented away from this process (not in its tree).
 
-Run: python benchmarks/bench_tree.py [--children 100] [--unrelated 1000] [--rounds 15]
+With ``--baseline FILE`` (another version of ``memdiag/probes/tree.py``, e.g.
+``git show REV:src/memdiag/probes/tree.py > /tmp/tree_base.py``) its walker runs in the same
+interleaved rounds, and the per-round ratio of the medians (this walker / baseline) is printed.
+
+Run: python benchmarks/bench_tree.py [--children 100] [--unrelated 1000] [--rounds 15] [--baseline FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import statistics
@@ -60,12 +65,22 @@ def naive() -> int:
     return total
 
 
+def load_walker(path: str) -> ChildWalker:
+    """A ChildWalker from another copy of memdiag/probes/tree.py (loaded inside the package)."""
+    spec = importlib.util.spec_from_file_location("memdiag.probes._tree_baseline", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.ChildWalker()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--children", type=int, default=100)
     ap.add_argument("--unrelated", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--baseline", help="another tree.py whose walker runs in the same rounds")
     args = ap.parse_args()
     pgid = start_unrelated(args.unrelated)
     kids = []
@@ -79,10 +94,19 @@ def main() -> None:
         assert seen >= args.children, seen
         assert len(psutil.Process().children(recursive=True)) >= args.children
         walker.walk()
+        baseline = load_walker(args.baseline) if args.baseline else None
+        if baseline is not None:
+            assert len(baseline.walk()) == len(walker.walk())
         runs: dict[str, list[float]] = {"memdiag tick": [], "memdiag walker": [], "psutil naive": []}
-        for _ in range(args.rounds):  # interleaved: noise hits all three alike
+        ratios: list[float] = []
+        for _ in range(args.rounds):  # interleaved: noise hits all of them alike
             runs["memdiag tick"] += timed(lambda: diag.tick(profile=False), args.reps)
-            runs["memdiag walker"] += timed(walker.walk, args.reps)
+            ours = timed(walker.walk, args.reps)
+            runs["memdiag walker"] += ours
+            if baseline is not None:
+                base_round = timed(baseline.walk, args.reps)
+                runs.setdefault("baseline walker", []).extend(base_round)
+                ratios.append(statistics.median(ours) / statistics.median(base_round))
             runs["psutil naive"] += timed(naive, args.reps)
         print(f"host processes: {host}; our descendants: {seen}; samples per method: {len(runs['psutil naive'])}")
         base = statistics.median(runs["psutil naive"])
@@ -92,8 +116,16 @@ def main() -> None:
             print(
                 f"{name:16s} median {med * 1e3:7.3f} ms   p90 {p90 * 1e3:7.3f} ms   x{med / base:5.2f} of psutil naive"
             )
+        if ratios:
+            ratios.sort()
+            print(
+                f"walker / baseline per round: median {statistics.median(ratios):.3f} "
+                f"(range {ratios[0]:.3f}-{ratios[-1]:.3f}, {len(ratios)} rounds)"
+            )
         diag.close()
         walker.close()
+        if baseline is not None:
+            baseline.close()
     finally:
         for k in kids:
             k.kill()

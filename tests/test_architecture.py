@@ -1,4 +1,5 @@
-"""The package is the pipeline it claims to be: no import cycles, no import up the layers.
+"""The package is the pipeline it claims to be: no import cycles, no import up the layers,
+no function over 60 lines without a written reason.
 
 Every ``import`` and ``from ... import`` in ``src/memdiag`` is read with ``ast``, at any
 depth (imports inside functions, under ``TYPE_CHECKING``, in ``try`` blocks) plus
@@ -6,6 +7,12 @@ depth (imports inside functions, under ``TYPE_CHECKING``, in ``try`` blocks) plu
 architecture of docs/architecture.md; a module may import its own layer and the layers
 under it, never one above, and no set of modules may import each other in a loop.
 A new module must be given a layer here.
+
+A function's length is counted from its ``def`` line to its last line, docstring and
+comments included (decorators not): what a reader has to take in, and the figure issue 13
+quoted. A nested function counts inside its enclosing one and on its own. Over
+:data:`MAX_FUNCTION_LINES` a function needs an entry in :data:`LONG_FUNCTIONS` with the
+reason it stays whole.
 """
 
 from __future__ import annotations
@@ -233,3 +240,112 @@ def test_parts_below_the_service_find_the_shared_monitor_through_the_registry() 
     assert out.returncode == 0, out.stderr
     assert "error: no memdiag monitor exists yet: call memdiag.start() or pass the instance" in out.stdout
     assert "same: True" in out.stdout
+
+
+# -- function length ----------------------------------------------------------------------
+
+MAX_FUNCTION_LINES = 60
+
+# "path under src:Qualified.name" -> why it may be longer than MAX_FUNCTION_LINES. An
+# entry whose function is gone or short again fails too (remove it), except a "pending"
+# one: another engineer is splitting it this session, and its entry is expected to go.
+LONG_FUNCTIONS: dict[str, str] = {
+    "memdiag/cache/fastpaths.py:_TinyLFUCache.set": (
+        "inlined on purpose for speed: the policy's put and victim choice in one call on every "
+        "cache miss (bench_cache.py; a test compares it decision by decision with the policy)"
+    ),
+    "memdiag/cache/fastpaths.py:_TinyLFUCache.get": (
+        "inlined on purpose for speed: the lock-free hit and the policy's lookup in one call on "
+        "every cache read (bench_cache.py; a test compares it with the policy)"
+    ),
+    "memdiag/cache/core.py:SharedPromptCache.metrics": "pending: owned by cache2 this session",
+    "memdiag/cache/core.py:SharedPromptCache.__init__": "pending: owned by cache2 this session",
+    "memdiag/cli/_run.py:run_command": "pending: owned by speed2 this session",
+    "memdiag/demo.py:main": "pending: owned by speed2 this session",
+}
+
+
+def function_lengths(src: Path = SRC) -> dict[str, tuple[int, str]]:
+    """``{"path:Qualified.name": (lines, "path:line")}`` for every function and method."""
+    out: dict[str, tuple[int, str]] = {}
+
+    def visit(node: ast.AST, path: str, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = prefix + child.name
+                assert child.end_lineno is not None
+                out[f"{path}:{name}"] = (child.end_lineno - child.lineno + 1, f"{path}:{child.lineno}")
+                visit(child, path, name + ".")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, path, prefix + child.name + ".")
+            else:
+                visit(child, path, prefix)
+
+    for file in sorted((src / "memdiag").rglob("*.py")):
+        path = file.relative_to(src).as_posix()
+        visit(ast.parse(file.read_text(encoding="utf-8"), str(file)), path, "")
+    return out
+
+
+def long_functions(lengths: dict[str, tuple[int, str]], allowed: dict[str, str]) -> list[str]:
+    """One message per function over the limit without an entry in ``allowed``."""
+    return [
+        f"{name.partition(':')[2]} at {where} is {n} lines (over {MAX_FUNCTION_LINES}): split it into "
+        f"steps with one job each, or add it to LONG_FUNCTIONS in {__file__} with the reason it stays whole"
+        for name, (n, where) in sorted(lengths.items())
+        if n > MAX_FUNCTION_LINES and name not in allowed
+    ]
+
+
+def stale_entries(lengths: dict[str, tuple[int, str]], allowed: dict[str, str]) -> list[str]:
+    """One message per allowlist entry (not pending) naming no function over the limit."""
+    out = []
+    for name, reason in sorted(allowed.items()):
+        if reason.startswith("pending"):
+            continue
+        if name not in lengths:
+            out.append(f"LONG_FUNCTIONS names {name}, which does not exist: remove or rename the entry")
+        elif lengths[name][0] <= MAX_FUNCTION_LINES:
+            n, where = lengths[name]
+            out.append(f"{name} at {where} is {n} lines now: remove its LONG_FUNCTIONS entry")
+    return out
+
+
+def test_no_function_over_60_lines_without_a_reason() -> None:
+    found = long_functions(function_lengths(), LONG_FUNCTIONS)
+    assert not found, "\n".join(found)
+
+
+def test_every_long_function_entry_is_still_needed() -> None:
+    assert all(reason.strip() for reason in LONG_FUNCTIONS.values()), "every entry needs its reason"
+    found = stale_entries(function_lengths(), LONG_FUNCTIONS)
+    assert not found, "\n".join(found)
+
+
+def test_the_length_check_names_function_place_and_length(tmp_path: Path) -> None:
+    """The checker itself: a 61-line method is caught with its file:line and length; 60
+    lines pass, nested functions count on their own, and the allowlist is honoured."""
+    pkg = tmp_path / "memdiag"
+    pkg.mkdir()
+
+    def lines(n: int, indent: str) -> str:
+        return f"{indent}x = 1\n" * n
+
+    method = "class Box:\n    @staticmethod\n    def long():\n" + lines(59, " " * 8)  # lines 3-62: 60
+    nested = "def outer():\n    def inner():\n" + lines(59, " " * 8) + "    return inner\n"  # 63-124: 62
+    (pkg / "mod.py").write_text(method + nested)
+    (pkg / "other.py").write_text("async def big():\n" + lines(61, "    "))  # 62 lines
+    lengths = function_lengths(tmp_path)
+    assert lengths["memdiag/mod.py:Box.long"] == (60, "memdiag/mod.py:3")
+    assert lengths["memdiag/mod.py:outer"] == (62, "memdiag/mod.py:63")
+    assert lengths["memdiag/mod.py:outer.inner"] == (60, "memdiag/mod.py:64")
+    found = long_functions(lengths, {})
+    assert len(found) == 2, found
+    assert found[0].startswith("outer at memdiag/mod.py:63 is 62 lines (over 60)"), found
+    assert found[1].startswith("big at memdiag/other.py:1 is 62 lines (over 60)"), found
+    assert long_functions(lengths, {"memdiag/mod.py:outer": "why", "memdiag/other.py:big": "why"}) == []
+    stale = stale_entries(lengths, {"memdiag/mod.py:Box.long": "why", "memdiag/gone.py:f": "why", "x:y": "pending"})
+    assert stale == [
+        "LONG_FUNCTIONS names memdiag/gone.py:f, which does not exist: remove or rename the entry",
+        "memdiag/mod.py:Box.long at memdiag/mod.py:3 is 60 lines now: remove its LONG_FUNCTIONS entry",
+    ], stale
