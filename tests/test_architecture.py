@@ -260,8 +260,6 @@ LONG_FUNCTIONS: dict[str, str] = {
     ),
     "memdiag/cache/core.py:SharedPromptCache.metrics": "pending: owned by cache2 this session",
     "memdiag/cache/core.py:SharedPromptCache.__init__": "pending: owned by cache2 this session",
-    "memdiag/cli/_run.py:run_command": "pending: owned by speed2 this session",
-    "memdiag/demo.py:main": "pending: owned by speed2 this session",
 }
 
 
