@@ -62,7 +62,8 @@ if mode != "baseline":
     if mode == "tracemalloc":
         out["traced"] = tracemalloc.get_traced_memory()[0] - before
         out["own_cost"] = m.overhead()["own_cost"]["memory_bytes"]
-    out["sampler"] = "heap_profiler" in m.overhead()["own_cost"]["components"]
+    hp = sys.modules.get("memdiag.leaks.heapprof")  # the sampled heap profiler, if leak detection runs it
+    out["sampler"] = bool(hp and hp.running() and hp.backend() != "tracemalloc")
     wait_ticks(m, 90)
     out["later"] = mem()
     out["sqlite3"] = "sqlite3" in sys.modules
@@ -118,7 +119,7 @@ def main() -> None:
 
 def _table(res: dict, rounds: int) -> None:
     """The figures as the Markdown table of docs/benchmarks.md."""
-    sampler = "running" if res["native_sampler_running"] else "not running (not built here)"
+    sampler = "running" if res["native_sampler_running"] else "not running (not built, or leak detection off)"
     print(
         f"`memdiag.start()` with defaults, {rounds} interleaved rounds of fresh processes, medians [min, max]; "
         f"native heap sampler {sampler}; history store open: {res['history_store_open']}; "

@@ -408,13 +408,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
             of the first bad byte), or not valid TOML.
     """
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return {}
+        return {}  # the usual case: no file, and no TOML parser loaded (about 450 KiB)
     except OSError as exc:
         raise ConfigError({"config_file": f"cannot read {path}: {exc.strerror or exc}"}) from None
     try:
@@ -426,6 +422,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
                 f"{exc.start}); a TOML config file must be UTF-8"
             }
         ) from None
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
     try:
         data = tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError

@@ -16,7 +16,6 @@ only when prometheus_client is not there to provide it.
 from __future__ import annotations
 
 import gc
-import platform
 import resource
 import sys
 from collections.abc import Iterable
@@ -419,6 +418,8 @@ def process_families(diag: Any) -> list[Family]:
         fam = out.new(name, "counter", help_text, ["generation"])
         for i, st in enumerate(stats):
             fam.add(st.get(key), str(i))
+    import platform  # here, not at import: about 120 KiB a service without Prometheus does not need
+
     major, minor, patch = platform.python_version_tuple()
     out.new(
         "python_info", "gauge", "Python platform information", ["implementation", "major", "minor", "patchlevel", "version"]
