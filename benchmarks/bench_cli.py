@@ -155,7 +155,7 @@ def report(times: dict[str, list[tuple[float, float]]], rounds: int) -> bool:
     wall = {name: [w * 1000 for w, _ in xs] for name, xs in times.items()}
     cpu = {name: statistics.median(c * 1000 for _, c in xs) for name, xs in times.items()}
     med = {name: statistics.median(xs) for name, xs in wall.items()}
-    print(f"{rounds} interleaved rounds, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"{rounds} interleaved rounds, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
     print("| command | median | p90 | vs `python -c pass` | memdiag's own share | CPU median |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name in times:
@@ -165,12 +165,13 @@ def report(times: dict[str, list[tuple[float, float]]], rounds: int) -> bool:
             f"| `{name}` | {med[name]:.0f} ms | {pct(wall[name], 0.9):.0f} ms | {med[name] / med[floor]:.2f}x "
             f"| {own} | {cpu[name]:.0f} ms |"
         )
+    print()
     met = True
     keys = ["memdiag profile --json (service) -S"] + [f"{label} -S" for label, _ in EVERYDAY]
     for key in keys:
         ok = med[key] <= BAR_MS
         met = met and ok
-        print(f"bar: `{key}` median <= {BAR_MS:.0f} ms: {'met' if ok else 'NOT met'} ({med[key]:.0f} ms)")
+        print(f"- bar: `{key}` median <= {BAR_MS:.0f} ms: {'met' if ok else 'NOT met'} ({med[key]:.0f} ms)")
     return met
 
 

@@ -43,6 +43,11 @@ __all__ = [
 
 log = get_logger("memdiag")
 
+#: The history store's SQLite page cache (``PRAGMA cache_size``): rows are written once and
+#: rarely read back, so a small cache holds what a write touches; it fills up to this over
+#: the first minutes and is counted at this ceiling in ``own_cost``.
+STORE_CACHE_BYTES = 128 * 1024
+
 NAN = float("nan")
 
 # name -> how a Sample gives it
@@ -355,7 +360,7 @@ class HistoryStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA journal_size_limit={4 * 1024 * 1024}")
-        conn.execute("PRAGMA cache_size=-512")  # KiB: rows are written once and rarely read back
+        conn.execute(f"PRAGMA cache_size=-{STORE_CACHE_BYTES // 1024}")  # negative: KiB
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version >= _SCHEMA_VERSION:
             return

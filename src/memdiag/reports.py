@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import registry
 from ._logging import get_logger
 from .config import MemoryConfig
+from .history import STORE_CACHE_BYTES
 from .pressure import LEVELS, PressureDetector, PressureState
 from .probes.process import read_cmdline
 from .redact import redact_argv
@@ -260,7 +261,6 @@ def own_memory(history: History, events: Iterable[Any], stats: LoopStats, sample
 
 EVENT_BYTES = 1024  # an upper estimate of one pressure event dict with its values
 SAMPLE_BYTES_PER_PROCESS = 200  # a Sample's share per process row (children + 10 fixed rows)
-STORE_CACHE_BYTES = 512 * 1024  # the history store's SQLite page cache (PRAGMA cache_size=-512)
 
 
 def own_components(
@@ -304,7 +304,7 @@ def own_components(
         out["history_store_cache"] = {
             "bytes": STORE_CACHE_BYTES,  # its ceiling: SQLite does not say how full it is
             "bound_bytes": STORE_CACHE_BYTES,
-            "bound": "SQLite page cache, cache_size -512 KiB (the file itself: history_max_mb)",
+            "bound": f"SQLite page cache, at most {STORE_CACHE_BYTES // 1024} KiB (the file itself: history_max_mb)",
         }
     if heap_profiler is not None:  # (bytes, bound): the native tables' ceiling, None for tracemalloc
         out["heap_profiler"] = {
