@@ -587,6 +587,9 @@ def test_every_worker_of_a_gunicorn_server_and_switching_to_one(
         other = next(pid for pid in workers if pid != home)
         for pid in (master, *workers):  # every process's RSS is shown
             assert re.search(r"\d+(\.\d+)? (KiB|MiB|GiB)", pg.inner_text(f"#workers tr[data-pid='{pid}']")), pid
+        for pid in workers:  # each worker's pressure, cache fill (5 of 10 entries) and top suspect
+            cells = pg.eval_on_selector_all(f"#workers tr[data-pid='{pid}'] td", "tds => tds.map(t => t.textContent)")
+            assert cells[5:8] == ["ok", "50 %", "none"], cells
 
         pg.click(f"#workers button[data-pid='{other}']")
         wait_text(pg, "proc-id", "startsWith", f"pid {other} ")

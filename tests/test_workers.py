@@ -269,6 +269,8 @@ def test_watch_of_a_whole_server() -> None:
         assert len(re.findall(r"\d+\.\d (?:KiB|MiB)", lines["RSS"])) == 4  # three processes and the sum
         assert lines["pressure"].split()[1:3] == ["no", "agent"]  # the master runs no memdiag here
         assert lines["pressure"].count("OK") >= 2
+        assert lines["cache"].split()[2:] == ["-", "50%", "50%", "-"]  # each worker's cache, half full
+        assert lines["leak"].split()[2:] == ["-", "none", "none"]  # no suspect in either worker
         code, tty = _on_tty([*args[:3], "--count", "1", "--interval", "0.2", "--timeout", "60"], {"COLUMNS": "160"})
         assert code == 0, tty
         assert f"server {master} (2 workers)" in tty and "╭" in tty and "━" in tty and "share" in tty

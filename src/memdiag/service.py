@@ -469,6 +469,15 @@ add_subprocess_decorator = registry.add_subprocess_decorator
 
 
 def _after_fork_in_child() -> None:
+    # Caches first: a monitor restarted below samples them at once, and their locks are
+    # still the ones held across the fork until memdiag.cache resets them (its own
+    # handler may run after this one: handlers run in the order they were registered).
+    cache_core = sys.modules.get("memdiag.cache.core")
+    if cache_core is not None:
+        try:
+            cache_core._after_fork_child()
+        except Exception as exc:  # never break the host's fork
+            log.debug("memdiag cache after-fork reset failed: %r", exc)
     for inst in list(_INSTANCES):
         try:
             inst._after_fork_in_child()

@@ -1092,7 +1092,18 @@ def _after_fork_parent() -> None:
         _fork_held.pop()._lock.release()
 
 
+_reset_in: int = 0  # the process whose caches got fresh locks
+
+
 def _after_fork_child() -> None:
+    """Fresh locks in the child, once per process: the monitor calls it before its thread
+    restarts (``os.register_at_fork`` runs this module's handler after the service's when
+    the cache was imported later, and a restarted monitor would wait forever on the lock
+    held across the fork); the second call, this module's own handler, does nothing."""
+    global _reset_in
+    if _reset_in == os.getpid():
+        return
+    _reset_in = os.getpid()
     _fork_held.clear()
     me = _get_ident()
     SharedPromptCache._instance_lock = threading.Lock()
