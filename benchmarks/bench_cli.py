@@ -22,7 +22,9 @@ Every memdiag command and the floor run twice: "installed" (the ``memdiag`` entr
 and ``python``, as a user types them: start-up includes whatever the ``.pth`` files of the
 site-packages import) and "-S" (``python -S`` with the source and site-packages on
 ``PYTHONPATH``: the interpreter without ``.pth`` side effects, what a machine whose
-site-packages import nothing at start-up sees). Each memdiag row gives the median, p90,
+site-packages import nothing at start-up sees); ``(venv)`` rows run ``profile --json`` and
+``python -c pass`` with a fresh venv's interpreter (``site`` on, no ``.pth`` file of this
+machine's). Each memdiag row gives the median, p90,
 the ratio to ``python -c pass`` of the same kind, and memdiag's own share (median minus
 that floor). The bar: ``memdiag profile --json`` in <= 50 ms (issue 17, measured there
 against an 11 ms ``python -c pass``), judged on the "-S" rows; the everyday commands
@@ -87,7 +89,7 @@ def bare_env(env: dict[str, str], src: str | None = None) -> dict[str, str]:
     return {**env, "PYTHONPATH": os.pathsep.join(paths)}
 
 
-def commands(pid: str, sleeper: str, url: str, token: str, before: bool) -> dict[str, tuple[list[str], str]]:
+def commands(pid: str, sleeper: str, url: str, token: str, before: bool, venv: str) -> dict[str, tuple[list[str], str]]:
     """name -> (argv, environment kind): ``svc`` sees the service, ``none`` an empty runtime
     directory; a ``-S`` name runs ``python -S`` with :func:`bare_env`; ``before`` adds the
     ``-S`` rows of the ``--before`` tree."""
@@ -110,6 +112,10 @@ def commands(pid: str, sleeper: str, url: str, token: str, before: bool) -> dict
             table[f"{label} -S (before)"] = ([py, "-S", "-c", MAIN, *args], "svc-S-before")
     table["python -c pass"] = ([py, "-c", "pass"], "svc")
     table["python -c pass -S"] = ([py, "-S", "-c", "pass"], "svc-S")
+    # With `site`, but no .pth file of this machine: a fresh venv's interpreter, memdiag and
+    # its dependencies on PYTHONPATH (whose directories' .pth files are not run).
+    table["memdiag profile --json (service) (venv)"] = ([venv, "-c", MAIN, "profile", "--json"], "svc-S")
+    table["python -c pass (venv)"] = ([venv, "-c", "pass"], "svc-S")
     table["bare click group --help"] = ([py, "-c", BARE_CLICK, "--help"], "svc")
     table["bare click group --help -S"] = ([py, "-S", "-c", BARE_CLICK, "--help"], "svc-S")
     for modules in ("click", "click, json", "click, http.client, json"):  # the floor of each path
@@ -159,7 +165,9 @@ def report(times: dict[str, list[tuple[float, float]]], rounds: int) -> bool:
     print("| command | median | p90 | vs `python -c pass` | memdiag's own share | CPU median |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name in times:
-        floor = "python -c pass -S" if " -S" in name else "python -c pass"
+        floor = (
+            "python -c pass -S" if " -S" in name else "python -c pass (venv)" if "(venv)" in name else "python -c pass"
+        )
         own = f"{med[name] - med[floor]:.0f} ms" if name.startswith("memdiag") else ""
         print(
             f"| `{name}` | {med[name]:.0f} ms | {pct(wall[name], 0.9):.0f} ms | {med[name] / med[floor]:.2f}x "
@@ -213,12 +221,16 @@ def main() -> int:
     svc = subprocess.Popen(
         [sys.executable, "-c", SERVICE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=svc_env
     )
+    venv_dir = tempfile.mkdtemp(prefix="memdiag-bench-cli-venv-")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv_dir], check=True)
+    venv = str(Path(venv_dir, "bin", "python"))
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     try:
         assert svc.stdout is not None
         url = svc.stdout.readline().strip()
         token = Path(runtime, f"{svc.pid}.token").read_text().strip()
-        times = measure(commands(str(svc.pid), str(sleeper.pid), url, token, bool(args.before)), envs, args.rounds)
+        table = commands(str(svc.pid), str(sleeper.pid), url, token, bool(args.before), venv)
+        times = measure(table, envs, args.rounds)
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -227,6 +239,7 @@ def main() -> int:
         svc.wait(timeout=10)
         shutil.rmtree(runtime, ignore_errors=True)
         shutil.rmtree(empty, ignore_errors=True)
+        shutil.rmtree(venv_dir, ignore_errors=True)
     report(times, args.rounds)
     return 0
 

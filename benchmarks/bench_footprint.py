@@ -1,6 +1,6 @@
 """What ``memdiag.start()`` with default settings adds to a process, and whether it stays flat.
 
-Run:  python benchmarks/bench_footprint.py [--rounds N] [--json]
+Run:  python benchmarks/bench_footprint.py [--rounds N] [--soak SECONDS] [--json]
 
 Fresh processes, interleaved round by round (the machines here are shared and noisy; the
 figures are memory, not time, so load moves them little), medians over the rounds:
@@ -15,6 +15,11 @@ reads RSS and USS (``/proc/self/smaps_rollup``), runs 60 more ticks and reads th
 (flatness). A separate process per round measures the Python part with tracemalloc
 (traced bytes after warm-up minus before ``import memdiag``), and its own-cost report
 (``overhead()["own_cost"]["memory_bytes"]``: memdiag's bounded structures).
+
+``--soak S`` adds the steady state: a process with ``memdiag.start()`` at default settings
+(``sample_interval`` 1 s, the history store written every 10 s, the leak detector free to
+open its tracing windows) and a baseline, one pair per round, all left running ``S``
+seconds at the same time; the first minutes are when memdiag's structures fill up.
 """
 
 from __future__ import annotations
@@ -47,6 +52,20 @@ def wait_ticks(m, n):
         time.sleep(0.05)
 
 out = {}
+if mode in ("soak", "soak_baseline"):  # default settings, left running for argv[2] seconds
+    if mode == "soak":
+        import memdiag
+        m = memdiag.start()
+    time.sleep(float(sys.argv[2]))
+    out["warm"] = out["later"] = mem()
+    if mode == "soak":
+        hp = sys.modules.get("memdiag.leaks.heapprof")
+        out["sampler"] = bool(hp and hp.running() and hp.backend() != "tracemalloc")
+        out["traced"] = "tracemalloc" in sys.modules  # a leak detector's tracing window ran
+        out["own_cost"] = m.overhead()["own_cost"]["memory_bytes"]
+        m.stop()
+    print(json.dumps(out))
+    sys.exit(0)
 if mode == "tracemalloc":
     import tracemalloc
     tracemalloc.start()
@@ -77,19 +96,63 @@ MIB = 1024 * 1024
 BAR_MIB = 8.0  # issue 17: the monitor within 8 MiB at default settings
 
 
-def run(mode: str) -> dict:
+def _env(sub: str = "") -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=os.path.abspath(SRC))
-    env["XDG_STATE_HOME"] = env.get("BENCH_STATE_DIR", "/tmp/memdiag-bench-footprint")
-    out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, env=env, timeout=600)
+    env["XDG_STATE_HOME"] = os.path.join(env.get("BENCH_STATE_DIR", "/tmp/memdiag-bench-footprint"), sub)
+    return env
+
+
+def run(mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, env=_env(), timeout=600)
     if out.returncode != 0:
         raise SystemExit(f"{mode} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def soak(rounds: int, seconds: float) -> dict:
+    """``rounds`` pairs of processes (defaults; a baseline), all at once, left ``seconds``:
+    memory does not depend on the load, so the pairs need not take turns."""
+    procs = [
+        (
+            mode,
+            subprocess.Popen(
+                [sys.executable, "-c", CHILD, mode, str(seconds)],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=_env(f"soak-{i}"),  # a history file each: they run at the same time
+            ),
+        )
+        for i in range(rounds)
+        for mode in ("soak_baseline", "soak")
+    ]
+    rows: dict[str, list[dict]] = {"soak_baseline": [], "soak": []}
+    for mode, p in procs:
+        stdout, _ = p.communicate(timeout=seconds + 600)
+        if p.returncode != 0:
+            raise SystemExit(f"{mode} failed with {p.returncode}")
+        rows[mode].append(json.loads(stdout.strip().splitlines()[-1]))
+    deltas = [r["warm"][1] - b["warm"][1] for r, b in zip(rows["soak"], rows["soak_baseline"])]
+    return {
+        "seconds": seconds,
+        "uss_delta_mib": round(statistics.median(deltas) / MIB, 2),
+        "uss_delta_range_mib": [round(min(deltas) / MIB, 2), round(max(deltas) / MIB, 2)],
+        "sampler": all(r["sampler"] for r in rows["soak"]),
+        "tracing_windows": sum(r["traced"] for r in rows["soak"]),
+        "own_cost_mib": round(statistics.median(r["own_cost"] for r in rows["soak"]) / MIB, 2),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also leave processes at default settings running this long (all rounds at once): the steady state",
+    )
     args = ap.parse_args()
     rows: dict[str, list[dict]] = {"baseline": [], "memdiag": [], "no_leaks": [], "tracemalloc": []}
     for _ in range(args.rounds):
@@ -111,6 +174,8 @@ def main() -> None:
     res["own_cost_structures_mib"] = round(statistics.median(r["own_cost"] for r in rows["tracemalloc"]) / MIB, 2)
     res["history_store_open"] = all(r["sqlite3"] for r in rows["memdiag"])
     res["native_sampler_running"] = all(r["sampler"] for r in rows["memdiag"])
+    if args.soak:
+        res["soak"] = soak(args.rounds, args.soak)
     if args.json:
         print(json.dumps(res, indent=1))
         return
@@ -140,6 +205,16 @@ def _table(res: dict, rounds: int) -> None:
         )
     print(f"| Python heap added (tracemalloc, after warm-up) | +{res['python_traced_mib']:.2f} MiB | - |")
     print(f"| memdiag's bounded structures (`own_cost` memory_bytes) | {res['own_cost_structures_mib']:.2f} MiB | - |")
+    if "soak" in res:
+        sk = res["soak"]
+        lo, hi = sk["uss_delta_range_mib"]
+        bar = "met" if sk["uss_delta_mib"] <= BAR_MIB else "NOT met"
+        print(
+            f"| USS added after {sk['seconds']:g} s at default settings (`sample_interval` 1 s; native sampler "
+            f"{'running' if sk['sampler'] else 'not running'}; {sk['tracing_windows']} of {rounds} processes opened "
+            f"a tracing window) | +{sk['uss_delta_mib']:.2f} MiB [{lo:.2f}, {hi:.2f}] | {bar} |"
+        )
+        print(f"| `own_cost` memory_bytes after {sk['seconds']:g} s | {sk['own_cost_mib']:.2f} MiB | - |")
 
 
 if __name__ == "__main__":
