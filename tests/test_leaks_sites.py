@@ -19,7 +19,7 @@ import threading
 import pytest
 
 from memdiag.leaks import origins
-from memdiag.leaks.live import ContainerWatch, growth_test
+from memdiag.leaks.live import ContainerWatch, growth_test, slowed_down
 from memdiag.leaks.sites import ResourceSites
 
 HERE = os.path.abspath(__file__)
@@ -57,6 +57,31 @@ def test_growth_test_ignores_what_levels_off(shape) -> None:
 def test_a_slow_warm_up_is_not_a_leak_while_it_still_grows(seconds: float) -> None:
     xs, ys = _series(lambda t: 12e6 * (1 - math.exp(-t / 75)), seconds)  # 63 % full at 75 s
     assert growth_test(xs, ys, 128 * 1024) is None
+
+
+@pytest.mark.parametrize("tau", [75.0, 300.0])  # 300 s: the same memo on a loaded machine, 4x slower
+@pytest.mark.parametrize("at", [310.0, 450.0, 600.0])
+def test_growth_that_keeps_slowing_down_is_a_warm_up_over_two_windows(at: float, tau: float) -> None:
+    """A memo over random keys fills as 1 - exp(-t/tau): one 150 s window of it can look
+    straight (it was flagged at 310 s in a 10-minute run); two windows show it slowing."""
+    memo = [(float(t), 12e6 * (1 - math.exp(-t / tau))) for t in range(0, int(at) + 1, 10)]
+    assert slowed_down(memo, at)
+
+
+@pytest.mark.parametrize("at", [310.0, 450.0, 600.0])
+def test_a_leak_is_not_a_warm_up_even_after_one(at: float) -> None:
+    rng = random.Random(int(at))
+    leak = [(float(t), 50e6 + t / 60 * 1024 * 1024 + rng.uniform(-40e3, 40e3)) for t in range(0, int(at) + 1, 5)]
+    assert not slowed_down(leak, at)
+    # a warm-up (done within ~150 s) and then a steady leak: vetoed while the warm-up is in
+    # the window before, a leak again once it is two windows behind
+    both = [(float(t), 12e6 * (1 - math.exp(-t / 30)) + t / 60 * 1024 * 1024) for t in range(0, int(at) + 1, 5)]
+    assert not slowed_down(both, at) or at < 450.0
+
+
+def test_nothing_is_vetoed_before_two_windows_of_history() -> None:
+    memo = [(float(t), 12e6 * (1 - math.exp(-t / 75))) for t in range(0, 201, 5)]
+    assert not slowed_down(memo, 200.0)  # the first verdict is never delayed by this rule
 
 
 def test_own_proc_fds_and_threads_are_memdiags(tmp_path) -> None:

@@ -104,6 +104,23 @@ def levelling_off(xs: Sequence[float], ys: Sequence[float]) -> bool:
     return t1 > 0 and t3 < 0.7 * t1
 
 
+def slowed_down(
+    points: Sequence[tuple[float, float]], now: float, horizon: float = HORIZON_SECONDS, ratio: float = 0.7
+) -> bool:
+    """True when the last ``horizon`` grew at under ``ratio`` of the slope of the horizon
+    before it: growth that keeps slowing down is a warm-up (a cache or memo filling ever
+    more slowly), however straight one window of it looks. A leak that follows a warm-up
+    grows as fast in both windows once the warm-up is a full window behind it. Needs two
+    windows of history: before that nothing is vetoed (the first verdict is not delayed)."""
+    recent = [p for p in points if p[0] >= now - horizon]
+    before = [p for p in points if now - 2 * horizon <= p[0] < now - horizon]
+    if len(recent) < 5 or len(before) < 5 or before[-1][0] - before[0][0] < 0.6 * horizon:
+        return False
+    s_before, _ = theil_sen(*thin([p[0] for p in before], [p[1] for p in before], 40))
+    s_recent, _ = theil_sen(*thin([p[0] for p in recent], [p[1] for p in recent], 40))
+    return s_before > 0 and s_recent < ratio * s_before
+
+
 def growth_test(
     xs: Sequence[float], ys: Sequence[float], floor_per_min: float, quantum: float = 1.0
 ) -> dict[str, Any] | None:
@@ -404,7 +421,7 @@ class ContainerWatch:
                 continue
             if not _quarters_rise(xs, ys):
                 continue
-            if levelling_off(xs, ys):
+            if levelling_off(xs, ys) or slowed_down(ser, now, horizon):
                 continue
             out.append(
                 {

@@ -20,7 +20,7 @@ from .._logging import get_logger
 from ..stats import theil_sen, thin
 from . import heapprof, origins
 from .live import CONTAINER_SCAN_SECONDS as CONTAINER_EVERY
-from .live import ContainerWatch, HeapSeries, growth_test, match_site
+from .live import HORIZON_SECONDS, ContainerWatch, HeapSeries, growth_test, match_site, slowed_down
 from .native import malloc_info
 from .sites import ResourceSites
 
@@ -200,8 +200,10 @@ class LiveChecker:
 
     def malloc_rate(self, now: float, floor: float) -> float | None:
         """malloc's bytes in use per minute if they grow steadily, else None."""
-        pts = [p for p in self.malloc if p[0] >= now - 150.0]
-        g = growth_test([p[0] for p in pts], [p[1] for p in pts], floor, 64 * 1024.0) if len(pts) >= 8 else None
+        pts = [p for p in self.malloc if p[0] >= now - HORIZON_SECONDS]
+        if len(pts) < 8 or slowed_down(self.malloc, now):
+            return None  # too little yet, or growth slowing down (a warm-up through malloc)
+        g = growth_test([p[0] for p in pts], [p[1] for p in pts], floor, 64 * 1024.0)
         return g["slope_per_min"] if g is not None else None
 
     def native_from_malloc(self, now: float, floor: float, python_rate: float) -> dict[str, Any] | None:
