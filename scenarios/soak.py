@@ -20,8 +20,11 @@ The verdict, printed as one JSON document (and the exit status, 0 when all hold)
   last quarter exceed the second quarter's by at most 10 % + 64 KiB;
 * ``within_budget``: they stay under ``self_memory_budget_mb`` all along;
 * ``uss_gap_flat``: the USS difference between the twins (what memdiag adds to the
-  process, its code and tables included) grows by at most 1 MiB + 5 % from the second
-  quarter to the last (the first quarter is warm-up: imports, caches filling);
+  process, its code and tables included), median of the last quarter, is at most the
+  second quarter's + 10 % + 1 MiB (the first quarter is warm-up: imports, caches filling;
+  one sample of USS moves by a few MiB with the allocator, so only medians are compared,
+  and a run under a few minutes cannot tell flat from a slow rise: the CI form does not
+  judge this check, see tests/test_soak.py);
 * ``cpu_per_tick_flat``: the monitor's CPU per tick in the last quarter is at most
   1.5 x the second quarter's (+0.5 ms: a 10 ms clock tick over few ticks);
 * ``monitor_cpu_percent``: the monitor's CPU as a share of one core, the figure printed
@@ -140,7 +143,7 @@ def verdict(with_rows: list[dict[str, Any]], without_rows: list[dict[str, Any]])
     checks = {
         "own_memory_flat": own4 <= own2 * 1.10 + 64 * 1024,
         "within_budget": max(r["own"] for r in w) <= w[0]["budget"],
-        "uss_gap_flat": gap4 <= gap2 * 1.05 + MIB,
+        "uss_gap_flat": gap4 <= gap2 * 1.10 + MIB,
         "cpu_per_tick_flat": cpt4 <= cpt2 * 1.5 + 0.0005,
     }
     return {

@@ -58,6 +58,10 @@ def test_own_cost_adds_up_and_the_footprint_stays_flat(tmp_path) -> None:
         assert all(p["bound"] for p in parts.values())  # every structure states its bound
         assert cost["unbounded_in_bytes"] == sorted(n for n, p in parts.items() if p["bound_bytes"] is None)
         assert cost["cpu_seconds"] > 0
+        # every memdiag thread's CPU, the monitor's among them, and the total covers them
+        assert "memdiag-monitor" in cost["cpu_by_thread"], cost["cpu_by_thread"]
+        assert all(name.startswith("memdiag-") for name in cost["cpu_by_thread"])
+        assert cost["cpu_seconds"] >= sum(cost["cpu_by_thread"].values()) - 1e-6
         assert ov["memory_bytes"] <= ov["memory_budget_bytes"]
     assert "history_store_cache" in later["overhead"]["own_cost"]["components"]  # the store opened
     # Flat: 160 more ticks (history ring, store writes, leak checks) add under 1 MiB of USS.

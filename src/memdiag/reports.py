@@ -232,8 +232,12 @@ def overhead(
     open_fds: int,
     collector_errors: dict[str, Any],
     components: dict[str, dict[str, Any]] | None = None,
+    threads_cpu: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """What the monitor costs: CPU, time per tick, and the memory it holds."""
+    """What the monitor costs: CPU, time per tick, and the memory it holds.
+
+    ``threads_cpu``: CPU seconds of each of memdiag's running threads (the monitor, the heap
+    profile's snapshots and container scans, the HTTP and control servers, ...)."""
     ticks = list(stats.tick_seconds)
     wall = (time.time() - stats.started_at) if stats.started_at and running else None
     return {
@@ -250,7 +254,7 @@ def overhead(
         "memory_bytes": memory_bytes,
         "open_fds": open_fds,
         "collector_errors": dict(collector_errors),
-        "own_cost": own_cost(components or {}, stats, wall),
+        "own_cost": own_cost(components or {}, stats, wall, threads_cpu),
     }
 
 
@@ -315,19 +319,30 @@ def own_components(
     return out
 
 
-def own_cost(components: dict[str, dict[str, Any]], stats: LoopStats, wall: float | None) -> dict[str, Any]:
+def own_cost(
+    components: dict[str, dict[str, Any]],
+    stats: LoopStats,
+    wall: float | None,
+    threads_cpu: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """What memdiag costs the process: its structures (adding up to ``memory_bytes``), their
     bounds, and the monitor thread's CPU. Code and imports are not visible from inside:
     ``benchmarks/bench_footprint.py`` measures the whole process delta (docs/benchmarks.md)."""
     bounds = [c["bound_bytes"] for c in components.values()]
+    cpu = max(stats.cpu_seconds, sum((threads_cpu or {}).values()))
     return {
         "memory_bytes": sum(c["bytes"] for c in components.values()),
         "bound_bytes": sum(b for b in bounds if b is not None),
         "unbounded_in_bytes": sorted(n for n, c in components.items() if c["bound_bytes"] is None),
         "components": components,
-        "cpu_seconds": round(stats.cpu_seconds, 6),
-        "cpu_percent": round(100.0 * stats.cpu_seconds / wall, 4) if wall else None,
-        "not_counted": "code and imported modules: see benchmarks/bench_footprint.py",
+        # every memdiag thread's CPU (the monitor's alone when the others cannot be read)
+        "cpu_seconds": round(cpu, 6),
+        "cpu_percent": round(100.0 * cpu / wall, 4) if wall else None,
+        "cpu_by_thread": {k: round(v, 3) for k, v in sorted((threads_cpu or {}).items())},
+        "not_counted": (
+            "code and imported modules (benchmarks/bench_footprint.py); the allocation and audit "
+            "hooks' time on the application's own threads (benchmarks/bench_heapprof.py)"
+        ),
     }
 
 

@@ -36,6 +36,7 @@ from .config import MemoryConfig, load_config
 from .history import History, HistoryStore
 from .monitor import LoopStats
 from .pressure import LEVELS, RANK, PressureDetector, PressureState
+from .probes.process import own_threads_cpu
 from .sample import Sample, Sampler
 from .units import MIB
 
@@ -397,6 +398,7 @@ class MemoryDiagnostics:
             open_fds=self._sampler.walker.open_fds + 32,
             collector_errors=self._sampler.collector_errors,
             components=parts,
+            threads_cpu=own_threads_cpu(),
         )
 
     def status(self) -> dict[str, Any]:

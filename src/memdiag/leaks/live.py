@@ -51,6 +51,7 @@ MIN_SPAN_SECONDS = 55.0  # growth must be seen this long before it is a verdict
 HORIZON_SECONDS = 150.0  # the recent stretch a growth test looks at
 MAX_SITES = 300
 CONTAINER_SCAN_SECONDS = 10.0
+SCAN_DUTY_DIVISOR = 100.0  # container scans take at most 1 % of the wall time
 CONTAINER_MIN_LEN = 100
 MAX_CONTAINERS = 64
 ENTRY_SAMPLE = 32
@@ -370,7 +371,10 @@ class ContainerWatch:
     def scan(self, now: float, interval: float = CONTAINER_SCAN_SECONDS, describe: set[int] | None = None) -> None:
         """Record the lengths of containers of 100+ items (at most every ``interval`` s);
         describe (holder, entries) the ids in ``describe`` not described yet."""
-        if now - self._scanned_at < interval:
+        # A scan holds every other thread off (see exclusive_gil) for as long as it walks
+        # the collector's objects: on a large heap, scan less often, never more than
+        # 1/SCAN_DUTY_DIVISOR of the time (1 %: a 0.3 s walk every 30 s at most).
+        if now - self._scanned_at < max(interval, SCAN_DUTY_DIVISOR * (self.last_seconds or 0.0)):
             return
         self._scanned_at = now
         t0 = time.perf_counter()

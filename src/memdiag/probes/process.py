@@ -117,6 +117,23 @@ def read_stat(pid: int, proc_root: str = "/proc", cache: PreadCache | None = Non
     return parse_stat(pid, data)
 
 
+def own_threads_cpu(prefix: str = "memdiag-") -> dict[str, float]:
+    """CPU seconds (user + system) of this process's running threads whose name starts with
+    ``prefix``, by name (threads of one name summed), from ``/proc/self/task/TID/stat``.
+    A thread that has ended is not counted; an unreadable entry is skipped."""
+    import threading  # the probes layer reads, it never starts threads: imported on use
+
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        tid = t.native_id
+        if tid is None or not t.name.startswith(prefix):
+            continue
+        st = parse_stat(tid, read_bytes(f"/proc/self/task/{tid}/stat", 4096))
+        if st is not None:
+            out[t.name] = out.get(t.name, 0.0) + (st.utime_ticks + st.stime_ticks) / clock_ticks()
+    return out
+
+
 def read_statm_rss(pid: int | str = "self", proc_root: str = "/proc", cache: PreadCache | None = None) -> int | None:
     """Resident set size in bytes from ``/proc/PID/statm`` (about 10 us, any size)."""
     path = f"{proc_root}/{pid}/statm"
