@@ -279,18 +279,15 @@ def test_match_site_prefers_the_line_growing_at_the_containers_byte_rate() -> No
 def test_container_scans_take_at_most_one_percent_of_the_time() -> None:
     """A scan holds the other threads off while it walks the heap: a slow one (a large
     heap) spaces the next ones out to 100x its duration, a fast one keeps the 10 s pace."""
-    from memdiag.leaks.live import CONTAINER_SCAN_SECONDS, SCAN_DUTY_DIVISOR
+    from memdiag.leaks.live import CONTAINER_SCAN_SECONDS, SCAN_DUTY_DIVISOR, scan_interval
 
+    assert SCAN_DUTY_DIVISOR >= 100
+    assert scan_interval(CONTAINER_SCAN_SECONDS, None) == CONTAINER_SCAN_SECONDS
+    assert scan_interval(CONTAINER_SCAN_SECONDS, 0.001) == CONTAINER_SCAN_SECONDS
+    assert scan_interval(CONTAINER_SCAN_SECONDS, 2.0) == 2.0 * SCAN_DUTY_DIVISOR  # a 2 s walk: 200 s apart
     cw = ContainerWatch()
-    cw.scan(1000.0)
+    cw.scan(1000.0, interval=scan_interval(CONTAINER_SCAN_SECONDS, 2.0))
+    cw.scan(1000.0 + CONTAINER_SCAN_SECONDS, interval=scan_interval(CONTAINER_SCAN_SECONDS, 2.0))
     assert cw.scans == 1
-    cw.last_seconds = 0.001  # fast: the configured interval decides
-    cw.scan(1000.0 + CONTAINER_SCAN_SECONDS)
+    cw.scan(1000.0 + 2.0 * SCAN_DUTY_DIVISOR, interval=scan_interval(CONTAINER_SCAN_SECONDS, 2.0))
     assert cw.scans == 2
-    cw.last_seconds = 2.0  # a 2 s walk: the next one 200 s later, not 10 s
-    t = 1000.0 + CONTAINER_SCAN_SECONDS
-    cw.scan(t + CONTAINER_SCAN_SECONDS)
-    cw.scan(t + 2.0 * SCAN_DUTY_DIVISOR - 1.0)
-    assert cw.scans == 2
-    cw.scan(t + 2.0 * SCAN_DUTY_DIVISOR)
-    assert cw.scans == 3

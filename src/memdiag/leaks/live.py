@@ -357,6 +357,14 @@ def _gather_containers(
     return found, heads, picked, refs
 
 
+def scan_interval(base: float, last_seconds: float | None) -> float:
+    """Seconds until the next container scan. A scan holds every other thread off (see
+    ``exclusive_gil``) for as long as it walks the collector's objects: on a large heap,
+    scan less often, never more than 1/SCAN_DUTY_DIVISOR of the time (1 %: a 0.3 s walk
+    every 30 s at most)."""
+    return max(base, SCAN_DUTY_DIVISOR * (last_seconds or 0.0))
+
+
 class ContainerWatch:
     """Lengths of the large containers over time, and a description of those that grow."""
 
@@ -371,10 +379,7 @@ class ContainerWatch:
     def scan(self, now: float, interval: float = CONTAINER_SCAN_SECONDS, describe: set[int] | None = None) -> None:
         """Record the lengths of containers of 100+ items (at most every ``interval`` s);
         describe (holder, entries) the ids in ``describe`` not described yet."""
-        # A scan holds every other thread off (see exclusive_gil) for as long as it walks
-        # the collector's objects: on a large heap, scan less often, never more than
-        # 1/SCAN_DUTY_DIVISOR of the time (1 %: a 0.3 s walk every 30 s at most).
-        if now - self._scanned_at < max(interval, SCAN_DUTY_DIVISOR * (self.last_seconds or 0.0)):
+        if now - self._scanned_at < interval:
             return
         self._scanned_at = now
         t0 = time.perf_counter()

@@ -20,7 +20,7 @@ from .._logging import get_logger
 from ..stats import theil_sen, thin
 from . import heapprof, origins
 from .live import CONTAINER_SCAN_SECONDS as CONTAINER_EVERY
-from .live import HORIZON_SECONDS, ContainerWatch, HeapSeries, growth_test, match_site, slowed_down
+from .live import HORIZON_SECONDS, ContainerWatch, HeapSeries, growth_test, match_site, scan_interval, slowed_down
 from .native import malloc_info
 from .sites import ResourceSites
 
@@ -96,7 +96,11 @@ class LiveChecker:
                 now = time.time()
                 with self._lock:
                     self.heap.add(prof, now)
-                    self.containers.scan(now, interval=max(self._every, CONTAINER_EVERY), describe=self._rising())
+                    self.containers.scan(
+                        now,
+                        interval=scan_interval(max(self._every, CONTAINER_EVERY), self.containers.last_seconds),
+                        describe=self._rising(),
+                    )
             except Exception as exc:  # never into the host
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
