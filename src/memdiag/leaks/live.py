@@ -305,17 +305,43 @@ _CONTAINERS: frozenset[type] = frozenset(
 _LRU = type(functools.lru_cache(maxsize=None)(lambda: None))
 _ORDERED: frozenset[type] = frozenset({list, dict, collections.deque, collections.OrderedDict, collections.defaultdict})
 _CELL = type((lambda x: lambda: x)(0).__closure__[0])  # type: ignore[index]
+_CONTAINER_TYPES = tuple(_CONTAINERS)  # for _scan.gather, which compares types by identity
+_ORDERED_TYPES = tuple(_ORDERED)
+
+try:  # the walk in C (setup.py builds it where a compiler is present)
+    from . import _scan
+except ImportError:  # pragma: no cover - exercised where the extension is not built
+    _scan = None
 
 
 def _gather_containers(
-    known: dict[int, Any], want: set[int]
+    known: dict[int, Any], want: set[int], native: bool = True
 ) -> tuple[dict[int, tuple[type, int]], dict[int, int], list[Any], dict[int, list[Any]]]:
     """One pass over the collector's objects: ``(found, heads, picked, referrers)``.
 
     ``found``: ``{id: (type, len)}`` of the containers of 100+ items and of those in
     ``known``; ``heads``: the id of each ordered one's first item; ``picked``: the
     containers whose ids are in ``want``, with their ``referrers`` read in the same pass.
+    The walk is ``_scan.gather`` (C, a few ns per object) where it is built, else
+    :func:`_gather_py` (``native=False`` forces it); other threads wait either way.
     """
+    with exclusive_gil():  # no other thread may run while the list holds references
+        objs = gc.get_objects()
+        if native and _scan is not None:
+            found, heads, picked = _scan.gather(
+                objs, _CONTAINER_TYPES, _ORDERED_TYPES, _CELL, known, want, CONTAINER_MIN_LEN
+            )
+        else:
+            found, heads, picked = _gather_py(objs, known, want)
+        del objs
+        refs = {id(p): _referrers(p) for p in picked}
+    return found, heads, picked, refs
+
+
+def _gather_py(
+    objs: list[Any], known: dict[int, Any], want: set[int]
+) -> tuple[dict[int, tuple[type, int]], dict[int, int], list[Any]]:
+    """The walk in Python: the same results as ``_scan.gather``."""
     types = _CONTAINERS
     found: dict[int, tuple[type, int]] = {}
     heads: dict[int, int] = {}
@@ -323,38 +349,35 @@ def _gather_containers(
     picked: list[Any] = []
     tracked = gc.is_tracked
     cell = _CELL
-    with exclusive_gil():  # no other thread may run while the list holds references
-        for o in gc.get_objects():
-            tp = type(o)
-            if tp in types:
-                n = len(o)
-                if n >= CONTAINER_MIN_LEN or id(o) in known:
-                    found[id(o)] = (tp, n)
-                    if tp in ordered and n:
-                        heads[id(o)] = id(o[0]) if tp is list or tp is collections.deque else id(next(iter(o)))
-                    if id(o) in want:
-                        picked.append(o)
-                if tp is dict:
-                    # A dict of strings, bytes and numbers is not tracked by the collector:
-                    # look for one among the values of the tracked dicts (module globals,
-                    # attributes, other containers).
-                    for v in o.values():
-                        if type(v) is dict and not tracked(v) and (len(v) >= CONTAINER_MIN_LEN or id(v) in known):
-                            found[id(v)] = (dict, len(v))
-                            if id(v) in want:
-                                picked.append(v)
-            elif tp is cell:
-                try:
-                    v = o.cell_contents
-                except ValueError:
-                    continue
-                if type(v) is dict and not tracked(v) and (len(v) >= CONTAINER_MIN_LEN or id(v) in known):
-                    found[id(v)] = (dict, len(v))
-                    if id(v) in want:
-                        picked.append(v)
-        o = v = None
-        refs = {id(p): _referrers(p) for p in picked}
-    return found, heads, picked, refs
+    for o in objs:
+        tp = type(o)
+        if tp in types:
+            n = len(o)
+            if n >= CONTAINER_MIN_LEN or id(o) in known:
+                found[id(o)] = (tp, n)
+                if tp in ordered and n:
+                    heads[id(o)] = id(o[0]) if tp is list or tp is collections.deque else id(next(iter(o)))
+                if id(o) in want:
+                    picked.append(o)
+            if tp is dict:
+                # A dict of strings, bytes and numbers is not tracked by the collector:
+                # look for one among the values of the tracked dicts (module globals,
+                # attributes, other containers).
+                for v in o.values():
+                    if type(v) is dict and not tracked(v) and (len(v) >= CONTAINER_MIN_LEN or id(v) in known):
+                        found[id(v)] = (dict, len(v))
+                        if id(v) in want:
+                            picked.append(v)
+        elif tp is cell:
+            try:
+                v = o.cell_contents
+            except ValueError:
+                continue
+            if type(v) is dict and not tracked(v) and (len(v) >= CONTAINER_MIN_LEN or id(v) in known):
+                found[id(v)] = (dict, len(v))
+                if id(v) in want:
+                    picked.append(v)
+    return found, heads, picked
 
 
 def scan_interval(base: float, last_seconds: float | None) -> float:
