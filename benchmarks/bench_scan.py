@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--objects", default="300000,1000000")
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
-    if live._scan is None:
+    if live._scan_gather is None:
         raise SystemExit("memdiag.leaks._scan is not built (pip install -e . with a C compiler)")
     print(f"load average {os.getloadavg()[0]:.2f}; {args.rounds} rounds, medians")
     print(f"{'objects':>9} {'tracked':>9} {'get_objects':>12} {'python':>9} {'c':>9} {'python / c':>11}")

@@ -93,7 +93,7 @@ ASAN_SCRIPT = textwrap.dedent(
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     from memdiag.leaks import live
-    live._scan = mod
+    live._scan_gather = mod.gather
     sys.path.insert(0, sys.argv[2])
     from test_container_scan import _heap
     for round in range(30):

@@ -309,9 +309,9 @@ _CONTAINER_TYPES = tuple(_CONTAINERS)  # for _scan.gather, which compares types 
 _ORDERED_TYPES = tuple(_ORDERED)
 
 try:  # the walk in C (setup.py builds it where a compiler is present)
-    from . import _scan
+    from ._scan import gather as _scan_gather  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - exercised where the extension is not built
-    _scan = None
+    _scan_gather = None
 
 
 def _gather_containers(
@@ -327,8 +327,8 @@ def _gather_containers(
     """
     with exclusive_gil():  # no other thread may run while the list holds references
         objs = gc.get_objects()
-        if native and _scan is not None:
-            found, heads, picked = _scan.gather(
+        if native and _scan_gather is not None:
+            found, heads, picked = _scan_gather(
                 objs, _CONTAINER_TYPES, _ORDERED_TYPES, _CELL, known, want, CONTAINER_MIN_LEN
             )
         else:
