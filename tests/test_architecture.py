@@ -73,6 +73,12 @@ def _modules(src: Path) -> dict[str, Path]:
     return out
 
 
+def _extension_modules(src: Path) -> set[str]:
+    """The C extension modules (``memdiag/.../NAME.c``, built by setup.py): import targets
+    with no Python to read, and they import nothing of the package."""
+    return {".".join(path.relative_to(src).with_suffix("").parts) for path in (src / "memdiag").rglob("*.c")}
+
+
 def _imported(node: ast.AST, package: str) -> list[str]:
     """The dotted names an import node (or a literal import_module call) may load."""
     if isinstance(node, ast.Import):
@@ -99,6 +105,7 @@ def _imported(node: ast.AST, package: str) -> list[str]:
 def import_edges(src: Path = SRC) -> list[Edge]:
     """Every import between two modules of the package, with where it is written."""
     modules = _modules(src)
+    known = set(modules) | _extension_modules(src)
     edges = []
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -107,9 +114,9 @@ def import_edges(src: Path = SRC) -> list[Edge]:
             if not names:
                 continue
             # `from pkg import sub` imports the module pkg.sub; `from mod import name`, mod.
-            targets = {n for n in names[1:] if n in modules} or {n for n in names[:1] if n in modules}
+            targets = {n for n in names[1:] if n in known} or {n for n in names[:1] if n in known}
             if isinstance(node, ast.Import):
-                targets = {n for n in names if n in modules}
+                targets = {n for n in names if n in known}
             where = f"{path.relative_to(src)}:{node.lineno}"
             edges.extend((name, t, where) for t in sorted(targets) if t != name)
     return edges
@@ -208,7 +215,13 @@ def test_the_checks_name_the_offending_edge(tmp_path: Path) -> None:
     leaks = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..service import X\n"
     (pkg / "leaks" / "__init__.py").write_text(leaks)
     (pkg / "service.py").write_text("import importlib\nimportlib.import_module('memdiag.registry')\n")
+    (pkg / "leaks" / "_native.c").write_text("/* a C extension module */\n")
+    (pkg / "leaks" / "live.py").write_text("from . import _native\n")
     edges = import_edges(tmp_path)
+    # `from . import _native` loads the extension module, not the package's __init__
+    assert [e for e in edges if e[0] == "memdiag.leaks.live"] == [
+        ("memdiag.leaks.live", "memdiag.leaks._native", "memdiag/leaks/live.py:1")
+    ]
     assert ("memdiag.registry", "memdiag.sample", "memdiag/registry.py:2") in edges
     assert ("memdiag.service", "memdiag.registry", "memdiag/service.py:2") in edges
     (cycle,) = cycles(edges)
