@@ -64,6 +64,8 @@ def test_own_cost_adds_up_and_the_footprint_stays_flat(tmp_path) -> None:
         assert cost["cpu_seconds"] >= sum(cost["cpu_by_thread"].values()) - 1e-6
         assert ov["memory_bytes"] <= ov["memory_budget_bytes"]
     assert "history_store_cache" in later["overhead"]["own_cost"]["components"]  # the store opened
+    series = later["overhead"]["own_cost"]["components"]["leak_series"]  # leak detection's own
+    assert 0 < series["bytes"] <= series["bound_bytes"] <= 8 * 1024 * 1024
     # Flat: 160 more ticks (history ring, store writes, leak checks) add under 1 MiB of USS.
     assert later["uss"] - warm["uss"] < 1024 * 1024
     assert later["overhead"]["own_cost"]["memory_bytes"] <= later["overhead"]["own_cost"]["bound_bytes"] + 64 * 1024

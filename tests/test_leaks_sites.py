@@ -291,3 +291,23 @@ def test_container_scans_take_at_most_one_percent_of_the_time() -> None:
     assert cw.scans == 1
     cw.scan(1000.0 + 2.0 * SCAN_DUTY_DIVISOR, interval=scan_interval(CONTAINER_SCAN_SECONDS, 2.0))
     assert cw.scans == 2
+
+
+def test_points_keep_the_last_points_in_24_bytes_each() -> None:
+    from memdiag.leaks.live import Points
+
+    pts = Points(keep=4)
+    assert not pts and len(pts) == 0
+    for i in range(6):
+        pts.append((float(i), 10.0 * i, 100.0 * i))
+    assert len(pts) == 4 and pts
+    assert list(pts) == [(float(i), 10.0 * i, 100.0 * i) for i in range(2, 6)]
+    assert pts[0] == (2.0, 20.0, 200.0) and pts[-1] == (5.0, 50.0, 500.0)
+    with pytest.raises(IndexError):
+        pts[4]
+    with pytest.raises(IndexError):
+        pts[-5]
+    big = Points(keep=256)
+    for i in range(300):
+        big.append((float(i), 1.0, 2.0))
+    assert len(big) == 256 and big.nbytes() < 256 * 24 * 1.1 + 200  # the array over-allocates a little

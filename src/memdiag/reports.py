@@ -275,6 +275,7 @@ def own_components(
     *,
     store_open: bool = False,
     heap_profiler: tuple[int, int | None] | None = None,
+    leak_series: tuple[int, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """memdiag's own memory, per bounded structure: ``bytes`` now, ``bound_bytes`` at most
     (``None``: bounded by a count, not a byte figure) and ``bound`` in words."""
@@ -315,6 +316,12 @@ def own_components(
             "bytes": heap_profiler[0],
             "bound_bytes": heap_profiler[1],
             "bound": "the sampled live blocks (one per heap_sample_interval of live heap)",
+        }
+    if leak_series is not None:  # (bytes, bound) of leak detection's own series
+        out["leak_series"] = {
+            "bytes": leak_series[0],
+            "bound_bytes": leak_series[1],
+            "bound": "live-heap lines (300 x 256 points) and followed containers (256 x 64 lengths)",
         }
     return out
 

@@ -387,6 +387,7 @@ class MemoryDiagnostics:
             (self.last_sample, self.last_profile),
             store_open=self.store is not None,
             heap_profiler=_heap_profiler_cost(self),
+            leak_series=_leak_series_cost(self),
         )
         own = sum(c["bytes"] for c in parts.values())
         return reports.overhead(
@@ -502,6 +503,15 @@ def _at_exit() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_at_exit)
+
+
+def _leak_series_cost(diag: Any) -> tuple[int, int] | None:
+    """Leak detection's line series and followed containers, when it runs (read, never
+    imported)."""
+    leaks = sys.modules.get("memdiag.leaks")
+    det = getattr(leaks, "_detectors", {}).get(diag) if leaks is not None else None
+    live = getattr(det, "live", None)
+    return live.cost() if live is not None and hasattr(live, "cost") else None
 
 
 def _heap_profiler_cost(diag: Any) -> tuple[int, int | None] | None:

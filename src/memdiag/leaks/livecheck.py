@@ -245,6 +245,12 @@ class LiveChecker:
         with self._lock:
             return self.heap.top(limit)
 
+    def cost(self) -> tuple[int, int]:
+        """``(bytes, bound)`` of the line series and the followed containers."""
+        with self._lock:
+            now = self.heap.memory_bytes() + self.containers.memory_bytes()
+        return now, self.heap.bound_bytes() + self.containers.bound_bytes()
+
     def report(self) -> dict[str, Any]:
         prof = self.heap.last
         return {
