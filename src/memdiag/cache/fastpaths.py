@@ -395,6 +395,7 @@ for _cls in (_LRUCache, _TinyLFUCache):
 _LRUCache._py_get = _LRUCache.get  # type: ignore[attr-defined]
 _TinyLFUCache._py_get = _TinyLFUCache.get  # type: ignore[attr-defined]
 _LRUCache._py_set = _LRUCache.set  # type: ignore[attr-defined]
+_TinyLFUCache._py_set = _TinyLFUCache.set  # type: ignore[attr-defined]
 
 
 def _install_c_get() -> bool:
@@ -407,7 +408,7 @@ def _install_c_get() -> bool:
     if os.environ.get("MEMDIAG_CACHE_PURE_PYTHON"):
         return False
     try:
-        from ._fastget import install, install_lru_set  # type: ignore[import-not-found]
+        from ._fastget import install, install_lru_set, install_tinylfu  # type: ignore[import-not-found]
     except ImportError:  # not built (no compiler at install time): the Python get stays
         return False
     # LRU's set too, for a str key and a str/bytes value without ttl when the lock is free
@@ -415,6 +416,10 @@ def _install_c_get() -> bool:
     install_lru_set(_LRUCache, _LRUCache._py_set, ENTRY_OVERHEAD)  # type: ignore[attr-defined]
     install(_LRUCache, _LRUCache._py_get, False, True, globals())  # type: ignore[attr-defined]
     install(_TinyLFUCache, _TinyLFUCache._py_get, True, False, globals())  # type: ignore[attr-defined]
+    # TinyLFU's set of a new key (str key, str/bytes value, no per-call ttl) and the locked
+    # part of a get that missed protected: the inlined paths of the Python set and get
+    # above, kept in step; every other case goes to them.
+    install_tinylfu(_TinyLFUCache, _TinyLFUCache._py_set, TinyLFUPolicy, ENTRY_OVERHEAD)  # type: ignore[attr-defined]
     return True
 
 

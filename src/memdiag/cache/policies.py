@@ -271,6 +271,43 @@ class TinyLFUPolicy(EvictionPolicy):
 
     name = "tinylfu"
 
+    # Slots: the C fast path (_fastget.c) reads and writes these at fixed offsets, taken
+    # from the member descriptors when it is installed (a subclass keeps them: it gets a
+    # __dict__ for anything else, through EvictionPolicy).
+    __slots__ = (
+        "_cap",
+        "_cap_limit",
+        "_dmask",
+        "_door",
+        "_grow_at",
+        "_main_max",
+        "_mask",
+        "_max_entries",
+        "_nbytes",
+        "_prob",
+        "_prob_pop",
+        "_prot",
+        "_prot_get",
+        "_prot_max",
+        "_prot_mte",
+        "_prot_popitem",
+        "_rows",
+        "_s1",
+        "_s2",
+        "_s3",
+        "_sample",
+        "_ticks",
+        "_win",
+        "_win_max",
+        "_win_pop",
+        "_win_popitem",
+        "counter_max",
+        "protected_fraction",
+        "sample_factor",
+        "width_factor",
+        "window_fraction",
+    )
+
     def __init__(
         self,
         *,
