@@ -1,6 +1,6 @@
 """Build the optional C parts of memdiag; everything else is in pyproject.toml.
 
-``memdiag.cache._fastget`` (SharedPromptCache.get's lock-free hit in C) and
+``memdiag.cache._fastget`` (SharedPromptCache's get and set for the built-in policies, in C) and
 ``memdiag.leaks._heapprof`` (the sampled heap profiler, and ``_preload``, its malloc
 shim for ``memdiag run``) and ``memdiag.leaks._scan`` (leak detection's container scan) need a C compiler and the Python
 headers. Where they cannot be built the install still succeeds: the cache uses its

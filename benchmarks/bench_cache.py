@@ -388,6 +388,27 @@ def print_table(
         print(f"| {name} | {ops / med / 1e6:.2f}M | {spread} | {hr} |")
 
 
+def profile(contender: Contender, stream: list[str]) -> None:
+    """The read-through under cProfile: calls and own time per function, biggest first."""
+    import cProfile
+    import pstats
+
+    from memdiag.cache import fastpaths
+
+    step, _hits = contender()
+    prof = cProfile.Profile()
+    prof.runcall(step, stream)
+    stats = pstats.Stats(prof)
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])  # type: ignore[attr-defined]
+    total = sum(v[2] for _k, v in rows)
+    print(f"\n{len(stream):,} requests, C paths {'on' if fastpaths.C_GET else 'off'}; cProfile own time\n")
+    print("| function | calls | own time | share |")
+    print("| --- | ---: | ---: | ---: |")
+    for (file, line, name), (_cc, calls, tottime, _ct, _callers) in rows[:12]:
+        where = name if file == "~" else f"{name} ({file.rsplit('/', 1)[-1]}:{line})"
+        print(f"| {where} | {calls:,} | {tottime:.3f} s | {tottime / total:.0%} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keys", type=int, default=100_000)
@@ -413,6 +434,12 @@ def main() -> None:
         help="serve the stream once with one contender, untimed, and exit: for counting "
         "instructions under valgrind ('none' builds the stream only, to subtract)",
     )
+    ap.add_argument(
+        "--profile",
+        choices=["lru", "tinylfu"],
+        help="serve the stream once with that policy under cProfile and print where the time goes, "
+        "then exit (MEMDIAG_CACHE_PURE_PYTHON=1: the Python paths, else the C ones)",
+    )
     args = ap.parse_args()
     global CLOCK
     if args.wall:
@@ -426,6 +453,9 @@ def main() -> None:
     )
     print(f"# python {platform.python_version()} on {platform.machine()}, cachetools {cachetools.__version__}")
     cap = args.capacity
+    if args.profile:
+        profile(memdiag_contender(args.profile, cap), stream)
+        return
     if args.one:
         if args.one != "none":
             one = cachetools_contender(cap, locked=True) if args.one == "baseline" else memdiag_contender(args.one, cap)

@@ -7,6 +7,7 @@ import functools
 import gc
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -288,42 +289,148 @@ def test_inlined_hot_paths_decide_like_the_policy_interface(base: type, bounds: 
     assert results[0] == results[1]
 
 
+_C_CONFIGS = {
+    "both bounds": ({"max_entries": 300, "max_bytes": 90_000}, None),
+    "bytes only (the sketch grows)": ({"max_bytes": 150_000}, None),
+    "cache ttl": ({"max_entries": 300, "ttl": 3600.0}, None),
+    "aging every 300 insertions": ({"max_entries": 300}, lambda: TinyLFUPolicy(sample_factor=1)),
+}
+
+
+def _c_and_python_paths(cache: SharedPromptCache, use_c: bool):
+    get = cache.get if use_c else functools.partial(type(cache)._py_get, cache)
+    put = cache.set if use_c else functools.partial(type(cache)._py_set, cache)
+    return get, put
+
+
+def _state(cache: SharedPromptCache) -> tuple:
+    """Everything the two paths must agree on: counters, every entry in order, the sketch."""
+    m = cache.metrics()
+    pol = cache._policy
+    sketch = (bytes(b"".join(pol._rows)), bytes(pol._door), pol._ticks) if isinstance(pol, TinyLFUPolicy) else ()
+    entries = [(k, e[0], e[1], *e[3:]) for k, e in pol.items()]
+    counters = {k: m[k] for k in ("hits", "misses", "evictions", "bytes", "entries", "updates", "policy_bytes")}
+    return counters, entries, sketch
+
+
+@pytest.mark.parametrize("config", list(_C_CONFIGS))
 @pytest.mark.parametrize("policy", ["lru", "tinylfu"])
-def test_c_get_answers_like_the_python_get(policy: str) -> None:
-    # fastpaths.py puts the C get (_fastget.c) on its classes when it was built; the pure
-    # Python get stays as _py_get. The same stream through each: same answers, counters, order.
+def test_c_paths_decide_like_the_python_paths(policy: str, config: str) -> None:
+    # fastpaths.py puts the C get and set (_fastget.c) on its classes when it was built;
+    # the pure-Python methods stay as _py_get/_py_set, and serve whatever the C ones hand
+    # them. The same stream through each: same answers, counters, order, sketch.
     if not fastpaths.C_GET:
         pytest.skip("memdiag.cache._fastget not built (python setup.py build_ext --inplace)")
+    kwargs, make_policy = _C_CONFIGS[config]
+    if make_policy is not None and policy == "lru":
+        pytest.skip("a TinyLFU setting")
     rng = random.Random(5)
     keys = [f"k{i}" for i in range(2000)]
     stream = rng.choices(keys, [1.0 / (i + 1) for i in range(2000)], k=20_000)
     results = []
     for use_c in (True, False):
-        cache = SharedPromptCache(max_entries=300, max_bytes=90_000, policy=policy)
-        get = cache.get if use_c else functools.partial(type(cache)._py_get, cache)
-        py_set = getattr(type(cache), "_py_set", None)  # LRU's set is C too
-        put = cache.set if use_c or py_set is None else functools.partial(py_set, cache)
+        cache = SharedPromptCache(policy=make_policy() if make_policy else policy, **kwargs)
+        get, put = _c_and_python_paths(cache, use_c)
         trace = []
         for i, k in enumerate(stream):
             v = get(k, "<miss>") if i % 3 else get(k)
             trace.append(v)
             if v is None or v == "<miss>":
                 if i % 5 == 0:
-                    put(k, {"pickled": i})  # serialised: the C get hands it to Python
+                    put(k, {"pickled": i})  # serialised: the C paths hand it to Python
                 elif i % 11 == 0:
                     put(k, "short-lived", ttl=1e-9)  # expired at once: a miss, freed
                 else:
-                    put(k, f"v{i}" * (i % 40), ttl=3600 if i % 2 else None)
+                    put(k, f"v{i}" * (i % 40), ttl=3600 if i % 13 == 1 else None)
             elif i % 7 == 0:
                 put(k, b"updated" * (i % 9))  # an update of a cached key
-        m = cache.metrics()
-        results.append(
-            (trace, m["hits"], m["misses"], m["evictions"], m["bytes"], m["updates"], [(k, e[0], e[1], *e[3:]) for k, e in cache._policy.items()])
-        )
-    assert results[0] == results[1]
+            if i % 4000 == 3999:
+                cache.delete(k)
+        results.append((trace, _state(cache)))
+    assert results[0][1] == results[1][1]
+    assert results[0][0] == results[1][0]
     assert type(SharedPromptCache(policy=policy)).get is not type(SharedPromptCache(policy=policy))._py_get
     kw = SharedPromptCache(policy=policy)  # keywords go to the Python methods
     assert kw.set(key="k", value="v", ttl=None) and kw.get("k", default=5) == "v" and kw.get(key="x", default=5) == 5
+
+
+@pytest.mark.parametrize("policy", ["lru", "tinylfu"])
+def test_c_paths_serve_the_read_through_without_python_frames(policy: str) -> None:
+    # Guards the speed-up itself: hits, misses and the sets of new keys that follow them
+    # run no Python frame of the cache (a profile hook sees every Python call).
+    if not fastpaths.C_GET:
+        pytest.skip("memdiag.cache._fastget not built (python setup.py build_ext --inplace)")
+    cache = SharedPromptCache(max_entries=100, policy=policy)
+    codes = {type(cache)._py_get.__code__, type(cache)._py_set.__code__, SharedPromptCache._store.__code__}
+    python_calls = []
+
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            python_calls.append(frame.f_code.co_name)
+
+    keys = [f"k{i % 300}" for i in range(900)]  # misses, sets with evictions, hits, promotions
+    sys.setprofile(hook)
+    try:
+        for k in keys:
+            if cache.get(k) is None:
+                cache.set(k, "v" + k)
+    finally:
+        sys.setprofile(None)
+    m = cache.metrics()
+    assert m["misses"] > 300 and m["evictions"]["size"] > 100 and len(cache) == 100
+    assert python_calls == []
+
+
+def test_c_paths_take_odd_state_and_bad_input_to_python(policy: str) -> None:
+    # Anything the C paths do not serve goes to the Python methods, which raise the
+    # documented errors or do the work; the cache's accounting stays exact.
+    # Bounds beyond a C Py_ssize_t. (TinyLFU with such a max_entries would size its sketch
+    # by it: a bytes-only cache grows the sketch with the entries instead.)
+    huge = SharedPromptCache(max_bytes=10**30, max_entries=10**30 if policy == "lru" else None, policy=policy)
+    for i in range(50):
+        assert huge.set(f"k{i}", "v" * i) and huge.get(f"k{i}") == "v" * i
+    assert huge.metrics()["entries"] == 50
+    cache = SharedPromptCache(max_entries=20, max_bytes=20_000, policy=policy)
+    with pytest.raises(TypeError, match="str"):
+        cache.set(b"k", "v")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="str"):
+        cache.set(_CallbackKey("sub"), "v")  # a str subclass is not a key either
+    with pytest.raises(ValueError, match="ttl"):
+        cache.set("k", "v", ttl=-1)
+    with pytest.raises(TypeError):
+        cache.set("k", lambda: 0)
+    with pytest.raises(TypeError):
+        cache.set("k")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        cache.get()  # type: ignore[call-arg]
+    assert cache.get(1) is None and cache.get(None, "d") == "d"  # type: ignore[arg-type]
+    assert cache.set("big", "x" * 30_000) is False  # alone over the budget: refused
+    assert cache.set("big", b"y" * 30_000, None) is False
+    for i in range(100):
+        assert cache.set(f"s{i}", ("é" if i % 2 else "e") * (i * 7))
+        cache.get(f"s{i // 2}")
+    m = cache.metrics()
+    pol = cache._policy
+    assert m["bytes"] == sum(e[1] for _k, e in pol.items()) and m["entries"] == len(pol) <= 20
+    assert m["held_bytes"] <= 20_000 and m["rejections"] == 2
+
+
+@pytest.mark.parametrize("policy", ["lru", "tinylfu"])
+def test_a_loader_error_leaves_the_c_paths_working(policy: str) -> None:
+    cache = SharedPromptCache(max_entries=10, policy=policy)
+
+    def boom() -> str:
+        raise KeyError("loader failed")
+
+    for i in range(30):
+        with pytest.raises(KeyError, match="loader failed"):
+            cache.get_or_set(f"e{i}", boom)
+        assert cache.get_or_set(f"ok{i}", lambda i=i: f"v{i}") == f"v{i}"
+        if cache.get(f"x{i}") is None:
+            cache.set(f"x{i}", "x")
+    m = cache.metrics()
+    assert m["load_errors"] == 30 and m["entries"] == 10 and m["inflight"] == 0
+    assert m["inserts"] - m["deletes"] - m["evictions_total"] == m["entries"]
 
 
 def test_read_through_hint_never_duplicates_an_equal_key(policy: str) -> None:
@@ -654,7 +761,9 @@ def test_loader_error_reaches_every_waiter_and_nothing_is_cached() -> None:
     def loader():
         calls.append(1)
         started.set()
-        time.sleep(0.1)
+        # Fail only once the nine other callers wait on this load (a fixed sleep let a late
+        # thread start its own load on a loaded machine).
+        wait_until(lambda: cache.metrics()["coalesced"] == 9, timeout=30)
         raise Boom("model unavailable")
 
     errors: list[BaseException] = []
@@ -1043,3 +1152,61 @@ def test_import_and_construction_start_nothing() -> None:
         "assert threading.active_count() == 2\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- the C paths: stress, AddressSanitizer, the pure-Python suite ------------------------------
+STRESS = os.path.join(os.path.dirname(__file__), "fixtures", "cache_stress.py")
+
+
+def test_c_paths_survive_threads_bad_input_and_finalizers() -> None:
+    if not fastpaths.C_GET:
+        pytest.skip("memdiag.cache._fastget not built (python setup.py build_ext --inplace)")
+    out = subprocess.run([sys.executable, STRESS, "2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("ok ")
+
+
+@pytest.mark.slow
+def test_asan_build_of_the_c_paths_survives_the_stress(tmp_path) -> None:
+    """_fastget.c built with -fsanitize=address, run under the stress script.
+
+    Python itself is not instrumented: libasan is preloaded so that the extension's
+    memory accesses (and every malloc/free of the process) are checked; leak detection
+    is off (the interpreter keeps memory until exit by design)."""
+    import shutil
+    import sysconfig
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    assert cc, "a C compiler is needed (CI installs memdiag from source with one)"
+    libasan = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    assert os.path.isabs(libasan) and os.path.exists(libasan), "libasan is missing (apt-get install libasan8)"
+    src = os.path.join(os.path.dirname(fastpaths.__file__), "_fastget.c")
+    so = tmp_path / "_fastget_asan.so"
+    build = subprocess.run(
+        [cc, "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-std=gnu11", "-shared", "-fPIC",
+         "-I" + sysconfig.get_paths()["include"], src, "-o", str(so)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-3000:]
+    env = {**os.environ, "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"}
+    env.pop("MEMDIAG_CACHE_PURE_PYTHON", None)
+    out = subprocess.run([sys.executable, STRESS, "5", str(so)], capture_output=True, text=True, timeout=300, env=env)
+    assert "AddressSanitizer" not in out.stderr, out.stderr[-5000:]
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("ok ") and str(so) in out.stdout
+
+
+@pytest.mark.slow
+def test_cache_suite_passes_on_the_pure_python_path() -> None:
+    # The C paths are optional: where they are not built, the Python methods do all the
+    # work. This file and the property tests, again, with them turned off.
+    if os.environ.get("MEMDIAG_CACHE_PURE_PYTHON"):
+        pytest.skip("already the pure-Python run")
+    here = os.path.dirname(__file__)
+    env = {**os.environ, "MEMDIAG_CACHE_PURE_PYTHON": "1"}
+    files = [os.path.join(here, "test_cache.py"), os.path.join(here, "test_cache_properties.py")]
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-k", "not asan", *files],
+        capture_output=True, text=True, timeout=1200, env=env, cwd=os.path.dirname(here),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-5000:]

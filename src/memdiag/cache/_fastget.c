@@ -1,9 +1,11 @@
-/* memdiag.cache._fastget: SharedPromptCache.get's lock-free hit, and LRU's set, in C.
+/* memdiag.cache._fastget: SharedPromptCache's get and set for the built-in policies, in C.
  *
- * Optional (fastpaths.py falls back to its pure-Python get when this does not build or
+ * Optional (fastpaths.py falls back to its pure-Python methods when this does not build or
  * load). install(cls, py_get, counts_hits, miss_is_final) puts a method descriptor named
- * "get" on one of fastpaths.py's classes. It does exactly what the Python get's lock-free
- * part does, and hands every other case to py_get (the Python get, which looks again):
+ * "get" on one of fastpaths.py's classes; install_lru_set and install_tinylfu put "set" (and,
+ * for TinyLFU, the locked part of a miss: see the TinyLFU section below). The get's
+ * lock-free part does exactly what the Python get's does, and hands every case it does not
+ * serve to py_get (the Python get, which looks again):
  *
  *   key an exact str and no queued re-entrant write
  *   e = hot_table.get(key)            (hot table: self._hot_get.__self__)
@@ -64,6 +66,20 @@ static int incr_slot(PyObject **slot) {
     if (n == NULL) return -1;
     *slot = n;
     Py_DECREF(old);
+    return 0;
+}
+
+/* An exact-int slot as a Py_ssize_t: 0; 1 (no exception) if missing, not an exact int, or out of range. */
+static int get_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t *out) {
+    PyObject *v = SLOT(o, off);
+    if (v == NULL || !PyLong_CheckExact(v)) return 1;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 1;
+    }
+    *out = (Py_ssize_t)x;
     return 0;
 }
 
@@ -200,16 +216,15 @@ static int lru_store(PyObject *self, PyObject *key, PyObject *entry, Py_ssize_t 
     PyObject *pending = SLOT(self, off_pending), *inflight = SLOT(self, off_inflight);
     if (pending == NULL || !PyList_CheckExact(pending) || PyList_GET_SIZE(pending)) return 1;
     if (inflight == NULL || !PyDict_CheckExact(inflight) || PyDict_GET_SIZE(inflight)) return 1;
-    Py_ssize_t limit = slot_ssize(self, off_limit);
-    if (limit == -1 && PyErr_Occurred()) return -1;
-    if (size > limit) return 1;
+    Py_ssize_t limit, n, b, max_entries; /* ints beyond a Py_ssize_t: the Python set */
+    if (get_ssize(self, off_limit, &limit) || get_ssize(self, off_count, &n) || get_ssize(self, off_bytes, &b) ||
+        get_ssize(self, off_max_entries, &max_entries))
+        return 1;
+    if (size > limit || b < 0 || n < 0 || b > PY_SSIZE_T_MAX - size || n == PY_SSIZE_T_MAX) return 1;
     PyObject *hot_get = SLOT(self, off_hot_get);
     if (hot_get == NULL || !PyCFunction_Check(hot_get)) return 1;
     PyObject *od = PyCFunction_GET_SELF(hot_get);
     if (od == NULL || !PyDict_Check(od)) return 1;
-    Py_ssize_t n = slot_ssize(self, off_count), b = slot_ssize(self, off_bytes);
-    Py_ssize_t max_entries = slot_ssize(self, off_max_entries);
-    if (PyErr_Occurred()) return -1;
     PyObject *old = PyDict_GetItemWithError(od, key);
     if (old == NULL && PyErr_Occurred()) return -1;
     if (old == NULL) {
@@ -351,20 +366,6 @@ typedef struct {
 } TL;
 
 #define LEN(od) PyDict_GET_SIZE(od)
-
-/* An exact-int slot as a Py_ssize_t: 0; 1 (no exception) if missing, not an exact int, or out of range. */
-static int get_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t *out) {
-    PyObject *v = SLOT(o, off);
-    if (v == NULL || !PyLong_CheckExact(v)) return 1;
-    int overflow = 0;
-    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-    if (overflow || (x == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return 1;
-    }
-    *out = (Py_ssize_t)x;
-    return 0;
-}
 
 static int is_od(PyObject *o) { return o != NULL && PyODict_CheckExact(o); }
 
@@ -601,8 +602,10 @@ static int with_lock(PyObject *self, int (*fn)(PyObject *, void *), void *arg) {
     return rc < 0 ? -1 : rc;
 }
 
+/* `drop`: the hint's old value, released by the caller once the lock is released (the
+ * Python get may have left any object there, and its finaliser must not run under the lock). */
 typedef struct {
-    PyObject *key, *dflt, *result;
+    PyObject *key, *dflt, *result, *drop;
 } ColdArgs;
 
 /* Under the lock: TinyLFUPolicy.lookup_cold as the Python get inlines it. */
@@ -621,7 +624,8 @@ static int tl_cold_locked(PyObject *self, void *arg) {
     if (e == NULL) {
         if (PyErr_Occurred()) return -1;
         if (incr_slot(&SLOT(self, off_misses)) < 0) return -1;
-        Py_XSETREF(SLOT(self, off_absent), Py_NewRef(key)); /* the hint for the set that follows */
+        a->drop = SLOT(self, off_absent); /* the hint for the set that follows */
+        SLOT(self, off_absent) = Py_NewRef(key);
         a->result = Py_NewRef(a->dflt);
         return 0;
     }
@@ -640,8 +644,9 @@ static int tl_cold_locked(PyObject *self, void *arg) {
 }
 
 static PyObject *tl_get_cold(Conf *c, PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    ColdArgs a = {args[0], nargs > 1 ? args[1] : Py_None, NULL};
+    ColdArgs a = {args[0], nargs > 1 ? args[1] : Py_None, NULL, NULL};
     int rc = with_lock(self, tl_cold_locked, &a);
+    Py_XDECREF(a.drop);
     if (rc == 0 && a.result != NULL) return a.result;
     Py_XDECREF(a.result);
     if (rc < 0) return NULL;
@@ -649,7 +654,7 @@ static PyObject *tl_get_cold(Conf *c, PyObject *self, PyObject *const *args, Py_
 }
 
 typedef struct {
-    PyObject *key, *entry;
+    PyObject *key, *entry, *drop; /* drop: as in ColdArgs */
     Py_ssize_t size;
 } SetArgs;
 
@@ -686,7 +691,8 @@ static int tl_store(PyObject *self, void *arg) {
         return -1;
     }
     /* From here the tables have changed: the counts are written back whatever happens. */
-    Py_XSETREF(SLOT(self, off_absent), Py_NewRef(Py_None));
+    a->drop = SLOT(self, off_absent);
+    SLOT(self, off_absent) = Py_NewRef(Py_None);
     tl_record(&t, h, 1);
     Py_SETREF(((PyListObject *)a->entry)->ob_item[5], est); /* AUX: the estimate at admission */
     Py_XSETREF(SLOT(t.pol, p_ticks), nticks);
@@ -765,9 +771,10 @@ static PyObject *tl_set(PyObject *self, PyObject *const *args, size_t nargsf, Py
     PyList_SET_ITEM(entry, 3, flags);
     PyList_SET_ITEM(entry, 4, Py_NewRef(i_zero));
     PyList_SET_ITEM(entry, 5, Py_NewRef(i_zero));
-    SetArgs a = {key, entry, vs + ks + ENTRY_OVERHEAD};
+    SetArgs a = {key, entry, NULL, vs + ks + ENTRY_OVERHEAD};
     int rc = with_lock(self, tl_store, &a);
     Py_DECREF(entry);
+    Py_XDECREF(a.drop);
     if (rc < 0) return NULL;
     if (rc == 1) return tl_set_slow(self, args, nargs);
     Py_RETURN_TRUE;
@@ -903,7 +910,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_fastget", "SharedPromptCache.get's lock-free hit in C.",
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_fastget", "SharedPromptCache's get and set in C.",
                                     -1, methods};
 
 PyMODINIT_FUNC PyInit__fastget(void) { return PyModule_Create(&moddef); }

@@ -86,6 +86,26 @@ def _check_positive(name: str, value: Any, *, allow_none: bool, integer: bool) -
     return value
 
 
+def _check_arguments(
+    max_bytes: Any, max_entries: Any, ttl: Any, cleanup_interval: Any, name: Any, pressure_threshold: Any
+) -> str:
+    """Validate the constructor's arguments (ValueError/TypeError naming the bad one); the name."""
+    _check_positive("max_bytes", max_bytes, allow_none=False, integer=True)
+    _check_positive("max_entries", max_entries, allow_none=True, integer=True)
+    _check_positive("ttl", ttl, allow_none=True, integer=False)
+    _check_positive("cleanup_interval", cleanup_interval, allow_none=False, integer=False)
+    if pressure_threshold is not None:
+        if isinstance(pressure_threshold, bool) or not isinstance(pressure_threshold, (int, float)):
+            raise TypeError("pressure_threshold must be a number")
+        if not 0.0 < pressure_threshold <= 1.0:
+            raise ValueError(f"pressure_threshold must be in (0, 1], got {pressure_threshold!r}")
+    if name is None:
+        name = f"cache-{next(_seq)}"
+    if not isinstance(name, str) or not name:
+        raise ValueError("name must be a non-empty string")
+    return name
+
+
 def _check_cause(cause: str) -> str:
     if cause not in ("pressure", "manual"):
         raise ValueError(f"cause must be 'pressure' or 'manual', got {cause!r}")
@@ -256,20 +276,7 @@ class SharedPromptCache:
         policy: str | EvictionPolicy | None = "tinylfu",
         pressure_threshold: float | None = None,
     ) -> None:
-        _check_positive("max_bytes", max_bytes, allow_none=False, integer=True)
-        _check_positive("max_entries", max_entries, allow_none=True, integer=True)
-        _check_positive("ttl", ttl, allow_none=True, integer=False)
-        _check_positive("cleanup_interval", cleanup_interval, allow_none=False, integer=False)
-        if pressure_threshold is not None:
-            if isinstance(pressure_threshold, bool) or not isinstance(pressure_threshold, (int, float)):
-                raise TypeError("pressure_threshold must be a number")
-            if not 0.0 < pressure_threshold <= 1.0:
-                raise ValueError(f"pressure_threshold must be in (0, 1], got {pressure_threshold!r}")
-        if name is None:
-            name = f"cache-{next(_seq)}"
-        if not isinstance(name, str) or not name:
-            raise ValueError("name must be a non-empty string")
-
+        name = _check_arguments(max_bytes, max_entries, ttl, cleanup_interval, name, pressure_threshold)
         self.name = name
         self.max_bytes = int(max_bytes)
         self.max_entries = max_entries
@@ -277,8 +284,19 @@ class SharedPromptCache:
         self.cleanup_interval = float(cleanup_interval)
         self._pressure_threshold = pressure_threshold
         self._max_entries = max_entries if max_entries is not None else _NO_LIMIT
-
         self._lock = threading.Lock()
+        self._init_policy(policy, max_entries)
+        self._init_counters()
+        if type(self) is SharedPromptCache:
+            # The built-in policies' hot paths, inlined (fastpaths.py): same state and
+            # behaviour, a subclass with get() and set() specialised for the policy.
+            fast = FAST_PATHS.get(type(self._policy))
+            if fast is not None:
+                self.__class__ = fast
+        _ALL.add(self)
+        registry.register_cache(self)
+
+    def _init_policy(self, policy: str | EvictionPolicy | None, max_entries: int | None) -> None:
         self._policy = make_policy(policy)
         self._policy.bound_bytes(self.max_bytes)
         self._policy.bind(max_entries)
@@ -288,6 +306,8 @@ class SharedPromptCache:
         self._limit = self.max_bytes
         self._account_policy()
         self._bind_policy()
+
+    def _init_counters(self) -> None:
         self._count = 0
         self._bytes = 0
         self._hits = 0
@@ -308,14 +328,6 @@ class SharedPromptCache:
         self._next_sweep = _monotonic() + self.cleanup_interval
         self._last_cleanup: float | None = None
         self._created = time.time()
-        if type(self) is SharedPromptCache:
-            # The built-in policies' hot paths, inlined (fastpaths.py): same state and
-            # behaviour, a subclass with get() and set() specialised for the policy.
-            fast = FAST_PATHS.get(type(self._policy))
-            if fast is not None:
-                self.__class__ = fast
-        _ALL.add(self)
-        registry.register_cache(self)
 
     def _account_policy(self) -> None:
         """Re-read the policy's memory_bytes() (it may grow with the entry count)."""
@@ -976,67 +988,96 @@ class SharedPromptCache:
         ``held_bytes <= max_bytes``.
         """
         threshold = self.pressure_threshold
-        lock = self._lock
-        locked = lock.acquire() if not lock.locked() else self._acquire()
-        try:
-            hits, misses = self._hits, self._misses
-            evictions = dict(self._evictions)
-            evictions["size"] += self._evicted_size
-            entries, nbytes = self._count, self._bytes
-            snapshot = (
-                self._updates,
-                self._deletes,
-                self._rejections,
-                self._loads,
-                self._load_errors,
-                self._coalesced,
-                len(self._inflight),
-                self._policy.memory_bytes(),
-            )
-        finally:
-            if locked:
-                lock.release()
-        locked = False
-        updates, deletes, rejections, loads, errors, coalesced, inflight, pbytes = snapshot
+        m = self._counters()
+        evictions = m["evictions"]
         evictions_total = sum(evictions.values())
-        inserts = entries + deletes + evictions_total  # every entry ever added went one way
-        lookups = hits + misses
+        entries, nbytes, pbytes = m["entries"], m["bytes"], m["policy_bytes"]
+        inserts = entries + m["deletes"] + evictions_total  # every entry ever added went one way
+        lookups = m["hits"] + m["misses"]
         fill = (nbytes + pbytes) / self.max_bytes  # the policy's structures count too
         if self.max_entries is not None:
             fill = max(fill, entries / self.max_entries)
-        return {
-            "name": self.name,
-            "policy": self._policy.name,
-            "hits": hits,
-            "misses": misses,
-            "lookups": lookups,
-            "hit_rate": hits / lookups if lookups else 0.0,
-            "sets": inserts + updates + rejections,
-            "inserts": inserts,
-            "updates": updates,
-            "deletes": deletes,
-            "rejections": rejections,
-            "evictions": evictions,
-            "evictions_total": evictions_total,
-            "entries": entries,
-            "bytes": nbytes,
-            "max_bytes": self.max_bytes,
-            "max_entries": self.max_entries,
-            "fill_ratio": fill,
-            "memory_pressure": fill >= threshold,
-            "pressure_threshold": threshold,
-            "ttl": self.ttl,
-            "cleanup_interval": self.cleanup_interval,
-            "last_cleanup": self._last_cleanup,
-            "loads": loads,
-            "load_errors": errors,
-            "coalesced": coalesced,
-            "inflight": inflight,
-            "policy_bytes": pbytes,
-            "held_bytes": nbytes + pbytes,
-            "reentrant_calls": self._reentrant,
-        }
+        m.update(
+            lookups=lookups,
+            hit_rate=m["hits"] / lookups if lookups else 0.0,
+            sets=inserts + m["updates"] + m["rejections"],
+            inserts=inserts,
+            evictions_total=evictions_total,
+            fill_ratio=fill,
+            memory_pressure=fill >= threshold,
+            pressure_threshold=threshold,
+            held_bytes=nbytes + pbytes,
+        )
+        return {key: m[key] for key in _METRIC_KEYS}
 
+    def _counters(self) -> dict[str, Any]:
+        """The counters metrics() derives the rest from, read in one locked section."""
+        lock = self._lock
+        locked = lock.acquire() if not lock.locked() else self._acquire()
+        try:
+            evictions = dict(self._evictions)
+            evictions["size"] += self._evicted_size
+            return {
+                "name": self.name,
+                "policy": self._policy.name,
+                "hits": self._hits,
+                "misses": self._misses,
+                "updates": self._updates,
+                "deletes": self._deletes,
+                "rejections": self._rejections,
+                "evictions": evictions,
+                "entries": self._count,
+                "bytes": self._bytes,
+                "max_bytes": self.max_bytes,
+                "max_entries": self.max_entries,
+                "ttl": self.ttl,
+                "cleanup_interval": self.cleanup_interval,
+                "last_cleanup": self._last_cleanup,
+                "loads": self._loads,
+                "load_errors": self._load_errors,
+                "coalesced": self._coalesced,
+                "inflight": len(self._inflight),
+                "policy_bytes": self._policy.memory_bytes(),
+                "reentrant_calls": self._reentrant,
+            }
+        finally:
+            if locked:
+                lock.release()
+
+
+# metrics()' keys, in the documented order.
+_METRIC_KEYS = (
+    "name",
+    "policy",
+    "hits",
+    "misses",
+    "lookups",
+    "hit_rate",
+    "sets",
+    "inserts",
+    "updates",
+    "deletes",
+    "rejections",
+    "evictions",
+    "evictions_total",
+    "entries",
+    "bytes",
+    "max_bytes",
+    "max_entries",
+    "fill_ratio",
+    "memory_pressure",
+    "pressure_threshold",
+    "ttl",
+    "cleanup_interval",
+    "last_cleanup",
+    "loads",
+    "load_errors",
+    "coalesced",
+    "inflight",
+    "policy_bytes",
+    "held_bytes",
+    "reentrant_calls",
+)
 
 #: Exact policy type -> the SharedPromptCache subclass that inlines its hot paths.
 #: fastpaths.py fills it (:func:`register_fast_path`) when the package is imported.
@@ -1058,7 +1099,7 @@ _LOCKING_CODES = frozenset(
         SharedPromptCache._wait,
         SharedPromptCache._finish,
         SharedPromptCache.aget_or_set,
-        SharedPromptCache.metrics,
+        SharedPromptCache._counters,
     )
 )
 
