@@ -486,7 +486,8 @@ def main() -> None:
         if trace == "zipf":
             tstream, note = stream, f"Zipf({args.zipf}) over {args.keys:,} keys"
         elif trace == "scan":
-            tstream, note = scan_stream(stream, cap), f"the Zipf stream with a scan of {cap:,} new keys every {4 * cap:,}"
+            tstream = scan_stream(stream, cap)
+            note = f"the Zipf stream with a scan of {cap:,} new keys every {4 * cap:,}"
         elif trace == "loop":
             tstream, note = loop_stream(args.ops, cap), f"a loop over {cap * 3 // 2:,} keys"
         else:

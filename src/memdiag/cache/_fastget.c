@@ -73,13 +73,12 @@ static int incr_slot(PyObject **slot) {
 static int get_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t *out) {
     PyObject *v = SLOT(o, off);
     if (v == NULL || !PyLong_CheckExact(v)) return 1;
-    int overflow = 0;
-    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-    if (overflow || (x == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
+    Py_ssize_t x = PyLong_AsSsize_t(v); /* a switch for one-digit ints: cheap */
+    if (x == -1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* OverflowError */
         return 1;
     }
-    *out = (Py_ssize_t)x;
+    *out = x;
     return 0;
 }
 
@@ -203,8 +202,12 @@ static int set_slot_ssize(PyObject *self, Py_ssize_t off, Py_ssize_t v) {
     return 0;
 }
 
+/* str.__sizeof__ and bytes.__sizeof__ (method descriptors), called directly: no attribute lookup. */
+static PyObject *str_sizeof, *bytes_sizeof;
+
+/* x.__sizeof__() of an exact str or bytes: what sys.getsizeof returns for these untracked types. */
 static Py_ssize_t sizeof_of(PyObject *o) {
-    PyObject *r = PyObject_CallMethodNoArgs(o, s_sizeof);
+    PyObject *r = PyObject_CallOneArg(PyUnicode_CheckExact(o) ? str_sizeof : bytes_sizeof, o);
     if (r == NULL) return -1;
     Py_ssize_t v = PyLong_AsSsize_t(r);
     Py_DECREF(r);
@@ -225,6 +228,7 @@ static int lru_store(PyObject *self, PyObject *key, PyObject *entry, Py_ssize_t 
     if (hot_get == NULL || !PyCFunction_Check(hot_get)) return 1;
     PyObject *od = PyCFunction_GET_SELF(hot_get);
     if (od == NULL || !PyDict_Check(od)) return 1;
+    Py_ssize_t n0 = n; /* a full cache evicts one per insertion: the count stays */
     PyObject *old = PyDict_GetItemWithError(od, key);
     if (old == NULL && PyErr_Occurred()) return -1;
     if (old == NULL) {
@@ -258,7 +262,7 @@ static int lru_store(PyObject *self, PyObject *key, PyObject *entry, Py_ssize_t 
         Py_ssize_t ev = slot_ssize(self, off_evicted);
         if ((ev == -1 && PyErr_Occurred()) || set_slot_ssize(self, off_evicted, ev + evicted) < 0) return -1;
     }
-    if (set_slot_ssize(self, off_count, n) < 0 || set_slot_ssize(self, off_bytes, b) < 0) return -1;
+    if ((n != n0 && set_slot_ssize(self, off_count, n) < 0) || set_slot_ssize(self, off_bytes, b) < 0) return -1;
     return 0;
 }
 
@@ -697,6 +701,7 @@ static int tl_store(PyObject *self, void *arg) {
     Py_SETREF(((PyListObject *)a->entry)->ob_item[5], est); /* AUX: the estimate at admission */
     Py_XSETREF(SLOT(t.pol, p_ticks), nticks);
     int rc = 0;
+    Py_ssize_t n0 = n; /* a full cache evicts one per insertion: the count stays */
     n += 1;
     b += a->size;
     Py_ssize_t evicted = 0;
@@ -721,7 +726,7 @@ static int tl_store(PyObject *self, void *arg) {
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
     Py_ssize_t ev = 0;
     if (evicted && get_ssize(self, off_evicted, &ev) == 0 && set_slot_ssize(self, off_evicted, ev + evicted) < 0) rc = -1;
-    if (set_slot_ssize(self, off_count, n) < 0 || set_slot_ssize(self, off_bytes, b) < 0) rc = -1;
+    if ((n != n0 && set_slot_ssize(self, off_count, n) < 0) || set_slot_ssize(self, off_bytes, b) < 0) rc = -1;
     if (exc_type != NULL) {
         PyErr_Clear();
         PyErr_Restore(exc_type, exc_value, exc_tb);
@@ -857,7 +862,11 @@ static int common_offsets(PyObject *cls) {
         s_mte = PyUnicode_InternFromString("move_to_end");
         f_zero = PyFloat_FromDouble(0.0);
         i_zero = PyLong_FromLong(0);
-        if (!s_sizeof || !s_acquire || !s_release || !s_popitem || !s_mte || !f_zero || !i_zero) return -1;
+        str_sizeof = PyObject_GetAttrString((PyObject *)&PyUnicode_Type, "__sizeof__");
+        bytes_sizeof = PyObject_GetAttrString((PyObject *)&PyBytes_Type, "__sizeof__");
+        if (!s_sizeof || !s_acquire || !s_release || !s_popitem || !s_mte || !f_zero || !i_zero || !str_sizeof ||
+            !bytes_sizeof)
+            return -1;
     }
     return 0;
 }
