@@ -271,8 +271,6 @@ LONG_FUNCTIONS: dict[str, str] = {
         "inlined on purpose for speed: the lock-free hit and the policy's lookup in one call on "
         "every cache read (bench_cache.py; a test compares it with the policy)"
     ),
-    "memdiag/cache/core.py:SharedPromptCache.metrics": "pending: owned by cache2 this session",
-    "memdiag/cache/core.py:SharedPromptCache.__init__": "pending: owned by cache2 this session",
 }
 
 
