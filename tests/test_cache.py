@@ -289,11 +289,16 @@ def test_inlined_hot_paths_decide_like_the_policy_interface(base: type, bounds: 
     assert results[0] == results[1]
 
 
+# kwargs, policy factory, plain (only str values, no per-call ttl: what the C set serves,
+# so that its evictions, contests and sketch updates are the ones compared).
 _C_CONFIGS = {
-    "both bounds": ({"max_entries": 300, "max_bytes": 90_000}, None),
-    "bytes only (the sketch grows)": ({"max_bytes": 150_000}, None),
-    "cache ttl": ({"max_entries": 300, "ttl": 3600.0}, None),
-    "aging every 300 insertions": ({"max_entries": 300}, lambda: TinyLFUPolicy(sample_factor=1)),
+    "both bounds": ({"max_entries": 300, "max_bytes": 90_000}, None, False),
+    "bytes only (the sketch grows)": ({"max_bytes": 150_000}, None, False),
+    "cache ttl": ({"max_entries": 300, "ttl": 3600.0}, None, False),
+    "aging every 300 insertions": ({"max_entries": 300}, lambda: TinyLFUPolicy(sample_factor=1), False),
+    "plain read-through, both bounds": ({"max_entries": 300, "max_bytes": 90_000}, None, True),
+    "plain read-through, entries only": ({"max_entries": 300}, None, True),
+    "plain read-through, cache ttl": ({"max_entries": 300, "ttl": 3600.0}, None, True),
 }
 
 
@@ -321,7 +326,7 @@ def test_c_paths_decide_like_the_python_paths(policy: str, config: str) -> None:
     # them. The same stream through each: same answers, counters, order, sketch.
     if not fastpaths.C_GET:
         pytest.skip("memdiag.cache._fastget not built (python setup.py build_ext --inplace)")
-    kwargs, make_policy = _C_CONFIGS[config]
+    kwargs, make_policy, plain = _C_CONFIGS[config]
     if make_policy is not None and policy == "lru":
         pytest.skip("a TinyLFU setting")
     rng = random.Random(5)
@@ -336,13 +341,15 @@ def test_c_paths_decide_like_the_python_paths(policy: str, config: str) -> None:
             v = get(k, "<miss>") if i % 3 else get(k)
             trace.append(v)
             if v is None or v == "<miss>":
-                if i % 5 == 0:
+                if plain:
+                    put(k, f"v{i}" * (i % 40))
+                elif i % 5 == 0:
                     put(k, {"pickled": i})  # serialised: the C paths hand it to Python
                 elif i % 11 == 0:
                     put(k, "short-lived", ttl=1e-9)  # expired at once: a miss, freed
                 else:
                     put(k, f"v{i}" * (i % 40), ttl=3600 if i % 13 == 1 else None)
-            elif i % 7 == 0:
+            elif i % (97 if plain else 7) == 0:
                 put(k, b"updated" * (i % 9))  # an update of a cached key
             if i % 4000 == 3999:
                 cache.delete(k)
@@ -1205,8 +1212,9 @@ def test_cache_suite_passes_on_the_pure_python_path() -> None:
     here = os.path.dirname(__file__)
     env = {**os.environ, "MEMDIAG_CACHE_PURE_PYTHON": "1"}
     files = [os.path.join(here, "test_cache.py"), os.path.join(here, "test_cache_properties.py")]
+    select = ["-k", "not asan and not pure_python"]
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-k", "not asan and not pure_python", *files],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *select, *files],
         capture_output=True, text=True, timeout=1200, env=env, cwd=os.path.dirname(here),
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-5000:]
