@@ -166,7 +166,11 @@ def test_leaking_site_is_top_suspect(run: Callable[..., MemoryDiagnostics], work
         report = _poll(
             diag,
             lambda s: any((x["file"], x["line"]) == site and x["evidence"].get("container") for x in s),
-            90.0,  # the issue's bar for memory kinds; a loaded full run took over 30 s
+            # Correctness, not speed: the 90 s bar of issue 14 is measured by
+            # benchmarks/bench_leaks.py on a service of its own. In this shared test
+            # process, in a full run on a loaded machine (load 7-19), the site took more
+            # than 90 s; give it the time such a run needs.
+            240.0,
         )
     finally:
         leaks.remove_leak_callback(alerts.append)
@@ -176,7 +180,8 @@ def test_leaking_site_is_top_suspect(run: Callable[..., MemoryDiagnostics], work
     # also moves with other tests' leftovers, which can add a `native` verdict beside it
     # under load; the isolated benchmark (bench_leaks.py detect) checks that the site is
     # the top suspect overall.
-    top = next(s for s in report["suspects"] if s["kind"] == "python_objects")
+    top = next((s for s in report["suspects"] if s["kind"] == "python_objects"), None)
+    assert top is not None, f"no Python-object suspect after 240 s: {report['suspects']}"
     assert (top["file"], top["line"]) == (__file__, _line_of("# LEAK-SITE"))
     assert top["confidence"] >= 0.6, report["suspects"]
     assert top["growth_bytes_per_min"] > 128 * 1024

@@ -28,8 +28,10 @@ def test_window_on_a_busy_service_ends_on_time() -> None:
         # Tracing stops at the window's end plus at most the time its captures took (the last
         # capture starts early enough to end on time by its predicted cost; on a loaded
         # machine it can take longer). The defect waited up to 1000 s with tracing on.
-        grace = max(0.75, res["snapshot_seconds"] or 0.0)
+        # The grace also covers the thread being scheduled late on a loaded machine (a full
+        # run at load 7-19 overran a 2 s window by 1.1 s with 0.47 s captures).
+        grace = max(2.0, 2.0 * (res["snapshot_seconds"] or 0.0))
         assert res["traced"] <= seconds + grace, res
-        assert res["wall"] <= seconds + 2.0, res  # analysis included
+        assert res["wall"] <= seconds + grace + 2.0, res  # analysis included
         assert all(p > 0 for p in res["progress"]), res  # every worker ran during the window
         assert res["switchinterval"] == pytest.approx(0.005), res
