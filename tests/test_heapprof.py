@@ -89,6 +89,34 @@ def test_frees_are_seen_and_the_live_heap_drops(sampler: None) -> None:
 
 
 @needs_native
+def test_every_free_is_seen_when_blocks_share_a_filter_slot() -> None:
+    """Interval 1 byte: every block is sampled, with weight 1. 40 000 blocks of 48 bytes
+    span ~2 MiB, so the free filter's 1 MiB window wraps and blocks share its slots:
+    freeing one must leave its slot-mates visible (the live count stays exact)."""
+    heapprof.stop()
+    heapprof.start(1, 4)
+    try:
+        keep: list[bytes] = [b""] * 40_000
+        for i in range(40_000):
+            keep[i] = bytes(15)  # EVERY-SITE
+        line = _line_of("EVERY-SITE")
+
+        def live_count() -> float:
+            here = os.path.abspath(__file__)
+            return sum(s.live_count for s in heapprof.snapshot().sites if s.stack and s.stack[0].filename == here
+                       and s.stack[0].lineno == line)  # fmt: skip
+
+        assert live_count() == pytest.approx(40_000, abs=0.5)
+        del keep[::2]
+        assert live_count() == pytest.approx(20_000, abs=0.5)
+        del keep
+        assert live_count() == pytest.approx(0, abs=0.5)
+        assert heapprof.stats()["dropped"] == 0
+    finally:
+        heapprof.stop()
+
+
+@needs_native
 def test_realloc_moves_the_sample(sampler: None) -> None:
     buf = bytearray()
     for _ in range(4000):

@@ -120,13 +120,32 @@ static hp_live_table_t hp_live_tables[2]; /* the current one and its successor's
 static int hp_live_which;
 static size_t hp_live_n;
 static _Atomic unsigned hp_live_version;
-static _Atomic size_t hp_live_count_atomic;
-/* A counting filter in front of the address table: free() reads one byte to learn that a
- * block was certainly not sampled (the table probe costs several loads and a seqlock). */
+/* A bit filter in front of the address table: free() reads one bit to learn that a block
+ * was certainly not sampled (the table probe costs several loads and a seqlock). One bit
+ * per 16-byte granule of a 1 MiB window (every block pymalloc or malloc returns is
+ * 16-aligned), so blocks close in memory share a filter line: the 8 KiB of bits stay in
+ * L1 along with the application's own data (a 64 KiB byte filter indexed by a mixing hash
+ * cost a cache miss on most frees). The bit is set while the slot's count (hp_filter_n,
+ * written only under hp_mutex, saturating at 255) is not zero. */
 #define HP_FILTER_BITS 16
-static _Atomic uint8_t hp_filter[1u << HP_FILTER_BITS];
+#define HP_FILTER_SHIFT 4
+static _Atomic uint64_t hp_filter[(1u << HP_FILTER_BITS) / 64];
+static uint8_t hp_filter_n[1u << HP_FILTER_BITS];
 static inline size_t hp_filter_slot(uintptr_t a) {
-    return (size_t)(((uint64_t)(a >> 4) * 0x9E3779B97F4A7C15ULL) >> (64 - HP_FILTER_BITS));
+    return (size_t)(a >> HP_FILTER_SHIFT) & ((1u << HP_FILTER_BITS) - 1);
+}
+/* Under hp_mutex: one more (+1) or one fewer (-1) sampled block in `a`'s slot. */
+static inline void hp_filter_add(uintptr_t a, int delta) {
+    size_t s = hp_filter_slot(a);
+    uint8_t n = hp_filter_n[s];
+    if (n == 255) return; /* saturated: the slot always asks the table */
+    if (delta > 0) {
+        hp_filter_n[s] = (uint8_t)(n + 1);
+        if (n == 0) atomic_fetch_or_explicit(&hp_filter[s >> 6], 1ULL << (s & 63), memory_order_release);
+    } else if (n > 0) {
+        hp_filter_n[s] = (uint8_t)(n - 1);
+        if (n == 1) atomic_fetch_and_explicit(&hp_filter[s >> 6], ~(1ULL << (s & 63)), memory_order_release);
+    }
 }
 static hp_retired_t *hp_retired;
 static size_t hp_retired_bytes;
@@ -294,13 +313,8 @@ static int hp_live_remove(uintptr_t a, hp_live_t *out) {
     }
     atomic_store_explicit(&t->keys[i], 0, memory_order_relaxed);
     hp_version_end();
-    {
-        _Atomic uint8_t *c = &hp_filter[hp_filter_slot(a)];
-        uint8_t cv = atomic_load_explicit(c, memory_order_relaxed);
-        if (cv > 0 && cv < 255) atomic_store_explicit(c, (uint8_t)(cv - 1), memory_order_relaxed);
-    }
+    hp_filter_add(a, -1);
     hp_live_n--;
-    atomic_store_explicit(&hp_live_count_atomic, hp_live_n, memory_order_relaxed);
     return 1;
 }
 
@@ -465,7 +479,7 @@ static int hp_capture(hp_raw_frame_t *out, int max) {
 
 /* ---------------------------------------------------------------- setup / reset */
 static size_t hp_fixed_bytes(void) {
-    return sizeof hp_filter + (size_t)HP_FRAME_CAP_MAX * sizeof(hp_frame_t) + 2u * HP_FRAME_CAP_MAX * sizeof(uint32_t) +
+    return sizeof hp_filter + sizeof hp_filter_n + (size_t)HP_FRAME_CAP_MAX * sizeof(hp_frame_t) + 2u * HP_FRAME_CAP_MAX * sizeof(uint32_t) +
            (size_t)hp_pool_cap * sizeof(uint32_t) + (size_t)HP_STACK_CAP_MAX * sizeof(hp_stack_t);
 }
 
@@ -532,8 +546,8 @@ static void hp_clear_samples(void) {
     for (size_t i = 0; i < t->cap; i++) atomic_store_explicit(&t->keys[i], 0, memory_order_relaxed);
     hp_version_end();
     memset((void *)hp_filter, 0, sizeof hp_filter);
+    memset(hp_filter_n, 0, sizeof hp_filter_n);
     hp_live_n = 0;
-    atomic_store_explicit(&hp_live_count_atomic, 0, memory_order_relaxed);
     hp_dropped = hp_dropped_stacks = hp_samples = 0;
     hp_n_ignored_threads = 0;
 }
@@ -602,14 +616,8 @@ static void hp_record(void *ptr, size_t size, int domain, int take_stack) {
                 t = atomic_load_explicit(&hp_live, memory_order_relaxed);
             }
             hp_live_insert_into(t, (uintptr_t)ptr, &v);
-            {
-                _Atomic uint8_t *c = &hp_filter[hp_filter_slot((uintptr_t)ptr)];
-                uint8_t cv = atomic_load_explicit(c, memory_order_relaxed);
-                /* saturates at 255: such a slot then always asks the table */
-                if (cv < 255) atomic_store_explicit(c, (uint8_t)(cv + 1), memory_order_release);
-            }
+            hp_filter_add((uintptr_t)ptr, +1);
             hp_live_n++;
-            atomic_store_explicit(&hp_live_count_atomic, hp_live_n, memory_order_relaxed);
             s->live_bytes += w * (double)size;
             s->live_count += w;
         } else {
@@ -622,10 +630,11 @@ static void hp_record(void *ptr, size_t size, int domain, int take_stack) {
 /* A block is being freed (before the underlying free). */
 static void hp_untrack_slow(void *ptr);
 
-/* Inlined into every free: nothing live, or the filter says "not sampled": 0. */
+/* Inlined into every free: 0 when the filter says "not sampled" (one bit read; NULL may
+ * say "maybe", the slow path drops it). */
 static inline __attribute__((always_inline)) int hp_maybe_sampled(void *ptr) {
-    if (atomic_load_explicit(&hp_live_count_atomic, memory_order_relaxed) == 0 || ptr == NULL) return 0;
-    return atomic_load_explicit(&hp_filter[hp_filter_slot((uintptr_t)ptr)], memory_order_acquire) != 0;
+    size_t slot = hp_filter_slot((uintptr_t)ptr);
+    return (int)((atomic_load_explicit(&hp_filter[slot >> 6], memory_order_acquire) >> (slot & 63)) & 1u);
 }
 
 static inline __attribute__((always_inline)) void hp_untrack(void *ptr) {
@@ -633,7 +642,7 @@ static inline __attribute__((always_inline)) void hp_untrack(void *ptr) {
 }
 
 static __attribute__((noinline)) void hp_untrack_slow(void *ptr) {
-    if (!hp_live_maybe((uintptr_t)ptr)) return;
+    if (ptr == NULL || !hp_live_maybe((uintptr_t)ptr)) return;
     hp_live_t old;
     pthread_mutex_lock(&hp_mutex);
     if (hp_live_remove((uintptr_t)ptr, &old)) {
@@ -648,7 +657,7 @@ static __attribute__((noinline)) void hp_untrack_slow(void *ptr) {
 /* The countdown crossed zero: redraw it; 1 when this allocation is to be sampled. */
 static void hp_hand_over_stack(hp_tls_t *t);
 
-static int hp_crossed(hp_tls_t *t, size_t size) {
+static __attribute__((noinline)) int hp_crossed(hp_tls_t *t, size_t size) {
     if (t->want_stack) hp_hand_over_stack(t);
     uint32_t gen = atomic_load_explicit(&hp_gen, memory_order_relaxed);
     int take = (t->gen == gen) && !t->guard && !t->ignored && size > 0 &&
