@@ -1,36 +1,56 @@
 """Overhead of the sampled heap profiler, side by side with tracemalloc and memray.
 
-Two services, each run in a fresh process per contender and round, rounds interleaved
-(the contenders' order rotates every round), so a noisy machine hits all of them alike:
+Two services, each run in a fresh process per contender and round:
 
 - busy: four threads of JSON churn and many small objects (dicts, lists, strings);
 - quiet: one thread serving a small request every millisecond.
 
-The figure is operations per CPU second of the process (throughput at equal CPU): on a
-shared machine wall-clock throughput moves with what other processes take (a first run
-here gave 0.44-1.50 for the same contender), CPU time per operation much less; the
-quiet service's throughput is set by its sleep anyway. Wall-clock throughput is printed
-beside it for the busy service.
-
 Contenders: no profiler; memdiag's sampler at its default interval (512 KiB); tracemalloc
 with 1 and with 16 frames; memray (``memray.Tracker``, if installed: ``pip install memray``).
-Printed: the median over rounds of each contender's ratio to the no-profiler run of the
-same round (1.00 = no cost), with the range.
 
-    python benchmarks/bench_heapprof.py [--rounds 5] [--seconds 3]
+Two measures, printed side by side:
 
-Instruction counts (steadier than times on a shared machine): a fixed JSON loop with
-40 MB live, sampler off and on, under callgrind; compare the two "Collected" totals:
+1. Times (default). Each contender runs *at the same time as* its own no-profiler twin
+   (two processes started together, so whatever else the shared machine does hits both
+   alike), in many short rounds; the launch order alternates. The figure is the paired
+   ratio per round of CPU time per operation (twin / contender: 1.00 = no cost; CPU time,
+   not wall time, because on a shared machine wall time moves with what other processes
+   take; the quiet service's throughput is set by its sleep anyway). Printed: the median
+   over rounds, a 95 % confidence interval of that median (order statistics, no
+   assumption on the distribution) and the range, with the absolute CPU microseconds per
+   operation. An A/A pair (no profiler against no profiler) runs in every round: its
+   spread is what the machine can resolve at that moment.
 
-    valgrind --tool=callgrind python benchmarks/bench_heapprof.py --loop 5000 --mode off
-    valgrind --tool=callgrind python benchmarks/bench_heapprof.py --loop 5000 --mode on
+       python benchmarks/bench_heapprof.py [--rounds 15] [--seconds 1.5] [--contenders none,sampler]
+
+2. The sampler switched on and off in one process (``--inprocess``): ABBA cycles of short
+   phases (on-off-off-on, then off-on-on-off), CPU time per operation per phase; the ratio
+   per cycle, and an A/A ratio of each cycle's two "off" phases. Pairs adjacent in time in
+   the same process resolve smaller differences than separate processes; stop() really
+   unhooks (checked), but each start() begins with empty tables (the live table of a
+   long-running service would be fuller: the count mode below keeps 20 MB live).
+
+       python benchmarks/bench_heapprof.py --inprocess [--seconds 60] [--phase 0.2]
+
+3. Counts (``--count``): the same operations run single-threaded, a fixed number of
+   times, under cachegrind (``valgrind --tool=cachegrind --cache-sim=yes``, L1 32 KiB and
+   a 1 MiB last level as this machine's L2); each contender is run with N and 2N
+   operations and the difference divided by N, so start-up and imports cancel out.
+   Printed per operation: instructions, L1 data misses, last-level misses and the
+   KCachegrind cycle estimate (Ir + 10 x L1 misses + 100 x LL misses), with ratios to no
+   profiler. Deterministic but for the sampling itself (a few dozen samples per run).
+
+       python benchmarks/bench_heapprof.py --count [--ops 3000] [--contenders none,sampler]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,35 +63,42 @@ HERE = os.path.abspath(__file__)
 CONTENDERS = ["none", "sampler", "tracemalloc-1", "tracemalloc-16", "memray"]
 
 
+# -- the services ----------------------------------------------------------------------------
+def busy_op(n: int, keep: list[Any]) -> None:
+    d = {"id": n, "user": f"user{n % 1000}", "items": [{"k": str(j), "v": j * 1.5, "t": (j, n)} for j in range(12)]}
+    back = json.loads(json.dumps(d))
+    keep.append(back["items"][n % 12])
+    if len(keep) > 2000:
+        del keep[:1000]
+
+
+def quiet_op() -> None:
+    d = {"path": "/api/x", "headers": {f"h{j}": "v" * 20 for j in range(10)}, "body": list(range(50))}
+    json.loads(json.dumps(d))
+    time.sleep(0.001)
+
+
 def _busy(stop: threading.Event, counter: list[int], i: int) -> None:
     n = 0
     keep: list[Any] = []
     while not stop.is_set():
-        d = {"id": n, "user": f"user{n % 1000}", "items": [{"k": str(j), "v": j * 1.5, "t": (j, n)} for j in range(12)]}
-        s = json.dumps(d)
-        back = json.loads(s)
-        keep.append(back["items"][n % 12])
-        if len(keep) > 2000:
-            keep = keep[1000:]
+        busy_op(n, keep)
         n += 1
         counter[i] += 1
 
 
 def _quiet(stop: threading.Event, counter: list[int], i: int) -> None:
     while not stop.is_set():
-        d = {"path": "/api/x", "headers": {f"h{j}": "v" * 20 for j in range(10)}, "body": list(range(50))}
-        json.loads(json.dumps(d))
+        quiet_op()
         counter[i] += 1
-        time.sleep(0.001)
 
 
-def child(workload: str, contender: str, seconds: float) -> dict[str, float]:
-    """Run one workload under one contender; return its figure."""
-    tracker = None
-    if contender == "sampler":
+def _start_contender(contender: str) -> Any:
+    """Start the profiler `contender`; return what must be closed at the end (memray)."""
+    if contender.startswith("sampler"):  # sampler@LABEL: another build, imported by PYTHONPATH
         from memdiag.leaks import heapprof
 
-        heapprof.start()
+        heapprof.start()  # the defaults: 512 KiB, 32 frames
         assert heapprof.backend() == "native", heapprof.available()
     elif contender.startswith("tracemalloc"):
         import tracemalloc
@@ -80,9 +107,25 @@ def child(workload: str, contender: str, seconds: float) -> dict[str, float]:
     elif contender == "memray":
         import memray
 
-        out = os.path.join(tempfile.mkdtemp(), "memray.bin")
-        tracker = memray.Tracker(out)
+        tracker = memray.Tracker(os.path.join(tempfile.mkdtemp(), "memray.bin"))
         tracker.__enter__()
+        return tracker
+    return None
+
+
+def _samples(contender: str) -> int:
+    if not contender.startswith("sampler"):
+        return 0
+    from memdiag.leaks import heapprof
+
+    return int(heapprof.stats().get("samples", 0))
+
+
+def child(workload: str, contender: str, seconds: float) -> dict[str, float]:
+    """Run one workload under one contender; return its figures."""
+    if contender.startswith("sampler") or contender == "none":
+        from memdiag.leaks import heapprof  # noqa: F401  (both import it: same start-up)
+    tracker = _start_contender(contender)
     threads_n = 4 if workload == "busy" else 1
     fn = _busy if workload == "busy" else _quiet
     stop = threading.Event()
@@ -91,30 +134,109 @@ def child(workload: str, contender: str, seconds: float) -> dict[str, float]:
     for t in threads:
         t.start()
     time.sleep(1.0)  # warm-up
+    s0 = _samples(contender)
     c0, t0, p0 = sum(counter), time.perf_counter(), time.process_time()
     time.sleep(seconds)
     c1, t1, p1 = sum(counter), time.perf_counter(), time.process_time()
+    s1 = _samples(contender)
     stop.set()
     for t in threads:
         t.join()
     if tracker is not None:
         tracker.__exit__(None, None, None)
     ops = c1 - c0
-    return {"ops_per_s": ops / (t1 - t0), "cpu_per_op_us": (p1 - p0) / max(ops, 1) * 1e6}
+    return {"ops": ops, "ops_per_s": ops / (t1 - t0), "cpu_per_op_us": (p1 - p0) / max(ops, 1) * 1e6,
+            "samples_per_s": (s1 - s0) / (t1 - t0)}  # fmt: skip
 
 
-def fixed_loop(n: int, sampler: bool) -> None:
-    """The same work every time: 40 MB kept, then ``n`` JSON round trips."""
+def inprocess(workload: str, seconds: float, phase: float) -> dict[str, list[float]]:
+    """The sampler switched on and off in one process, in short phases (ABBA order).
+
+    Each cycle is four phases, on-off-off-on or off-on-on-off; a phase's figure is the
+    process CPU time per operation. Returned per cycle: off/on (1.00 = no cost) and the
+    A/A ratio of the cycle's two "off" phases (what this method resolves). start() and
+    stop() run between phases, outside the measured windows; stop() really unhooks (the
+    hooks are on top here), and start() begins with empty tables each time.
+    """
     from memdiag.leaks import heapprof
 
-    keep = [bytes(100) for _ in range(300_000)]
-    if sampler:
-        heapprof.start()
-    keep2 = [str(i) * 20 for i in range(200_000)]
+    native = heapprof._native
+    threads_n = 4 if workload == "busy" else 1
+    fn = _busy if workload == "busy" else _quiet
+    stop = threading.Event()
+    counter = [0] * threads_n
+    threads = [threading.Thread(target=fn, args=(stop, counter, i), daemon=True) for i in range(threads_n)]
+    for t in threads:
+        t.start()
+    heapprof.start()
+    time.sleep(1.0)  # warm-up, sampler on
+    heapprof.stop()
+    out: dict[str, list[float]] = {"ratio": [], "aa": []}
+    end = time.monotonic() + seconds
+    k = 0
+    while time.monotonic() < end:
+        order = ["on", "off", "off", "on"] if k % 2 == 0 else ["off", "on", "on", "off"]
+        got: dict[str, list[tuple[int, float]]] = {"on": [], "off": []}
+        for mode in order:
+            if mode == "on":
+                heapprof.start()
+            else:
+                heapprof.stop()
+            assert bool(native.chained()) == (mode == "on"), "the hooks did not follow start/stop"
+            c0, p0 = sum(counter), time.process_time()
+            time.sleep(phase)
+            c1, p1 = sum(counter), time.process_time()
+            got[mode].append((c1 - c0, p1 - p0))
+        cpu = {m: sum(p for _, p in v) / max(sum(c for c, _ in v), 1) for m, v in got.items()}
+        out["ratio"].append(cpu["off"] / cpu["on"])
+        (ca, pa), (cb, pb) = got["off"]
+        out["aa"].append((pa / max(ca, 1)) / (pb / max(cb, 1)))
+        k += 1
+    heapprof.stop()
+    stop.set()
+    for t in threads:
+        t.join()
+    return out
+
+
+def run_inprocess(a: argparse.Namespace) -> None:
+    workloads = ["busy", "quiet"] if a.workload == "both" else [a.workload]
+    head = f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}"
+    print(f"{head}; the sampler switched on and off in one process, ABBA cycles of {a.phase:g} s phases, "
+          f"{a.seconds:g} s per workload")  # fmt: skip
+    for w in workloads:
+        out = subprocess.run([sys.executable, HERE, "--seconds", str(a.seconds), "--phase", str(a.phase),
+                              "--_inprocess", w], capture_output=True, text=True, timeout=3600)  # fmt: skip
+        if out.returncode != 0:
+            raise SystemExit(f"{w} failed: {out.stderr[-2000:]}")
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"\n{w}: CPU per operation, off / on, per cycle: median, 95 % CI of the median, [min-max] over "
+              f"{len(res['ratio'])} cycles")  # fmt: skip
+        for name, key in (("sampler", "ratio"), ("A/A (off/off)", "aa")):
+            v = res[key]
+            med = statistics.median(v)
+            lo, hi = median_ci(v)
+            print(
+                f"  {name:15s} {med:.3f}  CI [{lo:.3f}-{hi:.3f}]  [{min(v):.3f}-{max(v):.3f}]  "
+                f"cost {100 * (1 - med):+.1f} %"
+            )
+
+
+def fixed_ops(workload: str, contender: str, n: int) -> None:
+    """The same work every time (for --count): 20 MB kept live, then ``n`` operations."""
+    from memdiag.leaks import heapprof  # noqa: F401
+
+    live = [bytes(100) for _ in range(150_000)]
+    tracker = _start_contender(contender)
+    keep: list[Any] = []
     for i in range(n):
-        d = {"id": i, "items": [{"k": str(j), "v": j * 1.5} for j in range(12)]}
-        json.loads(json.dumps(d))
-    del keep, keep2
+        if workload == "busy":
+            busy_op(i, keep)
+        else:
+            quiet_op()
+    if tracker is not None:
+        tracker.__exit__(None, None, None)
+    del live, keep
 
 
 def _available(contender: str) -> bool:
@@ -130,50 +252,184 @@ def _available(contender: str) -> bool:
     return True
 
 
+# -- statistics ------------------------------------------------------------------------------
+def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median (binomial order statistics)."""
+    v = sorted(values)
+    n = len(v)
+    if n < 6:
+        return v[0], v[-1]
+    # the largest k with P(Binomial(n, 1/2) < k) <= (1 - level) / 2
+    cdf, k = 0.0, 0
+    while True:
+        nxt = cdf + math.comb(n, k) / 2**n
+        if nxt > (1 - level) / 2:
+            break
+        cdf, k = nxt, k + 1
+    k = max(k, 1)
+    return v[k - 1], v[n - k]
+
+
+# -- times -----------------------------------------------------------------------------------
+ALSO: dict[str, str] = {}  # "sampler@LABEL" -> the src directory of another build (--also)
+
+
+def _env(contender: str) -> dict[str, str] | None:
+    if contender not in ALSO:
+        return None
+    return {**os.environ, "PYTHONPATH": ALSO[contender]}
+
+
+def _pair(workload: str, first: str, second: str, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
+    procs = [
+        subprocess.Popen([sys.executable, HERE, "--seconds", str(seconds), "--_child", workload, c],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(c))
+        for c in (first, second)
+    ]  # fmt: skip
+    res = []
+    for c, p in zip((first, second), procs):
+        out, err = p.communicate(timeout=300)
+        if p.returncode != 0:
+            raise SystemExit(f"{workload}/{c} failed: {err[-2000:]}")
+        res.append(json.loads(out.strip().splitlines()[-1]))
+    return res[0], res[1]
+
+
+def run_times(a: argparse.Namespace, contenders: list[str]) -> None:
+    workloads = ["busy", "quiet"] if a.workload == "both" else [a.workload]
+    rivals = [c for c in contenders if c != "none"]
+    rows = ["none (A/A)", *rivals]
+    head = f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}"
+    print(f"{head}; {a.rounds} rounds x {a.seconds:g} s, each contender side by side with its own no-profiler twin")
+    for w in workloads:
+        ratios: dict[str, list[float]] = {c: [] for c in rows}
+        cpu: dict[str, list[float]] = {c: [] for c in rows}
+        twin_cpu: list[float] = []
+        sps: list[float] = []
+        for r in range(a.rounds):
+            for c in rows:
+                rival = "none" if c == "none (A/A)" else c
+                if r % 2:
+                    base, res = _pair(w, "none", rival, a.seconds)
+                else:
+                    res, base = _pair(w, rival, "none", a.seconds)
+                ratios[c].append(base["cpu_per_op_us"] / res["cpu_per_op_us"])
+                cpu[c].append(res["cpu_per_op_us"])
+                twin_cpu.append(base["cpu_per_op_us"])
+                if c == "sampler":
+                    sps.append(res["samples_per_s"])
+        print(f"\n{w}: operations per CPU second vs the twin without profiler: median, 95 % CI of the median, "
+              f"[min-max] over {a.rounds} rounds; CPU us/op (twin {statistics.median(twin_cpu):.1f})")  # fmt: skip
+        for c in rows:
+            v = ratios[c]
+            med = statistics.median(v)
+            lo, hi = median_ci(v)
+            line = (f"  {c:15s} {med:.3f}  CI [{lo:.3f}-{hi:.3f}]  [{min(v):.3f}-{max(v):.3f}]  "
+                    f"cost {100 * (1 - med):+.1f} %  cpu {statistics.median(cpu[c]):.1f} us/op")  # fmt: skip
+            print(line)
+        if sps:
+            print(f"  (sampler: {statistics.median(sps):.0f} samples/s)")
+
+
+# -- counts ----------------------------------------------------------------------------------
+_CG_CACHES = ["--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,8,64"]
+
+
+def _cachegrind(workload: str, contender: str, n: int) -> dict[str, int]:
+    cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=/dev/null", *_CG_CACHES,
+           sys.executable, HERE, "--_ops", workload, contender, str(n)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=_env(contender))
+    if out.returncode != 0:
+        raise SystemExit(f"cachegrind {workload}/{contender} failed: {out.stderr[-2000:]}")
+    got = {}
+    for key, pat in (("ir", r"I\s+refs:\s+([\d,]+)"), ("d1", r"D1\s+misses:\s+([\d,]+)"),
+                     ("lli", r"LLi misses:\s+([\d,]+)"), ("lld", r"LLd misses:\s+([\d,]+)"),
+                     ("i1", r"I1\s+misses:\s+([\d,]+)")):  # fmt: skip
+        m = re.search(pat, out.stderr)
+        if m is None:
+            raise SystemExit(f"cachegrind output not understood: {out.stderr[-2000:]}")
+        got[key] = int(m.group(1).replace(",", ""))
+    return got
+
+
+def run_counts(a: argparse.Namespace, contenders: list[str]) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--count needs valgrind (apt-get install valgrind)")
+    workloads = ["busy", "quiet"] if a.workload == "both" else [a.workload]
+    n = a.ops
+    print(f"python {sys.version.split()[0]}; cachegrind, simulated L1 32 KiB, LL 1 MiB; per operation = "
+          f"(run with {2 * n} ops - run with {n}) / {n}, single thread")  # fmt: skip
+    for w in workloads:
+        per: dict[str, dict[str, float]] = {}
+        for c in contenders:
+            small, big = _cachegrind(w, c, n), _cachegrind(w, c, 2 * n)
+            d = {k: (big[k] - small[k]) / n for k in big}
+            d["l1"] = d["d1"] + d["i1"]
+            d["ll"] = d["lli"] + d["lld"]
+            d["cest"] = d["ir"] + 10 * d["l1"] + 100 * d["ll"]
+            per[c] = d
+        print(f"\n{w}: per operation (ratio to none)")
+        base = per["none"]
+        for c in contenders:
+            d = per[c]
+            print(f"  {c:15s} instr {d['ir']:9.0f} ({d['ir'] / base['ir']:.4f})   L1 misses {d['l1']:7.1f} "
+                  f"({d['l1'] / max(base['l1'], 1e-9):.3f})   LL misses {d['ll']:6.2f}   "
+                  f"est. cycles {d['cest']:9.0f} ({d['cest'] / base['cest']:.4f})")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--seconds", type=float, default=1.5)
     p.add_argument("--workload", choices=["busy", "quiet", "both"], default="both")
-    p.add_argument("--loop", type=int, help="run the fixed loop this many times (for callgrind)")
-    p.add_argument("--mode", choices=["on", "off"], default="on")
+    p.add_argument(
+        "--contenders", default=",".join(CONTENDERS), help="comma-separated subset of " + ",".join(CONTENDERS)
+    )
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="LABEL=SRC",
+        help="also run the sampler of another build (its src directory), as contender sampler@LABEL",
+    )
+    p.add_argument("--count", action="store_true", help="instruction and cache-miss counts under cachegrind")
+    p.add_argument("--ops", type=int, default=3000, help="--count: operations in the shorter run")
+    p.add_argument("--inprocess", action="store_true", help="switch the sampler on and off in one process (ABBA)")
+    p.add_argument("--phase", type=float, default=0.1, help="--inprocess: seconds per phase")
+    p.add_argument("--_inprocess", metavar="WORKLOAD", help=argparse.SUPPRESS)
     p.add_argument("--_child", nargs=2, metavar=("WORKLOAD", "CONTENDER"), help=argparse.SUPPRESS)
+    p.add_argument("--_ops", nargs=3, metavar=("WORKLOAD", "CONTENDER", "N"), help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.loop:
-        fixed_loop(a.loop, a.mode == "on")
+    if a._ops:
+        fixed_ops(a._ops[0], a._ops[1], int(a._ops[2]))
         return
     if a._child:
         print(json.dumps(child(a._child[0], a._child[1], a.seconds)))
         return
-    contenders = [c for c in CONTENDERS if _available(c)]
-    skipped = [c for c in CONTENDERS if c not in contenders]
-    workloads = ["busy", "quiet"] if a.workload == "both" else [a.workload]
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {a.rounds} rounds x {a.seconds:g} s"
-          + (f"; not installed: {', '.join(skipped)}" if skipped else ""))
-    for w in workloads:
-        ratios: dict[str, list[float]] = {c: [] for c in contenders}
-        wall: dict[str, list[float]] = {c: [] for c in contenders}
-        for r in range(a.rounds):
-            order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
-            res = {}
-            for c in order:
-                out = subprocess.run([sys.executable, HERE, "--seconds", str(a.seconds), "--_child", w, c],
-                                     capture_output=True, text=True, timeout=300)
-                if out.returncode != 0:
-                    raise SystemExit(f"{w}/{c} failed: {out.stderr[-2000:]}")
-                res[c] = json.loads(out.stdout.strip().splitlines()[-1])
-            for c in contenders:  # 1.00 = free
-                ratios[c].append(res["none"]["cpu_per_op_us"] / res[c]["cpu_per_op_us"])
-                wall[c].append(res[c]["ops_per_s"] / res["none"]["ops_per_s"])
-        print(f"\n{w}: operations per CPU second vs none, median [min-max] over {a.rounds} rounds"
-              + ("; wall-clock throughput vs none" if w == "busy" else ""))
-        for c in contenders:
-            v = ratios[c]
-            med = statistics.median(v)
-            line = f"  {c:15s} {med:.3f}  [{min(v):.3f}-{max(v):.3f}]  cost {100 * (1 - med):+.1f} %"
-            if w == "busy":
-                line += f"   wall {statistics.median(wall[c]):.3f} [{min(wall[c]):.3f}-{max(wall[c]):.3f}]"
-            print(line)
+    if a._inprocess:
+        print(json.dumps(inprocess(a._inprocess, a.seconds, a.phase)))
+        return
+    if a.inprocess:
+        run_inprocess(a)
+        return
+    wanted = [c.strip() for c in a.contenders.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in CONTENDERS]
+    if unknown:
+        raise SystemExit(f"unknown contenders {unknown}; choose from {CONTENDERS}")
+    if "none" not in wanted:
+        wanted.insert(0, "none")
+    contenders = [c for c in wanted if _available(c)]
+    for spec in a.also:
+        label, _, src = spec.partition("=")
+        ALSO[f"sampler@{label}"] = os.path.abspath(src)
+        contenders.append(f"sampler@{label}")
+    skipped = [c for c in wanted if c not in contenders]
+    if skipped:
+        print(f"not available here: {', '.join(skipped)}")
+    if a.count:
+        run_counts(a, contenders)
+    else:
+        run_times(a, contenders)
 
 
 if __name__ == "__main__":
