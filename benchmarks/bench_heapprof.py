@@ -19,7 +19,8 @@ Two measures, printed side by side:
    over rounds, a 95 % confidence interval of that median (order statistics, no
    assumption on the distribution) and the range, with the absolute CPU microseconds per
    operation. An A/A pair (no profiler against no profiler) runs in every round: its
-   spread is what the machine can resolve at that moment.
+   spread is what the machine can resolve at that moment. For the quiet service the
+   throughput itself (operations per wall second, set by its sleep) is printed beside.
 
        python benchmarks/bench_heapprof.py [--rounds 15] [--seconds 1.5] [--contenders none,sampler]
 
@@ -155,8 +156,11 @@ def inprocess(workload: str, seconds: float, phase: float) -> dict[str, list[flo
     Each cycle is four phases, on-off-off-on or off-on-on-off; a phase's figure is the
     process CPU time per operation. Returned per cycle: off/on (1.00 = no cost) and the
     A/A ratio of the cycle's two "off" phases (what this method resolves). start() and
-    stop() run between phases, outside the measured windows; stop() really unhooks (the
-    hooks are on top here), and start() begins with empty tables each time.
+    stop() run between phases, outside the measured windows, and every phase starts after
+    an unmeasured quarter phase (a first version without it measured the phase after a
+    switch 3-4 % slower, for "off" as well as "on": start() walks its 1 MB of tables);
+    stop() really unhooks (the hooks are on top here), and start() begins with empty
+    tables each time.
     """
     from memdiag.leaks import heapprof
 
@@ -171,25 +175,29 @@ def inprocess(workload: str, seconds: float, phase: float) -> dict[str, list[flo
     heapprof.start()
     time.sleep(1.0)  # warm-up, sampler on
     heapprof.stop()
-    out: dict[str, list[float]] = {"ratio": [], "aa": []}
+    out: dict[str, list[float]] = {"ratio": [], "aa": [], "wall": []}
+    settle = phase / 4
     end = time.monotonic() + seconds
     k = 0
     while time.monotonic() < end:
         order = ["on", "off", "off", "on"] if k % 2 == 0 else ["off", "on", "on", "off"]
-        got: dict[str, list[tuple[int, float]]] = {"on": [], "off": []}
+        got: dict[str, list[tuple[int, float, float]]] = {"on": [], "off": []}
         for mode in order:
             if mode == "on":
                 heapprof.start()
             else:
                 heapprof.stop()
             assert bool(native.chained()) == (mode == "on"), "the hooks did not follow start/stop"
-            c0, p0 = sum(counter), time.process_time()
+            time.sleep(settle)  # every phase, switched or not: start() walks its tables (1 MB), cooling caches
+            c0, p0, t0 = sum(counter), time.process_time(), time.perf_counter()
             time.sleep(phase)
-            c1, p1 = sum(counter), time.process_time()
-            got[mode].append((c1 - c0, p1 - p0))
-        cpu = {m: sum(p for _, p in v) / max(sum(c for c, _ in v), 1) for m, v in got.items()}
+            c1, p1, t1 = sum(counter), time.process_time(), time.perf_counter()
+            got[mode].append((c1 - c0, p1 - p0, t1 - t0))
+        cpu = {m: sum(p for _, p, _ in v) / max(sum(c for c, _, _ in v), 1) for m, v in got.items()}
+        rate = {m: sum(c for c, _, _ in v) / sum(t for _, _, t in v) for m, v in got.items()}
         out["ratio"].append(cpu["off"] / cpu["on"])
-        (ca, pa), (cb, pb) = got["off"]
+        out["wall"].append(rate["on"] / rate["off"])
+        (ca, pa, _), (cb, pb, _) = got["off"]
         out["aa"].append((pa / max(ca, 1)) / (pb / max(cb, 1)))
         k += 1
     heapprof.stop()
@@ -210,9 +218,10 @@ def run_inprocess(a: argparse.Namespace) -> None:
         if out.returncode != 0:
             raise SystemExit(f"{w} failed: {out.stderr[-2000:]}")
         res = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"\n{w}: CPU per operation, off / on, per cycle: median, 95 % CI of the median, [min-max] over "
-              f"{len(res['ratio'])} cycles")  # fmt: skip
-        for name, key in (("sampler", "ratio"), ("A/A (off/off)", "aa")):
+        print(f"\n{w}: CPU per operation, off / on (wall: operations per second, on / off), per cycle: median, "
+              f"95 % CI of the median, [min-max] over {len(res['ratio'])} cycles")  # fmt: skip
+        rows = [("sampler", "ratio"), ("A/A (off/off)", "aa"), ("sampler, wall", "wall")]
+        for name, key in rows:
             v = res[key]
             med = statistics.median(v)
             lo, hi = median_ci(v)
@@ -305,6 +314,7 @@ def run_times(a: argparse.Namespace, contenders: list[str]) -> None:
         ratios: dict[str, list[float]] = {c: [] for c in rows}
         cpu: dict[str, list[float]] = {c: [] for c in rows}
         twin_cpu: list[float] = []
+        wall: dict[str, list[float]] = {c: [] for c in rows}  # ops per wall second (quiet: sleep-bound)
         sps: list[float] = []
         for r in range(a.rounds):
             for c in rows:
@@ -315,6 +325,7 @@ def run_times(a: argparse.Namespace, contenders: list[str]) -> None:
                     res, base = _pair(w, rival, "none", a.seconds)
                 ratios[c].append(base["cpu_per_op_us"] / res["cpu_per_op_us"])
                 cpu[c].append(res["cpu_per_op_us"])
+                wall[c].append(res["ops_per_s"] / base["ops_per_s"])
                 twin_cpu.append(base["cpu_per_op_us"])
                 if c == "sampler":
                     sps.append(res["samples_per_s"])
@@ -326,6 +337,8 @@ def run_times(a: argparse.Namespace, contenders: list[str]) -> None:
             lo, hi = median_ci(v)
             line = (f"  {c:15s} {med:.3f}  CI [{lo:.3f}-{hi:.3f}]  [{min(v):.3f}-{max(v):.3f}]  "
                     f"cost {100 * (1 - med):+.1f} %  cpu {statistics.median(cpu[c]):.1f} us/op")  # fmt: skip
+            if w == "quiet":  # its throughput is set by the sleep; the twins hardly compete
+                line += f"  wall ops/s {statistics.median(wall[c]):.3f}"
             print(line)
         if sps:
             print(f"  (sampler: {statistics.median(sps):.0f} samples/s)")
@@ -338,7 +351,8 @@ _CG_CACHES = ["--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,8,64"]
 def _cachegrind(workload: str, contender: str, n: int) -> dict[str, int]:
     cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=/dev/null", *_CG_CACHES,
            sys.executable, HERE, "--_ops", workload, contender, str(n)]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=_env(contender))
+    env = {**(_env(contender) or os.environ), "PYTHONHASHSEED": "0"}  # string hashes (dict layouts) alike in every run
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
     if out.returncode != 0:
         raise SystemExit(f"cachegrind {workload}/{contender} failed: {out.stderr[-2000:]}")
     got = {}
