@@ -59,6 +59,7 @@ typedef struct {
     int guard;         /* re-entrancy: > 0 while this thread is inside the sampler */
     int ignored;       /* memdiag's own threads: never sampled */
     int want_stack;    /* the preload shim missed this thread's frames: hand them over */
+    int rerouted;      /* the block being recorded was served by the raw allocator for us */
 } hp_tls_t;
 
 /* initial-exec: one %fs-relative access instead of a __tls_get_addr call per allocation
@@ -85,8 +86,13 @@ typedef struct {
 typedef struct {
     uint32_t stack;
     float weight; /* 1 / p */
-    uint64_t size;
+    uint64_t size; /* | HP_SIZE_REROUTED: a small block the raw allocator serves (see _heapprof.c) */
 } hp_live_t;
+#define HP_SIZE_REROUTED (1ULL << 63)
+#define HP_REROUTED_BYTES 529u /* what a rerouted block takes at most: 513 bytes + malloc's header */
+static inline uint64_t hp_live_size(const hp_live_t *v) { return v->size & ~HP_SIZE_REROUTED; }
+#define HP_REROUTED_MAX 16384u /* live rerouted blocks at most: 8.7 MB */
+static _Atomic size_t hp_rerouted_n; /* live rerouted blocks (written under hp_mutex) */
 
 typedef struct {
     _Atomic(uintptr_t) *keys;
@@ -296,6 +302,7 @@ static int hp_live_remove(uintptr_t a, hp_live_t *out) {
         i = (i + 1) & mask;
     }
     *out = t->vals[i];
+    if (out->size & HP_SIZE_REROUTED) atomic_fetch_sub_explicit(&hp_rerouted_n, 1, memory_order_relaxed);
     hp_version_begin();
     /* backward-shift deletion */
     size_t j = i;
@@ -487,13 +494,16 @@ static size_t hp_fixed_bytes(void) {
 static size_t hp_bound_bytes(void) {
     size_t live_max = (size_t)HP_LIVE_CAP_MAX * (sizeof(uintptr_t) + sizeof(hp_live_t));
     /* current + every retired key array (a geometric series below the largest) */
-    return hp_fixed_bytes() + live_max + (size_t)HP_LIVE_CAP_MAX * sizeof(uintptr_t);
+    /* plus the rerouted blocks' room, if every live sample were one (see _heapprof.c) */
+    return hp_fixed_bytes() + live_max + (size_t)HP_LIVE_CAP_MAX * sizeof(uintptr_t) +
+           (size_t)HP_REROUTED_MAX * HP_REROUTED_BYTES;
 }
 
 static size_t hp_overhead_bytes(void) {
     hp_live_table_t *t = atomic_load_explicit(&hp_live, memory_order_relaxed);
     size_t live = t ? t->cap * (sizeof(uintptr_t) + sizeof(hp_live_t)) : 0;
-    return (hp_tables_ready ? hp_fixed_bytes() : 0) + live + hp_retired_bytes;
+    return (hp_tables_ready ? hp_fixed_bytes() : 0) + live + hp_retired_bytes +
+           atomic_load_explicit(&hp_rerouted_n, memory_order_relaxed) * HP_REROUTED_BYTES;
 }
 
 /* With the GIL held, hooks not yet sampling. */
@@ -548,6 +558,7 @@ static void hp_clear_samples(void) {
     memset((void *)hp_filter, 0, sizeof hp_filter);
     memset(hp_filter_n, 0, sizeof hp_filter_n);
     hp_live_n = 0;
+    atomic_store_explicit(&hp_rerouted_n, 0, memory_order_relaxed);
     hp_dropped = hp_dropped_stacks = hp_samples = 0;
     hp_n_ignored_threads = 0;
 }
@@ -605,13 +616,16 @@ static void hp_record(void *ptr, size_t size, int domain, int take_stack) {
     s->alloc_bytes += w * (double)size;
     s->alloc_count += w;
     hp_samples++;
-    if (ptr != NULL) {
+    if (ptr != NULL && hp_tls.rerouted < 0) {
+        hp_dropped++; /* a small block left to pymalloc: its free is not seen (see _heapprof.c) */
+    } else if (ptr != NULL) {
         if (hp_live_reserve() == 0) {
-            hp_live_t v = {si, (float)w, size};
+            hp_live_t v = {si, (float)w, size | (hp_tls.rerouted > 0 ? HP_SIZE_REROUTED : 0)};
+            if (hp_tls.rerouted > 0) atomic_fetch_add_explicit(&hp_rerouted_n, 1, memory_order_relaxed);
             hp_live_table_t *t = atomic_load_explicit(&hp_live, memory_order_relaxed);
             hp_live_t old;
             if (hp_live_remove((uintptr_t)ptr, &old)) { /* stale entry (free not seen) */
-                hp_stacks[old.stack].live_bytes -= (double)old.weight * (double)old.size;
+                hp_stacks[old.stack].live_bytes -= (double)old.weight * (double)hp_live_size(&old);
                 hp_stacks[old.stack].live_count -= (double)old.weight;
                 t = atomic_load_explicit(&hp_live, memory_order_relaxed);
             }
@@ -647,7 +661,7 @@ static __attribute__((noinline)) void hp_untrack_slow(void *ptr) {
     pthread_mutex_lock(&hp_mutex);
     if (hp_live_remove((uintptr_t)ptr, &old)) {
         hp_stack_t *s = &hp_stacks[old.stack];
-        s->live_bytes -= (double)old.weight * (double)old.size;
+        s->live_bytes -= (double)old.weight * (double)hp_live_size(&old);
         s->live_count -= (double)old.weight;
         if (s->live_count < 0.5) s->live_bytes = s->live_count = 0.0; /* float residue */
     }
