@@ -280,7 +280,8 @@ static void hk_free(void *ctx, void *ptr) {
     static void *hk_realloc_##SFX(void *ctx, void *ptr, size_t size) {                            \
         (void)ctx;                                                                                \
         hp_tls_t *t = &hp_tls;                                                                    \
-        hp_untrack(ptr);                                                                          \
+        /* rerouting: every tracked block is the raw allocator's, seen by the RAW realloc hook */ \
+        if (!hk_ctx[I].reroute) hp_untrack(ptr);                                                  \
         if (t->guard) return hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size);               \
         t->guard = 1; /* a realloc may move a small block to the raw allocator */                 \
         void *p = hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size);                          \
