@@ -438,14 +438,55 @@ def test_status_and_profile_are_encoded_once_per_sample(clean_registry: None) ->
             assert first.status == 200
             assert api.handle("GET", path, {}, auth, b"") is first
             assert api.try_handle("GET", path, {}, auth, b"") is first
-        slow.tick()  # a new sample: new answers
+        before = {p: api.try_handle("GET", p, {}, auth, b"") for p in ("/api/memory/status", "/api/memory/profile")}
+        slow.tick()  # a new sample: new answers, rebuilt by the monitor right after its tick
         for path in ("/api/memory/status", "/api/memory/profile"):
-            assert api.try_handle("GET", path, {}, auth, b"") is None
+            renewed = api.try_handle("GET", path, {}, auth, b"")
+            assert renewed is not None and renewed is not before[path]
+            assert api.handle("GET", path, {}, auth, b"") is renewed
         status = api.handle("GET", "/api/memory/status", {}, auth, b"")
         assert json.loads(status.body)["last_cleanup"] is None
         cleanup = api.handle("POST", "/api/memory/cleanup", {}, auth, b"")
         assert cleanup.status == 200
         assert api.try_handle("GET", "/api/memory/status", {}, auth, b"") is None  # the cleanup shows at once
         assert json.loads(api.handle("GET", "/api/memory/status", {}, auth, b"").body)["last_cleanup"]["performed"]
+    finally:
+        slow.close()
+
+
+def test_until_the_rebuild_a_poll_gets_the_previous_samples_answer(clean_registry: None) -> None:
+    """Between a tick and the monitor's rebuild (held back here), a poll is answered on the
+    loop with the previous sample's answer; a change beyond the sample (a cleanup) is not."""
+    slow = MemoryDiagnostics(MemoryConfig(sample_interval=30.0, enable_auto_cleanup=False))
+    api = MemoryAPI(slow, TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    slow.start()
+    try:
+        wait_for(lambda: slow.last_sample is not None, what="the first sample")
+        first = api.handle("GET", "/api/memory/status", {}, auth, b"")
+        assert api.try_handle("GET", "/api/memory/status", {}, auth, b"") is first  # polled: rebuilt after ticks
+        api._tick.prebuild = lambda diag: None  # type: ignore[method-assign]  # the rebuild, held back
+        sample = slow.last_sample
+        slow.tick()
+        assert slow.last_sample is not sample
+        assert api.try_handle("GET", "/api/memory/status", {}, auth, b"") is first  # no worker thread
+        assert api.handle("POST", "/api/memory/cleanup", {}, auth, b"").status == 200
+        assert api.try_handle("GET", "/api/memory/status", {}, auth, b"") is None  # shown at once, built anew
+    finally:
+        slow.close()
+
+
+def test_an_answer_not_polled_lately_is_built_for_the_current_sample(clean_registry: None) -> None:
+    slow = MemoryDiagnostics(MemoryConfig(sample_interval=30.0, enable_auto_cleanup=False))
+    api = MemoryAPI(slow, TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    slow.start()
+    try:
+        wait_for(lambda: slow.last_sample is not None, what="the first sample")
+        first = api.handle("GET", "/api/memory/profile", {}, auth, b"")
+        api._tick._asked.clear()  # nobody polled it lately (so the monitor does not rebuild it)
+        slow.tick()
+        assert api.try_handle("GET", "/api/memory/profile", {}, auth, b"") is None  # not the old one
+        assert api.handle("GET", "/api/memory/profile", {}, auth, b"") is not first
     finally:
         slow.close()
