@@ -114,6 +114,8 @@ def test_the_everyday_commands_of_a_service_start_without_click(service: Service
     assert code == 0
     assert "click" not in tops(mods)
     assert loaded(mods, CLICK | HTTP_CLIENT_NOT | NEVER) == set()
+    if "--json" in argv:
+        assert "memdiag.cli._render" not in mods
 
 
 def test_help_of_an_everyday_command_is_clicks() -> None:

@@ -19,10 +19,11 @@ SPEC = Spec(
 def ps(as_json: bool, timeout: float) -> None:
     """The services of this user that run memdiag: PID, RSS, pressure, API address."""
     from .._ps import service_rows
-    from .._render import render_ps
 
     rows = service_rows(timeout)
     if as_json:
         echo_json(rows)
-    else:
-        echo(render_ps(rows))
+        return
+    from .._render import render_ps  # for people only: --json does not load the renderers
+
+    echo(render_ps(rows))
