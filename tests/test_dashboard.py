@@ -588,6 +588,13 @@ def test_every_worker_of_a_gunicorn_server_and_switching_to_one(
         for pid in (master, *workers):  # every process's RSS is shown
             assert re.search(r"\d+(\.\d+)? (KiB|MiB|GiB)", pg.inner_text(f"#workers tr[data-pid='{pid}']")), pid
         for pid in workers:  # each worker's pressure, cache fill (5 of 10 entries) and top suspect
+            # a worker's row shows its report of the last poll: wait for the one after its
+            # cache was filled (a full run at load 7-19 read '—' at once)
+            pg.wait_for_function(
+                "pid => { const td = document.querySelectorAll(`#workers tr[data-pid='${pid}'] td`);"
+                " return td.length > 6 && td[6].textContent === '50 %'; }",
+                arg=pid, timeout=PATIENCE_MS,
+            )  # fmt: skip
             cells = pg.eval_on_selector_all(f"#workers tr[data-pid='{pid}'] td", "tds => tds.map(t => t.textContent)")
             assert cells[5:8] == ["ok", "50 %", "none"], cells
 

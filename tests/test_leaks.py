@@ -153,8 +153,39 @@ def warming_cache(stop: threading.Event) -> None:
 # -- the bars, shortened ------------------------------------------------------------------
 
 
+ISOLATED = "TEST_LEAKS_ISOLATED"  # not MEMDIAG_*: conftest clears those
+
+
+def _in_a_fresh_interpreter(request: pytest.FixtureRequest) -> bool:
+    """Run the calling test again alone in a fresh pytest process and assert it passed;
+    True when that was done (the caller returns), False inside that fresh process.
+
+    A leak verdict reads the whole process: in a full run the test process carries every
+    earlier test's leftovers (its RSS grew at ~90 MB/min during this test at load 7-19, and
+    that growth, unexplained by the traced window, was the `native` verdict in its place)."""
+    if os.environ.get(ISOLATED) == "1":
+        return False
+    import subprocess
+    import sys
+
+    node = f"{request.node.path}::{request.node.name}"
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],
+        capture_output=True, text=True, timeout=600, env={**os.environ, ISOLATED: "1"},
+        cwd=str(request.config.rootpath),
+    )  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert "1 passed" in out.stdout, out.stdout[-2000:]
+    return True
+
+
 @pytest.mark.slow
-def test_leaking_site_is_top_suspect(run: Callable[..., MemoryDiagnostics], work: Workload) -> None:
+@pytest.mark.timeout(700)  # the run in a fresh process included
+def test_leaking_site_is_top_suspect(
+    run: Callable[..., MemoryDiagnostics], work: Workload, request: pytest.FixtureRequest
+) -> None:
+    if _in_a_fresh_interpreter(request):
+        return
     alerts: list[dict[str, Any]] = []
     leaks.on_leak(alerts.append)
     try:
