@@ -490,3 +490,31 @@ def test_an_answer_not_polled_lately_is_built_for_the_current_sample(clean_regis
         assert api.handle("GET", "/api/memory/profile", {}, auth, b"") is not first
     finally:
         slow.close()
+
+
+def test_the_monitors_prebuild_never_waits_for_a_request_building_the_answer() -> None:
+    """The monitor thread rebuilds polled answers after its tick. A request thread holds the
+    build lock while it makes an answer, and making one can wait for the monitor (or take a
+    sample itself, whose listeners run the prebuild on the same thread): the prebuild must
+    give way, not wait. It waited, and requests timed out in a full test run."""
+    from memdiag.http.tick import PerTick
+
+    diag = MemoryDiagnostics(MemoryConfig(sample_interval=0.05, history_persist=False)).start()
+    try:
+        wait_for(lambda: diag.last_sample is not None, 10.0, "a first sample")
+        per = PerTick()
+        per.get("status", diag)  # asked: the monitor will rebuild it after its ticks
+        per.build("status", diag, diag.status)
+        done = threading.Event()
+        with per._lock:  # a request thread in the middle of a build
+            t = threading.Thread(target=lambda: (per.prebuild(diag), done.set()), daemon=True)
+            t.start()
+            assert done.wait(2.0), "prebuild waited for the build lock"
+        # and a sample taken inside make() (on the requesting thread) does not deadlock it
+        answer: list[object] = []
+        worker = threading.Thread(target=lambda: answer.append(per.build("tick", diag, lambda: diag.tick())), daemon=True)
+        worker.start()
+        worker.join(5.0)
+        assert answer, "a build whose make() takes a sample deadlocked"
+    finally:
+        diag.close()

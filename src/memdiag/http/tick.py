@@ -97,24 +97,27 @@ class PerTick:
         if found is not None:
             return found  # type: ignore[no-any-return]
         with self._lock:
-            found = self._current(name, diag)
-            if found is not None:
-                return found  # type: ignore[no-any-return]
-            key = _key(diag)
-            answer = make()
-            if key is not None and key == _key(diag):  # no tick in between
-                self._answers[name] = (key, answer, make, weakref.ref(diag))
-            if diag not in self._listening:
-                self._listening.add(diag)
-                ref, me = weakref.ref(diag), weakref.ref(self)
+            return self._build_locked(name, diag, make)
 
-                def after_tick(_sample: Any, _state: Any) -> None:
-                    tick = me()
-                    if tick is not None:
-                        tick.prebuild(ref())
+    def _build_locked(self, name: str, diag: MemoryDiagnostics, make: Callable[[], T]) -> T:
+        found = self._current(name, diag)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        key = _key(diag)
+        answer = make()
+        if key is not None and key == _key(diag):  # no tick in between
+            self._answers[name] = (key, answer, make, weakref.ref(diag))
+        if diag not in self._listening:
+            self._listening.add(diag)
+            ref, me = weakref.ref(diag), weakref.ref(self)
 
-                diag.on_sample(after_tick)
-            return answer
+            def after_tick(_sample: Any, _state: Any) -> None:
+                tick = me()
+                if tick is not None:
+                    tick.prebuild(ref())
+
+            diag.on_sample(after_tick)
+        return answer
 
     def prebuild(self, diag: MemoryDiagnostics | None) -> None:
         """Rebuild, on the monitor thread after a tick, the answers asked for recently."""
@@ -123,4 +126,13 @@ class PerTick:
         now = time.monotonic()
         for name, (_, _, make, made_for) in list(self._answers.items()):
             if made_for() is diag and now - self._asked.get(name, 0.0) <= _RECENT:
-                self.build(name, diag, make)
+                # Never wait for the lock here: a request thread holding it may be inside
+                # make(), waiting for this monitor thread (a sample, the service's lock).
+                # Waiting would deadlock both (requests timed out in a full test run);
+                # that thread builds the answer anyway.
+                if not self._lock.acquire(blocking=False):
+                    return
+                try:
+                    self._build_locked(name, diag, make)
+                finally:
+                    self._lock.release()
