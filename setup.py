@@ -2,7 +2,8 @@
 
 ``memdiag.cache._fastget`` (SharedPromptCache's get and set for the built-in policies, in C) and
 ``memdiag.leaks._heapprof`` (the sampled heap profiler, and ``_preload``, its malloc
-shim for ``memdiag run``) and ``memdiag.leaks._scan`` (leak detection's container scan) need a C compiler and the Python
+shim for ``memdiag run``) ``memdiag.leaks._scan`` (leak detection's container scan) and ``memdiag.leaks._audit``
+(its audit hook, filtered in C) need a C compiler and the Python
 headers. Where they cannot be built the install still succeeds: the cache uses its
 pure-Python path, and memdiag says once (logger ``memdiag``) that the heap profile falls
 back to tracemalloc.
@@ -58,6 +59,10 @@ if sys.implementation.name == "cpython" and sys.platform.startswith("linux"):
     # The container scan's walk over gc.get_objects() (leak detection), in C.
     _EXTENSIONS.append(
         Extension("memdiag.leaks._scan", ["src/memdiag/leaks/_scan.c"], extra_compile_args=_CFLAGS, optional=True)
+    )
+    # The resource-origin audit hook, filtered by event name in C (leak detection).
+    _EXTENSIONS.append(
+        Extension("memdiag.leaks._audit", ["src/memdiag/leaks/_audit.c"], extra_compile_args=_CFLAGS, optional=True)
     )
     # The LD_PRELOAD malloc shim of `memdiag run` (a shared object, not a module).
     _EXTENSIONS.append(

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import re
@@ -62,6 +63,14 @@ from typing import Any
 
 HERE = os.path.abspath(__file__)
 CONTENDERS = ["none", "sampler", "tracemalloc-1", "tracemalloc-16", "memray"]
+# The ablation (--contenders ...): memdiag as a whole at default settings and its parts.
+#   memdiag          memdiag.start(), nothing changed (monitor, control channel, leak detection:
+#                    allocator hooks, audit/thread/task hooks, heap thread)
+#   memdiag-noheap   memdiag.start(heap_profile="off"): no allocator hooks, no heap thread
+#   memdiag-noleaks  memdiag.start(leak_detection=False): the monitor and control channel only
+#   audit            the resource-origin hooks alone (audit hook, threading/task wrappers)
+#   audit-py         the same with the audit hook in Python (sys.addaudithook), as before _audit
+ABLATION = ["memdiag", "memdiag-noheap", "memdiag-noleaks", "audit", "audit-py"]
 
 
 # -- the services ----------------------------------------------------------------------------
@@ -77,6 +86,30 @@ def quiet_op() -> None:
     d = {"path": "/api/x", "headers": {f"h{j}": "v" * 20 for j in range(10)}, "body": list(range(50))}
     json.loads(json.dumps(d))
     time.sleep(0.001)
+
+
+_LOG = logging.getLogger("bench.requests")
+
+
+def logged_op() -> None:
+    """The quiet request, logged as services do: one record per request (logging takes
+    its caller with sys._getframe, an audit event)."""
+    quiet_op()
+    _LOG.info("GET /api/x 200")
+
+
+def _setup_log() -> None:
+    _LOG.setLevel(logging.INFO)
+    _LOG.propagate = False
+    if not _LOG.handlers:
+        _LOG.addHandler(logging.StreamHandler(open(os.devnull, "w")))  # noqa: SIM115 (process-long)
+
+
+def _logged(stop: threading.Event, counter: list[int], i: int) -> None:
+    _setup_log()
+    while not stop.is_set():
+        logged_op()
+        counter[i] += 1
 
 
 def _busy(stop: threading.Event, counter: list[int], i: int) -> None:
@@ -101,6 +134,23 @@ def _start_contender(contender: str) -> Any:
 
         heapprof.start()  # the defaults: 512 KiB, 32 frames
         assert heapprof.backend() == "native", heapprof.available()
+    elif contender.startswith("memdiag"):
+        import memdiag
+
+        os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp()  # the history file: not the user's
+        over = {"memdiag-noheap": {"heap_profile": "off"}, "memdiag-noleaks": {"leak_detection": False}}
+        memdiag.start(**over.get(contender, {}))
+        return memdiag
+    elif contender == "audit":
+        from memdiag.leaks import origins
+
+        origins.install()
+    elif contender == "audit-py":
+        from memdiag.leaks import origins
+
+        sys.addaudithook(origins._hook)  # what install() did before the C hook
+        origins._wrap_thread_start()
+        origins._wrap_tasks()
     elif contender.startswith("tracemalloc"):
         import tracemalloc
 
@@ -112,6 +162,28 @@ def _start_contender(contender: str) -> Any:
         tracker.__enter__()
         return tracker
     return None
+
+
+def _own_cpu_ns() -> int:
+    """CPU time (ns, schedstat) of memdiag's own threads so far."""
+    total = 0
+    for t in threading.enumerate():
+        if t.name.startswith("memdiag-") and t.native_id is not None:
+            try:
+                with open(f"/proc/self/task/{t.native_id}/schedstat") as fh:
+                    total += int(fh.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+def _close(contender: str, tracker: Any) -> None:
+    if tracker is None:
+        return
+    if contender.startswith("memdiag"):
+        tracker.stop()
+    else:
+        tracker.__exit__(None, None, None)
 
 
 def _samples(contender: str) -> int:
@@ -128,26 +200,25 @@ def child(workload: str, contender: str, seconds: float) -> dict[str, float]:
         from memdiag.leaks import heapprof  # noqa: F401  (both import it: same start-up)
     tracker = _start_contender(contender)
     threads_n = 4 if workload == "busy" else 1
-    fn = _busy if workload == "busy" else _quiet
+    fn = {"busy": _busy, "quiet": _quiet, "logged": _logged}[workload]
     stop = threading.Event()
     counter = [0] * threads_n
     threads = [threading.Thread(target=fn, args=(stop, counter, i), daemon=True) for i in range(threads_n)]
     for t in threads:
         t.start()
     time.sleep(1.0)  # warm-up
-    s0 = _samples(contender)
+    s0, o0 = _samples(contender), _own_cpu_ns()
     c0, t0, p0 = sum(counter), time.perf_counter(), time.process_time()
     time.sleep(seconds)
     c1, t1, p1 = sum(counter), time.perf_counter(), time.process_time()
-    s1 = _samples(contender)
+    s1, o1 = _samples(contender), _own_cpu_ns()
     stop.set()
     for t in threads:
         t.join()
-    if tracker is not None:
-        tracker.__exit__(None, None, None)
+    _close(contender, tracker)
     ops = c1 - c0
     return {"ops": ops, "ops_per_s": ops / (t1 - t0), "cpu_per_op_us": (p1 - p0) / max(ops, 1) * 1e6,
-            "samples_per_s": (s1 - s0) / (t1 - t0)}  # fmt: skip
+            "samples_per_s": (s1 - s0) / (t1 - t0), "own_cpu_share": (o1 - o0) / 1e9 / (t1 - t0)}  # fmt: skip
 
 
 def inprocess(workload: str, seconds: float, phase: float) -> dict[str, list[float]]:
@@ -166,7 +237,7 @@ def inprocess(workload: str, seconds: float, phase: float) -> dict[str, list[flo
 
     native = heapprof._native
     threads_n = 4 if workload == "busy" else 1
-    fn = _busy if workload == "busy" else _quiet
+    fn = {"busy": _busy, "quiet": _quiet, "logged": _logged}[workload]
     stop = threading.Event()
     counter = [0] * threads_n
     threads = [threading.Thread(target=fn, args=(stop, counter, i), daemon=True) for i in range(threads_n)]
@@ -236,15 +307,17 @@ def fixed_ops(workload: str, contender: str, n: int) -> None:
     from memdiag.leaks import heapprof  # noqa: F401
 
     live = [bytes(100) for _ in range(150_000)]
+    _setup_log()
     tracker = _start_contender(contender)
     keep: list[Any] = []
     for i in range(n):
         if workload == "busy":
             busy_op(i, keep)
+        elif workload == "logged":
+            logged_op()
         else:
             quiet_op()
-    if tracker is not None:
-        tracker.__exit__(None, None, None)
+    _close(contender, tracker)
     del live, keep
 
 
@@ -316,6 +389,7 @@ def run_times(a: argparse.Namespace, contenders: list[str]) -> None:
         twin_cpu: list[float] = []
         wall: dict[str, list[float]] = {c: [] for c in rows}  # ops per wall second (quiet: sleep-bound)
         sps: list[float] = []
+        own: dict[str, list[float]] = {c: [] for c in rows}  # memdiag's threads: CPU s per wall s
         for r in range(a.rounds):
             for c in rows:
                 rival = "none" if c == "none (A/A)" else c
@@ -329,6 +403,7 @@ def run_times(a: argparse.Namespace, contenders: list[str]) -> None:
                 twin_cpu.append(base["cpu_per_op_us"])
                 if c == "sampler":
                     sps.append(res["samples_per_s"])
+                own[c].append(res.get("own_cpu_share", 0.0))
         print(f"\n{w}: operations per CPU second vs the twin without profiler: median, 95 % CI of the median, "
               f"[min-max] over {a.rounds} rounds; CPU us/op (twin {statistics.median(twin_cpu):.1f})")  # fmt: skip
         for c in rows:
@@ -339,6 +414,8 @@ def run_times(a: argparse.Namespace, contenders: list[str]) -> None:
                     f"cost {100 * (1 - med):+.1f} %  cpu {statistics.median(cpu[c]):.1f} us/op")  # fmt: skip
             if w == "quiet":  # its throughput is set by the sleep; the twins hardly compete
                 line += f"  wall ops/s {statistics.median(wall[c]):.3f}"
+            if c.startswith("memdiag"):
+                line += f"  memdiag threads {100 * statistics.median(own[c]):.2f} % of a core"
             print(line)
         if sps:
             print(f"  (sampler: {statistics.median(sps):.0f} samples/s)")
@@ -395,7 +472,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--seconds", type=float, default=1.5)
-    p.add_argument("--workload", choices=["busy", "quiet", "both"], default="both")
+    p.add_argument("--workload", choices=["busy", "quiet", "logged", "both"], default="both")
     p.add_argument(
         "--contenders", default=",".join(CONTENDERS), help="comma-separated subset of " + ",".join(CONTENDERS)
     )
@@ -427,9 +504,9 @@ def main() -> None:
         run_inprocess(a)
         return
     wanted = [c.strip() for c in a.contenders.split(",") if c.strip()]
-    unknown = [c for c in wanted if c not in CONTENDERS]
+    unknown = [c for c in wanted if c not in CONTENDERS + ABLATION]
     if unknown:
-        raise SystemExit(f"unknown contenders {unknown}; choose from {CONTENDERS}")
+        raise SystemExit(f"unknown contenders {unknown}; choose from {CONTENDERS + ABLATION}")
     if "none" not in wanted:
         wanted.insert(0, "none")
     contenders = [c for c in wanted if _available(c)]

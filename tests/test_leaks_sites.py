@@ -149,6 +149,41 @@ def test_fd_socket_thread_task_child_sites_and_verdicts(tmp_path) -> None:
         loop.close()
 
 
+def test_the_audit_hook_is_in_c_and_passes_only_its_three_events_to_python(tmp_path) -> None:
+    """The C hook (``_audit``, built by setup.py: a missing build fails here) calls Python
+    for open/socket.__new__/subprocess.Popen only; every other event (sys._getframe:
+    per log record, os.listdir, ...) returns in C. A callback that raises never fails the
+    audited operation."""
+    from memdiag.leaks import _audit
+
+    origins.install()
+    assert origins.hook_kind() == "c"
+    assert [_audit.wanted(e) for e in ("open", "socket.__new__", "subprocess.Popen")] == [True] * 3
+    assert not any(_audit.wanted(e) for e in ("time.sleep", "sys._getframe", "o", "s", "", "opened", "socket.bind"))
+    line = _line_of("# C-HOOK-OPEN")
+    before = _audit.stats()
+    for _ in range(50):
+        sys._getframe(0)
+        os.listdir(tmp_path)
+    mid = _audit.stats()
+    assert mid["seen"] - before["seen"] >= 100 and mid["called"] == before["called"]
+    with open(tmp_path / "x", "w") as fh:  # C-HOOK-OPEN
+        assert _audit.stats()["called"] == mid["called"] + 1
+        table = {f: site for f, _target, site in origins.fd_table()}
+        assert table[fh.fileno()] == (HERE, line)
+
+    def boom(event, args):
+        raise RuntimeError("a failing callback")
+
+    try:
+        assert _audit.install(boom) is False  # installed once; the callback replaced
+        with open(tmp_path / "y", "w") as fh:  # still opens
+            fh.write("ok")
+    finally:
+        _audit.install(origins._hook)
+    assert (tmp_path / "y").read_text() == "ok"
+
+
 def test_a_pool_that_fills_then_stays_is_no_resource_leak(tmp_path) -> None:
     origins.install()
     rs = ResourceSites()

@@ -3,9 +3,12 @@ created an asyncio task or spawned a child, and which of them are memdiag's own.
 
 Installed once per process by the leak detector (:func:`install`):
 
-* file descriptors and sockets: an audit hook (``sys.addaudithook``; it cannot be
-  removed, so it stays installed, and returns at once for every other event) on the
-  ``open`` and ``socket.__new__`` events. ``open`` does not carry the fd, so the path is
+* file descriptors and sockets: an audit hook on the ``open`` and ``socket.__new__``
+  events. It is written in C (``_audit``: ``PySys_AddAuditHook``) and compares the event
+  name's bytes before any Python runs, so the interpreter's other events (``time.sleep``,
+  ``sys._getframe`` for every log record, ...) cost a few instructions, not a Python call;
+  without that build it is a Python hook (``sys.addaudithook``). Either way it cannot be
+  removed, so it stays installed. ``open`` does not carry the fd, so the path is
   remembered with its site (bounded) and matched to ``/proc/self/fd`` links when the
   table is read; sockets are remembered by weak reference and asked for their fd then;
 * threads: ``threading.Thread.start`` wrapped (the site is stored on the thread);
@@ -30,7 +33,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["OWN", "Site", "children_by_site", "fd_table", "install", "installed", "tasks_by_site", "threads_by_site"]
+__all__ = ["OWN", "Site", "children_by_site", "fd_table", "hook_kind", "install", "installed", "tasks_by_site", "threads_by_site"]
 
 Site = tuple[str, int]  # (filename, line)
 OWN: Site = ("<memdiag>", 0)
@@ -48,6 +51,7 @@ MAX_FDS_READ = 65536
 
 _lock = threading.Lock()
 _installed = False
+_hook_kind: str | None = None  # "c" (the _audit build) or "python" (sys.addaudithook)
 _paths: OrderedDict[str, Site] = OrderedDict()  # path opened -> its last opener
 _sockets: weakref.WeakKeyDictionary[Any, Site] = weakref.WeakKeyDictionary()
 _popens: weakref.WeakKeyDictionary[Any, Site] = weakref.WeakKeyDictionary()
@@ -183,20 +187,37 @@ def _wrap_tasks() -> bool:
     return True
 
 
+def _add_audit_hook() -> str:
+    """The C audit hook when built (it calls ``_hook`` for the three events only), else a
+    Python one. ``_hook`` sits one frame below the audited call either way."""
+    try:
+        from . import _audit
+    except ImportError:
+        sys.addaudithook(_hook)
+        return "python"
+    _audit.install(_hook)
+    return "c"
+
+
 def install() -> None:
     """Install the hooks (once per process; idempotent, cheap to call again)."""
-    global _installed
+    global _installed, _hook_kind
     with _lock:
         first = not _installed
         _installed = True
     if first:
-        sys.addaudithook(_hook)
+        _hook_kind = _add_audit_hook()
         _wrap_thread_start()
     _wrap_tasks()
 
 
 def installed() -> bool:
     return _installed
+
+
+def hook_kind() -> str | None:
+    """How the audit hook is implemented: "c", "python", or None before install()."""
+    return _hook_kind
 
 
 # -- reading the tables (monitor thread, at check time) -----------------------------------
