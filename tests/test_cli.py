@@ -116,6 +116,32 @@ def test_profile_with_no_service_shows_the_machine() -> None:
     assert "Machine memory" in text and "Largest processes" in text
 
 
+def test_largest_processes_are_psutils_rows(tmp_path: Path) -> None:
+    # The machine view reads /proc itself; its rows are what psutil.process_iter gives:
+    # RSS from statm, the 15-byte comm completed from the command line, the real user's name.
+    import psutil
+
+    from memdiag.cli._outside import largest_processes
+
+    exe = tmp_path / "memdiag-long-named-python"  # longer than the kernel's 15-byte comm
+    exe.symlink_to(sys.executable)
+    code = "import sys, time; b = bytearray(256 << 20); print('ready', flush=True); time.sleep(60)"
+    child = subprocess.Popen([str(exe), "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+        rows = {r["pid"]: r for r in largest_processes(limit=100_000)}
+        ours = rows[child.pid]
+        p = psutil.Process(child.pid)
+        assert ours == {"pid": child.pid, "name": p.name(), "user": p.username(), "rss_bytes": p.memory_info().rss}
+        assert ours["name"] == "memdiag-long-named-python"
+        sizes = [r["rss_bytes"] for r in largest_processes(limit=3)]
+        assert len(sizes) == 3 and sizes == sorted(sizes, reverse=True)
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+
+
 def test_profile_pid_without_agent_shows_the_outside_view(children: list[subprocess.Popen[bytes]]) -> None:
     # A parent with one live child and one zombie (it never waits for the second).
     code = (

@@ -1,7 +1,7 @@
 """What each command imports, not how long it takes (timings are the benchmark's job:
 benchmarks/bench_cli.py). Like click's tests/test_imports.py: a fresh interpreter runs the
 command and reports the modules it added to ``sys.modules``; each command may load only
-what it uses (the HTTP client only to talk to a service, psutil only to look from outside,
+what it uses (the HTTP client only to talk to a service, no psutil even to look from outside,
 the renderers only for text output, click only for help, usage errors and the commands
 that are not everyday ones).
 
@@ -129,7 +129,10 @@ def test_the_outside_view_loads_no_http_client_and_no_renderer_for_json(view: st
     argv = ["profile", "--json"] + (["--pid", str(os.getpid())] if view == "process" else [])
     code, mods = imported(*argv)
     assert code == 0
-    assert tops(mods) <= {"memdiag", "psutil"}
+    assert tops(mods) == {"memdiag"}  # /proc is read directly: no psutil
     assert loaded(mods, HTTP_CLIENT_NOT | {"h11", "memdiag.cli._client", "memdiag.cli._render"}) == set()
+    # what the view does not use: logging, pathlib, the history ring and statistics
+    assert loaded(mods, {"logging", "pathlib", "memdiag.history", "memdiag.stats", "memdiag._logging"}) == set()
+    assert ("memdiag.redact" in mods) == (view == "process")  # the machine view shows no command line
     others = {f"memdiag.cli.commands.{c}" for c in COMMANDS} - {"memdiag.cli.commands.profile"}
     assert loaded(mods, others | {"memdiag.service", "memdiag.http", "memdiag.leaks", "memdiag.cache"}) == set()

@@ -17,12 +17,14 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._files import write_atomic
 from .errors import ConfigError
 from .units import MIB
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "FIELD_INFO",
@@ -393,14 +395,24 @@ FIELD_INFO: dict[str, FieldInfo] = _field_infos()
 
 def default_config_path() -> Path:
     """``$MEMDIAG_CONFIG``, else ``$XDG_CONFIG_HOME/memdiag/config.toml`` (``~/.config``)."""
-    explicit = os.environ.get(ENV_PREFIX + "CONFIG")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "memdiag" / "config.toml"
+    from pathlib import Path
+
+    return Path(_config_file(None))
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _config_file(path: str | os.PathLike[str] | None) -> str:
+    """The file :func:`load_config` reads, as a string (the command line's outside views
+    load the configuration without importing ``pathlib``)."""
+    if path is None:
+        path = os.environ.get(ENV_PREFIX + "CONFIG") or os.path.join(
+            os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config"),
+            "memdiag",
+            "config.toml",
+        )
+    return os.path.expanduser(os.fspath(path))
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``[memdiag]`` table (or the top level) of a TOML file; ``{}`` if it is missing.
 
     Raises:
@@ -408,7 +420,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             of the first bad byte), or not valid TOML.
     """
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except FileNotFoundError:
         return {}  # the usual case: no file, and no TOML parser loaded (about 450 KiB)
     except OSError as exc:
@@ -463,11 +476,11 @@ def load_config(
         ConfigError: naming the layer and field of every bad value.
     """
     cfg = MemoryConfig()
-    file_path = Path(path).expanduser() if path is not None else default_config_path()
-    if path is not None and not file_path.exists():
+    file_path = _config_file(path)
+    if path is not None and not os.path.exists(file_path):
         raise ConfigError({"config_file": f"{file_path} does not exist"})
     for layer, values in (
-        (str(file_path), _read_toml(file_path)),
+        (file_path, _read_toml(file_path)),
         ("environment", _from_env(os.environ if environ is None else environ)),
         ("arguments", dict(overrides or {})),
     ):
@@ -500,7 +513,9 @@ def save_config(changes: Mapping[str, Any], path: str | os.PathLike[str] | None 
     Raises:
         ConfigError: if the merged values are invalid; the file is then untouched.
     """
-    target = Path(path).expanduser() if path is not None else default_config_path()
+    from pathlib import Path
+
+    target = Path(_config_file(path))
     current = _read_toml(target)
     merged = {**current, **dict(changes)}
     cfg = MemoryConfig().updated(merged)  # validates the whole file

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import registry
-from ._logging import get_logger
 from .config import MemoryConfig
 from .projection import SIGNAL as PROJECTED_SIGNAL
 from .projection import LimitProjection
@@ -25,8 +24,6 @@ from .registry import SignalReading
 from .sample import Sample
 
 __all__ = ["LEVELS", "RANK", "PressureDetector", "PressureState", "builtin_signals", "level_of"]
-
-log = get_logger("memdiag.pressure")
 
 #: The pressure levels, lowest first: the one ordering every part compares levels by.
 LEVELS = ("ok", "warning", "critical")
@@ -193,7 +190,9 @@ class PressureDetector:
             try:
                 out.extend(fn(sample, self.config))
             except Exception as exc:  # a broken source must not break detection
-                log.debug("signal source %s failed: %r", name, exc)
+                from ._logging import get_logger  # not at import: the CLI's outside views need no logging
+
+                get_logger("memdiag.pressure").debug("signal source %s failed: %r", name, exc)
         return out
 
     def _signal_rank(self, r: SignalReading, key: str, commit: bool) -> int:

@@ -17,19 +17,19 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import registry
-from ._logging import get_logger
-from .config import MemoryConfig
-from .history import STORE_CACHE_BYTES
-from .pressure import LEVELS, PressureDetector, PressureState
+from .pressure import LEVELS, PressureDetector
 from .probes.process import read_cmdline
-from .redact import redact_argv
-from .sample import Sample
-from .stats import median, percentile
 
 if TYPE_CHECKING:
     from .cleanup import CleanupLadder
+    from .config import MemoryConfig
     from .history import History, HistoryStore
     from .monitor import LoopStats, Monitor
+    from .pressure import PressureState
+    from .sample import Sample
+
+# The outside views of the command line (``memdiag profile --pid N``) use profile() and
+# subprocesses() alone: history, statistics and logging are imported where they are used.
 
 __all__ = [
     "cleanup_summary",
@@ -44,8 +44,6 @@ __all__ = [
     "subprocesses",
     "trends",
 ]
-
-log = get_logger("memdiag")
 
 # 60 evenly spaced points: Theil-Sen's pairwise work is O(n^2), and 60 points over a
 # 5-minute window (one per 5 s) resolve any trend worth reporting.
@@ -175,6 +173,8 @@ def subprocesses(
     ``decorate`` lets the registered parts add their fields (owned, role, Node.js heap:
     :func:`memdiag.registry.add_subprocess_decorator`); an outside view has none.
     """
+    from .redact import redact_argv
+
     out = []
     for c in sample.children:
         item: dict[str, Any] = c.to_dict(deep_memory.get(c.pid))
@@ -188,7 +188,9 @@ def subprocesses(
             try:
                 hook(out)
             except Exception as exc:  # a part's bug must not cost the report
-                log.debug("subprocess decorator failed: %r", exc)
+                from ._logging import get_logger
+
+                get_logger("memdiag").debug("subprocess decorator failed: %r", exc)
     return out
 
 
@@ -238,6 +240,8 @@ def overhead(
 
     ``threads_cpu``: CPU seconds of each of memdiag's running threads (the monitor, the heap
     profile's snapshots and container scans, the HTTP and control servers, ...)."""
+    from .stats import median, percentile
+
     ticks = list(stats.tick_seconds)
     wall = (time.time() - stats.started_at) if stats.started_at and running else None
     return {
@@ -306,6 +310,8 @@ def own_components(
         },
     }
     if store_open:
+        from .history import STORE_CACHE_BYTES
+
         out["history_store_cache"] = {
             "bytes": STORE_CACHE_BYTES,  # its ceiling: SQLite does not say how full it is
             "bound_bytes": STORE_CACHE_BYTES,

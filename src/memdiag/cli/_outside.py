@@ -7,7 +7,7 @@ history: the report says so in ``unavailable``. Pressure is judged from this one
 reading against the local configuration (``pressure.instant`` is true).
 
 With no target at all, the machine view shows system memory, this shell's cgroup, PSI,
-and the largest processes (psutil is fine here: the CLI is not a monitor).
+and the largest processes (read from ``/proc``, as the process view is).
 
 The process view is built by the same function as :meth:`memdiag.MemoryDiagnostics.profile`
 (:func:`memdiag.reports.profile`), so scripts can read either.
@@ -15,17 +15,26 @@ The process view is built by the same function as :meth:`memdiag.MemoryDiagnosti
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from .. import reports
 from ..config import MemoryConfig, load_config
 from ..errors import ConfigError
-from ..probes.process import clock_ticks, count_fds, read_cmdline, read_smaps_rollup, read_stat
+from ..probes.process import (
+    clock_ticks,
+    count_fds,
+    pids,
+    read_cmdline,
+    read_real_uid,
+    read_smaps_rollup,
+    read_stat,
+    read_statm_rss,
+)
 from ..probes.python import PythonHeap
 from ..probes.system import ancestor_limits, detect_cgroup, read_cgroup, read_meminfo, read_psi
 from ..probes.tree import ChildWalker
-from ..redact import redact_argv
 from ..sample import ProcessMemory, Sample
 
 __all__ = ["machine_view", "process_view"]
@@ -50,6 +59,8 @@ def _config() -> MemoryConfig:
 
 
 def _cmdline(pid: int) -> list[str] | None:
+    from ..redact import redact_argv  # the process view's alone: the machine view shows no command line
+
     args = read_cmdline(pid)
     return None if args is None else redact_argv(args)
 
@@ -130,17 +141,42 @@ def process_view(pid: int, *, children_detail: bool = True) -> dict[str, Any] | 
 
 
 def largest_processes(limit: int = 10) -> list[dict[str, Any]]:
-    """The ``limit`` processes with the most RSS on the machine (those we may read)."""
-    import psutil
-
+    """The ``limit`` processes with the most RSS on the machine: psutil's ``process_iter``
+    rows (RSS from ``statm``), read from ``/proc`` without importing psutil; the name and
+    user of those ``limit`` only."""
+    rss = ((read_statm_rss(pid), pid) for pid in pids())
     rows = []
-    for p in psutil.process_iter(["pid", "name", "memory_info", "username"]):
-        mi = p.info.get("memory_info")
-        if mi is None:
-            continue
-        rows.append({"pid": p.info["pid"], "name": p.info["name"], "user": p.info["username"], "rss_bytes": mi.rss})
-    rows.sort(key=lambda r: -r["rss_bytes"])
-    return rows[:limit]
+    for size, pid in sorted(((r, p) for r, p in rss if r is not None), key=lambda rp: -rp[0]):
+        st = read_stat(pid)
+        if st is not None:  # gone meanwhile
+            rows.append({"pid": pid, "name": _full_name(pid, st.name), "user": _user(pid), "rss_bytes": size})
+        if len(rows) == limit:
+            break
+    return rows
+
+
+def _full_name(pid: int, name: str) -> str:
+    """The kernel's 15-byte ``comm``, completed from the command line as psutil's ``name()``."""
+    if len(name) < 15:
+        return name
+    args = read_cmdline(pid)
+    if args and len(args) == 1 and " " in args[0]:  # a process that rewrote its title
+        args = args[0].split()
+    full = os.path.basename(args[0]) if args else ""
+    return full if full.startswith(name) else name
+
+
+def _user(pid: int) -> str | None:
+    """The name of the process's real user (its number when it has no name)."""
+    import pwd
+
+    uid = read_real_uid(pid)
+    if uid is None:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def machine_view(top: int = 10) -> dict[str, Any]:

@@ -15,7 +15,9 @@ __all__ = [
     "count_fds",
     "page_size",
     "parse_stat",
+    "pids",
     "read_cmdline",
+    "read_real_uid",
     "read_smaps_rollup",
     "read_stat",
     "read_statm_rss",
@@ -115,6 +117,26 @@ def read_stat(pid: int, proc_root: str = "/proc", cache: PreadCache | None = Non
     path = f"{proc_root}/{pid}/stat"
     data = cache.read(path) if cache is not None else read_bytes(path, 4096)
     return parse_stat(pid, data)
+
+
+def pids(proc_root: str = "/proc") -> list[int]:
+    """Every process id on the machine, ascending."""
+    try:
+        return sorted(int(n) for n in os.listdir(proc_root) if n.isdigit())
+    except OSError:
+        return []
+
+
+def read_real_uid(pid: int | str, proc_root: str = "/proc") -> int | None:
+    """The real user id of ``pid`` (the first ``Uid:`` figure of ``/proc/PID/status``)."""
+    data = read_bytes(f"{proc_root}/{pid}/status", 4096)
+    start = data.find(b"\nUid:") if data else -1
+    if data is None or start < 0:
+        return None
+    try:
+        return int(data[start + 5 :].split(None, 1)[0])
+    except (IndexError, ValueError):
+        return None
 
 
 def own_threads_cpu(prefix: str = "memdiag-") -> dict[str, float]:
