@@ -1,11 +1,12 @@
 """GET /api/memory/status and /profile latency under 50 concurrent keep-alive clients.
 
-Three servers, each in its own process, measured in interleaved rounds (the order of
+Four servers, each in its own process, measured in interleaved rounds (the order of
 servers shuffled in every round, both paths in every round):
 
   raw         a bare asyncio Protocol answering fixed bytes (a real status/profile answer
               of this machine, encoded once): the floor for any Python server here
   memdiag     memdiag's standalone server (memdiag.start(http=...)), monitor running
+  memdiag-h11 the same with its fast path off: h11 reads every request (the ablation)
   fastapi     memdiag.http.fastapi.memory_router() under uvicorn (what a FastAPI user mounts)
 
 The load generator is one asyncio process: 50 clients, each on its own connection. With
@@ -17,7 +18,14 @@ machine was), the server's CPU time per request (user + system, all its threads,
 /proc; 10 ms clock ticks, so read it over whole rounds), and the ratio of the medians to
 the raw server.
 
+``--cpu`` measures no latency: the CPU time of the server's connection code per request
+(``Connection.data_received`` to the bytes handed to the transport, a null transport, no
+sockets, one process), fast path against h11, in interleaved rounds. It is the figure
+that a loaded machine disturbs least.
+
     python benchmarks/bench_http.py [--rounds 5] [--seconds 3] [--clients 50] [--pace 0.05]
+                                    [--servers raw,memdiag,memdiag-h11,fastapi]
+    python benchmarks/bench_http.py --cpu [--rounds 7]
 """
 
 from __future__ import annotations
@@ -48,8 +56,7 @@ def _serve_raw() -> None:
     bodies = {p: json.dumps(getattr(diag, p.rsplit("/", 1)[1])(), separators=(",", ":")).encode() for p in PATHS}
     diag.close()
     answers = {
-        p.encode(): b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        % (len(b), b)
+        p.encode(): b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
         for p, b in bodies.items()
     }
 
@@ -72,9 +79,11 @@ def _serve_raw() -> None:
     asyncio.run(main())
 
 
-def _serve_memdiag() -> None:
+def _serve_memdiag(fast_path: bool = True) -> None:
     import memdiag
+    from memdiag.http.wire import Connection
 
+    Connection.fast_path = fast_path
     diag = memdiag.start(http="127.0.0.1:0", api_token=TOKEN)
     print(diag.http_server.url, flush=True)
     sys.stdin.read()  # serve until the parent closes our stdin
@@ -99,7 +108,11 @@ def _serve_fastapi() -> None:
     uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", backlog=128)).run(sockets=[sock])
 
 
-SERVERS = {"raw": _serve_raw, "memdiag": _serve_memdiag, "fastapi": _serve_fastapi}
+def _serve_memdiag_h11() -> None:
+    _serve_memdiag(fast_path=False)
+
+
+SERVERS = {"raw": _serve_raw, "memdiag": _serve_memdiag, "memdiag-h11": _serve_memdiag_h11, "fastapi": _serve_fastapi}
 
 
 # -- load ------------------------------------------------------------------------------------
@@ -132,9 +145,7 @@ async def _client(
         writer.close()
 
 
-async def _load(
-    url: str, path: str, clients: int, seconds: float, pace: float = 0.0
-) -> tuple[list[float], list[str]]:
+async def _load(url: str, path: str, clients: int, seconds: float, pace: float = 0.0) -> tuple[list[float], list[str]]:
     host, port = url.removeprefix("http://").split(":")
     lat: list[float] = []
     errors: list[str] = []
@@ -162,17 +173,25 @@ def main() -> None:
         default=0.05,
         help="seconds between one client's requests (0: closed loop, next request at once)",
     )
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, of: " + ", ".join(SERVERS))
+    parser.add_argument("--cpu", action="store_true", help="CPU per request of the connection code (no sockets)")
     parser.add_argument("--serve", choices=sorted(SERVERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         SERVERS[args.serve]()
         return
+    if args.cpu:
+        _cpu_main(args.rounds)
+        return
+    kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
+    if "raw" not in kinds or any(k not in SERVERS for k in kinds):
+        parser.error(f"--servers: names of {', '.join(SERVERS)}, raw among them (the ratios' base)")
     load_before = os.getloadavg()[0]
-    urls, procs = _start_servers()
-    rows: Rows = {(k, p): [] for k in SERVERS for p in PATHS}
+    urls, procs = _start_servers(kinds)
+    rows: Rows = {(k, p): [] for k in kinds for p in PATHS}
     try:
         for rnd in range(args.rounds):
-            cells = [(k, p) for k in SERVERS for p in PATHS]
+            cells = [(k, p) for k in kinds for p in PATHS]
             random.shuffle(cells)
             for kind, path in cells:
                 cpu0 = _cpu_seconds(procs[kind].pid)
@@ -183,7 +202,7 @@ def main() -> None:
                 rows[(kind, path)].append((p50, p99, rps, cpu))
                 err = f"  errors={len(errors)} {sorted(set(errors))}" if errors else ""
                 print(
-                    f"round {rnd + 1} {kind:8s} {path:20s} p50={p50:6.2f} ms  p99={p99:6.2f} ms  {rps:6.0f} req/s"
+                    f"round {rnd + 1} {kind:11s} {path:20s} p50={p50:6.2f} ms  p99={p99:6.2f} ms  {rps:6.0f} req/s"
                     f"  server CPU {cpu:4.0f} us/req{err}",
                     flush=True,
                 )
@@ -196,11 +215,94 @@ def main() -> None:
     _report(args, rows, load_before)
 
 
-def _start_servers() -> tuple[dict[str, str], dict[str, subprocess.Popen[str]]]:
+# -- --cpu: the connection code alone ---------------------------------------------------------
+
+
+class _NullTransport(asyncio.Transport):
+    """Counts what the connection writes; a client on loopback, never closing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes += 1
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def _cpu_round(api: object, path: str, fast: bool, requests: int = 4000) -> float:
+    """Microseconds of this thread's CPU per request answered by one connection."""
+    from memdiag.http.wire import Connection, ConnectionTable, Limits, Workers
+
+    cls = type("BenchConnection", (Connection,), {"fast_path": fast})
+    workers = Workers(2)
+    conn = cls(api, workers, ConnectionTable(Limits()))  # type: ignore[arg-type]
+    transport = _NullTransport()
+    conn.connection_made(transport)
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    spent, answered = 0.0, 0
+    while answered < requests:
+        while conn.busy:  # an answer being built on a worker (after a tick): not timed
+            await asyncio.sleep(0.005)
+        before = transport.writes
+        t0 = time.thread_time()
+        for _ in range(100):
+            conn.data_received(request)
+        spent += time.thread_time() - t0
+        answered += transport.writes - before
+        await asyncio.sleep(0)
+    conn.connection_lost(None)
+    workers.close()
+    return spent / answered * 1e6
+
+
+def _cpu_main(rounds: int) -> None:
+    import memdiag
+
+    diag = memdiag.start(api_token=TOKEN)  # the monitor runs, as under the server
+    from memdiag.http.core import MemoryAPI
+
+    api = MemoryAPI(diag, TOKEN)
+    cells = [(path, fast) for path in PATHS for fast in (True, False)]
+    results: dict[tuple[str, bool], list[float]] = {c: [] for c in cells}
+    asyncio.run(_cpu_round(api, PATHS[0], True, 400))  # warm up: first answers built
+    for rnd in range(rounds):
+        random.shuffle(cells)
+        for path, fast in cells:
+            us = asyncio.run(_cpu_round(api, path, fast))
+            results[(path, fast)].append(us)
+            print(f"round {rnd + 1} {'fast path' if fast else 'h11':9s} {path:20s} {us:6.1f} us/request", flush=True)
+    memdiag.stop()
+    print(f"\nCPU per request in Connection (one thread, null transport), median of {rounds} interleaved rounds")
+    print(f"{'path':20s} {'fast path':>10s} {'h11':>8s} {'h11/fast':>9s}")
+    for path in PATHS:
+        fast = statistics.median(results[(path, True)])
+        slow = statistics.median(results[(path, False)])
+        print(f"{path:20s} {fast:10.1f} {slow:8.1f} {slow / fast:9.2f}")
+
+
+def _start_servers(kinds: list[str]) -> tuple[dict[str, str], dict[str, subprocess.Popen[str]]]:
     procs: dict[str, subprocess.Popen[str]] = {}
     urls: dict[str, str] = {}
     env = {**os.environ, "MEMDIAG_RUNTIME_DIR": os.environ.get("MEMDIAG_RUNTIME_DIR", "/tmp/memdiag-bench-run")}
-    for kind in SERVERS:
+    for kind in kinds:
         cmd = [sys.executable, __file__, "--serve", kind]
         p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         procs[kind] = p
@@ -220,14 +322,18 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _report(args: argparse.Namespace, rows: Rows, load: float) -> None:
+    """Medians over rounds; ``x`` = ratio of the medians to the raw server's, ``x paired``
+    = median over rounds of the p99 ratio within the round (both measured minutes apart at
+    most, so a load that drifts between rounds cancels)."""
     mode = f"each pacing {args.pace * 1e3:g} ms" if args.pace else "closed loop"
     print(
         f"\n{args.clients} concurrent keep-alive clients ({mode}), {args.rounds} rounds x {args.seconds:g} s, "
         f"{os.cpu_count()} CPUs shared by client and servers; load average {load:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after"
     )
-    heads = ("p50 ms", "p99 ms", "p99 range", "req/s", "CPU us/req", "p50 x", "p99 x")
-    print(f"{'server':8s} {'path':20s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, (7, 7, 13, 6, 10, 6, 6))))
+    heads = ("p50 ms", "p99 ms", "p99 range", "req/s", "CPU us/req", "p50 x", "p99 x", "p99 x paired")
+    widths = (7, 7, 13, 6, 10, 6, 6, 12)
+    print(f"{'server':11s} {'path':20s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, widths)))
     for (kind, path), vals in rows.items():
         m50 = statistics.median(r[0] for r in vals)
         m99 = statistics.median(r[1] for r in vals)
@@ -236,10 +342,11 @@ def _report(args: argparse.Namespace, rows: Rows, load: float) -> None:
         base = rows[("raw", path)]
         b50 = statistics.median(r[0] for r in base)
         b99 = statistics.median(r[1] for r in base)
+        paired = statistics.median(r[1] / b[1] for r, b in zip(vals, base))
         spread = f"{min(r[1] for r in vals):.2f}-{max(r[1] for r in vals):.2f}"
         print(
-            f"{kind:8s} {path:20s} {m50:7.2f} {m99:7.2f} {spread:>13s} {rps:6.0f} {cpu:10.0f} "
-            f"{m50 / b50:6.2f} {m99 / b99:6.2f}"
+            f"{kind:11s} {path:20s} {m50:7.2f} {m99:7.2f} {spread:>13s} {rps:6.0f} {cpu:10.0f} "
+            f"{m50 / b50:6.2f} {m99 / b99:6.2f} {paired:12.2f}"
         )
 
 

@@ -1,8 +1,11 @@
 """HTTP/1.1 on an asyncio event loop: the standalone server's connections.
 
 The protocol itself is h11's (sans-IO, pure Python; the parser under httpx and uvicorn):
-request lines, headers, framing, keep-alive and pipelining are parsed and checked there.
-What this module adds is what h11 leaves to its user, the limits and the routing:
+request lines, headers, framing, keep-alive and pipelining are parsed and checked there,
+except for the common poll: a request in :mod:`.fastpath`'s strict subset (a bodiless
+``GET``/``HEAD`` that h11 would read the same way) whose answer is ready is read and
+answered without h11, in one write. What this module adds is what h11 leaves to its
+user, the limits and the routing:
 
 - One :class:`Connection` per client socket feeds h11 and answers, in order, what
   :meth:`MemoryAPI.try_handle` has ready (the current profile and status, errors,
@@ -24,8 +27,9 @@ Why not the standard library's ``ThreadingHTTPServer`` (what this replaced first
 per connection means fifty polling clients are fifty threads taking turns on the GIL, and
 the turns, not the work, set the latency (``benchmarks/bench_http.py``).
 
-Refused with a JSON error and a closed connection: what h11 rejects (400, or 431 for a
-head over 64 KiB), a missing ``Host`` on HTTP/1.1 (400, RFC 9112 3.2), over 100 header
+Refused with a JSON error and a closed connection: what h11 rejects (400), a head over
+64 KiB (431: heads are gathered here before h11 reads them, so the limit holds however
+the bytes were split), a missing ``Host`` on HTTP/1.1 (400, RFC 9112 3.2), over 100 header
 lines (431), chunked bodies (411: send ``Content-Length``), an ``Expect`` other than
 ``100-continue`` (417), a version other than 1.0/1.1 (505). HTTP/1.0 gets one request per
 connection (h11 does not implement HTTP/1.0 keep-alive).
@@ -39,10 +43,8 @@ import logging
 import queue
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -56,7 +58,9 @@ except ImportError as exc:  # a broken install: h11 is one of memdiag's own depe
     ) from exc
 
 from .._logging import get_logger
+from . import fastpath
 from .core import JSON_TYPE, Response, dumps
+from .fastpath import HttpDate
 
 if TYPE_CHECKING:
     from .core import MemoryAPI
@@ -92,6 +96,7 @@ REASONS = {
 }
 _REASONS_B = {k: v.encode() for k, v in REASONS.items()}
 _CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+_ANSWERED, _WAIT, _FALLBACK = object(), object(), object()  # what Connection._fast did
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,20 +133,6 @@ class _Reject(Exception):
         self.detail = detail
 
 
-class _Date:
-    """The ``Date`` header value, formatted once per second."""
-
-    second = -1
-    text = b""
-
-    @classmethod
-    def now(cls) -> bytes:
-        t = int(time.time())
-        if t != cls.second:
-            cls.second, cls.text = t, formatdate(t, usegmt=True).encode()
-        return cls.text
-
-
 _HEADS: dict[tuple[int, bool], tuple[Response, bytes, h11.Response]] = {}
 _MAX_HEADS = 8
 
@@ -155,7 +146,7 @@ def _head(resp: Response, close: bool, *, shared: bool) -> h11.Response:
     each holding its answer so that an ``id`` is not reused while it is remembered; a
     stale or raced entry is only a miss (every step is one atomic dict operation).
     """
-    date = _Date.now()
+    date = HttpDate.now()
     key = (id(resp), close)
     hit = _HEADS.get(key) if shared else None
     if hit is not None and hit[0] is resp and hit[1] is date:
@@ -277,7 +268,13 @@ class ConnectionTable:
 
 
 class Connection(asyncio.Protocol):
-    """One client connection: h11 parses, the API answers in order, keep alive or close."""
+    """One client connection: h11 parses, the API answers in order, keep alive or close.
+
+    ``fast_path`` (a class attribute, on by default): read the common request without h11
+    (:mod:`.fastpath`); off, h11 reads every request (the benchmark's ablation).
+    """
+
+    fast_path = True
 
     def __init__(self, api: MemoryAPI, workers: Workers, table: ConnectionTable) -> None:
         self.api = api
@@ -289,6 +286,8 @@ class Connection(asyncio.Protocol):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.client = "-"
         self.buf = bytearray()  # received, not yet given to h11
+        self.fed = False  # h11 holds a request or bytes of one: what follows goes to it too
+        self.scanned = 0  # where to look for the end of the head in buf next
         self.request: tuple[str, str, dict[str, str], list[bytes]] | None = None  # head being answered
         self.answered = 0  # requests answered on this connection
         self.busy = False  # a request is on a worker
@@ -363,12 +362,24 @@ class Connection(asyncio.Protocol):
 
     # -- requests -----------------------------------------------------------------------
     def _process(self) -> None:
-        """Answer every complete request received, in order, until one must wait."""
+        """Answer every complete request received, in order, until one must wait.
+
+        A request in :mod:`.fastpath`'s subset is answered here without h11 when the API
+        has its answer ready; every other one, and all that follows it in the buffer,
+        goes to h11 (which then holds the connection until its request is answered).
+        """
         try:
             while not (self.busy or self.write_paused or self.closing):
-                if self.buf:
-                    self.h11.receive_data(bytes(self.buf))
-                    self.buf.clear()
+                if not self.fed:  # h11 holds nothing: the next request starts in buf
+                    if not (self.buf or self._eof):
+                        break
+                    got = self._fast() if self.buf else _FALLBACK
+                    if got is _ANSWERED:
+                        continue
+                    if got is _WAIT and not self._eof:
+                        break
+                if self.buf:  # not for the fast path: h11 reads it, and what follows
+                    self._feed()
                 if self._eof and not self._eof_fed:
                     self._eof_fed = True
                     self.h11.receive_data(b"")
@@ -388,6 +399,48 @@ class Connection(asyncio.Protocol):
         except Exception:  # never let a bug escape into the loop
             log.debug("memdiag API: connection from %s failed", self.client, exc_info=True)
             self._close()
+
+    def _feed(self) -> None:
+        self.h11.receive_data(bytes(self.buf))
+        self.buf.clear()
+        self.fed = True
+        self.scanned = 0
+
+    def _fast(self) -> object:
+        """Read the head at the start of ``buf``: ``_WAIT`` while it arrives, 431 past
+        ``MAX_HEAD``; answer it here if it is in :mod:`.fastpath`'s subset and the API has
+        its answer ready (``_ANSWERED``), else ``_FALLBACK``: h11 reads it.
+
+        Heads are gathered here, not in h11, so that h11 always gets a whole head and the
+        limit holds however the bytes were split (h11 checks its limit only on an
+        incomplete head: a 70 KiB head read at once passed it). A first byte that cannot
+        start a request goes to h11 at once, which refuses it without waiting.
+        """
+        buf = self.buf
+        if buf[0] < 0x21:
+            return _FALLBACK
+        end, strict = fastpath.find_end(buf, self.scanned)
+        if end < 0:
+            if len(buf) > MAX_HEAD:
+                raise _Reject(431, "request header fields too large", f"the limit is {MAX_HEAD} bytes")
+            self.scanned = max(0, len(buf) - 2)
+            return _WAIT
+        self.scanned = 0
+        if end > MAX_HEAD:
+            raise _Reject(431, "request header fields too large", f"the limit is {MAX_HEAD} bytes")
+        parsed = fastpath.parse(bytes(buf[:end])) if strict and self.fast_path else None
+        if parsed is None:
+            return _FALLBACK
+        method, path, headers = parsed
+        resp = self.api.try_handle(method, path, {}, headers, b"", client=self.client)
+        if resp is None:
+            return _FALLBACK  # built on a worker: h11 takes this request
+        out = fastpath.encode(resp, _REASONS_B, head_only=method == "HEAD", shared=True)
+        del buf[:end]
+        self.transport.write(out)  # type: ignore[union-attr]
+        self._sent(method, resp.status)
+        self.request_started = self.last_active if buf else None
+        return _ANSWERED
 
     def _next_event(self) -> bool:
         """Act on h11's next event; False when more input (or our answer) is needed."""
@@ -484,16 +537,20 @@ class Connection(asyncio.Protocol):
             out += conn.send(h11.Data(data=resp.body))
         out += conn.send(h11.EndOfMessage())
         transport.write(out)
-        self.answered += 1
-        self.request = None
-        self.last_active = self.loop.time()  # type: ignore[union-attr]
-        if log.isEnabledFor(logging.DEBUG):  # formatting every request line costs
-            log.debug('%s "%s" %s', self.client, method, resp.status)
+        self._sent(method, resp.status)
         if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
             self._close()
             return
         conn.start_next_cycle()
-        self.request_started = self.last_active if self.buf or conn.trailing_data[0] else None
+        self.fed = bool(conn.trailing_data[0])  # else the fast path may read the next one
+        self.request_started = self.last_active if self.buf or self.fed else None
+
+    def _sent(self, method: str, status: int) -> None:
+        self.answered += 1
+        self.request = None
+        self.last_active = self.loop.time()  # type: ignore[union-attr]
+        if log.isEnabledFor(logging.DEBUG):  # formatting every request line costs
+            log.debug('%s "%s" %s', self.client, method, status)
 
     def _reject(self, r: _Reject) -> None:
         body = dumps({"error": r.error, "detail": r.detail})
