@@ -311,3 +311,15 @@ def test_garbage_after_fast_answers_gets_400_and_the_server_is_unharmed(srv: Mem
     with _connect(srv) as sock:
         sock.sendall(STATUS)
         assert _read_response(sock, bytearray())[0] == 200
+
+
+def test_heads_are_remembered_within_bounds() -> None:
+    first = fastpath.parse(STATUS)
+    assert first is not None and fastpath.parse(STATUS) is first  # not parsed again
+    with pytest.raises(TypeError):
+        first[2]["authorization"] = "Bearer another"  # type: ignore[index]  # shared: read-only
+    for i in range(1000):  # a client sending a new head every time
+        assert fastpath.parse(STATUS[:-2] + b"X-N: %d\r\n\r\n" % i) is not None
+    assert len(fastpath._MEMO) <= fastpath._MAX_MEMO
+    big = STATUS[:-2] + b"X-Big: " + b"v" * fastpath._MAX_MEMO_HEAD + b"\r\n\r\n"
+    assert fastpath.parse(big) is not None and big not in fastpath._MEMO

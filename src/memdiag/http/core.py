@@ -311,6 +311,21 @@ class MemoryAPI:
         """
         try:
             req = _request(method, path, query, headers, body, client)
+        except Exception:  # let handle() answer (and log) it the slow way
+            return None
+        return self._ready(req)
+
+    def try_handle_parsed(
+        self, method: str, path: str, headers: Mapping[str, str], *, client: str | None = None
+    ) -> Response | None:
+        """:meth:`try_handle` of a request already in the form the core uses: ``method`` in
+        upper case, ``headers`` with lower-case names (repeated ones joined by ", "), no
+        query, no body. The standalone server's fast path reads requests into this form;
+        the same answers, without normalizing the request again."""
+        return self._ready(_Request(method, path, {}, headers, b"", client or "-"))  # type: ignore[arg-type]
+
+    def _ready(self, req: _Request) -> Response | None:
+        try:
             endpoint = self._route(req)
             if isinstance(endpoint, Response):
                 return endpoint

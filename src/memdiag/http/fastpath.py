@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from email.utils import formatdate
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -52,7 +54,7 @@ _BLANK_RE = re.compile(rb"\n\r?\n")  # where h11 ends a head (it also takes bare
 _REFUSED = frozenset(("content-length", "transfer-encoding", "expect", "upgrade"))
 
 # (method, path, headers with lower-case names, repeated ones joined by ", ")
-Head = tuple[str, str, dict[str, str]]
+Head = tuple[str, str, Mapping[str, str]]
 
 
 def find_end(buf: bytes | bytearray, start: int = 0) -> tuple[int, bool]:
@@ -65,8 +67,34 @@ def find_end(buf: bytes | bytearray, start: int = 0) -> tuple[int, bool]:
     return end, m.end() - m.start() == 3 and m.start() > 0 and buf[m.start() - 1] == 13
 
 
+_MEMO: dict[bytes, Head | None] = {}
+_MAX_MEMO = 64  # heads remembered (a polling client sends the same head every time)
+_MAX_MEMO_HEAD = 1024  # bytes: larger heads are parsed every time (so at most 64 KiB held)
+
+
 def parse(head: bytes) -> Head | None:
-    """The request in ``head`` (ending with its blank line) if it is in the subset, else ``None``."""
+    """The request in ``head`` (ending with its blank line) if it is in the subset, else ``None``.
+
+    A pure function of the bytes, so a head seen lately is not parsed again: up to
+    ``_MAX_MEMO`` heads of up to ``_MAX_MEMO_HEAD`` bytes are remembered with their
+    reading (the headers as a read-only mapping, shared by the requests that sent them).
+    A client sending a new head every time only empties the memo now and then.
+    """
+    hit = _MEMO.get(head, _MISS)
+    if hit is not _MISS:
+        return hit  # type: ignore[return-value]
+    parsed = _parse(head)
+    if len(head) <= _MAX_MEMO_HEAD:
+        if len(_MEMO) >= _MAX_MEMO:
+            _MEMO.clear()
+        _MEMO[head] = parsed
+    return parsed
+
+
+_MISS = object()
+
+
+def _parse(head: bytes) -> Head | None:
     if len(head) > MAX_FAST_HEAD:
         return None
     m = _HEAD_RE.fullmatch(head)
@@ -92,7 +120,7 @@ def parse(head: bytes) -> Head | None:
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     if hosts != 1:
         return None
-    return m.group(1).decode("ascii"), target.decode("ascii"), headers
+    return m.group(1).decode("ascii"), target.decode("ascii"), MappingProxyType(headers)
 
 
 class HttpDate:

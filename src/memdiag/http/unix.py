@@ -91,6 +91,12 @@ class _TrustedPeerAPI:
         checked = self._headers(headers)
         return self._api.try_handle(method, path, query, checked, body, client=_client(checked, client))
 
+    def try_handle_parsed(
+        self, method: str, path: str, headers: Mapping[str, str], *, client: str | None = None
+    ) -> Response | None:
+        checked = self._headers(headers)
+        return self._api.try_handle_parsed(method, path, checked, client=_client(checked, client))
+
     def precheck(self, method: str, path: str, query: Any, headers: Any, *, client: str | None = None) -> Any:
         return self._api.precheck(method, path, query, self._headers(headers), client=client)
 

@@ -432,7 +432,7 @@ class Connection(asyncio.Protocol):
         if parsed is None:
             return _FALLBACK
         method, path, headers = parsed
-        resp = self.api.try_handle(method, path, {}, headers, b"", client=self.client)
+        resp = self.api.try_handle_parsed(method, path, headers, client=self.client)
         if resp is None:
             return _FALLBACK  # built on a worker: h11 takes this request
         out = fastpath.encode(resp, _REASONS_B, head_only=method == "HEAD", shared=True)
