@@ -531,3 +531,38 @@ def test_memdiag_run_preloads_the_shim() -> None:
     env = child_environment({}, agent=True, http=False, base={})
     assert env["LD_PRELOAD"].split()[0] == preload.library_path()
     assert "LD_PRELOAD" not in child_environment({"heap_profile": "off"}, agent=True, http=False, base={})
+
+
+GROW = r"""
+import json, sys
+from memdiag.leaks import heapprof
+heapprof.start(1, 4)  # every allocation sampled
+first = heapprof.stats()
+src = "\n".join(f"def f{i}(keep):\n    keep.append(bytes(1000 + {i}))" for i in range(6000))
+ns = {}
+exec(compile(src, "many_lines.py", "exec"), ns)
+keep = []
+for i in range(6000):
+    ns[f"f{i}"](keep)
+prof = heapprof.snapshot()
+last = heapprof.stats()
+heapprof.stop()
+lines = {s.stack[0].lineno for s in prof.sites if s.stack and s.stack[0].filename == "many_lines.py" and s.live_count >= 1 and s.stack[0].lineno % 2 == 0}  # the bytes lines (odd: the defs)
+print(json.dumps({"first": first, "last": last, "lines": len(lines)}))
+"""
+
+
+@needs_native
+def test_tables_grow_from_small_and_report_what_they_hold() -> None:
+    """The tables are filled from the front and the frame index doubles as frames come: at
+    start the profiler holds ~0.2 MB (it reported 4.5 MB of reserved, untouched tables), and
+    6000 distinct lines (past the frame index's first sizes) are each found at their line."""
+    out = subprocess.run([sys.executable, "-c", GROW], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    first, last = res["first"], res["last"]
+    assert first["overhead_bytes"] < 512 * 1024, first
+    assert last["frames"] > 6000 and last["stacks"] > 6000, last
+    assert res["lines"] == 6000  # every frame still found after the index grew (twice)
+    # grown with what it holds (frames x 32 B, stacks x 48 B, the index, the live samples), bounded
+    assert first["overhead_bytes"] + 400 * 1024 < last["overhead_bytes"] < last["bound_bytes"]

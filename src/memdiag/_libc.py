@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from typing import Any
 
-__all__ = ["libc"]
+__all__ = ["libc", "malloc_trim", "malloc_trim_available"]
 
 _lock = threading.Lock()
 _handle: ctypes.CDLL | None = None
@@ -32,3 +33,27 @@ def libc() -> ctypes.CDLL | None:
                 except OSError:
                     _failed = True
         return _handle
+
+
+_trim: Any = None
+_trim_checked = False
+
+
+def malloc_trim_available() -> bool:
+    """True where the C library has glibc's ``malloc_trim``."""
+    global _trim, _trim_checked
+    if not _trim_checked:
+        lib = libc()
+        fn = getattr(lib, "malloc_trim", None) if lib is not None else None
+        if fn is not None:
+            fn.argtypes = [ctypes.c_size_t]
+            fn.restype = ctypes.c_int
+        _trim, _trim_checked = fn, True
+    return _trim is not None
+
+
+def malloc_trim(pad: int = 0) -> int | None:
+    """glibc's ``malloc_trim(pad)``: hand the free pages of every malloc arena back to the OS
+    (those in the middle of a heap too, not only its top). 1 when memory was released, 0 when
+    there was none, ``None`` where the C library has no ``malloc_trim`` (not glibc)."""
+    return int(_trim(pad)) if malloc_trim_available() else None

@@ -461,35 +461,22 @@ def _gc_action(ctx: CleanupContext) -> dict[str, Any]:
     return {"count": collected, "detail": f"{collected} unreachable objects collected; {len(gc.garbage)} in gc.garbage"}
 
 
-_trim: Callable[[int], int] | None = None
-_trim_checked = False
-
-
 def malloc_trim_available() -> bool:
     """True where glibc's ``malloc_trim`` can be called."""
-    global _trim, _trim_checked
-    if not _trim_checked:
-        _trim_checked = True
-        import ctypes  # loaded on first use: importing memdiag stays cheap
+    from ._libc import malloc_trim_available as available  # loaded on first use: importing memdiag stays cheap
 
-        from ._libc import libc
+    return available()
 
-        try:
-            lib = libc()
-            if lib is None:
-                raise OSError("no C library")
-            fn = lib.malloc_trim
-            fn.argtypes = [ctypes.c_size_t]
-            fn.restype = ctypes.c_int
-            _trim = fn
-        except (OSError, AttributeError):
-            _trim = None
-    return _trim is not None
+
+def _trim(pad: int) -> int:
+    from ._libc import malloc_trim as _libc_trim
+
+    return _libc_trim(pad) or 0
 
 
 def _trim_quietly(cfg: MemoryConfig) -> None:
     if cfg.malloc_trim and malloc_trim_available():
-        _trim(0)  # type: ignore[misc]
+        _trim(0)
 
 
 def malloc_trim(ctx: CleanupContext) -> dict[str, Any]:
@@ -500,7 +487,7 @@ def malloc_trim(ctx: CleanupContext) -> dict[str, Any]:
         return {"detail": "not available (not glibc)"}
     if ctx.dry_run:
         return {"detail": "would call malloc_trim(0)"}
-    released = _trim(0)  # type: ignore[misc]
+    released = _trim(0)
     return {"detail": "memory returned to the OS" if released else "nothing to return"}
 
 

@@ -321,7 +321,9 @@ def own_components(
         out["heap_profiler"] = {
             "bytes": heap_profiler[0],
             "bound_bytes": heap_profiler[1],
-            "bound": "the sampled live blocks (one per heap_sample_interval of live heap)",
+            "bound": "the sampler's tables, filled from the front and counted by the pages written: "
+            "frames (<= 65536), stacks (<= 12287), live sampled blocks (<= 65536; one per "
+            "heap_sample_interval of live heap) and small blocks rerouted to malloc (<= 16384 x 529 B)",
         }
     if leak_series is not None:  # (bytes, bound) of leak detection's own series
         out["leak_series"] = {

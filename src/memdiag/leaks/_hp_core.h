@@ -42,6 +42,8 @@
 #define HP_STACK_CAP_MAX (1u << 14)  /* distinct stacks */
 #define HP_LIVE_CAP_MAX (1u << 17)   /* address slots: at most half used */
 #define HP_LIVE_CAP_MIN (1u << 10)
+#define HP_FRAME_INDEX_MIN (1u << 12) /* the frame index starts here and doubles */
+#define HP_PAGE 4096u
 #define HP_DOMAIN_PYTHON 0
 #define HP_DOMAIN_NATIVE 1
 
@@ -112,13 +114,19 @@ static _Atomic uint32_t hp_gen = 1;
 static _Atomic int hp_enabled = 0;
 static int hp_max_frames = 32;
 
-static hp_frame_t *hp_frames;       /* [HP_FRAME_CAP_MAX] */
+/* The dense arrays (frames, stacks, the frame pool) are calloc'd at their bound but filled
+ * from the front: the pages never written stay untouched (not resident), so what they cost
+ * is what they hold. The two hash indexes are written at random places: the frame index
+ * starts small and doubles, the stack index is 64 KiB. */
+static hp_frame_t *hp_frames;       /* [HP_FRAME_CAP_MAX], dense, in interning order */
 static uint32_t hp_nframes;
 static uint32_t *hp_frame_index;    /* open addressing over frames: id + 1, 0 = empty */
+static uint32_t hp_frame_index_cap; /* HP_FRAME_INDEX_MIN .. 2 * HP_FRAME_CAP_MAX, at most half used */
 static uint32_t *hp_frame_pool;     /* stack frames, concatenated */
 static uint32_t hp_pool_used;
 static uint32_t hp_pool_cap;
-static hp_stack_t *hp_stacks;       /* [HP_STACK_CAP_MAX], open addressing by hash */
+static hp_stack_t *hp_stacks;       /* [HP_STACK_CAP_MAX / 4 * 3], dense (0: the overflow stack) */
+static uint32_t *hp_stack_index;    /* [HP_STACK_CAP_MAX], open addressing by hash: id + 1, 0 = empty */
 static uint32_t hp_nstacks;
 
 static _Atomic(hp_live_table_t *) hp_live;
@@ -332,9 +340,35 @@ static inline uint64_t hp_mix(uint64_t h, uint64_t v) {
 }
 
 /* Under hp_mutex. Frame 0 = "<no Python frame>", 1 = "<profiler tables full>". */
+static inline uint32_t hp_frame_hash(PyObject *filename, PyObject *name, int lineno) {
+    return (uint32_t)hp_mix(hp_mix(hp_mix(0, (uintptr_t)filename), (uintptr_t)name), (uint64_t)(uint32_t)lineno);
+}
+
+/* Under hp_mutex: double the frame index (every reader holds the lock: the old one is
+ * freed at once). -1 when out of memory (the old index stays in use). */
+static int hp_frame_index_grow(void) {
+    uint32_t cap = hp_frame_index_cap * 2, mask = cap - 1;
+    uint32_t *idx = HP_CALLOC(cap, sizeof(uint32_t));
+    if (idx == NULL) return -1;
+    for (uint32_t id = 0; id < hp_nframes; id++) {
+        hp_frame_t *f = &hp_frames[id];
+        if (f->cname != NULL) continue; /* the synthetic frames are never looked up */
+        uint32_t i = hp_frame_hash(f->filename, f->name, f->lineno) & mask;
+        while (idx[i] != 0) i = (i + 1) & mask;
+        idx[i] = id + 1;
+    }
+    HP_FREE(hp_frame_index);
+    hp_frame_index = idx;
+    hp_frame_index_cap = cap;
+    return 0;
+}
+
 static uint32_t hp_intern_frame(PyObject *filename, PyObject *name, int lineno) {
-    uint64_t h = hp_mix(hp_mix(hp_mix(0, (uintptr_t)filename), (uintptr_t)name), (uint64_t)(uint32_t)lineno);
-    uint32_t mask = 2 * HP_FRAME_CAP_MAX - 1, i = (uint32_t)h & mask;
+    if ((hp_nframes + 1) * 2 > hp_frame_index_cap && hp_frame_index_cap < 2 * HP_FRAME_CAP_MAX &&
+        hp_frame_index_grow() < 0 && (hp_nframes + 1) * 4 > hp_frame_index_cap * 3)
+        return 1; /* no memory for a larger index and this one is 3/4 full */
+    uint32_t h = hp_frame_hash(filename, name, lineno);
+    uint32_t mask = hp_frame_index_cap - 1, i = h & mask;
     for (;;) {
         uint32_t id1 = hp_frame_index[i];
         if (id1 == 0) break;
@@ -357,8 +391,7 @@ static uint32_t hp_intern_frame(PyObject *filename, PyObject *name, int lineno) 
 /* Under hp_mutex, without the GIL: the frame's id if already interned, else frame 2.
  * Compares pointers only; never touches a reference count. */
 static uint32_t hp_lookup_frame(PyObject *filename, PyObject *name, int lineno) {
-    uint64_t h = hp_mix(hp_mix(hp_mix(0, (uintptr_t)filename), (uintptr_t)name), (uint64_t)(uint32_t)lineno);
-    uint32_t mask = 2 * HP_FRAME_CAP_MAX - 1, i = (uint32_t)h & mask;
+    uint32_t mask = hp_frame_index_cap - 1, i = hp_frame_hash(filename, name, lineno) & mask;
     for (;;) {
         uint32_t id1 = hp_frame_index[i];
         if (id1 == 0) return 2;
@@ -380,22 +413,22 @@ static uint32_t hp_intern_stack(const uint32_t *ids, int n, int domain) {
     uint64_t h = hp_mix(0x51ED27u, (uint64_t)domain);
     for (int k = 0; k < n; k++) h = hp_mix(h, ids[k]);
     uint32_t mask = HP_STACK_CAP_MAX - 1, i = (uint32_t)h & mask;
-    if (i == HP_OVERFLOW_STACK) i = 1;
     for (;;) {
-        hp_stack_t *s = &hp_stacks[i];
-        if (!s->used) break;
+        uint32_t id1 = hp_stack_index[i];
+        if (id1 == 0) break;
+        hp_stack_t *s = &hp_stacks[id1 - 1];
         if (s->hash == h && s->nframes == n && s->domain == domain &&
             memcmp(&hp_frame_pool[s->first], ids, (size_t)n * sizeof(uint32_t)) == 0)
-            return i;
+            return id1 - 1;
         i = (i + 1) & mask;
-        if (i == HP_OVERFLOW_STACK) i = 1;
     }
-    /* keep the stack table at most 3/4 full, and the pool bounded */
+    /* keep the stack index at most 3/4 full, and the pool bounded */
     if (hp_nstacks + 1 >= HP_STACK_CAP_MAX / 4 * 3 || hp_pool_used + (uint32_t)n > hp_pool_cap) {
         hp_dropped_stacks++;
         return HP_OVERFLOW_STACK;
     }
-    hp_stack_t *s = &hp_stacks[i];
+    uint32_t id = hp_nstacks;
+    hp_stack_t *s = &hp_stacks[id];
     memset(s, 0, sizeof(*s));
     s->used = 1;
     s->hash = h;
@@ -404,8 +437,9 @@ static uint32_t hp_intern_stack(const uint32_t *ids, int n, int domain) {
     s->first = hp_pool_used;
     memcpy(&hp_frame_pool[hp_pool_used], ids, (size_t)n * sizeof(uint32_t));
     hp_pool_used += (uint32_t)n;
+    hp_stack_index[i] = id + 1;
     hp_nstacks++;
-    return i;
+    return id;
 }
 
 typedef struct {
@@ -485,9 +519,21 @@ static int hp_capture(hp_raw_frame_t *out, int max) {
 #endif
 
 /* ---------------------------------------------------------------- setup / reset */
-static size_t hp_fixed_bytes(void) {
+#define HP_STACKS_MAX (HP_STACK_CAP_MAX / 4 * 3)
+static size_t hp_fixed_bytes(void) { /* the tables at their bounds */
     return sizeof hp_filter + sizeof hp_filter_n + (size_t)HP_FRAME_CAP_MAX * sizeof(hp_frame_t) + 2u * HP_FRAME_CAP_MAX * sizeof(uint32_t) +
-           (size_t)hp_pool_cap * sizeof(uint32_t) + (size_t)HP_STACK_CAP_MAX * sizeof(hp_stack_t);
+           (size_t)hp_pool_cap * sizeof(uint32_t) + (size_t)HP_STACKS_MAX * sizeof(hp_stack_t) +
+           (size_t)HP_STACK_CAP_MAX * sizeof(uint32_t);
+}
+
+static inline size_t hp_pages(size_t bytes) { return (bytes + HP_PAGE - 1) / HP_PAGE * HP_PAGE; }
+
+/* What the tables hold now: the filled part of each dense array (whole pages), the indexes
+ * (written at random places: all of them), the filter. */
+static size_t hp_used_bytes(void) {
+    return sizeof hp_filter + sizeof hp_filter_n + hp_pages((size_t)hp_nframes * sizeof(hp_frame_t)) +
+           (size_t)hp_frame_index_cap * sizeof(uint32_t) + hp_pages((size_t)hp_pool_used * sizeof(uint32_t)) +
+           hp_pages((size_t)hp_nstacks * sizeof(hp_stack_t)) + (size_t)HP_STACK_CAP_MAX * sizeof(uint32_t);
 }
 
 /* The most the tables can ever hold (the reported bound). */
@@ -502,7 +548,7 @@ static size_t hp_bound_bytes(void) {
 static size_t hp_overhead_bytes(void) {
     hp_live_table_t *t = atomic_load_explicit(&hp_live, memory_order_relaxed);
     size_t live = t ? t->cap * (sizeof(uintptr_t) + sizeof(hp_live_t)) : 0;
-    return (hp_tables_ready ? hp_fixed_bytes() : 0) + live + hp_retired_bytes +
+    return (hp_tables_ready ? hp_used_bytes() : 0) + live + hp_retired_bytes +
            atomic_load_explicit(&hp_rerouted_n, memory_order_relaxed) * HP_REROUTED_BYTES;
 }
 
@@ -511,19 +557,23 @@ static int hp_tables_init(void) {
     if (hp_tables_ready) return 0;
     hp_pool_cap = HP_STACK_CAP_MAX * 16u;
     hp_frames = HP_CALLOC(HP_FRAME_CAP_MAX, sizeof(hp_frame_t));
-    hp_frame_index = HP_CALLOC(2u * HP_FRAME_CAP_MAX, sizeof(uint32_t));
+    hp_frame_index_cap = HP_FRAME_INDEX_MIN;
+    hp_frame_index = HP_CALLOC(hp_frame_index_cap, sizeof(uint32_t));
     hp_frame_pool = HP_CALLOC(hp_pool_cap, sizeof(uint32_t));
-    hp_stacks = HP_CALLOC(HP_STACK_CAP_MAX, sizeof(hp_stack_t));
-    if (!hp_frames || !hp_frame_index || !hp_frame_pool || !hp_stacks ||
+    hp_stacks = HP_CALLOC(HP_STACKS_MAX, sizeof(hp_stack_t));
+    hp_stack_index = HP_CALLOC(HP_STACK_CAP_MAX, sizeof(uint32_t));
+    if (!hp_frames || !hp_frame_index || !hp_frame_pool || !hp_stacks || !hp_stack_index ||
         hp_live_alloc(&hp_live_tables[0], HP_LIVE_CAP_MIN) < 0) {
         HP_FREE(hp_frames);
         HP_FREE(hp_frame_index);
         HP_FREE(hp_frame_pool);
         HP_FREE(hp_stacks);
+        HP_FREE(hp_stack_index);
         hp_frames = NULL;
         hp_frame_index = NULL;
         hp_frame_pool = NULL;
         hp_stacks = NULL;
+        hp_stack_index = NULL;
         return -1;
     }
     hp_live_which = 0;
@@ -547,7 +597,7 @@ static int hp_tables_init(void) {
 /* Under hp_mutex (or in a fork child): forget every sample, keep interned frames/stacks. */
 static void hp_clear_samples(void) {
     if (!hp_tables_ready) return;
-    for (uint32_t i = 0; i < HP_STACK_CAP_MAX; i++) {
+    for (uint32_t i = 0; i < hp_nstacks; i++) { /* only the used ones: the rest stays untouched */
         hp_stack_t *s = &hp_stacks[i];
         s->alloc_bytes = s->alloc_count = s->live_bytes = s->live_count = 0.0;
     }
@@ -720,15 +770,19 @@ typedef struct {
 static PyObject *hp_snapshot_tables(const char *domain_names[2]) {
     if (!hp_tables_ready) return Py_BuildValue("([]{})");
     hp_tls.guard++;
-    hp_snap_row_t *rows = HP_CALLOC(HP_STACK_CAP_MAX, sizeof(hp_snap_row_t));
+    /* room for the stacks there are now (more may come before the lock: copy at most n) */
+    pthread_mutex_lock(&hp_mutex);
+    uint32_t n = hp_nstacks;
+    pthread_mutex_unlock(&hp_mutex);
+    hp_snap_row_t *rows = HP_CALLOC(n, sizeof(hp_snap_row_t));
     if (rows == NULL) {
         hp_tls.guard--;
         return PyErr_NoMemory();
     }
     size_t nrows = 0;
-    unsigned long long samples, dropped, dropped_stacks, live_n, overhead, bound;
+    unsigned long long samples, dropped, dropped_stacks, live_n, overhead, bound, nstacks, nframes;
     pthread_mutex_lock(&hp_mutex);
-    for (uint32_t i = 0; i < HP_STACK_CAP_MAX; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         hp_stack_t *s = &hp_stacks[i];
         if (!s->used || (s->alloc_count <= 0.0 && s->live_count <= 0.0)) continue;
         rows[nrows++] = (hp_snap_row_t){i, s->alloc_bytes, s->alloc_count, s->live_bytes, s->live_count};
@@ -739,6 +793,8 @@ static PyObject *hp_snapshot_tables(const char *domain_names[2]) {
     live_n = hp_live_n;
     overhead = hp_overhead_bytes();
     bound = hp_bound_bytes();
+    nstacks = hp_nstacks;
+    nframes = hp_nframes;
     pthread_mutex_unlock(&hp_mutex);
     /* Frames and stacks are never removed while the module lives: reading them unlocked
      * is safe (a stack's frames were written before the stack was published under lock). */
@@ -774,9 +830,10 @@ static PyObject *hp_snapshot_tables(const char *domain_names[2]) {
     HP_FREE(rows);
     PyObject *res = NULL;
     if (list != NULL)
-        res = Py_BuildValue("(N{sKsKsKsKsKsKsK})", list, "samples", samples, "samples_live", live_n, "dropped",
+        res = Py_BuildValue("(N{sKsKsKsKsKsKsKsKsK})", list, "samples", samples, "samples_live", live_n, "dropped",
                             dropped, "dropped_stacks", dropped_stacks, "overhead_bytes", overhead, "bound_bytes",
-                            bound, "interval_bytes", (unsigned long long)atomic_load(&hp_interval));
+                            bound, "interval_bytes", (unsigned long long)atomic_load(&hp_interval), "stacks",
+                            nstacks, "frames", nframes);
     hp_tls.guard--;
     return res;
 }

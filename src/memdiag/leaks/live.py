@@ -29,14 +29,13 @@ import gc
 import math
 import os
 import sys
-import sysconfig
 import time
 from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..probes.python import exclusive_gil
+from ..probes.python import STDLIB_DIRS, exclusive_gil
 from ..stats import theil_sen, thin, trend
 from .census import type_name
 from .heapprof import Frame, HeapProfile, HeapSite
@@ -44,10 +43,7 @@ from .heapprof import Frame, HeapProfile, HeapSite
 __all__ = ["CONTAINER_SCAN_SECONDS", "ContainerWatch", "HeapSeries", "blame_frame", "growth_test"]
 
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_STDLIB = tuple(
-    {os.path.realpath(p) + os.sep for p in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"])}
-    | {p + os.sep for p in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"])}
-)
+_STDLIB = STDLIB_DIRS
 MIN_SPAN_SECONDS = 55.0  # growth must be seen this long before it is a verdict
 HORIZON_SECONDS = 150.0  # the recent stretch a growth test looks at
 MAX_SITES = 300

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 import threading
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from typing import Any
+
+from ..probes.python import STDLIB_DIRS
 
 __all__ = ["OWN", "Site", "children_by_site", "fd_table", "hook_kind", "install", "installed", "tasks_by_site", "threads_by_site"]
 
@@ -41,10 +42,7 @@ OWN: Site = ("<memdiag>", 0)
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 # memdiag modules that create resources *for* the application (memdiag.Popen): not memdiag's.
 _PASS_THROUGH = (_OWN_DIR + "processes" + os.sep + "spawn.py",)
-_STDLIB = tuple(
-    {os.path.realpath(p) + os.sep for p in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"])}
-    | {p + os.sep for p in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"])}
-)
+_STDLIB = STDLIB_DIRS
 MAX_PATHS = 4096
 MAX_SOCKETS = 16384
 MAX_FDS_READ = 65536

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["PythonHeap", "exclusive_gil", "python_heap"]
+__all__ = ["STDLIB_DIRS", "PythonHeap", "exclusive_gil", "python_heap"]
+
+# The standard library's directories (as given and resolved), each ending in a separator:
+# where ``os`` comes from is sysconfig's "stdlib" and "platstdlib" on every CPython layout
+# (a virtualenv's included), without importing sysconfig and its build data (~150 KiB).
+STDLIB_DIRS: tuple[str, ...] = tuple(
+    {d + os.sep for d in (os.path.dirname(os.__file__), os.path.dirname(os.path.realpath(os.__file__)))}
+)
 
 # Above this many live allocator blocks the object count is skipped: the count holds the
 # interpreter for ~15 ms per million objects (see exclusive_gil).

@@ -22,7 +22,7 @@ from ..config import MemoryConfig
 from .ownership import OwnedProcess, is_descendant, owned_processes, owner_of, track
 from .reap import direct_zombies, reap_zombies
 from .sanitize import sanitize_env, sanitize_node_options
-from .spawn import Popen, owned, spawn
+from .spawn import owned, spawn
 from .subreaper import is_child_subreaper, set_child_subreaper
 from .terminate import stop_entries, terminate
 
@@ -60,6 +60,7 @@ _LAZY = {
     "InspectorError": "memdiag.processes.cdp",
     "MemoryAwarePool": "memdiag.processes.pool",
     "NodeProcess": "memdiag.processes.node",
+    "Popen": "memdiag.processes.spawn",  # defined on first use: see spawn.py
     "inspect_node": "memdiag.processes.inspector",
     "spawn_inspected_node": "memdiag.processes.inspector",
     "spawn_node": "memdiag.processes.node",

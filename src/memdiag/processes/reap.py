@@ -30,17 +30,19 @@ from __future__ import annotations
 
 import gc
 import os
-import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._logging import get_logger
 from ..probes._io import read_bytes
 from ..probes.process import ProcStat
 from .ownership import read_identity, registry, waitpid_exact
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["ZOMBIE_MIN_AGE", "direct_zombies", "reap_zombies", "zombie_age"]
 
@@ -213,10 +215,13 @@ def _popen_objects(pids: set[int]) -> list[subprocess.Popen[Any]]:
     """
     from ..probes.python import exclusive_gil
 
+    sp = sys.modules.get("subprocess")  # not imported: no Popen object exists
+    if sp is None:
+        return []
     with exclusive_gil():  # other threads must not run while the list holds references
         found = [
             obj
             for obj in gc.get_objects()
-            if isinstance(obj, subprocess.Popen) and obj.pid in pids and obj.returncode is None
+            if isinstance(obj, sp.Popen) and obj.pid in pids and obj.returncode is None
         ]
     return found
