@@ -28,9 +28,10 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .families import Family, memdiag_families, process_families, render_text
+if TYPE_CHECKING:  # the families are imported on first use: start() without a scrape pays nothing
+    from .families import Family
 
 __all__ = ["MIRROR_EVERY", "available", "exposition", "install", "multiprocess_mode", "uninstall"]
 
@@ -60,6 +61,8 @@ def multiprocess_mode() -> bool:
 def _collector_class() -> type:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector
+
+    from .families import memdiag_families
 
     class MemdiagCollector(Collector):
         """The ``memdiag_*`` families of one monitor, read at each scrape."""
@@ -177,6 +180,8 @@ class _Mirror:
         if diag is None or now - self._last < MIRROR_EVERY:
             return
         self._last = now
+        from .families import memdiag_families
+
         self.mirror(memdiag_families(diag))
 
     def mirror(self, families: list[Family]) -> None:
@@ -205,6 +210,8 @@ class _Mirror:
 def exposition(diag: Any) -> str:
     """The text ``/metrics`` serves: the default registry (or every worker in multiprocess
     mode) with prometheus_client; the standalone families without it."""
+    from .families import memdiag_families, process_families, render_text
+
     if not available():
         return render_text(process_families(diag) + memdiag_families(diag))
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
