@@ -271,6 +271,13 @@ EVENT_BYTES = 1024  # an upper estimate of one pressure event dict with its valu
 SAMPLE_BYTES_PER_PROCESS = 200  # a Sample's share per process row (children + 10 fixed rows)
 
 
+HEAP_PROFILER_BOUND = (
+    "the sampler's tables, filled from the front and counted by the pages written: frames (<= 65536), "
+    "stacks (<= 12287), live sampled blocks (<= 65536; one per heap_sample_interval of live heap) and "
+    "small blocks rerouted to malloc (<= 16384 x 529 B)"
+)
+
+
 def own_components(
     history: History,
     events: Any,
@@ -321,9 +328,7 @@ def own_components(
         out["heap_profiler"] = {
             "bytes": heap_profiler[0],
             "bound_bytes": heap_profiler[1],
-            "bound": "the sampler's tables, filled from the front and counted by the pages written: "
-            "frames (<= 65536), stacks (<= 12287), live sampled blocks (<= 65536; one per "
-            "heap_sample_interval of live heap) and small blocks rerouted to malloc (<= 16384 x 529 B)",
+            "bound": HEAP_PROFILER_BOUND,
         }
     if leak_series is not None:  # (bytes, bound) of leak detection's own series
         out["leak_series"] = {
