@@ -20,6 +20,8 @@ import pytest
 
 from memdiag.leaks import heapprof
 
+from .conftest import wait_for
+
 native_ok, native_reason = heapprof.available()
 needs_native = pytest.mark.skipif(not native_ok, reason=f"native sampler not built: {native_reason}")
 
@@ -442,6 +444,58 @@ def test_snapshot_is_cheap_and_exports_a_real_profile(sampler: None, tmp_path) -
     write_speedscope(prof, str(tmp_path / "p.json"))
     assert _decode(gzip.decompress((tmp_path / "p.pb.gz").read_bytes()))[2]
     del keep
+
+
+def test_snapshots_reuse_the_objects_of_known_stacks(sampler: None) -> None:
+    """A stack's frames are converted once: the extension returns the same frames tuple for
+    it at every snapshot, and heapprof the same HeapSite stack (so the heap thread's work
+    per snapshot is the rows' figures, not thousands of tuples and Frame objects)."""
+    src = "\n".join(f"def f{i}():\n    return bytearray(40_000)\n" for i in range(200))
+    ns: dict = {}
+    exec(compile(src, "/app/many_sites.py", "exec"), ns)
+    keep = [ns[f"f{i}"]() for i in range(200) for _ in range(3)]
+    rows1, _ = heapprof._native.snapshot()
+    rows2, st = heapprof._native.snapshot()
+    by_frames = {r[1][0]: r[1] for r in rows1 if r[1] and r[1][0][0] == "/app/many_sites.py"}
+    assert len(by_frames) >= 150
+    again = [r[1] for r in rows2 if r[1] and r[1][0][0] == "/app/many_sites.py"]
+    assert all(by_frames[f[0]] is f for f in again)
+    assert st["overhead_bytes"] > 0
+    p1, p2 = heapprof.snapshot(), heapprof.snapshot()
+    stacks1 = {s.stack[0]: s.stack for s in p1.sites if s.stack and s.stack[0].filename == "/app/many_sites.py"}
+    assert stacks1 and all(stacks1[s.stack[0]] is s.stack for s in p2.sites if s.stack and s.stack[0] in stacks1)
+    del keep
+
+
+def test_the_heap_thread_keeps_to_its_duty(sampler: None, monkeypatch) -> None:
+    """The heap thread's rounds (snapshot, series, container scan) are charged in the CPU
+    they take (and a scan's whole wall: other threads are held off), and the next round
+    waits 100x that: a round that burns 20 ms of CPU is followed by ~2 s of nothing."""
+    from memdiag.leaks.livecheck import HEAP_DUTY_DIVISOR, LiveChecker
+
+    real = heapprof.snapshot
+
+    def costly() -> heapprof.HeapProfile:
+        c0 = time.thread_time()
+        while time.thread_time() - c0 < 0.02:  # a large profile's conversion, in CPU
+            pass
+        return real()
+
+    monkeypatch.setattr(heapprof, "snapshot", costly)
+    lc = LiveChecker()
+    lc._every = 0.05  # the floor between rounds: a cheap round would run 20 times a second
+    heapprof.stop()
+    try:
+        lc.start("on", 32 * 1024)
+        assert wait_for(lambda: lc.round_cost is not None, timeout=30)  # set at the end of a round
+        t0, n = time.monotonic(), lc.heap.snapshots
+        assert lc.round_cost >= 0.02
+        time.sleep(1.5)  # the observation window itself, not a synchronisation
+        assert lc.heap.snapshots - n <= 1, (lc.heap.snapshots - n, time.monotonic() - t0)
+        assert lc.report()["heap_cost_seconds"] >= 0.02
+        assert HEAP_DUTY_DIVISOR * lc.round_cost >= 2.0
+    finally:
+        lc.stop()
 
 
 # -- AddressSanitizer and stress --------------------------------------------------------------

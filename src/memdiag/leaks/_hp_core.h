@@ -753,10 +753,63 @@ static inline int hp_should_sample(size_t size) {
 }
 
 /* ---------------------------------------------------------------- snapshot (GIL held) */
+/* The Python objects a snapshot returns for a frame and for a stack's frames are built
+ * once and kept (frames and stacks never change once interned): a snapshot of a large
+ * profile (3 000 stacks of ~10 frames) built ~35 000 tuples every heap_snapshot_seconds,
+ * and the caller, seeing the same tuple again, can keep what it derived from it. Arrays
+ * of pointers indexed by frame and stack id, allocated at the first snapshot (only their
+ * touched pages are resident); the objects are counted in overhead_bytes. GIL held. */
+static PyObject **hp_frame_objs;  /* [HP_FRAME_CAP_MAX] */
+static PyObject **hp_stack_objs;  /* [HP_STACK_CAP_MAX], by dense stack id */
+static size_t hp_obj_bytes;       /* the cached objects, estimated (tuples and line numbers) */
+
 static PyObject *hp_frame_obj(uint32_t id) {
-    hp_frame_t *f = &hp_frames[id];
-    if (f->cname != NULL) return Py_BuildValue("(sis)", "", 0, f->cname);
-    return Py_BuildValue("(OiO)", f->filename ? f->filename : Py_None, f->lineno, f->name ? f->name : Py_None);
+    PyObject *o = hp_frame_objs[id];
+    if (o == NULL) {
+        hp_frame_t *f = &hp_frames[id];
+        if (f->cname != NULL) o = Py_BuildValue("(sis)", "", 0, f->cname);
+        else o = Py_BuildValue("(OiO)", f->filename ? f->filename : Py_None, f->lineno, f->name ? f->name : Py_None);
+        if (o == NULL) return NULL;
+        hp_frame_objs[id] = o;
+        hp_obj_bytes += 96;
+    }
+    Py_INCREF(o);
+    return o;
+}
+
+static PyObject *hp_stack_obj(uint32_t si) {
+    PyObject *frames = hp_stack_objs[si];
+    if (frames == NULL) {
+        hp_stack_t *s = &hp_stacks[si];
+        frames = PyTuple_New(s->nframes);
+        if (frames == NULL) return NULL;
+        for (int k = 0; k < s->nframes; k++) {
+            PyObject *fo = hp_frame_obj(hp_frame_pool[s->first + k]);
+            if (fo == NULL) {
+                Py_DECREF(frames);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(frames, k, fo);
+        }
+        hp_stack_objs[si] = frames;
+        hp_obj_bytes += 40 + 8 * (size_t)s->nframes;
+    }
+    Py_INCREF(frames);
+    return frames;
+}
+
+static int hp_obj_caches_init(void) {
+    if (hp_stack_objs != NULL) return 0;
+    hp_frame_objs = HP_CALLOC(HP_FRAME_CAP_MAX, sizeof(PyObject *));
+    hp_stack_objs = HP_CALLOC(HP_STACK_CAP_MAX, sizeof(PyObject *));
+    if (hp_frame_objs == NULL || hp_stack_objs == NULL) {
+        HP_FREE(hp_frame_objs);
+        HP_FREE(hp_stack_objs);
+        hp_frame_objs = NULL;
+        hp_stack_objs = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 typedef struct {
@@ -769,6 +822,7 @@ typedef struct {
  * the Python objects are built after it is released, with sampling off for this thread. */
 static PyObject *hp_snapshot_tables(const char *domain_names[2]) {
     if (!hp_tables_ready) return Py_BuildValue("([]{})");
+    if (hp_obj_caches_init() < 0) return PyErr_NoMemory();
     hp_tls.guard++;
     /* room for the stacks there are now (more may come before the lock: copy at most n) */
     pthread_mutex_lock(&hp_mutex);
@@ -791,7 +845,8 @@ static PyObject *hp_snapshot_tables(const char *domain_names[2]) {
     dropped = hp_dropped;
     dropped_stacks = hp_dropped_stacks;
     live_n = hp_live_n;
-    overhead = hp_overhead_bytes();
+    overhead = hp_overhead_bytes() + hp_obj_bytes + hp_pages((size_t)hp_nframes * sizeof(PyObject *)) +
+               hp_pages((size_t)hp_nstacks * sizeof(PyObject *)); /* the object caches (ids are dense) */
     bound = hp_bound_bytes();
     nstacks = hp_nstacks;
     nframes = hp_nframes;
@@ -801,19 +856,7 @@ static PyObject *hp_snapshot_tables(const char *domain_names[2]) {
     PyObject *list = PyList_New(0);
     for (size_t r = 0; list != NULL && r < nrows; r++) {
         hp_stack_t *s = &hp_stacks[rows[r].stack];
-        PyObject *frames = PyTuple_New(s->nframes);
-        if (frames == NULL) {
-            Py_CLEAR(list);
-            break;
-        }
-        for (int k = 0; k < s->nframes; k++) {
-            PyObject *fo = hp_frame_obj(hp_frame_pool[s->first + k]);
-            if (fo == NULL) {
-                Py_CLEAR(frames);
-                break;
-            }
-            PyTuple_SET_ITEM(frames, k, fo);
-        }
+        PyObject *frames = hp_stack_obj(rows[r].stack);
         if (frames == NULL) {
             Py_CLEAR(list);
             break;

@@ -216,22 +216,48 @@ def _own(filename: str) -> bool:
     return filename.startswith(_OWN_DIR)
 
 
+# A row's frames tuple -> its site key, memoised by the tuple's identity: the extension
+# returns the same tuple for a stack at every snapshot (see _hp_core.h), so a profile of
+# thousands of stacks is converted once, not every heap_snapshot_seconds (hashing stacks of
+# Frame objects was two thirds of a 3 000-stack snapshot). The keys are canonical (one
+# object per distinct (domain, stack)), so rows are merged by identity.
+_stack_memo: dict[int, tuple[Any, str, tuple[str, tuple[Frame, ...]] | None]] = {}
+_canon: dict[tuple[str, tuple[Frame, ...]], tuple[str, tuple[Frame, ...]]] = {}
+_STACK_MEMO_MAX = 40_000  # the extensions' stack tables hold at most 12 288 each
+
+
+def _site_key(domain: str, frames: Any) -> tuple[str, tuple[Frame, ...]] | None:
+    """``(domain, stack)`` of a row (memdiag's frames dropped), None when memdiag allocated it."""
+    memo = _stack_memo.get(id(frames))
+    if memo is not None and memo[0] is frames and memo[1] == domain:
+        return memo[2]
+    key: tuple[str, tuple[Frame, ...]] | None = None
+    if not (frames and frames[0][0] and _own(frames[0][0])):
+        k = (domain, tuple(_frame(f, n, fn) for f, n, fn in frames if not (f and _own(f))))
+        key = _canon.setdefault(k, k)
+    if len(_stack_memo) >= _STACK_MEMO_MAX:
+        _stack_memo.clear()
+        _canon.clear()
+    _stack_memo[id(frames)] = (frames, domain, key)
+    return key
+
+
 def _merge_rows(rows: list[tuple[Any, ...]]) -> tuple[HeapSite, ...]:
     """Rows of the native tables as sites: memdiag's frames dropped, equal stacks merged."""
-    merged: dict[tuple[str, tuple[Frame, ...]], list[float]] = {}
+    merged: dict[int, list[Any]] = {}
     for domain, frames, lb, lc, ab, ac in rows:
-        if frames and frames[0][0] and _own(frames[0][0]):
+        key = _site_key(domain, frames)
+        if key is None:
             continue  # allocated by memdiag itself
-        stack = tuple(_frame(f, n, fn) for f, n, fn in frames if not (f and _own(f)))
-        acc = merged.get((domain, stack))
+        acc = merged.get(id(key))
         if acc is None:
-            merged[(domain, stack)] = [max(lb, 0.0), max(lc, 0.0), ab, ac]
+            merged[id(key)] = [key, max(lb, 0.0), max(lc, 0.0), ab, ac]
         else:
-            acc[0] += max(lb, 0.0)
-            acc[1] += max(lc, 0.0)
-            acc[2] += ab
-            acc[3] += ac
-    return tuple(HeapSite(stack, domain, v[0], v[1], v[2], v[3]) for (domain, stack), v in merged.items())
+            acc[1] += max(lb, 0.0)
+            acc[2] += max(lc, 0.0)
+            acc[3] += ab
+            acc[4] += ac
+    return tuple(HeapSite(v[0][1], v[0][0], v[1], v[2], v[3], v[4]) for v in merged.values())
 
 
 def snapshot() -> HeapProfile:

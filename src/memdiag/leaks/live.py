@@ -74,6 +74,22 @@ def blame_frame(stack: Sequence[Frame]) -> Frame | None:
     return stack[0] if stack else None
 
 
+_BLAMED: dict[int, tuple[tuple[Frame, ...], Frame | None]] = {}  # id(stack) -> (stack, its line)
+
+
+def _blamed(stack: tuple[Frame, ...]) -> Frame | None:
+    """blame_frame(stack), None for a stack through memdiag's code; memoised by the stack's
+    identity (heapprof returns the same tuple for a stack at every snapshot)."""
+    memo = _BLAMED.get(id(stack))
+    if memo is not None and memo[0] is stack:
+        return memo[1]
+    f = None if any(_own(fr.filename) for fr in stack) else blame_frame(stack)
+    if len(_BLAMED) >= 40_000:
+        _BLAMED.clear()
+    _BLAMED[id(stack)] = (stack, f)
+    return f
+
+
 def _quarters_rise(xs: Sequence[float], ys: Sequence[float]) -> bool:
     """Median value higher in each quarter of the span than in the one before."""
     t0, t1 = xs[0], xs[-1]
@@ -206,9 +222,7 @@ class HeapSeries:
         """Record one profile (memdiag's own allocations are dropped)."""
         agg: dict[tuple[str, int, str], list[Any]] = {}
         for s in prof.sites:
-            if any(_own(f.filename) for f in s.stack):
-                continue
-            f = blame_frame(s.stack)
+            f = _blamed(s.stack)
             if f is None:
                 continue
             key = (f.filename, f.lineno, s.domain)
