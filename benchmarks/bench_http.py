@@ -15,8 +15,15 @@ latency, the figure the p99 <= 3 ms bar is about. ``--pace 0`` is a closed loop
 (saturation: latency is then concurrency / throughput). It prints p50/p99 per round, then
 per server and path the median over rounds, the range of the round p99s (how noisy the
 machine was), the server's CPU time per request (user + system, all its threads, from
-/proc; 10 ms clock ticks, so read it over whole rounds), and the ratio of the medians to
-the raw server.
+/proc; 10 ms clock ticks, so read it over whole rounds), the load generator's own CPU
+time per request (``client``: it runs in this process, beside the servers on the same
+CPUs), the ratio of the medians to the raw server, and the median of the per-round p99
+ratios to the raw server (``p99 x paired``).
+
+``--rt`` runs the load generator and the servers at real-time priority (``SCHED_FIFO``;
+root only; refused for a closed loop): on a machine shared with other work, the other
+processes then wait instead of the benchmark, which is how a quiet machine would serve
+it (the kernel's network work and the caches are still shared).
 
 ``--cpu`` measures no latency: the CPU time of the server's connection code per request
 (``Connection.data_received`` to the bytes handed to the transport, a null transport, no
@@ -24,7 +31,7 @@ sockets, one process), fast path against h11, in interleaved rounds. It is the f
 that a loaded machine disturbs least.
 
     python benchmarks/bench_http.py [--rounds 5] [--seconds 3] [--clients 50] [--pace 0.05]
-                                    [--servers raw,memdiag,memdiag-h11,fastapi]
+                                    [--servers raw,memdiag,memdiag-h11,fastapi] [--rt]
     python benchmarks/bench_http.py --cpu [--rounds 7]
 """
 
@@ -159,7 +166,7 @@ def _quantile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-Rows = dict[tuple[str, str], list[tuple[float, float, float, float]]]
+Rows = dict[tuple[str, str], list[tuple[float, float, float, float, float]]]
 
 
 def main() -> None:
@@ -175,6 +182,11 @@ def main() -> None:
     )
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, of: " + ", ".join(SERVERS))
     parser.add_argument("--cpu", action="store_true", help="CPU per request of the connection code (no sockets)")
+    parser.add_argument(
+        "--rt",
+        action="store_true",
+        help="run the load generator and the servers at real-time priority (SCHED_FIFO 10; root; paced runs only)",
+    )
     parser.add_argument("--serve", choices=sorted(SERVERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -186,6 +198,13 @@ def main() -> None:
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
     if "raw" not in kinds or any(k not in SERVERS for k in kinds):
         parser.error(f"--servers: names of {', '.join(SERVERS)}, raw among them (the ratios' base)")
+    if args.rt:
+        if not args.pace:
+            parser.error("--rt with a closed loop (--pace 0) would take both CPUs from everyone else")
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))  # the servers inherit it
+        except (OSError, AttributeError) as exc:
+            parser.error(f"--rt: cannot switch to real-time priority here ({exc}); run without --rt")
     load_before = os.getloadavg()[0]
     urls, procs = _start_servers(kinds)
     rows: Rows = {(k, p): [] for k in kinds for p in PATHS}
@@ -194,16 +213,17 @@ def main() -> None:
             cells = [(k, p) for k in kinds for p in PATHS]
             random.shuffle(cells)
             for kind, path in cells:
-                cpu0 = _cpu_seconds(procs[kind].pid)
+                cpu0, client0 = _cpu_seconds(procs[kind].pid), time.process_time()
                 lat, errors = asyncio.run(_load(urls[kind], path, args.clients, args.seconds, args.pace))
                 cpu = (_cpu_seconds(procs[kind].pid) - cpu0) / max(1, len(lat)) * 1e6
+                client = (time.process_time() - client0) / max(1, len(lat)) * 1e6
                 p50, p99 = _quantile(lat, 0.50) * 1e3, _quantile(lat, 0.99) * 1e3
                 rps = len(lat) / args.seconds
-                rows[(kind, path)].append((p50, p99, rps, cpu))
+                rows[(kind, path)].append((p50, p99, rps, cpu, client))
                 err = f"  errors={len(errors)} {sorted(set(errors))}" if errors else ""
                 print(
                     f"round {rnd + 1} {kind:11s} {path:20s} p50={p50:6.2f} ms  p99={p99:6.2f} ms  {rps:6.0f} req/s"
-                    f"  server CPU {cpu:4.0f} us/req{err}",
+                    f"  server CPU {cpu:4.0f} us/req  client {client:4.0f}{err}",
                     flush=True,
                 )
     finally:
@@ -330,22 +350,24 @@ def _report(args: argparse.Namespace, rows: Rows, load: float) -> None:
         f"\n{args.clients} concurrent keep-alive clients ({mode}), {args.rounds} rounds x {args.seconds:g} s, "
         f"{os.cpu_count()} CPUs shared by client and servers; load average {load:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after"
+        + ("; at real-time priority (SCHED_FIFO 10): other processes wait" if args.rt else "")
     )
-    heads = ("p50 ms", "p99 ms", "p99 range", "req/s", "CPU us/req", "p50 x", "p99 x", "p99 x paired")
-    widths = (7, 7, 13, 6, 10, 6, 6, 12)
+    heads = ("p50 ms", "p99 ms", "p99 range", "req/s", "CPU us/req", "client", "p50 x", "p99 x", "p99 x paired")
+    widths = (7, 7, 13, 6, 10, 6, 6, 6, 12)
     print(f"{'server':11s} {'path':20s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, widths)))
     for (kind, path), vals in rows.items():
         m50 = statistics.median(r[0] for r in vals)
         m99 = statistics.median(r[1] for r in vals)
         rps = statistics.median(r[2] for r in vals)
         cpu = statistics.median(r[3] for r in vals)
+        client = statistics.median(r[4] for r in vals)
         base = rows[("raw", path)]
         b50 = statistics.median(r[0] for r in base)
         b99 = statistics.median(r[1] for r in base)
         paired = statistics.median(r[1] / b[1] for r, b in zip(vals, base))
         spread = f"{min(r[1] for r in vals):.2f}-{max(r[1] for r in vals):.2f}"
         print(
-            f"{kind:11s} {path:20s} {m50:7.2f} {m99:7.2f} {spread:>13s} {rps:6.0f} {cpu:10.0f} "
+            f"{kind:11s} {path:20s} {m50:7.2f} {m99:7.2f} {spread:>13s} {rps:6.0f} {cpu:10.0f} {client:6.0f} "
             f"{m50 / b50:6.2f} {m99 / b99:6.2f} {paired:12.2f}"
         )
 
