@@ -93,6 +93,10 @@ def _serve_memdiag(fast_path: bool = True) -> None:
     Connection.fast_path = fast_path
     diag = memdiag.start(http="127.0.0.1:0", api_token=TOKEN)
     print(diag.http_server.url, flush=True)
+    import threading
+
+    # Which OS thread is which, so that the parent can tell each thread's CPU time.
+    print(json.dumps({str(t.native_id): t.name for t in threading.enumerate()}), flush=True)
     sys.stdin.read()  # serve until the parent closes our stdin
     memdiag.stop()
 
@@ -208,13 +212,21 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     urls, procs = _start_servers(kinds)
     rows: Rows = {(k, p): [] for k in kinds for p in PATHS}
+    by_thread: dict[str, dict[str, float]] = {}
     try:
         for rnd in range(args.rounds):
             cells = [(k, p) for k in kinds for p in PATHS]
             random.shuffle(cells)
             for kind, path in cells:
                 cpu0, client0 = _cpu_seconds(procs[kind].pid), time.process_time()
+                threads0 = _thread_cpu(kind, procs[kind].pid) if kind in THREADS else {}
                 lat, errors = asyncio.run(_load(urls[kind], path, args.clients, args.seconds, args.pace))
+                if kind in THREADS:
+                    spent = by_thread.setdefault(kind, {"requests": 0.0, "seconds": 0.0})
+                    spent["requests"] += len(lat)
+                    spent["seconds"] += args.seconds
+                    for name, t in _thread_cpu(kind, procs[kind].pid).items():
+                        spent[name] = spent.get(name, 0.0) + t - threads0.get(name, 0.0)
                 cpu = (_cpu_seconds(procs[kind].pid) - cpu0) / max(1, len(lat)) * 1e6
                 client = (time.process_time() - client0) / max(1, len(lat)) * 1e6
                 p50, p99 = _quantile(lat, 0.50) * 1e3, _quantile(lat, 0.99) * 1e3
@@ -233,6 +245,10 @@ def main() -> None:
             p.terminate()
             p.wait(10)
     _report(args, rows, load_before)
+    for kind, spent in by_thread.items():
+        n, secs = spent.pop("requests"), spent.pop("seconds")
+        parts = [f"{name} {t / n * 1e6:.1f} us/req ({t / secs * 1e3:.1f} ms/s)" for name, t in sorted(spent.items())]
+        print(f"{kind} CPU by thread, all rounds: " + ", ".join(parts))
 
 
 # -- --cpu: the connection code alone ---------------------------------------------------------
@@ -327,11 +343,31 @@ def _start_servers(kinds: list[str]) -> tuple[dict[str, str], dict[str, subproce
         p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         procs[kind] = p
         urls[kind] = p.stdout.readline().strip()  # type: ignore[union-attr]
+        if kind.startswith("memdiag"):
+            THREADS[kind] = json.loads(p.stdout.readline())  # type: ignore[union-attr]
     time.sleep(1.5)  # let the monitors take their first samples
     for url in urls.values():  # warm up: connections, first reports
         for path in PATHS:
             asyncio.run(_load(url, path, 4, 0.5))
     return urls, procs
+
+
+THREADS: dict[str, dict[str, str]] = {}  # memdiag server -> {native thread id: thread name}
+
+
+def _thread_cpu(kind: str, pid: int) -> dict[str, float]:
+    """CPU seconds of each named thread of server ``kind`` (the rest as ``other``)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = THREADS.get(kind, {}).get(tid, "other")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _cpu_seconds(pid: int) -> float:
