@@ -174,6 +174,10 @@ def start(config: MemoryConfig | None = None, *, http: bool | str | None = None,
     from .telemetry import install as install_telemetry
 
     install_telemetry(diag)  # Prometheus collector / OpenTelemetry, where installed
+    if not was_running:
+        from .wiring import release_startup_heap
+
+        release_startup_heap(diag.config)  # the imports' freed buffers (docs/benchmarks.md, footprint)
     if http and diag.http_server is None:
         from .http.server import start_api_server
 

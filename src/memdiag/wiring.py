@@ -18,9 +18,30 @@ from .cleanup import install_builtin_actions
 from .history import growth_split
 from .units import MIB
 
-__all__ = ["attach_leaks", "become_subreaper", "detach_leaks", "growth_hints", "install_parts", "run_lifecycle"]
+__all__ = [
+    "attach_leaks",
+    "become_subreaper",
+    "detach_leaks",
+    "growth_hints",
+    "install_parts",
+    "release_startup_heap",
+    "run_lifecycle",
+]
 
 log = get_logger("memdiag")
+
+
+def release_startup_heap(cfg: Any) -> bool:
+    """Hand back the heap that starting memdiag dirtied and freed (``malloc_trim(0)``, glibc,
+    unless the ``malloc_trim`` config is off). Importing memdiag's modules reads each
+    ``.pyc`` into a buffer that is freed once unmarshalled; those pages stay resident between
+    the code objects in malloc's heap: ~1.3 MiB of the footprint (a process that only
+    imported json and logging gives back ~64 KiB). True when the trim ran."""
+    if not cfg.malloc_trim:
+        return False
+    from ._libc import malloc_trim
+
+    return malloc_trim(0) is not None
 
 
 def install_parts() -> None:
