@@ -3,7 +3,7 @@
 Run:
 
     python scenarios/soak.py --seconds 1800     # the full soak of issue 16 (30 minutes)
-    python scenarios/soak.py --seconds 40       # the CI form (tests/test_soak.py)
+    python scenarios/soak.py --seconds 40 --every 1 --trace-at 10   # the CI form (tests/test_soak.py)
 
 Two twin processes run the same busy service side by side (this file with ``--service``):
 four threads of request-like work (JSON churn, many small objects, a ``SharedPromptCache``
@@ -12,7 +12,10 @@ with nothing changed (the heap profiler, leak detection, SQLite history, the con
 channel: all as shipped; the history goes to a temporary ``XDG_STATE_HOME``), the other
 does not. Every ``--every`` seconds each twin prints one JSON line: its USS
 (``/proc/self/smaps_rollup``), its CPU time and its operations; the memdiag twin adds
-``overhead()``: the monitor's own CPU, its ticks and the bytes its structures hold.
+``overhead()``: the monitor's own CPU, its ticks and the bytes its structures hold, and
+whether an allocation-tracing window is running (``tracing``). ``--trace-at S`` opens one
+window in the memdiag twin S seconds in (the leak detector opens them on its own when RSS
+grows, as a warming service's does: a short run may meet none otherwise).
 
 The verdict, printed as one JSON document (and the exit status, 0 when all hold):
 
@@ -82,7 +85,7 @@ def _work(stop: threading.Event, ops: list[int], i: int) -> None:
             time.sleep(0.002)  # a service, not a spin loop: leave the machine some air
 
 
-def service(with_memdiag: bool, every: float, seconds: float) -> None:
+def service(with_memdiag: bool, every: float, seconds: float, trace_at: float | None = None) -> None:
     diag = None
     if with_memdiag:
         import memdiag
@@ -94,13 +97,22 @@ def service(with_memdiag: bool, every: float, seconds: float) -> None:
     for t in threads:
         t.start()
     t0 = time.monotonic()
+    traced = None
     while time.monotonic() - t0 < seconds:
         time.sleep(every)
+        if diag is not None and trace_at is not None and traced is None and time.monotonic() - t0 >= trace_at:
+            import memdiag
+
+            try:  # what the detector does when RSS grows
+                traced = memdiag.start_tracing(diag)["id"]
+            except memdiag.MemdiagError as exc:  # one is running already (the detector's)
+                traced = str(exc)
         line: dict[str, Any] = {"t": round(time.monotonic() - t0, 1), "uss": _uss(), "cpu": time.process_time(), "ops": sum(ops)}
         if diag is not None:
             o = diag.overhead()
             line.update(own=o["memory_bytes"], budget=o["memory_budget_bytes"], ticks=o["ticks"],
-                        monitor_cpu=o["monitor_cpu_seconds"], fds=o["open_fds"])
+                        monitor_cpu=o["monitor_cpu_seconds"], fds=o["open_fds"],
+                        tracing=bool(sys.modules.get("tracemalloc") and sys.modules["tracemalloc"].is_tracing()))
         print(json.dumps(line), flush=True)
     stop.set()
     for t in threads:
@@ -158,16 +170,18 @@ def verdict(with_rows: list[dict[str, Any]], without_rows: list[dict[str, Any]])
         "ticks": w[-1]["ticks"] - w[0]["ticks"],
         "ops_ratio": round((w[-1]["ops"] - w[0]["ops"]) / max(b[-1]["ops"] - b[0]["ops"], 1), 3),
         "open_fds": {"first": w[0]["fds"], "last": w[-1]["fds"]},
+        "tracing_samples": sum(bool(r.get("tracing")) for r in w),
     }
 
 
-def run(seconds: float, every: float, verbose: bool = False) -> dict[str, Any]:
+def run(seconds: float, every: float, verbose: bool = False, trace_at: float | None = None) -> dict[str, Any]:
     state = tempfile.mkdtemp(prefix="memdiag-soak-")
     env = dict(os.environ, XDG_STATE_HOME=state, PYTHONUNBUFFERED="1")
     env.pop("MEMDIAG_CONFIG", None)
     procs = {
         name: subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--service", name, "--seconds", str(seconds), "--every", str(every)],
+            [sys.executable, os.path.abspath(__file__), "--service", name, "--seconds", str(seconds), "--every", str(every)]
+            + (["--trace-at", str(trace_at)] if trace_at is not None else []),
             stdout=subprocess.PIPE, text=True, env=env,
         )
         for name in ("with", "without")
@@ -199,13 +213,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1800.0)
     ap.add_argument("--every", type=float, default=None, help="seconds between samples (default: seconds / 60, at least 1)")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--trace-at", type=float, default=None, metavar="SECONDS",
+                    help="open one allocation-tracing window in the memdiag twin this long after the start "
+                         "(what the leak detector does when RSS grows; the CI form's way to meet one)")
     ap.add_argument("--service", choices=["with", "without"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     every = args.every if args.every is not None else max(1.0, args.seconds / 60)
     if args.service:
-        service(args.service == "with", every, args.seconds)
+        service(args.service == "with", every, args.seconds, args.trace_at)
         return
-    result = run(args.seconds, every, args.verbose)
+    result = run(args.seconds, every, args.verbose, args.trace_at)
     print(json.dumps(result, indent=2))
     sys.exit(0 if result["ok"] else 1)
 
