@@ -1,31 +1,39 @@
 """Regenerate the figures of docs/benchmarks.md: run every benchmark the document names,
 with the arguments it names, and put what each printed in its place.
 
-Run:  python benchmarks/run_all.py [--quick] [--only NAME[,NAME]] [--write docs/benchmarks.md]
+Run:  python benchmarks/run_all.py [--quick] [--long] [--only NAME[,NAME]] [--list] [--write docs/benchmarks.md]
 
-The document marks each generated block::
+(From a source tree, with ``PYTHONPATH=src`` and the C extensions built in place, as every
+benchmark is run.) The document marks each generated block::
 
     <!-- run_all: bench_footprint.py --rounds 5 | quick: --rounds 1 -->
     ...what the benchmark printed (replaced at every run)...
     <!-- /run_all -->
 
-The text between the markers is replaced by a line naming the command, the date and the
-machine's load (the machines here are shared: the load says how far to trust a time),
-then the benchmark's standard output: as it is when it prints Markdown (its lines start
-with ``|``), else as a code block. Everything outside the markers is left as written, so
-every figure in the document is a benchmark's printed output, with its command beside it.
+The spec is the script (in ``benchmarks/``, or a path from the repository's root such as
+``scenarios/soak.py``) and its arguments, optionally preceded by environment settings
+(``PYTHONHASHSEED=0 bench_cache.py ...``), then parts after ``|``: ``quick: ARGS`` (the
+smoke form) and ``long`` (a run of many minutes: only with ``--long``, or when ``--only``
+names it). The text between the markers is replaced by a line naming the command, the
+date, the machine and its load (the machines here are shared: the load says how far to
+trust a time), then the benchmark's standard output: as it is when it prints Markdown (its
+lines start with ``|``), else as a code block. Everything outside the markers is left as
+written, so every figure in the document is a benchmark's printed output, with its command
+beside it.
 
 ``--quick`` runs each block with its ``quick:`` arguments instead (blocks without them are
 left unchanged): a check that the generator and the benchmarks still run, not figures to
-publish. ``--only`` takes script names without ``bench_`` and ``.py`` (``cli,footprint``).
-Without ``--write`` the new document goes to stdout. A benchmark that fails stops the
-run with its output, and nothing is written.
+publish. ``--only`` takes section names: the script's name without ``bench_`` and ``.py``
+(``cli``, ``soak``: every block of that script), or with its sub-command (``leaks:kinds``).
+``--list`` prints the blocks and runs nothing. Without ``--write`` the new document goes to
+stdout. A benchmark that fails stops the run with its output, and nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import re
 import shlex
 import subprocess
@@ -35,32 +43,66 @@ from pathlib import Path
 from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
-DOC = HERE.parent / "docs" / "benchmarks.md"
+ROOT = HERE.parent
+DOC = ROOT / "docs" / "benchmarks.md"
 BLOCK = re.compile(r"(<!-- run_all: (?P<spec>.*?) -->\n)(?P<body>.*?)(<!-- /run_all -->)", re.S)
+ENV_SETTING = re.compile(r"[A-Z_][A-Z0-9_]*=\S*")
 
 
 class Block(NamedTuple):
     script: str
     args: list[str]
     quick: list[str] | None
+    env: dict[str, str] | None = None  # settings the command runs with (PYTHONHASHSEED=0)
+    long: bool = False
+
+    @property
+    def path(self) -> str:
+        """The script from the repository's root (``benchmarks/bench_x.py``)."""
+        return self.script if "/" in self.script else f"benchmarks/{self.script}"
 
     @property
     def name(self) -> str:
-        return self.script.removeprefix("bench_").removesuffix(".py")
+        return Path(self.script).stem.removeprefix("bench_")
+
+    @property
+    def names(self) -> set[str]:
+        """What ``--only`` may call it: the name, and with a sub-command ``name:sub``."""
+        sub = self.args[0] if self.args and not self.args[0].startswith("-") else None
+        return {self.name} | ({f"{self.name}:{sub}"} if sub else set())
+
+    def arguments(self, quick: bool) -> list[str]:
+        return self.quick if quick and self.quick is not None else self.args
 
     def command(self, quick: bool) -> list[str]:
-        args = self.quick if quick and self.quick is not None else self.args
-        return [sys.executable, str(HERE / self.script), *args]
+        return [sys.executable, str(ROOT / self.path), *self.arguments(quick)]
+
+    def shown(self, quick: bool = False) -> str:
+        """The command as the document shows it (and a reader types it)."""
+        env = [f"{k}={v}" for k, v in (self.env or {}).items()]
+        return " ".join([*env, "python", self.path, *self.arguments(quick)])
 
 
 def parse_spec(spec: str) -> Block:
-    """``"bench_x.py --rounds 5 | quick: --rounds 1"`` -> the block's script and arguments."""
-    main, _, quick = spec.partition("|")
-    script, *args = shlex.split(main)
-    quick = quick.strip()
-    if quick and not quick.startswith("quick:"):
-        raise ValueError(f"unknown part {quick!r} in <!-- run_all: {spec} -->")
-    return Block(script, args, shlex.split(quick.removeprefix("quick:")) if quick else None)
+    """``"[ENV=V ...] bench_x.py --rounds 5 | quick: --rounds 1 | long"`` -> a :class:`Block`."""
+    main, *parts = (p.strip() for p in spec.split("|"))
+    words = shlex.split(main)
+    env = {}
+    while words and ENV_SETTING.fullmatch(words[0]):
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    if not words:
+        raise ValueError(f"no script in <!-- run_all: {spec} -->")
+    quick: list[str] | None = None
+    long = False
+    for part in parts:
+        if part.startswith("quick:"):
+            quick = shlex.split(part.removeprefix("quick:"))
+        elif part == "long":
+            long = True
+        else:
+            raise ValueError(f"unknown part {part!r} in <!-- run_all: {spec} -->")
+    return Block(words[0], words[1:], quick, env, long)
 
 
 def blocks(text: str) -> list[Block]:
@@ -68,12 +110,23 @@ def blocks(text: str) -> list[Block]:
     return [parse_spec(m.group("spec")) for m in BLOCK.finditer(text)]
 
 
+def machine() -> str:
+    """``2 CPUs (model), Linux 6.1, Python 3.11.7``: what the figures were taken on."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    cpus = f"{os.cpu_count()} CPUs" + (f" ({model})" if model else "")
+    return f"{cpus}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
 def render(block: Block, output: str, quick: bool, load: tuple[float, float]) -> str:
-    """The text of a block: its command, when and under what load, and the output."""
-    shown = " ".join(["python", f"benchmarks/{block.script}", *(block.quick if quick and block.quick else block.args)])
+    """The text of a block: its command, when, on what machine and under what load, and the output."""
     head = (
-        f"Printed by `{shown}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} before and {load[1]:.1f} after"
+        f"Printed by `{block.shown(quick)}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{machine()}, load average {load[0]:.1f} before and {load[1]:.1f} after"
         f"{' (--quick: a smoke run, not figures to publish)' if quick else ''}:\n\n"
     )
     out = output.strip("\n")
@@ -85,21 +138,28 @@ def render(block: Block, output: str, quick: bool, load: tuple[float, float]) ->
 def run(block: Block, quick: bool) -> str:
     """Run one benchmark; its standard output (the run stops if it fails)."""
     argv = block.command(quick)
-    print(f"run_all: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
+    print(f"run_all: {block.shown(quick)}", file=sys.stderr, flush=True)
     before = os.getloadavg()[0]
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **(block.env or {})})
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout)
-        raise SystemExit(f"run_all: {block.script} exited with {proc.returncode}; nothing written")
+        raise SystemExit(f"run_all: {block.shown(quick)} exited with {proc.returncode}; nothing written")
     return render(block, proc.stdout, quick, (before, os.getloadavg()[0]))
 
 
-def regenerate(text: str, *, quick: bool, only: set[str] | None) -> str:
+def selected(block: Block, *, quick: bool, only: set[str] | None, long: bool) -> bool:
+    """Whether this run regenerates ``block``."""
+    if only is not None:
+        return bool(block.names & only) and not (quick and block.quick is None)
+    return (long or not block.long) and not (quick and block.quick is None)
+
+
+def regenerate(text: str, *, quick: bool, only: set[str] | None, long: bool = False) -> str:
     """``text`` with every selected block's output replaced by a fresh run."""
 
     def replace(m: re.Match[str]) -> str:
         block = parse_spec(m.group("spec"))
-        if (only and block.name not in only) or (quick and block.quick is None):
+        if not selected(block, quick=quick, only=only, long=long):
             return m.group(0)
         return m.group(1) + run(block, quick) + m.group(4)
 
@@ -109,15 +169,24 @@ def regenerate(text: str, *, quick: bool, only: set[str] | None) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="each block's quick: arguments (a smoke run)")
-    ap.add_argument("--only", help="comma-separated benchmark names (cli, footprint, http, ...)")
+    ap.add_argument("--long", action="store_true", help="also the blocks marked long (leak verdicts, soak: hours)")
+    ap.add_argument("--only", help="comma-separated section names (cli, footprint, leaks:kinds, soak, ...)")
+    ap.add_argument("--list", action="store_true", help="print the blocks and their commands; run nothing")
     ap.add_argument("--doc", type=Path, default=DOC, help="the document to read (default: docs/benchmarks.md)")
     ap.add_argument("--write", type=Path, help="write the new document here (default: stdout)")
     args = ap.parse_args()
     text = args.doc.read_text(encoding="utf-8")
+    found = blocks(text)
+    if args.list:
+        for b in found:
+            flags = " (long)" if b.long else ""
+            print(f"{'/'.join(sorted(b.names))}{flags}: {b.shown()}  | quick: {b.shown(True)}")
+        return 0
     only = set(args.only.split(",")) if args.only else None
-    if only and not only <= {b.name for b in blocks(text)}:
-        raise SystemExit(f"run_all: no block for {sorted(only - {b.name for b in blocks(text)})}")
-    new = regenerate(text, quick=args.quick, only=only)
+    known = set().union(*(b.names for b in found))
+    if only and not only <= known:
+        raise SystemExit(f"run_all: no block for {sorted(only - known)} (blocks: {', '.join(sorted(known))})")
+    new = regenerate(text, quick=args.quick, only=only, long=args.long)
     if args.write:
         args.write.write_text(new, encoding="utf-8")
     else:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,12 +41,80 @@ def test_every_generated_block_names_a_benchmark_and_its_command_is_beside_it() 
     run_all = _run_all()
     text = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     blocks = run_all["blocks"](text)
-    assert {b.name for b in blocks} >= {"cli", "footprint", "http"}
+    # every section of figures is generated (the cache's with its hash seed; the hours-long
+    # leak verdicts and soak behind --long)
+    assert {b.name for b in blocks} >= {
+        "core", "footprint", "tree", "cli", "http", "servers", "cache", "dashboard", "server_view",
+        "heapprof", "leaks", "node_inspector", "soak", "scan",
+    }  # fmt: skip
+    assert next(b for b in blocks if b.name == "cache").env == {"PYTHONHASHSEED": "0"}
+    assert {b.name for b in blocks if b.long} == {"servers", "leaks", "soak"}
     for block in blocks:
-        assert (ROOT / "benchmarks" / block.script).is_file(), block.script
+        assert (ROOT / block.path).is_file(), block.path
         assert block.quick is not None, f"{block.script}: a quick: form for the generator's check"
-        shown = " ".join(["python", f"benchmarks/{block.script}", *block.args])
-        assert f"    {shown}" in text, f"the command {shown!r} is not shown in its section"
+        assert f"    {block.shown()}" in text, f"the command {block.shown()!r} is not shown in its section"
+
+
+def test_a_spec_names_its_environment_quick_form_and_length() -> None:
+    parse = _run_all()["parse_spec"]
+    b = parse("PYTHONHASHSEED=0 bench_cache.py --ops 10 | quick: --ops 1 | long")
+    assert (b.script, b.args, b.quick, b.env, b.long) == (
+        "bench_cache.py",
+        ["--ops", "10"],
+        ["--ops", "1"],
+        {"PYTHONHASHSEED": "0"},
+        True,
+    )
+    assert b.shown() == "PYTHONHASHSEED=0 python benchmarks/bench_cache.py --ops 10"
+    soak = parse("scenarios/soak.py --seconds 9 | quick: --seconds 1 | long")
+    assert (soak.path, soak.name, soak.shown(True)) == (
+        "scenarios/soak.py",
+        "soak",
+        "python scenarios/soak.py --seconds 1",
+    )
+    assert parse("bench_leaks.py kinds --quick | quick: kinds").names == {"leaks", "leaks:kinds"}
+    with pytest.raises(ValueError, match="unknown part"):
+        parse("bench_x.py | fast: --rounds 1")
+
+
+def test_the_generator_regenerates_a_section_of_the_document_and_keeps_the_prose(tmp_path: Path) -> None:
+    # A copy of docs/benchmarks.md, one cheap section in its quick form: that block holds the
+    # command, the date, the machine, the load and the printed output; every other block and
+    # every line of prose is as it was.
+    run_all = _run_all()
+    doc = tmp_path / "benchmarks.md"
+    text = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    doc.write_text(text, encoding="utf-8")
+    out = tmp_path / "new.md"
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run_all.py"),
+            "--quick",
+            "--only",
+            "scan",
+            "--doc",
+            str(doc),
+            "--write",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    new = out.read_text(encoding="utf-8")
+    block = run_all["BLOCK"]
+    assert block.sub("", new) == block.sub("", text)  # the prose: unchanged
+    old_bodies = [m.group("body") for m in block.finditer(text)]
+    new_bodies = [m.group("body") for m in block.finditer(new)]
+    changed = [i for i, (a, b) in enumerate(zip(old_bodies, new_bodies)) if a != b]
+    assert len(new_bodies) == len(old_bodies) and len(changed) == 1
+    body = new_bodies[changed[0]]
+    assert body.startswith("Printed by `python benchmarks/bench_scan.py --objects 20000 --rounds 1` on ")
+    assert "CPUs" in body and "Python 3." in body and "load average" in body and "--quick: a smoke run" in body
+    assert "```text\nload average" in body and "python / c" in body  # its output, as printed
+    assert "Figures transcribed by hand" not in body
 
 
 def test_the_generator_puts_what_a_benchmark_printed_in_its_block(tmp_path: Path) -> None:
