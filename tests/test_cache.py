@@ -28,6 +28,8 @@ from memdiag.cache import (
     sweeper,
 )
 
+from ._asan import asan_build, asan_run
+
 
 def entry_size(key: str, value: object) -> int:
     return sys.getsizeof(key) + sys.getsizeof(value) + ENTRY_OVERHEAD
@@ -1177,28 +1179,10 @@ def test_asan_build_of_the_c_paths_survives_the_stress(tmp_path) -> None:
 
     Python itself is not instrumented: libasan is preloaded so that the extension's
     memory accesses (and every malloc/free of the process) are checked; leak detection
-    is off (the interpreter keeps memory until exit by design)."""
-    import shutil
-    import sysconfig
-
-    cc = shutil.which("gcc") or shutil.which("cc")
-    assert cc, "a C compiler is needed (CI installs memdiag from source with one)"
-    libasan = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    assert os.path.isabs(libasan) and os.path.exists(libasan), "libasan is missing (apt-get install libasan8)"
-    src = os.path.join(os.path.dirname(fastpaths.__file__), "_fastget.c")
-    so = tmp_path / "_fastget_asan.so"
-    build = subprocess.run(
-        [cc, "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-std=gnu11", "-shared", "-fPIC",
-         "-I" + sysconfig.get_paths()["include"], src, "-o", str(so)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr[-3000:]
-    env = {**os.environ, "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"}
-    env.pop("MEMDIAG_CACHE_PURE_PYTHON", None)
-    out = subprocess.run([sys.executable, STRESS, "5", str(so)], capture_output=True, text=True, timeout=300, env=env)
-    assert "AddressSanitizer" not in out.stderr, out.stderr[-5000:]
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.startswith("ok ") and str(so) in out.stdout
+    is off (the interpreter keeps memory until exit by design): tests/_asan.py."""
+    so = asan_build(os.path.join(os.path.dirname(fastpaths.__file__), "_fastget.c"), tmp_path)
+    out = asan_run([STRESS, "5", str(so)], unset=["MEMDIAG_CACHE_PURE_PYTHON"])
+    assert out.startswith("ok ") and str(so) in out
 
 
 @pytest.mark.slow

@@ -11,8 +11,6 @@ from __future__ import annotations
 import collections
 import gc
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -119,28 +117,11 @@ ASAN_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_asan_build_of_the_walk(tmp_path) -> None:
     """``_scan.c`` built with -fsanitize=address; libasan preloaded into an uninstrumented
-    Python (as the heap profiler's ASan test does), the equivalence run 30 times."""
-    import shutil
-    import sysconfig
+    Python (tests/_asan.py), the equivalence run 30 times."""
+    from ._asan import asan_build, asan_run  # not at the top: the ASan script imports this module alone
 
-    cc = shutil.which("gcc") or shutil.which("cc")
-    assert cc, "a C compiler is needed (CI installs memdiag from source with one)"
-    libasan = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    assert os.path.isabs(libasan) and os.path.exists(libasan), "libasan is missing (apt-get install libasan8)"
-    src = os.path.join(os.path.dirname(live.__file__), "_scan.c")
-    so = tmp_path / "_scan_asan.so"
-    build = subprocess.run(
-        [cc, "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-std=gnu11", "-shared", "-fPIC",
-         "-I" + sysconfig.get_paths()["include"], src, "-o", str(so)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr[-3000:]
+    so = asan_build(os.path.join(os.path.dirname(live.__file__), "_scan.c"), tmp_path)
     script = tmp_path / "asan_scan.py"
     script.write_text(ASAN_SCRIPT)
-    env = {**os.environ, "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"}
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, str(script), str(so), tests_dir], capture_output=True, text=True,
-                         timeout=300, env=env)  # fmt: skip
-    assert "AddressSanitizer" not in out.stderr, out.stderr[-5000:]
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.startswith("ok ") and str(so) in out.stdout
+    out = asan_run([str(script), str(so), os.path.dirname(os.path.abspath(__file__))])
+    assert out.startswith("ok ") and str(so) in out
