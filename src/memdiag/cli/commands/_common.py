@@ -30,7 +30,9 @@ __all__ = [
     "outside",
     "resolve",
     "server_target",
+    "show",
     "source",
+    "target_of",
 ]
 
 
@@ -95,6 +97,27 @@ def resolve(
         return resolve_target(pid=pid, url=url, token=token, timeout=timeout, require_service=require, name=name)
     except TargetError as exc:
         fail(str(exc))
+
+
+def target_of(options: dict[str, Any], require: str | None = None) -> Target:
+    """The target a command's :data:`~memdiag.cli._spec.TARGET` options name (``pid``,
+    ``url``, ``token``, ``timeout``, ``target_name``); ``require`` as for :func:`resolve`."""
+    return resolve(
+        options["pid"], options["url"], options["token"], options["timeout"], require, name=options.get("target_name")
+    )
+
+
+def show(target: Target, path: str, as_json: bool, render: str, *, timeout: float | None = None, **how: Any) -> None:
+    """``GET path`` of the service, printed: with ``--json`` as the service sent it, else for
+    people by the renderer named ``render`` (of :mod:`memdiag.cli._render`, imported only
+    then) with the keyword arguments ``how``."""
+    resp = call(target, "GET", path, timeout=timeout)
+    if as_json:
+        echo_json(resp.body, resp.text)
+        return
+    from .. import _render
+
+    echo(getattr(_render, render)(resp.body or {}, **how))
 
 
 def server_target(server_pid: int, timeout: float) -> Target:

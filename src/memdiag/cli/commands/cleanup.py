@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from .._spec import JSON, TARGET, Opt, Spec
-from ._common import call, echo, echo_json, resolve
+from ._common import call, echo, echo_json, target_of
 
 __all__ = ["SPEC", "cleanup"]
 
@@ -21,26 +21,17 @@ SPEC = Spec(
 )
 
 
-def cleanup(
-    force: bool,
-    dry_run: bool | None,
-    as_json: bool,
-    pid: int | None,
-    url: str | None,
-    token: str | None,
-    timeout: float,
-    target_name: str | None = None,
-) -> None:
+def cleanup(force: bool, dry_run: bool | None, as_json: bool, **target_options: Any) -> None:
     """Free memory in the service: caches, gc, malloc_trim, zombies (respects the cooldown).
 
     Exits 1 when the cleanup was skipped (cooldown, or one already running), saying when
     it may run again.
     """
-    target = resolve(pid, url, token, timeout, "cleanup", name=target_name)
+    target = target_of(target_options, "cleanup")
     body: dict[str, Any] = {"force": force}
     if dry_run:
         body["dry_run"] = True
-    resp = call(target, "POST", "/api/memory/cleanup", body, timeout=max(timeout, 30.0))
+    resp = call(target, "POST", "/api/memory/cleanup", body, timeout=max(target_options["timeout"], 30.0))
     data = resp.body if isinstance(resp.body, dict) else {}
     refused = resp.status == 429
     result = data.get("result") if refused else data  # a refusal carries the skipped run

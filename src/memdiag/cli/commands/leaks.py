@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .._spec import JSON, TARGET, Spec
-from ._common import call, echo, echo_json, resolve
+from ._common import show, target_of
 
 __all__ = ["SPEC", "leaks"]
 
 SPEC = Spec("leaks", (JSON, *TARGET))
 
 
-def leaks(
-    as_json: bool,
-    pid: int | None,
-    url: str | None,
-    token: str | None,
-    timeout: float,
-    target_name: str | None = None,
-) -> None:
+def leaks(as_json: bool, **target_options: Any) -> None:
     """Leak report: growth trends, suspects and their allocation sites."""
-    target = resolve(pid, url, token, timeout, "leaks", name=target_name)
-    resp = call(target, "GET", "/api/memory/leaks", timeout=max(timeout, 30.0))
-    if as_json:
-        echo_json(resp.body, resp.text)
-        return
-    from .._render import render_leaks
-
-    echo(render_leaks(resp.body or {}))
+    target = target_of(target_options, "leaks")
+    show(target, "/api/memory/leaks", as_json, "render_leaks", timeout=max(target_options["timeout"], 30.0))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._format import human_duration, spinner
 from .._spec import JSON, TARGET, Opt, Spec
-from ._common import api_failure, call, echo, echo_json, fail, outside, resolve, server_target, source
+from ._common import api_failure, call, echo, echo_json, fail, outside, resolve, server_target, show, source
 
 if TYPE_CHECKING:
     from .._target import Target
@@ -85,25 +85,12 @@ def profile(
     if target.kind != "service":
         outside(target, as_json)
         return
-    resp = call(target, "GET", "/api/memory/profile")
-    if as_json:
-        echo_json(resp.body, resp.text)
-        return
-    from .._render import render_profile
-
-    echo(render_profile(resp.body, source=source(target)))
+    show(target, "/api/memory/profile", as_json, "render_profile", source=source(target))
 
 
 def _server(server_pid: int, as_json: bool, timeout: float) -> None:
     """``--server PID``: the aggregate view, asked of any process of that server."""
-    target = server_target(server_pid, timeout)
-    resp = call(target, "GET", "/api/memory/server")
-    if as_json:
-        echo_json(resp.body, resp.text)
-        return
-    from .._render import render_server
-
-    echo(render_server(resp.body))
+    show(server_target(server_pid, timeout), "/api/memory/server", as_json, "render_server")
 
 
 def _heap(target: Target, path: str, fmt: str, as_json: bool) -> None:
