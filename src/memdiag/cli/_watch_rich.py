@@ -38,20 +38,13 @@ def _limit_rows(d: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     ]
 
 
-def frame(d: Mapping[str, Any], label: str, interval: float, profile_text: str) -> Any:
-    """One frame as a rich renderable."""
+def _header(label: str, level: str, interval: float) -> Any:
+    """The panel at the top of every frame: what is watched, the time and the pressure level."""
     import time
 
-    from rich.console import Group
     from rich.panel import Panel
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
     from rich.text import Text
 
-    from ..units import human_bytes
-
-    pressure = d.get("pressure") or {}
-    level = str(pressure.get("level") or "unknown")
     head = Text.assemble(
         ("memdiag watch ", "bold"),
         (label, "cyan"),
@@ -59,9 +52,30 @@ def frame(d: Mapping[str, Any], label: str, interval: float, profile_text: str) 
         (level.upper(), _LEVEL_STYLE.get(level, "bold")),
         (f"   every {interval:g}s, Ctrl-C to stop", "dim"),
     )
-    limits = Table(box=None, expand=False, pad_edge=False, show_edge=False)
-    for name, kw in (("MEMORY", {}), ("USED", {"justify": "right"}), ("LIMIT", {"justify": "right"}), ("", {}), ("%", {"justify": "right"})):
-        limits.add_column(name, **kw)
+    return Panel(head, expand=True)
+
+
+def _table(columns: list[tuple[str, Any]]) -> Any:
+    """A borderless table of ``(heading, justify)`` columns, as both frames draw them."""
+    from rich.table import Table
+
+    table = Table(box=None, expand=False, pad_edge=False, show_edge=False)
+    for name, justify in columns:
+        table.add_column(name, justify=justify)
+    return table
+
+
+def frame(d: Mapping[str, Any], label: str, interval: float, profile_text: str) -> Any:
+    """One frame as a rich renderable."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.text import Text
+
+    from ..units import human_bytes
+
+    pressure = d.get("pressure") or {}
+    head = _header(label, str(pressure.get("level") or "unknown"), interval)
+    limits = _table([("MEMORY", "left"), ("USED", "right"), ("LIMIT", "right"), ("", "left"), ("%", "right")])
     for name, used, limit in _limit_rows(d):
         if not limit:
             continue
@@ -78,37 +92,22 @@ def frame(d: Mapping[str, Any], label: str, interval: float, profile_text: str) 
         Text.assemble((f"{r.get('level')}: ", _LEVEL_STYLE.get(str(r.get("level")), "")), str(r.get("signal")))
         for r in pressure.get("reasons") or []
     ]
-    parts: list[Any] = [Panel(head, expand=True), limits]
+    parts: list[Any] = [head, limits]
     if reasons:
         parts.append(Group(*reasons))
     parts.append(Text.from_ansi(profile_text))
     return Group(*parts)
 
 
-def server_frame(
-    d: Mapping[str, Any], interval: float, title: str, heads: list[str], rows: list[list[Any]]
-) -> Any:
+def server_frame(d: Mapping[str, Any], interval: float, title: str, heads: list[str], rows: list[list[Any]]) -> Any:
     """A pre-fork server's frame: a header, and the table of :func:`memdiag.cli._watch.server_rows`
     (``heads``, ``rows``: a column per process) with a bar of each one's share of the RSS."""
-    import time
-
     from rich.console import Group
-    from rich.panel import Panel
     from rich.progress_bar import ProgressBar
-    from rich.table import Table
     from rich.text import Text
 
-    level = str(d.get("pressure") or "unknown")
-    head = Text.assemble(
-        ("memdiag watch ", "bold"),
-        (title, "cyan"),
-        f"  {time.strftime('%H:%M:%S')}  pressure ",
-        (level.upper(), _LEVEL_STYLE.get(level, "bold")),
-        (f"   every {interval:g}s, Ctrl-C to stop", "dim"),
-    )
-    grid = Table(box=None, expand=False, pad_edge=False, show_edge=False)
-    for i, name in enumerate(heads):
-        grid.add_column(name, justify="right" if i else "left")
+    head = _header(title, str(d.get("pressure") or "unknown"), interval)
+    grid = _table([(name, "right" if i else "left") for i, name in enumerate(heads)])
     members = [m for m in d.get("members") or [] if isinstance(m, Mapping)]
     total_rss = (d.get("total") or {}).get("rss_bytes") or 0
     for row in rows:
@@ -119,4 +118,4 @@ def server_frame(
                 for m in members
             ]
             grid.add_row("share", *bars, "")
-    return Group(Panel(head, expand=True), grid)
+    return Group(head, grid)
