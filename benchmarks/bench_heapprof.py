@@ -194,11 +194,8 @@ def _samples(contender: str) -> int:
     return int(heapprof.stats().get("samples", 0))
 
 
-def child(workload: str, contender: str, seconds: float) -> dict[str, float]:
-    """Run one workload under one contender; return its figures."""
-    if contender.startswith("sampler") or contender == "none":
-        from memdiag.leaks import heapprof  # noqa: F401  (both import it: same start-up)
-    tracker = _start_contender(contender)
+def _start_workload(workload: str) -> tuple[threading.Event, list[int], list[threading.Thread]]:
+    """The workload's threads, started: (their stop event, their operation counters, the threads)."""
     threads_n = 4 if workload == "busy" else 1
     fn = {"busy": _busy, "quiet": _quiet, "logged": _logged}[workload]
     stop = threading.Event()
@@ -206,15 +203,42 @@ def child(workload: str, contender: str, seconds: float) -> dict[str, float]:
     threads = [threading.Thread(target=fn, args=(stop, counter, i), daemon=True) for i in range(threads_n)]
     for t in threads:
         t.start()
+    return stop, counter, threads
+
+
+def _stop_workload(stop: threading.Event, threads: list[threading.Thread]) -> None:
+    stop.set()
+    for t in threads:
+        t.join()
+
+
+def _last_json(proc: subprocess.Popen[str], what: str, timeout: float) -> Any:
+    """The JSON line a child of this script prints last; stops the run if the child failed."""
+    out, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed: {err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _launch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """This script again, in a child process (``--_child``, ``--_inprocess``), output piped."""
+    return subprocess.Popen([sys.executable, HERE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)  # fmt: skip
+
+
+def child(workload: str, contender: str, seconds: float) -> dict[str, float]:
+    """Run one workload under one contender; return its figures."""
+    if contender.startswith("sampler") or contender == "none":
+        from memdiag.leaks import heapprof  # noqa: F401  (both import it: same start-up)
+    tracker = _start_contender(contender)
+    stop, counter, threads = _start_workload(workload)
     time.sleep(1.0)  # warm-up
     s0, o0 = _samples(contender), _own_cpu_ns()
     c0, t0, p0 = sum(counter), time.perf_counter(), time.process_time()
     time.sleep(seconds)
     c1, t1, p1 = sum(counter), time.perf_counter(), time.process_time()
     s1, o1 = _samples(contender), _own_cpu_ns()
-    stop.set()
-    for t in threads:
-        t.join()
+    _stop_workload(stop, threads)
     _close(contender, tracker)
     ops = c1 - c0
     return {"ops": ops, "ops_per_s": ops / (t1 - t0), "cpu_per_op_us": (p1 - p0) / max(ops, 1) * 1e6,
@@ -236,13 +260,7 @@ def inprocess(workload: str, seconds: float, phase: float) -> dict[str, list[flo
     from memdiag.leaks import heapprof
 
     native = heapprof._native
-    threads_n = 4 if workload == "busy" else 1
-    fn = {"busy": _busy, "quiet": _quiet, "logged": _logged}[workload]
-    stop = threading.Event()
-    counter = [0] * threads_n
-    threads = [threading.Thread(target=fn, args=(stop, counter, i), daemon=True) for i in range(threads_n)]
-    for t in threads:
-        t.start()
+    stop, counter, threads = _start_workload(workload)
     heapprof.start()
     time.sleep(1.0)  # warm-up, sampler on
     heapprof.stop()
@@ -272,9 +290,7 @@ def inprocess(workload: str, seconds: float, phase: float) -> dict[str, list[flo
         out["aa"].append((pa / max(ca, 1)) / (pb / max(cb, 1)))
         k += 1
     heapprof.stop()
-    stop.set()
-    for t in threads:
-        t.join()
+    _stop_workload(stop, threads)
     return out
 
 
@@ -284,11 +300,8 @@ def run_inprocess(a: argparse.Namespace) -> None:
     print(f"{head}; the sampler switched on and off in one process, ABBA cycles of {a.phase:g} s phases, "
           f"{a.seconds:g} s per workload")  # fmt: skip
     for w in workloads:
-        out = subprocess.run([sys.executable, HERE, "--seconds", str(a.seconds), "--phase", str(a.phase),
-                              "--_inprocess", w], capture_output=True, text=True, timeout=3600)  # fmt: skip
-        if out.returncode != 0:
-            raise SystemExit(f"{w} failed: {out.stderr[-2000:]}")
-        res = json.loads(out.stdout.strip().splitlines()[-1])
+        proc = _launch("--seconds", str(a.seconds), "--phase", str(a.phase), "--_inprocess", w)
+        res = _last_json(proc, w, timeout=3600)
         print(f"\n{w}: CPU per operation, off / on (wall: operations per second, on / off), per cycle: median, "
               f"95 % CI of the median, [min-max] over {len(res['ratio'])} cycles")  # fmt: skip
         rows = [("sampler", "ratio"), ("A/A (off/off)", "aa"), ("sampler, wall", "wall")]
@@ -363,17 +376,8 @@ def _env(contender: str) -> dict[str, str] | None:
 
 
 def _pair(workload: str, first: str, second: str, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
-    procs = [
-        subprocess.Popen([sys.executable, HERE, "--seconds", str(seconds), "--_child", workload, c],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(c))
-        for c in (first, second)
-    ]  # fmt: skip
-    res = []
-    for c, p in zip((first, second), procs):
-        out, err = p.communicate(timeout=300)
-        if p.returncode != 0:
-            raise SystemExit(f"{workload}/{c} failed: {err[-2000:]}")
-        res.append(json.loads(out.strip().splitlines()[-1]))
+    procs = [_launch("--seconds", str(seconds), "--_child", workload, c, env=_env(c)) for c in (first, second)]
+    res = [_last_json(p, f"{workload}/{c}", timeout=300) for c, p in zip((first, second), procs)]
     return res[0], res[1]
 
 
