@@ -75,6 +75,20 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs: dict, name: str) ->
         SharedPromptCache(**kwargs)
 
 
+def test_a_sketch_too_large_to_build_is_a_value_error_naming_the_maximum() -> None:
+    # max_entries and max_bytes beyond what TinyLFU can size its sketch for: a ValueError
+    # that says the most it takes (was an OverflowError from bytearray), and nothing is
+    # registered. A bound that max_bytes caps, or LRU (no sketch), is fine as before.
+    before = [c.name for c in registry.caches()]
+    with pytest.raises(ValueError, match=r"max_entries=10{30}.* at most 1152921504606846976 entries") as err:
+        SharedPromptCache(max_bytes=10**30, max_entries=10**30, policy="tinylfu", name="too-wide")
+    assert "policy='lru'" in str(err.value)
+    assert [c.name for c in registry.caches()] == before
+    for kwargs in ({"policy": "tinylfu"}, {"policy": "lru", "max_bytes": 10**30}):
+        cache = SharedPromptCache(max_entries=10**30, **kwargs)
+        assert cache.set("k", "v") and cache.get("k") == "v"
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"max_bytes": "10"}, {"max_bytes": 1.5}, {"max_bytes": True}, {"ttl": "1"}, {"policy": 3}],

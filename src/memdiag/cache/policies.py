@@ -365,9 +365,22 @@ class TinyLFUPolicy(EvictionPolicy):
     # -- capacity and sketch ------------------------------------------------------
 
     def bound_bytes(self, max_bytes: int) -> None:
-        self._cap_limit = max(2, int(max_bytes) // MIN_ENTRY_CHARGE)
+        self._cap_limit = max(2, min(int(max_bytes) // MIN_ENTRY_CHARGE, self.max_capacity()))
+
+    def max_capacity(self) -> int:
+        """The most entries a sketch can be sized for: its doorkeeper (``DOOR_FACTOR`` x the
+        width, a power of two >= ``width_factor`` x capacity) must be one ``bytearray``."""
+        widest = 1 << ((sys.maxsize // DOOR_FACTOR).bit_length() - 1)
+        return widest // self.width_factor
 
     def bind(self, max_entries: int | None) -> None:
+        limit = self.max_capacity()
+        if max_entries is not None and max_entries > limit and self._cap_limit >= limit:  # max_bytes no bound
+            raise ValueError(
+                f"max_entries={max_entries} is more than the tinylfu policy can size its frequency sketch "
+                f"for: at most {limit} entries (a smaller max_entries or max_bytes bounds it; "
+                "policy='lru' keeps no sketch)"
+            )
         self._max_entries = max_entries
         self._rows = ()  # sized afresh: the bound may be below the provisional 64
         self._set_capacity(max_entries if max_entries is not None else 64)
