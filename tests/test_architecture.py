@@ -358,3 +358,53 @@ def test_the_length_check_names_function_place_and_length(tmp_path: Path) -> Non
         "LONG_FUNCTIONS names memdiag/gone.py:f, which does not exist: remove or rename the entry",
         "memdiag/mod.py:Box.long at memdiag/mod.py:3 is 60 lines now: remove its LONG_FUNCTIONS entry",
     ], stale
+
+
+# -- annotations: every name a signature or class body uses is defined ----------------------
+
+
+def _defined_names(tree: ast.Module) -> set[str]:
+    """Names a module defines at its top level (also under ``if TYPE_CHECKING:`` and ``try``)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) or (
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node in tree.body
+        ):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
+
+
+def undefined_annotation_names(root: Path = SRC) -> list[str]:
+    """``file:line: name`` for each name in an annotation (strings included: the package
+    uses ``from __future__ import annotations``) that its module never defines or imports."""
+    import builtins
+
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        known = _defined_names(tree) | set(dir(builtins))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args
+                every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+                anns = [a.annotation for a in every if a is not None] + [node.returns]
+            elif isinstance(node, ast.AnnAssign):
+                anns = [node.annotation]
+            else:
+                continue
+            for ann in filter(None, anns):
+                text = ann.value if isinstance(ann, ast.Constant) and isinstance(ann.value, str) else None
+                expr = ann if text is None else ast.parse(text, mode="eval")
+                for name in {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)} - known:
+                    out.append(f"{path.relative_to(root)}:{ann.lineno}: {name}")
+    return out
+
+
+def test_every_name_in_an_annotation_is_defined() -> None:
+    found = undefined_annotation_names()
+    assert not found, "annotations naming nothing (import it, under TYPE_CHECKING if need be):\n" + "\n".join(found)

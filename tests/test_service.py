@@ -234,3 +234,12 @@ def test_forked_child_gets_its_own_clean_monitor(fast_config) -> None:
 def test_monitor_thread_is_a_daemon_named_for_humans(shared) -> None:
     names = {t.name: t.daemon for t in threading.enumerate()}
     assert names.get("memdiag-monitor") is True
+
+
+def test_a_lifecycle_hook_can_be_unregistered(clean_registry) -> None:
+    # (A second definition of unregister_lifecycle once shadowed this one with a NameError.)
+    registry.register_lifecycle("test-hook", lambda diag: None, lambda diag: None)
+    assert "test-hook" in registry.lifecycle_hooks()
+    registry.unregister_lifecycle("test-hook")
+    registry.unregister_lifecycle("test-hook")  # unknown names are ignored
+    assert "test-hook" not in registry.lifecycle_hooks()

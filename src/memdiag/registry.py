@@ -441,12 +441,6 @@ def unregister_lifecycle(name: str) -> None:
     _LIFECYCLE.remove(name)
 
 
-def unregister_lifecycle(name: str) -> None:
-    """Remove a lifecycle hook by name."""
-    with _lock:
-        _lifecycle.pop(name, None)
-
-
 def lifecycle_hooks() -> dict[str, tuple[LifecycleFn, LifecycleFn]]:
     """A copy of the registered lifecycle hooks."""
     return _LIFECYCLE.snapshot()

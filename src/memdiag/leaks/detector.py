@@ -292,7 +292,7 @@ class LeakDetector:
             return self.suspects()
 
     def _resources(
-        self, diag: MemoryDiagnostics, now: float, since: float, found: dict[str, Any], trends: dict[str, Any]
+        self, diag: Monitor, now: float, since: float, found: dict[str, Any], trends: dict[str, Any]
     ) -> None:
         """Resource suspects: by creating line where known, else by the application's count."""
         window = diag.config.leak_window_seconds
