@@ -416,3 +416,20 @@ def test_import_stays_cheap() -> None:
     code = "import sys, memdiag; print('memdiag.leaks' in sys.modules, 'tracemalloc' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_the_leak_series_cost_is_read_while_a_snapshot_holds_the_heap_lock() -> None:
+    # overhead() asks for leak detection's own bytes on every call; the heap thread holds
+    # this lock through a snapshot and its container scan (up to seconds on a large heap).
+    from memdiag.leaks.livecheck import LiveChecker
+
+    checker = LiveChecker()
+    got: list[tuple[int, int]] = []
+    with checker._lock:  # as a snapshot does
+        reader = threading.Thread(target=lambda: got.append(checker.cost()))
+        reader.start()
+        reader.join(timeout=10.0)  # a deadline: it returns at once unless it waits for the lock
+        waited = reader.is_alive()
+    reader.join()
+    assert not waited, "cost() waited for the heap lock"
+    assert got == [(0, checker.heap.bound_bytes() + checker.containers.bound_bytes())]

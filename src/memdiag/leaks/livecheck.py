@@ -51,6 +51,7 @@ class LiveChecker:
         self.growing_lines: list[dict[str, Any]] = []
         self._every = 5.0
         self._lock = threading.Lock()
+        self._bytes = 0  # what cost() reports: counted after each snapshot, read without the lock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -116,6 +117,7 @@ class LiveChecker:
                     )
                     if self.containers.scans != scans:
                         scan_wall, scan_cpu = time.perf_counter() - s0, time.thread_time() - sc0
+                    self._bytes = self.heap.memory_bytes() + self.containers.memory_bytes()
             except Exception as exc:  # never into the host
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -263,10 +265,10 @@ class LiveChecker:
             return self.heap.top(limit)
 
     def cost(self) -> tuple[int, int]:
-        """``(bytes, bound)`` of the line series and the followed containers."""
-        with self._lock:
-            now = self.heap.memory_bytes() + self.containers.memory_bytes()
-        return now, self.heap.bound_bytes() + self.containers.bound_bytes()
+        """``(bytes, bound)`` of the line series and the followed containers, as of the last
+        snapshot (only the heap thread changes them): read without the lock, which a snapshot
+        and its container scan hold for as long as they take (``overhead()`` never waits)."""
+        return self._bytes, self.heap.bound_bytes() + self.containers.bound_bytes()
 
     def report(self) -> dict[str, Any]:
         prof = self.heap.last
@@ -295,6 +297,7 @@ class LiveChecker:
         self.containers.clear()
         self.resources.clear()
         self.malloc.clear()
+        self._bytes = self.heap.memory_bytes() + self.containers.memory_bytes()
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:
