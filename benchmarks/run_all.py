@@ -45,7 +45,7 @@ from typing import NamedTuple
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DOC = ROOT / "docs" / "benchmarks.md"
-BLOCK = re.compile(r"(<!-- run_all: (?P<spec>.*?) -->\n)(?P<body>.*?)(<!-- /run_all -->)", re.S)
+BLOCK = re.compile(r"(<!-- run_all: (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /run_all -->)", re.S)
 ENV_SETTING = re.compile(r"[A-Z_][A-Z0-9_]*=\S*")
 
 

@@ -48,7 +48,7 @@ def test_every_generated_block_names_a_benchmark_and_its_command_is_beside_it() 
         "heapprof", "leaks", "node_inspector", "soak", "scan",
     }  # fmt: skip
     assert next(b for b in blocks if b.name == "cache").env == {"PYTHONHASHSEED": "0"}
-    assert {b.name for b in blocks if b.long} == {"servers", "leaks", "soak"}
+    assert {b.name for b in blocks if b.long} == {"servers", "heapprof", "leaks", "soak"}
     for block in blocks:
         assert (ROOT / block.path).is_file(), block.path
         assert block.quick is not None, f"{block.script}: a quick: form for the generator's check"
