@@ -323,3 +323,24 @@ def test_heads_are_remembered_within_bounds() -> None:
     assert len(fastpath._MEMO) <= fastpath._MAX_MEMO
     big = STATUS[:-2] + b"X-Big: " + b"v" * fastpath._MAX_MEMO_HEAD + b"\r\n\r\n"
     assert fastpath.parse(big) is not None and big not in fastpath._MEMO
+
+
+def test_errors_and_head_answers_do_not_push_the_shared_answers_out(srv: MemoryHTTPServer) -> None:
+    noauth = b"GET /api/memory/status HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = f"HEAD /api/memory/status HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n".encode()
+    fastpath._SHARED.clear()
+    with _connect(srv) as sock:
+        buf = bytearray()
+        openapi = f"GET /api/memory/openapi.json HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n".encode()
+        for _ in range(3):  # the first one builds the document on a worker (through h11)
+            sock.sendall(openapi)
+            assert _read_response(sock, buf)[0] == 200
+        sock.sendall(noauth * 3)
+        assert [_read_response(sock, buf)[0] for _ in range(3)] == [401] * 3
+        for _ in range(3):
+            sock.sendall(head)
+            while b"\r\n\r\n" not in buf:
+                buf += sock.recv(65536)
+            del buf[: buf.index(b"\r\n\r\n") + 4]
+    if srv._connection.fast_path:  # kept: the 200s to GETs alone
+        assert fastpath._SHARED and all(r.status == 200 and not h for (_, h), (r, _, _) in fastpath._SHARED.items())

@@ -225,6 +225,7 @@ class MemoryAPI:
         self.max_body = int(max_body)
         self._bucket = TokenBucket(*rate_limit) if rate_limit else None
         self._openapi_body: bytes | None = None
+        self._openapi_answer: Response | None = None
         self._tick = PerTick()
 
     # -- identity ----------------------------------------------------------------------
@@ -725,11 +726,14 @@ class MemoryAPI:
         return Response(200, [("Content-Type", METRICS_TYPE), ("Cache-Control", "no-store")], text.encode("utf-8"))
 
     def _openapi(self, req: _Request) -> Response:
-        if self._openapi_body is None:
+        if self._openapi_answer is None:
             from .openapi import openapi_spec
 
-            self._openapi_body = dumps(openapi_spec())
-        return Response(200, [("Content-Type", JSON_TYPE), ("Cache-Control", "no-store")], self._openapi_body)
+            body = dumps(openapi_spec())
+            # One answer object for every request, so a server encodes it once per second.
+            self._openapi_answer = Response(200, [("Content-Type", JSON_TYPE), ("Cache-Control", "no-store")], body)
+            self._openapi_body = body
+        return self._openapi_answer
 
     def _openapi_if_built(self, req: _Request) -> Response | None:
         return self._openapi(req) if self._openapi_body is not None else None

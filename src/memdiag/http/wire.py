@@ -435,7 +435,11 @@ class Connection(asyncio.Protocol):
         resp = self.api.try_handle_parsed(method, path, headers, client=self.client)
         if resp is None:
             return _FALLBACK  # built on a worker: h11 takes this request
-        out = fastpath.encode(resp, _REASONS_B, head_only=method == "HEAD", shared=True)
+        # Only a 200 to a GET is the same object for every client (an answer of the per-tick
+        # cache or the OpenAPI document); errors and HEAD answers are made per request and
+        # would only push those out of the encoded answers kept.
+        shared = resp.status == 200 and method == "GET"
+        out = fastpath.encode(resp, _REASONS_B, head_only=method == "HEAD", shared=shared)
         del buf[:end]
         self.transport.write(out)  # type: ignore[union-attr]
         self._sent(method, resp.status)
