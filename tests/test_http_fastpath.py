@@ -344,3 +344,20 @@ def test_errors_and_head_answers_do_not_push_the_shared_answers_out(srv: MemoryH
             del buf[: buf.index(b"\r\n\r\n") + 4]
     if srv._connection.fast_path:  # kept: the 200s to GETs alone
         assert fastpath._SHARED and all(r.status == 200 and not h for (_, h), (r, _, _) in fastpath._SHARED.items())
+
+
+def test_heads_pipelined_behind_a_request_h11_read_are_gathered_and_limited(srv: MemoryHTTPServer) -> None:
+    """A head that arrives with (behind) a request read by h11 still gets the 64 KiB limit."""
+    body = b'{"dry_run": true}'
+    cleanup = (
+        f"POST /api/memory/cleanup HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    big = STATUS[:-2] + b"X-Big: " + b"v" * (70 * 1024) + b"\r\n\r\n"
+    with _connect(srv) as sock:
+        try:
+            sock.sendall(cleanup + STATUS + big)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        buf = bytearray()
+        assert [_read_response(sock, buf)[0] for _ in range(3)] == [200, 200, 431]

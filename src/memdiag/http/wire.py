@@ -545,9 +545,18 @@ class Connection(asyncio.Protocol):
         if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
             self._close()
             return
-        conn.start_next_cycle()
-        self.fed = bool(conn.trailing_data[0])  # else the fast path may read the next one
-        self.request_started = self.last_active if self.buf or self.fed else None
+        data, _ = conn.trailing_data
+        if data:
+            # What h11 received past this request goes back in front of buf, and a fresh
+            # h11 (a finished keep-alive cycle keeps no state) reads from the next head on:
+            # the next head is gathered (its limit) and may take the fast path.
+            self.buf[:0] = data
+            self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+            self._eof_fed = False
+        else:
+            conn.start_next_cycle()
+        self.fed = False
+        self.request_started = self.last_active if self.buf else None
 
     def _sent(self, method: str, status: int) -> None:
         self.answered += 1
