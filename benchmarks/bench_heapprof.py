@@ -7,6 +7,14 @@ Two services, each run in a fresh process per contender and round:
 
 Contenders: no profiler; memdiag's sampler at its default interval (512 KiB); tracemalloc
 with 1 and with 16 frames; memray (``memray.Tracker``, if installed: ``pip install memray``).
+The ablation contenders (named with ``--contenders``): ``memdiag`` (``memdiag.start()`` at
+default settings: monitor, control channel, leak detection with the sampler, the audit,
+thread and task hooks and the heap thread), ``memdiag-noheap`` (``heap_profile="off"``),
+``memdiag-noleaks`` (``leak_detection=False``), ``audit`` (the resource-origin hooks alone)
+and ``audit-py`` (the same with the audit hook in Python, as before it was C). For the
+memdiag contenders the times also print the CPU of memdiag's own threads (schedstat) as a
+share of a core. ``--workload logged``: the quiet service logging one line per request
+(logging's caller lookup raises audit events: sys._getframe, f_code).
 
 Two measures, printed side by side:
 
@@ -33,6 +41,10 @@ Two measures, printed side by side:
 
        python benchmarks/bench_heapprof.py --inprocess [--seconds 60] [--phase 0.2]
 
+   Periodic work (the monitor's 1 s tick, the heap thread's 5 s snapshots and 10 s scans)
+   is only in the figures when ``--seconds`` spans it: use 12 s or more for the memdiag
+   contenders.
+
 3. Counts (``--count``): the same operations run single-threaded, a fixed number of
    times, under cachegrind (``valgrind --tool=cachegrind --cache-sim=yes``, L1 32 KiB and
    a 1 MiB last level as this machine's L2); each contender is run with N and 2N
@@ -42,6 +54,11 @@ Two measures, printed side by side:
    profiler. Deterministic but for the sampling itself (a few dozen samples per run).
 
        python benchmarks/bench_heapprof.py --count [--ops 3000] [--contenders none,sampler]
+
+   Background threads run by the clock, not by the operations: under valgrind (~50x
+   slower) their instructions per operation are inflated ~50x, so count the memdiag
+   contenders' application thread alone (``--count --threads``: callgrind ``--separate-threads``,
+   the main thread's instructions per operation).
 """
 
 from __future__ import annotations
@@ -447,6 +464,35 @@ def _cachegrind(workload: str, contender: str, n: int) -> dict[str, int]:
     return got
 
 
+def _callgrind_main(workload: str, contender: str, n: int) -> int:
+    """Instructions of the main thread (the one running the operations) under callgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = os.path.join(tmp, "cg.out")
+        cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={base}",
+               sys.executable, HERE, "--_ops", workload, contender, str(n)]  # fmt: skip
+        env = {**(_env(contender) or os.environ), "PYTHONHASHSEED": "0", "XDG_STATE_HOME": tmp}
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
+        if out.returncode != 0:
+            raise SystemExit(f"callgrind {workload}/{contender} failed: {out.stderr[-2000:]}")
+        with open(base + "-01") as fh:
+            m = re.search(r"^(?:summary|totals):\s+(\d+)", fh.read(), re.M)
+        if m is None:
+            raise SystemExit("callgrind output not understood")
+        return int(m.group(1))
+
+
+def run_thread_counts(a: argparse.Namespace, contenders: list[str]) -> None:
+    workloads = ["busy", "quiet"] if a.workload == "both" else [a.workload]
+    n = a.ops
+    print(f"python {sys.version.split()[0]}; callgrind --separate-threads, the main thread (the operations) only; "
+          f"per operation = (run with {2 * n} ops - run with {n}) / {n}")  # fmt: skip
+    for w in workloads:
+        per = {c: (_callgrind_main(w, c, 2 * n) - _callgrind_main(w, c, n)) / n for c in contenders}
+        print(f"\n{w}: instructions per operation on the application's thread (ratio to none)")
+        for c in contenders:
+            print(f"  {c:15s} instr {per[c]:9.0f} ({per[c] / per['none']:.4f})")
+
+
 def run_counts(a: argparse.Namespace, contenders: list[str]) -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("--count needs valgrind (apt-get install valgrind)")
@@ -488,6 +534,7 @@ def main() -> None:
         help="also run the sampler of another build (its src directory), as contender sampler@LABEL",
     )
     p.add_argument("--count", action="store_true", help="instruction and cache-miss counts under cachegrind")
+    p.add_argument("--threads", action="store_true", help="--count: the main thread's instructions only (callgrind)")
     p.add_argument("--ops", type=int, default=3000, help="--count: operations in the shorter run")
     p.add_argument("--inprocess", action="store_true", help="switch the sampler on and off in one process (ABBA)")
     p.add_argument("--phase", type=float, default=0.1, help="--inprocess: seconds per phase")
@@ -521,7 +568,9 @@ def main() -> None:
     skipped = [c for c in wanted if c not in contenders]
     if skipped:
         print(f"not available here: {', '.join(skipped)}")
-    if a.count:
+    if a.count and a.threads:
+        run_thread_counts(a, contenders)
+    elif a.count:
         run_counts(a, contenders)
     else:
         run_times(a, contenders)

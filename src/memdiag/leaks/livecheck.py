@@ -28,7 +28,7 @@ __all__ = ["LiveChecker"]
 
 log = get_logger("memdiag.leaks")
 
-HEAP_DUTY_DIVISOR = 100.0  # the heap thread takes at most 1 % of the application's time
+SNAPSHOT_DUTY_DIVISOR = 200.0  # snapshots take at most 0.5 % of the application's time (scans: live.py, 1 %)
 SHIM_ADVICE = "run the service under `memdiag run` (the preload sampler) to have the allocating line named"
 
 
@@ -46,8 +46,8 @@ class LiveChecker:
         self.last_error: str | None = None
         self.tick_seconds: float | None = None
         self.snapshot_seconds: float | None = None
-        self.round_cost: float | None = None  # the application's loss to the last heap round (s)
-        self.cost_seconds = 0.0  # ... to every round so far
+        self.round_cost: float | None = None  # CPU of the last snapshot and series update (s)
+        self.cost_seconds = 0.0  # the application's loss to every round so far (snapshots' CPU, scans' wall)
         self.growing_lines: list[dict[str, Any]] = []
         self._every = 5.0
         self._lock = threading.Lock()
@@ -89,16 +89,16 @@ class LiveChecker:
         ignore = getattr(heapprof, "ignore_current_thread", None)
         if ignore is not None:  # the sampler leaves this thread's allocations out
             ignore(True)
-        # Duty: what the application loses to this thread is its CPU (it holds the GIL
-        # while it converts a snapshot), and a container scan's whole wall time (every
-        # other thread is held off meanwhile). After each round the next one waits at
-        # least HEAP_DUTY_DIVISOR times that, so the thread takes at most 1 % of the
-        # application's time whatever the heap's size (a snapshot of thousands of stacks,
-        # a slow machine).
-        # The tracemalloc stand-in (heap_profile = "on" without the extension: costly by
-        # choice) keeps the earlier rule, at most a third of the time: at 1 % its
-        # seconds-long snapshots would leave too few points for a verdict.
-        divisor = HEAP_DUTY_DIVISOR if heapprof.backend() != "tracemalloc" else 2.0
+        # Duty, in what the application loses. A snapshot (and the line series' update)
+        # costs its CPU time (this thread holds the GIL meanwhile): the next snapshot waits
+        # at least SNAPSHOT_DUTY_DIVISOR times that (0.5 %), whatever the number of stacks.
+        # A container scan holds every other thread off: its whole wall time is charged,
+        # and scan_interval spaces scans to 100x that (1 %). The two are kept apart so that
+        # a slow scan (a large heap, a loaded machine) spaces out scans, not the snapshots
+        # the live-heap verdicts are made of. The tracemalloc stand-in (heap_profile = "on"
+        # without the extension: costly by choice) keeps at most a third of the time: at
+        # 0.5 % its seconds-long snapshots would leave too few points for a verdict.
+        divisor = SNAPSHOT_DUTY_DIVISOR if heapprof.backend() != "tracemalloc" else 2.0
         while not self._stop.wait(max(self._every, divisor * (self.round_cost or 0.0))):
             if not heapprof.running():
                 continue
@@ -123,8 +123,8 @@ class LiveChecker:
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 log.debug("heap snapshot failed: %s", self.last_error, exc_info=True)
             self.snapshot_seconds = time.perf_counter() - t0
-            self.round_cost = (time.thread_time() - c0) - scan_cpu + max(scan_wall, scan_cpu)
-            self.cost_seconds += self.round_cost
+            self.round_cost = (time.thread_time() - c0) - scan_cpu  # the snapshot's part
+            self.cost_seconds += self.round_cost + scan_wall
 
     def stop(self) -> None:
         """Stop the heap thread, and the heap profile if this checker started it."""

@@ -34,7 +34,17 @@ from typing import Any
 
 from ..probes.python import STDLIB_DIRS
 
-__all__ = ["OWN", "Site", "children_by_site", "fd_table", "hook_kind", "install", "installed", "tasks_by_site", "threads_by_site"]
+__all__ = [
+    "OWN",
+    "Site",
+    "children_by_site",
+    "fd_table",
+    "hook_kind",
+    "install",
+    "installed",
+    "tasks_by_site",
+    "threads_by_site",
+]
 
 Site = tuple[str, int]  # (filename, line)
 OWN: Site = ("<memdiag>", 0)
