@@ -59,6 +59,11 @@ Two measures, printed side by side:
    slower) their instructions per operation are inflated ~50x, so count the memdiag
    contenders' application thread alone (``--count --threads``: callgrind ``--separate-threads``,
    the main thread's instructions per operation).
+
+4. The heap thread's snapshot round on a profile of many stacks (``--snapshot``): CPU of
+   the native snapshot, its conversion and the line series' update, first and next rounds.
+
+       python benchmarks/bench_heapprof.py --snapshot [--stacks 3000]
 """
 
 from __future__ import annotations
@@ -481,6 +486,35 @@ def _callgrind_main(workload: str, contender: str, n: int) -> int:
         return int(m.group(1))
 
 
+def run_snapshot_cost(a: argparse.Namespace) -> None:
+    """CPU of the heap thread's snapshot round (native snapshot, conversion, line series) on a
+    profile of many stacks: the first round (objects built) and the next ones (reused)."""
+    from memdiag.leaks import heapprof, live
+
+    heapprof.start(4096)  # a sample every 4 KiB: every allocation below is sampled
+    depth, n = 10, a.stacks
+    src = "\n".join(f"def f{i}(d):\n    if d:\n        return f{i}(d - 1)\n    return bytearray(20000)\n"
+                    for i in range(n))  # fmt: skip
+    ns: dict[str, Any] = {}
+    exec(compile(src, "/app/service.py", "exec"), ns)
+    keep = [ns[f"f{i}"](depth) for i in range(n) for _ in range(2)]
+    series = live.HeapSeries()
+    print(f"python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f}; {n} stacks of {depth + 1} frames; "
+          f"CPU ms (thread time) per round: native snapshot, heapprof.snapshot (with it), series update")  # fmt: skip
+    for r in range(6):
+        c0 = time.thread_time()
+        heapprof._native.snapshot()
+        c1 = time.thread_time()
+        prof = heapprof.snapshot()
+        c2 = time.thread_time()
+        series.add(prof, time.time() + 5 * r)
+        c3 = time.thread_time()
+        print(f"  round {r + 1}: native {1e3 * (c1 - c0):6.1f}  snapshot {1e3 * (c2 - c1):6.1f}  "
+              f"series {1e3 * (c3 - c2):6.1f}  total {1e3 * (c3 - c1):6.1f}  ({len(prof.sites)} sites)")  # fmt: skip
+    heapprof.stop()
+    del keep
+
+
 def run_thread_counts(a: argparse.Namespace, contenders: list[str]) -> None:
     workloads = ["busy", "quiet"] if a.workload == "both" else [a.workload]
     n = a.ops
@@ -534,6 +568,8 @@ def main() -> None:
         help="also run the sampler of another build (its src directory), as contender sampler@LABEL",
     )
     p.add_argument("--count", action="store_true", help="instruction and cache-miss counts under cachegrind")
+    p.add_argument("--snapshot", action="store_true", help="CPU of the heap thread's snapshot round, many stacks")
+    p.add_argument("--stacks", type=int, default=3000, help="--snapshot: distinct stacks")
     p.add_argument("--threads", action="store_true", help="--count: the main thread's instructions only (callgrind)")
     p.add_argument("--ops", type=int, default=3000, help="--count: operations in the shorter run")
     p.add_argument("--inprocess", action="store_true", help="switch the sampler on and off in one process (ABBA)")
@@ -568,7 +604,9 @@ def main() -> None:
     skipped = [c for c in wanted if c not in contenders]
     if skipped:
         print(f"not available here: {', '.join(skipped)}")
-    if a.count and a.threads:
+    if a.snapshot:
+        run_snapshot_cost(a)
+    elif a.count and a.threads:
         run_thread_counts(a, contenders)
     elif a.count:
         run_counts(a, contenders)
