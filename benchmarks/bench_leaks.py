@@ -439,6 +439,16 @@ def steps(stop: threading.Event) -> None:
     stop.wait()
 
 
+def _names_the_leak(kind: str, suspect: dict[str, Any], line: int) -> bool:
+    """The suspect is this scenario's leak: its line, or for ``native_malloc`` without the
+    preload shim (no line can be named inside ``memdiag.start()``) a line-less ``native``
+    verdict that says the shim would name it."""
+    if suspect["file"] == HERE and suspect["line"] == line:
+        return True
+    return (kind == "native_malloc" and suspect["kind"] == "native" and suspect["file"] is None
+            and "memdiag run" in str(suspect.get("suggestion")))
+
+
 def kind_child(args: argparse.Namespace) -> None:
     """One kind scenario in this process; prints a JSON line."""
     import memdiag
@@ -504,7 +514,8 @@ def kind_child(args: argparse.Namespace) -> None:
         r = leaks.leaks_report(diag)
         for s in r["suspects"]:
             if not any(x["id"] == s["id"] for x in seen):
-                seen.append({k: s.get(k) for k in ("id", "kind", "file", "line", "growth_bytes_per_min", "growth_per_min", "confidence")} | {"t": round(time.monotonic() - t0, 1)})
+                seen.append({k: s.get(k) for k in ("id", "kind", "file", "line", "growth_bytes_per_min", "growth_per_min", "confidence", "classified_by")}
+                            | {"rate_from": (s.get("evidence") or {}).get("rate_from"), "t": round(time.monotonic() - t0, 1)})
             if str(s.get("file") or "").startswith(MEMDIAG_DIR) or any(
                 str(f).startswith(MEMDIAG_DIR) for f in (s.get("traceback") or [])
             ):
@@ -513,7 +524,7 @@ def kind_child(args: argparse.Namespace) -> None:
             if str(site["file"]).startswith(MEMDIAG_DIR):
                 own_listed.append(f"live:{site['file']}:{site['line']}")
         first = r["suspects"][0] if r["suspects"] else None
-        if first and line is not None and first["file"] == HERE and first["line"] == line:
+        if first and line is not None and _names_the_leak(kind, first, line):
             if top_at is None:
                 top_at = round(time.monotonic() - t0, 1)
             top = first

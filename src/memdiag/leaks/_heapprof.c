@@ -12,6 +12,7 @@
 #include <Python.h>
 #include <dlfcn.h>
 #include <frameobject.h>
+#include <malloc.h> /* malloc_usable_size */
 #if PY_VERSION_HEX >= 0x030B0000
 /* the interpreter's frames, read without allocating (as Modules/_tracemalloc.c does) */
 #ifndef Py_BUILD_CORE
@@ -319,6 +320,154 @@ static void *hk_malloc_raw(void *ctx, size_t size) {
     return hk_raw_malloc_slow(&hk_ctx[0], size);
 }
 
+/* ---------------------------------------------------------------- Python's bytes from malloc
+ * malloc's own figures (mallinfo2) mix native memory (C extensions, ctypes) with Python's:
+ * over plain pymalloc every block Python takes from malloc passes the RAW hooks (direct
+ * PyMem_RawMalloc calls, and pymalloc's requests over 512 bytes; its arenas are mmap'ed,
+ * not malloc'ed). The RAW hooks installed then also keep an exact count of the bytes those
+ * blocks take in malloc's figures (malloc_usable_size + one size_t of chunk header), so that
+ * native = malloc's bytes in use - Python's bytes, exactly (see memdiag/leaks/livecheck.py).
+ * The count costs a plain add to a thread-local counter (no atomic read-modify-write, no
+ * lock) and the malloc_usable_size call. Each thread's counter is on a list (registered at
+ * its first counted call, under hk_held_mutex); a thread that exits folds its net count into
+ * hk_held_gone (a pthread key's destructor), and so do the other threads in a fork child.
+ * Counting starts when the hooks go in: totals compare only within one epoch. */
+typedef struct hk_held {
+    _Atomic int64_t n; /* written only by its own thread (relaxed load + store: a plain add) */
+    struct hk_held *next, *prev;
+    int reg;
+} hk_held_t;
+static __thread hk_held_t hk_held __attribute__((tls_model("initial-exec")));
+static pthread_mutex_t hk_held_mutex = PTHREAD_MUTEX_INITIALIZER;
+static hk_held_t *hk_held_list;
+static int64_t hk_held_gone; /* exited threads' net bytes */
+static pthread_key_t hk_held_key;
+static int hk_held_key_ok = 0;
+static int hk_counting = 0;        /* the counting RAW hooks are the installed ones */
+static unsigned long hk_held_epoch; /* + 1 each time they are installed */
+
+static void hk_held_exit(void *arg) {
+    hk_held_t *h = arg;
+    pthread_mutex_lock(&hk_held_mutex);
+    if (h->reg) {
+        if (h->prev) h->prev->next = h->next;
+        else hk_held_list = h->next;
+        if (h->next) h->next->prev = h->prev;
+        hk_held_gone += atomic_load_explicit(&h->n, memory_order_relaxed);
+        atomic_store_explicit(&h->n, 0, memory_order_relaxed);
+        h->reg = 0;
+    }
+    pthread_mutex_unlock(&hk_held_mutex);
+}
+
+static __attribute__((noinline)) void hk_held_register(hk_held_t *h) {
+    pthread_mutex_lock(&hk_held_mutex);
+    if (!h->reg) {
+        h->reg = 1;
+        h->prev = NULL;
+        h->next = hk_held_list;
+        if (h->next) h->next->prev = h;
+        hk_held_list = h;
+    }
+    pthread_mutex_unlock(&hk_held_mutex);
+    pthread_setspecific(hk_held_key, h); /* libc's calloc at most: no hook */
+}
+
+static inline __attribute__((always_inline)) void hk_held_add(int64_t d) {
+    hk_held_t *h = &hk_held;
+    atomic_store_explicit(&h->n, atomic_load_explicit(&h->n, memory_order_relaxed) + d, memory_order_relaxed);
+    if (__builtin_expect(!h->reg, 0)) hk_held_register(h);
+}
+
+/* What a block takes in mallinfo2's in-use bytes: its chunk. Under glibc's own malloc the
+ * chunk's size is the word before the block (low 3 bits are flags): one load from the line
+ * malloc/free touch anyway, where malloc_usable_size is a call that also reads the *next*
+ * chunk's header (an L1 miss more per call, measured). Any other malloc (a preloaded
+ * allocator, AddressSanitizer) is asked through malloc_usable_size. */
+static int hk_glibc_chunks = 0;
+static inline size_t hk_header(void *p) { return *(const size_t *)((uintptr_t)p - sizeof(size_t)); }
+static inline int64_t hk_chunk(void *p) {
+    if (__builtin_expect(hk_glibc_chunks, 1)) return (int64_t)(hk_header(p) & ~(size_t)7);
+    return (int64_t)malloc_usable_size(p) + (int64_t)sizeof(size_t);
+}
+#define HK_CHUNK(p) hk_chunk(p)
+
+/* glibc's malloc is the one in use, and its chunk headers read as expected. */
+static int hk_glibc_detect(void) {
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    if (libc == NULL) return 0;
+    int same = dlsym(libc, "malloc") == dlsym(RTLD_DEFAULT, "malloc") &&
+               dlsym(libc, "free") == dlsym(RTLD_DEFAULT, "free") && dlsym(libc, "mallinfo2") != NULL;
+    dlclose(libc);
+    if (!same) return 0;
+    static const size_t sizes[] = {1, 24, 100, 1000, 5000, 300000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        void *p = malloc(sizes[i]);
+        if (p == NULL) return 0;
+        size_t hdr = hk_header(p), chunk = hdr & ~(size_t)7, usable = malloc_usable_size(p);
+        int ok = (hdr & 2) ? chunk == usable + 2 * sizeof(size_t) : chunk == usable + sizeof(size_t);
+        free(p);
+        if (!ok) return 0;
+    }
+    return 1;
+}
+
+static int64_t hk_held_total(void) {
+    pthread_mutex_lock(&hk_held_mutex);
+    int64_t s = hk_held_gone;
+    for (hk_held_t *h = hk_held_list; h != NULL; h = h->next) s += atomic_load_explicit(&h->n, memory_order_relaxed);
+    pthread_mutex_unlock(&hk_held_mutex);
+    return s;
+}
+
+static void hk_held_prepare(void) { pthread_mutex_lock(&hk_held_mutex); }
+static void hk_held_parent(void) { pthread_mutex_unlock(&hk_held_mutex); }
+static void hk_held_child(void) { /* the other threads are gone; their TLS is still mapped */
+    pthread_mutex_init(&hk_held_mutex, NULL);
+    hk_held_t *me = &hk_held;
+    for (hk_held_t *h = hk_held_list; h != NULL; h = h->next)
+        if (h != me) hk_held_gone += atomic_load_explicit(&h->n, memory_order_relaxed);
+    hk_held_list = NULL;
+    if (me->reg) {
+        me->prev = me->next = NULL;
+        hk_held_list = me;
+    }
+}
+
+static int hk_held_init(void) {
+    if (hk_held_key_ok) return 0;
+    hk_glibc_chunks = hk_glibc_detect();
+    if (pthread_key_create(&hk_held_key, hk_held_exit) != 0) return -1;
+    if (pthread_atfork(hk_held_prepare, hk_held_parent, hk_held_child) != 0) return -1; /* key kept: harmless */
+    hk_held_key_ok = 1;
+    return 0;
+}
+
+/* The RAW hooks above, counting (installed over plain pymalloc without the shim). */
+static void *hk_malloc_rawc(void *ctx, size_t size) {
+    void *p = hk_malloc_raw(ctx, size);
+    if (__builtin_expect(p != NULL, 1)) hk_held_add(HK_CHUNK(p));
+    return p;
+}
+
+static void *hk_calloc_rawc(void *ctx, size_t nelem, size_t elsize) {
+    void *p = hk_raw_calloc(ctx, nelem, elsize);
+    if (p != NULL) hk_held_add(HK_CHUNK(p));
+    return p;
+}
+
+static void *hk_realloc_rawc(void *ctx, void *ptr, size_t size) {
+    int64_t old = ptr != NULL ? HK_CHUNK(ptr) : 0;
+    void *p = hk_raw_realloc(ctx, ptr, size);
+    if (p != NULL) hk_held_add(HK_CHUNK(p) - old); /* NULL: failed, the block is unchanged */
+    return p;
+}
+
+static void hk_free_rawc(void *ctx, void *ptr) {
+    if (ptr != NULL) hk_held_add(-HK_CHUNK(ptr));
+    hk_free_raw(ctx, ptr);
+}
+
 static int hk_ours_on_top(int i) {
     PyMemAllocatorEx cur;
     PyMem_GetAllocator(hk_domains[i], &cur);
@@ -401,6 +550,16 @@ static PyObject *hp_py_start(PyObject *self, PyObject *args) {
                 hk_hooks[i].free = hk_ctx[i].orig.free;
             }
         }
+        /* over plain pymalloc: Python's bytes from malloc counted by the RAW hooks */
+        hk_counting = 0;
+        if (reroute && hk_held_init() == 0) {
+            hk_hooks[0].malloc = hk_malloc_rawc;
+            hk_hooks[0].calloc = hk_calloc_rawc;
+            hk_hooks[0].realloc = hk_realloc_rawc;
+            hk_hooks[0].free = hk_free_rawc;
+            hk_counting = 1;
+            hk_held_epoch++;
+        }
         /* RAW may be called by threads without the GIL: the hook is complete before it is
          * published, and the original stays valid for calls still in flight. */
         for (int i = 0; i < 3; i++) PyMem_SetAllocator(hk_domains[i], &hk_hooks[i]);
@@ -416,6 +575,7 @@ static PyObject *hp_py_stop(PyObject *self, PyObject *noargs) {
     if (hk_chained && hk_ours_on_top(0) && hk_ours_on_top(1) && hk_ours_on_top(2)) {
         for (int i = 0; i < 3; i++) PyMem_SetAllocator(hk_domains[i], &hk_ctx[i].orig);
         hk_chained = 0;
+        hk_counting = 0;
     }
     /* Frees of blocks sampled before stop() may still come through a hook in flight;
      * the live table stays valid for them. */
@@ -471,6 +631,85 @@ static PyObject *hp_py_reset(PyObject *self, PyObject *noargs) {
     Py_RETURN_NONE;
 }
 
+/* malloc_held() -> None, or (epoch, python_bytes, own_bytes): the net bytes of malloc's
+ * in-use figure that Python's blocks took since the counting hooks went in (epoch), and
+ * what the profiler's own tables take from libc directly. None: not counted here (another
+ * allocator than plain pymalloc, the preload shim, or the hooks are out). */
+static PyObject *hp_py_malloc_held(PyObject *self, PyObject *noargs) {
+    if (!hk_counting) Py_RETURN_NONE;
+    int64_t held = hk_held_total();
+    pthread_mutex_lock(&hp_mutex);
+    size_t own = hp_overhead_bytes() - atomic_load_explicit(&hp_rerouted_n, memory_order_relaxed) * HP_REROUTED_BYTES;
+    pthread_mutex_unlock(&hp_mutex);
+    return Py_BuildValue("(kLK)", hk_held_epoch, (long long)held, (unsigned long long)own);
+}
+
+/* sites_of(objects) -> [(count, live_bytes, frames)]: which of these objects' blocks are
+ * sampled and live, grouped by the stack that allocated them (frames innermost first, as in
+ * snapshot()). A container's entries looked up here name the line that allocated them with
+ * certainty once one is sampled, where a line's sampled growth (a few samples a minute for
+ * a slow leak) matches the container's rate only roughly. An object's block starts before
+ * it by its pre-header: the collector's link (GC types) and the managed dict/weakref slots. */
+#define HK_SITES_MAX 64
+static PyObject *hp_py_sites_of(PyObject *self, PyObject *arg) {
+    PyObject *seq = PySequence_Fast(arg, "sites_of expects a sequence of objects");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    uint32_t stack[HK_SITES_MAX];
+    double count[HK_SITES_MAX], bytes[HK_SITES_MAX];
+    int ns = 0;
+    pthread_mutex_lock(&hp_mutex);
+    hp_live_table_t *t = hp_tables_ready ? atomic_load_explicit(&hp_live, memory_order_relaxed) : NULL;
+    for (Py_ssize_t k = 0; t != NULL && hp_live_n > 0 && k < n; k++) {
+        PyTypeObject *tp = Py_TYPE(items[k]);
+        uintptr_t pre = PyType_IS_GC(tp) ? 2 * sizeof(uintptr_t) : 0;
+#if PY_VERSION_HEX >= 0x030B0000
+        if (tp->tp_flags & ((1UL << 4) | (1UL << 3))) pre += 2 * sizeof(PyObject *); /* MANAGED_DICT/WEAKREF */
+#endif
+        uintptr_t a = (uintptr_t)items[k] - pre;
+        size_t mask = t->cap - 1, i = hp_hash_addr(a) & mask;
+        for (;;) {
+            uintptr_t key = atomic_load_explicit(&t->keys[i], memory_order_relaxed);
+            if (key == 0) break;
+            if (key == a) {
+                hp_live_t *v = &t->vals[i];
+                int j = 0;
+                while (j < ns && stack[j] != v->stack) j++;
+                if (j == ns && ns < HK_SITES_MAX) {
+                    stack[ns] = v->stack;
+                    count[ns] = bytes[ns] = 0.0;
+                    ns++;
+                }
+                if (j < ns) {
+                    count[j] += 1.0;
+                    bytes[j] += (double)v->weight * (double)hp_live_size(v);
+                }
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+    pthread_mutex_unlock(&hp_mutex);
+    Py_DECREF(seq);
+    hp_tls.guard++; /* our own objects are not sampled */
+    PyObject *out = PyList_New(0);
+    for (int j = 0; out != NULL && j < ns; j++) {
+        hp_stack_t *st = &hp_stacks[stack[j]]; /* stacks are never removed: read unlocked (see snapshot) */
+        PyObject *frames = PyTuple_New(st->nframes);
+        for (int f = 0; frames != NULL && f < st->nframes; f++) {
+            PyObject *fo = hp_frame_obj(hp_frame_pool[st->first + f]);
+            if (fo == NULL) Py_CLEAR(frames);
+            else PyTuple_SET_ITEM(frames, f, fo);
+        }
+        PyObject *row = frames ? Py_BuildValue("(ddN)", count[j], bytes[j], frames) : NULL;
+        if (row == NULL || PyList_Append(out, row) < 0) Py_CLEAR(out);
+        Py_XDECREF(row);
+    }
+    hp_tls.guard--;
+    return out;
+}
+
 /* For tests: the exact sampling probability and weight this build uses. */
 static PyObject *hp_py_weight(PyObject *self, PyObject *args) {
     double size, mean;
@@ -489,6 +728,10 @@ static PyMethodDef hp_methods[] = {
      "set_ignored_threads(idents): never sample these threads (at most 64)"},
     {"snapshot", hp_py_snapshot, METH_NOARGS, "(rows, stats) of the sampled heap"},
     {"reset", hp_py_reset, METH_NOARGS, "forget every sample"},
+    {"sites_of", hp_py_sites_of, METH_O,
+     "sites_of(objects) -> [(count, live_bytes, frames)]: the sampled live blocks among these objects, by stack"},
+    {"malloc_held", hp_py_malloc_held, METH_NOARGS,
+     "malloc_held() -> None | (epoch, python_bytes, own_bytes): Python's net bytes from malloc, counted"},
     {"weight", hp_py_weight, METH_VARARGS, "weight(size, mean): bytes a sample of this size stands for"},
     {NULL, NULL, 0, NULL}};
 

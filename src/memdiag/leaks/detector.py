@@ -46,7 +46,7 @@ from .classify import (
 )
 from .flight import FlightRecorder
 from .follow import ContainerFollower
-from .live import growth_test
+from .live import MIN_SPAN_SECONDS, growth_test
 from .livecheck import LiveChecker
 from .native import MallocInfo, malloc_info
 from .notify import notifier
@@ -401,31 +401,49 @@ class LeakDetector:
         if result is not None and now >= float(result.get("ended_at") or now) + confirm:
             growing_types = self.census.growing_types()
             live = {k for k, v in found.items() if v.get("classified_by") == "live_heap"}
+            caches = self.live.cache_lines() if self.live.heap_running else set()
             for ms in memory_suspects(recent_t, half, heap_t, result, floor, malloc_t, growing_types):
                 if ms["evidence"].get("container") is None:  # anchored sites: the follower decides
                     if ms["kind"] == "native" and (live or "native" in found):
                         continue  # the live heap explained the growth (or measured it)
-                    found.setdefault(ms["id"], self._native_rate(ms, now, floor))
+                    if (ms.get("file"), ms.get("line")) in caches:
+                        continue  # a cache's turnover seen by the window (its entries' line)
+                    ms = self._native_rate(ms, now, floor)
+                    if ms is not None:
+                        found.setdefault(ms["id"], ms)
         elif result is None and self._auto_blocked and now - self._growth_since >= confirm:
             # No window possible (budget): the cheap signals' tentative verdict.
             ms = memory_suspects(recent_t, half, heap_t, None, floor, malloc_t, self.census.growing_types())[0]
             ms = self._native_rate(ms, now, floor)
-            found[ms["id"]] = {**ms, "evidence": {**ms["evidence"], "window": self._auto_blocked}}
+            if ms is not None:
+                found[ms["id"]] = {**ms, "evidence": {**ms["evidence"], "window": self._auto_blocked}}
 
-    def _native_rate(self, ms: dict[str, Any], now: float, floor: float) -> dict[str, Any]:
-        """A native verdict's rate from malloc's bytes in use (not RSS) where they grow steadily."""
+    def _native_rate(self, ms: dict[str, Any], now: float, floor: float) -> dict[str, Any] | None:
+        """A native verdict's rate from malloc's figures (not RSS) where they grow steadily.
+
+        Where Python's bytes from malloc are counted, the native bytes (malloc's less
+        Python's) give the rate, and if they do not grow there is no native verdict: RSS
+        then grows in pymalloc's arenas (a cache warming up, fragmentation), in malloc's
+        free memory (the retention verdict's business) or, rarely, in memory native code
+        maps itself with mmap (not reported as native then: far more often a warm-up)."""
         if ms["kind"] != "native":
-            return ms
-        m = self.live.malloc_rate(now, floor)
-        if m is None:
             return ms
         from .livecheck import SHIM_ADVICE
 
+        if self.live.counted:
+            g = self.live.native_rate(now, floor)
+            if g is None:  # a count too short to tell yet: the verdict as before
+                return ms if self.live.native_span(now) < MIN_SPAN_SECONDS else None
+            m, how = g["slope_per_min"], "mallinfo2 in use - Python's bytes from malloc (counted)"
+        else:
+            m, how = self.live.malloc_rate(now, floor), "mallinfo2"
+            if m is None:
+                return ms
         return {
             **ms,
             "growth_bytes_per_min": round(m, 1),
             "classified_by": "malloc",
-            "evidence": {**ms["evidence"], "rate_from": "mallinfo2"},
+            "evidence": {**ms["evidence"], "rate_from": how},
             "suggestion": f"{ms['suggestion']}; {SHIM_ADVICE}",
         }
 

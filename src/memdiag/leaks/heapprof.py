@@ -46,7 +46,9 @@ __all__ = [
     "backend",
     "configure",
     "ignore_current_thread",
+    "malloc_held",
     "running",
+    "sites_of",
     "snapshot",
     "start",
     "stop",
@@ -286,6 +288,39 @@ def snapshot() -> HeapProfile:
         backend=name,
         bound_bytes=int(stats["bound_bytes"]) if "bound_bytes" in stats else None,
     )
+
+
+def sites_of(objects: list[Any]) -> list[tuple[float, float, tuple[Frame, ...]]]:
+    """The sampled live blocks among ``objects`` (each object's own block), by allocating
+    stack: ``[(count, live_bytes, stack)]``, innermost frame first, memdiag's frames left
+    out. Empty without the native sampler (the tracemalloc stand-in has no such table)."""
+    if _native is None or not objects:
+        return []
+    try:
+        rows = _native.sites_of(objects)
+    except AttributeError:  # an older build of the extension
+        return []
+    out = []
+    for count, nbytes, frames in rows:
+        stack = tuple(_frame(f, n, fn) for f, n, fn in frames if not (f and _own(f)))
+        out.append((float(count), float(nbytes), stack))
+    return out
+
+
+def malloc_held() -> tuple[int, int, int] | None:
+    """``(epoch, python_bytes, own_bytes)``: the net bytes Python's blocks have taken in
+    malloc's in-use figure (``mallinfo2``) since the counting hooks went in (counted exactly
+    by the raw allocator's hooks, ``epoch`` changes when they are put in again), and the
+    bytes the profiler's own tables take from libc. ``None`` where they are not counted:
+    the extension missing, another allocator than plain pymalloc under the hooks
+    (``PYTHONMALLOC``, a debug build), the preload shim, or the sampler not started."""
+    if _native is None:
+        return None
+    try:
+        got = _native.malloc_held()
+    except AttributeError:  # an older build of the extension
+        return None
+    return None if got is None else (int(got[0]), int(got[1]), int(got[2]))
 
 
 def stats() -> dict[str, Any]:

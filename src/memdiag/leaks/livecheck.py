@@ -20,7 +20,17 @@ from .._logging import get_logger
 from ..stats import theil_sen, thin
 from . import heapprof, origins
 from .live import CONTAINER_SCAN_SECONDS as CONTAINER_EVERY
-from .live import HORIZON_SECONDS, ContainerWatch, HeapSeries, growth_test, match_site, scan_interval, slowed_down
+from .live import (
+    HORIZON_SECONDS,
+    MIN_SPAN_SECONDS,
+    ContainerWatch,
+    HeapSeries,
+    early_linear,
+    growth_test,
+    match_site,
+    scan_interval,
+    slowed_down,
+)
 from .native import malloc_info
 from .sites import ResourceSites
 
@@ -29,6 +39,7 @@ __all__ = ["LiveChecker"]
 log = get_logger("memdiag.leaks")
 
 SNAPSHOT_DUTY_DIVISOR = 200.0  # snapshots take at most 0.5 % of the application's time (scans: live.py, 1 %)
+NATIVE_SETTLE_SECONDS = 15.0
 SHIM_ADVICE = "run the service under `memdiag run` (the preload sampler) to have the allocating line named"
 
 
@@ -40,6 +51,12 @@ class LiveChecker:
         self.containers = ContainerWatch()
         self.resources = ResourceSites()
         self.malloc: deque[tuple[float, float]] = deque(maxlen=512)
+        # malloc's bytes in use less Python's own (counted exactly by the raw hooks) and the
+        # profiler's tables: the native heap alone, where the count is available
+        self.native: deque[tuple[float, float]] = deque(maxlen=512)
+        self._held_epoch: int | None = None
+        self._native_since = 0.0  # time of the current count's first point
+        self.python_rate = 0.0  # the sampled Python heap's bytes/min at the last verdict
         self._ticked = 0.0
         self.heap_state: str | None = None  # why the heap profile is (not) running
         self.errors = 0
@@ -92,8 +109,9 @@ class LiveChecker:
         # Duty, in what the application loses. A snapshot (and the line series' update)
         # costs its CPU time (this thread holds the GIL meanwhile): the next snapshot waits
         # at least SNAPSHOT_DUTY_DIVISOR times that (0.5 %), whatever the number of stacks.
-        # A container scan holds every other thread off: its whole wall time is charged,
-        # and scan_interval spaces scans to 100x that (1 %). The two are kept apart so that
+        # A container scan holds every other thread off: its wall time is charged (up to
+        # 2x its CPU time + 20 ms, live.scan_cost: beyond that a loaded host kept the
+        # process off a core), and scan_interval spaces scans to 100x that (1 %). The two are kept apart so that
         # a slow scan (a large heap, a loaded machine) spaces out scans, not the snapshots
         # the live-heap verdicts are made of. The tracemalloc stand-in (heap_profile = "on"
         # without the extension: costly by choice) keeps at most a third of the time: at
@@ -110,10 +128,14 @@ class LiveChecker:
                 with self._lock:
                     self.heap.add(prof, now)
                     scans, s0, sc0 = self.containers.scans, time.perf_counter(), time.thread_time()
+                    rising = self._rising()
+                    # While a container rises, scan twice as often (duty bound unchanged):
+                    # a clear, steady rise is a verdict on fewer points (live.early_linear).
+                    base = CONTAINER_EVERY / 2.0 if rising else CONTAINER_EVERY
                     self.containers.scan(
                         now,
-                        interval=scan_interval(max(self._every, CONTAINER_EVERY), self.containers.last_seconds),
-                        describe=self._rising(),
+                        interval=scan_interval(max(self._every, base), self.containers.last_cost_seconds),
+                        describe=rising,
                     )
                     if self.containers.scans != scans:
                         scan_wall, scan_cpu = time.perf_counter() - s0, time.thread_time() - sc0
@@ -150,14 +172,37 @@ class LiveChecker:
         t0 = time.perf_counter()
         try:
             self.resources.sample(now, child_pids)
-            mi = malloc_info()
-            if mi is not None:
-                self.malloc.append((now, float(mi.in_use)))
+            self._read_malloc(now)
         except Exception as exc:
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             log.debug("live check failed: %s", self.last_error, exc_info=True)
         self.tick_seconds = time.perf_counter() - t0
+
+    def _read_malloc(self, now: float) -> None:
+        """One point of malloc's bytes in use and, where Python's are counted, of native bytes."""
+        before = heapprof.malloc_held()
+        mi = malloc_info()
+        if mi is None:
+            return
+        self.malloc.append((now, float(mi.in_use)))
+        after = heapprof.malloc_held() if before is not None else None
+        if before is None or after is None or after[0] != before[0]:
+            self.native.clear()  # not counted (or the hooks went in again meanwhile)
+            self._held_epoch = None
+            return
+        if after[0] != self._held_epoch:
+            self.native.clear()  # a new count: points of another epoch do not compare
+            self._held_epoch = after[0]
+            self._native_since = now
+        # Other threads allocate while mallinfo2 walks the arenas: Python's bytes halfway.
+        python = (before[1] + after[1]) / 2.0
+        self.native.append((now, float(mi.in_use) - python - float(after[2])))
+
+    def cache_lines(self) -> set[tuple[str, int]]:
+        """Lines that fill a cache that evicts or reorders (see ContainerWatch.cache_entry_lines)."""
+        with self._lock:
+            return self.containers.cache_entry_lines()
 
     def _rising(self) -> set[int]:
         out = set()
@@ -184,6 +229,8 @@ class LiveChecker:
                 bpm = s.get("blocks_per_min") or 0.0
                 if s["domain"] == "python" and rate > 0 and 0.5 <= bpm / rate <= 2.5:
                     explained.add((s["file"], s["line"]))
+        with self._lock:
+            explained |= self.containers.cache_entry_lines()
         cache_lines = frozenset(explained)
         for c in containers:
             for s in sites:  # the lines that allocate its entries are part of it
@@ -216,6 +263,7 @@ class LiveChecker:
                 xs, ys = self.heap.total("python")
             cut = next((i for i, x in enumerate(xs) if x >= now - 150.0), len(xs))
             py_rate = _slope(xs[cut:], ys[cut:]) + _slope([p[0] for p in recent], [p[1] for p in recent])
+        self.python_rate = py_rate
         native = self.native_from_malloc(now, floor, py_rate)
         if native is not None and not any(s["kind"] == "native" for s in out):
             out.append(native)
@@ -223,22 +271,61 @@ class LiveChecker:
 
     def malloc_rate(self, now: float, floor: float) -> float | None:
         """malloc's bytes in use per minute if they grow steadily, else None."""
-        pts = [p for p in self.malloc if p[0] >= now - HORIZON_SECONDS]
-        if len(pts) < 8 or slowed_down(self.malloc, now):
-            return None  # too little yet, or growth slowing down (a warm-up through malloc)
-        g = growth_test([p[0] for p in pts], [p[1] for p in pts], floor, 64 * 1024.0)
+        g = _series_growth(self.malloc, now, floor)
         return g["slope_per_min"] if g is not None else None
 
+    @property
+    def counted(self) -> bool:
+        """Whether the native series is counted (Python's bytes from malloc known exactly)."""
+        return self._held_epoch is not None and bool(self.native)
+
+    def native_span(self, now: float) -> float:
+        """Seconds of settled native points within the recent horizon (0: none)."""
+        since = max(self._native_since + NATIVE_SETTLE_SECONDS, now - HORIZON_SECONDS)
+        pts = [p[0] for p in self.native if p[0] >= since]
+        return pts[-1] - pts[0] if len(pts) >= 2 else 0.0
+
+    def native_rate(self, now: float, floor: float) -> dict[str, Any] | None:
+        """Growth of the native bytes (malloc's in use less Python's, counted exactly), else None.
+
+        The first NATIVE_SETTLE_SECONDS of a count are left out (memdiag's own start: its
+        threads' malloc caches, the history database's first pages). The count is exact, so
+        a rise at every point at one rate is a verdict over the early span already
+        (:func:`~memdiag.leaks.live.early_linear`), as for a container."""
+        if not self.native:
+            return None
+        settled = self._native_since + NATIVE_SETTLE_SECONDS
+        pts = deque((p for p in self.native if p[0] >= settled), maxlen=self.native.maxlen)
+        g = _series_growth(pts, now, floor)
+        if g is None and len(pts) >= 2 and pts[-1][0] - pts[0][0] < MIN_SPAN_SECONDS:
+            recent = [p for p in pts if p[0] >= now - HORIZON_SECONDS]
+            xs, ys = [p[0] for p in recent], [p[1] for p in recent]
+            if early_linear(xs, ys) and (ys[-1] - ys[0]) / (xs[-1] - xs[0]) * 60.0 >= floor:
+                s, _ = theil_sen(xs, ys)
+                return {"slope_per_min": s * 60.0, "span_seconds": xs[-1] - xs[0], "points": len(xs),
+                        "confidence": round(min(1.0, (xs[-1] - xs[0]) / 90.0), 3), "early": True}
+        return g
+
     def native_from_malloc(self, now: float, floor: float, python_rate: float) -> dict[str, Any] | None:
-        """Native growth measured by mallinfo2 that Python allocations do not explain."""
+        """Native growth measured by mallinfo2 that Python allocations do not explain.
+
+        Where Python's bytes from malloc are counted (plain pymalloc under the hooks), the
+        native series is malloc's in-use bytes less them, exactly: its growth is the verdict
+        whatever the Python heap does. Elsewhere malloc's growth is a verdict only while the
+        (sampled) Python heap is nearly flat: a sampled total is too coarse to subtract."""
         if heapprof.backend() == "preload":
             return None  # the shim names native lines itself
         m = self.malloc_rate(now, floor)
-        if m is None:
-            return None
-        if python_rate > 0.3 * m:
-            return None  # the Python heap grows too: a sampled total is too coarse to subtract
-        rate = m - max(0.0, python_rate)
+        if self.counted:
+            g = self.native_rate(now, floor)
+            if g is None:
+                return None
+            rate, conf = g["slope_per_min"], round(min(0.9, 0.5 + 0.4 * g["confidence"]), 3)
+            how = "mallinfo2 in use - Python's bytes from malloc (counted)"
+        else:
+            if m is None or python_rate > 0.3 * m:
+                return None  # nothing steady, or the Python heap grows too
+            rate, conf, how = m - max(0.0, python_rate), 0.6, "mallinfo2 in use - sampled Python heap"
         if rate < floor:
             return None
         return {
@@ -249,10 +336,10 @@ class LiveChecker:
             "traceback": None,
             "growth_bytes_per_min": round(rate, 1),
             "growth_per_min": None,
-            "confidence": 0.6,
+            "confidence": conf,
             "classified_by": "malloc",
-            "evidence": {"malloc_in_use_bytes_per_min": round(m, 1), "python_heap_bytes_per_min": round(python_rate, 1),
-                         "named_by": None},
+            "evidence": {"malloc_in_use_bytes_per_min": round(m, 1) if m is not None else None,
+                         "python_heap_bytes_per_min": round(python_rate, 1), "rate_from": how, "named_by": None},
             "suggestion": (
                 "malloc's bytes in use grow and Python allocations do not explain it (C extensions, ctypes/cffi "
                 f"buffers, native libraries): {SHIM_ADVICE}"
@@ -298,6 +385,16 @@ class LiveChecker:
         self.resources.clear()
         self.malloc.clear()
         self._bytes = self.heap.memory_bytes() + self.containers.memory_bytes()
+        self.native.clear()
+
+
+def _series_growth(series: deque[tuple[float, float]], now: float, floor: float) -> dict[str, Any] | None:
+    """The growth test on a malloc series over the recent horizon; None while too short, not
+    growing, or slowing down (a warm-up through malloc: a cache, a pool, a page cache)."""
+    pts = [p for p in series if p[0] >= now - HORIZON_SECONDS]
+    if len(pts) < 8 or slowed_down(series, now):
+        return None
+    return growth_test([p[0] for p in pts], [p[1] for p in pts], floor, 64 * 1024.0)
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:

@@ -1,0 +1,183 @@
+"""Container verdicts on fewer points when the growth is clear, and the allocating line of a
+container's entries from the sampled heap (by the entries' own blocks).
+
+The verdict rules run on synthetic length series fed to :class:`ContainerWatch` (a leak
+with request noise, caches warming up at many speeds, steps); the line is found in a real
+subprocess running the sampled profiler over a dict keyed by fresh strings.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from memdiag.leaks import heapprof
+from memdiag.leaks.live import EARLY_SPAN_SECONDS, MIN_SPAN_SECONDS, ContainerWatch, early_linear
+
+SITE = {"file": "/srv/app.py", "line": 42, "site_from": "sampled_entries"}
+
+
+def _watch(lengths: list[tuple[float, int]], site: dict | None = SITE) -> tuple[ContainerWatch, float]:
+    """A watch that followed one dict's lengths at these times (its line known or not)."""
+    cw = ContainerWatch()
+    cw._lens[1] = (dict, collections.deque(lengths, maxlen=64))
+    if site is not None:
+        cw._info[1] = dict(site)
+    return cw, lengths[-1][0]
+
+
+def _scans(fn, start: float, seconds: float, step: float = 5.0) -> list[tuple[float, int]]:
+    n = int(seconds / step) + 1
+    return [(start + i * step, int(fn(start + i * step))) for i in range(n)]
+
+
+def test_a_clear_leak_is_a_verdict_after_the_early_span() -> None:
+    """1024 entries a minute with Poisson-like noise per scan: growing at 40 s of scans when
+    its line is known from a sampled entry; not before the full span when it is not."""
+    rng = random.Random(3)
+    early = 0
+    for seed in range(40):
+        rng.seed(seed)
+        acc, pts = 100.0, []
+        for i in range(21):  # scans every 5 s over 100 s
+            pts.append((15.0 + 5 * i, int(acc)))
+            acc += max(1.0, rng.gauss(85.3, math.sqrt(85.3)))
+        cw, now = _watch(pts[:9])  # 40 s
+        got = cw.growing(now)
+        if got:
+            early += 1
+            assert got[0]["file"] == "/srv/app.py" and 850 <= got[0]["items_per_min"] <= 1200, got
+        cw, now = _watch(pts[:9], site=None)
+        assert cw.growing(now) == [], "without a sampled line: the full span"
+        cw, now = _watch(pts[:13], site=None)  # 60 s: the full span's rules, as before
+        assert cw.growing(now), (seed, pts)
+    assert early >= 32, early  # the rest (a noisy rate) wait for the full span
+
+
+@pytest.mark.parametrize("tau", [20.0, 40.0, 75.0, 100.0, 120.0])
+def test_a_cache_filling_ever_more_slowly_is_no_early_verdict(tau: float) -> None:
+    """A memo over random keys (1 - exp(-t/tau) full) seen over the early span at any time."""
+    for start in (10.0, 30.0, 60.0, 120.0):
+        pts = _scans(lambda t: 30_000 * (1 - math.exp(-t / tau)), start, 40.0)
+        assert not early_linear([p[0] for p in pts], [float(p[1]) for p in pts]), (tau, start)
+
+
+@pytest.mark.parametrize("tau", [30.0, 60.0, 90.0, 110.0, 130.0, 200.0, 400.0, 800.0])
+def test_the_early_rule_flags_no_warm_up_the_full_span_rule_does_not(tau: float) -> None:
+    """No new false alarm: wherever the early rule would call a warm-up a leak, the rules
+    over the full span (55 s, 8 more scans later) call it one too."""
+    fill = lambda t: 30_000 * (1 - math.exp(-t / tau))  # noqa: E731
+    for start in (10.0, 20.0, 40.0, 80.0):
+        early = _scans(fill, start, EARLY_SPAN_SECONDS + 5.0)
+        cw, now = _watch(early)
+        if cw.growing(now):
+            full = _scans(fill, start, MIN_SPAN_SECONDS + 5.0)
+            cw2, now2 = _watch(full, site=None)
+            assert cw2.growing(now2), (tau, start)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda t: 1000 + 3000 * min(3, int(t // 12)),  # steps
+        lambda t: 1000 + (t // 5) * 50 if t < 40 else 1350,  # grows, then stops
+        lambda t: 1000 + 40 * t + (600 if int(t) % 20 < 5 else 0),  # a batch in and out
+    ],
+    ids=["steps", "stops", "batches"],
+)
+def test_steps_and_batches_are_no_early_verdict(shape) -> None:
+    pts = _scans(shape, 10.0, 40.0)
+    assert not early_linear([p[0] for p in pts], [float(p[1]) for p in pts])
+
+
+def test_early_rule_needs_points_and_span() -> None:
+    xs = [0.0, 10.0, 20.0, 30.0, 40.0]
+    assert not early_linear(xs, [100.0, 200.0, 300.0, 400.0, 500.0])  # 5 points: too few
+    xs6 = [0.0, 6.0, 12.0, 18.0, 24.0, 30.0]
+    assert not early_linear(xs6, [100.0 * (i + 1) for i in range(6)])  # 30 s: too short
+    xs7 = [0.0, 6.0, 12.0, 18.0, 24.0, 30.0, 36.0]
+    assert early_linear(xs7, [100.0 * (i + 1) for i in range(7)])
+
+
+# -- the line of a container's entries, from the sampled heap (real process) ---------------------
+SCRIPT = textwrap.dedent(
+    r"""
+    import json, random, sys, time
+    from memdiag.leaks import heapprof
+    from memdiag.leaks.live import ContainerWatch, sampled_site
+    heapprof.start(64 * 1024)
+    from collections import OrderedDict
+    SESSIONS = {}
+    ROWS = []
+    LRU = OrderedDict()
+    cw = ContainerWatch()
+    for i in range(6):
+        for j in range(500):
+            key = f"session:{random.getrandbits(64):016x}:{time.time():.6f}"
+            SESSIONS[key] = bytes(960)  # DICT-SITE
+            ROWS.append((j, "x" * 600))  # LIST-SITE
+            LRU[i * 1000 + j] = bytes(1300)  # LRU-SITE
+        LRU.move_to_end(next(iter(LRU)))  # a hit on the oldest entry: an LRU
+        cw.scan(10.0 * i, interval=0.0, describe=set(cw._lens))
+    tags = ("DICT-SITE", "LIST-SITE", "LRU-SITE")
+    lines = {tag: n for n, t in enumerate(open(__file__), 1) for tag in tags if "# " + tag in t}
+    info = cw._info.get(id(SESSIONS), {})
+    print(json.dumps({"dict": sampled_site(SESSIONS), "list": sampled_site(ROWS), "lines": lines,
+                      "watch": {k: info.get(k) for k in ("line", "site_from", "holder")},
+                      "caches": sorted(ln for _f, ln in cw.cache_entry_lines()),
+                      "plain": sampled_site({i: i for i in range(200)})}))
+    """
+)
+
+
+@pytest.mark.skipif(not heapprof.available()[0], reason="the sampled profiler's C extension is not built")
+def test_sampled_entries_name_the_line_that_allocated_them(tmp_path) -> None:
+    """A dict keyed by fresh strings: named at the line that makes its values, not at the
+    key's; a list of tuples: at the line that builds them (one level down); a dict of small
+    ints (nothing sampled): no line. The watch records the line while the dict rises, and
+    an LRU's entry line is a cache's (a tracing window's site there is no leak)."""
+    script = tmp_path / "sessions.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["dict"]["line"] == got["lines"]["DICT-SITE"] and got["dict"]["file"] == str(script), got
+    assert got["dict"]["site_from"] == "sampled_entries" and got["dict"]["sampled_entries"] >= 1
+    assert got["list"]["line"] == got["lines"]["LIST-SITE"], got
+    assert got["plain"] is None
+    assert got["caches"] == [got["lines"]["LRU-SITE"]], got  # the LRU's entry line: a cache's, no leak
+    assert got["watch"] == {"line": got["lines"]["DICT-SITE"], "site_from": "sampled_entries",
+                            "holder": "__main__.SESSIONS"}, got
+
+
+def test_a_scan_that_waited_for_a_core_keeps_the_pace(monkeypatch) -> None:
+    """A scan whose wall time is mostly waiting for a core (CPU time short) keeps the 10 s
+    pace: at a load of 20 a 0.03 s scan measured 2.7 s of wall time and, counted whole,
+    pushed the next one 270 s away (no container verdict in the run)."""
+    import time as _time
+
+    from memdiag.leaks import live
+
+    real = live._gather_containers
+
+    def descheduled(*a, **k):
+        _time.sleep(0.3)  # stands in for the process waiting for a core
+        return real(*a, **k)
+
+    monkeypatch.setattr(live, "_gather_containers", descheduled)
+    cw = ContainerWatch()
+    cw.scan(0.0, interval=0.0)
+    assert cw.last_seconds >= 0.3 and cw.last_cpu_seconds < 0.05
+    assert cw.last_cost_seconds <= live.SCAN_WAIT_FACTOR * cw.last_cpu_seconds + 0.05 < cw.last_seconds
+    assert live.scan_interval(live.CONTAINER_SCAN_SECONDS, cw.last_cost_seconds) == live.CONTAINER_SCAN_SECONDS
+    # A scan that really works that long (CPU) counts whole.
+    assert live.scan_cost(2.0, 1.9) == 2.0 and live.scan_cost(2.7, 0.03) == pytest.approx(0.17)
