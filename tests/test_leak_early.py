@@ -115,6 +115,9 @@ SCRIPT = textwrap.dedent(
     from memdiag.leaks.live import ContainerWatch, sampled_site
     heapprof.start(64 * 1024)
     from collections import OrderedDict
+    class Row:  # (not a tuple: tuples, floats, lists and dicts are recycled through free
+        def __init__(self, j, text):  # lists, a recycled block keeps its first sample's line)
+            self.j, self.text = j, text
     SESSIONS = {}
     ROWS = []
     LRU = OrderedDict()
@@ -123,7 +126,7 @@ SCRIPT = textwrap.dedent(
         for j in range(500):
             key = f"session:{random.getrandbits(64):016x}:{time.time():.6f}"
             SESSIONS[key] = bytes(960)  # DICT-SITE
-            ROWS.append((j, "x" * 600))  # LIST-SITE
+            ROWS.append(Row(j, str(j) * 300))  # LIST-SITE
             LRU[i * 1000 + j] = bytes(1300)  # LRU-SITE
         LRU.move_to_end(next(iter(LRU)))  # a hit on the oldest entry: an LRU
         cw.scan(10.0 * i, interval=0.0, describe=set(cw._lens))
@@ -141,7 +144,8 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.skipif(not heapprof.available()[0], reason="the sampled profiler's C extension is not built")
 def test_sampled_entries_name_the_line_that_allocated_them(tmp_path) -> None:
     """A dict keyed by fresh strings: named at the line that makes its values, not at the
-    key's; a list of tuples: at the line that builds them (one level down); a dict of small
+    key's; a list of objects: at the line that builds them or their attributes (one level
+    down); a dict of small
     ints (nothing sampled): no line. The watch records the line while the dict rises, and
     an LRU's entry line is a cache's (a tracing window's site there is no leak)."""
     script = tmp_path / "sessions.py"

@@ -631,6 +631,18 @@ static PyObject *hp_py_reset(PyObject *self, PyObject *noargs) {
     Py_RETURN_NONE;
 }
 
+/* Under hp_mutex: what the profiler's tables take in malloc's in-use figure (their calloc'ed
+ * sizes, whatever part of them is written; rerouted blocks are Python's, counted already). */
+static size_t hk_tables_malloc_bytes(void) {
+    hp_live_table_t *t = atomic_load_explicit(&hp_live, memory_order_relaxed);
+    size_t n = (t ? t->cap * (sizeof(uintptr_t) + sizeof(hp_live_t)) : 0) + hp_retired_bytes;
+    if (hp_tables_ready)
+        n += (size_t)HP_FRAME_CAP_MAX * sizeof(hp_frame_t) + (size_t)hp_frame_index_cap * sizeof(uint32_t) +
+             (size_t)hp_pool_cap * sizeof(uint32_t) + (size_t)HP_STACKS_MAX * sizeof(hp_stack_t) +
+             (size_t)HP_STACK_CAP_MAX * sizeof(uint32_t);
+    return n;
+}
+
 /* malloc_held() -> None, or (epoch, python_bytes, own_bytes): the net bytes of malloc's
  * in-use figure that Python's blocks took since the counting hooks went in (epoch), and
  * what the profiler's own tables take from libc directly. None: not counted here (another
@@ -639,13 +651,13 @@ static PyObject *hp_py_malloc_held(PyObject *self, PyObject *noargs) {
     if (!hk_counting) Py_RETURN_NONE;
     int64_t held = hk_held_total();
     pthread_mutex_lock(&hp_mutex);
-    size_t own = hp_overhead_bytes() - atomic_load_explicit(&hp_rerouted_n, memory_order_relaxed) * HP_REROUTED_BYTES;
+    size_t own = hk_tables_malloc_bytes();
     pthread_mutex_unlock(&hp_mutex);
     return Py_BuildValue("(kLK)", hk_held_epoch, (long long)held, (unsigned long long)own);
 }
 
-/* sites_of(objects) -> [(count, live_bytes, frames)]: which of these objects' blocks are
- * sampled and live, grouped by the stack that allocated them (frames innermost first, as in
+/* sites_of(objects) -> [(count, bytes, frames)]: which of these objects' blocks are sampled
+ * and live (how many, their own sizes summed), grouped by the stack that allocated them (frames innermost first, as in
  * snapshot()). A container's entries looked up here name the line that allocated them with
  * certainty once one is sampled, where a line's sampled growth (a few samples a minute for
  * a slow leak) matches the container's rate only roughly. An object's block starts before
@@ -683,7 +695,7 @@ static PyObject *hp_py_sites_of(PyObject *self, PyObject *arg) {
                 }
                 if (j < ns) {
                     count[j] += 1.0;
-                    bytes[j] += (double)v->weight * (double)hp_live_size(v);
+                    bytes[j] += (double)hp_live_size(v);
                 }
                 break;
             }
@@ -729,7 +741,7 @@ static PyMethodDef hp_methods[] = {
     {"snapshot", hp_py_snapshot, METH_NOARGS, "(rows, stats) of the sampled heap"},
     {"reset", hp_py_reset, METH_NOARGS, "forget every sample"},
     {"sites_of", hp_py_sites_of, METH_O,
-     "sites_of(objects) -> [(count, live_bytes, frames)]: the sampled live blocks among these objects, by stack"},
+     "sites_of(objects) -> [(count, bytes, frames)]: the sampled live blocks among these objects, by stack"},
     {"malloc_held", hp_py_malloc_held, METH_NOARGS,
      "malloc_held() -> None | (epoch, python_bytes, own_bytes): Python's net bytes from malloc, counted"},
     {"weight", hp_py_weight, METH_VARARGS, "weight(size, mean): bytes a sample of this size stands for"},

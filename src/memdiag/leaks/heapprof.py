@@ -292,8 +292,9 @@ def snapshot() -> HeapProfile:
 
 def sites_of(objects: list[Any]) -> list[tuple[float, float, tuple[Frame, ...]]]:
     """The sampled live blocks among ``objects`` (each object's own block), by allocating
-    stack: ``[(count, live_bytes, stack)]``, innermost frame first, memdiag's frames left
-    out. Empty without the native sampler (the tracemalloc stand-in has no such table)."""
+    stack: ``[(count, bytes, stack)]`` (how many of them are sampled and their own sizes
+    summed), innermost frame first, memdiag's frames left out. Empty without the native
+    sampler (the tracemalloc stand-in has no such table)."""
     if _native is None or not objects:
         return []
     try:

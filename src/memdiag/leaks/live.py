@@ -735,6 +735,7 @@ def _describe(obj: Any, refs: list[Any]) -> dict[str, Any]:
 
 
 SAMPLED_ENTRIES_MAX = 20_000  # entries of one container looked up per scan (~1 ms)
+SAMPLED_DEEP_MAX = 4096  # newest values whose items/attributes are looked up too (8 each)
 
 
 def _entry_objects(obj: Any) -> tuple[list[Any], list[Any]]:
@@ -753,7 +754,7 @@ def _entry_objects(obj: Any) -> tuple[list[Any], list[Any]]:
             vals = list(obj)[:SAMPLED_ENTRIES_MAX]
     except RuntimeError:  # changed while read: the next scan
         return [], []
-    for v in vals[-256:]:
+    for v in vals[-SAMPLED_DEEP_MAX:]:
         if isinstance(v, (tuple, list)):
             keys.extend(v[:8])
         elif hasattr(v, "__dict__") and not isinstance(v, type):
@@ -765,15 +766,16 @@ def _entry_objects(obj: Any) -> tuple[list[Any], list[Any]]:
 
 def sampled_site(obj: Any) -> dict[str, Any] | None:
     """The line that allocated a container's entries, from the sampled heap: the stack of
-    the sampled live blocks among its values (the most of them), else among its keys and
-    what its values hold; None while none of them is sampled (or without the sampler)."""
+    the sampled live blocks among its values (the most bytes of them: a sample is about as
+    likely in any byte), else among its keys and what its values hold; None while none of
+    them is sampled (or without the sampler)."""
     for objs in _entry_objects(obj):
         best = None
         for count, nbytes, frames in _heapprof.sites_of(objs):
             f = blame_frame(frames)
             if f is None or not f.filename or _own(f.filename):
                 continue
-            if best is None or (count, nbytes) > (best[0], best[1]):
+            if best is None or (nbytes, count) > (best[1], best[0]):
                 best = (count, nbytes, frames, f)
         if best is not None:
             count, _nbytes, frames, f = best
