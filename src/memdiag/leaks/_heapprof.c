@@ -640,6 +640,7 @@ static size_t hk_tables_malloc_bytes(void) {
         n += (size_t)HP_FRAME_CAP_MAX * sizeof(hp_frame_t) + (size_t)hp_frame_index_cap * sizeof(uint32_t) +
              (size_t)hp_pool_cap * sizeof(uint32_t) + (size_t)HP_STACKS_MAX * sizeof(hp_stack_t) +
              (size_t)HP_STACK_CAP_MAX * sizeof(uint32_t);
+    if (hp_stack_objs != NULL) n += ((size_t)HP_FRAME_CAP_MAX + HP_STACK_CAP_MAX) * sizeof(PyObject *);
     return n;
 }
 
@@ -704,16 +705,12 @@ static PyObject *hp_py_sites_of(PyObject *self, PyObject *arg) {
     }
     pthread_mutex_unlock(&hp_mutex);
     Py_DECREF(seq);
+    if (ns > 0 && hp_obj_caches_init() < 0) return PyErr_NoMemory();
     hp_tls.guard++; /* our own objects are not sampled */
     PyObject *out = PyList_New(0);
     for (int j = 0; out != NULL && j < ns; j++) {
-        hp_stack_t *st = &hp_stacks[stack[j]]; /* stacks are never removed: read unlocked (see snapshot) */
-        PyObject *frames = PyTuple_New(st->nframes);
-        for (int f = 0; frames != NULL && f < st->nframes; f++) {
-            PyObject *fo = hp_frame_obj(hp_frame_pool[st->first + f]);
-            if (fo == NULL) Py_CLEAR(frames);
-            else PyTuple_SET_ITEM(frames, f, fo);
-        }
+        /* stacks are never removed: read unlocked (see snapshot); their tuples are cached */
+        PyObject *frames = hp_stack_obj(stack[j]);
         PyObject *row = frames ? Py_BuildValue("(ddN)", count[j], bytes[j], frames) : NULL;
         if (row == NULL || PyList_Append(out, row) < 0) Py_CLEAR(out);
         Py_XDECREF(row);

@@ -471,16 +471,16 @@ def _gather_py(
     return found, heads, picked
 
 
-SCAN_WAIT_FACTOR = 4.0  # a scan's wall time counts up to this many times its CPU time (+ 50 ms)
+SCAN_WAIT_FACTOR = 2.0  # a scan's wall time counts up to this many times its CPU time (+ 20 ms)
 
 
 def scan_cost(wall: float, cpu: float) -> float:
     """What a scan cost the application: its wall time (every other thread is held off
-    meanwhile), but at most SCAN_WAIT_FACTOR x its CPU time + 50 ms. On a loaded host the
+    meanwhile), but at most SCAN_WAIT_FACTOR x its CPU time + 20 ms. On a loaded host the
     rest is time the process waited for a core, which the application would have waited
     too: a 0.03 s scan measured 2.7 s of wall time at a load of 20, and counted whole it
     put the next scans 270 s away (no container verdict in that run)."""
-    return max(cpu, min(wall, SCAN_WAIT_FACTOR * cpu + 0.05))
+    return max(cpu, min(wall, SCAN_WAIT_FACTOR * cpu + 0.02))
 
 
 def scan_interval(base: float, last_seconds: float | None) -> float:
