@@ -32,6 +32,11 @@ against a service are held to it too.
 
 ``--before SRC`` adds the ``-S`` rows run with another tree: a ``src`` directory, or a git
 revision of this repository (its ``src`` is extracted to a temporary directory).
+
+``--count`` counts instead of timing: the instructions of one run of each ``-S`` command
+(cachegrind, ``valgrind --tool=cachegrind --cache-sim=no``), deterministic to a fraction of a
+percent whatever else the machine runs: the figure to compare trees by on a shared machine
+(the wall-time bar is still judged on a quiet one).
 """
 
 from __future__ import annotations
@@ -183,6 +188,29 @@ def report(times: dict[str, list[tuple[float, float]]], rounds: int) -> bool:
     return met
 
 
+def count(table: dict[str, tuple[list[str], str]], envs: dict[str, dict[str, str]]) -> None:
+    """Instructions of one run of each ``-S`` command under cachegrind, printed as a table."""
+    import re
+
+    irs: dict[str, float] = {}
+    for name, (argv, kind) in table.items():
+        if " -S" not in name:
+            continue
+        cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", *argv]
+        out = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=envs[kind])
+        m = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
+        if out.returncode != 0 or m is None:
+            raise SystemExit(f"{name}: cachegrind failed: {out.stderr[-2000:]}")
+        irs[name] = int(m.group(1).replace(",", "")) / 1e6
+    floor = irs["python -c pass -S"]
+    print(f"instructions of one run (cachegrind), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
+    print("| command | instructions | vs `python -S -c pass` | memdiag's own share |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, ir in irs.items():
+        own = f"{ir - floor:.1f} M" if name.startswith("memdiag") else ""
+        print(f"| `{name}` | {ir:.1f} M | {ir / floor:.2f}x | {own} |")
+
+
 def extract_src(rev: str) -> str:
     """``src`` of git revision ``rev`` of this repository, extracted to a temporary directory."""
     root = Path(__file__).resolve().parent.parent
@@ -195,6 +223,7 @@ def extract_src(rev: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--count", action="store_true", help="instructions of each -S command (cachegrind), no times")
     parser.add_argument(
         "--before",
         metavar="SRC|REV",
@@ -230,7 +259,9 @@ def main() -> int:
         url = svc.stdout.readline().strip()
         token = Path(runtime, f"{svc.pid}.token").read_text().strip()
         table = commands(str(svc.pid), str(sleeper.pid), url, token, bool(args.before), venv)
-        times = measure(table, envs, args.rounds)
+        times = None if args.count else measure(table, envs, args.rounds)
+        if args.count:
+            count(table, envs)
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -240,7 +271,8 @@ def main() -> int:
         shutil.rmtree(runtime, ignore_errors=True)
         shutil.rmtree(empty, ignore_errors=True)
         shutil.rmtree(venv_dir, ignore_errors=True)
-    report(times, args.rounds)
+    if times is not None:
+        report(times, args.rounds)
     return 0
 
 
