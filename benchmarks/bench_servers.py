@@ -7,26 +7,33 @@ Three servers, each a real process on 127.0.0.1 serving a small JSON endpoint ``
   aiohttp   ``aiohttp.web.run_app``, ``add_memory_routes(app)``
 
 "with" runs call ``memdiag.start()`` at import (default settings) and mount the API as
-docs/http.md says; "without" runs are the same app without either. Both servers of a
-framework run side by side and the rounds alternate (with, without, with, ...; the first
-of each pair alternates too), so the noise of this shared machine falls on both.
+docs/http.md says; "without" runs are the same app without either, and a second
+"without" server is the A/A control (``--no-control``: none): the ratio control/without
+is what the noise alone does to the figure. The servers of a framework run side by side
+and the rounds rotate their order, so the noise of this shared machine falls on all.
 
-The load generator is this process: ``--clients`` threads, each on its own keep-alive
-connection (``http.client``; gunicorn's sync workers close after each answer, the client
-reconnects), each pacing ``GET /`` at ``--rate / --clients`` per second, bounded by
-``--seconds`` and by ``--max-requests``. Beside them one mixer thread sends, about once a
-second, ``POST /api/memory/cleanup`` ``{}``, ``POST /api/memory/configure``
-``{"cache_shrink_fraction": ...}``, ``GET /api/memory/status`` and the health check (the
-same requests go to the server without memdiag and get 404 there: the same load). A
-failure is an application request that did not answer 2xx or raised, counted by cause.
-Every memdiag answer is checked: JSON of the documented shape, cleanup 200 or 429.
+The load generator: ``--clients`` threads of this process, each on its own keep-alive
+connection (``http.client``, which sets TCP_NODELAY and sends each request in one write;
+the servers' sockets have TCP_NODELAY too; gunicorn's sync workers close after each
+answer, the client reconnects), each pacing ``GET /`` at ``--rate / --clients`` per
+second, bounded by ``--seconds`` and by ``--max-requests``; latency is from the send to
+the last byte of the body. Each server first gets ``--warmup`` s of the same load, not
+measured (imports, first requests, memdiag's first sample and profile). Beside them a
+mixer *process* (so that reading memdiag's answers never holds this process's GIL while
+a client times its request) sends every ``--mixer-period`` s, in turn, ``POST /api/memory/cleanup`` ``{}``, ``POST
+/api/memory/configure`` ``{"cache_shrink_fraction": ...}``, ``GET /api/memory/status`` and
+the health check (the same requests go to the servers without memdiag and get 404 there:
+the same load). A failure is an application request that did not answer 2xx or raised,
+counted by cause. Every memdiag answer is checked: JSON of the documented shape, cleanup
+200 or 429.
 
 Per framework it prints requests, failures by cause, p50/p99 (medians over rounds),
-the p99 ratio with/without (median and the range of the per-round ratios) and the memdiag
-answers by endpoint and status.
+the p99 ratio with/without (median of medians, range and median of the per-round
+ratios), the same for the A/A control, and the memdiag answers by endpoint and status.
 
     python benchmarks/bench_servers.py [--rounds 6] [--seconds 30] [--rate 120] [--clients 6]
     python benchmarks/bench_servers.py --short          # 2 rounds of 4 s: about 20 s a framework
+    python benchmarks/bench_servers.py --count --frameworks fastapi,aiohttp   # instructions per request
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -277,21 +285,47 @@ def _mixer(port: int, stop_at: float, period: float, mounted: bool, out: dict[st
         time.sleep(max(0.0, min(period, stop_at - time.monotonic())))
 
 
+def _mixer_main(port: int, seconds: float, period: float, mounted: bool) -> None:
+    """The mixer process: waits for the start line on stdin, mixes, prints its results as JSON."""
+    out: dict[str, Any] = {"memdiag": Counter(), "memdiag_problems": []}
+    print("ready", flush=True)
+    sys.stdin.readline()
+    _mixer(port, time.monotonic() + seconds, period, mounted, out)
+    print(json.dumps(out), flush=True)
+
+
+def _start_mixer(port: int, seconds: float, period: float, mounted: bool) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, str(HERE / "bench_servers.py"), "--mixer", str(port), str(seconds),
+                             str(period), "1" if mounted else "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    assert proc.stdout is not None and proc.stdin is not None
+    if proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        raise RuntimeError(f"the mixer did not start: {proc.communicate()}")
+    return proc
+
+
 def load(port: int, seconds: float, *, mounted: bool, rate: float = 120.0, clients: int = 6,
          max_requests: int | None = None, mixer_period: float = 0.25) -> dict[str, Any]:
     """Drive one server for ``seconds``; returns requests, latencies (s), failures by cause,
     memdiag answers by "endpoint status" and any memdiag answer that was not well-formed."""
     out: dict[str, Any] = {"latencies": [], "failures": Counter(), "memdiag": Counter(), "memdiag_problems": []}
     budget = [max_requests if max_requests is not None else int(rate * seconds * 1.1) + clients]
+    mixer = _start_mixer(port, seconds, mixer_period, mounted) if mixer_period > 0 else None  # 0: app requests only
     stop_at = time.monotonic() + seconds
     threads = [threading.Thread(target=_app_client, args=(port, stop_at, clients / rate, budget, out))
                for _ in range(clients)]
-    if mixer_period > 0:  # 0: application requests only
-        threads.append(threading.Thread(target=_mixer, args=(port, stop_at, mixer_period, mounted, out)))
+    if mixer is not None:
+        mixer.stdin.write("go\n")  # type: ignore[union-attr]
+        mixer.stdin.flush()  # type: ignore[union-attr]
     for t in threads:
         t.start()
     for t in threads:
         t.join(seconds + 60)
+    if mixer is not None:
+        got = json.loads(mixer.communicate(timeout=seconds + 90)[0].strip().splitlines()[-1])
+        out["memdiag"].update(got["memdiag"])
+        out["memdiag_problems"] += got["memdiag_problems"]
     out["requests"] = len(out["latencies"]) + sum(out["failures"].values())
     return out
 
@@ -303,48 +337,164 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+# -- instructions per request (--count) ---------------------------------------------------------
+# What memdiag adds to each request of the application, free of this machine's noise: the
+# app in one process, under cachegrind, with N and 2N requests (the difference over N).
+# The memdiag parts are switched on one at a time, without the monitor's threads (their
+# work depends on wall time, which cachegrind stretches): "mount" the routes only,
+# "origins" the creation-site hooks of leak detection (audit hook, Thread.start, the asyncio
+# Task subclass), "heap" the sampled heap profiler at its default interval, "all" the three.
+
+PARTS = ("none", "mount", "origins", "heap", "all")
+_ASGI_SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+               "path": "/", "raw_path": b"/", "root_path": "", "query_string": b"", "headers": [(b"host", b"x")],
+               "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}  # fmt: skip
+
+
+def _parts_on(part: str) -> None:
+    if part in ("origins", "all"):
+        from memdiag.leaks import origins
+
+        origins.install()
+    if part in ("heap", "all"):
+        from memdiag.leaks import heapprof
+
+        heapprof.start(interval_bytes=512 * 1024)
+
+
+async def _count_fastapi(mount: bool, n: int) -> None:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    if mount:
+        from memdiag.http.fastapi import memory_router
+
+        app.include_router(memory_router())  # ahead of the app's route, as in the servers above
+    app.get("/")(_payload)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    for _ in range(n):
+        await app(dict(_ASGI_SCOPE), receive, send)
+
+
+async def _count_aiohttp(mount: bool, n: int) -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    async def index(request: web.Request) -> web.Response:
+        return web.json_response(_payload())
+
+    app = web.Application()
+    if mount:
+        from memdiag.http.aiohttp import add_memory_routes
+
+        add_memory_routes(app)
+    app.router.add_get("/", index)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(n):  # a keep-alive client on the same loop: its cost is the same in every run
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+    writer.close()
+    await runner.cleanup()
+
+
+def _count_run(framework: str, part: str, n: int) -> None:
+    """The process cachegrind runs: 50 requests of warm-up, then ``n``."""
+    import asyncio
+
+    run = {"fastapi": _count_fastapi, "aiohttp": _count_aiohttp}[framework]
+    mount = part in ("mount", "all")
+    _parts_on(part)
+    asyncio.run(run(mount, 50 + n))
+
+
+def _instructions(framework: str, part: str, n: int) -> int:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), "PYTHONHASHSEED": "0"}
+    out = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                          sys.executable, str(HERE / "bench_servers.py"), "--count-run", framework, part, str(n)],
+                         capture_output=True, text=True, timeout=3600, env=env)  # fmt: skip
+    m = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
+    if out.returncode != 0 or not m:
+        raise SystemExit(f"cachegrind {framework}/{part} failed: {out.stderr[-2000:]}")
+    return int(m.group(1).replace(",", ""))
+
+
+def count(frameworks: list[str], n: int) -> None:
+    print(f"instructions per request under cachegrind: (run with {2 * n} requests - run with {n}) / {n}, "
+          f"one process, PYTHONHASHSEED=0")
+    for fw in frameworks:
+        if fw not in ("fastapi", "aiohttp"):
+            print(f"{fw:8s} (not counted: gunicorn's workers are separate processes)")
+            continue
+        per = {p: (_instructions(fw, p, 2 * n) - _instructions(fw, p, n)) / n for p in PARTS}
+        print(f"{fw:8s} " + "  ".join(f"{p} {v / 1e3:.0f}k ({v / per['none'] - 1:+.1%})" for p, v in per.items()),
+              flush=True)
+
+
 # -- the benchmark -----------------------------------------------------------------------------
 
 
+ROLES = ("with", "without", "control")  # control: a second server without memdiag (A/A)
+
+
 def bench(framework: str, rounds: int, seconds: float, rate: float, clients: int,
-          mixer_period: float = 0.25) -> dict[str, Any]:
-    res: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+          mixer_period: float = 0.25, control: bool = True, warmup: float = 10.0) -> dict[str, Any]:
+    roles = ROLES if control else ROLES[:2]
+    res: dict[str, list[dict[str, Any]]] = {k: [] for k in roles}
+    mounted = {k: k == "with" for k in roles}
     with ExitStack() as stack:
-        ports = {m: stack.enter_context(running(framework, m))[0] for m in (True, False)}
+        ports = {k: stack.enter_context(running(framework, mounted[k]))[0] for k in roles}
+        for k in roles:  # not measured: imports, first requests, memdiag's first sample and profile
+            load(ports[k], warmup, mounted=mounted[k], rate=rate, clients=clients, mixer_period=mixer_period)
         for r in range(rounds):
-            order = (True, False) if r % 2 == 0 else (False, True)
-            for m in order:
-                res[m].append(load(ports[m], seconds, mounted=m, rate=rate, clients=clients,
+            order = roles[r % len(roles):] + roles[: r % len(roles)]
+            for k in order if r % 2 == 0 else order[::-1]:
+                res[k].append(load(ports[k], seconds, mounted=mounted[k], rate=rate, clients=clients,
                                    mixer_period=mixer_period))
-            w, wo = res[True][-1], res[False][-1]
-            print(f"  {framework} round {r + 1}: p99 with {_pct(w['latencies'], .99) * 1e3:.2f} ms, "
-                  f"without {_pct(wo['latencies'], .99) * 1e3:.2f} ms", flush=True)
-        healthy = {m: _ready(ports[m], m) for m in (True, False)}
+            print(f"  {framework} round {r + 1}: p99 " + ", ".join(
+                f"{k} {_pct(res[k][-1]['latencies'], .99) * 1e3:.2f} ms" for k in roles), flush=True)
+        healthy = all(_ready(ports[k], mounted[k]) for k in roles)
     return {"rounds": res, "healthy_after": healthy}
 
 
+def _ratio_line(framework: str, label: str, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
+    ratios = [_pct(x["latencies"], .99) / _pct(y["latencies"], .99) for x, y in zip(a, b)]
+    med = [statistics.median(_pct(x["latencies"], q) for x in rs) for rs in (a, b) for q in (.50, .99)]
+    print(f"{framework:8s} {label}: p99 median of medians {med[1] / med[3]:.2f}, per-round ratios "
+          f"{min(ratios):.2f}-{max(ratios):.2f} (median {statistics.median(ratios):.2f}); p50 {med[0] / med[2]:.2f}")
+
+
 def summarize(framework: str, result: dict[str, Any]) -> None:
-    rows = []
-    for m in (True, False):
-        rs = result["rounds"][m]
+    labels = {"with": "with memdiag   ", "without": "without memdiag", "control": "control (A/A)  "}
+    for k, rs in result["rounds"].items():
         fails: Counter[str] = sum((x["failures"] for x in rs), Counter())
         p50 = statistics.median(_pct(x["latencies"], .50) for x in rs) * 1e3
         p99 = statistics.median(_pct(x["latencies"], .99) for x in rs) * 1e3
-        rows.append((m, sum(x["requests"] for x in rs), fails, p50, p99))
-    for m, n, fails, p50, p99 in rows:
-        label = "with memdiag   " if m else "without memdiag"
-        causes = ", ".join(f"{k}: {v}" for k, v in sorted(fails.items())) or "none"
-        print(f"{framework:8s} {label}  requests {n:6d}  failures {sum(fails.values())} ({causes})  "
-              f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
-    ratios = [_pct(w["latencies"], .99) / _pct(o["latencies"], .99)
-              for w, o in zip(result["rounds"][True], result["rounds"][False])]
-    print(f"{framework:8s} p99 with/without: median of medians {rows[0][4] / rows[1][4]:.2f}, "
-          f"per-round ratios {min(ratios):.2f}-{max(ratios):.2f} (median {statistics.median(ratios):.2f})")
-    answers: Counter[str] = sum((x["memdiag"] for x in result["rounds"][True]), Counter())
-    problems = [p for x in result["rounds"][True] + result["rounds"][False] for p in x["memdiag_problems"]]
+        causes = ", ".join(f"{c}: {v}" for c, v in sorted(fails.items())) or "none"
+        print(f"{framework:8s} {labels[k]}  requests {sum(x['requests'] for x in rs):6d}  failures "
+              f"{sum(fails.values())} ({causes})  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+    rounds = result["rounds"]
+    _ratio_line(framework, "with/without   ", rounds["with"], rounds["without"])
+    if "control" in rounds:
+        _ratio_line(framework, "control/without", rounds["control"], rounds["without"])
+    answers: Counter[str] = sum((x["memdiag"] for x in rounds["with"]), Counter())
+    problems = [p for rs in rounds.values() for x in rs for p in x["memdiag_problems"]]
     print(f"{framework:8s} memdiag answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(answers.items())))
     print(f"{framework:8s} malformed memdiag answers: {len(problems)} {problems[:3]}; "
-          f"healthy after: {result['healthy_after'][True] and result['healthy_after'][False]}")
+          f"healthy after: {result['healthy_after']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,20 +506,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     ap.add_argument("--mixer-period", type=float, default=0.25,
                     help="seconds between memdiag requests (cleanup, configure, status, health); 0: none")
+    ap.add_argument("--warmup", type=float, default=10.0, help="seconds of unmeasured load on each server first")
+    ap.add_argument("--no-control", action="store_true", help="no A/A control server (a third of the time saved)")
     ap.add_argument("--short", action="store_true", help="2 rounds of 4 s")
     ap.add_argument("--serve", choices=["aiohttp"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--count", action="store_true", help="instructions per request under cachegrind, by memdiag part")
+    ap.add_argument("--count-requests", type=int, default=300, help="--count: requests in the shorter run")
+    ap.add_argument("--count-run", nargs=3, help=argparse.SUPPRESS)  # framework part n: the counted process
+    ap.add_argument("--mixer", nargs=4, help=argparse.SUPPRESS)  # port seconds period mounted: the mixer process
     a = ap.parse_args(argv)
     if a.serve:
         aiohttp_main(a.port)
+        return 0
+    if a.count_run:
+        _count_run(a.count_run[0], a.count_run[1], int(a.count_run[2]))
+        return 0
+    if a.count:
+        count(a.frameworks.split(","), a.count_requests)
+        return 0
+    if a.mixer:
+        _mixer_main(int(a.mixer[0]), float(a.mixer[1]), float(a.mixer[2]), a.mixer[3] == "1")
         return 0
     if a.short:
         a.rounds, a.seconds = 2, 4.0
     with open("/proc/loadavg") as f:
         print(f"load average {f.read().split()[0]} on {os.cpu_count()} cores; {a.rounds} rounds x {a.seconds:g} s "
-              f"per server, {a.rate:g} req/s over {a.clients} clients", flush=True)
+              f"per server after {a.warmup:g} s of warm-up, {a.rate:g} req/s over {a.clients} clients, memdiag "
+              f"requests every {a.mixer_period:g} s", flush=True)
     for fw in a.frameworks.split(","):
-        summarize(fw, bench(fw, a.rounds, a.seconds, a.rate, a.clients, a.mixer_period))
+        summarize(fw, bench(fw, a.rounds, a.seconds, a.rate, a.clients, a.mixer_period, not a.no_control, a.warmup))
     return 0
 
 
