@@ -106,6 +106,27 @@ def _line_of(text: str) -> int:
         return next(i for i, line in enumerate(fh, 1) if text in line and "_line_of" not in line)
 
 
+def test_sites_are_memoised_per_instruction_not_per_function() -> None:
+    """site_of memoises the line by (code, instruction offset): two creation sites in one
+    function stay two lines, on every call (reading f_lineno decodes the line table)."""
+    loop = asyncio.new_event_loop()
+    origins.install()
+
+    def two_sites() -> tuple:
+        first = loop.create_task(asyncio.sleep(0))  # MEMO-A
+        second = loop.create_task(asyncio.sleep(0))  # MEMO-B
+        return first, second
+
+    try:
+        for _ in range(3):
+            tasks = two_sites()
+            sites = origins.tasks_by_site(tasks)
+            assert sites == {(HERE, _line_of("# MEMO-A")): 1, (HERE, _line_of("# MEMO-B")): 1}, sites
+            loop.run_until_complete(asyncio.gather(*tasks))
+    finally:
+        loop.close()
+
+
 def test_fd_socket_thread_task_child_sites_and_verdicts(tmp_path) -> None:
     origins.install()
     rs = ResourceSites()

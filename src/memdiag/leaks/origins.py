@@ -64,6 +64,8 @@ _paths: OrderedDict[str, Site] = OrderedDict()  # path opened -> its last opener
 _sockets: weakref.WeakKeyDictionary[Any, Site] = weakref.WeakKeyDictionary()
 _popens: weakref.WeakKeyDictionary[Any, Site] = weakref.WeakKeyDictionary()
 _site_cache: dict[Any, Site | None] = {}  # code object -> OWN / None (stdlib) for fast walks
+_line_cache: dict[tuple[Any, int], Site] = {}  # (code, instruction offset) -> its site (see site_of)
+MAX_LINE_CACHE = 20000
 
 
 def _classify(code: Any) -> Site | None:
@@ -89,14 +91,28 @@ _APP: Site = ("<app>", -1)
 
 
 def site_of(frame: Any, limit: int = 64) -> Site | None:
-    """The creating site for a stack starting at ``frame`` (OWN, or None if only stdlib)."""
+    """The creating site for a stack starting at ``frame`` (OWN, or None if only stdlib).
+
+    The site is memoised by (code, instruction offset): ``f_lineno`` decodes the code's
+    line table from its start, ~90k instructions in a long function such as aiohttp's
+    request loop, which creates a task per request (+20 % per request,
+    ``benchmarks/bench_servers.py --count``); the offset is free to read.
+    """
     f = frame
     while f is not None and limit > 0:
-        c = _classify(f.f_code)
+        code = f.f_code
+        c = _classify(code)
         if c is OWN:
             return OWN
         if c is _APP:
-            return (f.f_code.co_filename, f.f_lineno)
+            key = (code, f.f_lasti)
+            site = _line_cache.get(key)
+            if site is None:
+                site = (code.co_filename, f.f_lineno)
+                if len(_line_cache) >= MAX_LINE_CACHE:
+                    _line_cache.clear()
+                _line_cache[key] = site
+            return site
         f = f.f_back
         limit -= 1
     return None
