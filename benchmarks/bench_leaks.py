@@ -578,7 +578,7 @@ def scenario_kinds(quick: bool, heap_profile: str, only: str | None, rate: float
             results.append(json.loads(out.strip().splitlines()[-1]))
         except (IndexError, ValueError):
             results.append({"kind": k, "error": err[-1500:]})
-        print(f"  done {k}: {json.dumps(results[-1], default=str)[:1500]}", flush=True)
+        print(f"  done {k}: {json.dumps(results[-1], default=str)[:1500]}", file=sys.stderr, flush=True)  # progress
     print(f"{'scenario':<17} {'top at':>7} {'bar':>5} {'kind':<16} {'rate':>12} {'truth':>12} {'err':>6} own  verdict")
     for r in results:
         k = r["kind"]
