@@ -245,3 +245,25 @@ def test_end_to_end_native_named_and_python_never_native(tmp_path) -> None:
     assert abs(nat["found"]["growth_bytes_per_min"] - truth) <= 0.25 * truth, nat
     assert "memdiag run" in nat["found"]["suggestion"], nat
     assert py["natives"] == [], py
+
+
+def test_a_followed_container_at_a_caches_entry_line_is_no_suspect(diag, monkeypatch) -> None:
+    """A tracing window named an LRU while it filled; the follower sees it grow on (it fills
+    ever more slowly) and would make it a suspect. The live heap knows that line as a
+    cache's entry line (the LRU evicts and reorders): no suspect (the 10-minute twin_warmup's
+    false alarm at 218 s). Another line stays a suspect."""
+    from memdiag.leaks.detector import LeakDetector
+
+    det = LeakDetector(diag)
+
+    def item(line: int) -> dict:
+        return {"container": {"file": "/srv/app.py", "line": line, "type": "OrderedDict", "holder": None},
+                "site": {"growth_bytes_per_min": 7e5, "consistent": True}, "followed_seconds": 120.0,
+                "items_per_min": 200.0, "len": 9000, "window_id": 1}  # fmt: skip
+
+    monkeypatch.setattr(det.follower, "growing", lambda now, confirm: [item(92), item(7)])
+    monkeypatch.setattr(type(det.live), "heap_running", property(lambda self: True))
+    monkeypatch.setattr(det.live, "cache_lines", lambda: {("/srv/app.py", 92)})
+    found: dict = {}
+    det._window_memory(diag, diag.config, time.time(), 128 * 1024.0, found, {})
+    assert set(found) == {"python_objects:/srv/app.py:7"}, found

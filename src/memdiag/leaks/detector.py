@@ -330,9 +330,13 @@ class LeakDetector:
         rss_rate = recent_t.slope_per_second * 60.0 if recent_t is not None else None
         # Sites whose container went on growing after the window named it: leaks, whatever
         # RSS does meanwhile (a warm-up elsewhere can hide a slow leak in the RSS trend).
+        # Not a site that fills a cache the live heap saw evict or reorder (an LRU filling
+        # slowly keeps growing after the window named it: the 10-minute twin_warmup).
+        caches = self.live.cache_lines() if self.live.heap_running else set()
         for item in self.follower.growing(now, confirm):
             fs = followed_suspect(item, rss_rate, window)
-            found[fs["id"]] = fs
+            if (fs.get("file"), fs.get("line")) not in caches:
+                found[fs["id"]] = fs
         if growing:
             assert recent_t is not None
             self._growth_verdict(cfg, now, floor, recent_t, heap_t, malloc_t, found)
