@@ -247,6 +247,22 @@ static void hk_free(void *ctx, void *ptr) {
     c->orig.free(c->orig.ctx, ptr);
 }
 
+/* The MEM/OBJ realloc over plain pymalloc, without a guard and with a tail call. pymalloc
+ * hands the raw allocator every block it does not serve: a request over 512 bytes
+ * (PyMem_RawMalloc) and a block that already is the raw allocator's (PyMem_RawRealloc), so
+ * the RAW hooks count, sample and untrack those themselves; this hook counts only the
+ * requests of up to 512 bytes, and tail-calls pymalloc (~12 instructions instead of ~29
+ * with the guard and a call). The one case counted twice: a raw block (a rerouted sample,
+ * a large block shrinking) reallocated to 512 bytes or less: its bytes advance the
+ * countdown in both hooks (rare; the weights stay those of the sizes counted). The
+ * countdown crossed: call pymalloc, then sample the result (moved to a rerouted block). A
+ * sampled block's own realloc comes back through the RAW realloc hook, which untracks it. */
+static __attribute__((noinline)) void *hk_realloc_pymalloc(hook_ctx_t *c, void *ptr, size_t size) {
+    void *p = c->orig.realloc(c->orig.ctx, ptr, size);
+    if (p != NULL && hp_crossed(&hp_tls, size)) return hk_move_sampled(c, p, size); /* not under the guard */
+    return p;
+}
+
 /* The fast paths again, specialised per domain, installed when no preload shim is
  * present (the generic hooks above serve `memdiag run`): the allocator found is read from
  * a static rather than through ctx, and the shim is not asked about, so that hk_malloc's
@@ -278,20 +294,28 @@ static void hk_free(void *ctx, void *ptr) {
         }                                                                                         \
         return hk_calloc_slow(&hk_ctx[I], nelem, elsize);                                         \
     }                                                                                             \
-    static void *hk_realloc_##SFX(void *ctx, void *ptr, size_t size) {                            \
-        (void)ctx;                                                                                \
+    static __attribute__((noinline)) void *hk_realloc_guarded_##SFX(void *ptr, size_t size) {     \
         hp_tls_t *t = &hp_tls;                                                                    \
-        /* rerouting: every tracked block is the raw allocator's, seen by the RAW realloc hook */ \
-        if (!hk_ctx[I].reroute) hp_untrack(ptr);                                                  \
+        hp_untrack(ptr);                                                                          \
         if (t->guard) return hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size);               \
         t->guard = 1; /* a realloc may move a small block to the raw allocator */                 \
         void *p = hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size);                          \
         t->guard = 0;                                                                             \
-        if (hp_should_sample(size) && p != NULL) {                                                \
-            if (hk_ctx[I].reroute && size <= HK_PYMALLOC_MAX) return hk_move_sampled(&hk_ctx[I], p, size); \
-            hk_sampled(p, size, &hk_ctx[I]);                                                      \
-        }                                                                                         \
+        if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, &hk_ctx[I]);                 \
         return p;                                                                                 \
+    }                                                                                             \
+    static void *hk_realloc_##SFX(void *ctx, void *ptr, size_t size) {                            \
+        (void)ctx;                                                                                \
+        if (__builtin_expect(!hk_ctx[I].reroute, 0)) return hk_realloc_guarded_##SFX(ptr, size);  \
+        /* plain pymalloc: see hk_realloc_pymalloc */                                             \
+        if (size > HK_PYMALLOC_MAX) return hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size); \
+        hp_tls_t *t = &hp_tls;                                                                    \
+        int64_t left = t->countdown - (int64_t)size;                                              \
+        if (__builtin_expect(left > 0, 1)) {                                                      \
+            t->countdown = left;                                                                  \
+            return hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size);                         \
+        }                                                                                         \
+        return hk_realloc_pymalloc(&hk_ctx[I], ptr, size);                                        \
     }
 #define HK_FAST_FREE(I, SFX)                                                                      \
     static void hk_free_##SFX(void *ctx, void *ptr) {                                             \
