@@ -447,39 +447,43 @@ def test_snapshot_is_cheap_and_exports_a_real_profile(sampler: None, tmp_path) -
     del keep
 
 
-def test_reallocs_under_and_over_pymallocs_limit_keep_the_live_heap_exact() -> None:
-    """Interval 1 byte (every allocation sampled, weight 1). Over plain pymalloc the mem and
-    object realloc hooks count only requests of up to 512 bytes (tail-calling pymalloc, no
-    guard); larger ones and reallocs of raw blocks reach the raw hooks, which count, sample
-    and untrack them. Buffers grown by realloc to ~208 and ~808 bytes: each live one is seen
-    once, at its final size, and none is left once they are freed."""
-    heapprof.stop()
-    heapprof.start(1, 4)
-    try:
+REALLOC_SCRIPT = """
+import json, os, sys
+from memdiag.leaks import heapprof
+heapprof.start(1, 4)
+def grow(n):
+    b = bytearray(8)
+    for _ in range(n):
+        b += b"x" * 40  # GROW-SITE
+    return b
+keep = [grow(5) for _ in range(2000)] + [grow(20) for _ in range(2000)]
+line = [n for n, t in enumerate(open(__file__), 1) if "GROW-SITE" in t and "n, t" not in t][0]
+def at_line():
+    sites = [s for s in heapprof.snapshot().sites if s.stack and s.stack[0].lineno == line]
+    return sum(s.live_count for s in sites), sum(s.live_bytes for s in sites)
+count, size = at_line()
+expected = sum(len(b) + 1 for b in keep)
+del keep
+print(json.dumps({"count": count, "size": size, "expected": expected, "after": at_line()[0],
+                  "dropped": heapprof.stats()["dropped"]}))
+"""
 
-        def grow(n: int) -> bytearray:
-            b = bytearray(8)
-            for _ in range(n):
-                b += b"x" * 40  # GROW-SITE
-            return b
 
-        keep = [grow(5) for _ in range(2000)] + [grow(20) for _ in range(2000)]
-        line = _line_of("GROW-SITE")
-
-        def at_line() -> tuple[float, float]:
-            here = os.path.abspath(__file__)
-            sites = [s for s in heapprof.snapshot().sites if s.stack and s.stack[0].filename == here
-                     and s.stack[0].lineno == line]  # fmt: skip
-            return sum(s.live_count for s in sites), sum(s.live_bytes for s in sites)
-
-        count, size = at_line()
-        assert count == pytest.approx(4000, abs=0.5)  # one buffer each (the objects are made elsewhere)
-        assert size == pytest.approx(sum(len(b) + 1 for b in keep), rel=0.02)
-        del keep
-        assert at_line()[0] == pytest.approx(0, abs=0.5)
-        assert heapprof.stats()["dropped"] == 0
-    finally:
-        heapprof.stop()
+def test_reallocs_under_and_over_pymallocs_limit_keep_the_live_heap_exact(tmp_path) -> None:
+    """Interval 1 byte (every allocation sampled, weight 1), in a fresh process (its stack
+    table empty). Over plain pymalloc the mem and object realloc hooks count only requests
+    of up to 512 bytes (tail-calling pymalloc, no guard); larger ones and reallocs of raw
+    blocks reach the raw hooks, which count, sample and untrack them. Buffers grown by
+    realloc to ~208 and ~808 bytes: each live one is seen once, at its final size, and none
+    is left once they are freed."""
+    script = tmp_path / "grow.py"
+    script.write_text(REALLOC_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["count"] == pytest.approx(4000, abs=0.5), got  # one buffer each (objects are made elsewhere)
+    assert got["size"] == pytest.approx(got["expected"], rel=0.02), got
+    assert got["after"] == pytest.approx(0, abs=0.5) and got["dropped"] == 0, got
 
 
 def test_snapshots_reuse_the_objects_of_known_stacks(sampler: None) -> None:
