@@ -274,7 +274,7 @@ SAMPLE_BYTES_PER_PROCESS = 200  # a Sample's share per process row (children + 1
 HEAP_PROFILER_BOUND = (
     "the sampler's tables, filled from the front and counted by the pages written: frames (<= 65536), "
     "stacks (<= 12287), live sampled blocks (<= 65536; one per heap_sample_interval of live heap) and "
-    "small blocks rerouted to malloc (<= 16384 x 529 B)"
+    "small blocks rerouted to malloc (<= 16384 x 529 B), and the frame and stack tuples snapshots reuse"
 )
 
 

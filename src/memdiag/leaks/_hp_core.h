@@ -541,8 +541,12 @@ static size_t hp_bound_bytes(void) {
     size_t live_max = (size_t)HP_LIVE_CAP_MAX * (sizeof(uintptr_t) + sizeof(hp_live_t));
     /* current + every retired key array (a geometric series below the largest) */
     /* plus the rerouted blocks' room, if every live sample were one (see _heapprof.c) */
+    /* and the snapshot's object caches (see hp_frame_obj, hp_stack_obj): their pointer
+     * arrays and the estimates they add per frame and per stack of at most hp_max_frames */
+    size_t caches = (size_t)(HP_FRAME_CAP_MAX + HP_STACK_CAP_MAX) * sizeof(PyObject *) + (size_t)HP_FRAME_CAP_MAX * 96u +
+                    (size_t)HP_STACKS_MAX * (40u + 8u * (size_t)hp_max_frames);
     return hp_fixed_bytes() + live_max + (size_t)HP_LIVE_CAP_MAX * sizeof(uintptr_t) +
-           (size_t)HP_REROUTED_MAX * HP_REROUTED_BYTES;
+           (size_t)HP_REROUTED_MAX * HP_REROUTED_BYTES + caches;
 }
 
 static size_t hp_overhead_bytes(void) {
