@@ -186,3 +186,22 @@ def test_a_scan_that_waited_for_a_core_keeps_the_pace(monkeypatch) -> None:
     # a scan that really works that long (CPU) counts whole.
     assert live.scan_interval(live.CONTAINER_SCAN_SECONDS, live.scan_cost(2.7, 0.03)) == live.CONTAINER_SCAN_SECONDS
     assert live.scan_cost(2.0, 1.9) == 2.0 and live.scan_cost(2.7, 0.03) == pytest.approx(0.08)
+
+
+def test_a_tracing_windows_site_needs_the_live_heap_to_see_its_line_grow() -> None:
+    """A 5 s window sees a memo that fills ever more slowly still insert (the 10-minute
+    twin_warmup's false suspect at 333 s, 0.53 MB/min): with the heap profile running, the
+    window's site stands only if the live heap sees that line grow at half its rate or more."""
+    from memdiag.leaks.heapprof import Frame, HeapProfile, HeapSite
+    from memdiag.leaks.livecheck import LiveChecker
+
+    lc = LiveChecker()
+    for i in range(31):  # a snapshot every 5 s over 150 s
+        t = 1000.0 + 5 * i
+        leak = HeapSite((Frame("/srv/app.py", 10, "f"),), "python", 1e6 * t / 60 - 1e6 * 1000 / 60, 1.0, 0.0, 0.0)
+        memo = HeapSite((Frame("/srv/app.py", 20, "g"),), "python", 12e6 * (1 - math.exp(-(t - 700) / 75)), 1.0, 0.0, 0.0)
+        lc.heap.add(HeapProfile(t, (leak, memo), 524288, 2, 0, 0, "native"), t)
+    now = 1150.0
+    assert lc.line_grows("/srv/app.py", 10, now, 0.5e6)  # a leak at 1 MB/min
+    assert not lc.line_grows("/srv/app.py", 20, now, 0.5 * 0.53e6)  # the memo's last inserts
+    assert not lc.line_grows("/srv/app.py", 30, now, 1.0)  # a line the live heap never saw

@@ -412,6 +412,10 @@ class LeakDetector:
                         continue  # the live heap explained the growth (or measured it)
                     if (ms.get("file"), ms.get("line")) in caches:
                         continue  # a cache's turnover seen by the window (its entries' line)
+                    if ms["kind"] == "python_objects" and self.live.heap_running and not self.live.line_grows(
+                        ms.get("file"), ms.get("line"), now, 0.5 * float(ms.get("growth_bytes_per_min") or 0.0)
+                    ):
+                        continue  # the live heap does not see that line grow (a warm-up's last inserts)
                     ms = self._native_rate(ms, now, floor)
                     if ms is not None:
                         found.setdefault(ms["id"], ms)

@@ -199,6 +199,15 @@ class LiveChecker:
         python = (before[1] + after[1]) / 2.0
         self.native.append((now, float(mi.in_use) - python - float(after[2])))
 
+    def line_grows(self, file: str | None, line: int | None, now: float, min_rate: float) -> bool:
+        """Whether the live heap sees ``file:line`` grow by at least ``min_rate`` bytes/min
+        over the recent horizon (a tracing window's few seconds are no proof: a memo that
+        fills ever more slowly still inserts during them)."""
+        with self._lock:
+            rows = self.heap.slopes(now)
+        return any(r["file"] == file and r["line"] == line and r["domain"] == "python"
+                   and r["growth_bytes_per_min"] >= min_rate for r in rows)
+
     def cache_lines(self) -> set[tuple[str, int]]:
         """Lines that fill a cache that evicts or reorders (see ContainerWatch.cache_entry_lines)."""
         with self._lock:
