@@ -56,6 +56,10 @@ if sys.implementation.name == "cpython" and sys.platform.startswith("linux"):
             optional=True,
         )
     )
+    # gc.get_objects() / get_referrers() without the tuples other threads are building.
+    _EXTENSIONS.append(
+        Extension("memdiag.probes._gcwalk", ["src/memdiag/probes/_gcwalk.c"], extra_compile_args=_CFLAGS, optional=True)
+    )
     # The container scan's walk over gc.get_objects() (leak detection), in C.
     _EXTENSIONS.append(
         Extension("memdiag.leaks._scan", ["src/memdiag/leaks/_scan.c"], extra_compile_args=_CFLAGS, optional=True)

@@ -125,3 +125,51 @@ def test_asan_build_of_the_walk(tmp_path) -> None:
     script.write_text(ASAN_SCRIPT)
     out = asan_run([str(script), str(so), os.path.dirname(os.path.abspath(__file__))])
     assert out.startswith("ok ") and str(so) in out
+
+
+GCWALK_ASAN_SCRIPT = textwrap.dedent(
+    """
+    import gc, importlib.util, sys, threading
+    spec = importlib.util.spec_from_file_location("memdiag.probes._gcwalk", sys.argv[1])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stop = threading.Event()
+    def gen():
+        for i in range(100):
+            sum(range(20))
+            yield i
+    def builder():
+        while not stop.is_set():
+            tuple(gen())
+    threads = [threading.Thread(target=builder) for _ in range(3)]
+    for t in threads:
+        t.start()
+    heap = [(i, [i]) for i in range(50_000)]
+    for round in range(40):
+        objs, pairs = mod.objects(round % 2 == 0)
+        assert sum(n for _, n in pairs) >= len(objs) if pairs is not None else pairs is None
+        assert not any(type(o) is tuple and sys.getrefcount(o) <= 3 for o in objs[:1000] if o is not objs)
+        del objs
+        assert any(r is heap for r in mod.referrers(heap[round]))
+        for bad in ((), None):
+            mod.referrers(bad)
+    stop.set()
+    for t in threads:
+        t.join()
+    print("ok", mod.__file__)
+    """
+)
+
+
+@pytest.mark.slow
+def test_asan_build_of_the_gc_walk(tmp_path) -> None:
+    """``probes/_gcwalk.c`` built with -fsanitize=address, its lists taken 40 times while
+    threads build tuples from generators."""
+    from ._asan import asan_build, asan_run  # not at the top: see test_asan_build_of_the_walk
+    from memdiag.probes import python as pyprobe
+
+    so = asan_build(os.path.join(os.path.dirname(pyprobe.__file__), "_gcwalk.c"), tmp_path)
+    script = tmp_path / "asan_gcwalk.py"
+    script.write_text(GCWALK_ASAN_SCRIPT)
+    out = asan_run([str(script), str(so)])
+    assert out.startswith("ok ") and str(so) in out

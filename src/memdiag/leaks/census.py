@@ -12,7 +12,6 @@ Only containers and instances are GC-tracked: a leak of ``bytes`` or ``str`` sho
 from __future__ import annotations
 
 import collections
-import gc
 import itertools
 import time
 from collections import Counter, deque
@@ -20,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..probes.python import exclusive_gil
+from ..probes.python import exclusive_gil, tracked_objects
 
 __all__ = ["CONTAINER_TYPES", "CensusHistory", "container_lengths", "type_census", "type_name"]
 
@@ -46,12 +45,11 @@ def type_census(objects: list[Any] | None = None, *, max_objects: int = 1_000_00
         max_objects: above this many objects, count every k-th and scale by k.
     """
     if objects is None:
-        # No other thread may run while the list holds references (see exclusive_gil).
+        # Counted in the same pass that takes the list, tuples under construction included
+        # (see tracked_objects); exclusive_gil keeps finalizers off.
         with exclusive_gil():
-            objs = gc.get_objects()
-            counts = _count(objs, max_objects)
-            del objs
-        return counts
+            counts = tracked_objects(count=True)[1]
+        return counts or {}
     return _count(objects, max_objects)
 
 

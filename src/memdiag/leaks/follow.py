@@ -11,12 +11,11 @@ anchor; one that stopped, or was freed, is not.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections import deque
 from typing import Any
 
-from ..probes.python import exclusive_gil
+from ..probes.python import exclusive_gil, tracked_objects
 from .census import CONTAINER_TYPES, type_name
 
 __all__ = ["ContainerFollower"]
@@ -59,8 +58,8 @@ class ContainerFollower:
         wanted = self._items
         seen: dict[int, tuple[str, int]] = {}
         types = CONTAINER_TYPES
-        with exclusive_gil():  # no other thread may run while the list holds references
-            for o in gc.get_objects():
+        with exclusive_gil():  # the fallback's safety; finalizers stay off (see tracked_objects)
+            for o in tracked_objects()[0]:
                 if type(o) in types and id(o) in wanted:
                     seen[id(o)] = (type_name(type(o)), len(o))
             o = None

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..probes.python import STDLIB_DIRS, exclusive_gil
+from ..probes.python import STDLIB_DIRS, exclusive_gil, referrers, tracked_objects
 from ..stats import theil_sen, thin, trend
 from . import heapprof as _heapprof
 from .census import type_name
@@ -416,8 +416,8 @@ def _gather_containers(
     The walk is ``_scan.gather`` (C, a few ns per object) where it is built, else
     :func:`_gather_py` (``native=False`` forces it); other threads wait either way.
     """
-    with exclusive_gil():  # no other thread may run while the list holds references
-        objs = gc.get_objects()
+    with exclusive_gil():  # the fallback's safety; finalizers stay off (see tracked_objects)
+        objs = tracked_objects()[0]
         if native and _scan_gather is not None:
             found, heads, picked = _scan_gather(
                 objs, _CONTAINER_TYPES, _ORDERED_TYPES, _CELL, known, want, CONTAINER_MIN_LEN
@@ -636,7 +636,7 @@ class ContainerWatch:
 def _referrers(obj: Any) -> list[Any]:
     """Objects referring to ``obj`` that can name it (called with other threads held off)."""
     out = []
-    for r in gc.get_referrers(obj):
+    for r in referrers(obj):
         if isinstance(r, (dict, _LRU, type)) or hasattr(r, "cell_contents"):
             out.append(r)
             if len(out) >= 8:
@@ -667,7 +667,7 @@ def _holder(obj: Any, refs: list[Any]) -> str | None:
 def _dict_owner(d: dict[str, Any]) -> str | None:
     """The class or instance type whose ``__dict__`` is ``d`` (one more referrer look-up)."""
     with exclusive_gil():
-        for r in gc.get_referrers(d):
+        for r in referrers(d):
             if isinstance(r, type) and r.__dict__.get("__dict__") is not None:
                 return f"{r.__module__}.{r.__qualname__}"
             if getattr(r, "__dict__", None) is d:

@@ -39,7 +39,7 @@ from .._logging import get_logger
 from ..config import FIELD_INFO, MemoryConfig
 from ..errors import MemdiagError
 from ..probes.process import read_statm_rss
-from ..probes.python import EXCLUSIVE_SWITCH_INTERVAL, exclusive_gil
+from ..probes.python import EXCLUSIVE_SWITCH_INTERVAL, exclusive_gil, referrers, tracked_objects
 from .census import CONTAINER_TYPES, container_lengths, type_census, type_name
 
 __all__ = ["MAX_TRACEMALLOC_BYTES", "MIN_HORIZON_SECONDS", "TraceManager", "manager"]
@@ -497,12 +497,11 @@ def _capture(
     """
     t0 = time.perf_counter()
     mono = time.monotonic()
-    # No other thread may run while these lists (gc.get_objects(), and the referrers
-    # _holder asks for) hold references: see memdiag.probes.python.exclusive_gil.
+    # The lists (tracked_objects(), and the referrers _holder asks for) leave out tuples
+    # under construction; exclusive_gil is the fallback's safety and keeps finalizers off.
     with exclusive_gil():
-        objs = gc.get_objects()
+        objs, census = tracked_objects(count=True)
         try:
-            census = type_census(objs)
             lengths = container_lengths(objs, CONTAINER_MIN_LEN)
             growing: list[dict[str, Any]] = []
             late = time.monotonic() > deadline
@@ -638,11 +637,11 @@ def _holder(obj: Any, ignore: object) -> str | None:
     import types
 
     try:
-        referrers = gc.get_referrers(obj)
+        refs = referrers(obj)
     except Exception:
         return None
     try:
-        for r in referrers:
+        for r in refs:
             if r is ignore or isinstance(r, types.FrameType):
                 continue
             if isinstance(r, dict):
@@ -663,7 +662,7 @@ def _holder(obj: Any, ignore: object) -> str | None:
                 owner = r.__name__ if isinstance(r, type) else type_name(type(r))
                 return f"{owner}.{name}"
     finally:
-        del referrers
+        del refs
     return None
 
 

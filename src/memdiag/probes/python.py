@@ -6,11 +6,18 @@ import gc
 import os
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["STDLIB_DIRS", "PythonHeap", "exclusive_gil", "python_heap"]
+try:  # setup.py builds it where a compiler is present
+    from . import _gcwalk
+except ImportError:  # pragma: no cover - exercised where the extension is not built
+    _gcwalk = None  # type: ignore[assignment]
+
+__all__ = ["STDLIB_DIRS", "PythonHeap", "exclusive_gil", "python_heap", "referrers", "tracked_objects"]
 
 # The standard library's directories (as given and resolved), each ending in a separator:
 # where ``os`` comes from is sysconfig's "stdlib" and "platstdlib" on every CPython layout
@@ -59,6 +66,35 @@ def exclusive_gil() -> Iterator[None]:
         if was_enabled:
             gc.enable()
         sys.setswitchinterval(old_interval)
+
+
+def tracked_objects(count: bool = False) -> tuple[list[Any], dict[type, int] | None]:
+    """``gc.get_objects()`` safe to walk however long the walk takes, and (``count``) the
+    number of tracked objects by type, every one included.
+
+    With the C extension ``_gcwalk`` built, the list is taken and filtered in one C call
+    (collector off, no Python code run): the tuples another thread may still be building
+    with ``tuple(generator)`` (an exact tuple referenced only by its builder and the
+    list) are left out, so a thread switch in the middle of the walk can no longer hand
+    that thread a second reference (``SystemError`` in ``_PyTuple_Resize``). Complete
+    tuples held once are left out too; the walks look for containers, ``Popen`` objects
+    and named referrers, never tuples, and the counts come from the same pass. Without
+    the extension (fallback) it is the plain list, and the walk's safety is today's
+    :func:`exclusive_gil` alone: it must finish within the switch interval. Walk it
+    under :func:`exclusive_gil` either way (that also keeps finalizers from running).
+    """
+    if _gcwalk is not None:
+        objs, pairs = _gcwalk.objects(count)
+        return objs, (dict(pairs) if pairs is not None else None)
+    objs = gc.get_objects()
+    return objs, (dict(Counter(map(type, objs))) if count else None)
+
+
+def referrers(obj: Any) -> list[Any]:
+    """``gc.get_referrers(obj)`` without tuples under construction (see :func:`tracked_objects`)."""
+    if _gcwalk is not None:
+        return _gcwalk.referrers(obj)
+    return gc.get_referrers(obj)
 
 
 def count_objects() -> int | None:

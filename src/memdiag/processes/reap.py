@@ -28,7 +28,6 @@ process in the tree cannot be reaped from here; they are reported with their par
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import threading
@@ -213,7 +212,7 @@ def _popen_objects(pids: set[int]) -> list[subprocess.Popen[Any]]:
     One ``gc.get_objects()`` pass (~15 ms per million objects); only run when an old
     zombie child is left after the cheaper stages.
     """
-    from ..probes.python import exclusive_gil
+    from ..probes.python import exclusive_gil, tracked_objects
 
     sp = sys.modules.get("subprocess")  # not imported: no Popen object exists
     if sp is None:
@@ -221,7 +220,7 @@ def _popen_objects(pids: set[int]) -> list[subprocess.Popen[Any]]:
     with exclusive_gil():  # other threads must not run while the list holds references
         found = [
             obj
-            for obj in gc.get_objects()
+            for obj in tracked_objects()[0]
             if isinstance(obj, sp.Popen) and obj.pid in pids and obj.returncode is None
         ]
     return found
