@@ -143,14 +143,27 @@ from memdiag.telemetry import prometheus
 prometheus.MIRROR_EVERY = 0.1
 diag = memdiag.start(sample_interval=0.05, leak_detection=False)  # the master (pre-fork)
 pids = []
+done_r, done_w = os.pipe()
 for _ in range(2):
     pid = os.fork()
     if pid == 0:  # a worker: its monitor restarts after fork and mirrors its own values
-        time.sleep(3)
+        os.close(done_w)
+        os.read(done_r, 1)  # until the master has seen every worker (or gave up)
         os._exit(0)
     pids.append(pid)
-time.sleep(1.0)
+os.close(done_r)
+
+
+def workers_seen(text):
+    return all(f'pid="{p}"' in text for p in pids)
+
+
+deadline = time.monotonic() + 30  # a loaded machine: a worker's first mirror can take seconds
 text = prometheus.exposition(diag)
+while not workers_seen(text) and time.monotonic() < deadline:
+    time.sleep(0.05)
+    text = prometheus.exposition(diag)
+os.close(done_w)
 for pid in pids:
     os.waitpid(pid, 0)
 print(json.dumps({"workers": pids, "text": text}))
