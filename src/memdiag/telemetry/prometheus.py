@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import struct
 import sys
 import threading
 import time
@@ -222,6 +223,12 @@ def exposition(diag: Any) -> str:
         _install_now(diag)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry).decode("utf-8")
+        for attempt in range(3):
+            try:
+                return generate_latest(registry).decode("utf-8")
+            except struct.error:  # a worker's file just created, still empty: read again
+                if attempt == 2:
+                    raise
+                time.sleep(0.01)
     _install_now(diag)
     return generate_latest(REGISTRY).decode("utf-8")
