@@ -375,8 +375,10 @@ def run_threads(step: Step, part: list[str], threads: int) -> float:
 
 def print_table(
     times: dict[str, list[float]], hits: dict[str, int] | None, ops: int, rounds: int, kind: str
-) -> None:
+) -> dict[str, tuple[float, float | None]]:
+    """Print the table; returns each contender's median ratio to the baseline and hit ratio."""
     base = times[BASELINE]
+    out: dict[str, tuple[float, float | None]] = {}
     ratio_head = f"vs baseline: median (range) of {rounds} per-round ratios"
     print(f"| contender | median ops/s ({kind} time) | {ratio_head} | hit ratio |")
     print("| --- | ---: | ---: | ---: |")
@@ -386,6 +388,29 @@ def print_table(
         spread = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
         hr = f"{hits[name] / ops:.2%}" if hits is not None else "-"
         print(f"| {name} | {ops / med / 1e6:.2f}M | {spread} | {hr} |")
+        out[name] = (statistics.median(ratios), hits[name] / ops if hits is not None else None)
+    return out
+
+
+def print_bars(results: dict[str, dict[str, tuple[float, float | None]]]) -> None:
+    """The bar lines run_all.py composes the summary of docs/benchmarks.md from (issue 17):
+    TinyLFU >= 1.5x and LRU >= 2x the locked cachetools on every trace, hit ratio >= theine's."""
+    theine_name = "theine Cache (W-TinyLFU)"
+    for policy, name, bar in (("W-TinyLFU", "memdiag tinylfu (default)", 1.5), ("LRU", "memdiag lru", 2.0)):
+        got = {trace: r[name][0] for trace, r in results.items() if name in r}
+        if got:
+            ok = all(x >= bar for x in got.values())
+            figs = ", ".join(f"{trace} {x:.2f}x" for trace, x in got.items())
+            print(f"- bar: {policy} >= {bar:g}x cachetools.LRUCache + Lock: {'met' if ok else 'NOT met'} ({figs})")
+    pairs = {
+        t: (r["memdiag tinylfu (default)"][1], r[theine_name][1])
+        for t, r in results.items()
+        if theine_name in r and "memdiag tinylfu (default)" in r and r[theine_name][1] is not None
+    }
+    if pairs:
+        ok = all(a >= b for a, b in pairs.values())
+        figs = ", ".join(f"{t} {a:.2%} vs {b:.2%}" for t, (a, b) in pairs.items())
+        print(f"- bar: W-TinyLFU hit ratio >= theine's: {'met' if ok else 'NOT met'} ({figs})")
 
 
 def profile(contender: Contender, stream: list[str]) -> None:
@@ -482,6 +507,7 @@ def main() -> None:
         contenders = {n: f for n, f in contenders.items() if n == BASELINE or any(n.startswith(p) for p in prefixes)}
     kind = "wall" if args.wall else "CPU"
     traces = [t.strip() for t in args.traces.split(",") if t.strip()]
+    results: dict[str, dict[str, tuple[float, float | None]]] = {}
     for trace in traces:
         if trace == "zipf":
             tstream, note = stream, f"Zipf({args.zipf}) over {args.keys:,} keys"
@@ -494,7 +520,7 @@ def main() -> None:
             sys.exit(f"unknown trace {trace!r} (zipf, scan, loop)")
         times, hits = interleaved(tstream, contenders, args.rounds, args.chunk)
         print(f"\n### trace {trace}: {note}, {len(tstream):,} requests, 1 thread\n")
-        print_table(times, hits, len(tstream), args.rounds, kind)
+        results[trace] = print_table(times, hits, len(tstream), args.rounds, kind)
         if trace == "zipf":
             if not args.no_belady:
                 opt = belady_hit_ratio(stream, cap)
@@ -509,7 +535,7 @@ def main() -> None:
         safe = {n: f for n, f in safe.items() if "get_or_set" not in n}
         times, _hits = interleaved(stream, safe, args.rounds, args.chunk * nthreads, threads=nthreads)
         print(f"\n### Zipf stream from {nthreads} threads sharing one cache ({len(stream):,} requests in all)\n")
-        print_table(times, None, len(stream), args.rounds, kind)
+        results[f"{nthreads} threads"] = print_table(times, None, len(stream), args.rounds, kind)
 
     if args.threads:
         print()
@@ -525,6 +551,8 @@ def main() -> None:
                 f"| memdiag {policy} | {r['ops_per_s'] / 1e6:.2f}M | {r['lost_updates']} "
                 f"| {r['hit_rate']:.2%} | {r['loads']:,} | {r['coalesced']:,} |"
             )
+    print()
+    print_bars(results)
 
 
 if __name__ == "__main__":

@@ -215,6 +215,26 @@ def _table(res: dict, rounds: int) -> None:
             f"a tracing window) | +{sk['uss_delta_mib']:.2f} MiB [{lo:.2f}, {hi:.2f}] | {bar} |"
         )
         print(f"| `own_cost` memory_bytes after {sk['seconds']:g} s | {sk['own_cost_mib']:.2f} MiB | - |")
+    _bars(res, rounds)
+
+
+def _bars(res: dict, rounds: int) -> None:
+    """The bar lines run_all.py composes the summary of docs/benchmarks.md from."""
+    print()
+    uss, (lo, hi) = res["memdiag_uss_delta_mib"], res["memdiag_uss_delta_range_mib"]
+    print(
+        f"- bar: `memdiag.start()` at defaults adds <= {BAR_MIB:g} MiB USS: {'met' if uss <= BAR_MIB else 'NOT met'} "
+        f"(+{uss:.2f} MiB [{lo:.2f}, {hi:.2f}] at start, {rounds} fresh processes; "
+        f"+{res['no_leaks_uss_delta_mib']:.2f} MiB with leak detection off)"
+    )
+    if "soak" in res:
+        sk = res["soak"]
+        lo, hi = sk["uss_delta_range_mib"]
+        print(
+            f"- bar: the same after {sk['seconds']:g} s at default settings: "
+            f"{'met' if sk['uss_delta_mib'] <= BAR_MIB else 'NOT met'} "
+            f"(+{sk['uss_delta_mib']:.2f} MiB [{lo:.2f}, {hi:.2f}])"
+        )
 
 
 if __name__ == "__main__":

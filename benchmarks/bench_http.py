@@ -48,6 +48,7 @@ import sys
 import time
 
 PATHS = ("/api/memory/status", "/api/memory/profile")
+BAR_P99_MS = 3.0  # issue 17: p99 with 50 clients
 TOKEN = "bench-token-0123456789abcdef"
 
 
@@ -249,6 +250,23 @@ def main() -> None:
         n, secs = spent.pop("requests"), spent.pop("seconds")
         parts = [f"{name} {t / n * 1e6:.1f} us/req ({t / secs * 1e3:.1f} ms/s)" for name, t in sorted(spent.items())]
         print(f"{kind} CPU by thread, all rounds: " + ", ".join(parts))
+    _bars(args, rows)
+
+
+def _bars(args: argparse.Namespace, rows: Rows) -> None:
+    """The bar lines run_all.py composes the summary of docs/benchmarks.md from (issue 17:
+    p99 <= 3 ms with 50 clients; paced runs only: a closed loop measures saturation)."""
+    if not args.pace or ("memdiag", PATHS[0]) not in rows:
+        return
+    print()
+    for path in PATHS:
+        p99 = statistics.median(r[1] for r in rows[("memdiag", path)])
+        raw = statistics.median(r[1] for r in rows[("raw", path)])
+        print(
+            f"- bar: `{path}` p99 <= {BAR_P99_MS:g} ms with {args.clients} clients: "
+            f"{'met' if p99 <= BAR_P99_MS else 'NOT met'} ({p99:.2f} ms, median of {args.rounds} rounds; "
+            f"raw asyncio server {raw:.2f} ms)"
+        )
 
 
 # -- --cpu: the connection code alone ---------------------------------------------------------

@@ -117,6 +117,11 @@ def main() -> None:
             print(
                 f"{name:16s} median {med * 1e3:7.3f} ms   p90 {p90 * 1e3:7.3f} ms   x{med / base:5.2f} of psutil naive"
             )
+        tick = statistics.median(runs["memdiag tick"]) * 1e3
+        print(
+            f"- bar: one tick over {seen} children, median <= 5 ms: {'met' if tick <= 5 else 'NOT met'} "
+            f"({tick:.2f} ms; psutil children(recursive=True) + memory_info() {base * 1e3:.1f} ms)"
+        )
         if ratios:
             ratios.sort()
             print(

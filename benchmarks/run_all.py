@@ -25,8 +25,14 @@ beside it.
 left unchanged): a check that the generator and the benchmarks still run, not figures to
 publish. ``--only`` takes section names: the script's name without ``bench_`` and ``.py``
 (``cli``, ``soak``: every block of that script), or with its sub-command (``leaks:kinds``).
-``--list`` prints the blocks and runs nothing. Without ``--write`` the new document goes to
+``--only summary`` composes the summary alone. ``--list`` prints the blocks and runs nothing. Without ``--write`` the new document goes to
 stdout. A benchmark that fails stops the run with its output, and nothing is written.
+
+The summary at the top of the document (``<!-- run_all: summary -->``) is composed, at every
+run, from what the blocks hold: every line a benchmark printed of the form
+``- bar: WHAT: RESULT (FIGURE)`` (RESULT one of ``met``, ``NOT met``, ``not shown``) becomes a
+row, with the block's command, date and load. So the headline figures are the benchmarks'
+printed lines too, and change when their blocks are regenerated.
 """
 
 from __future__ import annotations
@@ -47,6 +53,13 @@ ROOT = HERE.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 BLOCK = re.compile(r"(<!-- run_all: (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /run_all -->)", re.S)
 ENV_SETTING = re.compile(r"[A-Z_][A-Z0-9_]*=\S*")
+SUMMARY = "summary"  # the spec of the block composed from the others' bar lines
+BAR_LINE = re.compile(
+    r"^\s*- bar: (?P<what>.+): (?P<result>met|NOT met|not shown)(?: \((?P<figure>.*)\))?[ \t]*$", re.M
+)
+PRINTED = re.compile(r"^Printed by `[^`]*` on (?P<when>[^,]*),.*?load average (?P<load>[^:(]*?)\s*[:(]", re.M)
+HAND = "Figures transcribed by hand"
+SMOKE = "--quick: a smoke run"
 
 
 class Block(NamedTuple):
@@ -106,8 +119,49 @@ def parse_spec(spec: str) -> Block:
 
 
 def blocks(text: str) -> list[Block]:
-    """The generated blocks of a document, in order."""
-    return [parse_spec(m.group("spec")) for m in BLOCK.finditer(text)]
+    """The generated blocks of a document, in order (not the summary, which runs nothing)."""
+    return [parse_spec(m.group("spec")) for m in BLOCK.finditer(text) if m.group("spec").strip() != SUMMARY]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").strip()
+
+
+def summary(text: str) -> str:
+    """The summary block's text: one row per ``- bar:`` line printed in the document's blocks."""
+    rows, pending = [], []
+    for m in BLOCK.finditer(text):
+        if m.group("spec").strip() == SUMMARY:
+            continue
+        block, body = parse_spec(m.group("spec")), m.group("body")
+        if HAND in body:
+            pending.append(block)
+            continue
+        head = PRINTED.search(body)
+        when = f"{head.group('when')}, load {head.group('load')}" if head else "-"
+        smoke = " (`--quick`: smoke run)" if SMOKE in body else ""
+        for bar in BAR_LINE.finditer(body):
+            rows.append(
+                f"| {_cell(bar.group('what'))} | {_cell(bar.group('figure') or '-')} | {bar.group('result')}{smoke} "
+                f"| `{_cell(block.shown())}` | {_cell(when)} |"
+            )
+    out = [
+        "Composed by `python benchmarks/run_all.py` from the `- bar:` lines the benchmarks printed in the blocks "
+        "below: the figure and the verdict as printed, the command that printed them, when, and the machine's "
+        "load then (the machines here are shared: a time taken at a high load is an upper bound).",
+        "",
+        "| bar | figure | result | printed by | when, load average |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+    ]
+    if pending:
+        names = sorted({b.name for b in pending})
+        out += [
+            "",
+            f"Not in this table: the blocks of {', '.join(names)} still hold figures transcribed by hand "
+            f"(`python benchmarks/run_all.py --only {','.join(names)} --write docs/benchmarks.md` prints them).",
+        ]
+    return "\n".join(out) + "\n\n"
 
 
 def machine() -> str:
@@ -139,8 +193,9 @@ def run(block: Block, quick: bool) -> str:
     """Run one benchmark; its standard output (the run stops if it fails)."""
     argv = block.command(quick)
     print(f"run_all: {block.shown(quick)}", file=sys.stderr, flush=True)
-    before = os.getloadavg()[0]
+    before, started = os.getloadavg()[0], time.monotonic()
     proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **(block.env or {})})
+    print(f"run_all: {block.shown(quick)}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout)
         raise SystemExit(f"run_all: {block.shown(quick)} exited with {proc.returncode}; nothing written")
@@ -158,12 +213,18 @@ def regenerate(text: str, *, quick: bool, only: set[str] | None, long: bool = Fa
     """``text`` with every selected block's output replaced by a fresh run."""
 
     def replace(m: re.Match[str]) -> str:
+        if m.group("spec").strip() == SUMMARY:
+            return m.group(0)
         block = parse_spec(m.group("spec"))
         if not selected(block, quick=quick, only=only, long=long):
             return m.group(0)
         return m.group(1) + run(block, quick) + m.group(4)
 
-    return BLOCK.sub(replace, text)
+    def compose(m: re.Match[str]) -> str:
+        return m.group(1) + summary(new) + m.group(4) if m.group("spec").strip() == SUMMARY else m.group(0)
+
+    new = BLOCK.sub(replace, text)
+    return BLOCK.sub(compose, new)
 
 
 def main() -> int:
@@ -183,10 +244,12 @@ def main() -> int:
             print(f"{'/'.join(sorted(b.names))}{flags}: {b.shown()}  | quick: {b.shown(True)}")
         return 0
     only = set(args.only.split(",")) if args.only else None
-    known = set().union(*(b.names for b in found))
+    known = set().union(*(b.names for b in found)) | {SUMMARY}  # --only summary: the summary alone
     if only and not only <= known:
         raise SystemExit(f"run_all: no block for {sorted(only - known)} (blocks: {', '.join(sorted(known))})")
+    started = time.monotonic()
     new = regenerate(text, quick=args.quick, only=only, long=args.long)
+    print(f"run_all: done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     if args.write:
         args.write.write_text(new, encoding="utf-8")
     else:
