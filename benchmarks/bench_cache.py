@@ -477,6 +477,17 @@ def main() -> None:
         f"capacity {args.capacity:,}, seed {args.seed} ({time.perf_counter() - t0:.1f}s)"
     )
     print(f"# python {platform.python_version()} on {platform.machine()}, cachetools {cachetools.__version__}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    from memdiag.cache import fastpaths
+
+    peers = []
+    for name in ("cachebox", "theine"):
+        try:
+            peers.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            peers.append(f"{name} not installed")
+    print(f"# {', '.join(peers)}; memdiag's C get and set {'built' if fastpaths.C_GET else 'not built'}")
     cap = args.capacity
     if args.profile:
         profile(memdiag_contender(args.profile, cap), stream)
