@@ -182,3 +182,54 @@ def test_a_bar_line_becomes_a_summary_row_with_its_command_date_and_load() -> No
     ]
     assert "the blocks of y still hold figures transcribed by hand" in table
     assert run_all["blocks"](doc)[0].script == "bench_x.py"  # the summary runs nothing
+
+
+# A figure: a number with a unit results are given in. Parameters of a run are written so as
+# not to read as one (a 512-KiB interval, 1 MiB/min, `--seconds 1.5`), bars after their
+# comparison (<= 50 ms, within 5 %), and a confidence level before its name (95 % CI).
+FIGURE = re.compile(r"(?<![\w.,-])\d[\d,]*(?:\.\d+)? ?(?:ms|us|µs|MiB|MB|KiB|KB|kB|GiB|GB|%|x)(?![\w/])")
+NOT_A_RESULT_BEFORE = ("<=", ">=", "<", ">", "≤", "≥", "within", "bar")
+NOT_A_RESULT_AFTER = ("confidence", "CI")
+
+
+def _prose_lines(text: str) -> list[str]:
+    """The document's lines with what is not prose blanked: generated blocks, comments, code
+    (fenced, indented command lines, inline spans); line numbers kept."""
+    text = _run_all()["BLOCK"].sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    text = re.sub(r"<!--.*?-->|```.*?```", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S)
+    return ["" if ln.startswith("    ") else re.sub(r"`[^`\n]*`", "", ln) for ln in text.split("\n")]
+
+
+def figures_outside_blocks(text: str) -> list[str]:
+    found = []
+    for no, line in enumerate(_prose_lines(text), 1):
+        for m in FIGURE.finditer(line):
+            if line[: m.start()].rstrip().endswith(NOT_A_RESULT_BEFORE):
+                continue
+            if line[m.end() :].lstrip().startswith(NOT_A_RESULT_AFTER):
+                continue
+            found.append(f"line {no}: {m.group(0)!r} in {line.strip()!r}")
+    return found
+
+
+def test_no_figure_in_the_benchmarks_doc_is_outside_a_generated_block() -> None:
+    # Every figure of docs/benchmarks.md is what a benchmark printed into its block; prose
+    # that restates one goes stale when the block is regenerated (issue 17).
+    text = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert figures_outside_blocks(text) == [], "move the figure into a block, or point at the block instead"
+
+
+def test_the_figure_rule_catches_a_copied_figure_and_spares_parameters_and_bars() -> None:
+    doc = (
+        "<!-- run_all: bench_x.py | quick: --quick -->\n| memdiag | 1.62 ms | 3.4x |\n<!-- /run_all -->\n"
+        "The tick takes 1.62 ms, 13x faster than psutil, +7.90 MiB, 0.5 % of a core.\n"
+        "A 512-KiB interval, 1 MiB/min, bar <= 50 ms, within 5 %, the 95 % CI, `--seconds 1.5 ms`.\n"
+        "    python benchmarks/bench_x.py --budget 8 MiB\n"
+        "```text\n3.2 ms\n```\n"
+    )
+    assert [f.split(" in ")[0] for f in figures_outside_blocks(doc)] == [
+        "line 4: '1.62 ms'",
+        "line 4: '13x'",
+        "line 4: '7.90 MiB'",
+        "line 4: '0.5 %'",
+    ]
