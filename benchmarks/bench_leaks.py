@@ -262,6 +262,8 @@ def scenario_detect(quick: bool) -> dict[str, Any]:
         f"detect: leak site top suspect after {r['detected_at']} s (bar: <= {seconds:.0f} s) -> "
         f"{'PASS' if ok else 'FAIL'}"
     )
+    print(f"- bar: a 1 MiB/min leak the top suspect within {seconds:.0f} s: {'met' if ok else 'NOT met'} "
+          f"({r['detected_at']} s)")
     print(
         f"        first memory suspect at {r['first_memory_suspect_at']} s; windows run: {r.get('windows_run')}; "
         f"top: {(r.get('top_suspect') or {}).get('kind')} {(r.get('top_suspect') or {}).get('line')}"
@@ -279,6 +281,8 @@ def scenario_plateau(quick: bool) -> dict[str, Any]:
     )
     for s in r["memory_suspects"]:
         print(f"         {s}")
+    print(f"- bar: no memory suspect in {seconds:.0f} s with a plateauing cache: {'met' if ok else 'NOT met'} "
+          f"({len(r['memory_suspects'])} suspects)")
     return {"scenario": "plateau", "quick": quick, "pass": ok, **r}
 
 
@@ -320,6 +324,9 @@ def scenario_overhead(quick: bool, rounds: int | None, concurrent: bool = False)
         f"(bar <= 3 %: {'PASS' if slow['memdiag'] <= 0.03 else 'FAIL'}), "
         f"tracemalloc on {100 * slow['tracemalloc']:.1f} %"
     )
+    print(f"- bar: slowdown with automatic tracing windows <= 3 %: {'met' if slow['memdiag'] <= 0.03 else 'NOT met'} "
+          f"({100 * slow['memdiag']:.2f} % fewer ops/s over {rounds} round(s) of {seconds:.0f} s; "
+          f"tracemalloc left on {100 * slow['tracemalloc']:.1f} %)")
     if cpu_slow["memdiag"] is not None:
         print(
             f"  per CPU second (robust to other load): memdiag {100 * cpu_slow['memdiag']:.2f} % less work, "
@@ -603,7 +610,22 @@ def scenario_kinds(quick: bool, heap_profile: str, only: str | None, rate: float
         print(f"{k:<17} {str(r['top_at']):>7} {bar:>5.0f} {str(top.get('kind')):<16} {str(rate):>12} "
               f"{r['truth']:>12.1f} {('%+.0f%%' % (100 * err)) if err is not None else '-':>6} {own:<4} "
               f"{'PASS' if ok else 'FAIL'}" + ("" if r["top_at"] else f" (suspects: {[s['id'] for s in r['suspects']][:3]})"))
+    _kind_bars(results)
     return results
+
+
+def _kind_bars(results: list[dict[str, Any]]) -> None:
+    """The bar lines run_all.py composes the summary of docs/benchmarks.md from (issue 14)."""
+    print()
+    leaks, twins = [r for r in results if r["kind"] not in TWINS], [r for r in results if r["kind"] in TWINS]
+    for label, rs in (
+        ("every leak kind named with its kind and rate within its time bar", leaks),
+        ("no suspect in a leak-free twin", twins),
+    ):
+        if rs:
+            failed = [r["kind"] for r in rs if not r.get("pass")]
+            print(f"- bar: {label}: {'met' if not failed else 'NOT met'} ({len(rs) - len(failed)} of {len(rs)} passed"
+                  + (f"; failed: {', '.join(failed)})" if failed else ")"))
 
 
 

@@ -495,6 +495,25 @@ def summarize(framework: str, result: dict[str, Any]) -> None:
     print(f"{framework:8s} memdiag answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(answers.items())))
     print(f"{framework:8s} malformed memdiag answers: {len(problems)} {problems[:3]}; "
           f"healthy after: {result['healthy_after']}")
+    _bars(framework, rounds)
+
+
+def _bars(framework: str, rounds: dict[str, list[dict[str, Any]]]) -> None:
+    """The bar lines run_all.py composes the summary of docs/benchmarks.md from (issue 16).
+    p99 within 5 %: judged only when the A/A control is itself within 5 % of the server
+    without memdiag; else the noise is wider than the bar ("not shown")."""
+    def p99(rs: list[dict[str, Any]]) -> float:
+        return statistics.median(_pct(x["latencies"], .99) for x in rs)
+
+    ratio = p99(rounds["with"]) / p99(rounds["without"])
+    aa = p99(rounds["control"]) / p99(rounds["without"]) if "control" in rounds else None
+    result = "not shown" if aa is None or abs(aa - 1) > 0.05 else "met" if ratio <= 1.05 else "NOT met"
+    control = f"A/A {aa:.2f}" if aa is not None else "no A/A control"
+    print(f"- bar: {framework} p99 with memdiag within 5 % of without: {result} (ratio {ratio:.2f}; {control})")
+    failed = sum(sum(x["failures"].values()) for x in rounds["with"])
+    total = sum(x["requests"] for x in rounds["with"])
+    print(f"- bar: {framework} no failed request with memdiag: {'met' if not failed else 'NOT met'} "
+          f"({failed} of {total})")
 
 
 def main(argv: list[str] | None = None) -> int:

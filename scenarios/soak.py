@@ -224,7 +224,20 @@ def main() -> None:
         return
     result = run(args.seconds, every, args.verbose, args.trace_at)
     print(json.dumps(result, indent=2))
+    _bars(result)
     sys.exit(0 if result["ok"] else 1)
+
+
+def _bars(result: dict[str, Any]) -> None:
+    """The bar lines benchmarks/run_all.py composes the summary of docs/benchmarks.md from
+    (issue 17: memdiag's memory <= 8 MiB, flat over the soak)."""
+    own, gap, checks = result["own_bytes"], result["uss_gap_mib"], result["checks"]
+    verdict = {True: "met", False: "NOT met"}
+    print(f"\n- bar: memdiag's own structures flat over {result['seconds']:.0f} s: {verdict[checks['own_memory_flat']]} "
+          f"(2nd / 4th quarter medians {own['q2_median']:,} / {own['q4_median']:,} B; budget {own['budget']:,} B)")
+    print(f"- bar: USS of the memdiag twin over the plain one <= 8 MiB and flat: "
+          f"{verdict[checks['uss_gap_flat'] and gap['q4_median'] <= 8]} "
+          f"(2nd / 4th quarter medians {gap['q2_median']:.2f} / {gap['q4_median']:.2f} MiB)")
 
 
 if __name__ == "__main__":

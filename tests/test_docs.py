@@ -233,3 +233,27 @@ def test_the_figure_rule_catches_a_copied_figure_and_spares_parameters_and_bars(
         "line 4: '7.90 MiB'",
         "line 4: '0.5 %'",
     ]
+
+
+def test_a_benchmark_that_exits_non_zero_on_a_bar_not_met_keeps_its_output_and_a_crash_stops_the_run(
+    tmp_path: Path,
+) -> None:
+    # soak.py exits 1 when its verdict fails: its printed figures still belong in the
+    # document. A script that fails without judging a bar (a crash) writes nothing.
+    judged, crashed = tmp_path / "judged.py", tmp_path / "crashed.py"
+    judged.write_text("import sys\nprint('gap 9.1 MiB')\nprint('- bar: gap <= 8 MiB: NOT met (9.1 MiB)')\nsys.exit(1)\n")
+    crashed.write_text("print('- bar: gap <= 8 MiB: met (7 MiB)')\nraise RuntimeError('boom')\n")
+    for script, ok in ((judged, True), (crashed, False)):
+        doc, out = tmp_path / "doc.md", tmp_path / f"{script.stem}.md"
+        doc.write_text(f"<!-- run_all: summary -->\n<!-- /run_all -->\n<!-- run_all: {script} | quick: -->\nold\n<!-- /run_all -->\n")
+        r = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--doc", str(doc), "--write", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if ok:
+            assert r.returncode == 0 and "a bar not met" in r.stderr, r.stderr
+            assert "gap 9.1 MiB" in out.read_text() and "| gap <= 8 MiB | 9.1 MiB | NOT met |" in out.read_text()
+        else:
+            assert r.returncode != 0 and "nothing written" in r.stderr and not out.exists()
