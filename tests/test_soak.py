@@ -84,7 +84,7 @@ def test_twin_soak_at_default_settings_keeps_memdiags_own_cost_flat() -> None:
     script = Path(__file__).resolve().parent.parent / "scenarios" / "soak.py"
     out = subprocess.run([sys.executable, str(script), "--seconds", "40", "--every", "1", "--trace-at", "10"],
                          capture_output=True, text=True, timeout=300)
-    result = json.loads(out.stdout)
+    result = json.loads(out.stdout.split("\n- bar:")[0])  # the JSON, then the bar lines run_all.py reads
     checks = result["checks"]
     assert checks["own_memory_flat"] and checks["within_budget"] and checks["cpu_per_tick_flat"], result
     assert result["samples"] >= 30 and result["ticks"] >= 30, result
