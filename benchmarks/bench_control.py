@@ -29,7 +29,7 @@ import json, os, sys, time, threading
 import memdiag
 import memdiag.control.channel as channel
 if sys.argv[1] != "control":
-    channel.install = lambda: None  # the same start(), without the control channel
+    channel.install = lambda *args, **kwargs: None  # the same start(), without the control channel
 memdiag.start(history_persist=False, leak_detection=False)
 time.sleep(float(sys.argv[2]))
 rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -55,7 +55,7 @@ def idle_cost(pairs: int, settle: float) -> None:
             deltas[k].append(out["control"][k] - out["plain"][k])
     print(f"idle cost of the control channel (median of {pairs} interleaved pairs of processes):")
     print(
-        f"  RSS     +{statistics.median(deltas['rss']) / 1024:.0f} KiB  (range {min(deltas['rss']) / 1024:+.0f}..{max(deltas['rss']) / 1024:+.0f})"
+        f"  RSS     {statistics.median(deltas['rss']) / 1024:+.0f} KiB  (range {min(deltas['rss']) / 1024:+.0f}..{max(deltas['rss']) / 1024:+.0f})"
     )
     print(f"  threads +{statistics.median(deltas['threads']):.0f}")
     print(f"  fds     +{statistics.median(deltas['fds']):.0f}")
