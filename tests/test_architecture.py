@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "base",
         (
             "memdiag._version",
+            "memdiag._record",
             "memdiag.errors",
             "memdiag._files",
             "memdiag._libc",

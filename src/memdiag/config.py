@@ -12,14 +12,13 @@ and the previous configuration stays in force.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._files import write_atomic
+from ._record import field, fields, record, replace
 from .errors import ConfigError
 from .units import MIB
 
@@ -44,7 +43,7 @@ def _f(default: Any, help: str, **rules: Any) -> Any:
     return field(default=default, metadata={"help": help, **rules})
 
 
-@dataclass(frozen=True)
+@record
 class MemoryConfig:
     """Every memdiag setting, with the specification's defaults.
 
@@ -148,7 +147,7 @@ class MemoryConfig:
     api_token: str | None = _f(None, "Bearer token for acting endpoints (None: generate one)")
 
     def __post_init__(self) -> None:
-        errors = _validate_all({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        errors = _validate_all({f.name: getattr(self, f.name) for f in fields(self)})
         if errors:
             raise ConfigError(errors)
 
@@ -175,11 +174,11 @@ class MemoryConfig:
         errors.update(_validate_all(values))
         if errors:
             raise ConfigError(errors)
-        return dataclasses.replace(self, **converted)
+        return replace(self, **converted)
 
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         """The settings as a plain dict; secrets are replaced by ``"***"`` unless ``redact=False``."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         if redact:
             for name in SECRET_FIELDS:
                 if out.get(name):
@@ -190,7 +189,7 @@ class MemoryConfig:
         """``{field: (self_value, other_value)}`` for the fields that differ."""
         return {
             f.name: (getattr(self, f.name), getattr(other, f.name))
-            for f in dataclasses.fields(self)
+            for f in fields(self)
             if getattr(self, f.name) != getattr(other, f.name)
         }
 
@@ -208,7 +207,7 @@ class MemoryConfig:
         return None if self.child_limit_mb is None else int(self.child_limit_mb * MIB)
 
 
-@dataclass(frozen=True)
+@record
 class FieldInfo:
     """What is known about one config field: its type, default, rules and help."""
 
@@ -238,7 +237,7 @@ class FieldInfo:
 def _field_infos() -> dict[str, FieldInfo]:
     infos = {}
     hints = {"bool": bool, "float": float, "int": int, "str": str}
-    for f in dataclasses.fields(MemoryConfig):
+    for f in fields(MemoryConfig):
         annotation = str(f.type)
         nullable = "None" in annotation
         base = annotation.split("|")[0].strip()

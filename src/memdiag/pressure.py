@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import registry
+from ._record import field, record
 from .config import MemoryConfig
 from .projection import SIGNAL as PROJECTED_SIGNAL
 from .projection import LimitProjection
@@ -35,7 +35,7 @@ def level_of(rank: int) -> str:
     return LEVELS[max(0, min(rank, 2))]
 
 
-@dataclass(frozen=True)
+@record
 class PressureState:
     """The committed pressure level and why.
 

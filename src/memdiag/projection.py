@@ -18,8 +18,8 @@ for ``sustain_seconds``. ``act_ahead_seconds = 0`` turns it off.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
+from ._record import record
 from .config import MemoryConfig
 from .registry import SignalReading
 from .sample import Sample
@@ -35,7 +35,7 @@ SIGNAL = "memory_projected"
 MIB = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@record
 class Projection:
     """Where the limiting memory is heading."""
 

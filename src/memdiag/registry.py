@@ -16,9 +16,9 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
+from ._record import field, record
 from .errors import MemdiagError
 
 __all__ = [
@@ -83,7 +83,7 @@ class ManagedCache(Protocol):
     def clear(self) -> int: ...
 
 
-@dataclass(frozen=True)
+@record
 class CleanupContext:
     """What a cleanup action is told about the run it is part of.
 
@@ -117,7 +117,7 @@ class CleanupContext:
 CleanupFn = Callable[[CleanupContext], "Mapping[str, Any] | None"]
 
 
-@dataclass(frozen=True)
+@record
 class CleanupAction:
     """One rung of the cleanup ladder.
 
@@ -137,7 +137,7 @@ class CleanupAction:
     seq: int = field(default=0, compare=False)
 
 
-@dataclass(frozen=True)
+@record
 class SignalReading:
     """One pressure signal read from a sample.
 

@@ -7,13 +7,12 @@ are plain data: reports and every surface render them the same way.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import registry
+from ._record import asdict, field, record
 from .probes._io import PreadCache
 from .probes.process import ProcStat, clock_ticks, count_fds, read_smaps_rollup, read_stat
 from .probes.python import PythonHeap, python_heap
@@ -33,7 +32,7 @@ from .probes.tree import ChildInfo, ChildWalker
 __all__ = ["ProcessMemory", "Sample", "Sampler"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProcessMemory:
     """This process's memory. ``uss``/``pss``/``swap`` are ``None`` except on profile ticks."""
 
@@ -49,7 +48,7 @@ class ProcessMemory:
     start_time: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Sample:
     """Everything cheap about the process's memory at one instant."""
 
@@ -93,11 +92,11 @@ class Sample:
         d = {
             "time": self.time,
             "profile": self.profile,
-            "process": dataclasses.asdict(self.process),
+            "process": asdict(self.process),
             "system": _system_dict(self.system),
             "cgroup": _cgroup_dict(self.cgroup),
-            "psi": dataclasses.asdict(self.psi) if self.psi else None,
-            "python": dataclasses.asdict(self.python),
+            "psi": asdict(self.psi) if self.psi else None,
+            "python": asdict(self.python),
             "children": {
                 "count": len(self.children),
                 "rss_bytes": self.children_rss,
@@ -140,7 +139,7 @@ def _cgroup_dict(c: CgroupMemory | None) -> dict[str, Any] | None:
         "swap_bytes": c.swap,
         "usage_ratio": round(c.usage_ratio, 4) if c.usage_ratio is not None else None,
         "events": dict(c.events),
-        "psi": dataclasses.asdict(c.psi) if c.psi else None,
+        "psi": asdict(c.psi) if c.psi else None,
     }
 
 

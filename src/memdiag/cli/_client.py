@@ -17,7 +17,10 @@ the same as if it had read the whole answer. h11 (with dataclasses) is about 10 
 command's start, more than the exchange itself.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: a NamedTuple's string annotations become
+# typing.ForwardRef objects, and the first one compiles (initialising the AST types: ~10 M
+# instructions, ~3 ms) at every command line's start. Names imported only for type
+# checking are quoted.
 
 import json
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -145,7 +148,7 @@ class ApiClient:
             f"{method} {where}: HTTP {status}: {message or text.strip()[:200] or reason}", status=status, body=data
         )
 
-    def _connect(self, timeout: float) -> socket.socket:
+    def _connect(self, timeout: float) -> "socket.socket":
         if self.socket_path is not None:
             from ..control.client import connect_unix
 
@@ -257,7 +260,7 @@ def plain_answer(buf: bytes | bytearray) -> tuple[int, str, dict[str, str], byte
 
 
 def _h11_exchange(
-    sock: socket.socket,
+    sock: "socket.socket",
     method: str,
     target: str,
     headers: list[tuple[str, str]],

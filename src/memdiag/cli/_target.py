@@ -9,8 +9,9 @@ an error that lists them; so is a PID or URL that is gone. Both exit with status
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
+from .._record import record
 from ..runtime import ServiceEntry, list_services
 
 if TYPE_CHECKING:
@@ -23,8 +24,10 @@ class TargetError(Exception):
     """The target is ambiguous, gone, or cannot do what was asked (exit status 2)."""
 
 
-class Target(NamedTuple):
-    """A resolved target (a NamedTuple, not a dataclass: ~1 ms less at every command's start).
+@record
+class Target:
+    """A resolved target (a record, not a dataclass or a NamedTuple: no ``dataclasses``
+    import, no compiled annotations at every command's start).
 
     Attributes:
         kind: ``"service"`` (a memdiag API answers), ``"process"`` (a PID without an

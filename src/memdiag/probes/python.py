@@ -9,8 +9,9 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
+
+from .._record import record
 
 try:  # setup.py builds it where a compiler is present
     from . import _gcwalk
@@ -108,7 +109,7 @@ def count_objects() -> int | None:
         return sum(map(len, map(gc.get_objects, (None,))))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PythonHeap:
     """Cheap interpreter-level figures.
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from .._record import record
 from ._io import parse_kv, read_bytes, read_int
 
 Reader = Callable[[str], "bytes | None"]
@@ -57,7 +57,7 @@ _V1_STAT_KEYS = (
 _V1_UNLIMITED = 1 << 62
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SystemMemory:
     total: int
     available: int
@@ -74,7 +74,7 @@ class SystemMemory:
         return round(100.0 * self.used / self.total, 2) if self.total else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Psi:
     """Pressure stall information: share of wall time (%) some/all tasks stalled on memory."""
 
@@ -88,7 +88,7 @@ class Psi:
     full_total_us: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CgroupLocation:
     """Where a process's memory cgroup lives: its version and directory."""
 
@@ -99,7 +99,7 @@ class CgroupLocation:
     psi_file: str | None  # a memory.pressure file for this cgroup, if any
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CgroupMemory:
     version: int
     path: str
