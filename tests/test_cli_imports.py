@@ -59,7 +59,13 @@ CLICK = {"memdiag.cli._options", "memdiag.cli.commands._group"}
 # PIDs with; reaching it: the API client, over the service's control channel (the client
 # side of memdiag.control, not its server).
 FIND = {"memdiag._files", "memdiag.runtime", "memdiag.probes", "memdiag.probes._io", "memdiag.probes.process"}
-REACH = {"memdiag.cli._client", "memdiag.cli._target", "memdiag.control", "memdiag.control.client"}
+REACH = {
+    "memdiag.cli._client",
+    "memdiag.cli._target",
+    "memdiag._record",  # the target is a record
+    "memdiag.control",
+    "memdiag.control.client",
+}
 # What talking to a service takes: the bare C socket (not the socket module, its enums and
 # selectors), JSON; h11 only for an answer that is not plain.
 HTTP_CLIENT = {"_socket", "json"}
@@ -113,7 +119,7 @@ def test_the_everyday_commands_of_a_service_start_without_click(service: Service
     code, mods = imported(*argv)
     assert code == 0
     assert "click" not in tops(mods)
-    assert loaded(mods, CLICK | HTTP_CLIENT_NOT | NEVER) == set()
+    assert loaded(mods, CLICK | HTTP_CLIENT_NOT | NEVER | SLOW_STDLIB) == set()
     if "--json" in argv:
         assert "memdiag.cli._render" not in mods
 
@@ -124,15 +130,58 @@ def test_help_of_an_everyday_command_is_clicks() -> None:
     assert "click" in tops(mods) and loaded(mods, CLICK) == CLICK
 
 
+# What an outside view (no service: the machine, or --pid of a process without memdiag)
+# adds to finding a service: the same sample, configuration, pressure and report code a
+# service runs, its records built without dataclasses (memdiag._record).
+OUTSIDE = {
+    "memdiag._record",
+    "memdiag.cli._outside",
+    "memdiag.cli._target",
+    "memdiag.cli.commands.profile",
+    "memdiag.config",
+    "memdiag.pressure",
+    "memdiag.probes._gcwalk",
+    "memdiag.probes.python",
+    "memdiag.probes.system",
+    "memdiag.probes.tree",
+    "memdiag.projection",
+    "memdiag.registry",
+    "memdiag.reports",
+    "memdiag.sample",
+}
+# Standard modules no command loads (each costs milliseconds at start: dataclasses with
+# inspect ~13 ms, h11's and http.client's dependencies, ...).
+SLOW_STDLIB = {"dataclasses", "inspect", "ast", "dis", "tokenize"}
+
+
 @pytest.mark.parametrize("view", ["machine", "process"])
 def test_the_outside_view_loads_no_http_client_and_no_renderer_for_json(view: str) -> None:
     argv = ["profile", "--json"] + (["--pid", str(os.getpid())] if view == "process" else [])
     code, mods = imported(*argv)
     assert code == 0
     assert tops(mods) == {"memdiag"}  # /proc is read directly: no psutil
+    redact = {"memdiag.redact"} if view == "process" else set()
+    assert {m for m in mods if m.startswith("memdiag")} == CORE | FIND | OUTSIDE | redact
+    assert loaded(mods, SLOW_STDLIB) == set()
     assert loaded(mods, HTTP_CLIENT_NOT | {"h11", "memdiag.cli._client", "memdiag.cli._render"}) == set()
     # what the view does not use: logging, pathlib, the history ring and statistics
     assert loaded(mods, {"logging", "pathlib", "memdiag.history", "memdiag.stats", "memdiag._logging"}) == set()
     assert ("memdiag.redact" in mods) == (view == "process")  # the machine view shows no command line
     others = {f"memdiag.cli.commands.{c}" for c in COMMANDS} - {"memdiag.cli.commands.profile"}
     assert loaded(mods, others | {"memdiag.service", "memdiag.http", "memdiag.leaks", "memdiag.cache"}) == set()
+
+
+def test_no_command_module_compiles_an_annotation() -> None:
+    """A NamedTuple's string annotations (``from __future__ import annotations``) become
+    ``typing.ForwardRef`` objects, and the first one runs ``compile()``, which initialises
+    the AST types: ~10 M instructions (~3 ms) at every start. The modules of the command
+    paths declare theirs evaluated."""
+    code = (
+        "import gc, sys, typing\n"
+        "import memdiag.cli._outside, memdiag.cli._client, memdiag.cli._target, memdiag.redact\n"
+        "print([type(o).__name__ for o in gc.get_objects() if isinstance(o, typing.ForwardRef)])\n"
+    )
+    src = Path(memdiag.__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    out = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
