@@ -334,7 +334,10 @@ def own_components(
         out["leak_series"] = {
             "bytes": leak_series[0],
             "bound_bytes": leak_series[1],
-            "bound": "live-heap lines (300 x 256 points) and followed containers (256 x 64 lengths)",
+            "bound": (
+                "live-heap lines (300 x the points of the last 330 s, at most 256) and followed "
+                "containers (256 x the lengths of the last 330 s, at most 64)"
+            ),
         }
     return out
 

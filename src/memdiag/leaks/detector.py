@@ -7,8 +7,11 @@ robust trends over the last ``leak_window_seconds`` of history:
 * **memory**: over the recent half of the window, RSS must grow significantly
   (Mann-Kendall p < 0.01), faster than ``leak_min_growth_kb_per_min``, without levelling
   off (no plateau in its last third, no halving of the slope from its first half to
-  its second). Then an allocation-tracing window is started automatically
-  (budget permitting) and its result classifies the growth and names the site.
+  its second). With the heap profile running (the default), the live heap names the
+  site: growing containers at once, growing Python lines outside any container once RSS
+  has grown for ``leak_window_seconds / 5``; no tracing window opens on its own. Without
+  it (the fallback), an allocation-tracing window is started automatically (budget
+  permitting) and its result classifies the growth and names the site.
 * **resources**: fds, threads, asyncio tasks, child processes and zombies must keep
   rising (significant, no plateau) by a minimum count.
 * ``gc.garbage`` growing (uncollectable objects) and malloc retaining a large share of
@@ -46,7 +49,7 @@ from .classify import (
 )
 from .flight import FlightRecorder
 from .follow import ContainerFollower
-from .live import MIN_SPAN_SECONDS, growth_test
+from .live import MIN_SPAN_SECONDS, RETAIN_SECONDS, growth_test, prune
 from .livecheck import LiveChecker
 from .native import MallocInfo, malloc_info
 from .notify import notifier
@@ -149,8 +152,10 @@ class LeakDetector:
             now = sample.time
             tasks = sample.extra.get("asyncio_tasks")
             if isinstance(tasks, int):
-                self._series["asyncio_tasks"].append((now, float(tasks)))
-            self._series["gc_garbage"].append((now, float(sample.python.garbage)))
+                self._append("asyncio_tasks", now, float(tasks), cfg.leak_window_seconds)
+            self._append("gc_garbage", now, float(sample.python.garbage), cfg.leak_window_seconds)
+            # resource totals are read over the verdict window too
+            self.live.resources.retain_seconds = max(RETAIN_SECONDS, cfg.leak_window_seconds)
             pids = [c.pid for c in sample.children if c.state != "Z"]
             self.live.tick(now, cfg.heap_snapshot_seconds, pids)
             if sample.profile:
@@ -228,6 +233,14 @@ class LeakDetector:
         self._last_check = 0.0  # re-check at the next tick with the new evidence
 
     # -- the verdict -------------------------------------------------------------------
+    def _append(self, name: str, now: float, value: float, window: float) -> None:
+        """One point of an own series; points older than any read of it are dropped (the
+        verdict window, at least RETAIN_SECONDS), so the series is at its steady size once
+        one window has passed rather than filling toward its 4096 points for an hour."""
+        ser = self._series[name]
+        ser.append((now, value))
+        prune(ser, now - max(RETAIN_SECONDS, window))
+
     def _own_series(self, name: str, since: float) -> tuple[list[float], list[float]]:
         pts = [(t, v) for t, v in list(self._series[name]) if t >= since]
         return [p[0] for p in pts], [p[1] for p in pts]
@@ -249,8 +262,8 @@ class LeakDetector:
         mi = malloc_info()
         self._malloc = mi
         if mi is not None:
-            self._series["malloc_in_use"].append((now, float(mi.in_use)))
-            self._series["malloc_free"].append((now, float(mi.free)))
+            self._append("malloc_in_use", now, float(mi.in_use), window)
+            self._append("malloc_free", now, float(mi.free), window)
 
         if self.live.heap_running:
             # Growing containers (and native lines) from the live heap, within a minute or
@@ -386,20 +399,30 @@ class LeakDetector:
         malloc_t: Trend | None,
         found: dict[str, Any],
     ) -> None:
-        """RSS grows now: trace it (budget permitting) and, once confirmed, classify it."""
+        """RSS grows now: once confirmed, classify it. With the heap profile running the
+        live heap's growing Python lines are the sites (no window); without it a tracing
+        window names them (budget permitting)."""
         window = cfg.leak_window_seconds
         half, confirm = window / 2.0, window / 5.0
         self._last_growing = now
         if self._growth_since is None:
             self._growth_since = now
         result = self._episode_window(now, window)
-        # Trace again when the growth is still unexplained a window after the last
-        # trace (a warm-up that turned into a leak), else only when the evidence has
-        # aged past the budget's horizon: each window costs the service real time.
-        age = now - float(result.get("ended_at") or 0.0) if result is not None else None
-        explained = any(k.startswith("python_objects:") for k in found)
-        if age is None or age > MIN_HORIZON_SECONDS or (age > window and not explained):
-            self._auto_window(cfg)
+        if self.live.heap_running:
+            # The live heap names the sites: no tracing window opens on its own (windows
+            # are the fallback where the heap profile cannot run; manual ones still count).
+            self._auto_blocked = None
+            if now - self._growth_since >= confirm:
+                for ls in self.live.line_suspects(now):
+                    found.setdefault(ls["id"], ls)
+        else:
+            # Trace again when the growth is still unexplained a window after the last
+            # trace (a warm-up that turned into a leak), else only when the evidence has
+            # aged past the budget's horizon: each window costs the service real time.
+            age = now - float(result.get("ended_at") or 0.0) if result is not None else None
+            explained = any(k.startswith("python_objects:") for k in found)
+            if age is None or age > MIN_HORIZON_SECONDS or (age > window and not explained):
+                self._auto_window(cfg)
         # A verdict is listed only once the growth outlasted the window by `confirm`:
         # a cache still warming up when the window ran has levelled off by then.
         if result is not None and now >= float(result.get("ended_at") or now) + confirm:
@@ -533,7 +556,12 @@ class LeakDetector:
             "suspects": self.suspects(),
             "resolved": resolved,
             "trends": trends,
-            "tracing": {**manager().state(cfg), "auto_blocked": self._auto_blocked},
+            "tracing": {
+                **manager().state(cfg),
+                "auto_blocked": self._auto_blocked,
+                # windows open on their own only where the heap profile is not running
+                "auto_windows": not self.live.heap_running,
+            },
             "top_allocations": list(last.get("top_allocations", [])),
             "growing_sites": list(last.get("growing_sites", [])),
             "growing_containers": list(last.get("growing_containers", [])),

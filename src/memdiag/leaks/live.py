@@ -52,6 +52,10 @@ EARLY_SPAN_SECONDS = 35.0
 EARLY_POINTS = 6
 EARLY_RATE_TOLERANCE = 0.15
 HORIZON_SECONDS = 150.0  # the recent stretch a growth test looks at
+# Points older than this are dropped: the oldest any test reads is two horizons back
+# (slowed_down), so every series reaches its steady size within ~5.5 minutes of the start
+# and memdiag's own memory is flat from then on, not filling toward its bound for longer.
+RETAIN_SECONDS = 2 * HORIZON_SECONDS + 30.0
 MAX_SITES = 300
 CONTAINER_SCAN_SECONDS = 10.0
 SCAN_DUTY_DIVISOR = 100.0  # container scans take at most 1 % of the wall time
@@ -189,6 +193,12 @@ def growth_test(
     }
 
 
+def prune(series: deque[Any], before: float) -> None:
+    """Drop the ``(t, ...)`` points of a time-ordered deque older than ``before``."""
+    while series and series[0][0] < before:
+        series.popleft()
+
+
 class Points:
     """A bounded series of ``(t, bytes, blocks)`` points in one flat ``array('d')``: 24 B a
     point, where a deque of 3-tuples of floats costs ~110 B (300 lines x 256 points: 1.8 MB
@@ -204,6 +214,15 @@ class Points:
         if len(self._a) >= 3 * self.keep:
             del self._a[:3]
         self._a.extend(point)
+
+    def drop_before(self, t: float) -> None:
+        """Drop the points older than ``t`` (points are in time order)."""
+        a = self._a
+        k = 0
+        while 3 * k < len(a) and a[3 * k] < t:
+            k += 1
+        if k:
+            del a[: 3 * k]
 
     def __len__(self) -> int:
         return len(self._a) // 3
@@ -237,6 +256,7 @@ class HeapSeries:
         self.max_sites = max_sites
         self._series: dict[tuple[str, int, str], Points] = {}
         self._stacks: dict[tuple[str, int, str], tuple[Frame, ...]] = {}
+        self._wanted_at: dict[tuple[str, int, str], float] = {}  # last time among the largest/fastest
         self.last: HeapProfile | None = None
         self.overhead: deque[tuple[float, float]] = deque(maxlen=keep)  # the profiler's own bytes
         self.snapshots = 0
@@ -261,7 +281,17 @@ class HeapSeries:
         prev = {k: v[-1][1] for k, v in self._series.items() if v}
         ranked = sorted(agg, key=lambda k: agg[k][0], reverse=True)
         grown = sorted(agg, key=lambda k: agg[k][0] - prev.get(k, 0.0), reverse=True)
-        wanted = set(ranked[: self.max_sites // 2]) | set(grown[: self.max_sites // 4]) | set(self._series)
+        picked = set(ranked[: self.max_sites // 2]) | set(grown[: self.max_sites // 4])
+        for key in picked:
+            self._wanted_at[key] = now
+        # A line neither among the largest nor the fastest-growing for RETAIN_SECONDS is
+        # forgotten (its points are all older than any test reads): the set of lines
+        # reaches its steady size within minutes instead of filling to max_sites.
+        for key in [k for k in self._series if now - self._wanted_at.get(k, now) > RETAIN_SECONDS]:
+            del self._series[key]
+            self._stacks.pop(key, None)
+            self._wanted_at.pop(key, None)
+        wanted = picked | set(self._series)
         for key in wanted:
             a = agg.get(key)
             ser = self._series.get(key)
@@ -270,6 +300,7 @@ class HeapSeries:
                     continue
                 ser = self._series[key] = Points(self.keep)
             ser.append((now, a[0], a[1]) if a is not None else (now, 0.0, 0.0))
+            ser.drop_before(now - RETAIN_SECONDS)
             if a is not None:
                 self._stacks[key] = a[2].stack
         if len(self._series) > self.max_sites:
@@ -278,6 +309,7 @@ class HeapSeries:
             for key in order[: len(self._series) - self.max_sites]:
                 del self._series[key]
                 self._stacks.pop(key, None)
+                self._wanted_at.pop(key, None)
         self.last = prof
         self.overhead.append((now, float(prof.overhead_bytes)))
         self.snapshots += 1
@@ -338,6 +370,11 @@ class HeapSeries:
             )
         return out
 
+    def points(self, file: str, line: int, domain: str) -> list[tuple[float, float]]:
+        """One line's ``(t, live bytes)`` points (empty when not followed)."""
+        ser = self._series.get((file, line, domain))
+        return [(t, b) for t, b, _ in ser] if ser is not None else []
+
     def total(self, domain: str) -> tuple[list[float], list[float]]:
         """Sum of the followed sites' live bytes per snapshot (one domain)."""
         by_t: dict[float, float] = collections.defaultdict(float)
@@ -376,6 +413,7 @@ class HeapSeries:
     def clear(self) -> None:
         self._series.clear()
         self._stacks.clear()
+        self._wanted_at.clear()
         self.last = None
 
     def memory_bytes(self) -> int:
@@ -546,8 +584,12 @@ class ContainerWatch:
                 cur = lens[oid] = (tp, deque(maxlen=64))
                 self._info.pop(oid, None)
             cur[1].append((now, n))
+            prune(cur[1], now - RETAIN_SECONDS)
             if oid in heads:
-                self._heads.setdefault(oid, deque(maxlen=64)).append(heads[oid])
+                h = self._heads.setdefault(oid, deque(maxlen=64))
+                h.append(heads[oid])
+                while len(h) > len(cur[1]):
+                    h.popleft()
         for oid in [i for i in lens if i not in found]:
             del lens[oid]  # freed (or shrunk below the bound and forgotten)
             self._info.pop(oid, None)

@@ -4,7 +4,8 @@
 (it acts every ``heap_snapshot_seconds``), :meth:`memory_suspects` and
 :meth:`resource_suspects` at each verdict. With the heap profile running (the native
 sampler, or ``heap_profile = "on"``), memory verdicts come from it and no tracing window
-is needed; without it, the detector's tracing windows name the site and this module
+is needed (the detector opens no window on its own then); without it, the detector's
+tracing windows name the site and this module
 still measures native growth from malloc's own figures (``mallinfo2``).
 """
 
@@ -23,11 +24,13 @@ from .live import CONTAINER_SCAN_SECONDS as CONTAINER_EVERY
 from .live import (
     HORIZON_SECONDS,
     MIN_SPAN_SECONDS,
+    RETAIN_SECONDS,
     ContainerWatch,
     HeapSeries,
     early_linear,
     growth_test,
     match_site,
+    prune,
     scan_interval,
     slowed_down,
 )
@@ -186,6 +189,7 @@ class LiveChecker:
         if mi is None:
             return
         self.malloc.append((now, float(mi.in_use)))
+        prune(self.malloc, now - RETAIN_SECONDS)
         after = heapprof.malloc_held() if before is not None else None
         if before is None or after is None or after[0] != before[0]:
             self.native.clear()  # not counted (or the hooks went in again meanwhile)
@@ -198,6 +202,7 @@ class LiveChecker:
         # Other threads allocate while mallinfo2 walks the arenas: Python's bytes halfway.
         python = (before[1] + after[1]) / 2.0
         self.native.append((now, float(mi.in_use) - python - float(after[2])))
+        prune(self.native, now - RETAIN_SECONDS)
 
     def line_grows(self, file: str | None, line: int | None, now: float, min_rate: float) -> bool:
         """Whether the live heap sees ``file:line`` grow by at least ``min_rate`` bytes/min
@@ -258,9 +263,9 @@ class LiveChecker:
                 site = match_site(c, slopes, cache_lines)
             out.append(_container_suspect(c, site, rate))
         # Python lines growing outside any followed container are reported (growing_lines)
-        # but not listed as suspects: a sampled profile sees caches warming up, tables
-        # resizing and step growth as such lines too. The tracing windows (budgeted) name
-        # those leaks; native lines (the preload sampler) are suspects directly.
+        # but not listed here: a sampled profile sees caches warming up, tables resizing
+        # and step growth as such lines too. The detector lists them (line_suspects) only
+        # while RSS grows as well; native lines (the preload sampler) are suspects directly.
         self.growing_lines = [s for s in sites if (s["file"], s["line"]) not in explained][:20]
         for s in self.growing_lines:
             if s["domain"] == "native":
@@ -276,6 +281,25 @@ class LiveChecker:
         native = self.native_from_malloc(now, floor, py_rate)
         if native is not None and not any(s["kind"] == "native" for s in out):
             out.append(native)
+        return out
+
+    def line_suspects(self, now: float) -> list[dict[str, Any]]:
+        """The growing Python lines outside any growing container (``growing_lines`` of the
+        last :meth:`memory_suspects`) as suspects, for the detector to list while RSS grows
+        too (what a tracing window did before the heap profile ran): a chain of objects, a
+        leak held by many small containers. Not a line filling a cache, nor one whose growth
+        keeps slowing down over two horizons (a memo warming up: ``slowed_down``)."""
+        with self._lock:
+            caches = self.containers.cache_entry_lines()
+            out = []
+            for s in self.growing_lines:
+                if s["domain"] != "python" or (s["file"], s["line"]) in caches:
+                    continue
+                if slowed_down(self.heap.points(s["file"], s["line"], s["domain"]), now):
+                    continue
+                ss = _site_suspect(s)
+                ss["evidence"]["rss_growing"] = True
+                out.append(ss)
         return out
 
     def malloc_rate(self, now: float, floor: float) -> float | None:

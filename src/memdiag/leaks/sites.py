@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import origins
-from .live import HORIZON_SECONDS, growth_test
+from .live import HORIZON_SECONDS, RETAIN_SECONDS, growth_test, prune
 
 __all__ = ["KINDS", "MIN_RISE", "ResourceSites"]
 
@@ -51,6 +51,8 @@ class ResourceSites:
         self.keep = keep
         self._series: dict[tuple[str, origins.Site | None], deque[tuple[float, int]]] = {}
         self.totals: dict[str, deque[tuple[float, float]]] = {k: deque(maxlen=4096) for k in KINDS}
+        # the totals are read over leak_window_seconds (the detector sets this to cover it)
+        self.retain_seconds = RETAIN_SECONDS
         self.own: dict[str, int] = {}
         self._targets: dict[origins.Site | None, Counter[str]] = {}
 
@@ -75,6 +77,7 @@ class ResourceSites:
             own = cnt.pop(origins.OWN, 0)
             self.own[kind] = own
             self.totals[kind].append((now, float(sum(cnt.values()))))
+            prune(self.totals[kind], now - self.retain_seconds)
             for site, n in cnt.items():
                 if site is None:
                     continue
@@ -85,9 +88,11 @@ class ResourceSites:
                         continue
                     ser = self._series[key] = deque(maxlen=self.keep)
                 ser.append((now, n))
+                prune(ser, now - RETAIN_SECONDS)
             for key, ser in self._series.items():
                 if key[0] == kind and key[1] not in cnt:
                     ser.append((now, 0))
+                    prune(ser, now - RETAIN_SECONDS)
         for key in [k for k, s in self._series.items() if len(s) > 8 and not any(n for _, n in s)]:
             del self._series[key]  # nothing alive from there for a while
 
