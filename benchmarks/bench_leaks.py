@@ -549,6 +549,8 @@ def kind_child(args: argparse.Namespace) -> None:
                 "own_listed": sorted(set(own_listed))[:10],
                 "heap": r.get("live_heap"),
                 "resources": r.get("resources"),
+                # tracing windows run in the service: none opens on its own with the heap profile
+                "windows_run": (r.get("tracing") or {}).get("windows_run"),
             },
             default=str,
         )
@@ -586,16 +588,17 @@ def scenario_kinds(quick: bool, heap_profile: str, only: str | None, rate: float
         except (IndexError, ValueError):
             results.append({"kind": k, "error": err[-1500:]})
         print(f"  done {k}: {json.dumps(results[-1], default=str)[:1500]}", file=sys.stderr, flush=True)  # progress
-    print(f"{'scenario':<17} {'top at':>7} {'bar':>5} {'kind':<16} {'rate':>12} {'truth':>12} {'err':>6} own  verdict")
+    print(f"{'scenario':<17} {'top at':>7} {'bar':>5} {'kind':<16} {'rate':>12} {'truth':>12} {'err':>6} own  win verdict")
     for r in results:
         k = r["kind"]
         if "error" in r:
             print(f"{k:<17} ERROR {r['error'][-300:]}")
             continue
         own = "yes" if r["own_listed"] else "no"
+        own = f"{own:<4} {r.get('windows_run', '-')!s:>3}"  # tracing windows the service ran
         if k in TWINS:
             ok = not r["suspects"] and not r["own_listed"]
-            print(f"{k:<17} {'-':>7} {'-':>5} {'-':<16} {'-':>12} {'-':>12} {'-':>6} {own:<4} "
+            print(f"{k:<17} {'-':>7} {'-':>5} {'-':<16} {'-':>12} {'-':>12} {'-':>6} {own} "
                   f"{'PASS' if ok else 'FAIL'} ({len(r['suspects'])} suspect(s): {[s['id'] for s in r['suspects']][:3]})")
             r["pass"] = ok
             continue
@@ -608,7 +611,7 @@ def scenario_kinds(quick: bool, heap_profile: str, only: str | None, rate: float
               and err is not None and abs(err) <= 0.25 and not r["own_listed"])
         r["pass"] = ok
         print(f"{k:<17} {str(r['top_at']):>7} {bar:>5.0f} {str(top.get('kind')):<16} {str(rate):>12} "
-              f"{r['truth']:>12.1f} {('%+.0f%%' % (100 * err)) if err is not None else '-':>6} {own:<4} "
+              f"{r['truth']:>12.1f} {('%+.0f%%' % (100 * err)) if err is not None else '-':>6} {own} "
               f"{'PASS' if ok else 'FAIL'}" + ("" if r["top_at"] else f" (suspects: {[s['id'] for s in r['suspects']][:3]})"))
     _kind_bars(results)
     return results

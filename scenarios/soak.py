@@ -3,7 +3,8 @@
 Run:
 
     python scenarios/soak.py --seconds 1800     # the full soak of issue 16 (30 minutes)
-    python scenarios/soak.py --seconds 40 --every 1 --trace-at 10   # the CI form (tests/test_soak.py)
+    python scenarios/soak.py --seconds 40 --every 1                 # the CI form (tests/test_soak.py)
+    python scenarios/soak.py --seconds 40 --every 1 --trace-at 10   # with one tracing window by hand
 
 Two twin processes run the same busy service side by side (this file with ``--service``):
 four threads of request-like work (JSON churn, many small objects, a ``SharedPromptCache``
@@ -14,8 +15,9 @@ does not. Every ``--every`` seconds each twin prints one JSON line: its USS
 (``/proc/self/smaps_rollup``), its CPU time and its operations; the memdiag twin adds
 ``overhead()``: the monitor's own CPU, its ticks and the bytes its structures hold, and
 whether an allocation-tracing window is running (``tracing``). ``--trace-at S`` opens one
-window in the memdiag twin S seconds in (the leak detector opens them on its own when RSS
-grows, as a warming service's does: a short run may meet none otherwise).
+window in the memdiag twin S seconds in, as a user would by hand (the leak detector opens
+them on its own only where the sampled heap profiler cannot run: with it, as shipped, none
+opens, and ``tracing_samples`` is 0).
 
 The verdict, printed as one JSON document (and the exit status, 0 when all hold):
 
@@ -103,7 +105,7 @@ def service(with_memdiag: bool, every: float, seconds: float, trace_at: float | 
         if diag is not None and trace_at is not None and traced is None and time.monotonic() - t0 >= trace_at:
             import memdiag
 
-            try:  # what the detector does when RSS grows
+            try:  # a window by hand (the detector's fallback opens them when RSS grows)
                 traced = memdiag.start_tracing(diag)["id"]
             except memdiag.MemdiagError as exc:  # one is running already (the detector's)
                 traced = str(exc)
@@ -215,7 +217,7 @@ def main() -> None:
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--trace-at", type=float, default=None, metavar="SECONDS",
                     help="open one allocation-tracing window in the memdiag twin this long after the start "
-                         "(what the leak detector does when RSS grows; the CI form's way to meet one)")
+                         "(by hand: the leak detector opens none on its own while the heap profiler runs)")
     ap.add_argument("--service", choices=["with", "without"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     every = args.every if args.every is not None else max(1.0, args.seconds / 60)

@@ -28,6 +28,7 @@ import pytest
 import memdiag
 from memdiag.service import MemoryDiagnostics
 
+GAP_GUARD_MIB = 12.0
 SECONDS = float(os.environ.get("MEMDIAG_SOAK_SECONDS", "12"))
 INTERVAL = float(os.environ.get("MEMDIAG_SOAK_INTERVAL", "0.05"))
 
@@ -70,25 +71,30 @@ def test_memdiag_cpu_and_memory_stay_flat_under_a_busy_service() -> None:
 
 @pytest.mark.slow
 def test_twin_soak_at_default_settings_keeps_memdiags_own_cost_flat() -> None:
-    """``scenarios/soak.py`` for 40 s with one allocation-tracing window opened at 10 s in the
-    memdiag twin (what the leak detector does when RSS grows; in the 30-minute run one opened
-    at ~190 s and the USS gap rose from ~8 to ~17 MiB for good): memdiag's own structures flat
-    and within budget, its CPU per tick flat, the twins both served, and the USS gap in the
-    last quarter, after the window, under 16 MiB: a guard against gross growth (before the
-    post-window trim the 40 s form gave 12-16 MiB at load 10-30), not issue 17's 8 MiB bar, which the
-    benchmarks judge (bench_footprint.py, the 30-minute soak): on the quiet machine the final
-    tree's quarter medians were 10.8-14.3 MiB here (11.5 with the heap profile off), above
-    the 5.8-9.7 seen at load 10-30, so the bar is missed in this busy 40 s form and the
-    issue stays open. Flatness of the gap is judged by the long run: 40 s cannot tell a slow
-    rise from the allocator's noise."""
+    """``scenarios/soak.py`` for 40 s at default settings in every respect: memdiag's own
+    structures flat and within budget, its CPU per tick flat, the twins both served, no
+    allocation-tracing window at any sample (with the sampled heap profiler running the leak
+    detector opens none on its own; before, it did once RSS grew, and in the 30-minute run the
+    USS gap rose by ~8 MiB for good after the first), and the USS gap's last-quarter median
+    under GAP_GUARD_MIB: issue 17's 8 MiB bar plus 4 MiB of headroom (single samples of the
+    gap move by +-3 MiB with the twins' service threads' malloc arenas, and a quiet machine
+    gave larger gaps than a loaded one: the twins serve more). This busy 40 s form gave
+    last-quarter medians of 10.8-14.3 MiB on the quiet machine with a window opened by hand
+    at 10 s (session 6), and 5.0-7.9 MiB at load 15-26 without one (session 7, interleaved
+    with the window form: 5.9-7.1); not yet measured quietly without one. The bar itself is
+    judged by the benchmarks (bench_footprint.py, the 30-minute soak, docs/benchmarks.md); flatness
+    of the gap too: 40 s cannot tell a slow rise from the allocator's noise."""
+    from memdiag.leaks import heapprof
+
     script = Path(__file__).resolve().parent.parent / "scenarios" / "soak.py"
-    out = subprocess.run([sys.executable, str(script), "--seconds", "40", "--every", "1", "--trace-at", "10"],
+    out = subprocess.run([sys.executable, str(script), "--seconds", "40", "--every", "1"],
                          capture_output=True, text=True, timeout=300)
     result = json.loads(out.stdout.split("\n- bar:")[0])  # the JSON, then the bar lines run_all.py reads
     checks = result["checks"]
     assert checks["own_memory_flat"] and checks["within_budget"] and checks["cpu_per_tick_flat"], result
     assert result["samples"] >= 30 and result["ticks"] >= 30, result
-    assert result["tracing_samples"] >= 1, result  # the window ran
+    assert heapprof.available()[0], "the sampled heap profiler is built in CI (setup.py)"
+    assert result["tracing_samples"] == 0, result  # no window on its own with the profiler running
     assert 0.5 < result["ops_ratio"] < 1.5, result  # both twins did the work
-    assert result["uss_gap_mib"]["q4_median"] <= 16.0, result  # a guard, not the bar: see the docstring
+    assert result["uss_gap_mib"]["q4_median"] <= GAP_GUARD_MIB, result  # the bar + CI noise: see the docstring
     print("USS gap (MiB, quarter medians):", result["uss_gap_mib"])
