@@ -277,6 +277,11 @@ HEAP_PROFILER_BOUND = (
     "small blocks rerouted to malloc (<= 16384 x 529 B), and the frame and stack tuples snapshots reuse"
 )
 
+LEAK_SERIES_BOUND = (
+    "live-heap lines (300 x the points of the last 330 s, at most 256) and followed "
+    "containers (256 x the lengths of the last 330 s, at most 64)"
+)
+
 
 def own_components(
     history: History,
@@ -334,10 +339,7 @@ def own_components(
         out["leak_series"] = {
             "bytes": leak_series[0],
             "bound_bytes": leak_series[1],
-            "bound": (
-                "live-heap lines (300 x the points of the last 330 s, at most 256) and followed "
-                "containers (256 x the lengths of the last 330 s, at most 64)"
-            ),
+            "bound": LEAK_SERIES_BOUND,
         }
     return out
 
