@@ -25,9 +25,12 @@ beside it.
 left unchanged): a check that the generator and the benchmarks still run, not figures to
 publish. ``--only`` takes section names: the script's name without ``bench_`` and ``.py``
 (``cli``, ``soak``: every block of that script), or with its sub-command (``leaks:kinds``).
-``--only summary`` composes the summary alone. ``--list`` prints the blocks and runs nothing. Without ``--write`` the new document goes to
-stdout. A benchmark that fails stops the run with its output, and nothing is written (one
-that exits non-zero having printed a bar line "NOT met" has not failed: its output stands).
+``--only summary`` composes the summary alone. ``--list`` prints the blocks and runs
+nothing. Without ``--write`` the new document goes to stdout; each block's run time and the
+total go to stderr. The default set (no ``--long``) is meant to fit in about 25 minutes on
+a quiet machine: a block of many minutes that no bar needs is marked ``long``. A benchmark
+that fails stops the run with its output, and nothing is written (one that exits non-zero
+having printed a bar line "NOT met" has not failed: its output stands).
 
 The summary at the top of the document (``<!-- run_all: summary -->``) is composed, at every
 run, from what the blocks hold: every line a benchmark printed of the form
