@@ -28,7 +28,8 @@ publish. ``--only`` takes section names: the script's name without ``bench_`` an
 ``--only summary`` composes the summary alone. ``--list`` prints the blocks and runs
 nothing. Without ``--write`` the new document goes to stdout; each block's run time and the
 total go to stderr. The default set (no ``--long``) is meant to fit in about 25 minutes on
-a quiet machine: a block of many minutes that no bar needs is marked ``long``. A benchmark
+a quiet machine: the blocks of many minutes are marked ``long`` (some of them judge bars:
+the real servers, the leak verdicts, the soak). A benchmark
 that fails stops the run with its output, and nothing is written (one that exits non-zero
 having printed a bar line "NOT met" has not failed: its output stands).
 
