@@ -9,12 +9,14 @@ import dataclasses
 import pickle
 import subprocess
 import sys
+from typing import NamedTuple
 
 import pytest
 
-from memdiag._record import FrozenInstanceError, asdict, field, fields, record, replace
+from memdiag._record import FrozenInstanceError, asdict, field, fields, record, replace, tuple_record
 from memdiag.config import MemoryConfig
 from memdiag.errors import ConfigError
+from memdiag.probes.process import ProcStat
 from memdiag.sample import ProcessMemory
 
 
@@ -94,3 +96,35 @@ def test_the_core_records_import_no_dataclasses() -> None:
     )
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@tuple_record
+class Pair:
+    """A pair."""
+
+    a: int
+    b: str = "x"
+
+    @property
+    def both(self) -> str:
+        return f"{self.a}{self.b}"
+
+
+class TPair(NamedTuple):
+    a: int
+    b: str = "x"
+
+
+def test_tuple_record_is_the_namedtuple_it_declares() -> None:
+    p, t = Pair(1), TPair(1)
+    assert p == t == (1, "x") and Pair(1, "y") == TPair(1, "y") and hash(p) == hash(t)
+    assert Pair._fields == TPair._fields == ("a", "b") and Pair._field_defaults == {"b": "x"}
+    assert repr(Pair(2, "z")) == "Pair(a=2, b='z')" and Pair(2).both == "2x"
+    assert type(p._replace(b="q")) is Pair and p._replace(b="q").b == "q"
+    assert p._asdict() == {"a": 1, "b": "x"} and Pair._make([3, "w"]) == (3, "w")
+    assert pickle.loads(pickle.dumps(p)) == p and type(pickle.loads(pickle.dumps(p))) is Pair
+    assert Pair.__doc__ == "A pair." and not hasattr(p, "__dict__")
+    with pytest.raises(TypeError):
+        Pair()
+    st = ProcStat(1, "x", "S", 0, 1, 1, 5, 4096, 1, 1)
+    assert st.vsize_bytes == 0 and not st.zombie and isinstance(st, tuple)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import ConfigError, MemdiagError, MissingExtraError, ProcessNotOwnedError
@@ -26,7 +25,10 @@ if "logging" in sys.modules:
 
     _logging.install()
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at a command's start (~5 ms)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .cache import SharedPromptCache
     from .config import MemoryConfig, active_config, load_config, save_config
     from .health import HealthMonitor

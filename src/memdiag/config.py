@@ -15,15 +15,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 from ._files import write_atomic
 from ._record import field, fields, record, replace
 from .errors import ConfigError
 from .units import MIB
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at a command's start (~5 ms)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 __all__ = [
     "FIELD_INFO",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from . import registry
 from ._record import field, record
@@ -22,6 +21,10 @@ from .projection import SIGNAL as PROJECTED_SIGNAL
 from .projection import LimitProjection
 from .registry import SignalReading
 from .sample import Sample
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at a command's start (~5 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["LEVELS", "RANK", "PressureDetector", "PressureState", "builtin_signals", "level_of"]
 

@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import weakref
+from _thread import allocate_lock
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from ._record import field, record
 from .errors import MemdiagError
+
+# Neither typing nor threading at import (~7 ms of a command line's start): the lock is
+# threading.Lock itself, the cache protocol is built on first use (module __getattr__).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    K = TypeVar("K")
+    V = TypeVar("V")
 
 __all__ = [
     "CleanupAction",
@@ -64,23 +72,40 @@ __all__ = [
 ]
 
 
-@runtime_checkable
-class ManagedCache(Protocol):
-    """What a cache must offer to be watched and shrunk by memdiag.
+def _managed_cache() -> type:
+    from typing import Protocol, runtime_checkable
 
-    ``metrics()`` must be cheap (O(1), no deep walk) and return at least ``entries``,
-    ``bytes``, ``max_bytes`` and ``fill_ratio``. ``shrink(fraction)`` evicts about that
-    fraction of the cache's bytes and returns the bytes it accounted as freed;
-    ``clear()`` empties it and returns the same.
-    """
+    @runtime_checkable
+    class ManagedCache(Protocol):
+        """What a cache must offer to be watched and shrunk by memdiag.
 
-    name: str
+        ``metrics()`` must be cheap (O(1), no deep walk) and return at least ``entries``,
+        ``bytes``, ``max_bytes`` and ``fill_ratio``. ``shrink(fraction)`` evicts about that
+        fraction of the cache's bytes and returns the bytes it accounted as freed;
+        ``clear()`` empties it and returns the same.
+        """
 
-    def metrics(self) -> dict[str, Any]: ...
+        name: str
 
-    def shrink(self, fraction: float) -> int: ...
+        def metrics(self) -> dict[str, Any]: ...
 
-    def clear(self) -> int: ...
+        def shrink(self, fraction: float) -> int: ...
+
+        def clear(self) -> int: ...
+
+    ManagedCache.__module__ = __name__
+    return ManagedCache
+
+
+if TYPE_CHECKING:
+    ManagedCache = _managed_cache()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ManagedCache":  # built once, on first use
+        globals()[name] = value = _managed_cache()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @record
@@ -155,17 +180,14 @@ class SignalReading:
 
 # A sample is a :class:`memdiag.sample.Sample`; the registry sits below the sampler (which
 # reads it), so it names the type only in these comments.
-SignalFn = Callable[[Any, Any], "list[SignalReading]"]  # (sample, config) -> readings
-CollectorFn = Callable[[bool], Any]
-SectionFn = Callable[[Any], Any]
-ObserverFn = Callable[[Any], None]  # (sample) -> None
-DecoratorFn = Callable[[list[dict[str, Any]]], None]
-MonitorProvider = Callable[[], Any]
+SignalFn = Callable[["Any", "Any"], "list[SignalReading]"]  # (sample, config) -> readings
+CollectorFn = Callable[[bool], "Any"]
+SectionFn = Callable[["Any"], "Any"]
+ObserverFn = Callable[["Any"], None]  # (sample) -> None
+DecoratorFn = Callable[[list[dict[str, "Any"]]], None]
+MonitorProvider = Callable[[], "Any"]
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-_lock = threading.Lock()
+_lock = allocate_lock()
 
 
 def _after_fork_in_child() -> None:
@@ -173,7 +195,7 @@ def _after_fork_in_child() -> None:
     # stay locked forever, and the monitor restarting in the child (a gunicorn worker) reads
     # the registry first thing. Registered at import, so before any handler that reads it.
     global _lock
-    _lock = threading.Lock()
+    _lock = allocate_lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -181,8 +203,10 @@ if hasattr(os, "register_at_fork"):
 _seq = itertools.count(1)
 
 
-class Keyed(Generic[K, V]):
+class Keyed:
     """One kind of registered thing: entries by key, replaced on re-registration.
+
+    ``Keyed[K, V]`` in annotations (not a ``typing.Generic`` at run time: no typing import).
 
     Every kind shares the module's lock, so a snapshot is consistent and cheap. ``what``
     names the kind in error messages.
@@ -191,6 +215,9 @@ class Keyed(Generic[K, V]):
     def __init__(self, what: str) -> None:
         self.what = what
         self.entries: dict[K, V] = {}
+
+    def __class_getitem__(cls, params: Any) -> type:
+        return cls
 
     def add(self, key: K, value: V) -> None:
         with _lock:
@@ -421,7 +448,7 @@ def walk_roots() -> frozenset[int]:
 
 
 # -- service lifecycle and memdiag's own resources ------------------------------------
-LifecycleFn = Callable[[Any], None]
+LifecycleFn = Callable[["Any"], None]
 _LIFECYCLE: Keyed[str, tuple[LifecycleFn, LifecycleFn]] = Keyed("lifecycle hook")
 _own_fds: frozenset[int] = frozenset()
 _own_thread_prefixes: tuple[str, ...] = ()
@@ -479,4 +506,6 @@ def own_threads() -> int:
     prefixes = _own_thread_prefixes
     if not prefixes:
         return 0
+    import threading
+
     return sum(1 for t in threading.enumerate() if t.name.startswith(prefixes))

@@ -7,22 +7,21 @@ start time, API URL, memdiag version) and the API token in ``<pid>.token`` with 
 or of a reused PID whose start time differs, are ignored and removed.
 """
 
-# No `from __future__ import annotations` here: a NamedTuple's string annotations become
-# typing.ForwardRef objects, and the first one compiles (initialising the AST types: ~10 M
-# instructions, ~3 ms) at every command line's start. Names imported only for type
-# checking are quoted.
+from __future__ import annotations
 
 import contextlib
 import json
 import os
 import stat
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._files import write_atomic
+from ._record import tuple_record
 from .probes.process import read_stat
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at a command's start (~5 ms)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 __all__ = [
     "RuntimeDirError",
@@ -36,7 +35,7 @@ __all__ = [
 ]
 
 
-def runtime_dir(create: bool = False) -> "Path":
+def runtime_dir(create: bool = False) -> Path:
     """The per-user directory service entries live in (created private when ``create``).
 
     Raises:
@@ -67,7 +66,7 @@ class RuntimeDirError(PermissionError):
     """The runtime directory is not safe to use (and memdiag changed nothing)."""
 
 
-def ensure_private_dir(d: "Path") -> None:
+def ensure_private_dir(d: Path) -> None:
     """Make ``d`` a directory only this user can enter, or refuse and say why.
 
     ``mkdir(d, 0o700)`` creates it (it never follows a symlink planted at ``d``); then the
@@ -106,7 +105,8 @@ def _start_ticks(pid: int) -> int | None:
     return None if st is None else st.start_ticks
 
 
-class ServiceEntry(NamedTuple):
+@tuple_record
+class ServiceEntry:
     """A running service that announced itself.
 
     ``url`` is its HTTP API (``None`` without one); ``socket`` its local control channel
@@ -153,7 +153,7 @@ class ServiceEntry(NamedTuple):
         }
 
 
-def _own_entry(d: "Path", pid: int) -> dict[str, Any]:
+def _own_entry(d: Path, pid: int) -> dict[str, Any]:
     """This process's entry as written so far (empty if none, or another process's)."""
     try:
         data = json.loads((d / f"{pid}.json").read_text(encoding="utf-8"))
@@ -164,7 +164,7 @@ def _own_entry(d: "Path", pid: int) -> dict[str, Any]:
     return data
 
 
-def update_service(**fields: Any) -> "Path":
+def update_service(**fields: Any) -> Path:
     """Merge ``fields`` into this process's entry (created if missing); returns its path.
 
     The API server sets ``url``/``token_file``, the control channel ``socket``, the worker
@@ -188,7 +188,7 @@ def update_service(**fields: Any) -> "Path":
     return path
 
 
-def register_service(url: str | None, token: str | None, *, name: str = "", started_at: float = 0.0) -> "Path":
+def register_service(url: str | None, token: str | None, *, name: str = "", started_at: float = 0.0) -> Path:
     """Announce this process's API (its URL and the 0600 token file); returns the entry's path."""
     pid = os.getpid()
     d = runtime_dir(create=True)

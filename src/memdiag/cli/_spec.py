@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at a command's start (~5 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["JSON", "TARGET", "Opt", "Spec", "click_options", "parse"]
 

@@ -1,14 +1,11 @@
 """Per-process figures from /proc/PID: stat, statm, smaps_rollup."""
 
-# No `from __future__ import annotations` here: a NamedTuple's string annotations become
-# typing.ForwardRef objects, and the first one compiles (initialising the AST types: ~10 M
-# instructions, ~3 ms) at every command line's start. Names imported only for type
-# checking are quoted.
+from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import NamedTuple
 
+from .._record import tuple_record
 from ._io import PreadCache, parse_kv, read_bytes
 
 __all__ = [
@@ -58,7 +55,8 @@ def boot_time(proc_root: str = "/proc") -> float | None:
     return None
 
 
-class ProcStat(NamedTuple):
+@tuple_record
+class ProcStat:
     """The fields of ``/proc/PID/stat`` memdiag uses.
 
     ``start_ticks`` is the start time in clock ticks since boot: with ``pid`` it

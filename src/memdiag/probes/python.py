@@ -5,13 +5,15 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from .._record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at a command's start (~5 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 try:  # setup.py builds it where a compiler is present
     from . import _gcwalk
@@ -131,6 +133,8 @@ class PythonHeap:
 
 def python_heap(deep: bool = False) -> PythonHeap:
     """Read the interpreter's heap figures (~10 us; ``deep`` adds an object count)."""
+    import threading  # here: the command line's outside views import this module, and no thread
+
     stats = gc.get_stats()
     return PythonHeap(
         allocated_blocks=sys.getallocatedblocks(),

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 from .._record import record
 from ._io import parse_kv, read_bytes, read_int
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at a command's start (~5 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 Reader = Callable[[str], "bytes | None"]
 

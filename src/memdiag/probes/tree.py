@@ -8,15 +8,12 @@ file per tick. Where the kernel lacks ``children`` files (CONFIG_PROC_CHILDREN o
 falls back to a full ``/proc`` scan, at most once per ``fallback_interval`` seconds.
 """
 
-# No `from __future__ import annotations` here: a NamedTuple's string annotations become
-# typing.ForwardRef objects, and the first one compiles (initialising the AST types: ~10 M
-# instructions, ~3 ms) at every command line's start. Names imported only for type
-# checking are quoted.
+from __future__ import annotations
 
 import os
 import time
-from typing import NamedTuple
 
+from .._record import tuple_record
 from ._io import PreadCache, read_bytes
 from .process import ProcStat, boot_time, clock_ticks, page_size, parse_stat
 
@@ -25,7 +22,8 @@ _PAGE = page_size()
 __all__ = ["ChildInfo", "ChildWalker"]
 
 
-class ChildInfo(NamedTuple):
+@tuple_record
+class ChildInfo:
     """One descendant as seen on one tick (a tuple: cheap to build 100 times a tick)."""
 
     pid: int

@@ -12,11 +12,13 @@ renderers are imported by the functions that use them.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._format import spinner
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at a command's start (~5 ms)
 if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
     from .._client import ApiError, ApiResponse
     from .._target import Target
 
