@@ -262,12 +262,12 @@ def scenario_detect(quick: bool) -> dict[str, Any]:
         f"detect: leak site top suspect after {r['detected_at']} s (bar: <= {seconds:.0f} s) -> "
         f"{'PASS' if ok else 'FAIL'}"
     )
-    print(f"- bar: a 1 MiB/min leak the top suspect within {seconds:.0f} s: {'met' if ok else 'NOT met'} "
-          f"({r['detected_at']} s)")
     print(
         f"        first memory suspect at {r['first_memory_suspect_at']} s; windows run: {r.get('windows_run')}; "
         f"top: {(r.get('top_suspect') or {}).get('kind')} {(r.get('top_suspect') or {}).get('line')}"
     )
+    print(f"- bar: a 1 MiB/min leak the top suspect within {seconds:.0f} s: {'met' if ok else 'NOT met'} "
+          f"({r['detected_at']} s)")
     return {"scenario": "detect", "quick": quick, "bar_seconds": seconds, "pass": ok, **r}
 
 
