@@ -145,10 +145,11 @@ def summary(text: str) -> str:
         head = PRINTED.search(body)
         when = f"{head.group('when')}, load {head.group('load')}" if head else "-"
         smoke = " (`--quick`: smoke run)" if SMOKE in body else ""
+        command = block.shown(quick=bool(smoke))  # the command that printed it
         for bar in BAR_LINE.finditer(body):
             rows.append(
                 f"| {_cell(bar.group('what'))} | {_cell(bar.group('figure') or '-')} | {bar.group('result')}{smoke} "
-                f"| `{_cell(block.shown())}` | {_cell(when)} |"
+                f"| `{_cell(command)}` | {_cell(when)} |"
             )
     out = [
         "Composed by `python benchmarks/run_all.py` from the `- bar:` lines the benchmarks printed in the blocks "

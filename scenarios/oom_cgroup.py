@@ -337,7 +337,26 @@ def main(argv: list[str] | None = None) -> int:
         for m in modes
     ]
     print(json.dumps({"seconds": seconds, "rate_mib_per_s": rate, "runs": results}, indent=1))
+    _bars(results)
     return 0
+
+
+def _bars(results: list[dict[str, Any]]) -> None:
+    """The bar lines benchmarks/run_all.py composes the summary of docs/benchmarks.md from."""
+    print()
+    for r in results:
+        met = "met" if r["survived"] == (r["mode"] == "with") else "NOT met"
+        summary = r.get("summary") or {}
+        if r["mode"] == "without":
+            what = "without memdiag the service is OOM-killed (the control)"
+        elif r["mode"] == "with":
+            what = "with memdiag the service survives, its healthy cache never emptied"
+            met = met if not summary.get("healthy_cache_cleared") else "NOT met"
+        else:
+            what = "a doomed service's cause is on record before the kill"
+            met = met if r.get("flight_record") else "NOT met"
+        print(f"- bar: {what}: {met} ({'survived' if r['survived'] else 'killed'} after {r['seconds']} s, "
+              f"cgroup peak {r['peak_mib']} MiB)")
 
 
 if __name__ == "__main__":

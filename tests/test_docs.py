@@ -149,7 +149,8 @@ def test_the_generator_puts_what_a_benchmark_printed_in_its_block(tmp_path: Path
     assert "```text\nhost processes: " in new and "memdiag walker   median" in new  # its output, as printed
     # its bar line, a row of the summary at the top (marked as a smoke run's)
     row = next(ln for ln in new.splitlines() if ln.startswith("| one tick over "))
-    assert "children, median <= 5 ms | " in row and "(`--quick`: smoke run) | `python benchmarks/bench_tree.py " in row
+    assert "children, median <= 5 ms | " in row and "(`--quick`: smoke run) | " in row
+    assert "| `python benchmarks/bench_tree.py --children 2 --unrelated 0 --rounds 1 --reps 2` |" in row  # as run
     assert new.index(row) < new.index("before\n")
 
 
