@@ -111,6 +111,7 @@ def test_sites_are_memoised_per_instruction_not_per_function() -> None:
     function stay two lines, on every call (reading f_lineno decodes the line table)."""
     loop = asyncio.new_event_loop()
     origins.install()
+    origins.follow_tasks()
 
     def two_sites() -> tuple:
         first = loop.create_task(asyncio.sleep(0))  # MEMO-A
@@ -129,6 +130,7 @@ def test_sites_are_memoised_per_instruction_not_per_function() -> None:
 
 def test_fd_socket_thread_task_child_sites_and_verdicts(tmp_path) -> None:
     origins.install()
+    origins.follow_tasks()  # what growing task counts do (see the next test)
     rs = ResourceSites()
     held: list = []
     stop = threading.Event()
@@ -168,6 +170,50 @@ def test_fd_socket_thread_task_child_sites_and_verdicts(tmp_path) -> None:
                 h.close()
         loop.run_until_complete(asyncio.sleep(0))
         loop.close()
+
+
+def test_the_task_hook_waits_for_the_tasks_to_grow() -> None:
+    """Tasks cost nothing more (asyncio's own Task class) while their count is flat or
+    steps up once (a server's connections when load comes); a steady rise turns the hook
+    on, and the tasks created from then on carry their creating line. Before, a task's
+    site is its coroutine's definition."""
+    origins.install()
+    origins.unfollow_tasks()
+    assert not origins.tasks_followed()
+    import asyncio.tasks as asyncio_tasks
+
+    base = asyncio_tasks.Task
+    loop = asyncio.new_event_loop()
+    held: list = []
+
+    async def pending() -> None:  # COROUTINE-DEF
+        await asyncio.sleep(3600)
+
+    try:
+        rs = ResourceSites()
+        for i in range(14):  # a step: 6 connections' tasks at once, then flat
+            if i == 3:
+                held.extend(loop.create_task(pending()) for _ in range(6))
+            rs.sample(3000.0 + 10 * i, [])
+        assert not origins.tasks_followed() and asyncio_tasks.Task is base
+        assert origins.tasks_by_site(held) == {(HERE, _line_of("# COROUTINE-DEF")): 6}
+        for i in range(14, 26):  # then one more every "10 s": growth
+            held.append(loop.create_task(pending()))
+            rs.sample(3000.0 + 10 * i, [])
+            if origins.tasks_followed():
+                break
+        assert origins.tasks_followed() and rs.tasks_followed_at is not None
+        assert rs.report()["task_sites"] == "creating line"
+        t = loop.create_task(pending())  # FOLLOWED-TASK
+        held.append(t)
+        assert origins.tasks_by_site([t]) == {(HERE, _line_of("# FOLLOWED-TASK")): 1}
+    finally:
+        for t in held:
+            t.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        origins.unfollow_tasks()
+    assert asyncio_tasks.Task is base
 
 
 def test_the_audit_hook_is_in_c_and_passes_only_its_three_events_to_python(tmp_path) -> None:

@@ -12,9 +12,12 @@ Installed once per process by the leak detector (:func:`install`):
   remembered with its site (bounded) and matched to ``/proc/self/fd`` links when the
   table is read; sockets are remembered by weak reference and asked for their fd then;
 * threads: ``threading.Thread.start`` wrapped (the site is stored on the thread);
-* asyncio tasks: ``asyncio.tasks.Task`` replaced by a subclass that stores its site
-  (loops create tasks through that name); tasks created otherwise fall back to where
-  their coroutine is defined;
+* asyncio tasks: where their coroutine is defined; and once the application's pending
+  tasks grow (:func:`follow_tasks`, called by ``sites.ResourceSites``), the line that
+  creates them: ``asyncio.tasks.Task`` replaced by a subclass that stores its site (loops
+  create tasks through that name). Not before: aiohttp and uvicorn create a task per
+  request, and the subclass's ``__init__`` cost ~16k instructions per task (+6 % per
+  aiohttp request, ``benchmarks/bench_servers.py --count``);
 * child processes: the ``subprocess.Popen`` audit event (its ``self`` is the ``Popen``).
 
 A *site* is the innermost frame outside the standard library; a stack that passes
@@ -39,11 +42,14 @@ __all__ = [
     "Site",
     "children_by_site",
     "fd_table",
+    "follow_tasks",
     "hook_kind",
     "install",
     "installed",
     "tasks_by_site",
+    "tasks_followed",
     "threads_by_site",
+    "unfollow_tasks",
 ]
 
 Site = tuple[str, int]  # (filename, line)
@@ -63,16 +69,22 @@ _hook_kind: str | None = None  # "c" (the _audit build) or "python" (sys.addaudi
 _paths: OrderedDict[str, Site] = OrderedDict()  # path opened -> its last opener
 _sockets: weakref.WeakKeyDictionary[Any, Site] = weakref.WeakKeyDictionary()
 _popens: weakref.WeakKeyDictionary[Any, Site] = weakref.WeakKeyDictionary()
-_site_cache: dict[Any, Site | None] = {}  # code object -> OWN / None (stdlib) for fast walks
-_line_cache: dict[tuple[Any, int], Site] = {}  # (code, instruction offset) -> its site (see site_of)
+# Both caches are keyed by the code object's id, never by the code object: hashing a code
+# object hashes its constants, names and bytecode on every call (~3 us for aiohttp's
+# request loop, which creates a task per request: two or three hashes per task were most
+# of the Task hook's +20k instructions per request, benchmarks/bench_servers.py --count).
+# Each entry keeps its code object alive, so an id cannot be reused while it is cached.
+_site_cache: dict[int, tuple[Any, Site | None]] = {}  # id(code) -> (code, OWN / None (stdlib) / _APP)
+_line_cache: dict[tuple[int, int], tuple[Any, Site]] = {}  # (id(code), instruction offset) -> (code, site)
 MAX_LINE_CACHE = 20000
+MAX_SITE_CACHE = 20000
 
 
 def _classify(code: Any) -> Site | None:
     """OWN for memdiag's code, None for the standard library, else a marker meaning 'app'."""
-    got = _site_cache.get(code, _MISSING)
-    if got is not _MISSING:
-        return got  # type: ignore[return-value]
+    got = _site_cache.get(id(code))
+    if got is not None and got[0] is code:
+        return got[1]
     fn = code.co_filename
     if fn.startswith(_OWN_DIR) and not fn.startswith(_PASS_THROUGH):
         value: Site | None = OWN
@@ -80,13 +92,12 @@ def _classify(code: Any) -> Site | None:
         value = None
     else:
         value = _APP
-    if len(_site_cache) > 20000:
+    if len(_site_cache) >= MAX_SITE_CACHE:
         _site_cache.clear()
-    _site_cache[code] = value
+    _site_cache[id(code)] = (code, value)
     return value
 
 
-_MISSING = object()
 _APP: Site = ("<app>", -1)
 
 
@@ -105,13 +116,14 @@ def site_of(frame: Any, limit: int = 64) -> Site | None:
         if c is OWN:
             return OWN
         if c is _APP:
-            key = (code, f.f_lasti)
-            site = _line_cache.get(key)
-            if site is None:
-                site = (code.co_filename, f.f_lineno)
-                if len(_line_cache) >= MAX_LINE_CACHE:
-                    _line_cache.clear()
-                _line_cache[key] = site
+            key = (id(code), f.f_lasti)
+            got = _line_cache.get(key)
+            if got is not None and got[0] is code:
+                return got[1]
+            site = (code.co_filename, f.f_lineno)
+            if len(_line_cache) >= MAX_LINE_CACHE:
+                _line_cache.clear()
+            _line_cache[key] = (code, site)
             return site
         f = f.f_back
         limit -= 1
@@ -193,22 +205,47 @@ def _wrap_tasks() -> bool:
     if getattr(base, "_memdiag_wrapped", False):
         return True
 
+    base_init = base.__init__
+    getframe = sys._getframe
+
     class Task(base):  # type: ignore[valid-type, misc]
         __slots__ = ("_memdiag_site",)
         _memdiag_wrapped = True
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # one per request in aiohttp and uvicorn: no super() object, the site memoised
             try:
-                self._memdiag_site = site_of(sys._getframe(1))
+                self._memdiag_site = site_of(getframe(1))
             except Exception:
                 self._memdiag_site = None
-            super().__init__(*args, **kwargs)
+            base_init(self, *args, **kwargs)
 
     Task.__name__ = Task.__qualname__ = base.__name__
     Task.__module__ = base.__module__
     Task.__doc__ = base.__doc__
     tasks.Task = Task
     return True
+
+
+def follow_tasks() -> bool:
+    """Record the creating line of every asyncio task from now on (idempotent); False
+    while asyncio is not imported. Tasks created before keep their coroutine's site."""
+    with _lock:
+        return _wrap_tasks()
+
+
+def tasks_followed() -> bool:
+    """True while loops create tasks through memdiag's recording subclass."""
+    tasks = sys.modules.get("asyncio.tasks")
+    return tasks is not None and bool(getattr(tasks.Task, "_memdiag_wrapped", False))
+
+
+def unfollow_tasks() -> None:
+    """Put asyncio's own Task class back (tasks created meanwhile keep their site)."""
+    tasks = sys.modules.get("asyncio.tasks")
+    with _lock:
+        if tasks is not None and "_memdiag_wrapped" in vars(tasks.Task):  # ours, not a subclass of it
+            tasks.Task = tasks.Task.__mro__[1]
 
 
 def _add_audit_hook() -> str:
@@ -224,7 +261,8 @@ def _add_audit_hook() -> str:
 
 
 def install() -> None:
-    """Install the hooks (once per process; idempotent, cheap to call again)."""
+    """Install the audit hook and the ``Thread.start`` wrapper (once per process;
+    idempotent, cheap to call again). The Task hook waits for growth: :func:`follow_tasks`."""
     global _installed, _hook_kind
     with _lock:
         first = not _installed
@@ -232,7 +270,6 @@ def install() -> None:
     if first:
         _hook_kind = _add_audit_hook()
         _wrap_thread_start()
-    _wrap_tasks()
 
 
 def installed() -> bool:

@@ -1,7 +1,8 @@
 """Resource counts by creating line: fds, threads, asyncio tasks, child processes.
 
 Every ``heap_snapshot_seconds`` the fd table, the live threads, the pending asyncio tasks
-and the live children are counted by the site that created them (see :mod:`.origins`);
+and the live children are counted by the site that created them (see :mod:`.origins`;
+tasks by their coroutine until their count grows, then by their creating line);
 memdiag's own are counted apart and never shown as the application's. A site whose
 count keeps rising (the same sustained-growth test as the heap lines, at least
 ``MIN_RISE`` more over the span) is a leak named at its line.
@@ -55,11 +56,11 @@ class ResourceSites:
         self.retain_seconds = RETAIN_SECONDS
         self.own: dict[str, int] = {}
         self._targets: dict[origins.Site | None, Counter[str]] = {}
+        self.tasks_followed_at: float | None = None  # when the pending tasks' growth turned the Task hook on
 
     def sample(self, now: float, child_pids: Iterable[int] | None) -> None:
         """Count every kind by site now (a few hundred microseconds for a few hundred fds)."""
         counts: dict[str, Counter[origins.Site | None]] = {}
-        origins.install()  # asyncio imported since the last tick: wrap its Task now
         fds = origins.fd_table()
         c: Counter[origins.Site | None] = Counter()
         targets: dict[origins.Site | None, Counter[str]] = {}
@@ -95,6 +96,21 @@ class ResourceSites:
                     prune(ser, now - RETAIN_SECONDS)
         for key in [k for k, s in self._series.items() if len(s) > 8 and not any(n for _, n in s)]:
             del self._series[key]  # nothing alive from there for a while
+        self._follow_tasks_if_growing(now)
+
+    def _follow_tasks_if_growing(self, now: float, horizon: float = HORIZON_SECONDS) -> None:
+        """Turn the Task hook on (origins.follow_tasks) once the application's pending
+        tasks grow steadily (the growth test, as for a suspect): from then on new tasks
+        carry their creating line. A server's in-flight requests (a step when load comes,
+        transients) never pass the test, so their tasks cost nothing more."""
+        if origins.tasks_followed() or "asyncio" not in sys.modules:
+            return
+        pts = [p for p in self.totals["asyncio_tasks"] if p[0] >= now - horizon]
+        if len(pts) < 8 or pts[-1][1] - pts[0][1] < MIN_RISE:
+            return
+        if growth_test([p[0] for p in pts], [p[1] for p in pts], 0.5, 1.0) is not None:
+            self.tasks_followed_at = now
+            origins.follow_tasks()
 
     def suspects(self, now: float, horizon: float = HORIZON_SECONDS) -> list[dict[str, Any]]:
         """Sites whose live count keeps rising."""
@@ -134,6 +150,7 @@ class ResourceSites:
             "own": dict(self.own),
             "application": {k: (v[-1][1] if v else None) for k, v in self.totals.items()},
             "hooks_installed": origins.installed(),
+            "task_sites": "creating line" if origins.tasks_followed() else "coroutine (until tasks grow)",
         }
 
     def clear(self) -> None:
