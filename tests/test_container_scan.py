@@ -69,6 +69,28 @@ def test_the_c_walk_gives_the_python_walks_results() -> None:
     assert {id(p) for p in c_picked} == want
 
 
+def test_the_one_call_walk_finds_the_same_containers() -> None:
+    """``gather_all`` takes the collector's list itself (no copy, no list ever seen by
+    Python): the same results for every case as ``gather`` over ``gc.get_objects()``."""
+    heap = _heap()
+    known = {id(heap["small"]): None, id(heap["empty_known"]): None}
+    want = {id(heap["od"]), id(heap["holder"]["sessions"]), id(heap["small"])}
+    args = (live._CONTAINER_TYPES, live._ORDERED_TYPES, live._CELL, known, want, live.CONTAINER_MIN_LEN)
+    a_found, a_heads, a_picked = _scan.gather_all(*args)
+    objs = gc.get_objects()
+    g_found, g_heads, g_picked = _scan.gather(objs, *args)
+    del objs
+    cases = [id(v) for v in heap.values()] + [id(heap["holder"]["sessions"]), id(heap["closure"].__closure__[0].cell_contents)]
+    assert {i: a_found.get(i) for i in cases} == {i: g_found.get(i) for i in cases}
+    assert all(a_found[i] is not None for i in cases if i in g_found)
+    assert {i: a_heads.get(i) for i in cases} == {i: g_heads.get(i) for i in cases}
+    assert {id(p) for p in a_picked} == {id(p) for p in g_picked} == want
+    assert gc.isenabled()  # the collector is back on
+    with pytest.raises(TypeError):
+        _scan.gather_all(frozenset(live._CONTAINERS), live._ORDERED_TYPES, live._CELL, {}, set(), 100)
+    assert gc.isenabled()
+
+
 def test_bad_arguments_are_a_type_error_and_change_nothing() -> None:
     objs = [[1] * 200]
     ok = (live._CONTAINER_TYPES, live._ORDERED_TYPES, live._CELL)
@@ -92,6 +114,7 @@ ASAN_SCRIPT = textwrap.dedent(
     spec.loader.exec_module(mod)
     from memdiag.leaks import live
     live._scan_gather = mod.gather
+    live._scan_gather_all = mod.gather_all
     sys.path.insert(0, sys.argv[2])
     from test_container_scan import _heap
     for round in range(30):
@@ -103,7 +126,9 @@ ASAN_SCRIPT = textwrap.dedent(
         p = live._gather_py(objs, known, want)
         del objs
         assert c[0] == p[0] and c[1] == p[1], round
-        live._gather_containers(known, want, native=True)  # the real path, exclusive_gil and all
+        live._gather_containers(known, want, native=True)  # the real path: gather_all
+        a = mod.gather_all(live._CONTAINER_TYPES, live._ORDERED_TYPES, live._CELL, known, want, live.CONTAINER_MIN_LEN)
+        assert a[0][id(heap["od"])] == p[0][id(heap["od"])], round
         for bad in ((), None, 1):
             try:
                 mod.gather(bad, live._CONTAINER_TYPES, live._ORDERED_TYPES, live._CELL, {}, set(), 100)

@@ -91,6 +91,25 @@ def test_configure_validates_as_a_whole_and_applies_live(diag) -> None:
     assert diag.history.capacity == 50
 
 
+def test_only_a_new_interval_wakes_the_loop(fast_config) -> None:
+    """A configure of another setting takes effect at the next tick and adds no tick of
+    its own (issue 16: a server's configure requests doubled the monitor's ticks); a new
+    sample or profile interval wakes the loop at once. Not started: nothing clears the
+    wake-up in between."""
+    diag = MemoryDiagnostics(fast_config)
+    try:
+        diag.configure(cache_shrink_fraction=0.4, memory_threshold_mb=900)
+        assert not diag._wake.is_set()
+        assert diag.detector.config.memory_threshold_mb == 900  # applied all the same
+        diag.configure(sample_interval=0.5)
+        assert diag._wake.is_set()
+        diag._wake.clear()
+        diag.configure(profile_interval=2.0)
+        assert diag._wake.is_set()
+    finally:
+        diag.close()
+
+
 def test_configure_persist_writes_the_file(diag) -> None:
     from memdiag.config import default_config_path, load_config
 

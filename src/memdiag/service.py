@@ -37,12 +37,18 @@ from .history import History, HistoryStore
 from .monitor import LoopStats
 from .pressure import LEVELS, RANK, PressureDetector, PressureState
 from .probes.process import own_threads_cpu
+from .probes.python import yield_gil
 from .sample import Sample, Sampler
 from .units import MIB
 
 __all__ = ["MemoryDiagnostics", "add_subprocess_decorator"]
 
 log = get_logger("memdiag")
+
+# The settings the loop's timing reads: a change wakes the loop to tick now. Others take
+# effect at the next tick (within sample_interval): a configure request no longer adds a
+# tick of its own (issue 16: with one a second under load, ticks doubled).
+_LOOP_FIELDS = ("sample_interval", "profile_interval", "enable_profiling")
 
 
 class MemoryDiagnostics:
@@ -146,7 +152,8 @@ class MemoryDiagnostics:
             self.store = _configure.store_for(old, new, self.store)
             if self is MemoryDiagnostics._instance:
                 _config_mod._set_active(new)
-        self._wake.set()  # a new interval takes effect now, not after the old one
+        if any(getattr(old, f) != getattr(new, f) for f in _LOOP_FIELDS):
+            self._wake.set()  # a new interval takes effect now, not after the old one
         return new
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -260,12 +267,14 @@ class MemoryDiagnostics:
             self._last_profile_at = now
             self.last_profile = sample
         self.last_sample = sample
+        yield_gil()  # a request waiting for the GIL runs between the tick's steps (bench_gil.py)
         self.history.append(sample, state.level)
         if self.store is not None:
             self.store.add(sample, state.level)
         self.stats.ticks += 1
         if previous is not None:
             self._on_transition(previous, state)
+        yield_gil()
         self._notify(sample, state)
         if self.ladder.auto_due(state.level, state.raw_level):
             self.ladder.run(reason="auto", level=state.level)
@@ -279,11 +288,13 @@ class MemoryDiagnostics:
                 fn(sample, state)
             except Exception as exc:
                 log.debug("sample listener failed: %r", exc)
+            yield_gil()
         for name, observe in registry.observers().items():
             try:
                 observe(sample)
             except Exception as exc:
                 log.debug("sample observer %s failed: %r", name, exc)
+            yield_gil()
 
     def _on_transition(self, previous: PressureState, state: PressureState) -> None:
         event = {

@@ -176,12 +176,51 @@ done:
     return result;
 }
 
+/* gather_all(types, ordered, cell_type, known, want, min_len): gather() over gc.get_objects(),
+ * taken and dropped inside this one call (the collector disabled meanwhile). No Python code
+ * runs and the GIL is never released while the list is alive, so no other thread can see it
+ * (or the tuples it may hold that another thread is still building: see probes/_gcwalk.c)
+ * and dropping it runs no finalizer (every object had a reference before the list was made).
+ * That is one pass over the heap less than _gcwalk.objects() + gather(): no filtered copy
+ * of the list, and the caller needs no exclusive_gil (the GIL is held for this call only). */
+static PyObject *get_objects;
+
+static PyObject *gather_all(PyObject *self, PyObject *args) {
+    PyObject *types, *ordered, *cell_type, *known_ids, *want_ids;
+    Py_ssize_t min_len;
+    if (!PyArg_ParseTuple(args, "O!O!OOOn:gather_all", &PyTuple_Type, &types, &PyTuple_Type, &ordered, &cell_type,
+                          &known_ids, &want_ids, &min_len))
+        return NULL;
+    int was_enabled = PyGC_Disable();
+    PyObject *objs = PyObject_CallNoArgs(get_objects);
+    PyObject *result = NULL;
+    if (objs != NULL && !PyList_CheckExact(objs)) {
+        PyErr_SetString(PyExc_TypeError, "gc.get_objects() did not return a list");
+    } else if (objs != NULL) {
+        PyObject *inner = Py_BuildValue("(OOOOOOn)", objs, types, ordered, cell_type, known_ids, want_ids, min_len);
+        if (inner != NULL) result = gather(self, inner);
+        Py_XDECREF(inner);
+    }
+    Py_XDECREF(objs);
+    if (was_enabled) PyGC_Enable();
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS,
      "gather(objs, types, ordered, cell_type, known, want, min_len) -> (found, heads, picked)"},
+    {"gather_all", gather_all, METH_VARARGS,
+     "gather_all(types, ordered, cell_type, known, want, min_len) -> gather() over gc.get_objects(), in one call"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan", "The container scan's walk, in C.", -1, methods};
 
-PyMODINIT_FUNC PyInit__scan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__scan(void) {
+    PyObject *gc = PyImport_ImportModule("gc");
+    if (gc == NULL) return NULL;
+    get_objects = PyObject_GetAttrString(gc, "get_objects");
+    Py_DECREF(gc);
+    if (get_objects == NULL) return NULL;
+    return PyModule_Create(&module);
+}

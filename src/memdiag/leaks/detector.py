@@ -36,6 +36,7 @@ from .. import registry
 from .._logging import get_logger
 from ..errors import MemdiagError
 from ..history import COLUMNS, growth_split
+from ..probes.python import yield_gil
 from ..stats import Trend, median, trend
 from .census import CensusHistory
 from .classify import (
@@ -159,11 +160,13 @@ class LeakDetector:
             pids = [c.pid for c in sample.children if c.state != "Z"]
             self.live.tick(now, cfg.heap_snapshot_seconds, pids)
             if sample.profile:
+                yield_gil()  # between steps: a waiting request runs (probes.python.yield_gil)
                 self.census.take()
             every = max(cfg.sample_interval, cfg.leak_window_seconds / 30.0)
             mono = time.monotonic()
             if mono - self._last_check >= every:
                 self._last_check = mono
+                yield_gil()
                 self.check()
         except Exception as exc:  # never into the monitor
             self.errors += 1

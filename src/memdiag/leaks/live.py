@@ -438,8 +438,9 @@ _ORDERED_TYPES = tuple(_ORDERED)
 
 try:  # the walk in C (setup.py builds it where a compiler is present)
     from ._scan import gather as _scan_gather  # type: ignore[import-not-found]
+    from ._scan import gather_all as _scan_gather_all  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - exercised where the extension is not built
-    _scan_gather = None
+    _scan_gather = _scan_gather_all = None
 
 
 def _gather_containers(
@@ -451,17 +452,18 @@ def _gather_containers(
     ``known``; ``heads``: the id of each ordered one's first item; ``picked``: the
     containers whose ids are in ``want``, with the ``referrers`` of those in ``refs_of``
     (default: all of them) read in the same pass.
-    The walk is ``_scan.gather`` (C, a few ns per object) where it is built, else
-    :func:`_gather_py` (``native=False`` forces it); other threads wait either way.
+    The walk is ``_scan.gather_all`` (C: the collector's list taken, walked and dropped in
+    one call, the GIL held for that call only) where it is built, else :func:`_gather_py`
+    (``native=False`` forces it) under :func:`exclusive_gil`; other threads wait either way.
     """
+    if native and _scan_gather_all is not None:
+        found, heads, picked = _scan_gather_all(
+            _CONTAINER_TYPES, _ORDERED_TYPES, _CELL, known, want, CONTAINER_MIN_LEN
+        )
+        return found, heads, picked, {id(p): _referrers(p) for p in picked if refs_of is None or id(p) in refs_of}
     with exclusive_gil():  # the fallback's safety; finalizers stay off (see tracked_objects)
         objs = tracked_objects()[0]
-        if native and _scan_gather is not None:
-            found, heads, picked = _scan_gather(
-                objs, _CONTAINER_TYPES, _ORDERED_TYPES, _CELL, known, want, CONTAINER_MIN_LEN
-            )
-        else:
-            found, heads, picked = _gather_py(objs, known, want)
+        found, heads, picked = _gather_py(objs, known, want)
         del objs
         refs = {id(p): _referrers(p) for p in picked if refs_of is None or id(p) in refs_of}
     return found, heads, picked, refs

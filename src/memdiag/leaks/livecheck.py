@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._logging import get_logger
+from ..probes.python import yield_gil
 from ..stats import theil_sen, thin
 from . import heapprof, origins
 from .live import CONTAINER_SCAN_SECONDS as CONTAINER_EVERY
@@ -130,6 +131,7 @@ class LiveChecker:
                 now = time.time()
                 with self._lock:
                     self.heap.add(prof, now)
+                    yield_gil()  # the scan below holds the GIL: let a waiting request run first
                     scans, s0, sc0 = self.containers.scans, time.perf_counter(), time.thread_time()
                     rising = self._rising()
                     # While a container rises, scan twice as often (duty bound unchanged):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ try:  # setup.py builds it where a compiler is present
 except ImportError:  # pragma: no cover - exercised where the extension is not built
     _gcwalk = None  # type: ignore[assignment]
 
-__all__ = ["STDLIB_DIRS", "PythonHeap", "exclusive_gil", "python_heap", "referrers", "tracked_objects"]
+__all__ = ["STDLIB_DIRS", "PythonHeap", "exclusive_gil", "python_heap", "referrers", "tracked_objects", "yield_gil"]
 
 # The standard library's directories (as given and resolved), each ending in a separator:
 # where ``os`` comes from is sysconfig's "stdlib" and "platstdlib" on every CPython layout
@@ -35,6 +36,19 @@ MAX_BLOCKS_FOR_COUNT = 4_000_000
 # The switch interval inside exclusive_gil: long enough for a walk of a few million objects,
 # short enough that a thread which took the GIL meanwhile gives it back within this long.
 EXCLUSIVE_SWITCH_INTERVAL = 0.1
+
+
+def yield_gil() -> None:
+    """Let a thread that waits for the GIL run now, between two steps of memdiag's work.
+
+    A background thread running Python code keeps the GIL until it blocks, or until a
+    waiting thread has waited the switch interval (5 ms by default) and forces a switch:
+    a request that arrives meanwhile waits that long. memdiag's threads call this between
+    the steps of a tick, a check or a snapshot round, so that a request waits for one
+    step at most (``time.sleep(0)`` releases the GIL and takes it back: ~1 us when no
+    thread waits; ``benchmarks/bench_gil.py`` measures the holds).
+    """
+    time.sleep(0)
 
 
 @contextmanager
