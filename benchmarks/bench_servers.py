@@ -9,8 +9,12 @@ Three servers, each a real process on 127.0.0.1 serving a small JSON endpoint ``
 "with" runs call ``memdiag.start()`` at import (default settings) and mount the API as
 docs/http.md says; "without" runs are the same app without either, and a second
 "without" server is the A/A control (``--no-control``: none): the ratio control/without
-is what the noise alone does to the figure. The servers of a framework run side by side
-and the rounds rotate their order, so the noise of this shared machine falls on all.
+is what the noise alone does to the figure. Each round starts its own servers (fresh
+processes, the same PYTHONHASHSEED for all three: a server process's own speed varies by
+up to ~20 % at p50, which the rounds then average out); they run side by side and the
+rounds rotate their order, so the noise of this shared machine falls on all. ``--rt``
+runs everything at real-time priority (SCHED_FIFO; root): the other processes of a shared
+machine wait instead of the benchmark.
 
 The load generator: ``--clients`` threads of this process, each on its own keep-alive
 connection (``http.client``, which sets TCP_NODELAY and sends each request in one write;
@@ -33,6 +37,7 @@ ratios), the same for the A/A control, and the memdiag answers by endpoint and s
 
     python benchmarks/bench_servers.py [--rounds 6] [--seconds 30] [--rate 120] [--clients 6]
     python benchmarks/bench_servers.py --short          # 2 rounds of 4 s: about 20 s a framework
+    python benchmarks/bench_servers.py --rt --rounds 8 --seconds 8 --warmup 3   # on a shared machine
     python benchmarks/bench_servers.py --count --frameworks fastapi,aiohttp   # instructions per request
 """
 
@@ -169,14 +174,17 @@ def _wait(cond: Any, timeout: float, what: str) -> None:
 
 @contextmanager
 def running(framework: str, mounted: bool, timeout: float = 90.0,
-            stderr: Any = None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+            stderr: Any = None, hash_seed: int | None = None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """Start ``framework`` (with memdiag mounted or not) on a free loopback port; yield
     ``(port, process)``; stop it with SIGTERM (graceful) afterwards. ``stderr``: where the
-    server's log goes (a file object to read it afterwards; default a temporary file)."""
+    server's log goes (a file object to read it afterwards; default a temporary file);
+    ``hash_seed``: the server's PYTHONHASHSEED (default: the environment's)."""
     port = _free_port()
     log = stderr if stderr is not None else tempfile.TemporaryFile()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), MOUNT_ENV: "1" if mounted else "0",
            "MEMDIAG_API_TOKEN": TOKEN}
+    if hash_seed is not None:
+        env["PYTHONHASHSEED"] = str(hash_seed)
     proc = subprocess.Popen(_argv(framework, port), cwd=HERE, env=env, stdout=subprocess.DEVNULL,
                             stderr=log, start_new_session=True)
     try:
@@ -356,6 +364,10 @@ def _parts_on(part: str) -> None:
         from memdiag.leaks import origins
 
         origins.install()
+    elif part in ("audit", "tasks"):  # ablations of "origins" (--count-run only)
+        from memdiag.leaks import origins
+
+        origins._add_audit_hook() if part == "audit" else origins._wrap_tasks()
     if part in ("heap", "all"):
         from memdiag.leaks import heapprof
 
@@ -450,23 +462,39 @@ def count(frameworks: list[str], n: int) -> None:
 ROLES = ("with", "without", "control")  # control: a second server without memdiag (A/A)
 
 
+def _round(framework: str, roles: tuple[str, ...], r: int, seconds: float, warmup: float,
+           kw: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], bool]:
+    """One round on fresh servers (one per role, the same PYTHONHASHSEED): warm-up, then
+    each server measured in turn, in an order that rotates over the rounds."""
+    mounted = {k: k == "with" for k in roles}
+    out: dict[str, dict[str, Any]] = {}
+    with ExitStack() as stack:
+        ports = {k: stack.enter_context(running(framework, mounted[k], hash_seed=r + 1))[0] for k in roles}
+        for k in roles:  # not measured: imports, first requests, memdiag's first sample and profile
+            load(ports[k], warmup, mounted=mounted[k], **kw)
+        order = roles[r % len(roles):] + roles[: r % len(roles)]
+        for k in order if r % 2 == 0 else order[::-1]:
+            out[k] = load(ports[k], seconds, mounted=mounted[k], **kw)
+        healthy = all(_ready(ports[k], mounted[k]) for k in roles)
+    return out, healthy
+
+
 def bench(framework: str, rounds: int, seconds: float, rate: float, clients: int,
           mixer_period: float = 0.25, control: bool = True, warmup: float = 10.0) -> dict[str, Any]:
+    """``rounds`` rounds, each on new server processes: a server process's own speed varies
+    by up to ~20 % at p50 (the A/A ratio of two plain FastAPI servers ran 0.98-1.23 over
+    runs that kept their servers), which fresh processes each round average out."""
     roles = ROLES if control else ROLES[:2]
     res: dict[str, list[dict[str, Any]]] = {k: [] for k in roles}
-    mounted = {k: k == "with" for k in roles}
-    with ExitStack() as stack:
-        ports = {k: stack.enter_context(running(framework, mounted[k]))[0] for k in roles}
-        for k in roles:  # not measured: imports, first requests, memdiag's first sample and profile
-            load(ports[k], warmup, mounted=mounted[k], rate=rate, clients=clients, mixer_period=mixer_period)
-        for r in range(rounds):
-            order = roles[r % len(roles):] + roles[: r % len(roles)]
-            for k in order if r % 2 == 0 else order[::-1]:
-                res[k].append(load(ports[k], seconds, mounted=mounted[k], rate=rate, clients=clients,
-                                   mixer_period=mixer_period))
-            print(f"  {framework} round {r + 1}: p99 " + ", ".join(
-                f"{k} {_pct(res[k][-1]['latencies'], .99) * 1e3:.2f} ms" for k in roles), flush=True)
-        healthy = all(_ready(ports[k], mounted[k]) for k in roles)
+    kw = {"rate": rate, "clients": clients, "mixer_period": mixer_period}
+    healthy = True
+    for r in range(rounds):
+        got, ok = _round(framework, roles, r, seconds, warmup, kw)
+        healthy = healthy and ok
+        for k in roles:
+            res[k].append(got[k])
+        print(f"  {framework} round {r + 1}: p99 " + ", ".join(
+            f"{k} {_pct(res[k][-1]['latencies'], .99) * 1e3:.2f} ms" for k in roles), flush=True)
     return {"rounds": res, "healthy_after": healthy}
 
 
@@ -528,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds of unmeasured load on each server first")
     ap.add_argument("--no-control", action="store_true", help="no A/A control server (a third of the time saved)")
     ap.add_argument("--short", action="store_true", help="2 rounds of 4 s")
+    ap.add_argument("--rt", action="store_true",
+                    help="run the load generator, the mixer and the servers at real-time priority (SCHED_FIFO 10; root)")
     ap.add_argument("--serve", choices=["aiohttp"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--count", action="store_true", help="instructions per request under cachegrind, by memdiag part")
@@ -549,10 +579,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.short:
         a.rounds, a.seconds = 2, 4.0
+    if a.rt:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))  # the servers and the mixer inherit it
     with open("/proc/loadavg") as f:
         print(f"load average {f.read().split()[0]} on {os.cpu_count()} cores; {a.rounds} rounds x {a.seconds:g} s "
               f"per server after {a.warmup:g} s of warm-up, {a.rate:g} req/s over {a.clients} clients, memdiag "
-              f"requests every {a.mixer_period:g} s", flush=True)
+              f"requests every {a.mixer_period:g} s"
+              + ("; at real-time priority (SCHED_FIFO 10): other processes wait" if a.rt else ""), flush=True)
     for fw in a.frameworks.split(","):
         summarize(fw, bench(fw, a.rounds, a.seconds, a.rate, a.clients, a.mixer_period, not a.no_control, a.warmup))
     return 0
