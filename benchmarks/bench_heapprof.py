@@ -469,6 +469,236 @@ def _bar(w: str, ratios: dict[str, list[float]], wall: dict[str, list[float]]) -
     )
 
 
+# -- alternating slices (--alternate) ---------------------------------------------------------
+# Every contender (and a second no-profiler process, for the A/A row) is its own process, all
+# started at once; then only one of them runs its workload at a time, in short slices, every
+# process once per cycle in a shuffled order (seeded). The workload threads of the others wait
+# on a gate, so each process's slices sit next to the others' in time and meet the same
+# machine; the profiler's own threads keep their wall-clock pace. The figure per slice is the
+# process CPU time per operation (every thread: the profiler's too).
+_GATE_WAIT = 30.0  # seconds a child may take to park its workers
+
+
+def _workload_op(workload: str) -> Any:
+    """The workload's operation as a callable taking the operation's number."""
+    if workload == "busy":
+        keep: list[Any] = []
+        return lambda n: busy_op(n, keep)
+    if workload == "logged":
+        _setup_log()
+        return lambda n: logged_op()
+    return lambda n: quiet_op()
+
+
+class _Gated:
+    """The workload's threads behind a gate: run while it is open, park when it closes."""
+
+    def __init__(self, workload: str) -> None:
+        self.n = 4 if workload == "busy" else 1
+        self.gate = threading.Event()
+        self.cond = threading.Condition()
+        self.gen = 0  # + 1 at each close; a worker parks by writing it into parked[i]
+        self.parked = [-1] * self.n
+        self.counter = [0] * self.n
+        self.quit = False
+        self.threads = [threading.Thread(target=self._run, args=(workload, i), daemon=True) for i in range(self.n)]
+        for t in self.threads:
+            t.start()
+        with self.cond:  # the gate starts closed: every worker parks at generation 0
+            if not self.cond.wait_for(lambda: all(g == 0 for g in self.parked), timeout=_GATE_WAIT):
+                raise SystemExit("the workers did not park")
+
+    def _run(self, workload: str, i: int) -> None:
+        op, n = _workload_op(workload), 0
+        while True:
+            if not self.gate.is_set():
+                with self.cond:
+                    self.parked[i] = self.gen
+                    self.cond.notify_all()
+                self.gate.wait()
+                if self.quit:
+                    return
+            op(n)
+            n += 1
+            self.counter[i] += 1
+
+    def close(self) -> None:
+        """Close the (open) gate and wait until every worker is parked behind it."""
+        with self.cond:
+            self.gen += 1
+            self.gate.clear()
+            if not self.cond.wait_for(lambda: all(g == self.gen for g in self.parked), timeout=_GATE_WAIT):
+                raise SystemExit("the workers did not park")
+
+
+def gated_child(workload: str, contender: str, pin: int | None) -> None:
+    """A child of --alternate: obey ``go`` / ``stop`` / ``quit`` lines on stdin; after each
+    ``stop`` print the slice's operations, process CPU seconds and wall seconds (JSON)."""
+    if pin is not None:
+        os.sched_setaffinity(0, {pin})  # before any thread starts: they inherit it
+    from memdiag.leaks import heapprof  # noqa: F401  (every contender imports it: same start-up)
+
+    tracker = _start_contender(contender)
+    g = _Gated(workload)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "go":
+            c0, p0, t0 = sum(g.counter), time.process_time(), time.perf_counter()
+            g.gate.set()
+        elif cmd == "stop":
+            g.close()
+            c1, p1, t1 = sum(g.counter), time.process_time(), time.perf_counter()
+            print(json.dumps({"ops": c1 - c0, "cpu": p1 - p0, "wall": t1 - t0, "samples": _samples(contender)}),
+                  flush=True)  # fmt: skip
+        elif cmd == "quit":
+            break
+    g.quit = True
+    g.gate.set()
+    _close(contender, tracker)
+
+
+class _Proc:
+    """One gated child, driven over its stdin/stdout."""
+
+    def __init__(self, workload: str, contender: str, pin: int | None) -> None:
+        args = ["--_gated", workload, contender] + ([] if pin is None else ["--pin", str(pin)])
+        self.p = subprocess.Popen([sys.executable, HERE, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, bufsize=1, env=_env(contender))  # fmt: skip
+        self.name = contender
+
+    def _line(self) -> str:
+        line = self.p.stdout.readline() if self.p.stdout else ""
+        if not line:
+            err = self.p.stderr.read() if self.p.stderr else ""
+            raise SystemExit(f"{self.name} failed: {err[-2000:]}")
+        return line
+
+    def wait_ready(self) -> None:
+        while self._line().strip() != "ready":
+            pass
+
+    def send(self, cmd: str) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+
+    def slice(self, seconds: float) -> dict[str, float]:
+        self.send("go")
+        time.sleep(seconds)
+        self.send("stop")
+        return json.loads(self._line())
+
+    def close(self) -> None:
+        try:
+            self.send("quit")
+            self.p.communicate(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            self.p.kill()
+            self.p.wait()
+
+
+def _pin_cpu(choice: str) -> int | None:
+    """The CPU every child runs on: ``auto`` = the last one this process may use, ``none``, or a number."""
+    if choice == "none" or not hasattr(os, "sched_getaffinity"):
+        return None
+    if choice == "auto":
+        return max(os.sched_getaffinity(0))
+    return int(choice)
+
+
+def alternate(workload: str, contenders: list[str], cycles: int, slice_s: float,
+              pin: int | None, warmup: float) -> dict[str, list[dict[str, float]]]:  # fmt: skip
+    """Run the contenders' processes in alternating slices; return each one's slices."""
+    import random
+
+    names = ["none", "none (A/A)", *[c for c in contenders if c != "none"]]
+    procs = [_Proc(workload, "none" if n == "none (A/A)" else n, pin) for n in names]
+    try:
+        for p in procs:
+            p.wait_ready()
+        for p in procs:  # warm-up: one long slice each, not measured
+            p.slice(warmup)
+        got: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+        order = list(range(len(procs)))
+        for k in range(cycles):
+            random.Random(k).shuffle(order)
+            for i in order:
+                got[names[i]].append(procs[i].slice(slice_s))
+    finally:
+        for p in procs:
+            p.close()
+    return got
+
+
+def _per_op(slices: list[dict[str, float]]) -> list[float]:
+    return [s["cpu"] / max(s["ops"], 1) for s in slices]
+
+
+def _boot(values: list[list[float]], stat: Any, n: int = 2000) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of ``stat`` over cycles (``values``: one list per
+    series, indexed by cycle; the same cycles are drawn for every series). Seeded."""
+    import random
+
+    rng = random.Random(1)
+    m = len(values[0])
+    est = []
+    for _ in range(n):
+        idx = [rng.randrange(m) for _ in range(m)]
+        est.append(stat([[v[i] for i in idx] for v in values]))
+    est.sort()
+    return est[int(0.025 * n)], est[int(0.975 * n) - 1]
+
+
+def _ratio_rows(got: dict[str, list[dict[str, float]]]) -> list[tuple[str, float, tuple[float, float], float,
+                                                                        tuple[float, float], float]]:  # fmt: skip
+    """Per contender: the median over cycles of (none's CPU per op / its own) with its
+    bootstrap CI, the same for the ratio of the totals (every slice's CPU over every slice's
+    operations: periodic work that falls in few slices counts in full), and its CPU us/op."""
+    base = got["none"]
+    rows = []
+    for name, slices in got.items():
+        if name == "none":
+            continue
+        series = [[s["cpu"] for s in base], [s["ops"] for s in base], [s["cpu"] for s in slices],
+                  [s["ops"] for s in slices]]  # fmt: skip
+
+        def med(v: list[list[float]]) -> float:
+            return statistics.median(bc / max(bo, 1) / (cc / max(co, 1)) for bc, bo, cc, co in zip(*v))
+
+        def tot(v: list[list[float]]) -> float:
+            return (sum(v[0]) / max(sum(v[1]), 1)) / (sum(v[2]) / max(sum(v[3]), 1))
+
+        rows.append((name, med(series), _boot(series, med), tot(series), _boot(series, tot),
+                     statistics.median(_per_op(slices)) * 1e6))  # fmt: skip
+    return rows
+
+
+def run_alternate(a: argparse.Namespace, contenders: list[str]) -> None:
+    workloads = ["busy", "quiet"] if a.workload == "both" else [a.workload]
+    pin = _pin_cpu(a.pin)
+    head = f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}"
+    print(f"{head}; alternating slices: every contender's process and two without profiler, one running at a "
+          f"time, {a.cycles} cycles of {a.slice:g} s slices in shuffled order, "
+          f"{'pinned to cpu ' + str(pin) if pin is not None else 'not pinned'}")  # fmt: skip
+    for w in workloads:
+        got = alternate(w, contenders, a.cycles, a.slice, pin, a.warmup)
+        rows = _ratio_rows(got)
+        aa = next(r for r in rows if r[0] == "none (A/A)")
+        base_us = statistics.median(_per_op(got["none"])) * 1e6
+        print(f"\n{w}: operations per CPU second vs the process without profiler (none: {base_us:.1f} us/op); "
+              f"median of the per-cycle ratios [95 % bootstrap CI], ratio of the totals [CI]; "
+              f"A/A of the same run beside each")  # fmt: skip
+        for name, m, (lo, hi), t, (tlo, thi), us in rows:
+            line = (f"  {name:15s} {m:.3f} [{lo:.3f}-{hi:.3f}]  totals {t:.3f} [{tlo:.3f}-{thi:.3f}]  "
+                    f"cost {100 * (1 - m):+.1f} %  {us:.1f} us/op")  # fmt: skip
+            if name != "none (A/A)":
+                line += f"  | A/A {aa[1]:.3f} [{aa[2][0]:.3f}-{aa[2][1]:.3f}]"
+            print(line)
+        if w == "quiet":
+            print("  (quiet: its 1 ms sleep sets its throughput; CPU per operation is what a profiler adds)")
+
+
 # -- counts ----------------------------------------------------------------------------------
 _CG_CACHES = ["--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,8,64"]
 
@@ -594,6 +824,12 @@ def main() -> None:
     p.add_argument("--stacks", type=int, default=3000, help="--snapshot: distinct stacks")
     p.add_argument("--threads", action="store_true", help="--count: the main thread's instructions only (callgrind)")
     p.add_argument("--ops", type=int, default=3000, help="--count: operations in the shorter run")
+    p.add_argument("--alternate", action="store_true", help="alternating slices of every contender's process")
+    p.add_argument("--cycles", type=int, default=60, help="--alternate: cycles (each process once per cycle)")
+    p.add_argument("--slice", type=float, default=0.2, help="--alternate: seconds per slice")
+    p.add_argument("--warmup", type=float, default=1.0, help="--alternate: seconds of unmeasured first slice")
+    p.add_argument("--pin", default="auto", help="--alternate: cpu for every child (auto: the last; none)")
+    p.add_argument("--_gated", nargs=2, metavar=("WORKLOAD", "CONTENDER"), help=argparse.SUPPRESS)
     p.add_argument("--inprocess", action="store_true", help="switch the sampler on and off in one process (ABBA)")
     p.add_argument("--phase", type=float, default=0.1, help="--inprocess: seconds per phase")
     p.add_argument("--_inprocess", metavar="WORKLOAD", help=argparse.SUPPRESS)
@@ -605,6 +841,9 @@ def main() -> None:
         return
     if a._child:
         print(json.dumps(child(a._child[0], a._child[1], a.seconds)))
+        return
+    if a._gated:
+        gated_child(a._gated[0], a._gated[1], None if a.pin in ("auto", "none") else int(a.pin))
         return
     if a._inprocess:
         print(json.dumps(inprocess(a._inprocess, a.seconds, a.phase)))
@@ -632,6 +871,8 @@ def main() -> None:
         run_thread_counts(a, contenders)
     elif a.count:
         run_counts(a, contenders)
+    elif a.alternate:
+        run_alternate(a, contenders)
     else:
         run_times(a, contenders)
 

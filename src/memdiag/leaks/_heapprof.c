@@ -22,6 +22,7 @@
 #undef Py_BUILD_CORE
 #endif
 
+#define HP_LINE_CACHE 1 /* the line cache of hp_capture (GIL-held captures only) */
 #include "_hp_core.h"
 
 typedef struct {
@@ -259,63 +260,73 @@ static void hk_free(void *ctx, void *ptr) {
  * sampled block's own realloc comes back through the RAW realloc hook, which untracks it. */
 static __attribute__((noinline)) void *hk_realloc_pymalloc(hook_ctx_t *c, void *ptr, size_t size) {
     void *p = c->orig.realloc(c->orig.ctx, ptr, size);
-    if (p != NULL && hp_crossed(&hp_tls, size)) return hk_move_sampled(c, p, size); /* not under the guard */
+    if (p != NULL && hp_crossed_gil(size)) return hk_move_sampled(c, p, size); /* not under the guard */
+    return p;
+}
+
+/* The largest request the specialised mem/object fast paths count on the GIL's countdown:
+ * over plain pymalloc every request it serves itself (512 bytes; larger ones reach the raw
+ * hooks, counted there); else HK_NO_NESTING (below it no nested call reaches a hook). */
+static size_t hk_fast_max = HK_NO_NESTING;
+
+/* The specialised fast path's slow side: the GIL's countdown crossed, or a larger request
+ * (guarded and counted on the thread's countdown by hk_malloc_slow). */
+static __attribute__((noinline)) void *hk_malloc_gil_slow(hook_ctx_t *c, size_t size) {
+    if (size > hk_fast_max) return hk_malloc_slow(c, size);
+    if (!hp_crossed_gil(size)) return c->orig.malloc(c->orig.ctx, size);
+    if (c->reroute) return hk_small_sampled(c, size, 0, 0, 0);
+    void *p = c->orig.malloc(c->orig.ctx, size); /* below HK_NO_NESTING: no nested hook */
+    if (p != NULL) hk_sampled(p, size, c);
+    return p;
+}
+
+static __attribute__((noinline)) void *hk_calloc_gil_slow(hook_ctx_t *c, size_t nelem, size_t elsize) {
+    size_t size = nelem * elsize; /* the underlying calloc checks the overflow */
+    if (size > hk_fast_max || nelem > hk_fast_max) return hk_calloc_slow(c, nelem, elsize);
+    if (!hp_crossed_gil(size)) return c->orig.calloc(c->orig.ctx, nelem, elsize);
+    if (c->reroute && elsize <= HK_PYMALLOC_MAX) return hk_small_sampled(c, size, nelem, elsize, 1);
+    void *p = c->orig.calloc(c->orig.ctx, nelem, elsize);
+    if (p != NULL) hk_sampled(p, size, c);
     return p;
 }
 
 /* The fast paths again, specialised per domain, installed when no preload shim is
  * present (the generic hooks above serve `memdiag run`): the allocator found is read from
- * a static rather than through ctx, and the shim is not asked about, so that hk_malloc's
- * fast path is 10 instructions and hk_free's 10 (callgrind). Same counting, guard and
+ * a static, the shim is not asked about, and the bytes are counted on the GIL's countdown
+ * (hp_gil_count: the mem/object domains are called with the GIL held). The hook's own
+ * context is the allocator's (start() installs them so), passed through untouched: a
+ * malloc is 7 instructions ending in a tail jump (cmp/ja on the size, load/sub/jb/store on
+ * the countdown, jmp), a small realloc over pymalloc the same. Same counting, guard and
  * sampling as the generic hooks. */
-#define HK_FAST_MEM(I, SFX)                                                                       \
-    static void *hk_malloc_##SFX(void *ctx, size_t size) {                                        \
-        (void)ctx;                                                                                \
-        if (__builtin_expect(size <= HK_NO_NESTING, 1)) {                                         \
-            hp_tls_t *t = &hp_tls;                                                                \
-            int64_t left = t->countdown - (int64_t)size;                                          \
-            if (__builtin_expect(left > 0, 1)) {                                                  \
-                t->countdown = left;                                                              \
-                return hk_ctx[I].orig.malloc(hk_ctx[I].orig.ctx, size);                           \
-            }                                                                                     \
-        }                                                                                         \
-        return hk_malloc_slow(&hk_ctx[I], size);                                                  \
-    }                                                                                             \
-    static void *hk_calloc_##SFX(void *ctx, size_t nelem, size_t elsize) {                        \
-        (void)ctx;                                                                                \
-        size_t size = nelem * elsize;                                                             \
-        if (__builtin_expect(size <= HK_NO_NESTING && nelem <= HK_NO_NESTING, 1)) {               \
-            hp_tls_t *t = &hp_tls;                                                                \
-            int64_t left = t->countdown - (int64_t)size;                                          \
-            if (__builtin_expect(left > 0, 1)) {                                                  \
-                t->countdown = left;                                                              \
-                return hk_ctx[I].orig.calloc(hk_ctx[I].orig.ctx, nelem, elsize);                  \
-            }                                                                                     \
-        }                                                                                         \
-        return hk_calloc_slow(&hk_ctx[I], nelem, elsize);                                         \
-    }                                                                                             \
-    static __attribute__((noinline)) void *hk_realloc_guarded_##SFX(void *ptr, size_t size) {     \
-        hp_tls_t *t = &hp_tls;                                                                    \
-        hp_untrack(ptr);                                                                          \
-        if (t->guard) return hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size);               \
-        t->guard = 1; /* a realloc may move a small block to the raw allocator */                 \
-        void *p = hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size);                          \
-        t->guard = 0;                                                                             \
-        if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, &hk_ctx[I]);                 \
-        return p;                                                                                 \
-    }                                                                                             \
-    static void *hk_realloc_##SFX(void *ctx, void *ptr, size_t size) {                            \
-        (void)ctx;                                                                                \
-        if (__builtin_expect(!hk_ctx[I].reroute, 0)) return hk_realloc_guarded_##SFX(ptr, size);  \
-        /* plain pymalloc: see hk_realloc_pymalloc */                                             \
-        if (size > HK_PYMALLOC_MAX) return hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size); \
-        hp_tls_t *t = &hp_tls;                                                                    \
-        int64_t left = t->countdown - (int64_t)size;                                              \
-        if (__builtin_expect(left > 0, 1)) {                                                      \
-            t->countdown = left;                                                                  \
-            return hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size);                         \
-        }                                                                                         \
-        return hk_realloc_pymalloc(&hk_ctx[I], ptr, size);                                        \
+#define HK_FAST_MEM(I, SFX)                                                                        \
+    static void *hk_malloc_##SFX(void *ctx, size_t size) {                                         \
+        if (__builtin_expect(size <= hk_fast_max && !hp_gil_count(size), 1))                       \
+            return hk_ctx[I].orig.malloc(ctx, size);                                               \
+        return hk_malloc_gil_slow(&hk_ctx[I], size);                                               \
+    }                                                                                              \
+    static void *hk_calloc_##SFX(void *ctx, size_t nelem, size_t elsize) {                         \
+        size_t size = nelem * elsize;                                                              \
+        if (__builtin_expect(size <= hk_fast_max && nelem <= hk_fast_max && !hp_gil_count(size), 1)) \
+            return hk_ctx[I].orig.calloc(ctx, nelem, elsize);                                      \
+        return hk_calloc_gil_slow(&hk_ctx[I], nelem, elsize);                                      \
+    }                                                                                              \
+    /* not over plain pymalloc: every realloc guarded (it may move a block to the raw domain) */  \
+    static void *hk_realloc_guarded_##SFX(void *ctx, void *ptr, size_t size) {                     \
+        hp_tls_t *t = &hp_tls;                                                                     \
+        (void)ctx;                                                                                 \
+        hp_untrack(ptr);                                                                           \
+        if (t->guard) return hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size);                \
+        t->guard = 1;                                                                              \
+        void *p = hk_ctx[I].orig.realloc(hk_ctx[I].orig.ctx, ptr, size);                           \
+        t->guard = 0;                                                                              \
+        if (hp_should_sample(size) && p != NULL) hk_sampled(p, size, &hk_ctx[I]);                  \
+        return p;                                                                                  \
+    }                                                                                              \
+    /* plain pymalloc: see hk_realloc_pymalloc */                                                 \
+    static void *hk_realloc_##SFX(void *ctx, void *ptr, size_t size) {                             \
+        if (__builtin_expect(size > HK_PYMALLOC_MAX || !hp_gil_count(size), 1))                    \
+            return hk_ctx[I].orig.realloc(ctx, ptr, size);                                         \
+        return hk_realloc_pymalloc(&hk_ctx[I], ptr, size);                                         \
     }
 #define HK_FAST_FREE(I, SFX)                                                                      \
     static void hk_free_##SFX(void *ctx, void *ptr) {                                             \
@@ -555,17 +566,20 @@ static PyObject *hp_py_start(PyObject *self, PyObject *args) {
             hk_hooks[i].realloc = raw ? hk_raw_realloc : hk_realloc;
             hk_hooks[i].free = hk_free;
         }
+        hk_fast_max = reroute ? HK_PYMALLOC_MAX : HK_NO_NESTING;
         if (hk_shim_mask == NULL) { /* the specialised fast paths (hk_ctx[i] is domain i) */
             hk_hooks[0].malloc = hk_malloc_raw;
             hk_hooks[0].free = hk_free_raw;
             hk_hooks[1].malloc = hk_malloc_mem;
             hk_hooks[1].calloc = hk_calloc_mem;
-            hk_hooks[1].realloc = hk_realloc_mem;
+            hk_hooks[1].realloc = reroute ? hk_realloc_mem : hk_realloc_guarded_mem;
             hk_hooks[1].free = hk_free_mem;
             hk_hooks[2].malloc = hk_malloc_obj;
             hk_hooks[2].calloc = hk_calloc_obj;
-            hk_hooks[2].realloc = hk_realloc_obj;
+            hk_hooks[2].realloc = reroute ? hk_realloc_obj : hk_realloc_guarded_obj;
             hk_hooks[2].free = hk_free_obj;
+            /* their context is the allocator's, passed through (they read hk_ctx[i] for the rest) */
+            for (int i = 1; i < 3; i++) hk_hooks[i].ctx = hk_ctx[i].orig.ctx;
         }
         for (int i = 1; i < 3; i++) {
             hk_ctx[i].reroute = reroute;
@@ -590,6 +604,7 @@ static PyObject *hp_py_start(PyObject *self, PyObject *args) {
         hk_chained = 1;
     }
     atomic_fetch_add(&hp_gen, 1); /* every thread redraws its countdown */
+    atomic_store(&hp_gil_left, 0); /* the GIL's: at the next allocation, with this interval */
     atomic_store(&hp_enabled, 1);
     Py_RETURN_NONE;
 }
@@ -603,6 +618,7 @@ static PyObject *hp_py_stop(PyObject *self, PyObject *noargs) {
     }
     /* Frees of blocks sampled before stop() may still come through a hook in flight;
      * the live table stays valid for them. */
+    hp_line_release();
     Py_RETURN_NONE;
 }
 
@@ -645,10 +661,12 @@ static PyObject *hp_py_set_ignored_threads(PyObject *self, PyObject *arg) {
 
 static PyObject *hp_py_snapshot(PyObject *self, PyObject *noargs) {
     static const char *names[2] = {"python", "native"};
+    hp_line_release();
     return hp_snapshot_tables(names);
 }
 
 static PyObject *hp_py_reset(PyObject *self, PyObject *noargs) {
+    hp_line_release();
     pthread_mutex_lock(&hp_mutex);
     hp_clear_samples();
     pthread_mutex_unlock(&hp_mutex);

@@ -459,8 +459,70 @@ typedef struct {
 #if PY_VERSION_HEX >= 0x030B0000
 /* `ts` is the calling thread's own state: its frames cannot change while it is in here,
  * with or without the GIL (only the thread itself pushes and pops them). */
-static int hp_capture_ts(PyThreadState *ts, hp_raw_frame_t *out, int max) {
+/* A frame's line: PyCode_Addr2Line walks the code's line table from its start (~5 000
+ * instructions per frame on a service's functions, callgrind: 85 % of a sample's cost). The
+ * CPython hooks (HP_LINE_CACHE defined: a thread that holds the GIL, which serialises the
+ * cache) keep the answers in a direct-mapped cache keyed by (code object, instruction
+ * offset): a code's line table never changes, and the cache holds a reference to each code
+ * it names, so an address cannot be reused by another code while it is cached. An evicted
+ * code whose reference is not the last one is released at once (no deallocation can
+ * follow); a last reference is parked (up to HP_LINE_PENDING) and released by
+ * hp_line_release (snapshot, stop, reset: outside any allocator call, where a code's
+ * deallocation may run what it likes); with the park full, the slot keeps its entry. The
+ * LD_PRELOAD shim (no GIL, no reference counts) reads the table every time. */
+#if defined(HP_LINE_CACHE) && !defined(Py_GIL_DISABLED)
+#define HP_LINE_CACHED 1
+#define HP_LINE_SLOTS 1024u
+#define HP_LINE_PENDING 256u
+typedef struct {
+    PyCodeObject *code; /* a strong reference */
+    int addr, line;
+} hp_line_slot_t;
+static hp_line_slot_t hp_lines[HP_LINE_SLOTS];
+static PyObject *hp_line_pending[HP_LINE_PENDING];
+static unsigned hp_line_npending;
+#define HP_LINE_CACHE_BYTES (sizeof hp_lines + sizeof hp_line_pending)
+
+static int hp_line_of(PyCodeObject *code, int addr) {
+    uintptr_t k = ((uintptr_t)code >> 4) ^ ((uintptr_t)(unsigned)addr * 0x9E3779B1u);
+    hp_line_slot_t *s = &hp_lines[(k ^ (k >> 10)) & (HP_LINE_SLOTS - 1)];
+    if (s->code == code && s->addr == addr) return s->line;
+    int line = PyCode_Addr2Line(code, addr);
+    PyCodeObject *old = s->code;
+    if (old != code) {
+        if (old != NULL) {
+            if (Py_REFCNT(old) > 1) Py_DECREF(old); /* not the last: no deallocation here */
+            else if (hp_line_npending < HP_LINE_PENDING) hp_line_pending[hp_line_npending++] = (PyObject *)old;
+            else return line; /* the park is full: keep the slot as it is */
+        }
+        Py_INCREF(code);
+        s->code = code;
+    }
+    s->addr = addr;
+    s->line = line;
+    return line;
+}
+
+/* GIL held, outside any allocator call: release the codes evicted with their last reference
+ * (a deallocation may allocate and sample, and so park more: popped in turn). */
+static void hp_line_release(void) {
+    while (hp_line_npending > 0) {
+        PyObject *o = hp_line_pending[--hp_line_npending];
+        Py_DECREF(o);
+    }
+}
+#else
+#define HP_LINE_CACHED 0
+#define HP_LINE_CACHE_BYTES 0
+static inline int hp_line_of(PyCodeObject *code, int addr) { return PyCode_Addr2Line(code, addr); }
+static inline void hp_line_release(void) {}
+#endif
+
+static int hp_capture_ts(PyThreadState *ts, hp_raw_frame_t *out, int max, int cached) {
     if (ts == NULL) return 0;
+#if PY_VERSION_HEX >= 0x030C0000
+    if (ts->interp != PyInterpreterState_Main()) cached = 0; /* another interpreter may have its own GIL */
+#endif
 #if PY_VERSION_HEX >= 0x030D0000
     _PyInterpreterFrame *f = ts->current_frame;
 #else
@@ -482,7 +544,8 @@ static int hp_capture_ts(PyThreadState *ts, hp_raw_frame_t *out, int max) {
         if (_PyFrame_IsIncomplete(f)) continue;
         out[n].filename = code->co_filename;
         out[n].name = code->co_name;
-        out[n].lineno = PyCode_Addr2Line(code, _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT));
+        int addr = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
+        out[n].lineno = cached ? hp_line_of(code, addr) : PyCode_Addr2Line(code, addr);
         n++;
     }
     return n;
@@ -490,9 +553,9 @@ static int hp_capture_ts(PyThreadState *ts, hp_raw_frame_t *out, int max) {
 
 static int hp_capture(hp_raw_frame_t *out, int max) {
 #if PY_VERSION_HEX >= 0x030D0000
-    return hp_capture_ts(PyThreadState_GetUnchecked(), out, max);
+    return hp_capture_ts(PyThreadState_GetUnchecked(), out, max, HP_LINE_CACHED);
 #else
-    return hp_capture_ts(_PyThreadState_UncheckedGet(), out, max);
+    return hp_capture_ts(_PyThreadState_UncheckedGet(), out, max, HP_LINE_CACHED);
 #endif
 }
 #define HP_HAVE_NOGIL_CAPTURE 1
@@ -517,11 +580,15 @@ static int hp_capture(hp_raw_frame_t *out, int max) {
     return n;
 }
 #endif
+#ifndef HP_LINE_CACHED /* 3.10: frame objects carry their line */
+#define HP_LINE_CACHE_BYTES 0
+static inline void hp_line_release(void) {}
+#endif
 
 /* ---------------------------------------------------------------- setup / reset */
 #define HP_STACKS_MAX (HP_STACK_CAP_MAX / 4 * 3)
 static size_t hp_fixed_bytes(void) { /* the tables at their bounds */
-    return sizeof hp_filter + sizeof hp_filter_n + (size_t)HP_FRAME_CAP_MAX * sizeof(hp_frame_t) + 2u * HP_FRAME_CAP_MAX * sizeof(uint32_t) +
+    return sizeof hp_filter + sizeof hp_filter_n + HP_LINE_CACHE_BYTES + (size_t)HP_FRAME_CAP_MAX * sizeof(hp_frame_t) + 2u * HP_FRAME_CAP_MAX * sizeof(uint32_t) +
            (size_t)hp_pool_cap * sizeof(uint32_t) + (size_t)HP_STACKS_MAX * sizeof(hp_stack_t) +
            (size_t)HP_STACK_CAP_MAX * sizeof(uint32_t);
 }
@@ -531,7 +598,7 @@ static inline size_t hp_pages(size_t bytes) { return (bytes + HP_PAGE - 1) / HP_
 /* What the tables hold now: the filled part of each dense array (whole pages), the indexes
  * (written at random places: all of them), the filter. */
 static size_t hp_used_bytes(void) {
-    return sizeof hp_filter + sizeof hp_filter_n + hp_pages((size_t)hp_nframes * sizeof(hp_frame_t)) +
+    return sizeof hp_filter + sizeof hp_filter_n + HP_LINE_CACHE_BYTES + hp_pages((size_t)hp_nframes * sizeof(hp_frame_t)) +
            (size_t)hp_frame_index_cap * sizeof(uint32_t) + hp_pages((size_t)hp_pool_used * sizeof(uint32_t)) +
            hp_pages((size_t)hp_nstacks * sizeof(hp_stack_t)) + (size_t)HP_STACK_CAP_MAX * sizeof(uint32_t);
 }
@@ -637,7 +704,7 @@ static void hp_record(void *ptr, size_t size, int domain, int take_stack) {
     }
 #ifdef HP_HAVE_NOGIL_CAPTURE
     else if (take_stack == 2) { /* the shim, without the GIL: this thread's own frames */
-        n = hp_capture_ts(PyGILState_GetThisThreadState(), raw, hp_max_frames);
+        n = hp_capture_ts(PyGILState_GetThisThreadState(), raw, hp_max_frames, 0);
         lookup_only = 1;
     }
 #endif
@@ -754,6 +821,38 @@ static inline int hp_should_sample(size_t size) {
     t->countdown -= (int64_t)size;
     if (__builtin_expect(t->countdown > 0, 1)) return 0;
     return hp_crossed(t, size);
+}
+
+/* The mem and object domains' countdown, for the CPython hooks without the preload shim
+ * (see _heapprof.c). Those domains are called with the GIL held (the C API requires it:
+ * pymalloc itself has no lock), so the GIL serialises one countdown for the whole process:
+ * no thread-local access, and an unsigned borrow is the only test (4 instructions). It is
+ * the same Poisson process over the bytes of every thread: which thread's bytes cross it
+ * does not change any allocation's chance of being sampled. A crossing on a thread that
+ * may not be sampled (guard, ignored) redraws without a sample, as hp_crossed does. The
+ * accesses are relaxed atomics (plain moves): a caller breaking the GIL rule costs a count,
+ * never memory safety. The raw domain (called without the GIL) keeps the thread's own. */
+static _Atomic uint64_t hp_gil_left;
+static uint32_t hp_gil_gen;
+
+static __attribute__((noinline)) int hp_crossed_gil(size_t size) {
+    hp_tls_t *t = &hp_tls;
+    uint32_t gen = atomic_load_explicit(&hp_gen, memory_order_relaxed);
+    int take = hp_gil_gen == gen && !t->guard && !t->ignored && size > 0 &&
+               atomic_load_explicit(&hp_enabled, memory_order_relaxed);
+    hp_gil_gen = gen;
+    atomic_store_explicit(&hp_gil_left, (uint64_t)hp_draw(t), memory_order_relaxed);
+    return take;
+}
+
+/* Count `size` bytes down the GIL's countdown; 1 when it crossed (ask hp_crossed_gil). */
+static inline __attribute__((always_inline)) int hp_gil_count(size_t size) {
+    uint64_t left;
+    if (__builtin_expect(__builtin_sub_overflow(atomic_load_explicit(&hp_gil_left, memory_order_relaxed),
+                                                (uint64_t)size, &left), 0))
+        return 1;
+    atomic_store_explicit(&hp_gil_left, left, memory_order_relaxed);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- snapshot (GIL held) */
