@@ -683,6 +683,9 @@ def run_alternate(a: argparse.Namespace, contenders: list[str]) -> None:
           f"{'pinned to cpu ' + str(pin) if pin is not None else 'not pinned'}")  # fmt: skip
     for w in workloads:
         got = alternate(w, contenders, a.cycles, a.slice, pin, a.warmup)
+        if a.dump:
+            with open(f"{a.dump}.{w}.json", "w") as fh:
+                json.dump(got, fh)
         rows = _ratio_rows(got)
         aa = next(r for r in rows if r[0] == "none (A/A)")
         base_us = statistics.median(_per_op(got["none"])) * 1e6
@@ -829,6 +832,7 @@ def main() -> None:
     p.add_argument("--slice", type=float, default=0.2, help="--alternate: seconds per slice")
     p.add_argument("--warmup", type=float, default=1.0, help="--alternate: seconds of unmeasured first slice")
     p.add_argument("--pin", default="auto", help="--alternate: cpu for every child (auto: the last; none)")
+    p.add_argument("--dump", metavar="PREFIX", help="--alternate: also write every slice to PREFIX.WORKLOAD.json")
     p.add_argument("--_gated", nargs=2, metavar=("WORKLOAD", "CONTENDER"), help=argparse.SUPPRESS)
     p.add_argument("--inprocess", action="store_true", help="switch the sampler on and off in one process (ABBA)")
     p.add_argument("--phase", type=float, default=0.1, help="--inprocess: seconds per phase")
