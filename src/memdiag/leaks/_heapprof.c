@@ -71,6 +71,9 @@ static inline void hk_sampled(void *ptr, size_t size, hook_ctx_t *c) {
  * counts as allocated, not live, and in `dropped`. */
 #define HK_PYMALLOC_MAX 512
 
+/* The fast paths, placed together (.text.hot): a handful of cache lines of code. */
+#define HK_HOT __attribute__((hot))
+
 static __attribute__((noinline)) void *hk_small_sampled(hook_ctx_t *c, size_t size, size_t nelem, size_t elsize,
                                                         int zero) {
     hp_tls_t *t = &hp_tls;
@@ -248,6 +251,20 @@ static void hk_free(void *ctx, void *ptr) {
     c->orig.free(c->orig.ctx, ptr);
 }
 
+/* What the specialised mem/object fast paths read, in one cache line: the GIL's countdown
+ * (hp_gil_count), the largest request they count on it (over plain pymalloc every request
+ * it serves itself, 512 bytes: larger ones reach the raw hooks, counted there; else
+ * HK_NO_NESTING, below which no nested call reaches a hook) and the allocators found
+ * ([0] mem, [1] object; copies of hk_ctx[1..2].orig's, set before the hooks go in). */
+static struct {
+    _Atomic uint64_t left;
+    size_t fast_max;
+    void *(*malloc[2])(void *, size_t);
+    void *(*calloc[2])(void *, size_t, size_t);
+    void *(*realloc[2])(void *, void *, size_t);
+} hk_hot __attribute__((aligned(64))) = {.fast_max = HK_NO_NESTING};
+#define hk_fast_max hk_hot.fast_max
+
 /* The MEM/OBJ realloc over plain pymalloc, without a guard and with a tail call. pymalloc
  * hands the raw allocator every block it does not serve: a request over 512 bytes
  * (PyMem_RawMalloc) and a block that already is the raw allocator's (PyMem_RawRealloc), so
@@ -260,20 +277,16 @@ static void hk_free(void *ctx, void *ptr) {
  * sampled block's own realloc comes back through the RAW realloc hook, which untracks it. */
 static __attribute__((noinline)) void *hk_realloc_pymalloc(hook_ctx_t *c, void *ptr, size_t size) {
     void *p = c->orig.realloc(c->orig.ctx, ptr, size);
-    if (p != NULL && hp_crossed_gil(size)) return hk_move_sampled(c, p, size); /* not under the guard */
+    if (p != NULL && hp_crossed_gil(&hk_hot.left, size)) return hk_move_sampled(c, p, size); /* not under the guard */
     return p;
 }
 
-/* The largest request the specialised mem/object fast paths count on the GIL's countdown:
- * over plain pymalloc every request it serves itself (512 bytes; larger ones reach the raw
- * hooks, counted there); else HK_NO_NESTING (below it no nested call reaches a hook). */
-static size_t hk_fast_max = HK_NO_NESTING;
 
 /* The specialised fast path's slow side: the GIL's countdown crossed, or a larger request
  * (guarded and counted on the thread's countdown by hk_malloc_slow). */
 static __attribute__((noinline)) void *hk_malloc_gil_slow(hook_ctx_t *c, size_t size) {
     if (size > hk_fast_max) return hk_malloc_slow(c, size);
-    if (!hp_crossed_gil(size)) return c->orig.malloc(c->orig.ctx, size);
+    if (!hp_crossed_gil(&hk_hot.left, size)) return c->orig.malloc(c->orig.ctx, size);
     if (c->reroute) return hk_small_sampled(c, size, 0, 0, 0);
     void *p = c->orig.malloc(c->orig.ctx, size); /* below HK_NO_NESTING: no nested hook */
     if (p != NULL) hk_sampled(p, size, c);
@@ -283,7 +296,7 @@ static __attribute__((noinline)) void *hk_malloc_gil_slow(hook_ctx_t *c, size_t 
 static __attribute__((noinline)) void *hk_calloc_gil_slow(hook_ctx_t *c, size_t nelem, size_t elsize) {
     size_t size = nelem * elsize; /* the underlying calloc checks the overflow */
     if (size > hk_fast_max || nelem > hk_fast_max) return hk_calloc_slow(c, nelem, elsize);
-    if (!hp_crossed_gil(size)) return c->orig.calloc(c->orig.ctx, nelem, elsize);
+    if (!hp_crossed_gil(&hk_hot.left, size)) return c->orig.calloc(c->orig.ctx, nelem, elsize);
     if (c->reroute && elsize <= HK_PYMALLOC_MAX) return hk_small_sampled(c, size, nelem, elsize, 1);
     void *p = c->orig.calloc(c->orig.ctx, nelem, elsize);
     if (p != NULL) hk_sampled(p, size, c);
@@ -299,15 +312,15 @@ static __attribute__((noinline)) void *hk_calloc_gil_slow(hook_ctx_t *c, size_t 
  * the countdown, jmp), a small realloc over pymalloc the same. Same counting, guard and
  * sampling as the generic hooks. */
 #define HK_FAST_MEM(I, SFX)                                                                        \
-    static void *hk_malloc_##SFX(void *ctx, size_t size) {                                         \
-        if (__builtin_expect(size <= hk_fast_max && !hp_gil_count(size), 1))                       \
-            return hk_ctx[I].orig.malloc(ctx, size);                                               \
+    static HK_HOT void *hk_malloc_##SFX(void *ctx, size_t size) {                                         \
+        if (__builtin_expect(size <= hk_fast_max && !hp_gil_count(&hk_hot.left, size), 1))                       \
+            return hk_hot.malloc[I - 1](ctx, size);                                                \
         return hk_malloc_gil_slow(&hk_ctx[I], size);                                               \
     }                                                                                              \
-    static void *hk_calloc_##SFX(void *ctx, size_t nelem, size_t elsize) {                         \
+    static HK_HOT void *hk_calloc_##SFX(void *ctx, size_t nelem, size_t elsize) {                         \
         size_t size = nelem * elsize;                                                              \
-        if (__builtin_expect(size <= hk_fast_max && nelem <= hk_fast_max && !hp_gil_count(size), 1)) \
-            return hk_ctx[I].orig.calloc(ctx, nelem, elsize);                                      \
+        if (__builtin_expect(size <= hk_fast_max && nelem <= hk_fast_max && !hp_gil_count(&hk_hot.left, size), 1)) \
+            return hk_hot.calloc[I - 1](ctx, nelem, elsize);                                       \
         return hk_calloc_gil_slow(&hk_ctx[I], nelem, elsize);                                      \
     }                                                                                              \
     /* not over plain pymalloc: every realloc guarded (it may move a block to the raw domain) */  \
@@ -323,13 +336,13 @@ static __attribute__((noinline)) void *hk_calloc_gil_slow(hook_ctx_t *c, size_t 
         return p;                                                                                  \
     }                                                                                              \
     /* plain pymalloc: see hk_realloc_pymalloc */                                                 \
-    static void *hk_realloc_##SFX(void *ctx, void *ptr, size_t size) {                             \
-        if (__builtin_expect(size > HK_PYMALLOC_MAX || !hp_gil_count(size), 1))                    \
-            return hk_ctx[I].orig.realloc(ctx, ptr, size);                                         \
+    static HK_HOT void *hk_realloc_##SFX(void *ctx, void *ptr, size_t size) {                             \
+        if (__builtin_expect(size > HK_PYMALLOC_MAX || !hp_gil_count(&hk_hot.left, size), 1))                    \
+            return hk_hot.realloc[I - 1](ctx, ptr, size);                                          \
         return hk_realloc_pymalloc(&hk_ctx[I], ptr, size);                                         \
     }
 #define HK_FAST_FREE(I, SFX)                                                                      \
-    static void hk_free_##SFX(void *ctx, void *ptr) {                                             \
+    static HK_HOT void hk_free_##SFX(void *ctx, void *ptr) {                                             \
         (void)ctx;                                                                                \
         if (__builtin_expect(hp_maybe_sampled(ptr), 0)) {                                         \
             hk_free_slow(&hk_ctx[I], ptr);                                                        \
@@ -478,10 +491,32 @@ static int hk_held_init(void) {
     return 0;
 }
 
-/* The RAW hooks above, counting (installed over plain pymalloc without the shim). */
-static void *hk_malloc_rawc(void *ctx, size_t size) {
-    void *p = hk_malloc_raw(ctx, size);
-    if (__builtin_expect(p != NULL, 1)) hk_held_add(HK_CHUNK(p));
+/* The RAW hooks above, counting (installed over plain pymalloc without the shim), each
+ * one flat function: the allocator's call, the count, the guard and the countdown inline
+ * (a nested hook call, its frame and the reloads cost ~15 instructions per raw call). */
+static __attribute__((noinline)) void *hk_raw_crossed(void *p, size_t size) {
+    if (hp_crossed(&hp_tls, size)) hk_sampled(p, size, &hk_ctx[0]);
+    return p;
+}
+
+/* After the allocator returned `p` (not NULL): 1 when the countdown crossed. */
+static inline __attribute__((always_inline)) int hk_raw_count(size_t size) {
+    hp_tls_t *t = &hp_tls;
+    if (t->guard) return 0;
+    int64_t left = t->countdown - (int64_t)size;
+    if (__builtin_expect(left > 0, 1)) {
+        t->countdown = left;
+        return 0;
+    }
+    return 1;
+}
+
+static HK_HOT void *hk_malloc_rawc(void *ctx, size_t size) {
+    (void)ctx;
+    void *p = hk_ctx[0].orig.malloc(hk_ctx[0].orig.ctx, size);
+    if (__builtin_expect(p == NULL, 0)) return p;
+    hk_held_add(HK_CHUNK(p));
+    if (__builtin_expect(hk_raw_count(size), 0)) return hk_raw_crossed(p, size);
     return p;
 }
 
@@ -491,16 +526,27 @@ static void *hk_calloc_rawc(void *ctx, size_t nelem, size_t elsize) {
     return p;
 }
 
-static void *hk_realloc_rawc(void *ctx, void *ptr, size_t size) {
-    int64_t old = ptr != NULL ? HK_CHUNK(ptr) : 0;
-    void *p = hk_raw_realloc(ctx, ptr, size);
-    if (p != NULL) hk_held_add(HK_CHUNK(p) - old); /* NULL: failed, the block is unchanged */
+static HK_HOT void *hk_realloc_rawc(void *ctx, void *ptr, size_t size) {
+    (void)ctx;
+    int64_t old = 0;
+    if (ptr != NULL) {
+        hp_untrack(ptr);
+        old = HK_CHUNK(ptr);
+    }
+    void *p = hk_ctx[0].orig.realloc(hk_ctx[0].orig.ctx, ptr, size);
+    if (__builtin_expect(p == NULL, 0)) return p; /* failed: the block is unchanged */
+    hk_held_add(HK_CHUNK(p) - old);
+    if (__builtin_expect(hk_raw_count(size), 0)) return hk_raw_crossed(p, size);
     return p;
 }
 
-static void hk_free_rawc(void *ctx, void *ptr) {
-    if (ptr != NULL) hk_held_add(-HK_CHUNK(ptr));
-    hk_free_raw(ctx, ptr);
+static HK_HOT void hk_free_rawc(void *ctx, void *ptr) {
+    (void)ctx;
+    if (ptr != NULL) {
+        hk_held_add(-HK_CHUNK(ptr));
+        if (__builtin_expect(hp_maybe_sampled(ptr), 0)) hp_untrack_slow(ptr);
+    }
+    hk_ctx[0].orig.free(hk_ctx[0].orig.ctx, ptr);
 }
 
 static int hk_ours_on_top(int i) {
@@ -566,7 +612,7 @@ static PyObject *hp_py_start(PyObject *self, PyObject *args) {
             hk_hooks[i].realloc = raw ? hk_raw_realloc : hk_realloc;
             hk_hooks[i].free = hk_free;
         }
-        hk_fast_max = reroute ? HK_PYMALLOC_MAX : HK_NO_NESTING;
+        hk_hot.fast_max = reroute ? HK_PYMALLOC_MAX : HK_NO_NESTING;
         if (hk_shim_mask == NULL) { /* the specialised fast paths (hk_ctx[i] is domain i) */
             hk_hooks[0].malloc = hk_malloc_raw;
             hk_hooks[0].free = hk_free_raw;
@@ -579,7 +625,12 @@ static PyObject *hp_py_start(PyObject *self, PyObject *args) {
             hk_hooks[2].realloc = reroute ? hk_realloc_obj : hk_realloc_guarded_obj;
             hk_hooks[2].free = hk_free_obj;
             /* their context is the allocator's, passed through (they read hk_ctx[i] for the rest) */
-            for (int i = 1; i < 3; i++) hk_hooks[i].ctx = hk_ctx[i].orig.ctx;
+            for (int i = 1; i < 3; i++) {
+                hk_hooks[i].ctx = hk_ctx[i].orig.ctx;
+                hk_hot.malloc[i - 1] = hk_ctx[i].orig.malloc;
+                hk_hot.calloc[i - 1] = hk_ctx[i].orig.calloc;
+                hk_hot.realloc[i - 1] = hk_ctx[i].orig.realloc;
+            }
         }
         for (int i = 1; i < 3; i++) {
             hk_ctx[i].reroute = reroute;
@@ -604,7 +655,7 @@ static PyObject *hp_py_start(PyObject *self, PyObject *args) {
         hk_chained = 1;
     }
     atomic_fetch_add(&hp_gen, 1); /* every thread redraws its countdown */
-    atomic_store(&hp_gil_left, 0); /* the GIL's: at the next allocation, with this interval */
+    atomic_store(&hk_hot.left, 0); /* the GIL's: at the next allocation, with this interval */
     atomic_store(&hp_enabled, 1);
     Py_RETURN_NONE;
 }

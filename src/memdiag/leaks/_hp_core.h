@@ -832,26 +832,25 @@ static inline int hp_should_sample(size_t size) {
  * may not be sampled (guard, ignored) redraws without a sample, as hp_crossed does. The
  * accesses are relaxed atomics (plain moves): a caller breaking the GIL rule costs a count,
  * never memory safety. The raw domain (called without the GIL) keeps the thread's own. */
-static _Atomic uint64_t hp_gil_left;
 static uint32_t hp_gil_gen;
 
-static __attribute__((noinline)) int hp_crossed_gil(size_t size) {
+/* `left`: the GIL's countdown (the user keeps it beside what its fast path reads). */
+static __attribute__((noinline)) int hp_crossed_gil(_Atomic uint64_t *left, size_t size) {
     hp_tls_t *t = &hp_tls;
     uint32_t gen = atomic_load_explicit(&hp_gen, memory_order_relaxed);
     int take = hp_gil_gen == gen && !t->guard && !t->ignored && size > 0 &&
                atomic_load_explicit(&hp_enabled, memory_order_relaxed);
     hp_gil_gen = gen;
-    atomic_store_explicit(&hp_gil_left, (uint64_t)hp_draw(t), memory_order_relaxed);
+    atomic_store_explicit(left, (uint64_t)hp_draw(t), memory_order_relaxed);
     return take;
 }
 
 /* Count `size` bytes down the GIL's countdown; 1 when it crossed (ask hp_crossed_gil). */
-static inline __attribute__((always_inline)) int hp_gil_count(size_t size) {
-    uint64_t left;
-    if (__builtin_expect(__builtin_sub_overflow(atomic_load_explicit(&hp_gil_left, memory_order_relaxed),
-                                                (uint64_t)size, &left), 0))
+static inline __attribute__((always_inline)) int hp_gil_count(_Atomic uint64_t *left, size_t size) {
+    uint64_t l;
+    if (__builtin_expect(__builtin_sub_overflow(atomic_load_explicit(left, memory_order_relaxed), (uint64_t)size, &l), 0))
         return 1;
-    atomic_store_explicit(&hp_gil_left, left, memory_order_relaxed);
+    atomic_store_explicit(left, l, memory_order_relaxed);
     return 0;
 }
 
