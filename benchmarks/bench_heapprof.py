@@ -718,6 +718,25 @@ def run_alternate(a: argparse.Namespace, contenders: list[str]) -> None:
             print(line)
         if w == "quiet":
             print("  (quiet: its 1 ms sleep sets its throughput; CPU per operation is what a profiler adds)")
+        _alternate_bar(w, rows)
+
+
+def _alternate_bar(w: str, rows: list[tuple[Any, ...]]) -> None:
+    """The bar line of --alternate (busy service only: the quiet bar names throughput, which
+    its sleep sets and the times mode prints): memdiag at defaults, else the sampler alone,
+    judged by the bootstrap interval of the median per-cycle ratio."""
+    by = {r[0]: r for r in rows}
+    c = next((c for c in ("memdiag", "sampler") if c in by), None)
+    if c is None or w != "busy":
+        return
+    _, m, (lo, hi), *_ = by[c]
+    bar = BARS[w]
+    result = "met" if lo >= bar else "NOT met" if hi < bar else "not shown"
+    aa = by["none (A/A)"]
+    what = "memdiag at defaults" if c == "memdiag" else "the sampler alone"
+    print(f"- bar: {w} service, {what}, operations per CPU second >= {bar:g} of no profiler's "
+          f"(alternating slices): {result} ({m:.3f} CI [{lo:.3f}-{hi:.3f}]; "
+          f"A/A {aa[1]:.3f} CI [{aa[2][0]:.3f}-{aa[2][1]:.3f}])")  # fmt: skip
 
 
 # -- counts ----------------------------------------------------------------------------------
