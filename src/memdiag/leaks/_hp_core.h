@@ -523,6 +523,9 @@ static int hp_capture_ts(PyThreadState *ts, hp_raw_frame_t *out, int max, int ca
 #if PY_VERSION_HEX >= 0x030C0000
     if (ts->interp != PyInterpreterState_Main()) cached = 0; /* another interpreter may have its own GIL */
 #endif
+    /* the cache is the GIL holder's: `ts` must be this thread's own state (with a
+     * subinterpreter, 3.11's PyGILState_Check says yes to every thread) */
+    if (cached && ts != PyGILState_GetThisThreadState()) cached = 0;
 #if PY_VERSION_HEX >= 0x030D0000
     _PyInterpreterFrame *f = ts->current_frame;
 #else
