@@ -26,11 +26,15 @@ The measures:
    profiler's own threads keep their wall-clock pace). Every child is pinned to one CPU
    (``--pin``: the last by default, ``none`` not to). Per slice: process CPU time per
    operation (all threads, the profiler's included). Per contender: the median over cycles
-   of (none's CPU per op / its own) with a 95 % percentile-bootstrap interval (2 000
+   of (no profiler's CPU per op, its two processes pooled / its own) with a 95 %
+   percentile-bootstrap interval (2 000
    resamples of the cycles, seeded), the same for the ratio of the totals (periodic work
    that falls in few slices counts in full there), and the A/A row of the same run beside
    each. Slices 10 ms apart meet the same machine: what other processes do to the caches
-   and the scheduler hits every contender alike, and the per-cycle ratio cancels it.
+   and the scheduler hits every contender alike, and the per-cycle ratio cancels it. What
+   it does not cancel is a process's own layout (one no-profiler process ran 1.7 % faster
+   than the other through a whole run at load 13-16): an A/A interval that excludes 1 is
+   flagged, and the bar line then says "not shown".
 
        python benchmarks/bench_heapprof.py --alternate --workload busy --contenders none,sampler,memdiag
 
