@@ -437,8 +437,10 @@ _CONTAINER_TYPES = tuple(_CONTAINERS)  # for _scan.gather, which compares types 
 _ORDERED_TYPES = tuple(_ORDERED)
 
 try:  # the walk in C (setup.py builds it where a compiler is present)
-    from ._scan import gather as _scan_gather  # type: ignore[import-not-found]
-    from ._scan import gather_all as _scan_gather_all  # type: ignore[import-not-found]
+    from . import _scan  # type: ignore[attr-defined]
+
+    _scan_gather = _scan.gather
+    _scan_gather_all = getattr(_scan, "gather_all", None)  # None: a build from before it
 except ImportError:  # pragma: no cover - exercised where the extension is not built
     _scan_gather = _scan_gather_all = None
 
@@ -463,7 +465,12 @@ def _gather_containers(
         return found, heads, picked, {id(p): _referrers(p) for p in picked if refs_of is None or id(p) in refs_of}
     with exclusive_gil():  # the fallback's safety; finalizers stay off (see tracked_objects)
         objs = tracked_objects()[0]
-        found, heads, picked = _gather_py(objs, known, want)
+        if native and _scan_gather is not None:  # an older build of _scan: the C walk over the filtered list
+            found, heads, picked = _scan_gather(
+                objs, _CONTAINER_TYPES, _ORDERED_TYPES, _CELL, known, want, CONTAINER_MIN_LEN
+            )
+        else:
+            found, heads, picked = _gather_py(objs, known, want)
         del objs
         refs = {id(p): _referrers(p) for p in picked if refs_of is None or id(p) in refs_of}
     return found, heads, picked, refs
