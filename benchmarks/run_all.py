@@ -15,7 +15,7 @@ The spec is the script (in ``benchmarks/``, or a path from the repository's root
 (``PYTHONHASHSEED=0 bench_cache.py ...``), then parts after ``|``: ``quick: ARGS`` (the
 smoke form) and ``long`` (a run of many minutes: only with ``--long``, or when ``--only``
 names it). The text between the markers is replaced by a line naming the command, the
-date, the machine and its load (the machines here are shared: the load says how far to
+date, the commit (``+ changes`` when the tree differs from it), the machine and its load (the machines here are shared: the load says how far to
 trust a time), then the benchmark's standard output: as it is when it prints Markdown (its
 lines start with ``|``), else as a code block. Everything outside the markers is left as
 written, so every figure in the document is a benchmark's printed output, with its command
@@ -182,11 +182,24 @@ def machine() -> str:
     return f"{cpus}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
+def commit() -> str:
+    """``commit 1a2b3c4`` (``+ changes`` when the tree differs from it): the code that ran."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks", "scenarios"], cwd=ROOT,
+                               capture_output=True, text=True)  # fmt: skip
+    except OSError:
+        return "commit unknown"
+    if head.returncode != 0:
+        return "commit unknown"
+    return f"commit {head.stdout.strip()}{' + changes' if dirty.stdout.strip() else ''}"
+
+
 def render(block: Block, output: str, quick: bool, load: tuple[float, float]) -> str:
-    """The text of a block: its command, when, on what machine and under what load, and the output."""
+    """The text of a block: its command, when, on what code and machine, under what load, and the output."""
     head = (
         f"Printed by `{block.shown(quick)}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{machine()}, load average {load[0]:.1f} before and {load[1]:.1f} after"
+        f"{commit()}, {machine()}, load average {load[0]:.1f} before and {load[1]:.1f} after"
         f"{' (--quick: a smoke run, not figures to publish)' if quick else ''}:\n\n"
     )
     out = output.strip("\n")

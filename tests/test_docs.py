@@ -121,6 +121,7 @@ def test_the_generator_regenerates_a_section_of_the_document_and_keeps_the_prose
     body = new_bodies[changed[0]]
     assert body.startswith("Printed by `python benchmarks/bench_scan.py --objects 20000 --rounds 1` on ")
     assert "CPUs" in body and "Python 3." in body and "load average" in body and "--quick: a smoke run" in body
+    assert re.search(r" on \d{4}-\d\d-\d\d \d\d:\d\d UTC, commit [0-9a-f]{7,}( \+ changes)?, ", body)  # the code that ran
     assert "```text\nload average" in body and "python / c" in body  # its output, as printed
     assert "Figures transcribed by hand" not in body
 
