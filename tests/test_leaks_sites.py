@@ -216,6 +216,48 @@ def test_the_task_hook_waits_for_the_tasks_to_grow() -> None:
     assert asyncio_tasks.Task is base
 
 
+def test_a_task_leak_found_at_its_coroutine_is_named_at_its_creating_line_one_sample_later() -> None:
+    """Before the Task hook goes in, a task leak is counted at its coroutine's definition;
+    once it does, the coroutine's count (its history included) moves to the line that
+    creates its tasks, so the verdict names that line at the next sample instead of
+    waiting a whole growth test on a new series (issue 14: the creating line within 120 s
+    for a few tasks a minute)."""
+    origins.install()
+    origins.unfollow_tasks()
+    loop = asyncio.new_event_loop()
+    held: list = []
+
+    async def leaked() -> None:  # LEAKED-CORO
+        await asyncio.sleep(3600)
+
+    def spawn() -> None:
+        held.append(loop.create_task(leaked()))  # LEAKED-CREATE
+
+    try:
+        rs = ResourceSites()
+        i = 0
+        while not origins.tasks_followed() and i < 40:
+            spawn()
+            rs.sample(5000.0 + 10 * i, [])
+            i += 1
+        assert origins.tasks_followed(), "the growing tasks never turned the hook on"
+        before = {(s["kind"], s["line"]) for s in rs.suspects(5000.0 + 10 * (i - 1))}
+        assert ("asyncio_tasks", _line_of("# LEAKED-CREATE")) not in before
+        spawn()  # the first task that carries its creating line
+        rs.sample(5000.0 + 10 * i, [])
+        found = {(s["kind"], s["line"]): s for s in rs.suspects(5000.0 + 10 * i)}
+        assert ("asyncio_tasks", _line_of("# LEAKED-CREATE")) in found, found
+        assert ("asyncio_tasks", _line_of("# LEAKED-CORO")) not in found, found
+        s = found[("asyncio_tasks", _line_of("# LEAKED-CREATE"))]
+        assert 4.0 <= s["growth_per_min"] <= 8.0, s  # one per 10 s, the history carried over
+    finally:
+        for t in held:
+            t.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        origins.unfollow_tasks()
+
+
 def test_the_audit_hook_is_in_c_and_passes_only_its_three_events_to_python(tmp_path) -> None:
     """The C hook (``_audit``, built by setup.py: a missing build fails here) calls Python
     for open/socket.__new__/subprocess.Popen only; every other event (sys._getframe:

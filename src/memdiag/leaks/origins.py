@@ -47,6 +47,7 @@ __all__ = [
     "install",
     "installed",
     "tasks_by_site",
+    "task_aliases",
     "tasks_followed",
     "threads_by_site",
     "unfollow_tasks",
@@ -351,18 +352,55 @@ def threads_by_site() -> tuple[Counter[Site | None], int]:
     return c, own
 
 
+_AMBIGUOUS: Site = ("<several>", -1)
+MAX_TASK_ALIASES = 1024
+# coroutine definition -> the one line seen creating its tasks since the Task hook went in
+# (_AMBIGUOUS when several lines do). Tasks created before the hook are counted at that
+# line too, so a leak's count keeps one continuous series when it gains its creating line.
+_task_aliases: dict[Site, Site] = {}
+
+
+def _coroutine_site(task: Any) -> Site | None:
+    try:
+        code = task.get_coro().cr_code
+        return (code.co_filename, code.co_firstlineno)
+    except Exception:
+        return None
+
+
+def _learn_alias(coro_site: Site | None, site: Site) -> None:
+    if coro_site is None or site == OWN or coro_site == site:
+        return
+    known = _task_aliases.get(coro_site)
+    if known is None:
+        if len(_task_aliases) < MAX_TASK_ALIASES:
+            _task_aliases[coro_site] = site
+    elif known != site:
+        _task_aliases[coro_site] = _AMBIGUOUS
+
+
+def task_aliases() -> dict[Site, Site]:
+    """Coroutine definitions whose followed tasks all come from one creating line."""
+    return {c: s for c, s in _task_aliases.items() if s != _AMBIGUOUS}
+
+
 def tasks_by_site(tasks: Iterable[Any]) -> Counter[Site | None]:
-    """Pending asyncio tasks by creating site (their coroutine's definition if unknown)."""
+    """Pending asyncio tasks by creating site; a task created before the Task hook went in
+    counts at the line that creates its coroutine's tasks now (when one line alone does),
+    else at its coroutine's definition."""
     c: Counter[Site | None] = Counter()
+    pending: list[Site | None] = []
     for t in tasks:
         site = getattr(t, "_memdiag_site", None)
         if site is None:
-            try:
-                code = t.get_coro().cr_code
-                site = (code.co_filename, code.co_firstlineno)
-            except Exception:
-                site = None
+            pending.append(_coroutine_site(t))
+            continue
+        if site != OWN:
+            _learn_alias(_coroutine_site(t), site)
         c[site] += 1
+    for coro_site in pending:
+        alias = _task_aliases.get(coro_site) if coro_site is not None else None
+        c[alias if alias is not None and alias != _AMBIGUOUS else coro_site] += 1
     return c
 
 

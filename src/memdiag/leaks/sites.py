@@ -72,6 +72,7 @@ class ResourceSites:
         self._targets = targets
         counts["threads"], _ = origins.threads_by_site()
         counts["asyncio_tasks"] = origins.tasks_by_site(_pending_tasks())
+        self._carry_task_series(origins.task_aliases())
         if child_pids is not None:
             counts["child_processes"] = origins.children_by_site(child_pids)
         for kind, cnt in counts.items():
@@ -97,6 +98,23 @@ class ResourceSites:
         for key in [k for k, s in self._series.items() if len(s) > 8 and not any(n for _, n in s)]:
             del self._series[key]  # nothing alive from there for a while
         self._follow_tasks_if_growing(now)
+
+    def _carry_task_series(self, aliases: dict[origins.Site, origins.Site]) -> None:
+        """A coroutine's tasks that gained their creating line (the Task hook went in) keep
+        their count's history: the coroutine's series becomes the line's, so a leak found
+        at its coroutine is named at its creating line at the next sample, not a growth
+        test later."""
+        for coro_site, line in aliases.items():
+            old = self._series.pop(("asyncio_tasks", coro_site), None)
+            if old is None:
+                continue
+            new = self._series.get(("asyncio_tasks", line))
+            if new is not None:  # both counted already: add them up, sample by sample
+                both: Counter[float] = Counter()
+                for t, n in (*old, *new):
+                    both[t] += n
+                old = deque(sorted(both.items()), maxlen=old.maxlen)
+            self._series[("asyncio_tasks", line)] = old
 
     def _follow_tasks_if_growing(self, now: float, horizon: float = HORIZON_SECONDS) -> None:
         """Turn the Task hook on (origins.follow_tasks) once the application's pending
