@@ -1,7 +1,7 @@
 """Regenerate the figures of docs/benchmarks.md: run every benchmark the document names,
 with the arguments it names, and put what each printed in its place.
 
-Run:  python benchmarks/run_all.py [--quick] [--long] [--only NAME[,NAME]] [--list] [--write docs/benchmarks.md]
+Run:  python benchmarks/run_all.py [--quick] [--long] [--only NAME[,NAME]] [--match TEXT] [--list] [--write docs/benchmarks.md]
 
 (From a source tree, with ``PYTHONPATH=src`` and the C extensions built in place, as every
 benchmark is run.) The document marks each generated block::
@@ -25,7 +25,9 @@ beside it.
 left unchanged): a check that the generator and the benchmarks still run, not figures to
 publish. ``--only`` takes section names: the script's name without ``bench_`` and ``.py``
 (``cli``, ``soak``: every block of that script), or with its sub-command (``leaks:kinds``).
-``--only summary`` composes the summary alone. ``--list`` prints the blocks and runs
+``--only summary`` composes the summary alone. ``--match TEXT`` selects single blocks by
+their command as the document shows it (``--match "bench_servers.py --rt --rounds 8"``:
+one long block, not the script's five). ``--list`` prints the blocks and runs
 nothing. Without ``--write`` the new document goes to stdout; each block's run time and the
 total go to stderr. The default set (no ``--long``) is meant to fit in about 25 minutes on
 a quiet machine: the blocks of many minutes are marked ``long`` (some of them judge bars:
@@ -225,21 +227,26 @@ def run(block: Block, quick: bool) -> str:
     return render(block, proc.stdout, quick, (before, os.getloadavg()[0]))
 
 
-def selected(block: Block, *, quick: bool, only: set[str] | None, long: bool) -> bool:
-    """Whether this run regenerates ``block``."""
+def selected(block: Block, *, quick: bool, only: set[str] | None, long: bool, match: list[str] | None = None) -> bool:
+    """Whether this run regenerates ``block`` (``match``: only blocks whose command, as the
+    document shows it, contains one of these strings, long ones included)."""
+    if match:
+        return any(m in block.shown() for m in match) and not (quick and block.quick is None)
     if only is not None:
         return bool(block.names & only) and not (quick and block.quick is None)
     return (long or not block.long) and not (quick and block.quick is None)
 
 
-def regenerate(text: str, *, quick: bool, only: set[str] | None, long: bool = False) -> str:
+def regenerate(
+    text: str, *, quick: bool, only: set[str] | None, long: bool = False, match: list[str] | None = None
+) -> str:
     """``text`` with every selected block's output replaced by a fresh run."""
 
     def replace(m: re.Match[str]) -> str:
         if m.group("spec").strip() == SUMMARY:
             return m.group(0)
         block = parse_spec(m.group("spec"))
-        if not selected(block, quick=quick, only=only, long=long):
+        if not selected(block, quick=quick, only=only, long=long, match=match):
             return m.group(0)
         return m.group(1) + run(block, quick) + m.group(4)
 
@@ -255,6 +262,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="each block's quick: arguments (a smoke run)")
     ap.add_argument("--long", action="store_true", help="also the blocks marked long (leak verdicts, soak: hours)")
     ap.add_argument("--only", help="comma-separated section names (cli, footprint, leaks:kinds, soak, ...)")
+    ap.add_argument("--match", action="append", metavar="TEXT",
+                    help="only the blocks whose command contains TEXT (repeatable; long ones included)")
     ap.add_argument("--list", action="store_true", help="print the blocks and their commands; run nothing")
     ap.add_argument("--doc", type=Path, default=DOC, help="the document to read (default: docs/benchmarks.md)")
     ap.add_argument("--write", type=Path, help="write the new document here (default: stdout)")
@@ -271,7 +280,7 @@ def main() -> int:
     if only and not only <= known:
         raise SystemExit(f"run_all: no block for {sorted(only - known)} (blocks: {', '.join(sorted(known))})")
     started = time.monotonic()
-    new = regenerate(text, quick=args.quick, only=only, long=args.long)
+    new = regenerate(text, quick=args.quick, only=only, long=args.long, match=args.match)
     print(f"run_all: done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     if args.write:
         args.write.write_text(new, encoding="utf-8")

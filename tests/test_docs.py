@@ -81,6 +81,17 @@ def test_a_spec_names_its_environment_quick_form_and_length() -> None:
         parse("bench_x.py | fast: --rounds 1")
 
 
+def test_match_selects_single_blocks_by_their_command_long_ones_included() -> None:
+    ns = _run_all()
+    parse, selected = ns["parse_spec"], ns["selected"]
+    rounds = parse("bench_servers.py --rounds 4 --seconds 10 | quick: --rounds 1 | long")
+    count = parse("bench_servers.py --count --frameworks aiohttp | long")
+    assert selected(rounds, quick=False, only=None, long=False, match=["--rounds 4"])
+    assert not selected(count, quick=False, only=None, long=False, match=["--rounds 4"])
+    assert not selected(rounds, quick=False, only=None, long=False)  # long: not by default
+    assert selected(count, quick=False, only={"servers"}, long=False)  # --only takes every block
+
+
 def test_the_generator_regenerates_a_section_of_the_document_and_keeps_the_prose(tmp_path: Path) -> None:
     # A copy of docs/benchmarks.md, one cheap section in its quick form: that block holds the
     # command, the date, the machine, the load and the printed output; every other block and
