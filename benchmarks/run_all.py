@@ -27,7 +27,8 @@ publish. ``--only`` takes section names: the script's name without ``bench_`` an
 (``cli``, ``soak``: every block of that script), or with its sub-command (``leaks:kinds``).
 ``--only summary`` composes the summary alone. ``--match TEXT`` selects single blocks by
 their command as the document shows it (``--match "bench_servers.py --rt --rounds 8"``:
-one long block, not the script's five). ``--list`` prints the blocks and runs
+one long block, not the script's five; a final ``$`` anchors the end of the command:
+``--match "bench_footprint.py --rounds 5$"``). ``--list`` prints the blocks and runs
 nothing. Without ``--write`` the new document goes to stdout; each block's run time and the
 total go to stderr. The default set (no ``--long``) is meant to fit in about 25 minutes on
 a quiet machine: the blocks of many minutes are marked ``long`` (some of them judge bars:
@@ -229,9 +230,12 @@ def run(block: Block, quick: bool) -> str:
 
 def selected(block: Block, *, quick: bool, only: set[str] | None, long: bool, match: list[str] | None = None) -> bool:
     """Whether this run regenerates ``block`` (``match``: only blocks whose command, as the
-    document shows it, contains one of these strings, long ones included)."""
+    document shows it, contains one of these strings, or ends with one written with a final ``$``; long ones
+    included)."""
     if match:
-        return any(m in block.shown() for m in match) and not (quick and block.quick is None)
+        shown = block.shown()
+        hit = any(shown.endswith(m[:-1]) if m.endswith("$") else m in shown for m in match)
+        return hit and not (quick and block.quick is None)
     if only is not None:
         return bool(block.names & only) and not (quick and block.quick is None)
     return (long or not block.long) and not (quick and block.quick is None)

@@ -90,6 +90,11 @@ def test_match_selects_single_blocks_by_their_command_long_ones_included() -> No
     assert not selected(count, quick=False, only=None, long=False, match=["--rounds 4"])
     assert not selected(rounds, quick=False, only=None, long=False)  # long: not by default
     assert selected(count, quick=False, only={"servers"}, long=False)  # --only takes every block
+    foot = parse("bench_footprint.py --rounds 5 | quick: --rounds 1")
+    foot_soak = parse("bench_footprint.py --rounds 5 --soak 300 | long")
+    end = ["bench_footprint.py --rounds 5$"]
+    assert selected(foot, quick=False, only=None, long=False, match=end)
+    assert not selected(foot_soak, quick=False, only=None, long=False, match=end)
 
 
 def test_the_generator_regenerates_a_section_of_the_document_and_keeps_the_prose(tmp_path: Path) -> None:
