@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
+import memdiag
 from memdiag._record import FrozenInstanceError, asdict, field, fields, record, replace, tuple_record
 from memdiag.config import MemoryConfig
 from memdiag.errors import ConfigError
@@ -94,7 +97,10 @@ def test_the_core_records_import_no_dataclasses() -> None:
         "memdiag.config.MemoryConfig().updated(psi_threshold=5)\n"
         "print(sorted({'dataclasses', 'inspect'} & set(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True)
+    # -S skips site, and with it the editable install's path entry: name the source tree
+    src = Path(memdiag.__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    out = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
