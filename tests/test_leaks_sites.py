@@ -422,6 +422,21 @@ def test_match_site_prefers_the_line_growing_at_the_containers_byte_rate() -> No
     assert match_site(c, sites[2:]) is not None and match_site(c, sites[2:], {("/lru.py", 5)}) is None
 
 
+def test_match_site_takes_a_coarse_sampled_block_count_when_the_bytes_agree() -> None:
+    """A sampled profile sees a 1 MiB/min line in a few samples a minute: its block rate can
+    be 3x off the container's entry rate while its bytes match (the CI failure at 9f9ca3c:
+    the container listed with no line, the line itself second)."""
+    from memdiag.leaks.live import fits_container, match_site
+
+    c = {"items_per_min": 1000.0, "bytes_per_item": 1100.0}
+    value = {"file": "/app.py", "line": 11, "domain": "python", "blocks_per_min": 330.0, "growth_bytes_per_min": 1.13e6}
+    other = {"file": "/other.py", "line": 3, "domain": "python", "blocks_per_min": 330.0, "growth_bytes_per_min": 6e6}
+    far = {"file": "/far.py", "line": 4, "domain": "python", "blocks_per_min": 100.0, "growth_bytes_per_min": 1.1e6}
+    assert fits_container(c, value) and not fits_container(c, other) and not fits_container(c, far)
+    assert match_site(c, [other, far, value])["line"] == 11
+    assert match_site(c, [other, far]) is None
+
+
 def test_container_scans_take_at_most_one_percent_of_the_time() -> None:
     """A scan holds the other threads off while it walks the heap: a slow one (a large
     heap) spaces the next ones out to 100x its duration, a fast one keeps the 10 s pace."""

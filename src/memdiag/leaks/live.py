@@ -862,22 +862,38 @@ def _traced_site(objs: list[Any]) -> dict[str, Any] | None:
     return {"file": fn, "line": ln, "traceback": stacks[(fn, ln)], "site_from": "tracemalloc"}
 
 
+def fits_container(container: dict[str, Any], s: dict[str, Any]) -> bool:
+    """Whether heap line ``s`` allocates the entries of a growing container: a Python line
+    whose blocks grow at the entry rate (0.5-2.5x), or, since a sampled profile's block
+    counts are coarse at a few samples a minute, at 0.25-4x while its bytes grow at the
+    container's byte rate (0.6-1.6x)."""
+    rate = container.get("items_per_min") or 0.0
+    if s.get("domain") != "python" or rate <= 0:
+        return False
+    ratio = (s.get("blocks_per_min") or 0.0) / rate
+    if 0.5 <= ratio <= 2.5:
+        return True
+    byte_rate = rate * float(container.get("bytes_per_item") or 0.0)
+    g = s.get("growth_bytes_per_min") or 0.0
+    return 0.25 <= ratio <= 4.0 and byte_rate > 0 and 0.6 <= g / byte_rate <= 1.6
+
+
 def match_site(
     container: dict[str, Any], sites: list[dict[str, Any]], exclude: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset()
 ) -> dict[str, Any] | None:
-    """The heap line that best fits the container's growth: its blocks grow at the entry
-    rate (0.5-2.5x) and its bytes at the container's byte rate (closest wins)."""
+    """The heap line that best fits the container's growth (:func:`fits_container`): the
+    closest to its entry rate and its byte rate wins."""
     rate = container.get("items_per_min") or 0.0
     if rate <= 0:
         return None
     byte_rate = rate * float(container.get("bytes_per_item") or 0.0)
     best, score = None, math.inf
     for s in sites:
-        bpm = s.get("blocks_per_min") or 0.0
-        if s.get("domain") != "python" or (s["file"], s["line"]) in exclude or not 0.5 <= bpm / rate <= 2.5:
+        if (s["file"], s["line"]) in exclude or not fits_container(container, s):
             continue
+        bpm = s.get("blocks_per_min") or 0.0
         g = s.get("growth_bytes_per_min") or 0.0
-        sc = abs(math.log(bpm / rate)) + (abs(math.log(g / byte_rate)) if g > 0 and byte_rate > 0 else 5.0)
+        sc = (abs(math.log(bpm / rate)) if bpm > 0 else 5.0) + (abs(math.log(g / byte_rate)) if g > 0 and byte_rate > 0 else 5.0)
         if sc < score:
             best, score = s, sc
     return best

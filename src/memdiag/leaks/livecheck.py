@@ -29,6 +29,7 @@ from .live import (
     ContainerWatch,
     HeapSeries,
     early_linear,
+    fits_container,
     growth_test,
     match_site,
     prune,
@@ -250,8 +251,7 @@ class LiveChecker:
         cache_lines = frozenset(explained)
         for c in containers:
             for s in sites:  # the lines that allocate its entries are part of it
-                bpm = s.get("blocks_per_min") or 0.0
-                if s["domain"] == "python" and 0.5 <= bpm / c["items_per_min"] <= 2.5:
+                if fits_container(c, s):
                     explained.add((s["file"], s["line"]))
             if c.get("turnover") or "bytes_per_item" not in c:
                 continue  # a cache that evicts or reorders while it fills: not a leak
