@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import gc
 import os
@@ -176,9 +177,20 @@ def test_delete_and_clear(policy: str) -> None:
     assert cache.get("c") == "3"
 
 
-def test_exact_sizes_for_str_and_bytes() -> None:
-    cache = SharedPromptCache()
+@pytest.mark.parametrize("policy", ["tinylfu", "lru"])
+def test_exact_sizes_for_str_and_bytes(policy: str) -> None:
+    """The C set computes an ASCII str's and a bytes' size itself; the others ask __sizeof__
+    (a str whose UTF-8 form was cached is larger): each equals sys.getsizeof."""
+    cache = SharedPromptCache(policy=policy)
+    utf8_cached = "naïve-" + str(id(cache))
+    before = sys.getsizeof(utf8_cached)
+    ctypes.pythonapi.PyUnicode_AsUTF8.restype = ctypes.c_char_p
+    ctypes.pythonapi.PyUnicode_AsUTF8(ctypes.py_object(utf8_cached))  # caches its UTF-8 form
+    assert sys.getsizeof(utf8_cached) > before
     samples = {
+        "utf8-cached": utf8_cached,
+        "long-ascii": "x" * 5000,
+        "bytes-empty": b"",
         "ascii": "hello",
         "empty": "",
         "latin": "café",

@@ -207,6 +207,16 @@ static PyObject *str_sizeof, *bytes_sizeof;
 
 /* x.__sizeof__() of an exact str or bytes: what sys.getsizeof returns for these untracked types. */
 static Py_ssize_t sizeof_of(PyObject *o) {
+    /* The common cases computed as their __sizeof__ does (Objects/unicodeobject.c,
+     * bytesobject.c): bytes, and a compact ASCII str with no wchar_t copy (its UTF-8 is its
+     * data). Anything else asks the method. */
+    if (PyBytes_CheckExact(o)) return Py_TYPE(o)->tp_basicsize + Py_SIZE(o);
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_IS_READY(o) && PyUnicode_IS_COMPACT_ASCII(o) && ((PyASCIIObject *)o)->wstr == NULL)
+        return (Py_ssize_t)sizeof(PyASCIIObject) + PyUnicode_GET_LENGTH(o) + 1;
+#else
+    if (PyUnicode_IS_COMPACT_ASCII(o)) return (Py_ssize_t)sizeof(PyASCIIObject) + PyUnicode_GET_LENGTH(o) + 1;
+#endif
     PyObject *r = PyObject_CallOneArg(PyUnicode_CheckExact(o) ? str_sizeof : bytes_sizeof, o);
     if (r == NULL) return -1;
     Py_ssize_t v = PyLong_AsSsize_t(r);
