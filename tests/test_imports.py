@@ -25,6 +25,21 @@ def test_import_starts_nothing_and_loads_no_framework() -> None:
     assert loaded == [], loaded
 
 
+def test_a_running_monitor_imports_no_dataclasses_nor_inspect() -> None:
+    """``dataclasses`` brings ``inspect``, ``ast`` and ``dis``: ~1 MiB of the monitor's own
+    memory in every process (issue 17's <= 8 MiB); memdiag's records are built without it."""
+    code = (
+        "import sys, json, time, memdiag\n"
+        "memdiag.start(leak_detection=True)\n"
+        "time.sleep(1.5)\n"
+        "memdiag.get_diagnostics(); memdiag.leaks_report()\n"
+        "print(json.dumps(sorted(m for m in ('dataclasses', 'inspect', 'ast', 'dis') if m in sys.modules)))\n"
+        "memdiag.stop()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [], out.stderr[-2000:]
+
+
 def test_all_is_sorted_and_every_name_resolves() -> None:
     names = [n for n in memdiag.__all__ if n != "__version__"]
     assert names == sorted(names)

@@ -1,4 +1,4 @@
-"""Frozen records: what ``@dataclass(frozen=True, slots=True)`` gives memdiag's core types,
+"""Records: what ``@dataclass(frozen=True, slots=True)`` gives memdiag's core types,
 without importing :mod:`dataclasses`.
 
 The command line's outside views (``memdiag profile`` with no service, ``profile --pid N``)
@@ -27,7 +27,17 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-__all__ = ["Field", "FrozenInstanceError", "asdict", "field", "fields", "record", "replace", "tuple_record"]
+__all__ = [
+    "Field",
+    "FrozenInstanceError",
+    "asdict",
+    "field",
+    "fields",
+    "mutable_record",
+    "record",
+    "replace",
+    "tuple_record",
+]
 
 
 class _Missing:
@@ -48,7 +58,7 @@ class Field:
     """One field of a record: its name, annotation (a string), default or default
     factory, whether it is compared (``__eq__``, ``__hash__``) and its metadata."""
 
-    __slots__ = ("compare", "default", "default_factory", "metadata", "name", "type")
+    __slots__ = ("compare", "default", "default_factory", "metadata", "name", "repr", "type")
 
     def __init__(
         self,
@@ -56,8 +66,10 @@ class Field:
         default_factory: Any = MISSING,
         compare: bool = True,
         metadata: dict[str, Any] | None = None,
+        repr: bool = True,
     ) -> None:
         self.name = ""
+        self.repr = repr
         self.type: Any = None
         self.default = default
         self.default_factory = default_factory
@@ -74,12 +86,14 @@ def field(
     default_factory: Callable[[], Any] | Any = MISSING,
     compare: bool = True,
     metadata: dict[str, Any] | None = None,
+    repr: bool = True,
 ) -> Any:
     """A field with a default (or a factory of one), left out of comparisons if
-    ``compare`` is false, with ``metadata`` (as :func:`dataclasses.field`)."""
+    ``compare`` is false and out of ``repr`` if ``repr`` is false, with ``metadata`` (as
+    :func:`dataclasses.field`)."""
     if default is not MISSING and default_factory is not MISSING:
         raise ValueError("cannot specify both default and default_factory")
-    return Field(default, default_factory, compare, metadata)
+    return Field(default, default_factory, compare, metadata, repr)
 
 
 def fields(obj: Any) -> tuple[Field, ...]:
@@ -133,7 +147,7 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def _repr(self: Any) -> str:
-    body = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in type(self).__record_fields__)
+    body = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in type(self).__record_fields__ if f.repr)
     return f"{type(self).__qualname__}({body})"
 
 
@@ -172,7 +186,7 @@ class _DataclassFields:
 
         specs = []
         for f in owner.__record_fields__:
-            kw: dict[str, Any] = {"compare": f.compare, "metadata": f.metadata}
+            kw: dict[str, Any] = {"compare": f.compare, "metadata": f.metadata, "repr": f.repr}
             if f.default is not MISSING:
                 kw["default"] = f.default
             elif f.default_factory is not MISSING:
@@ -230,6 +244,33 @@ def record(cls: type[T]) -> type[T]:
     return new
 
 
+def mutable_record(cls: type[T] | None = None, /, *, eq: bool = True) -> Any:
+    """What a plain ``@dataclass`` (``eq=True``) or ``@dataclass(eq=False)`` gives: the
+    same ``__init__`` (defaults, factories, ``__post_init__``), ``__repr__``, ``__eq__``
+    over the compared fields (then unhashable, as a dataclass), pickling. No ``__slots__``
+    and no frozen attributes: a mutable record stays an ordinary class with a ``__dict__``,
+    as the dataclass it replaces was."""
+
+    def build(c: type[T]) -> type[T]:
+        ns = {k: v for k, v in c.__dict__.items() if k not in ("__dict__", "__weakref__")}
+        spec = _fields_of(c, ns)
+        ns.setdefault("__init__", _init)
+        ns.setdefault("__repr__", _repr)
+        ns.setdefault("__reduce__", _reduce)
+        if eq:
+            ns.setdefault("__eq__", _eq)
+            ns.setdefault("__hash__", None)
+        ns["__match_args__"] = tuple(f.name for f in spec)
+        ns["__record_fields__"] = spec
+        ns["__record_compare__"] = tuple(f.name for f in spec if f.compare)
+        ns["__dataclass_fields__"] = _DataclassFields()
+        new = type(c)(c.__name__, c.__bases__, ns)
+        new.__qualname__ = c.__qualname__
+        return new
+
+    return build if cls is None else build(cls)
+
+
 def tuple_record(cls: type[T]) -> type[T]:
     """``cls`` as a NamedTuple (its annotations the fields, its values their defaults, its
     methods kept), made by :func:`collections.namedtuple`: ``typing.NamedTuple`` needs
@@ -251,4 +292,5 @@ if TYPE_CHECKING:  # type checkers read a record as the dataclass it mirrors
     from dataclasses import dataclass as _dc
 
     record = _dc(frozen=True)  # type: ignore[assignment]
+    mutable_record = _dc  # type: ignore[assignment]
     tuple_record = _dc(frozen=True)  # type: ignore[assignment]  # a NamedTuple at run time

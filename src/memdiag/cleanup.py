@@ -37,11 +37,11 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import registry
 from ._logging import get_logger
+from ._record import field, mutable_record
 from .config import MemoryConfig, active_config
 from .pressure import RANK
 from .probes.process import read_statm_rss
@@ -52,7 +52,7 @@ __all__ = ["ActionResult", "CleanupLadder", "CleanupResult", "install_builtin_ac
 log = get_logger("memdiag.cleanup")
 
 
-@dataclass
+@mutable_record
 class ActionResult:
     """What one rung did."""
 
@@ -93,7 +93,7 @@ class ActionResult:
         }
 
 
-@dataclass
+@mutable_record
 class CleanupResult:
     """The outcome of one cleanup request (performed or skipped)."""
 

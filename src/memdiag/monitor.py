@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from ._record import field, mutable_record
 
 if TYPE_CHECKING:
     from .cleanup import CleanupLadder
@@ -52,7 +53,7 @@ class Monitor(Protocol):
     def diagnostics(self) -> dict[str, Any]: ...
 
 
-@dataclass
+@mutable_record
 class LoopStats:
     """What running the monitor loop has cost and counted (read by the overhead report).
 

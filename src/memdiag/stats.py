@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from ._record import record
 
 __all__ = ["Trend", "mann_kendall", "theil_sen", "thin", "trend"]
 
@@ -72,7 +73,7 @@ def _median(values: list[float]) -> float:
     return values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2.0
 
 
-@dataclass(frozen=True)
+@record
 class Trend:
     """A growth verdict over a window.
 

@@ -29,12 +29,12 @@ import contextlib
 import fcntl
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import registry, runtime
 from ._logging import get_logger
+from ._record import record
 from .probes.process import read_cmdline, read_stat
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def is_server_command(argv: list[str]) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@record
 class WorkerIdentity:
     """Where this process stands in a pre-fork server."""
 

@@ -26,12 +26,12 @@ import math
 import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import registry, runtime
 from .._logging import get_logger
+from .._record import record
 from ..config import FIELD_INFO
 from ..errors import ConfigError, MemdiagError
 from ..history import COLUMNS
@@ -79,7 +79,7 @@ class HeadersLike(Protocol):
     def items(self) -> Iterable[tuple[str, str]]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Response:
     """What :meth:`MemoryAPI.handle` returns: status, headers (in order) and body."""
 
@@ -122,7 +122,7 @@ class _Problem(Exception):
         self.headers = list(headers)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Request:
     method: str
     path: str

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 from typing import Any
 
+from .._record import record, replace
 from ..config import FIELD_INFO
 from ..history import COLUMNS
 
@@ -200,7 +200,7 @@ def problems(schema: Schema, data: Mapping[str, Any]) -> dict[str, str]:
 # -- query parameters ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Param:
     """A query parameter: its schema, and how its text becomes the value the schema checks."""
 
@@ -281,7 +281,7 @@ PID_PARAM = Param(
 # -- the table ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Endpoint:
     """One method of one path: who answers, what it checks, and how it is documented.
 

@@ -44,9 +44,10 @@ import queue
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
+
+from .._record import record
 
 try:
     import h11
@@ -99,7 +100,7 @@ _CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Cont
 _ANSWERED, _WAIT, _FALLBACK = object(), object(), object()  # what Connection._fast did
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Limits:
     """What one server allows its clients.
 

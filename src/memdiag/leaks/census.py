@@ -16,9 +16,9 @@ import itertools
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
+from .._record import record
 from ..probes.python import exclusive_gil, tracked_objects
 
 __all__ = ["CONTAINER_TYPES", "CensusHistory", "container_lengths", "type_census", "type_name"]
@@ -68,7 +68,7 @@ def container_lengths(objects: Iterable[Any], min_len: int) -> dict[int, tuple[t
     return {id(o): (type(o), len(o)) for o in objects if type(o) in types and len(o) >= min_len}
 
 
-@dataclass(frozen=True)
+@record
 class _Census:
     time: float
     counts: dict[str, int]

@@ -23,7 +23,6 @@ noisy trend does not flap; each change goes through the :class:`Notifier`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import threading
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import registry
 from .._logging import get_logger
+from .._record import asdict
 from ..errors import MemdiagError
 from ..history import COLUMNS, growth_split
 from ..probes.python import yield_gil
@@ -570,7 +570,7 @@ class LeakDetector:
             "growing_containers": list(last.get("growing_containers", [])),
             "followed_containers": self.follower.report(),
             "census": self.census.report(),
-            "malloc": dataclasses.asdict(self._malloc) if self._malloc is not None else None,
+            "malloc": asdict(self._malloc) if self._malloc is not None else None,
             "advice": list(self._advice),
             "live_heap": self.live.report(),
             "top_live_sites": self.live.top(20),

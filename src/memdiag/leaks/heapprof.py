@@ -32,10 +32,10 @@ import operator
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from .._logging import get_logger
+from .._record import record
 
 __all__ = [
     "DEFAULT_INTERVAL_BYTES",
@@ -72,14 +72,14 @@ else:
     _native_error = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Frame:
     filename: str
     lineno: int
     function: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HeapSite:
     stack: tuple[Frame, ...]  # innermost (allocating) frame first, bounded depth
     domain: str  # "python" (PyMem/PyObject domains) or "native" (malloc via the preload shim)
@@ -89,7 +89,7 @@ class HeapSite:
     alloc_count: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HeapProfile:
     taken_at: float  # time.monotonic()
     sites: tuple[HeapSite, ...]

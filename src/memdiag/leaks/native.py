@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from .._libc import libc
+from .._record import record
 
 __all__ = ["MallocInfo", "malloc_info"]
 
@@ -40,7 +40,7 @@ class _Mallinfo2(ctypes.Structure):
     ]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MallocInfo:
     """One ``mallinfo2`` reading, in bytes.
 

@@ -28,11 +28,11 @@ import threading
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import registry as _core_registry
 from .._logging import get_logger
+from .._record import field, mutable_record
 from ..probes._io import read_bytes
 from ..probes.process import ProcStat, parse_stat
 from ..units import MIB
@@ -115,7 +115,7 @@ def _procfd_start_ticks(procfd: int) -> int | None:
     return st.start_ticks if st is not None else None
 
 
-@dataclass(eq=False)
+@mutable_record(eq=False)
 class OwnedProcess:
     """One owned process: its identity, its owner object and how it may be signalled.
 

@@ -19,10 +19,10 @@ import gc
 import resource
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import registry
+from .._record import field, mutable_record
 from .._version import __version__
 from ..pressure import RANK
 
@@ -46,7 +46,7 @@ LEVEL_RANK = RANK  # the one level ordering (memdiag.pressure)
 Labels = dict[str, str]
 
 
-@dataclass
+@mutable_record
 class Family:
     """One metric family: ``kind`` is ``"gauge"`` or ``"counter"`` (counters end in ``_total``)."""
 
