@@ -67,3 +67,37 @@ def test_guard_restores_interpreter_state() -> None:
         assert not gc.isenabled()  # a host that disabled gc keeps it disabled
     finally:
         gc.enable()
+
+
+def test_overlapping_guards_of_two_threads_restore_the_hosts_interval() -> None:
+    """A monitor tick and a heap round may overlap in exclusive_gil: the one that leaves
+    last must not restore the raised interval the other one had set (the host would keep
+    100 ms switches for good)."""
+    import sys
+    import threading
+
+    before = (sys.getswitchinterval(), gc.isenabled())
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with exclusive_gil():
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(10)
+        with exclusive_gil():  # entered while the first holds the raised interval
+            second_in.set()
+            first_out.wait(10)
+            assert not gc.isenabled()  # the first one leaving does not switch gc back on under us
+            inside.append(sys.getswitchinterval())
+
+    inside: list[float] = []
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert inside and inside[0] >= 0.099  # 0.1 s, as the interpreter stores it (us)
+    assert (sys.getswitchinterval(), gc.isenabled()) == before

@@ -16,7 +16,16 @@ from typing import NamedTuple
 import pytest
 
 import memdiag
-from memdiag._record import FrozenInstanceError, asdict, field, fields, record, replace, tuple_record
+from memdiag._record import (
+    FrozenInstanceError,
+    asdict,
+    field,
+    fields,
+    mutable_record,
+    record,
+    replace,
+    tuple_record,
+)
 from memdiag.config import MemoryConfig
 from memdiag.errors import ConfigError
 from memdiag.probes.process import ProcStat
@@ -134,3 +143,27 @@ def test_tuple_record_is_the_namedtuple_it_declares() -> None:
         Pair()
     st = ProcStat(1, "x", "S", 0, 1, 1, 5, 4096, 1, 1)
     assert st.vsize_bytes == 0 and not st.zombie and isinstance(st, tuple)
+
+
+
+@mutable_record
+class _Row:
+    x: int
+    items: list = field(default_factory=list)
+    secret: int = field(default=3, repr=False)
+
+
+@mutable_record(eq=False)
+class _Handle:
+    pid: int
+
+
+def test_a_mutable_record_behaves_as_the_plain_dataclass_it_replaces() -> None:
+    a, b = _Row(1), _Row(1)
+    assert a == b and a.items is not b.items and repr(a) == "_Row(x=1, items=[])"
+    a.x, a.extra = 2, "kept"  # mutable, with a __dict__
+    assert a != b and pickle.loads(pickle.dumps(a)).extra == "kept"
+    with pytest.raises(TypeError):
+        hash(a)  # eq without frozen: unhashable, as a dataclass
+    assert [f.name for f in dataclasses.fields(_Row)] == ["x", "items", "secret"]
+    assert _Handle(1) != _Handle(1) and hash(_Handle(1)) is not None

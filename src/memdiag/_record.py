@@ -226,6 +226,17 @@ def _fields_of(cls: type, ns: dict[str, Any]) -> tuple[Field, ...]:
     return tuple(out)
 
 
+def _build(cls: type[T], ns: dict[str, Any], spec: tuple[Field, ...], match_args: tuple[str, ...]) -> type[T]:
+    """``cls`` made anew from ``ns`` with the record's bookkeeping."""
+    ns["__match_args__"] = match_args
+    ns["__record_fields__"] = spec
+    ns["__record_compare__"] = tuple(f.name for f in spec if f.compare)
+    ns["__dataclass_fields__"] = _DataclassFields()
+    new = type(cls)(cls.__name__, cls.__bases__, ns)
+    new.__qualname__ = cls.__qualname__
+    return new
+
+
 def record(cls: type[T]) -> type[T]:
     """Make ``cls`` a frozen, slotted record (the class is rebuilt with ``__slots__``)."""
     ns = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
@@ -235,38 +246,25 @@ def record(cls: type[T]) -> type[T]:
     if ns.get("__hash__") is None:  # a body that defines __eq__ sets __hash__ = None
         ns["__hash__"] = _hash
     ns["__slots__"] = tuple(f.name for f in spec)
-    ns["__match_args__"] = ns["__slots__"]
-    ns["__record_fields__"] = spec
-    ns["__record_compare__"] = tuple(f.name for f in spec if f.compare)
-    ns["__dataclass_fields__"] = _DataclassFields()
-    new = type(cls)(cls.__name__, cls.__bases__, ns)
-    new.__qualname__ = cls.__qualname__
-    return new
+    return _build(cls, ns, spec, ns["__slots__"])
 
 
 def mutable_record(cls: type[T] | None = None, /, *, eq: bool = True) -> Any:
     """What a plain ``@dataclass`` (``eq=True``) or ``@dataclass(eq=False)`` gives: the
     same ``__init__`` (defaults, factories, ``__post_init__``), ``__repr__``, ``__eq__``
-    over the compared fields (then unhashable, as a dataclass), pickling. No ``__slots__``
-    and no frozen attributes: a mutable record stays an ordinary class with a ``__dict__``,
-    as the dataclass it replaces was."""
+    over the compared fields (then unhashable, as a dataclass). No ``__slots__`` and no
+    frozen attributes: a mutable record stays an ordinary class with a ``__dict__`` (and
+    pickles as one), as the dataclass it replaces was."""
 
     def build(c: type[T]) -> type[T]:
         ns = {k: v for k, v in c.__dict__.items() if k not in ("__dict__", "__weakref__")}
         spec = _fields_of(c, ns)
         ns.setdefault("__init__", _init)
         ns.setdefault("__repr__", _repr)
-        ns.setdefault("__reduce__", _reduce)
         if eq:
             ns.setdefault("__eq__", _eq)
             ns.setdefault("__hash__", None)
-        ns["__match_args__"] = tuple(f.name for f in spec)
-        ns["__record_fields__"] = spec
-        ns["__record_compare__"] = tuple(f.name for f in spec if f.compare)
-        ns["__dataclass_fields__"] = _DataclassFields()
-        new = type(c)(c.__name__, c.__bases__, ns)
-        new.__qualname__ = c.__qualname__
-        return new
+        return _build(c, ns, spec, tuple(f.name for f in spec))
 
     return build if cls is None else build(cls)
 

@@ -29,7 +29,6 @@ from .live import (
     ContainerWatch,
     HeapSeries,
     early_linear,
-    fits_container,
     growth_test,
     match_site,
     prune,
@@ -250,8 +249,9 @@ class LiveChecker:
             explained |= self.containers.cache_entry_lines()
         cache_lines = frozenset(explained)
         for c in containers:
-            for s in sites:  # the lines that allocate its entries are part of it
-                if fits_container(c, s):
+            for s in sites:  # the lines that allocate its entries (at its entry rate) are part of it
+                bpm = s.get("blocks_per_min") or 0.0
+                if s["domain"] == "python" and 0.5 <= bpm / c["items_per_min"] <= 2.5:
                     explained.add((s["file"], s["line"]))
             if c.get("turnover") or "bytes_per_item" not in c:
                 continue  # a cache that evicts or reorders while it fills: not a leak
@@ -263,6 +263,8 @@ class LiveChecker:
                 with self._lock:
                     slopes = self.heap.slopes(now, max(60.0, float(c.get("followed_seconds") or 0.0)))
                 site = match_site(c, slopes, cache_lines)
+            if site is not None and site.get("file"):  # the line it names (matched by bytes, maybe): listed once
+                explained.add((site["file"], site["line"]))
             out.append(_container_suspect(c, site, rate))
         # Python lines growing outside any followed container are reported (growing_lines)
         # but not listed here: a sampled profile sees caches warming up, tables resizing

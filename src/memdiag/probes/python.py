@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import gc
 import os
 import sys
@@ -73,16 +74,31 @@ def exclusive_gil() -> Iterator[None]:
     waiter, with tracing on meanwhile (issue 14: a 5 s tracing window ran 39-76 s and the
     service crawled at 0.06-0.13x).
     """
-    old_interval = sys.getswitchinterval()
-    was_enabled = gc.isenabled()
-    sys.setswitchinterval(max(old_interval, EXCLUSIVE_SWITCH_INTERVAL))
-    gc.disable()
+    global _exclusive_depth, _exclusive_saved
+    with _exclusive_lock:  # the first one in saves the host's settings, the last one out restores them
+        if _exclusive_depth == 0:
+            _exclusive_saved = (sys.getswitchinterval(), gc.isenabled())
+            sys.setswitchinterval(max(_exclusive_saved[0], EXCLUSIVE_SWITCH_INTERVAL))
+            gc.disable()
+        _exclusive_depth += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
-        sys.setswitchinterval(old_interval)
+        with _exclusive_lock:
+            _exclusive_depth -= 1
+            if _exclusive_depth == 0:
+                interval, was_enabled = _exclusive_saved
+                if was_enabled:
+                    gc.enable()
+                sys.setswitchinterval(interval)
+
+
+# Two of memdiag's threads may overlap in exclusive_gil (a monitor tick and a heap round):
+# each saving and restoring on its own, the second would save the first one's raised
+# interval and restore it last, leaving the host at 100 ms for good.
+_exclusive_lock = _thread.allocate_lock()
+_exclusive_depth = 0
+_exclusive_saved: tuple[float, bool] = (0.005, True)
 
 
 def tracked_objects(count: bool = False) -> tuple[list[Any], dict[type, int] | None]:
