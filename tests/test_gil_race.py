@@ -101,3 +101,42 @@ def test_overlapping_guards_of_two_threads_restore_the_hosts_interval() -> None:
         t.join(20)
     assert inside and inside[0] >= 0.099  # 0.1 s, as the interpreter stores it (us)
     assert (sys.getswitchinterval(), gc.isenabled()) == before
+
+
+def test_a_child_forked_during_a_walk_gets_the_hosts_settings_back() -> None:
+    """Forked while a thread is inside exclusive_gil: the child has no such thread, so its
+    interval and collector are the host's again and the guard still works there."""
+    import os
+    import sys
+    import threading
+
+    before = (sys.getswitchinterval(), gc.isenabled())
+    inside, release = threading.Event(), threading.Event()
+
+    def walker() -> None:
+        with exclusive_gil():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=walker)
+    t.start()
+    inside.wait(10)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running the parent's cleanup
+        try:
+            state = (sys.getswitchinterval(), gc.isenabled())
+            with exclusive_gil():
+                pass
+            ok = state == before and (sys.getswitchinterval(), gc.isenabled()) == before
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+    release.set()
+    t.join(10)
+    assert got == b"1"
+    assert (sys.getswitchinterval(), gc.isenabled()) == before

@@ -101,6 +101,22 @@ _exclusive_depth = 0
 _exclusive_saved: tuple[float, bool] = (0.005, True)
 
 
+def _exclusive_after_fork() -> None:
+    """In a child forked while another thread walked: that thread is gone, so its hold on
+    the settings is released (the host's interval and collector back) and the lock is new."""
+    global _exclusive_lock, _exclusive_depth
+    _exclusive_lock = _thread.allocate_lock()
+    if _exclusive_depth:
+        _exclusive_depth = 0
+        interval, was_enabled = _exclusive_saved
+        if was_enabled:
+            gc.enable()
+        sys.setswitchinterval(interval)
+
+
+os.register_at_fork(after_in_child=_exclusive_after_fork)
+
+
 def tracked_objects(count: bool = False) -> tuple[list[Any], dict[type, int] | None]:
     """``gc.get_objects()`` safe to walk however long the walk takes, and (``count``) the
     number of tracked objects by type, every one included.
