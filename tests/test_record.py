@@ -145,7 +145,6 @@ def test_tuple_record_is_the_namedtuple_it_declares() -> None:
     assert st.vsize_bytes == 0 and not st.zombie and isinstance(st, tuple)
 
 
-
 @mutable_record
 class _Row:
     x: int
