@@ -862,17 +862,24 @@ def _traced_site(objs: list[Any]) -> dict[str, Any] | None:
     return {"file": fn, "line": ln, "traceback": stacks[(fn, ln)], "site_from": "tracemalloc"}
 
 
+def at_entry_rate(container: dict[str, Any], s: dict[str, Any]) -> bool:
+    """Whether heap line ``s`` is a Python line whose blocks grow at the container's entry
+    rate (0.5-2.5x)."""
+    rate = container.get("items_per_min") or 0.0
+    return s.get("domain") == "python" and rate > 0 and 0.5 <= (s.get("blocks_per_min") or 0.0) / rate <= 2.5
+
+
 def fits_container(container: dict[str, Any], s: dict[str, Any]) -> bool:
     """Whether heap line ``s`` allocates the entries of a growing container: a Python line
-    whose blocks grow at the entry rate (0.5-2.5x), or, since a sampled profile's block
-    counts are coarse at a few samples a minute, at 0.25-4x while its bytes grow at the
-    container's byte rate (0.6-1.6x)."""
+    whose blocks grow at the entry rate (:func:`at_entry_rate`), or, since a sampled
+    profile's block counts are coarse at a few samples a minute, at 0.25-4x while its bytes
+    grow at the container's byte rate (0.6-1.6x)."""
+    if at_entry_rate(container, s):
+        return True
     rate = container.get("items_per_min") or 0.0
     if s.get("domain") != "python" or rate <= 0:
         return False
     ratio = (s.get("blocks_per_min") or 0.0) / rate
-    if 0.5 <= ratio <= 2.5:
-        return True
     byte_rate = rate * float(container.get("bytes_per_item") or 0.0)
     g = s.get("growth_bytes_per_min") or 0.0
     return 0.25 <= ratio <= 4.0 and byte_rate > 0 and 0.6 <= g / byte_rate <= 1.6

@@ -28,6 +28,7 @@ from .live import (
     RETAIN_SECONDS,
     ContainerWatch,
     HeapSeries,
+    at_entry_rate,
     early_linear,
     growth_test,
     match_site,
@@ -250,8 +251,7 @@ class LiveChecker:
         cache_lines = frozenset(explained)
         for c in containers:
             for s in sites:  # the lines that allocate its entries (at its entry rate) are part of it
-                bpm = s.get("blocks_per_min") or 0.0
-                if s["domain"] == "python" and 0.5 <= bpm / c["items_per_min"] <= 2.5:
+                if at_entry_rate(c, s):
                     explained.add((s["file"], s["line"]))
             if c.get("turnover") or "bytes_per_item" not in c:
                 continue  # a cache that evicts or reorders while it fills: not a leak

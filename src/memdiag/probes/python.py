@@ -87,10 +87,7 @@ def exclusive_gil() -> Iterator[None]:
         with _exclusive_lock:
             _exclusive_depth -= 1
             if _exclusive_depth == 0:
-                interval, was_enabled = _exclusive_saved
-                if was_enabled:
-                    gc.enable()
-                sys.setswitchinterval(interval)
+                _restore_host_settings()
 
 
 # Two of memdiag's threads may overlap in exclusive_gil (a monitor tick and a heap round):
@@ -101,6 +98,13 @@ _exclusive_depth = 0
 _exclusive_saved: tuple[float, bool] = (0.005, True)
 
 
+def _restore_host_settings() -> None:
+    interval, was_enabled = _exclusive_saved
+    if was_enabled:
+        gc.enable()
+    sys.setswitchinterval(interval)
+
+
 def _exclusive_after_fork() -> None:
     """In a child forked while another thread walked: that thread is gone, so its hold on
     the settings is released (the host's interval and collector back) and the lock is new."""
@@ -108,10 +112,7 @@ def _exclusive_after_fork() -> None:
     _exclusive_lock = _thread.allocate_lock()
     if _exclusive_depth:
         _exclusive_depth = 0
-        interval, was_enabled = _exclusive_saved
-        if was_enabled:
-            gc.enable()
-        sys.setswitchinterval(interval)
+        _restore_host_settings()
 
 
 os.register_at_fork(after_in_child=_exclusive_after_fork)
