@@ -480,6 +480,22 @@ def test_read_through_hint_never_duplicates_an_equal_key(policy: str) -> None:
     m = cache.metrics()
     assert (m["entries"], m["inserts"], m["updates"]) == (1, 1, 1)
     assert sorted(k for k, _ in cache._policy.items()) == ["k1"]
+    # The same key object, stored in between by a path that does not go through the
+    # hint (a pickled value takes the Python set): the set that follows is an update.
+    # LRU's hint is the table's version: any insertion or removal voids it.
+    k2 = "".join(["k", "2"])
+    assert cache.get(k2) is None
+    cache.set(k2, {"pickled": 1})
+    cache.set(k2, "c")
+    # A miss in one cache says nothing about another cache's table.
+    twin = SharedPromptCache(max_entries=10, policy=policy)
+    twin.set(k2, "t")
+    assert twin.get("".join(["k", "3"])) is None and cache.get(k2) == "c"
+    assert twin.get(k2) == "t" and twin.set(k2, "u") and len(twin) == 1
+    m = cache.metrics()
+    assert (m["entries"], m["inserts"], m["updates"]) == (2, 2, 2)
+    assert m["bytes"] == sum(e[1] for _k, e in cache._policy.items())
+    assert sorted(k for k, _ in cache._policy.items()) == ["k1", "k2"]
 
 
 def test_subclasses_of_the_cache_keep_their_own_methods(policy: str) -> None:

@@ -3,7 +3,8 @@
  * Optional (fastpaths.py falls back to its pure-Python methods when this does not build or
  * load). install(cls, py_get, counts_hits, miss_is_final) puts a method descriptor named
  * "get" on one of fastpaths.py's classes; install_lru_set and install_tinylfu put "set" (and,
- * for TinyLFU, the locked part of a miss: see the TinyLFU section below). The get's
+ * for TinyLFU, the part of a miss the Python get does under the lock: see the TinyLFU
+ * section below). Those run in an exclusive_section(), which does not take the lock. The get's
  * lock-free part does exactly what the Python get's does, and hands every case it does not
  * serve to py_get (the Python get, which looks again):
  *
@@ -17,8 +18,8 @@
  *
  * It runs no Python code and allocates only untracked ints, so with the GIL it is one
  * atomic step for other threads and the garbage collector (fastpaths.py's argument, made
- * stronger). It holds no memory of its own beyond this module's few static words: no
- * per-cache or per-entry state.
+ * stronger). It holds no memory of its own beyond this module's few static words (and the
+ * last key an LRU get missed: see absent_note): no per-cache or per-entry state.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -37,7 +38,11 @@ static Py_ssize_t off_pending = -1, off_hot_get, off_hot_mte, off_hits, off_miss
 /* for LRU's set */
 static Py_ssize_t off_lock, off_inflight, off_limit, off_max_entries, off_count, off_bytes, off_updates, off_evicted,
     off_ttl, off_policy;
-static PyObject *lru_py_set, *s_sizeof, *s_acquire, *s_release, *s_popitem, *s_mte, *f_zero, *i_zero;
+static PyObject *lru_py_set, *s_sizeof, *f_zero, *i_zero;
+/* _thread.lock and its `locked` method, OrderedDict's popitem and move_to_end: method
+ * descriptors called directly (no attribute lookup per call). */
+static PyTypeObject *lock_type;
+static PyObject *lock_locked, *od_popitem, *od_mte;
 
 typedef struct {
     PyObject *py_get; /* the Python get: every case this path does not answer */
@@ -68,6 +73,33 @@ static int incr_slot(PyObject **slot) {
     Py_DECREF(old);
     return 0;
 }
+
+/* LRU's read-through hint: the key the last lock-free get() missed, the table it missed in
+ * and that table's version then. While the table's version is unchanged nothing has been
+ * stored in it or removed from it (CPython bumps a dict's version on every such change, and
+ * versions are never reused, even by another dict at the same address), so the set() that
+ * follows the miss skips looking for the key again. A strong reference, so that another str
+ * cannot take the key's address; one str, released by the next miss. CPython >= 3.12
+ * deprecates the version tag: there the hint is off and set() always looks. */
+#if PY_VERSION_HEX < 0x030C0000
+static PyObject *absent_key, *absent_table;
+static uint64_t absent_version;
+
+static void absent_note(PyObject *table, PyObject *key) {
+    PyObject *old = absent_key;
+    absent_key = Py_NewRef(key);
+    absent_table = table; /* compared, never dereferenced */
+    absent_version = ((PyDictObject *)table)->ma_version_tag;
+    Py_XDECREF(old); /* a str: no finalizer */
+}
+
+static int absent_still(PyObject *table, PyObject *key) {
+    return key == absent_key && table == absent_table && ((PyDictObject *)table)->ma_version_tag == absent_version;
+}
+#else
+#define absent_note(table, key) ((void)0)
+#define absent_still(table, key) 0
+#endif
 
 /* An exact-int slot as a Py_ssize_t: 0; 1 (no exception) if missing, not an exact int, or out of range. */
 static int get_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t *out) {
@@ -116,6 +148,7 @@ static PyObject *fast_get(Conf *c, PyObject *self, PyObject *const *args, Py_ssi
             PyErr_Clear();
             return slow(c, self, args, nargs);
         }
+        if (PyODict_CheckExact(table)) absent_note(table, key);
         PyObject *dflt = nargs > 1 ? args[1] : Py_None;
         return Py_NewRef(dflt);
     }
@@ -180,7 +213,7 @@ static PyObject *tinylfu_get(PyObject *self, PyObject *const *args, size_t nargs
 }
 
 
-/* LRU's set for a str key and a str/bytes value, no ttl anywhere, the lock free to take:
+/* LRU's set for a str key and a str/bytes value, no ttl anywhere, the lock free:
  * fastpaths._LRUCache.set's inlined path (kept in step with it), else that Python set. */
 #define lru_set_slow(self, args, nargs) call_py(lru_py_set, self, args, nargs, NULL)
 
@@ -224,8 +257,48 @@ static Py_ssize_t sizeof_of(PyObject *o) {
     return v;
 }
 
-/* Under the lock: store, evict; -1 with an exception, 0 done, 1 the Python set must do it. */
-static int lru_store(PyObject *self, PyObject *key, PyObject *entry, Py_ssize_t size) {
+/* Run fn(self, arg) as one step that no other thread can see half done, without taking
+ * the cache lock: what the lock would give it is already true here.
+ *
+ * The cache's Python sections hold self._lock. This one starts only when that lock is
+ * free: no Python section is under way (a re-entrant call, made from inside one, sees it
+ * held and goes to the Python method, which queues it). Then fn holds the GIL throughout
+ * and never releases it, runs no Python code (exact str keys: hashing and comparing them
+ * is C; the values it frees are str, bytes, numbers or pickles, which have no finalizer),
+ * and the garbage collector is off (a collection could run a finalizer that calls the
+ * cache). So no other thread runs, and none can start a section, until fn returns. A
+ * thread blocked in acquire() that is granted the lock meanwhile is still waiting for the
+ * GIL: its section starts after this one ends, and reads what fn left.
+ *
+ * Not taking the lock is the point: CPython 3.11's lock.acquire(False) parses its
+ * arguments and reads the monotonic clock even when it does not wait, which with the
+ * release was a fifth of a read-through miss (bench_cache.py, loop trace).
+ *
+ * 1: the lock is held (fn not run); else fn's result: 0 done, 1 the Python method must do
+ * it, -1 error. */
+static int exclusive_section(PyObject *self, int (*fn)(PyObject *, void *), void *arg) {
+    PyObject *lock = SLOT(self, off_lock);
+    if (lock == NULL || Py_TYPE(lock) != lock_type) return 1;
+    PyObject *held = PyObject_Vectorcall(lock_locked, &lock, 1, NULL);
+    if (held == NULL) return -1;
+    Py_DECREF(held);
+    if (held != Py_False) return 1;
+    int gc_was = PyGC_Disable();
+    int rc = fn(self, arg);
+    if (gc_was) PyGC_Enable();
+    return rc < 0 ? -1 : rc;
+}
+
+typedef struct {
+    PyObject *key, *entry;
+    Py_ssize_t size;
+} StoreArgs;
+
+/* In the exclusive section: store, evict; -1 with an exception, 0 done, 1 the Python set must do it. */
+static int lru_store_fn(PyObject *self, void *arg) {
+    StoreArgs *a = arg;
+    PyObject *key = a->key, *entry = a->entry;
+    Py_ssize_t size = a->size;
     PyObject *pending = SLOT(self, off_pending), *inflight = SLOT(self, off_inflight);
     if (pending == NULL || !PyList_CheckExact(pending) || PyList_GET_SIZE(pending)) return 1;
     if (inflight == NULL || !PyDict_CheckExact(inflight) || PyDict_GET_SIZE(inflight)) return 1;
@@ -237,10 +310,13 @@ static int lru_store(PyObject *self, PyObject *key, PyObject *entry, Py_ssize_t 
     PyObject *hot_get = SLOT(self, off_hot_get);
     if (hot_get == NULL || !PyCFunction_Check(hot_get)) return 1;
     PyObject *od = PyCFunction_GET_SELF(hot_get);
-    if (od == NULL || !PyDict_Check(od)) return 1;
+    if (od == NULL || !PyODict_CheckExact(od)) return 1;
     Py_ssize_t n0 = n; /* a full cache evicts one per insertion: the count stays */
-    PyObject *old = PyDict_GetItemWithError(od, key);
-    if (old == NULL && PyErr_Occurred()) return -1;
+    PyObject *old = NULL;
+    if (!absent_still(od, key)) { /* else get() just missed it and nothing was stored since */
+        old = PyDict_GetItemWithError(od, key);
+        if (old == NULL && PyErr_Occurred()) return -1;
+    }
     if (old == NULL) {
         if (PyObject_SetItem(od, key, entry) < 0) return -1; /* OrderedDict: appended */
         n += 1;
@@ -250,19 +326,21 @@ static int lru_store(PyObject *self, PyObject *key, PyObject *entry, Py_ssize_t 
         Py_ssize_t osize = PyLong_AsSsize_t(PyTuple_GET_ITEM(old, 1));
         if (osize == -1 && PyErr_Occurred()) return -1;
         if (PyObject_SetItem(od, key, entry) < 0) return -1;
-        PyObject *r = PyObject_CallMethodOneArg(od, s_mte, key);
+        PyObject *mte_args[2] = {od, key};
+        PyObject *r = PyObject_Vectorcall(od_mte, mte_args, 2, NULL);
         if (r == NULL) return -1;
         Py_DECREF(r);
         if (incr_slot(&SLOT(self, off_updates)) < 0) return -1;
         b += size - osize;
     }
     Py_ssize_t evicted = 0;
+    PyObject *pop_args[2] = {od, Py_False}; /* popitem(last=False): the least recent */
     while ((b > limit || n > max_entries) && PyDict_GET_SIZE(od)) {
-        PyObject *kv = PyObject_CallMethodOneArg(od, s_popitem, Py_False);
+        PyObject *kv = PyObject_Vectorcall(od_popitem, pop_args, 2, NULL);
         if (kv == NULL) return -1;
         PyObject *e = PyTuple_GET_ITEM(kv, 1);
         Py_ssize_t es = (PyTuple_Check(e) || PyList_Check(e)) ? PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(e, 1)) : -1;
-        Py_DECREF(kv); /* the evicted value is freed here, under the lock, as in Python */
+        Py_DECREF(kv); /* the evicted value is freed here, in the section, as in Python under the lock */
         if (es == -1 && PyErr_Occurred()) return -1;
         b -= es;
         n -= 1;
@@ -300,35 +378,9 @@ static PyObject *lru_set(PyObject *self, PyObject *const *args, size_t nargsf, P
     PyTuple_SET_ITEM(entry, 3, Py_NewRef(i_zero));
     PyTuple_SET_ITEM(entry, 4, Py_NewRef(i_zero));
     PyTuple_SET_ITEM(entry, 5, Py_NewRef(i_zero));
-    PyObject *lock = SLOT(self, off_lock);
-    PyObject *got = lock ? PyObject_CallMethodOneArg(lock, s_acquire, Py_False) : NULL;
-    if (got == NULL) {
-        Py_DECREF(entry);
-        return NULL;
-    }
-    int held = got == Py_True;
-    Py_DECREF(got);
-    if (!held) { /* taken: the Python set waits, or queues a re-entrant write */
-        Py_DECREF(entry);
-        return lru_set_slow(self, args, nargs);
-    }
-    /* No collection inside the locked section: popitem allocates a tuple, a collection there
-     * could run a finalizer that calls this cache, and a C frame is not one the re-entrancy
-     * check (core._acquire) can see. The GIL is held throughout, so nothing else sees it off. */
-    int gc_was = PyGC_Disable();
-    int rc = lru_store(self, key, entry, size);
+    int rc = exclusive_section(self, lru_store_fn, &(StoreArgs){key, entry, size});
     Py_DECREF(entry);
-    PyObject *exc_type, *exc_value, *exc_tb;
-    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-    PyObject *r = PyObject_CallMethodNoArgs(lock, s_release);
-    Py_XDECREF(r);
-    if (gc_was) PyGC_Enable();
-    if (exc_type != NULL) {
-        PyErr_Clear(); /* a failed release, if any: the first error wins */
-        PyErr_Restore(exc_type, exc_value, exc_tb);
-        return NULL;
-    }
-    if (r == NULL) return NULL;
+    if (rc < 0) return NULL;
     if (rc == 1) return lru_set_slow(self, args, nargs);
     Py_RETURN_TRUE;
 }
@@ -343,11 +395,11 @@ static PyMethodDef tinylfu_def = {"get", (PyCFunction)(void (*)(void))tinylfu_ge
                                   GET_DOC};
 
 
-/* ---- TinyLFU: the locked part of a miss in get, and set, in C -------------------------
+/* ---- TinyLFU: the lock's part of a miss in get, and set, in C -------------------------
  *
  * fastpaths._TinyLFUCache's Python get and set, kept in step with them (a test drives one
  * stream through both and compares every decision): the miss of the hot table (protected)
- * looks in probation and the window under the lock, promoting a hit to protected; set of a
+ * looks in probation and the window, promoting a hit to protected; set of a
  * new str key with a str/bytes value (no per-call ttl) inserts it into the window, counts
  * it in the doorkeeper or the count-min sketch, and evicts down to the bounds with
  * TinyLFUPolicy.victim's admission contest. They read and write the policy's own tables
@@ -361,11 +413,8 @@ static PyMethodDef tinylfu_def = {"get", (PyCFunction)(void (*)(void))tinylfu_ge
  * Python code: TinyLFUPolicy._age, _set_capacity), an unwatched TTL cache, any slot that
  * is not what the Python code puts there (an int beyond Py_ssize_t, say).
  *
- * Consistency: the locked sections hold the GIL throughout and run no Python code (exact
- * str keys: hashing and comparing them is C; the values they free are str, bytes, numbers
- * or pickles: no finalizer), and the garbage collector is off inside them (a collection
- * could run a finalizer calling the cache from a C frame the re-entrancy check cannot
- * see). So each is one atomic step for every other thread, as the lock-free hit is.
+ * Consistency: both run in an exclusive_section() (above): one atomic step for every other
+ * thread, as the lock-free hit is, and as the Python sections are under the lock.
  */
 static PyTypeObject *tl_policy_type;
 static PyObject *tl_py_set;
@@ -581,48 +630,13 @@ take:;
     return e;
 }
 
-/* Take the cache lock if it is free and run fn under it with the collector off. 1: the lock
- * was taken (fn not run); else fn's result: 0 done, 1 the Python method must do it, -1 error. */
-static int with_lock(PyObject *self, int (*fn)(PyObject *, void *), void *arg) {
-    PyObject *lock = SLOT(self, off_lock);
-    if (lock == NULL) return 1;
-    Py_INCREF(lock);
-    PyObject *got = PyObject_CallMethodOneArg(lock, s_acquire, Py_False);
-    if (got == NULL) {
-        Py_DECREF(lock);
-        return -1;
-    }
-    int held = got == Py_True;
-    Py_DECREF(got);
-    if (!held) {
-        Py_DECREF(lock);
-        return 1;
-    }
-    int gc_was = PyGC_Disable();
-    int rc = fn(self, arg);
-    PyObject *exc_type, *exc_value, *exc_tb;
-    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-    PyObject *r = PyObject_CallMethodNoArgs(lock, s_release);
-    Py_DECREF(lock);
-    if (gc_was) PyGC_Enable();
-    if (exc_type != NULL) {
-        Py_XDECREF(r);
-        PyErr_Clear(); /* a failed release, if any: the first error wins */
-        PyErr_Restore(exc_type, exc_value, exc_tb);
-        return -1;
-    }
-    if (r == NULL) return -1;
-    Py_DECREF(r);
-    return rc < 0 ? -1 : rc;
-}
-
-/* `drop`: the hint's old value, released by the caller once the lock is released (the
- * Python get may have left any object there, and its finaliser must not run under the lock). */
+/* `drop`: the hint's old value, released by the caller once the section has ended (the
+ * Python get may have left any object there, and its finaliser must not run in the section). */
 typedef struct {
     PyObject *key, *dflt, *result, *drop;
 } ColdArgs;
 
-/* Under the lock: TinyLFUPolicy.lookup_cold as the Python get inlines it. */
+/* In the exclusive section: TinyLFUPolicy.lookup_cold as the Python get inlines it. */
 static int tl_cold_locked(PyObject *self, void *arg) {
     ColdArgs *a = arg;
     PyObject *pending = SLOT(self, off_pending);
@@ -659,7 +673,7 @@ static int tl_cold_locked(PyObject *self, void *arg) {
 
 static PyObject *tl_get_cold(Conf *c, PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     ColdArgs a = {args[0], nargs > 1 ? args[1] : Py_None, NULL, NULL};
-    int rc = with_lock(self, tl_cold_locked, &a);
+    int rc = exclusive_section(self, tl_cold_locked, &a);
     Py_XDECREF(a.drop);
     if (rc == 0 && a.result != NULL) return a.result;
     Py_XDECREF(a.result);
@@ -672,7 +686,7 @@ typedef struct {
     Py_ssize_t size;
 } SetArgs;
 
-/* Under the lock: a new key into the window, counted, then evictions to the bounds. */
+/* In the exclusive section: a new key into the window, counted, then evictions to the bounds. */
 static int tl_store(PyObject *self, void *arg) {
     SetArgs *a = arg;
     PyObject *key = a->key, *pending = SLOT(self, off_pending), *inflight = SLOT(self, off_inflight);
@@ -723,7 +737,7 @@ static int tl_store(PyObject *self, void *arg) {
         }
         Py_ssize_t es = entry_int(e, 1);
         Py_DECREF(k);
-        Py_DECREF(e); /* the evicted value is freed here, under the lock, as in Python */
+        Py_DECREF(e); /* the evicted value is freed here, in the section, as in Python under the lock */
         if (es < 0) {
             rc = -1;
             break;
@@ -787,7 +801,7 @@ static PyObject *tl_set(PyObject *self, PyObject *const *args, size_t nargsf, Py
     PyList_SET_ITEM(entry, 4, Py_NewRef(i_zero));
     PyList_SET_ITEM(entry, 5, Py_NewRef(i_zero));
     SetArgs a = {key, entry, NULL, vs + ks + ENTRY_OVERHEAD};
-    int rc = with_lock(self, tl_store, &a);
+    int rc = exclusive_section(self, tl_store, &a);
     Py_DECREF(entry);
     Py_XDECREF(a.drop);
     if (rc < 0) return NULL;
@@ -866,17 +880,27 @@ static int common_offsets(PyObject *cls) {
         return -1;
     if (s_sizeof == NULL) {
         s_sizeof = PyUnicode_InternFromString("__sizeof__");
-        s_acquire = PyUnicode_InternFromString("acquire");
-        s_release = PyUnicode_InternFromString("release");
-        s_popitem = PyUnicode_InternFromString("popitem");
-        s_mte = PyUnicode_InternFromString("move_to_end");
         f_zero = PyFloat_FromDouble(0.0);
         i_zero = PyLong_FromLong(0);
         str_sizeof = PyObject_GetAttrString((PyObject *)&PyUnicode_Type, "__sizeof__");
         bytes_sizeof = PyObject_GetAttrString((PyObject *)&PyBytes_Type, "__sizeof__");
-        if (!s_sizeof || !s_acquire || !s_release || !s_popitem || !s_mte || !f_zero || !i_zero || !str_sizeof ||
-            !bytes_sizeof)
+        od_popitem = PyObject_GetAttrString((PyObject *)&PyODict_Type, "popitem");
+        od_mte = PyObject_GetAttrString((PyObject *)&PyODict_Type, "move_to_end");
+        PyObject *thread = PyImport_ImportModule("_thread");
+        if (thread != NULL) {
+            lock_type = (PyTypeObject *)PyObject_GetAttrString(thread, "LockType");
+            Py_DECREF(thread);
+            if (lock_type != NULL && !PyType_Check(lock_type)) {
+                Py_CLEAR(lock_type);
+                PyErr_SetString(PyExc_TypeError, "_thread.LockType is not a type");
+            }
+            if (lock_type != NULL) lock_locked = PyObject_GetAttrString((PyObject *)lock_type, "locked");
+        }
+        if (!s_sizeof || !f_zero || !i_zero || !str_sizeof || !bytes_sizeof || !od_popitem || !od_mte || !lock_type ||
+            !lock_locked) {
+            Py_CLEAR(s_sizeof); /* so that a later install tries again */
             return -1;
+        }
     }
     return 0;
 }
