@@ -34,9 +34,11 @@ The measures:
    and the scheduler hits every contender alike, and the per-cycle ratio cancels it. What
    it does not cancel is a process's own layout (one no-profiler process ran 1.7 % faster
    than the other through a whole run at load 13-16): an A/A interval that excludes 1 is
-   flagged, and the bar line then says "not shown".
+   flagged, and the bar line then says "not shown". For the quiet service (its bar names
+   throughput) also operations per wall second over all of a process's slices, against the
+   pooled pair, with its bootstrap interval: the quiet bar's measure.
 
-       python benchmarks/bench_heapprof.py --alternate --workload busy --contenders none,sampler,memdiag
+       python benchmarks/bench_heapprof.py --alternate --workload both --contenders none,sampler,memdiag
 
    ``--dump PREFIX`` also writes every slice (JSON) for other estimators.
 
@@ -700,6 +702,31 @@ def _ratio_rows(got: dict[str, list[dict[str, float]]]) -> list[tuple[str, float
     return rows
 
 
+def _throughput_rows(got: dict[str, list[dict[str, float]]]) -> list[tuple[str, float, tuple[float, float]]]:
+    """Per contender: its operations per wall second over all its slices, against the two
+    processes without profiler pooled (the A/A row: the one against the other), with a 95 %
+    bootstrap interval over cycles. The quiet service's bar names throughput: its 1 ms sleep
+    sets most of it, and what a profiler adds shows as wall time per operation. Totals, not
+    per-cycle ratios: a 10 ms slice holds a handful of operations."""
+    rows = []
+    for name, slices in got.items():
+        if name == "none":
+            continue
+        if name == "none (A/A)":
+            base = got["none"]
+        else:
+            base = [{"ops": a["ops"] + b["ops"], "wall": a["wall"] + b["wall"]}
+                    for a, b in zip(got["none"], got["none (A/A)"])]  # fmt: skip
+        series = [[s["ops"] for s in slices], [s["wall"] for s in slices], [s["ops"] for s in base],
+                  [s["wall"] for s in base]]  # fmt: skip
+
+        def tot(v: list[list[float]]) -> float:
+            return (sum(v[0]) / sum(v[1])) / (sum(v[2]) / sum(v[3]))
+
+        rows.append((name, tot(series), _boot(series, tot)))
+    return rows
+
+
 def run_alternate(a: argparse.Namespace, contenders: list[str]) -> None:
     workloads = ["busy", "quiet"] if a.workload == "both" else [a.workload]
     pin = _pin_cpu(a.pin)
@@ -726,6 +753,16 @@ def run_alternate(a: argparse.Namespace, contenders: list[str]) -> None:
             print(line)
         if w == "quiet":
             print("  (quiet: its 1 ms sleep sets its throughput; CPU per operation is what a profiler adds)")
+            trows = _throughput_rows(got)
+            taa = next(r for r in trows if r[0] == "none (A/A)")
+            print("quiet: operations per wall second over all slices vs the two processes without profiler, pooled "
+                  "(A/A: one against the other) [95 % bootstrap CI over cycles]")
+            for name, t, (tlo, thi) in trows:
+                line = f"  {name:15s} {t:.4f} [{tlo:.4f}-{thi:.4f}]  cost {100 * (1 - t):+.2f} %"
+                if name != "none (A/A)":
+                    line += f"  | A/A {taa[1]:.4f} [{taa[2][0]:.4f}-{taa[2][1]:.4f}]"
+                print(line)
+            _throughput_bar(trows)
         if not aa[2][0] <= 1.0 <= aa[2][1]:
             print("  (the A/A interval excludes 1: the two processes without profiler differ by more than the "
                   "slices resolve (layout), so every interval here understates the spread between processes)")
@@ -733,9 +770,9 @@ def run_alternate(a: argparse.Namespace, contenders: list[str]) -> None:
 
 
 def _alternate_bar(w: str, rows: list[tuple[Any, ...]]) -> None:
-    """The bar line of --alternate (busy service only: the quiet bar names throughput, which
-    its sleep sets and the times mode prints): memdiag at defaults, else the sampler alone,
-    judged by the bootstrap interval of the median per-cycle ratio."""
+    """The busy service's bar line of --alternate (the quiet bar names throughput:
+    _throughput_bar): memdiag at defaults, else the sampler alone, judged by the bootstrap
+    interval of the median per-cycle ratio."""
     by = {r[0]: r for r in rows}
     c = next((c for c in ("memdiag", "sampler") if c in by), None)
     if c is None or w != "busy":
@@ -750,6 +787,25 @@ def _alternate_bar(w: str, rows: list[tuple[Any, ...]]) -> None:
     print(f"- bar: {w} service, {what}, operations per CPU second >= {bar:g} of no profiler's "
           f"(alternating slices): {result} ({m:.3f} CI [{lo:.3f}-{hi:.3f}]; "
           f"A/A {aa[1]:.3f} CI [{aa[2][0]:.3f}-{aa[2][1]:.3f}])")  # fmt: skip
+
+
+def _throughput_bar(rows: list[tuple[str, float, tuple[float, float]]]) -> None:
+    """The quiet service's bar line of --alternate: operations per wall second, memdiag at
+    defaults (else the sampler alone), judged by the bootstrap interval of the totals."""
+    by = {r[0]: r for r in rows}
+    c = next((c for c in ("memdiag", "sampler") if c in by), None)
+    if c is None:
+        return
+    _, t, (lo, hi) = by[c]
+    bar = BARS["quiet"]
+    _, aa, (alo, ahi) = by["none (A/A)"]
+    result = "met" if lo >= bar else "NOT met" if hi < bar else "not shown"
+    if not alo <= 1.0 <= ahi and abs(aa - 1.0) > 1.0 - bar:
+        result = "not shown"  # the two processes without profiler differ by more than the bar
+    what = "memdiag at defaults" if c == "memdiag" else "the sampler alone"
+    print(f"- bar: quiet service, {what}, operations per wall second >= {bar:g} of no profiler's "
+          f"(alternating slices): {result} ({t:.4f} CI [{lo:.4f}-{hi:.4f}]; "
+          f"A/A {aa:.4f} CI [{alo:.4f}-{ahi:.4f}])")  # fmt: skip
 
 
 # -- counts ----------------------------------------------------------------------------------
