@@ -316,7 +316,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     ap.add_argument("--json", action="store_true", help="print JSON only")
-    ap.add_argument("--steady-seconds", type=float, default=None, help="steady CPU window (default 75; 15 with --quick)")
+    ap.add_argument(
+        "--steady-seconds", type=float, default=None, help="steady CPU window (default 75; 15 with --quick)"
+    )
     args = ap.parse_args()
     q = args.quick
     res = {

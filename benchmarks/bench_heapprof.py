@@ -755,8 +755,10 @@ def run_alternate(a: argparse.Namespace, contenders: list[str]) -> None:
             print("  (quiet: its 1 ms sleep sets its throughput; CPU per operation is what a profiler adds)")
             trows = _throughput_rows(got)
             taa = next(r for r in trows if r[0] == "none (A/A)")
-            print("quiet: operations per wall second over all slices vs the two processes without profiler, pooled "
-                  "(A/A: one against the other) [95 % bootstrap CI over cycles]")
+            print(
+                "quiet: operations per wall second over all slices vs the two processes without profiler, pooled "
+                "(A/A: one against the other) [95 % bootstrap CI over cycles]"
+            )
             for name, t, (tlo, thi) in trows:
                 line = f"  {name:15s} {t:.4f} [{tlo:.4f}-{thi:.4f}]  cost {100 * (1 - t):+.2f} %"
                 if name != "none (A/A)":
