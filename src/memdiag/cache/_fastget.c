@@ -272,7 +272,7 @@ static Py_ssize_t sizeof_of(PyObject *o) {
  *
  * Not taking the lock is the point: CPython 3.11's lock.acquire(False) parses its
  * arguments and reads the monotonic clock even when it does not wait, which with the
- * release was a fifth of a read-through miss (bench_cache.py, loop trace).
+ * release was a large part of a read-through miss (bench_cache.py, the loop trace).
  *
  * 1: the lock is held (fn not run); else fn's result: 0 done, 1 the Python method must do
  * it, -1 error. */
