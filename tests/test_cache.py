@@ -467,6 +467,37 @@ def test_a_loader_error_leaves_the_c_paths_working(policy: str) -> None:
     assert m["inserts"] - m["deletes"] - m["evictions_total"] == m["entries"]
 
 
+@pytest.mark.parametrize("policy", ["lru", "tinylfu"])
+def test_c_sections_wait_while_another_thread_holds_the_lock(policy: str) -> None:
+    # The C sections do not take the lock: they run only while it is free (_fastget.c,
+    # exclusive_section). While another thread is inside a Python section (here: holds the
+    # lock), a set, and TinyLFU's miss of its hot table, go to the Python methods and wait.
+    assert fastpaths.C_GET, "memdiag.cache._fastget not built (pip install builds it; python setup.py build_ext --inplace)"
+    cache = SharedPromptCache(max_entries=10, policy=policy)
+    cache.set("old", "o")
+    got: list[object] = []
+    done = threading.Event()
+
+    def other() -> None:
+        got.append(cache.set("new", "n"))
+        if policy == "tinylfu":
+            got.append(cache.get("missing", "d"))
+        done.set()
+
+    cache._lock.acquire()  # as a Python section of this thread would
+    try:
+        t = threading.Thread(target=other, daemon=True)
+        t.start()
+        assert not done.wait(0.5), "a C section ran while the lock was held"
+        assert sorted(k for k, _ in cache._policy.items()) == ["old"]
+    finally:
+        cache._lock.release()
+    assert done.wait(10)
+    t.join(10)
+    assert got == ([True, "d"] if policy == "tinylfu" else [True])
+    assert cache.get("new") == "n" and cache.metrics()["entries"] == 2
+
+
 def test_read_through_hint_never_duplicates_an_equal_key(policy: str) -> None:
     # get() remembers the key it missed so the following set() skips its lookups; an
     # equal key stored meanwhile through another str object must still be found.
