@@ -472,7 +472,7 @@ def test_c_sections_wait_while_another_thread_holds_the_lock(policy: str) -> Non
     # The C sections do not take the lock: they run only while it is free (_fastget.c,
     # exclusive_section). While another thread is inside a Python section (here: holds the
     # lock), a set, and TinyLFU's miss of its hot table, go to the Python methods and wait.
-    assert fastpaths.C_GET, "memdiag.cache._fastget not built (pip install builds it; python setup.py build_ext --inplace)"
+    assert fastpaths.C_GET, "memdiag.cache._fastget not built (pip install builds it)"
     cache = SharedPromptCache(max_entries=10, policy=policy)
     cache.set("old", "o")
     got: list[object] = []
