@@ -468,7 +468,7 @@ def test_a_loader_error_leaves_the_c_paths_working(policy: str) -> None:
 
 
 @pytest.mark.parametrize("policy", ["lru", "tinylfu"])
-def test_c_sections_wait_while_another_thread_holds_the_lock(policy: str) -> None:
+def test_c_paths_wait_while_another_thread_holds_the_lock(policy: str) -> None:
     # The C sections do not take the lock: they run only while it is free (_fastget.c,
     # exclusive_section). While another thread is inside a Python section (here: holds the
     # lock), a set, and TinyLFU's miss of its hot table, go to the Python methods and wait.
@@ -1233,6 +1233,17 @@ def test_import_and_construction_start_nothing() -> None:
         "assert threading.active_count() == 2\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_starting_the_sweeper_under_the_lock_survives_a_finalizer_calling_the_cache() -> None:
+    # The CI's cache stress hung on this: the sweeper thread is started while the cache's
+    # lock is held, and a collection during the thread's start-up ran a finalizer that
+    # waited for that lock. In a subprocess: a regression hangs it, not the suite.
+    script = os.path.join(os.path.dirname(__file__), "fixtures", "sweeper_start_deadlock.py")
+    out = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["ok", "v"]
+    assert gc.isenabled()  # this process's collector untouched
 
 
 # -- the C paths: stress, AddressSanitizer, the pure-Python suite ------------------------------

@@ -15,6 +15,7 @@ and the thread is started again by the next :func:`watch` (any ``set`` with a TT
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -44,9 +45,30 @@ def watch(cache: Any) -> None:
         _watched.add(cache)
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_run, args=(_generation,), name="memdiag-cache-sweeper", daemon=True)
-            _thread.start()
+            _start_without_collections(_thread)
         else:
             _cond.notify()
+
+
+def _start_without_collections(thread: threading.Thread) -> None:
+    """``thread.start()`` with the garbage collector off until it returns.
+
+    The caller holds a cache's lock (the write that first stores an entry that can expire),
+    and ``start()`` waits until the new thread has run its start-up. A collection there would
+    run the finalizers of whatever garbage is due, in the new thread; one that calls that
+    cache waits for its lock, held by the thread that waits for this one: a deadlock of the
+    host (the cache stress hung on it). Without collections, the start-up runs no Python
+    code of the application. The collector's state is restored unless something else
+    changed it meanwhile.
+    """
+    was = gc.isenabled()
+    if was:
+        gc.disable()
+    try:
+        thread.start()
+    finally:
+        if was and not gc.isenabled():
+            gc.enable()
 
 
 def running() -> bool:
