@@ -102,3 +102,68 @@ def test_fastapi_router_is_one_route_and_leaves_the_apps_requests_alone(api: Mem
     status, body = _get(app, API_PREFIX + "/no-such-endpoint")
     assert status == 404 and json.loads(body)["error"] == "not found"  # the core's 404, not FastAPI's
     assert _get(app, API_PREFIX + "/health")[0] in (200, 503)
+
+
+def _calls_per_request(app: Any, path: str, n: int = 40) -> float:
+    """Python and C function calls made by the app for one ``GET path`` (after a warm-up)."""
+    import sys
+
+    for _ in range(5):
+        _get(app, path)
+    counted = [0]
+    loop = asyncio.new_event_loop()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"test")], "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80)}  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def requests() -> None:
+        def count(frame: Any, event: str, arg: Any) -> None:
+            if event in ("call", "c_call"):
+                counted[0] += 1
+
+        sys.setprofile(count)
+        try:
+            for _ in range(n):
+                await app(dict(scope), receive, send)
+        finally:
+            sys.setprofile(None)
+
+    try:
+        loop.run_until_complete(requests())
+    finally:
+        loop.close()
+    return counted[0] / n
+
+
+def test_fastapi_router_included_first_costs_the_apps_requests_a_few_calls(api: MemoryAPI) -> None:
+    """The included router refuses the app's paths at once (FastAPI 0.165 asked it through
+    ~40 calls of route bookkeeping per request of the app: +3 % instructions)."""
+    from fastapi import FastAPI
+
+    from memdiag.http.fastapi import memory_router
+
+    def app_with(router: bool, prefix: str = "") -> Any:
+        app = FastAPI()
+        if router:
+            app.include_router(memory_router(api=api), prefix=prefix)
+
+        @app.get("/items/{n}")
+        def item(n: int) -> dict[str, int]:
+            return {"n": n}
+
+        return app
+
+    base = _calls_per_request(app_with(False), "/items/7")
+    for prefix in ("", "/ops"):
+        extra = _calls_per_request(app_with(True, prefix), "/items/7") - base
+        assert extra <= 15, f"memory_router(prefix={prefix!r}) costs each request of the app {extra:.0f} calls"
+    # ... and the API's own paths still take FastAPI's full match
+    assert _get(app_with(True), API_PREFIX + "/health")[0] in (200, 503)
+    assert _get(app_with(True, "/ops"), "/ops" + API_PREFIX + "/health")[0] in (200, 503)
+    assert _get(app_with(True, "/ops"), API_PREFIX + "/health")[0] == 404

@@ -454,6 +454,39 @@ def test_status_and_profile_are_encoded_once_per_sample(clean_registry: None) ->
         slow.close()
 
 
+def test_health_is_encoded_once_per_sample_unless_the_application_added_checks(clean_registry: None) -> None:
+    """A load balancer's health polls are answered from the per-sample answer (on the
+    loop, no worker thread, no report); a check the application added runs every time."""
+    from memdiag import HealthMonitor
+
+    slow = MemoryDiagnostics(MemoryConfig(sample_interval=30.0, enable_auto_cleanup=False))
+    health = HealthMonitor(slow)
+    api = MemoryAPI(slow, TOKEN, health=health)
+    slow.start()
+    try:
+        wait_for(lambda: slow.last_sample is not None, what="the first sample")
+        path = "/api/memory/health"
+        assert api.try_handle("GET", path, {}, {}, b"") is None  # not built yet (no token needed)
+        first = api.handle("GET", path, {}, {}, b"")
+        assert first.status == 200 and json.loads(first.body)["status"] == "pass"
+        assert api.try_handle("GET", path, {}, {}, b"") is first
+        head = api.try_handle("HEAD", path, {}, {}, b"")
+        assert head is not None and head.status == 200 and head.body == b""
+        slow.tick()
+        renewed = api.try_handle("GET", path, {}, {}, b"")
+        assert renewed is not None and renewed is not first  # rebuilt after the tick
+        runs: list[int] = []
+        health.add_check("db", lambda: runs.append(1) or ("fail", "db down"))  # type: ignore[func-returns-value]
+        assert api.try_handle("GET", path, {}, {}, b"") is None  # the check must run: a worker thread
+        answers = [api.handle("GET", path, {}, {}, b"") for _ in range(2)]
+        assert [a.status for a in answers] == [503, 503] and len(runs) == 2
+        assert json.loads(answers[0].body)["checks"]["db"][0]["output"] == "db down"
+        health.remove_check("db")
+        assert api.handle("GET", path, {}, {}, b"").status == 200
+    finally:
+        slow.close()
+
+
 def test_until_the_rebuild_a_poll_gets_the_previous_samples_answer(clean_registry: None) -> None:
     """Between a tick and the monitor's rebuild (held back here), a poll is answered on the
     loop with the previous sample's answer; a change beyond the sample (a cleanup) is not."""

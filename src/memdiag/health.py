@@ -113,6 +113,10 @@ class HealthMonitor:
         return body
 
     # -- extension ---------------------------------------------------------------------
+    def has_checks(self) -> bool:
+        """Whether the application added checks (:meth:`add_check`)."""
+        return bool(self._checks)
+
     def add_check(self, name: str, fn: CheckFn) -> None:
         """Add an application check: ``fn()`` returns ``"pass"|"warn"|"fail"``, or
         ``(status, output)``, or a dict in the health-check format. An exception is a fail."""

@@ -710,14 +710,27 @@ class MemoryAPI:
         return self._json(200, report(self.diagnostics))
 
     def _health(self, req: _Request) -> Response:
-        if self._health_monitor is not None:
-            monitor = self._health_monitor
-        else:
+        monitor = self._health_monitor
+        if monitor is None:
             from ..health import HealthMonitor
 
             monitor = HealthMonitor(self.diagnostics)
-        body = monitor.get_enhanced_health_with_memory()
-        return self._json(503 if body.get("status") == "fail" else 200, body, content_type=HEALTH_TYPE)
+
+        def make() -> Response:
+            body = monitor.get_enhanced_health_with_memory()
+            return self._json(503 if body.get("status") == "fail" else 200, body, content_type=HEALTH_TYPE)
+
+        if monitor.has_checks():
+            return make()  # the application's checks run for every request
+        return self._tick.build("health", self.diagnostics, make)
+
+    def _health_if_built(self, req: _Request) -> Response | None:
+        """Health built for the current sample (see :mod:`.tick`), unless the application
+        added checks of its own: those run for every request, on a worker thread."""
+        monitor = self._health_monitor
+        if monitor is not None and monitor.has_checks():
+            return None
+        return self._tick.get("health", self.diagnostics)  # type: ignore[no-any-return]
 
     def _metrics(self, req: _Request) -> Response:
         from .metrics import render

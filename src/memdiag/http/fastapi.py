@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingExtraError
 from ._adapter import ALL_METHODS, API_PREFIX, PATHS, resolve_api
@@ -26,6 +26,7 @@ try:
     from fastapi import APIRouter, Request
     from fastapi import Response as FastAPIResponse
     from starlette.convertors import Convertor, register_url_convertor
+    from starlette.routing import Match
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("fastapi", "fastapi", "memdiag.http.fastapi") from exc
 
@@ -55,6 +56,33 @@ class _APIPathConvertor(Convertor[str]):
 
 
 register_url_convertor(_CONVERTOR, _APIPathConvertor())
+
+# A path that contains none of these is none of the API's, under any prefix or root path.
+_MAYBE_OURS = re.compile(
+    "|".join(re.escape(p) for p in sorted({API_PREFIX} | {p for p in PATHS if not p.startswith(API_PREFIX + "/")}))
+).search
+
+
+class _MemoryRouter(APIRouter):
+    """The router, with a cheap refusal of the application's own paths.
+
+    FastAPI 0.165 keeps an included router as one candidate of the app's routes and asks
+    it to match every request that reaches it: about 40 function calls (FastAPI's scope
+    bookkeeping, its route contexts, then our route's regular expression) before the
+    app's own route is tried, +3 % instructions per request of a small app
+    (``benchmarks/bench_servers.py --count``). A path without any of the API's paths in
+    it is refused here in one regular-expression search; any other path takes FastAPI's
+    full match. FastAPI versions that copy an included router's routes into the app never
+    call this (there the one route's own match is the cost).
+    """
+
+    def matches(self, scope: Any) -> Any:
+        path = scope.get("path")
+        if type(path) is str and _MAYBE_OURS(path) is None:
+            return Match.NONE, {}
+        return super().matches(scope)  # type: ignore[misc]
+
+
 #: The router's one path: any path of the API (a prefix given to ``include_router`` goes before it).
 ROUTE_PATH = f"/{{{_PARAM}:{_CONVERTOR}}}"
 
@@ -92,7 +120,7 @@ def memory_router(
     at ``/api/memory/openapi.json``.
     """
     core = resolve_api(diag, token, api)
-    router = APIRouter()
+    router = _MemoryRouter()
 
     async def handle(request: Request) -> FastAPIResponse:
         target = "/" + request.path_params.get(_PARAM, "")

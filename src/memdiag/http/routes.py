@@ -430,6 +430,7 @@ _TABLE: dict[str, dict[str, Endpoint]] = {
             ok_media=HEALTH_TYPE,
             auth=False,
             also_ok=(503,),
+            quick="_health_if_built",
         )
     },
     f"{_P}/openapi.json": {
