@@ -78,6 +78,13 @@ MASKED = [
     (["docker", "login", "-p", "SECRET30", "registry"], "SECRET30"),
     (["/usr/bin/env", "mysql", "-pSECRET31"], "SECRET31"),
     (["python", "-m", "mycli", "--password", "SECRET32"], "SECRET32"),
+    # credential headers: the whole value, any scheme, any length
+    (["curl", "-H", "Authorization: Bearer SECRET33", "https://example.invalid"], "SECRET33"),
+    (["app", "--header", "authorization: Token SECRET34"], "SECRET34"),
+    (["app", "--header=Proxy-Authorization: Basic SECRET35"], "SECRET35"),
+    (["app", "Authorization=ApiKey key=SECRET36"], "SECRET36"),
+    (["curl", "-H", "Cookie: theme=dark; sid=SECRET37"], "SECRET37"),
+    (["app", "X-Authorization:SECRET38"], "SECRET38"),
 ]
 
 KEPT = [
@@ -126,11 +133,12 @@ def test_the_cheap_checks_before_each_pattern_never_skip_a_match() -> None:
         text = r._QUERY_SECRET.sub(lambda m: f"{m.group('key')}{r.MASK}", text)
         text = r._BEARER.sub(lambda m: f"{m.group('p')}{r.MASK}", text)
         text = r._JSON_SECRET.sub(lambda m: m.group("k") + ('"***"' if m.group("v").startswith('"') else r.MASK), text)
+        text = r._AUTH_HEADER.sub(lambda m: m.group("k") + r.MASK, text)
         text = r._KV_SECRET.sub(lambda m: m.group("k") + m.group("sep") + r.MASK, text)
         return r._TOKEN_LIKE.sub(r.MASK, text)
 
     pieces = [a for argv, _ in MASKED + KEPT for a in argv] + [
-        "Bearer", "basic", "BASIC", "\t", " ", "\u00a0", "://", "@", "?", "&", "=", ":", '"', "'", "token", "Pass",
+        "Bearer", "basic", "BASIC", "Authorization", "COOKIE", "\t", " ", "\u00a0", "://", "@", "?", "&", "=", ":", '"', "'", "token", "Pass",
         "sk-", "ghp_", "github_pat_", "xoxb-", "AKIA", "AIza", "eyJ", ".", "abcdefghijklmnopqrstuvwxyz0123456789",
     ]  # fmt: skip
     rng = random.Random(17)

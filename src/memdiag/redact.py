@@ -9,7 +9,8 @@ The rule (tested table-driven in ``tests/test_redact.py``). A value is masked wh
    user%password``: only the password part);
 2. its option or key name looks secret, in any tool: ``--password``, ``--pwd``,
    ``--api-key x``, ``DB_PASSWORD=x``, ``password=x`` inside a libpq/ODBC connection
-   string, ``"token": "x"`` inside a JSON argument, ``X-Api-Key: x``;
+   string, ``"token": "x"`` inside a JSON argument, ``X-Api-Key: x``,
+   the whole value of an ``Authorization``/``Cookie`` header (``-H "Authorization: Token x"``);
 3. it looks like a credential by itself: ``user:password@`` in a URL (also with ``@`` in
    the password), ``Bearer``/``Basic`` values, known token prefixes (``sk-``, ``ghp_``,
    ``github_pat_``, ``glpat-``, ``xox?-``, ``AKIA``, ``AIza``) and JWTs.
@@ -75,6 +76,11 @@ _KV_SECRET = _Pattern(
     rf"(?P<k>(?<![\w-])[\w.-]*?(?:{_KEY_WORDS}))(?P<sep>\s*[=:]\s*)(?P<v>\"[^\"]*\"|'[^']*'|[^\s;&,'\"{{}}\[\]]+)",
     re.IGNORECASE,
 )
+# A credential header given as an argument ("Authorization: Token x", "Cookie: a=1; b=2",
+# curl -H, --header): the whole value is secret, whatever its scheme or length.
+_AUTH_HEADER = _Pattern(
+    r"(?P<k>(?<![\w-])[\w-]*(?:authorization|cookie)\s*[=:]\s*)(?P<v>(?!\*\*\*$)\S[^\r\n]*)", re.IGNORECASE
+)
 _JSON_SECRET = _Pattern(
     rf"(?P<k>\"[^\"]*?(?:{_KEY_WORDS})\"\s*:\s*)(?P<v>\"(?:[^\"\\]|\\.)*\"|[^,{{}}\[\]\s\"]+)",
     re.IGNORECASE,
@@ -135,6 +141,9 @@ def redact_text(text: str) -> str:
     if '"' in text and ":" in text:
         text = _JSON_SECRET.sub(lambda m: m.group("k") + ('"***"' if m.group("v").startswith('"') else MASK), text)
     if "=" in text or ":" in text:
+        low = text.lower()
+        if "authoriz" in low or "cookie" in low:
+            text = _AUTH_HEADER.sub(lambda m: m.group("k") + MASK, text)
         text = _KV_SECRET.sub(lambda m: m.group("k") + m.group("sep") + MASK, text)
     if any(p in text for p in _TOKEN_PREFIXES):
         text = _TOKEN_LIKE.sub(MASK, text)
