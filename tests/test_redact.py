@@ -138,7 +138,8 @@ def test_the_cheap_checks_before_each_pattern_never_skip_a_match() -> None:
         return r._TOKEN_LIKE.sub(r.MASK, text)
 
     pieces = [a for argv, _ in MASKED + KEPT for a in argv] + [
-        "Bearer", "basic", "BASIC", "Authorization", "COOKIE", "\t", " ", "\u00a0", "://", "@", "?", "&", "=", ":", '"', "'", "token", "Pass",
+        "Bearer", "basic", "BASIC", "Authorization", "COOKIE", "\t", " ", "\u00a0", "://", "@", "?", "&", "=", ":",
+        '"', "'", "token", "Pass",
         "sk-", "ghp_", "github_pat_", "xoxb-", "AKIA", "AIza", "eyJ", ".", "abcdefghijklmnopqrstuvwxyz0123456789",
     ]  # fmt: skip
     rng = random.Random(17)
