@@ -12,7 +12,7 @@ import time
 
 from . import registry
 from ._record import asdict, field, record
-from .probes._io import PreadCache
+from .probes._io import PreadCache, held_fds
 from .probes.process import ProcStat, clock_ticks, count_fds, read_smaps_rollup, read_stat
 from .probes.python import PythonHeap, python_heap
 from .probes.system import (
@@ -275,7 +275,7 @@ class Sampler:
         """memdiag's own sockets and threads (the control channel) are not the app's."""
         if self.pid == os.getpid() and self.proc_root == "/proc":
             if fds is not None:
-                fds = max(0, fds - len(registry.own_fds()))
+                fds = max(0, fds - len(registry.own_fds() | held_fds()))
             if threads is not None:
                 threads = max(1, threads - registry.own_threads())
         return fds, threads

@@ -196,12 +196,15 @@ class MemoryDiagnostics:
             store.add_event("leak", alert)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the monitor and the API server, flush stored history (idempotent)."""
+        """Stop the monitor and the API server, flush stored history and release the
+        descriptors kept open between ticks (idempotent; a later sample or history read
+        opens what it needs again)."""
         self._stop.set()
         self._wake.set()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
+        still_sampling = t is not None and t.is_alive()
         self._thread = None
         wiring.detach_leaks(self, on_alert=self._record_leak)
         wiring.run_lifecycle(self, started=False)
@@ -212,7 +215,9 @@ class MemoryDiagnostics:
             except Exception as exc:
                 log.debug("closing the API server failed: %r", exc)
         if self.store is not None:
-            self.store.flush()
+            self.store.close()  # flushed; reconnects on the next write or read
+        if not still_sampling:  # its readers are the monitor thread's while it runs
+            self._sampler.close()
 
     def close(self) -> None:
         """Stop and release every resource (descriptors, SQLite connection)."""

@@ -35,6 +35,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from .. import registry
+from ..probes._io import held_fds
 from ..probes.python import STDLIB_DIRS
 
 __all__ = [
@@ -288,15 +290,19 @@ def hook_kind() -> str | None:
 def fd_table(proc_root: str = "/proc") -> list[tuple[int, str, Site | None]]:
     """Open fds of this process: ``(fd, target, site)``; site OWN for memdiag's, None unknown.
 
-    fds that existed before the hooks were installed and point into ``/proc`` are
-    memdiag's /proc readers (the application keeping /proc files open is rare).
+    memdiag's own: the descriptors its readers keep open (``probes._io.held_fds``: /proc,
+    cgroup files), those it marked (``registry.own_fds``: the control channel's socket and
+    event loop, the history file), and the sockets and files its own code opened (the
+    hooks saw memdiag's frames). fds that existed before the hooks were installed and point
+    into ``/proc`` are taken for memdiag's too (the application keeping /proc files open is
+    rare).
     """
     base = f"{proc_root}/self/fd"
     try:
         names = os.listdir(base)[:MAX_FDS_READ]
     except OSError:
         return []
-    by_fd: dict[int, Site] = {}
+    by_fd: dict[int, Site] = dict.fromkeys(registry.own_fds() | held_fds(), OWN)
     with _lock:
         socks = list(_sockets.items())
         paths = dict(_paths)
@@ -305,7 +311,7 @@ def fd_table(proc_root: str = "/proc") -> list[tuple[int, str, Site | None]]:
             fd = s.fileno()
         except Exception:
             continue
-        if fd >= 0:
+        if fd >= 0 and by_fd.get(fd) != OWN:
             by_fd[fd] = site
     out = []
     for name in names:

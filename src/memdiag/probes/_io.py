@@ -7,9 +7,39 @@ import re
 from collections import OrderedDict
 from functools import lru_cache
 
-__all__ = ["PreadCache", "parse_kv", "read_bytes", "read_int", "read_text"]
+__all__ = ["PreadCache", "close_held", "held_fds", "open_held", "parse_kv", "read_bytes", "read_int", "read_text"]
 
 _MAX = 1 << 20  # no probe file we read is larger; bounds the work per read
+
+# Every descriptor memdiag's readers keep open between ticks (PreadCache, the child walker's
+# statm/children files), so that none of them is counted as the application's (sample.py's
+# fd count, leaks.origins.fd_table): the application's fds are /proc/self/fd less these.
+# Changed under the GIL by one add or discard; read as a frozenset copy (one C call).
+_held: set[int] = set()
+
+
+def held_fds() -> frozenset[int]:
+    """The descriptors memdiag's /proc and cgroup readers hold open now."""
+    return frozenset(_held)
+
+
+def open_held(path: str) -> int:
+    """``os.open(path)`` read-only, marked as memdiag's (see :func:`held_fds`); -1 on error."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    _held.add(fd)
+    return fd
+
+
+def close_held(fd: int) -> None:
+    """Close a descriptor opened with :func:`open_held` (errors ignored)."""
+    _held.discard(fd)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def read_bytes(path: str, limit: int = _MAX) -> bytes | None:
@@ -103,28 +133,27 @@ class PreadCache:
             else:
                 self._fds.move_to_end(path)
                 return data
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        fd = open_held(path)
+        if fd < 0:
             return None
         try:
             data = os.pread(fd, size, 0)
         except OSError:
-            os.close(fd)
+            close_held(fd)
             return None
         if self.capacity > 0:
             self._fds[path] = fd
             while len(self._fds) > self.capacity:
                 _, old = self._fds.popitem(last=False)
-                _close(old)
+                close_held(old)
         else:
-            os.close(fd)
+            close_held(fd)
         return data
 
     def forget(self, path: str) -> None:
         fd = self._fds.pop(path, None)
         if fd is not None:
-            _close(fd)
+            close_held(fd)
 
     def forget_prefix(self, prefix: str) -> None:
         for path in [p for p in self._fds if p.startswith(prefix)]:
@@ -133,18 +162,13 @@ class PreadCache:
     def close(self) -> None:
         while self._fds:
             _, fd = self._fds.popitem()
-            _close(fd)
+            close_held(fd)
 
     def abandon(self) -> None:
         """Forget every fd without closing it (after fork, the numbers may be reused)."""
+        for fd in self._fds.values():
+            _held.discard(fd)
         self._fds.clear()
 
     def __len__(self) -> int:
         return len(self._fds)
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass

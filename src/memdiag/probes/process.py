@@ -202,8 +202,14 @@ def read_cmdline(pid: int | str, proc_root: str = "/proc", limit: int = 65536) -
 
 
 def count_fds(pid: int | str = "self", proc_root: str = "/proc") -> int | None:
-    """Number of open file descriptors, or ``None`` if ``/proc/PID/fd`` is unreadable."""
+    """Number of open file descriptors, or ``None`` if ``/proc/PID/fd`` is unreadable.
+
+    Listing this process's own table opens a descriptor for the listing, which the listing
+    shows: it is not counted."""
     try:
-        return len(os.listdir(f"{proc_root}/{pid}/fd"))
+        n = len(os.listdir(f"{proc_root}/{pid}/fd"))
     except OSError:
         return None
+    if pid == "self" or pid == os.getpid():
+        n -= 1
+    return n

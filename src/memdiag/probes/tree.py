@@ -14,7 +14,7 @@ import os
 import time
 
 from .._record import tuple_record
-from ._io import PreadCache, read_bytes
+from ._io import PreadCache, close_held, open_held, read_bytes
 from .process import ProcStat, boot_time, clock_ticks, page_size, parse_stat
 
 _PAGE = page_size()
@@ -73,18 +73,11 @@ class _Node:
     def close(self) -> None:
         for fd in (self.statm_fd, self.children_fd):
             if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+                close_held(fd)
         self.statm_fd = self.children_fd = -1
 
 
-def _open(path: str) -> int:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return -1
+_open = open_held  # marked as memdiag's: never counted as the application's fds
 
 
 class ChildWalker:
@@ -128,6 +121,7 @@ class ChildWalker:
         self.full_interval = full_interval
         self.fallback_interval = fallback_interval
         self._cache = PreadCache(fd_capacity)
+        self._tids: dict[int, frozenset[str]] = {}  # pid -> the threads whose children files were read
         self._has_children_files: bool | None = None
         self._fallback_at = 0.0
         self._fallback_result: list[ChildInfo] = []
@@ -152,6 +146,15 @@ class ChildWalker:
             data = self._cache.read(f"{proc}/{pid}/task/{tid}/children", 65536)
             if data:
                 kids.extend(map(int, data.split()))
+        if all_threads:
+            # A thread that exited is not listed again, so its children file would stay
+            # open until the cache's bound (512): a service starting short-lived threads
+            # held hundreds of descriptors for dead threads. Close those now.
+            listed = frozenset(tids)
+            gone = self._tids.get(pid, frozenset()) - listed
+            self._tids[pid] = listed
+            for tid in gone:
+                self._cache.forget(f"{proc}/{pid}/task/{tid}/children")
         return kids
 
     def _probe_children_files(self) -> bool:
@@ -322,6 +325,7 @@ class ChildWalker:
     def close(self) -> None:
         """Close every descriptor this walker keeps open."""
         self._cache.close()
+        self._tids = {}
         for node in self._nodes.values():
             node.close()
         self._nodes = {}
