@@ -206,3 +206,16 @@ def test_a_tracing_windows_site_needs_the_live_heap_to_see_its_line_grow() -> No
     assert lc.line_grows("/srv/app.py", 10, now, 0.5e6)  # a leak at 1 MB/min
     assert not lc.line_grows("/srv/app.py", 20, now, 0.5 * 0.53e6)  # the memo's last inserts
     assert not lc.line_grows("/srv/app.py", 30, now, 1.0)  # a line the live heap never saw
+
+
+def test_the_top_live_sites_leave_out_sites_with_nothing_live() -> None:
+    """A site whose sampled blocks were all freed (churn) is not a "top live site": an
+    aiohttp service's report listed ten rows of 0 B, 0 blocks."""
+    from memdiag.leaks.heapprof import Frame, HeapProfile, HeapSite
+    from memdiag.leaks.live import HeapSeries
+
+    series = HeapSeries()
+    kept = HeapSite((Frame("/srv/app.py", 10, "keep"),), "python", 4096.0, 4.0, 8192.0, 8.0)
+    churn = tuple(HeapSite((Frame("/srv/app.py", 20 + i, "churn"),), "python", 0.0, 0.0, 1e6, 100.0) for i in range(12))
+    series.last = HeapProfile(0.0, (*churn, kept), 512 * 1024, 1, 0, 0, "native")
+    assert [(r["line"], r["live_bytes"]) for r in series.top(10)] == [(10, 4096)]

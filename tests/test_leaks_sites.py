@@ -135,6 +135,7 @@ def test_fd_socket_thread_task_child_sites_and_verdicts(tmp_path) -> None:
     held: list = []
     stop = threading.Event()
     procs: list[subprocess.Popen[bytes]] = []
+    exited: list[subprocess.Popen[bytes]] = []
     loop = asyncio.new_event_loop()
     try:
         for i in range(14):  # one of each every "10 s" of a simulated clock
@@ -144,7 +145,8 @@ def test_fd_socket_thread_task_child_sites_and_verdicts(tmp_path) -> None:
             t.start()  # LEAK-THREAD
             held.append(loop.create_task(asyncio.sleep(3600)))  # LEAK-TASK
             procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))  # LEAK-CHILD
-            rs.sample(1000.0 + 10 * i, [p.pid for p in procs])
+            exited.append(subprocess.Popen(["true"]))  # LEAK-ZOMBIE (never waited for)
+            rs.sample(1000.0 + 10 * i, [p.pid for p in procs], [p.pid for p in exited])
         found = {(s["kind"], s["line"]) for s in rs.suspects(1000.0 + 130)}
         for kind, marker in [
             ("fds", "# LEAK-FD"),
@@ -152,6 +154,7 @@ def test_fd_socket_thread_task_child_sites_and_verdicts(tmp_path) -> None:
             ("threads", "# LEAK-THREAD"),
             ("asyncio_tasks", "# LEAK-TASK"),
             ("child_processes", "# LEAK-CHILD"),
+            ("zombies", "# LEAK-ZOMBIE"),
         ]:
             assert (kind, _line_of(marker)) in found, (kind, marker, found)
         fd_s = next(s for s in rs.suspects(1130.0) if s["line"] == _line_of("# LEAK-SOCK"))
@@ -162,6 +165,8 @@ def test_fd_socket_thread_task_child_sites_and_verdicts(tmp_path) -> None:
         stop.set()
         for p in procs:
             p.kill()
+            p.wait()
+        for p in exited:
             p.wait()
         for h in held:
             if hasattr(h, "cancel"):
@@ -258,6 +263,55 @@ def test_a_task_leak_found_at_its_coroutine_is_named_at_its_creating_line_one_sa
         origins.unfollow_tasks()
 
 
+def test_one_coroutines_growing_tasks_turn_the_hook_on_under_the_noise_of_request_tasks() -> None:
+    """A plain asyncio service whose requests each run a short task: the application's
+    pending total jumps around, so it alone never passed the growth test (a new user's
+    service at 4 leaked tasks a minute had no creating line after 210 s). The leaking
+    coroutine's own count turns the hook on; the line's verdict replaces the coroutine's."""
+    origins.install()
+    origins.unfollow_tasks()
+    loop = asyncio.new_event_loop()
+    held: list = []
+    noise: list = []
+    rng = random.Random(3)
+
+    async def leaked() -> None:  # NOISY-LEAK-CORO
+        await asyncio.sleep(3600)
+
+    async def request() -> None:
+        await asyncio.sleep(3600)
+
+    def spawn() -> None:
+        held.append(loop.create_task(leaked()))  # NOISY-LEAK-CREATE
+
+    try:
+        rs = ResourceSites()
+        i = 0
+        while not origins.tasks_followed() and i < 40:
+            spawn()
+            for t in noise:  # the last burst of requests finished
+                t.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            noise = [loop.create_task(request()) for _ in range(rng.choice((0, 15, 40, 5, 30)))]
+            rs.sample(7000.0 + 10 * i, [])
+            i += 1
+        assert origins.tasks_followed(), "the leaking coroutine's tasks never turned the hook on"
+        assert i <= 14, i  # within a growth test of the coroutine's series
+        coro = rs.suspects(7000.0 + 10 * (i - 1))
+        assert [s["line"] for s in coro] == [_line_of("# NOISY-LEAK-CORO")], coro
+        spawn()  # the first task that carries its creating line
+        rs.sample(7000.0 + 10 * i, [])
+        line = {s["line"]: s for s in rs.suspects(7000.0 + 10 * i)}
+        assert list(line) == [_line_of("# NOISY-LEAK-CREATE")], line
+        assert line[_line_of("# NOISY-LEAK-CREATE")]["evidence"]["replaces"] == [coro[0]["id"]]
+    finally:
+        for t in held + noise:
+            t.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        origins.unfollow_tasks()
+
+
 def test_the_audit_hook_is_in_c_and_passes_only_its_three_events_to_python(tmp_path) -> None:
     """The C hook (``_audit``, built by setup.py: a missing build fails here) calls Python
     for open/socket.__new__/subprocess.Popen only; every other event (sys._getframe:
@@ -322,6 +376,39 @@ def test_container_watch_finds_an_untracked_dict_and_its_holder() -> None:
     assert 500 <= grow[0]["bytes_per_item"] <= 700
     assert 800 <= grow[0]["items_per_min"] <= 1000
     _KEPT.clear()
+
+
+_APP_PATHS: dict[str, int] = {}
+
+
+def test_memdiags_own_containers_are_never_a_verdict(tmp_path) -> None:
+    """The paths the application opens fill memdiag's own table (origins._paths, bounded):
+    a service opening a temporary file per request had it reported as its top leak. An
+    application dict growing alike in the same scans is still found (the control)."""
+    origins.install()
+    cw = ContainerWatch()
+    app_paths = _APP_PATHS
+    for i in range(8):
+        for j in range(150):
+            path = tmp_path / f"req-{i}-{j}.json"
+            with open(path, "w") as fh:  # the application's open: origins remembers the path
+                fh.write("{}")
+            app_paths[str(path)] = j
+        cw.scan(float(10 * i), interval=0.0, describe=set(cw._lens))
+    assert len(origins._paths) >= 1200
+    assert id(origins._paths) not in cw._lens
+    grown = {c["object_id"] for c in cw.growing(75.0)}
+    assert id(app_paths) in grown and id(origins._paths) not in grown
+    app_paths.clear()
+
+
+def test_a_container_held_by_memdiag_is_not_the_applications() -> None:
+    from memdiag.leaks.live import own_holder
+
+    assert own_holder("memdiag.leaks.origins._paths")
+    assert own_holder("memdiag.http.tick.PerTick instance._answers")
+    assert own_holder("lru_cache of memdiag.probes.system.read_x")
+    assert not own_holder("app.memdiag_cache._KEPT") and not own_holder(None) and not own_holder("")
 
 
 def test_a_cache_that_reorders_while_it_fills_is_turnover_not_growth() -> None:

@@ -158,7 +158,8 @@ class LeakDetector:
             # resource totals are read over the verdict window too
             self.live.resources.retain_seconds = max(RETAIN_SECONDS, cfg.leak_window_seconds)
             pids = [c.pid for c in sample.children if c.state != "Z"]
-            self.live.tick(now, cfg.heap_snapshot_seconds, pids)
+            zombies = [c.pid for c in sample.children if c.state == "Z"]
+            self.live.tick(now, cfg.heap_snapshot_seconds, pids, zombies)
             if sample.profile:
                 yield_gil()  # between steps: a waiting request runs (probes.python.yield_gil)
                 self.census.take()
@@ -509,6 +510,9 @@ class LeakDetector:
         hold = window / 5.0
         note = notifier()
         latest = max((x["evidence"].get("window_id") or 0 for x in found.values()), default=0)
+        # a verdict renamed (tasks named at their coroutine, then at their creating line once
+        # the Task hook went in) is superseded at once, not held as a lapse
+        replaced = {k for x in found.values() for k in x["evidence"].get("replaces", ())}
         for key, s in found.items():
             prev = self._suspects.get(key)
             s["first_seen"] = prev["first_seen"] if prev else now
@@ -520,7 +524,7 @@ class LeakDetector:
             if key in found:
                 continue
             since = self._missing.setdefault(key, now)
-            superseded = (self._suspects[key]["evidence"].get("window_id") or latest) < latest
+            superseded = key in replaced or (self._suspects[key]["evidence"].get("window_id") or latest) < latest
             if now - since < hold and not superseded:
                 continue  # a short lapse: keep the verdict (but not one a newer window replaced)
             gone = self._suspects.pop(key)

@@ -87,6 +87,29 @@ def blame_frame(stack: Sequence[Frame]) -> Frame | None:
 _BLAMED: dict[int, tuple[tuple[Frame, ...], Frame | None]] = {}  # id(stack) -> (stack, its line)
 
 
+def _own_containers() -> set[int]:
+    """ids of memdiag's own module-level containers that fill with the application's
+    activity: the paths it opens (``origins._paths``, up to 4096), the creation sites'
+    caches, this module's blame memo. A service opening a temporary file per request saw
+    ``origins._paths`` grow by 740 entries a minute, reported as its top leak. They are never
+    followed; containers whose holder is in memdiag are left out as well (``growing``).
+    Module-level objects live as long as the process, so their ids are never reused."""
+    ids = {id(_BLAMED)}
+    origins = sys.modules.get(__name__.rpartition(".")[0] + ".origins")
+    if origins is not None:
+        for name in ("_paths", "_site_cache", "_line_cache"):
+            ids.add(id(getattr(origins, name, None)))
+        for name in ("_sockets", "_popens"):  # WeakKeyDictionary: its dict of weak references
+            ids.add(id(getattr(getattr(origins, name, None), "data", None)))
+    ids.discard(id(None))
+    return ids
+
+
+def own_holder(holder: str | None) -> bool:
+    """Whether a container's holder (see ``_holder``) is memdiag's own code."""
+    return bool(holder) and (holder.startswith("memdiag.") or holder.startswith("lru_cache of memdiag."))  # type: ignore[union-attr]
+
+
 def _blamed(stack: tuple[Frame, ...]) -> Frame | None:
     """blame_frame(stack), None for a stack through memdiag's code; memoised by the stack's
     identity (heapprof returns the same tuple for a stack at every snapshot)."""
@@ -404,7 +427,9 @@ class HeapSeries:
             )
             r["live_bytes"] += s.live_bytes
             r["live_blocks"] += s.live_count
-        out = sorted(rows.values(), key=lambda r: r["live_bytes"], reverse=True)[:limit]
+        # sites whose sampled blocks were all freed (churn) hold nothing live: not listed
+        out = sorted((r for r in rows.values() if r["live_bytes"] >= 0.5), key=lambda r: r["live_bytes"], reverse=True)
+        out = out[:limit]
         for r in out:
             r["live_bytes"] = round(r["live_bytes"])
             r["live_blocks"] = round(r["live_blocks"])
@@ -585,7 +610,10 @@ class ContainerWatch:
         """Append one scan's lengths and first items; forget the containers that are gone,
         and the smallest beyond the bound."""
         lens = self._lens
+        own = _own_containers()
         for oid, (tp, n) in found.items():
+            if oid in own:
+                continue
             cur = lens.get(oid)
             if cur is None or cur[0] is not tp:
                 if len(lens) >= MAX_CONTAINERS * 4 and n < 4 * CONTAINER_MIN_LEN:
@@ -612,6 +640,8 @@ class ContainerWatch:
         """Containers whose length grows steadily (same test as the heap lines, on counts)."""
         out = []
         for oid, (tp, ser) in self._lens.items():
+            if own_holder(self._info.get(oid, {}).get("holder")):
+                continue  # memdiag's own (its structures are bounded, in diagnostics' own_cost)
             pts = [p for p in ser if p[0] >= now - horizon]
             if len(pts) < 5 or pts[-1][0] - pts[0][0] < EARLY_SPAN_SECONDS:
                 continue

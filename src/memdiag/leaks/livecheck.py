@@ -169,7 +169,9 @@ class LiveChecker:
     def heap_running(self) -> bool:
         return heapprof.running()
 
-    def tick(self, now: float, every: float, child_pids: Iterable[int] | None) -> None:
+    def tick(
+        self, now: float, every: float, child_pids: Iterable[int] | None, zombie_pids: Iterable[int] | None = None
+    ) -> None:
         """Sample resources, the heap profile and malloc (at most every ``every`` s)."""
         self._every = every
         if now - self._ticked < every:
@@ -177,7 +179,7 @@ class LiveChecker:
         self._ticked = now
         t0 = time.perf_counter()
         try:
-            self.resources.sample(now, child_pids)
+            self.resources.sample(now, child_pids, zombie_pids)
             self._read_malloc(now)
         except Exception as exc:
             self.errors += 1

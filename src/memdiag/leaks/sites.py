@@ -1,4 +1,4 @@
-"""Resource counts by creating line: fds, threads, asyncio tasks, child processes.
+"""Resource counts by creating line: fds, threads, asyncio tasks, child processes, zombies.
 
 Every ``heap_snapshot_seconds`` the fd table, the live threads, the pending asyncio tasks
 and the live children are counted by the site that created them (see :mod:`.origins`;
@@ -26,6 +26,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "threads": ("threads", "threads started here never finish: join them or use a bounded pool"),
     "asyncio_tasks": ("tasks", "tasks created here are never awaited or cancelled"),
     "child_processes": ("processes", "children started here never exit: wait for them or stop them"),
+    "zombies": ("zombies", "children started here exit and are never waited for: call wait() or poll()"),
 }
 MIN_RISE = 3
 MAX_SITES = 200
@@ -57,9 +58,11 @@ class ResourceSites:
         self.own: dict[str, int] = {}
         self._targets: dict[origins.Site | None, Counter[str]] = {}
         self.tasks_followed_at: float | None = None  # when the pending tasks' growth turned the Task hook on
+        self._replaced: dict[origins.Site, origins.Site] = {}  # creating line -> the coroutine it renamed
 
-    def sample(self, now: float, child_pids: Iterable[int] | None) -> None:
-        """Count every kind by site now (a few hundred microseconds for a few hundred fds)."""
+    def sample(self, now: float, child_pids: Iterable[int] | None, zombie_pids: Iterable[int] | None = None) -> None:
+        """Count every kind by site now (a few hundred microseconds for a few hundred fds);
+        ``child_pids`` are the live children, ``zombie_pids`` those that exited unwaited."""
         counts: dict[str, Counter[origins.Site | None]] = {}
         fds = origins.fd_table()
         c: Counter[origins.Site | None] = Counter()
@@ -75,6 +78,8 @@ class ResourceSites:
         self._carry_task_series(origins.task_aliases())
         if child_pids is not None:
             counts["child_processes"] = origins.children_by_site(child_pids)
+        if zombie_pids is not None:
+            counts["zombies"] = origins.children_by_site(zombie_pids)
         for kind, cnt in counts.items():
             own = cnt.pop(origins.OWN, 0)
             self.own[kind] = own
@@ -105,6 +110,8 @@ class ResourceSites:
         at its coroutine is named at its creating line at the next sample, not a growth
         test later."""
         for coro_site, line in aliases.items():
+            if len(self._replaced) < MAX_SITES:
+                self._replaced[line] = coro_site
             old = self._series.pop(("asyncio_tasks", coro_site), None)
             if old is None:
                 continue
@@ -123,12 +130,19 @@ class ResourceSites:
         transients) never pass the test, so their tasks cost nothing more."""
         if origins.tasks_followed() or "asyncio" not in sys.modules:
             return
-        pts = [p for p in self.totals["asyncio_tasks"] if p[0] >= now - horizon]
-        if len(pts) < 8 or pts[-1][1] - pts[0][1] < MIN_RISE:
-            return
-        if growth_test([p[0] for p in pts], [p[1] for p in pts], 0.5, 1.0) is not None:
-            self.tasks_followed_at = now
-            origins.follow_tasks()
+        series = [self.totals["asyncio_tasks"]]
+        # ... or one coroutine's tasks do, under the noise of the others (a service whose
+        # requests each run a task): that is a verdict at the coroutine already, and the hook
+        # names its creating line at the next sample.
+        series += [ser for (kind, site), ser in self._series.items() if kind == "asyncio_tasks" and site is not None]
+        for ser in series:
+            pts = [p for p in ser if p[0] >= now - horizon]
+            if len(pts) < 8 or pts[-1][1] - pts[0][1] < MIN_RISE:
+                continue
+            if growth_test([float(p[0]) for p in pts], [float(p[1]) for p in pts], 0.5, 1.0) is not None:
+                self.tasks_followed_at = now
+                origins.follow_tasks()
+                return
 
     def suspects(self, now: float, horizon: float = HORIZON_SECONDS) -> list[dict[str, Any]]:
         """Sites whose live count keeps rising."""
@@ -146,6 +160,9 @@ class ResourceSites:
                                         "span_seconds": round(g["span_seconds"], 1), "z": round(g["z"], 3)}
             if kind == "fds":
                 evidence["targets"] = dict(self._targets.get(site, Counter()).most_common(5))
+            coro = self._replaced.get(site) if kind == "asyncio_tasks" else None
+            if coro is not None:  # the same tasks' verdict at their coroutine, before the hook
+                evidence["replaces"] = [f"{kind}:{coro[0]}:{coro[1]}"]
             out.append(
                 {
                     "id": f"{kind}:{site[0]}:{site[1]}",
@@ -173,5 +190,6 @@ class ResourceSites:
 
     def clear(self) -> None:
         self._series.clear()
+        self._replaced.clear()
         for v in self.totals.values():
             v.clear()
