@@ -1,0 +1,130 @@
+"""The line that inserts into a growing container, read from its holder's code (issue 14:
+a dict keyed by fresh strings is blamed on the insertion, not on the key expression).
+
+A new user's session store was named at ``sid = f"session-{uuid4()}"`` (where the sampled
+key strings were allocated) instead of ``_SESSIONS[sid] = sess``; an ``lru_cache(maxsize=None)``
+got no line at all, then a wrong one matched by byte rate.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+
+import pytest
+
+from memdiag.leaks import inserts
+from memdiag.leaks.live import _describe, _referrers
+from memdiag.leaks.livecheck import _container_suspect, _insertion_site
+
+STORE = textwrap.dedent(
+    """
+    import functools
+    import uuid
+
+    _SESSIONS = {}
+    _AUDIT = []
+    _OTHER = {}
+
+
+    class Session:
+        def __init__(self, user):
+            self.user = user
+
+
+    def open_session(user):
+        sid = f"session-{uuid.uuid4()}"  # KEY
+        sess = Session(user)
+        _SESSIONS[sid] = sess  # INSERT-SUBSCR
+        return sid
+
+
+    def copy_one(sid):
+        _OTHER[sid] = _SESSIONS[sid]  # a read of _SESSIONS, an insert into _OTHER
+
+
+    def look(sid):
+        return _SESSIONS.get(sid), len(_AUDIT)  # reads only
+
+
+    class Auditor:
+        def record(self, what):
+            _AUDIT.append(what)  # INSERT-APPEND
+
+        @staticmethod
+        def many(items):
+            def one(x):
+                _SESSIONS.setdefault(x, None)  # INSERT-NESTED
+            for x in items:
+                one(x)
+
+
+    @functools.lru_cache(maxsize=None)  # LRU-DEF
+    def price(customer):
+        return [customer * 1.5] * 40
+    """
+)
+
+
+def _line(src: str, marker: str) -> int:
+    return next(i for i, line in enumerate(src.splitlines(), 1) if marker in line)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    (tmp_path / "user_store.py").write_text(STORE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("user_store")
+    yield mod
+    sys.modules.pop("user_store", None)
+
+
+def test_stores_and_insert_methods_are_found_and_reads_are_not(store) -> None:
+    path = store.__file__
+    sessions = inserts.insertion_sites("user_store", "_SESSIONS")
+
+    def at(marker: str) -> dict[str, object]:
+        return {"file": path, "line": _line(STORE, marker)}
+
+    assert sessions == sorted([at("# INSERT-SUBSCR"), at("# INSERT-NESTED")], key=lambda s: s["line"])
+    assert inserts.insertion_sites("user_store", "_AUDIT") == [at("# INSERT-APPEND")]
+    assert inserts.insertion_sites("user_store", "_OTHER") == [at("a read of _SESSIONS")]
+    assert inserts.insertion_sites("user_store", "NOT_THERE") == []
+    assert inserts.insertion_sites("no_such_module_here", "_SESSIONS") == []
+    assert inserts.lru_site(store.price) == {"file": path, "line": _line(STORE, "# LRU-DEF")}
+
+
+def test_a_dict_keyed_by_fresh_strings_is_named_at_its_insertion(store) -> None:
+    """The verdict's line is the insertion; the line that allocated the entries (here the
+    key's, as a sampled heap would say) follows it in the traceback."""
+    for i in range(300):
+        store.open_session(f"user{i}")
+    info = _describe(store._SESSIONS, _referrers(store._SESSIONS))
+    assert info["holder"] == "user_store._SESSIONS"
+    key_line = _line(STORE, "# KEY")
+    c = {**info, "file": store.__file__, "line": key_line, "type": "dict", "object_id": id(store._SESSIONS),
+         "items_per_min": 600.0, "z": 5.0, "len": 300}  # fmt: skip
+    site = _insertion_site(c, info["inserted_at"])
+    s = _container_suspect(c, site, 600.0 * info["bytes_per_item"])
+    assert (s["file"], s["line"]) == (store.__file__, _line(STORE, "# INSERT-SUBSCR"))
+    assert s["evidence"]["site_from"] == "insertion"
+    assert s["evidence"]["entries_allocated_at"] == f"{store.__file__}:{key_line}"
+    assert s["traceback"][-1] == f"{store.__file__}:{key_line}"
+    assert f"{store.__file__}:{_line(STORE, '# INSERT-SUBSCR')}" in s["suggestion"]
+
+
+def test_an_lru_cache_is_named_at_the_function_it_caches(store) -> None:
+    for i in range(200):
+        store.price(i)
+    cache = next(r for r in _referrers_of_lru(store.price))
+    info = _describe(cache, _referrers(cache))
+    assert info["holder"].startswith("lru_cache of user_store.price")
+    assert info["inserted_at"] == [{"file": store.__file__, "line": _line(STORE, "# LRU-DEF")}]
+
+
+def _referrers_of_lru(wrapper):
+    """The lru_cache's own dict (its cache): a dict the wrapper refers to, keyed by argument tuples."""
+    import gc
+
+    return [r for r in gc.get_referents(wrapper) if isinstance(r, dict) and len(r) >= 100]
