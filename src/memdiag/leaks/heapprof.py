@@ -171,6 +171,10 @@ def start(interval_bytes: int | None = None, max_frames: int = 32) -> None:
         _native.start(interval, frames)
         _state["running"] = True
         _refresh_ignored_threads()
+    from . import preload
+
+    if preload.active():
+        preload.route_ctypes()  # ctypes' libc malloc to the shim (see preload.route_ctypes)
 
 
 def stop() -> None:
