@@ -188,7 +188,8 @@ E2E = textwrap.dedent(
     import ctypes, json, os, sys, threading, time
     import memdiag
     from memdiag import leaks
-    native = sys.argv[1] == "native"
+    kind = sys.argv[1]
+    native = kind in ("native", "memalign")
     diag = memdiag.start()
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
@@ -198,11 +199,15 @@ E2E = textwrap.dedent(
         i = 0
         while not stop.wait(60.0 / 2048):  # 2 MiB/min
             i += 1
-            if native:
+            if kind == "memalign":  # a native leak the preload shim does not wrap
+                block = ctypes.c_void_p()
+                libc.posix_memalign(ctypes.byref(block), 16, 1024)
+                kept.append(block.value)
+            elif native:
                 kept.append(libc.malloc(1024))  # the native leak
             else:
                 kept.append(bytes(1024))  # a Python leak at the same rate
-            if i % 2 == 0:  # and a cache that warms up (Python, from malloc)
+            if i % 2 == 0 and kind != "memalign":  # and a cache that warms up (Python, from malloc)
                 cache[i % 20000] = os.urandom(64) * 20
     threading.Thread(target=work, daemon=True).start()
     t0 = time.monotonic()
@@ -245,6 +250,31 @@ def test_end_to_end_native_named_and_python_never_native(tmp_path) -> None:
     assert abs(nat["found"]["growth_bytes_per_min"] - truth) <= 0.25 * truth, nat
     assert "memdiag run" in nat["found"]["suggestion"], nat
     assert py["natives"] == [], py
+
+
+@needs_count
+@pytest.mark.slow
+def test_under_the_preload_shim_a_native_leak_it_does_not_see_gets_the_malloc_verdict(tmp_path) -> None:
+    """Under ``memdiag run`` (the shim preloaded) the malloc measure still gives a ``native``
+    verdict when the shim names no line: here ``posix_memalign``, which it does not wrap (a
+    new user's ctypes leak under ``memdiag run`` got no verdict at all in 130 s). Under the
+    shim Python's bytes from malloc are not counted (the raw hooks' count runs over plain
+    pymalloc only), so the Python heap is held flat here: with a cache warming beside the
+    leak, the sampled Python heap is subtracted instead, and the verdict may not come."""
+    from memdiag.leaks import preload
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMDIAG_") and k != "PYTHONMALLOC"}
+    env["XDG_STATE_HOME"] = str(tmp_path)
+    env = preload.environment(env)
+    proc = subprocess.run([sys.executable, "-c", E2E, "memalign", "150"], capture_output=True, text=True,
+                          env=env, timeout=400)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nat = json.loads(proc.stdout.strip().splitlines()[-1])
+    truth = 2048 * 1040
+    assert nat["found"] is not None, nat
+    assert nat["found"]["classified_by"] == "malloc", nat
+    assert abs(nat["found"]["growth_bytes_per_min"] - truth) <= 0.25 * truth, nat
+    assert "preload sampler names" in nat["found"]["suggestion"], nat
 
 
 def test_a_followed_container_at_a_caches_entry_line_is_no_suspect(diag, monkeypatch) -> None:
