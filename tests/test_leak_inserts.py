@@ -128,3 +128,16 @@ def _referrers_of_lru(wrapper):
     import gc
 
     return [r for r in gc.get_referents(wrapper) if isinstance(r, dict) and len(r) >= 100]
+
+
+def test_a_line_matched_by_rate_alone_says_so() -> None:
+    """Without an insertion read from code or a sampled entry, a container's line is the
+    heap line growing at its rate, which another line at a like rate can be instead (a new
+    user's lru_cache was named at a bounded loader's line): the verdict says it is a match."""
+    from memdiag.leaks.livecheck import _matched
+
+    c = {"type": "dict", "object_id": 1, "items_per_min": 600.0, "z": 5.0, "holder": None}
+    s = _container_suspect(c, _matched({"file": "/srv/loader.py", "line": 57}), 1e6)
+    assert s["evidence"]["site_from"] == "rate_match"
+    assert "/srv/loader.py:57 (probably" in s["suggestion"]
+    assert _matched(None) is None

@@ -267,11 +267,11 @@ class LiveChecker:
                 if c.get("file"):  # the entries' allocating line is part of it
                     explained.add((c["file"], c["line"]))
             else:
-                site = c if c.get("file") else match_site(c, sites, cache_lines)
+                site = c if c.get("file") else _matched(match_site(c, sites, cache_lines))
             if site is None:
                 with self._lock:
                     slopes = self.heap.slopes(now, max(60.0, float(c.get("followed_seconds") or 0.0)))
-                site = match_site(c, slopes, cache_lines)
+                site = _matched(match_site(c, slopes, cache_lines))
             if site is not None and site.get("file"):  # the line it names (matched by bytes, maybe): listed once
                 explained.add((site["file"], site["line"]))
             out.append(_container_suspect(c, site, rate))
@@ -455,6 +455,13 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     return s * 60.0
 
 
+def _matched(site: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A heap line matched to a container by its growth rate alone (neither an insertion
+    read from code nor a sampled entry): said so in the verdict, since another line growing
+    at a like rate can be matched instead."""
+    return None if site is None else {**site, "site_from": "rate_match"}
+
+
 def _insertion_site(c: dict[str, Any], inserted: list[dict[str, Any]]) -> dict[str, Any]:
     """The container's insertion line as the verdict's site: the one its entries were
     allocated on if it is among them, else the first; the traceback lists every insertion
@@ -474,6 +481,9 @@ def _container_suspect(c: dict[str, Any], site: dict[str, Any] | None, rate: flo
     holder = c.get("holder")
     what = f"a {c['type']}" + (f" held by {holder}" if holder else "")
     where = f"{file}:{line}" if file else "an unknown line"
+    allocated = site.get("entries_allocated_at") if site else None
+    if site and site.get("site_from") == "rate_match":
+        where = f"{where} (probably: the line whose live bytes grow at its rate)"
     return {
         "id": f"python_objects:{file}:{line}" if file else f"python_objects:container:{c['object_id']}",
         "kind": "python_objects",
@@ -488,9 +498,10 @@ def _container_suspect(c: dict[str, Any], site: dict[str, Any] | None, rate: flo
             "container": {k: c.get(k) for k in ("type", "holder", "len", "items_per_min", "bytes_per_item",
                                                  "followed_seconds", "created_at")},
             "site_from": (site or {}).get("site_from") or ("live_heap" if site else None),
-            **({"entries_allocated_at": site["entries_allocated_at"]} if site and site.get("entries_allocated_at") else {}),
+            **({"entries_allocated_at": allocated} if allocated else {}),
         },
-        "suggestion": f"entries inserted at {where} accumulate in {what} that keeps growing: bound it or remove entries",
+        "suggestion": f"entries inserted at {where} accumulate in {what} that keeps growing: "
+        "bound it or remove entries",
     }
 
 
