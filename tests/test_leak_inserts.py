@@ -141,3 +141,29 @@ def test_a_line_matched_by_rate_alone_says_so() -> None:
     assert s["evidence"]["site_from"] == "rate_match"
     assert "/srv/loader.py:57 (probably" in s["suggestion"]
     assert _matched(None) is None
+
+
+def test_a_containers_verdict_under_a_new_line_replaces_the_old_one(monkeypatch) -> None:
+    """A container first named at a line matched by rate, then at its sampled entries' line:
+    the second verdict replaces the first at once (a new user's closure leak was listed at
+    both lines for 50 s)."""
+    from memdiag.leaks.livecheck import LiveChecker
+
+    live = LiveChecker()
+    monkeypatch.setattr(LiveChecker, "heap_running", property(lambda self: True))
+    c = {"object_id": 77, "type": "list", "holder": None, "len": 900, "items_per_min": 800.0,
+         "bytes_per_item": 1200.0, "z": 6.0, "followed_seconds": 90.0, "turnover": False}  # fmt: skip
+    line_24 = {"file": "/srv/events.py", "line": 24, "domain": "python", "blocks_per_min": 800.0,
+               "growth_bytes_per_min": 960000.0, "traceback": ["/srv/events.py:24"]}  # fmt: skip
+    monkeypatch.setattr(live.containers, "growing", lambda now: [dict(c)])
+    monkeypatch.setattr(live.heap, "growing", lambda now, floor: [line_24])
+    first = [s for s in live.memory_suspects(100.0, 131072.0) if s["kind"] == "python_objects"]
+    assert [(s["line"], s["evidence"]["site_from"]) for s in first] == [(24, "rate_match")]
+    assert "replaces" not in first[0]["evidence"]
+    monkeypatch.setattr(live.containers, "growing", lambda now: [{**c, "file": "/srv/events.py", "line": 26,
+                                                                   "site_from": "sampled_entries"}])  # fmt: skip
+    second = [s for s in live.memory_suspects(110.0, 131072.0) if s["kind"] == "python_objects"]
+    assert [s["line"] for s in second] == [26]
+    assert second[0]["evidence"]["replaces"] == [first[0]["id"]]
+    third = [s for s in live.memory_suspects(120.0, 131072.0) if s["kind"] == "python_objects"]
+    assert "replaces" not in third[0]["evidence"]

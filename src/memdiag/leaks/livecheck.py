@@ -72,6 +72,7 @@ class LiveChecker:
         self.round_cost: float | None = None  # CPU of the last snapshot and series update (s)
         self.cost_seconds = 0.0  # the application's loss to every round so far (snapshots' CPU, scans' wall)
         self.growing_lines: list[dict[str, Any]] = []
+        self._container_ids: dict[int, str] = {}  # a growing container's id -> its last verdict's id
         self._every = 5.0
         self._lock = threading.Lock()
         self._bytes = 0  # what cost() reports: counted after each snapshot, read without the lock
@@ -274,7 +275,17 @@ class LiveChecker:
                 site = _matched(match_site(c, slopes, cache_lines))
             if site is not None and site.get("file"):  # the line it names (matched by bytes, maybe): listed once
                 explained.add((site["file"], site["line"]))
-            out.append(_container_suspect(c, site, rate))
+            suspect = _container_suspect(c, site, rate)
+            # Its line can change as evidence comes (matched by rate, then a sampled entry):
+            # the verdict under the new line replaces the one under the old at once.
+            before = self._container_ids.get(c["object_id"])
+            if before is not None and before != suspect["id"]:
+                suspect["evidence"]["replaces"] = [before]
+            self._container_ids[c["object_id"]] = suspect["id"]
+            out.append(suspect)
+        growing = {c["object_id"] for c in containers}
+        for oid in [i for i in self._container_ids if i not in growing]:
+            del self._container_ids[oid]  # bounded by the containers growing now
         # Python lines growing outside any followed container are reported (growing_lines)
         # but not listed here: a sampled profile sees caches warming up, tables resizing
         # and step growth as such lines too. The detector lists them (line_suspects) only
