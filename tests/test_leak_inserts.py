@@ -167,3 +167,12 @@ def test_a_containers_verdict_under_a_new_line_replaces_the_old_one(monkeypatch)
     assert second[0]["evidence"]["replaces"] == [first[0]["id"]]
     third = [s for s in live.memory_suspects(120.0, 131072.0) if s["kind"] == "python_objects"]
     assert "replaces" not in third[0]["evidence"]
+
+
+def test_of_several_insertions_the_one_nearest_the_entries_allocation_is_named() -> None:
+    c = {"file": "/srv/reg.py", "line": 40, "object_id": 1}
+    inserted = [{"file": "/srv/reg.py", "line": n} for n in (12, 42, 90)]
+    site = _insertion_site(c, inserted)
+    assert site["line"] == 42
+    assert site["traceback"] == [f"/srv/reg.py:{n}" for n in (42, 12, 90, 40)]
+    assert _insertion_site({"object_id": 1}, inserted)["line"] == 12  # no allocation known: the first

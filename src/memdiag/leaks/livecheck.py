@@ -474,11 +474,17 @@ def _matched(site: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _insertion_site(c: dict[str, Any], inserted: list[dict[str, Any]]) -> dict[str, Any]:
-    """The container's insertion line as the verdict's site: the one its entries were
-    allocated on if it is among them, else the first; the traceback lists every insertion
-    line, then the entries' allocating line (from the sampled heap) when known."""
+    """The container's insertion line as the verdict's site: of several, the one nearest
+    the line its entries were allocated on (the same line, else the closest in the same
+    file: a registry filled from several places, one of them leaking), else the first; the
+    traceback lists every insertion line, then the entries' allocating line (from the
+    sampled heap) when known."""
     alloc = (c["file"], c["line"]) if c.get("file") else None
-    first = next((s for s in inserted if (s["file"], s["line"]) == alloc), inserted[0])
+    first = inserted[0]
+    if alloc is not None:
+        near = [s for s in inserted if s["file"] == alloc[0]]
+        if near:
+            first = min(near, key=lambda s: abs(int(s["line"]) - int(alloc[1])))
     trace = [f"{s['file']}:{s['line']}" for s in [first, *(s for s in inserted if s is not first)]]
     if alloc is not None and f"{alloc[0]}:{alloc[1]}" not in trace:
         trace.append(f"{alloc[0]}:{alloc[1]}")
