@@ -39,7 +39,6 @@ from typing import Any
 from ..probes.python import STDLIB_DIRS, exclusive_gil, referrers, tracked_objects
 from ..stats import theil_sen, thin, trend
 from . import heapprof as _heapprof
-from . import inserts as _inserts
 from .census import type_name
 from .heapprof import Frame, HeapProfile, HeapSite
 
@@ -748,8 +747,11 @@ def _holder(obj: Any, refs: list[Any]) -> str | None:
 
 
 def _inserted(obj: Any, refs: list[Any]) -> list[dict[str, Any]]:
-    """Where the holder's code inserts into ``obj`` (see :mod:`.inserts`): the lines that
-    store into a module global, or the definition an ``lru_cache`` wraps."""
+    """Where the holder's code inserts into ``obj`` (see :mod:`.inserts`, imported on the
+    first container described): the lines that store into a module global, or the
+    definition an ``lru_cache`` wraps."""
+    from . import inserts as _inserts
+
     for r in refs:
         if isinstance(r, _LRU):
             site = _inserts.lru_site(r)
