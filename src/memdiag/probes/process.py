@@ -210,6 +210,6 @@ def count_fds(pid: int | str = "self", proc_root: str = "/proc") -> int | None:
         n = len(os.listdir(f"{proc_root}/{pid}/fd"))
     except OSError:
         return None
-    if pid == "self" or pid == os.getpid():
+    if proc_root == "/proc" and (pid == "self" or pid == os.getpid()):
         n -= 1
     return n
