@@ -558,6 +558,7 @@ static int hk_ours_on_top(int i) {
 /* ---------------------------------------------------------------- Python API */
 /* Called by the preload shim, on this thread, without the GIL: see hp_hand_over_stack. */
 static void hk_want_stack(void) {
+    if (!hp_tls.want_stack) hp_tls.resume = hp_tls.countdown; /* resumed unless it crosses (hp_crossed) */
     hp_tls.want_stack = 1;
     hp_tls.countdown = 0; /* the next allocation takes the slow path */
 }

@@ -61,6 +61,7 @@ typedef struct {
     int guard;         /* re-entrancy: > 0 while this thread is inside the sampler */
     int ignored;       /* memdiag's own threads: never sampled */
     int want_stack;    /* the preload shim missed this thread's frames: hand them over */
+    int64_t resume;    /* the countdown a forced hand-over interrupted (see hp_crossed) */
     int rerouted;      /* the block being recorded was served by the raw allocator for us */
 } hp_tls_t;
 
@@ -796,7 +797,18 @@ static __attribute__((noinline)) void hp_untrack_slow(void *ptr) {
 static void hp_hand_over_stack(hp_tls_t *t);
 
 static __attribute__((noinline)) int hp_crossed(hp_tls_t *t, size_t size) {
-    if (t->want_stack) hp_hand_over_stack(t);
+    if (t->want_stack) {
+        hp_hand_over_stack(t);
+        /* The shim forced this crossing to get the stack (hk_want_stack): it is a sample
+         * only if the countdown it interrupted crossed too. A sample at a point the shim
+         * chose is biased: every native sample made the next Python allocation a sample
+         * (a ctypes malloc line under memdiag run showed 20 MB of Python ints, ~30x). */
+        int64_t left = t->resume - (int64_t)size;
+        if (left > 0) {
+            t->countdown = left;
+            return 0;
+        }
+    }
     uint32_t gen = atomic_load_explicit(&hp_gen, memory_order_relaxed);
     int take = (t->gen == gen) && !t->guard && !t->ignored && size > 0 &&
                atomic_load_explicit(&hp_enabled, memory_order_relaxed);
