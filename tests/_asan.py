@@ -45,10 +45,19 @@ def asan_build(src: str, out_dir: Path, *libs: str) -> Path:
     return so
 
 
-def asan_run(args: Sequence[str], *, unset: Sequence[str] = (), timeout: float = 300) -> str:
-    """Run ``python ARGS`` with libasan preloaded (``unset``: environment variables to drop);
+def asan_run(
+    args: Sequence[str],
+    *,
+    unset: Sequence[str] = (),
+    timeout: float = 300,
+    preload_also: Sequence[str] = (),
+    env_extra: dict[str, str] | None = None,
+) -> str:
+    """Run ``python ARGS`` with libasan preloaded (``unset``: environment variables to drop;
+    ``preload_also``: libraries preloaded after libasan; ``env_extra``: variables set);
     fails the test on any AddressSanitizer report or a non-zero exit. Returns its stdout."""
-    env = {**os.environ, "LD_PRELOAD": _libasan(), "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"}
+    env = {**os.environ, "LD_PRELOAD": " ".join([_libasan(), *preload_also]),
+           "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1", **(env_extra or {})}  # fmt: skip
     for name in unset:
         env.pop(name, None)
     out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env)

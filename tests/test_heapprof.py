@@ -560,6 +560,20 @@ def test_asan_build_survives_the_stress(tmp_path) -> None:
     assert out.startswith("ok ") and str(so) in out
 
 
+@pytest.mark.slow
+def test_asan_build_survives_the_stress_under_the_preload_shim(tmp_path) -> None:
+    """The same under ``memdiag run``'s malloc shim (preloaded after libasan), every 4 KiB
+    sampled: the raw hooks then mask Python's calls from the shim and count Python's bytes
+    from malloc (``hk_*_rawcm``), and the shim hands stacks over to the hooks."""
+    from memdiag.leaks import preload
+
+    so = asan_build(os.path.join(os.path.dirname(heapprof.__file__), "_heapprof.c"), tmp_path, "-lm")
+    lib = preload.library_path()
+    assert lib, "the shim is built with the extension"
+    out = asan_run([STRESS, "4", str(so)], preload_also=[lib], env_extra={preload.ENV_INTERVAL: "4096"})
+    assert out.startswith("ok ") and str(so) in out
+
+
 # -- the preload shim (native allocations) -----------------------------------------------------
 NATIVE_LEAK = """
 import ctypes, ctypes.util, json, sys

@@ -549,6 +549,55 @@ static HK_HOT void hk_free_rawc(void *ctx, void *ptr) {
     hk_ctx[0].orig.free(hk_ctx[0].orig.ctx, ptr);
 }
 
+/* The same counting RAW hooks under the preload shim (memdiag run): Python's own calls to
+ * malloc are masked from the shim (they are Python's, counted here), so that native bytes
+ * are still malloc's in use less Python's, exactly. Without this count, a native verdict
+ * under the shim subtracted a sampled Python heap, and none came while Python memory grew
+ * beside a leak. Only the shim's guard is touched around each call (a TLS add). */
+static void *hk_malloc_rawcm(void *ctx, size_t size) {
+    (void)ctx;
+    hk_shim_mask(1);
+    void *p = hk_ctx[0].orig.malloc(hk_ctx[0].orig.ctx, size);
+    hk_shim_mask(-1);
+    if (__builtin_expect(p == NULL, 0)) return p;
+    hk_held_add(HK_CHUNK(p));
+    if (__builtin_expect(hk_raw_count(size), 0)) return hk_raw_crossed(p, size);
+    return p;
+}
+
+static void *hk_calloc_rawcm(void *ctx, size_t nelem, size_t elsize) {
+    hk_shim_mask(1);
+    void *p = hk_raw_calloc(ctx, nelem, elsize);
+    hk_shim_mask(-1);
+    if (p != NULL) hk_held_add(HK_CHUNK(p));
+    return p;
+}
+
+static void *hk_realloc_rawcm(void *ctx, void *ptr, size_t size) {
+    (void)ctx;
+    int64_t old = 0;
+    if (ptr != NULL) {
+        hp_untrack(ptr);
+        old = HK_CHUNK(ptr);
+    }
+    hk_shim_mask(1);
+    void *p = hk_ctx[0].orig.realloc(hk_ctx[0].orig.ctx, ptr, size);
+    hk_shim_mask(-1);
+    if (__builtin_expect(p == NULL, 0)) return p; /* failed: the block is unchanged */
+    hk_held_add(HK_CHUNK(p) - old);
+    if (__builtin_expect(hk_raw_count(size), 0)) return hk_raw_crossed(p, size);
+    return p;
+}
+
+static void hk_free_rawcm(void *ctx, void *ptr) {
+    (void)ctx;
+    if (ptr != NULL) {
+        hk_held_add(-HK_CHUNK(ptr));
+        if (__builtin_expect(hp_maybe_sampled(ptr), 0)) hp_untrack_slow(ptr);
+    }
+    hk_ctx[0].orig.free(hk_ctx[0].orig.ctx, ptr); /* not masked: the shim untracks its own blocks */
+}
+
 static int hk_ours_on_top(int i) {
     PyMemAllocatorEx cur;
     PyMem_GetAllocator(hk_domains[i], &cur);
@@ -597,12 +646,10 @@ static PyObject *hp_py_start(PyObject *self, PyObject *args) {
     }
     if (!hk_chained) {
         /* plain pymalloc under MEM and OBJ (nothing else installed): no free hooks there */
-        int reroute = 0;
-        if (hk_shim_mask == NULL) {
-            const char *(*name)(void) = (const char *(*)(void))dlsym(RTLD_DEFAULT, "_PyMem_GetCurrentAllocatorName");
-            const char *nm = name != NULL ? name() : NULL;
-            reroute = nm != NULL && strcmp(nm, "pymalloc") == 0;
-        }
+        const char *(*name)(void) = (const char *(*)(void))dlsym(RTLD_DEFAULT, "_PyMem_GetCurrentAllocatorName");
+        const char *nm = name != NULL ? name() : NULL;
+        int pymalloc = nm != NULL && strcmp(nm, "pymalloc") == 0;
+        int reroute = pymalloc && hk_shim_mask == NULL;
         for (int i = 0; i < 3; i++) {
             PyMem_GetAllocator(hk_domains[i], &hk_ctx[i].orig);
             hk_ctx[i].domain = hk_domains[i];
@@ -640,13 +687,15 @@ static PyObject *hp_py_start(PyObject *self, PyObject *args) {
                 hk_hooks[i].free = hk_ctx[i].orig.free;
             }
         }
-        /* over plain pymalloc: Python's bytes from malloc counted by the RAW hooks */
+        /* over plain pymalloc: Python's bytes from malloc counted by the RAW hooks (masked
+         * from the preload shim under memdiag run) */
         hk_counting = 0;
-        if (reroute && hk_held_init() == 0) {
-            hk_hooks[0].malloc = hk_malloc_rawc;
-            hk_hooks[0].calloc = hk_calloc_rawc;
-            hk_hooks[0].realloc = hk_realloc_rawc;
-            hk_hooks[0].free = hk_free_rawc;
+        if (pymalloc && hk_held_init() == 0) {
+            int shim = hk_shim_mask != NULL;
+            hk_hooks[0].malloc = shim ? hk_malloc_rawcm : hk_malloc_rawc;
+            hk_hooks[0].calloc = shim ? hk_calloc_rawcm : hk_calloc_rawc;
+            hk_hooks[0].realloc = shim ? hk_realloc_rawcm : hk_realloc_rawc;
+            hk_hooks[0].free = shim ? hk_free_rawcm : hk_free_rawc;
             hk_counting = 1;
             hk_held_epoch++;
         }

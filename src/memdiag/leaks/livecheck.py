@@ -293,7 +293,9 @@ class LiveChecker:
         self.growing_lines = [s for s in sites if (s["file"], s["line"]) not in explained][:20]
         for s in self.growing_lines:
             if s["domain"] == "native":
-                out.append(_site_suspect(s))
+                named = _site_suspect(s)
+                named["evidence"]["replaces"] = ["native"]  # malloc's verdict until the shim named it
+                out.append(named)
         py_rate = 0.0
         if self.heap_running:  # Python's growth and the profiler's own (both through malloc)
             recent = [p for p in self.heap.overhead if p[0] >= now - 150.0]
