@@ -236,22 +236,52 @@ class LiveChecker:
     # -- verdicts ----------------------------------------------------------------------
     def memory_suspects(self, now: float, floor: float) -> list[dict[str, Any]]:
         """Python and native suspects from the live heap and malloc (best evidence first)."""
-        out: list[dict[str, Any]] = []
         with self._lock:
             sites = self.heap.growing(now, floor) if self.heap_running else []
             containers = self.containers.growing(now) if self.heap_running else []
+        explained = self._cache_lines(now)
+        out = self._container_suspects(now, floor, containers, sites, explained)
+        # Python lines growing outside any followed container are reported (growing_lines)
+        # but not listed here: a sampled profile sees caches warming up, tables resizing
+        # and step growth as such lines too. The detector lists them (line_suspects) only
+        # while RSS grows as well; native lines (the preload sampler) are suspects directly.
+        self.growing_lines = [s for s in sites if (s["file"], s["line"]) not in explained][:20]
+        for s in self.growing_lines:
+            if s["domain"] == "native":
+                named = _site_suspect(s)
+                named["evidence"]["replaces"] = ["native"]  # malloc's verdict until the shim named it
+                out.append(named)
+        self.python_rate = py_rate = self._python_rate(now)
+        native = self.native_from_malloc(now, floor, py_rate)
+        if native is not None and not any(s["kind"] == "native" for s in out):
+            out.append(native)
+        return out
+
+    def _cache_lines(self, now: float) -> set[tuple[str, int]]:
+        """Lines filling a cache that evicts or reorders (at its turnover rate, or known
+        from its sampled entries): not leaks."""
+        with self._lock:
             caches = self.containers.turnover_rates(now) if self.heap_running else []
-        explained: set[tuple[str, int]] = set()
-        if caches:
-            with self._lock:
-                every_line = self.heap.slopes(now)
-        for rate in caches:  # lines filling a cache that evicts or reorders: not leaks
+            every_line = self.heap.slopes(now) if caches else []
+            explained = set(self.containers.cache_entry_lines())
+        for rate in caches:
             for s in every_line:
                 bpm = s.get("blocks_per_min") or 0.0
                 if s["domain"] == "python" and rate > 0 and 0.5 <= bpm / rate <= 2.5:
                     explained.add((s["file"], s["line"]))
-        with self._lock:
-            explained |= self.containers.cache_entry_lines()
+        return explained
+
+    def _container_suspects(
+        self,
+        now: float,
+        floor: float,
+        containers: list[dict[str, Any]],
+        sites: list[dict[str, Any]],
+        explained: set[tuple[str, int]],
+    ) -> list[dict[str, Any]]:
+        """A suspect per growing container that is no cache, at its line; the lines that are
+        part of it are added to ``explained``."""
+        out = []
         cache_lines = frozenset(explained)
         for c in containers:
             for s in sites:  # the lines that allocate its entries (at its entry rate) are part of it
@@ -286,28 +316,18 @@ class LiveChecker:
         growing = {c["object_id"] for c in containers}
         for oid in [i for i in self._container_ids if i not in growing]:
             del self._container_ids[oid]  # bounded by the containers growing now
-        # Python lines growing outside any followed container are reported (growing_lines)
-        # but not listed here: a sampled profile sees caches warming up, tables resizing
-        # and step growth as such lines too. The detector lists them (line_suspects) only
-        # while RSS grows as well; native lines (the preload sampler) are suspects directly.
-        self.growing_lines = [s for s in sites if (s["file"], s["line"]) not in explained][:20]
-        for s in self.growing_lines:
-            if s["domain"] == "native":
-                named = _site_suspect(s)
-                named["evidence"]["replaces"] = ["native"]  # malloc's verdict until the shim named it
-                out.append(named)
-        py_rate = 0.0
-        if self.heap_running:  # Python's growth and the profiler's own (both through malloc)
-            recent = [p for p in self.heap.overhead if p[0] >= now - 150.0]
-            with self._lock:
-                xs, ys = self.heap.total("python")
-            cut = next((i for i, x in enumerate(xs) if x >= now - 150.0), len(xs))
-            py_rate = _slope(xs[cut:], ys[cut:]) + _slope([p[0] for p in recent], [p[1] for p in recent])
-        self.python_rate = py_rate
-        native = self.native_from_malloc(now, floor, py_rate)
-        if native is not None and not any(s["kind"] == "native" for s in out):
-            out.append(native)
         return out
+
+    def _python_rate(self, now: float) -> float:
+        """Bytes/min of the sampled Python heap and the profiler's own tables (both through
+        malloc), over the last 150 s."""
+        if not self.heap_running:
+            return 0.0
+        recent = [p for p in self.heap.overhead if p[0] >= now - 150.0]
+        with self._lock:
+            xs, ys = self.heap.total("python")
+        cut = next((i for i, x in enumerate(xs) if x >= now - 150.0), len(xs))
+        return _slope(xs[cut:], ys[cut:]) + _slope([p[0] for p in recent], [p[1] for p in recent])
 
     def line_suspects(self, now: float) -> list[dict[str, Any]]:
         """The growing Python lines outside any growing container (``growing_lines`` of the
