@@ -429,8 +429,8 @@ class HeapSeries:
             r["live_bytes"] += s.live_bytes
             r["live_blocks"] += s.live_count
         # sites whose sampled blocks were all freed (churn) hold nothing live: not listed
-        out = sorted((r for r in rows.values() if r["live_bytes"] >= 0.5), key=lambda r: r["live_bytes"], reverse=True)
-        out = out[:limit]
+        live = [r for r in rows.values() if r["live_bytes"] >= 0.5]
+        out = sorted(live, key=lambda r: r["live_bytes"], reverse=True)[:limit]
         for r in out:
             r["live_bytes"] = round(r["live_bytes"])
             r["live_blocks"] = round(r["live_blocks"])
@@ -761,7 +761,10 @@ def _inserted(obj: Any, refs: list[Any]) -> list[dict[str, Any]]:
             mod = sys.modules.get(name) if isinstance(name, str) else None
             if mod is None or getattr(mod, "__dict__", None) is not r:
                 continue
-            key = next((k for k, v in r.items() if v is obj), None)
+            try:
+                key = next((k for k, v in r.items() if v is obj), None)
+            except RuntimeError:  # the module's globals changed while read
+                return []
             if isinstance(key, str):
                 return _inserts.insertion_sites(name, key)
     return []
@@ -784,6 +787,7 @@ DEEP_OBJECTS = 96  # objects followed per entry at most
 # Shared by nature, never an entry's own: classes, modules, code, builtins, descriptors.
 _SHARED_TYPES = (type, types.ModuleType, types.CodeType, types.BuiltinFunctionType, types.WrapperDescriptorType,
                  types.MethodDescriptorType, types.GetSetDescriptorType, types.MemberDescriptorType)  # fmt: skip
+_NOT_FOLLOWED = (*_SMALL, *_SHARED_TYPES)
 
 
 def _deep(o: Any, seen: set[int]) -> int:
@@ -799,7 +803,7 @@ def _deep(o: Any, seen: set[int]) -> int:
     budget = DEEP_OBJECTS
     while todo and budget > 0:
         x, depth = todo.pop()
-        if isinstance(x, _SMALL) or isinstance(x, _SHARED_TYPES) or id(x) in seen:
+        if isinstance(x, _NOT_FOLLOWED) or id(x) in seen:
             continue
         if type(x) is int and -5 <= x <= 256:
             continue
