@@ -634,3 +634,52 @@ def test_bytes_retained_per_entry_follow_objects_and_closures(make) -> None:
     seen: set[int] = set()
     est = sum(_deep(k, seen) + _deep(v, seen) for k, v in zip(keys[-32:], values[-32:])) / 32
     assert 0.8 * true <= est <= 1.25 * true, (est, true)
+
+
+def test_bytes_per_entry_never_run_the_applications_attribute_hooks() -> None:
+    """The walk reads an entry's own storage only: a proxy's ``__getattr__`` (which may do
+    anything, I/O included) is never called from memdiag's thread."""
+    from memdiag.leaks.live import _deep
+
+    calls: list[str] = []
+
+    class Proxy:
+        __slots__ = ("target", "unset")
+
+        def __init__(self) -> None:
+            self.target = bytearray(500)
+
+        def __getattr__(self, name: str) -> object:
+            calls.append(name)
+            raise AttributeError(name)
+
+    class Lazy:
+        def __init__(self) -> None:
+            self.data = bytearray(300)
+
+        def __getattribute__(self, name: str) -> object:
+            calls.append(name)
+            return object.__getattribute__(self, name)
+
+    assert _deep(Proxy(), set()) >= 500 and _deep(Lazy(), set()) >= 300
+    assert calls == []
+
+
+def test_bytes_per_entry_never_run_a_container_subclass_s_methods() -> None:
+    from memdiag.leaks.live import _deep
+
+    calls: list[str] = []
+
+    class Tracked(dict):
+        def items(self):  # type: ignore[override]
+            calls.append("items")
+            return super().items()
+
+    class Logged(list):
+        def __iter__(self):  # type: ignore[override]
+            calls.append("iter")
+            return super().__iter__()
+
+    assert _deep(Tracked(a=bytearray(400)), set()) >= 400
+    assert _deep(Logged([bytearray(400)]), set()) >= 400
+    assert calls == []

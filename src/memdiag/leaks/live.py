@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import functools
 import gc
+import itertools
 import math
 import os
 import sys
@@ -803,13 +804,14 @@ def _deep(o: Any, seen: set[int]) -> int:
     budget = DEEP_OBJECTS
     while todo and budget > 0:
         x, depth = todo.pop()
-        if isinstance(x, _NOT_FOLLOWED) or id(x) in seen:
+        tx = type(x)  # never isinstance: it may ask the object's __class__ (its own code)
+        if issubclass(tx, _NOT_FOLLOWED) or id(x) in seen:
             continue
-        if type(x) is int and -5 <= x <= 256:
+        if tx is int and -5 <= x <= 256:
             continue
-        if type(x) is dict and "__builtins__" in x:  # a module's globals
+        if tx is dict and "__builtins__" in x:  # a module's globals
             continue
-        if type(x) is types.FunctionType and x.__closure__ is None and depth > 0:
+        if tx is types.FunctionType and x.__closure__ is None and depth > 0:
             continue  # a plain function the entry refers to: the application's code
         seen.add(id(x))
         budget -= 1
@@ -817,32 +819,38 @@ def _deep(o: Any, seen: set[int]) -> int:
         if depth >= DEEP_LEVELS:
             continue
         below: Any
-        if isinstance(x, (str, bytes, bytearray, int, float, complex, range)):
+        if issubclass(tx, (str, bytes, bytearray, int, float, complex, range)):
             continue
-        if isinstance(x, dict):
-            below = [y for kv in list(x.items())[:64] for y in kv]
-        elif isinstance(x, (list, tuple, set, frozenset, collections.deque)):
-            below = list(x)[:64]
-        elif type(x) is types.FunctionType:
+        if issubclass(tx, dict):  # the base type's methods: never a subclass's own code
+            below = [y for kv in list(dict.items(x))[:64] for y in kv]
+        elif issubclass(tx, (list, tuple, set, frozenset, collections.deque)):
+            base = next(b for b in (list, tuple, set, frozenset, collections.deque) if issubclass(tx, b))
+            below = list(itertools.islice(base.__iter__(x), 64))
+        elif tx is types.FunctionType:
             below = [*(x.__closure__ or ()), *(x.__defaults__ or ()), *((x.__kwdefaults__ or {}).values())]
-        elif type(x) is types.MethodType:
+        elif tx is types.MethodType:
             below = [x.__self__, x.__func__]
-        elif type(x).__name__ == "cell":
+        elif tx.__name__ == "cell":
             try:
                 below = [x.cell_contents]
             except ValueError:
                 below = []
         else:
-            d = getattr(x, "__dict__", None)
+            # object.__getattribute__: never the application's __getattr__/__getattribute__
+            # (a proxy's lookup may run anything), only the instance's own storage
             below = []
+            try:
+                d = object.__getattribute__(x, "__dict__")
+            except (AttributeError, TypeError):
+                d = None
             if isinstance(d, dict) and id(d) not in seen:
                 seen.add(id(d))
                 total += sys.getsizeof(d, 0)
                 below = list(d.values())[:64]
-            slots = getattr(type(x), "__slots__", ())
-            for name in (slots,) if isinstance(slots, str) else slots[:64]:
+            slots = tx.__dict__.get("__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else list(slots)[:64]:
                 try:
-                    below.append(getattr(x, name))
+                    below.append(object.__getattribute__(x, name))
                 except (AttributeError, TypeError):
                     pass
         todo.extend((y, depth + 1) for y in below)
