@@ -818,7 +818,6 @@ def _deep(o: Any, seen: set[int]) -> int:
         total += sys.getsizeof(x, 0)
         if depth >= DEEP_LEVELS:
             continue
-        below: Any
         if issubclass(tx, (str, bytes, bytearray, int, float, complex, range)):
             continue
         if issubclass(tx, dict):  # the base type's methods: never a subclass's own code
@@ -831,30 +830,42 @@ def _deep(o: Any, seen: set[int]) -> int:
         elif tx is types.MethodType:
             below = [x.__self__, x.__func__]
         elif tx.__name__ == "cell":
-            try:
-                below = [x.cell_contents]
-            except ValueError:
-                below = []
+            below = [x.cell_contents] if _cell_full(x) else []
         else:
-            # object.__getattribute__: never the application's __getattr__/__getattribute__
-            # (a proxy's lookup may run anything), only the instance's own storage
-            below = []
-            try:
-                d = object.__getattribute__(x, "__dict__")
-            except (AttributeError, TypeError):
-                d = None
-            if isinstance(d, dict) and id(d) not in seen:
-                seen.add(id(d))
-                total += sys.getsizeof(d, 0)
-                below = list(d.values())[:64]
-            slots = tx.__dict__.get("__slots__", ())
-            for name in (slots,) if isinstance(slots, str) else list(slots)[:64]:
-                try:
-                    below.append(object.__getattribute__(x, name))
-                except (AttributeError, TypeError):
-                    pass
+            extra, below = _instance_storage(x, tx, seen)
+            total += extra
         todo.extend((y, depth + 1) for y in below)
     return total
+
+
+def _cell_full(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 (an empty cell raises)
+    except ValueError:
+        return False
+    return True
+
+
+def _instance_storage(x: Any, tx: type, seen: set[int]) -> tuple[int, list[Any]]:
+    """``(bytes of its __dict__, the values it holds)``: an instance's own storage only, read
+    with ``object.__getattribute__`` (never the application's ``__getattr__`` or
+    ``__getattribute__``: a proxy's lookup may run anything); its dict counted once."""
+    extra, below = 0, []
+    try:
+        d = object.__getattribute__(x, "__dict__")
+    except (AttributeError, TypeError):
+        d = None
+    if isinstance(d, dict) and id(d) not in seen:
+        seen.add(id(d))
+        extra = sys.getsizeof(d, 0)
+        below = list(d.values())[:64]
+    slots = tx.__dict__.get("__slots__", ())
+    for name in (slots,) if isinstance(slots, str) else list(slots)[:64]:
+        try:
+            below.append(object.__getattribute__(x, name))
+        except (AttributeError, TypeError):
+            pass
+    return extra, below
 
 
 def _describe(obj: Any, refs: list[Any]) -> dict[str, Any]:
