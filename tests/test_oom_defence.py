@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from memdiag import registry
 from memdiag.cleanup import CleanupLadder, install_builtin_actions
 from memdiag.config import MemoryConfig
@@ -162,3 +164,35 @@ def test_without_growth_elsewhere_caches_are_emptied_as_before(clean_registry: N
     ladder = _ladder(lambda: 2, {"growth_elsewhere": False})
     ladder.run(reason="auto", level="critical")
     assert hot.cleared == 1
+
+
+def test_a_release_inside_the_window_does_not_hide_the_growth_underneath() -> None:
+    """The scenario's finding (a healthy cache emptied twice): the application's rung freed
+    the leak's sessions (40 MiB) inside the hints' 30-s window while the leak went on at
+    1 MiB/s; end to end, "everything else" fell, the hints said nothing grew elsewhere,
+    and the next escalation emptied the healthy cache."""
+    from types import SimpleNamespace
+
+    from memdiag.history import History, growth_split
+    from memdiag.wiring import growth_hints
+
+    from .test_pressure import make_sample
+
+    hist = History(600)
+    other = 60.0
+    for i in range(31):
+        other += 1.0  # the leak, 1 MiB/s
+        if i == 15:
+            other -= 40.0  # the application's rung expired the sessions
+        cache = 20.0 if i < 15 else 2.0  # the caches rung emptied the cold cache too
+        hist.append(make_sample(other + cache, t=float(i), caches=({"name": "c", "bytes": int(cache * MIB)},)))
+    split = growth_split(hist, 30.0)
+    assert split["other_bytes_per_second"] < 0  # end to end: hidden
+    assert split["other_growth_bytes_per_second"] == pytest.approx(MIB, rel=0.05)  # less the release step's own second
+    hints = growth_hints(SimpleNamespace(history=hist))
+    assert hints["growth_elsewhere"] is True
+    # and where nothing grows underneath, a release alone is no growth
+    flat = History(600)
+    for i in range(31):
+        flat.append(make_sample(100.0 - (40.0 if i >= 15 else 0.0), t=float(i)))
+    assert growth_hints(SimpleNamespace(history=flat))["growth_elsewhere"] is False

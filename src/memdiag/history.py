@@ -11,6 +11,7 @@ keeps it under ``history_max_mb``, and survives restarts.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -702,10 +703,19 @@ def _sqlite_error() -> type[Exception]:
     return sqlite3.Error
 
 
+RELEASE_STEP_BYTES = 1 << 20  # a fall of "everything else" this large between two samples is a release
+
+
 def growth_split(history: History, seconds: float = 30.0) -> dict[str, float]:
     """Where memory grew over the last ``seconds``: bytes per second of process RSS, of
     the registered caches, and of everything else (``rss - caches``). Empty when the ring
-    holds under two samples of that span."""
+    holds under two samples of that span.
+
+    ``other_growth_bytes_per_second`` is everything else's growth with its releases left
+    out (each fall of :data:`RELEASE_STEP_BYTES` or more from one sample to the next: a
+    cleanup rung, a collection): what keeps growing underneath. End to end, a cleanup
+    that freed a leak's objects inside the span hid the leak (a negative rate) and the
+    next escalation emptied a healthy cache."""
     t, rss = history.series("rss")
     _, cache = history.series("cache_bytes")
     if not t:
@@ -716,10 +726,13 @@ def growth_split(history: History, seconds: float = 30.0) -> dict[str, float]:
         return {}
     (t0, r0, c0), (t1, r1, c1) = pts[0], pts[-1]
     dt = t1 - t0
+    other = [r - c for _, r, c in pts]
+    released = sum(a - b for a, b in itertools.pairwise(other) if a - b >= RELEASE_STEP_BYTES)
     return {
         "rss_bytes_per_second": (r1 - r0) / dt,
         "cache_bytes_per_second": (c1 - c0) / dt,
-        "other_bytes_per_second": ((r1 - c1) - (r0 - c0)) / dt,
+        "other_bytes_per_second": (other[-1] - other[0]) / dt,
+        "other_growth_bytes_per_second": (other[-1] - other[0] + released) / dt,
         "seconds": dt,
     }
 

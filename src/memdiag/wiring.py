@@ -102,9 +102,10 @@ _NOT_MEMORY = ("fds", "threads", "asyncio_tasks", "child_processes", "zombies")
 
 def growth_hints(monitor: Any) -> dict[str, Any]:
     """What is growing, for the cleanup ladder (``CleanupContext.hints``): memory outside
-    the registered caches over the last :data:`GROWTH_SECONDS`, or a leak suspect."""
+    the registered caches over the last :data:`GROWTH_SECONDS` (its releases, a cleanup's
+    included, left out), or a leak suspect."""
     split = growth_split(monitor.history, GROWTH_SECONDS)
-    other = split.get("other_bytes_per_second", 0.0)
+    other = split.get("other_growth_bytes_per_second", 0.0)  # releases left out: growth underneath
     cache = split.get("cache_bytes_per_second", 0.0)
     suspects = _leak_suspects(monitor)
     detail = f"outside caches {other / MIB:+.2f} MiB/s, caches {cache / MIB:+.2f} MiB/s"
