@@ -789,6 +789,7 @@ DEEP_OBJECTS = 96  # objects followed per entry at most
 _SHARED_TYPES = (type, types.ModuleType, types.CodeType, types.BuiltinFunctionType, types.WrapperDescriptorType,
                  types.MethodDescriptorType, types.GetSetDescriptorType, types.MemberDescriptorType)  # fmt: skip
 _NOT_FOLLOWED = (*_SMALL, *_SHARED_TYPES)
+_SEQUENCES = (list, tuple, set, frozenset, collections.deque)  # followed through the base type's __iter__
 
 
 def _deep(o: Any, seen: set[int]) -> int:
@@ -822,8 +823,8 @@ def _deep(o: Any, seen: set[int]) -> int:
             continue
         if issubclass(tx, dict):  # the base type's methods: never a subclass's own code
             below = [y for kv in list(dict.items(x))[:64] for y in kv]
-        elif issubclass(tx, (list, tuple, set, frozenset, collections.deque)):
-            base = next(b for b in (list, tuple, set, frozenset, collections.deque) if issubclass(tx, b))
+        elif issubclass(tx, _SEQUENCES):
+            base = next(b for b in _SEQUENCES if issubclass(tx, b))
             below = list(itertools.islice(base.__iter__(x), 64))
         elif tx is types.FunctionType:
             below = [*(x.__closure__ or ()), *(x.__defaults__ or ()), *((x.__kwdefaults__ or {}).values())]
