@@ -511,35 +511,59 @@ static inline __attribute__((always_inline)) int hk_raw_count(size_t size) {
     return 1;
 }
 
-static HK_HOT void *hk_malloc_rawc(void *ctx, size_t size) {
-    (void)ctx;
+/* The counting bodies, for the hooks below with and without the preload shim: `mask` is a
+ * constant in each, so each hook is still one flat function. Under the shim (memdiag run)
+ * Python's own calls to malloc are masked from it (they are Python's, counted here), so
+ * that native bytes are still malloc's in use less Python's, exactly. Without this count,
+ * a native verdict under the shim subtracted a sampled Python heap, and none came while
+ * Python memory grew beside a leak. Only the shim's guard is touched (a TLS add). */
+static inline __attribute__((always_inline)) void *hk_malloc_counted(size_t size, int mask) {
+    if (mask) hk_shim_mask(1);
     void *p = hk_ctx[0].orig.malloc(hk_ctx[0].orig.ctx, size);
+    if (mask) hk_shim_mask(-1);
     if (__builtin_expect(p == NULL, 0)) return p;
     hk_held_add(HK_CHUNK(p));
     if (__builtin_expect(hk_raw_count(size), 0)) return hk_raw_crossed(p, size);
     return p;
 }
 
-static void *hk_calloc_rawc(void *ctx, size_t nelem, size_t elsize) {
+static inline __attribute__((always_inline)) void *hk_calloc_counted(void *ctx, size_t nelem, size_t elsize,
+                                                                     int mask) {
+    if (mask) hk_shim_mask(1);
     void *p = hk_raw_calloc(ctx, nelem, elsize);
+    if (mask) hk_shim_mask(-1);
     if (p != NULL) hk_held_add(HK_CHUNK(p));
     return p;
 }
 
-static HK_HOT void *hk_realloc_rawc(void *ctx, void *ptr, size_t size) {
-    (void)ctx;
+static inline __attribute__((always_inline)) void *hk_realloc_counted(void *ptr, size_t size, int mask) {
     int64_t old = 0;
     if (ptr != NULL) {
         hp_untrack(ptr);
         old = HK_CHUNK(ptr);
     }
+    if (mask) hk_shim_mask(1);
     void *p = hk_ctx[0].orig.realloc(hk_ctx[0].orig.ctx, ptr, size);
+    if (mask) hk_shim_mask(-1);
     if (__builtin_expect(p == NULL, 0)) return p; /* failed: the block is unchanged */
     hk_held_add(HK_CHUNK(p) - old);
     if (__builtin_expect(hk_raw_count(size), 0)) return hk_raw_crossed(p, size);
     return p;
 }
 
+static HK_HOT void *hk_malloc_rawc(void *ctx, size_t size) {
+    (void)ctx;
+    return hk_malloc_counted(size, 0);
+}
+
+static void *hk_calloc_rawc(void *ctx, size_t nelem, size_t elsize) { return hk_calloc_counted(ctx, nelem, elsize, 0); }
+
+static HK_HOT void *hk_realloc_rawc(void *ctx, void *ptr, size_t size) {
+    (void)ctx;
+    return hk_realloc_counted(ptr, size, 0);
+}
+
+/* Both with and without the shim: free is not masked (the shim untracks its own blocks). */
 static HK_HOT void hk_free_rawc(void *ctx, void *ptr) {
     (void)ctx;
     if (ptr != NULL) {
@@ -549,53 +573,16 @@ static HK_HOT void hk_free_rawc(void *ctx, void *ptr) {
     hk_ctx[0].orig.free(hk_ctx[0].orig.ctx, ptr);
 }
 
-/* The same counting RAW hooks under the preload shim (memdiag run): Python's own calls to
- * malloc are masked from the shim (they are Python's, counted here), so that native bytes
- * are still malloc's in use less Python's, exactly. Without this count, a native verdict
- * under the shim subtracted a sampled Python heap, and none came while Python memory grew
- * beside a leak. Only the shim's guard is touched around each call (a TLS add). */
 static void *hk_malloc_rawcm(void *ctx, size_t size) {
     (void)ctx;
-    hk_shim_mask(1);
-    void *p = hk_ctx[0].orig.malloc(hk_ctx[0].orig.ctx, size);
-    hk_shim_mask(-1);
-    if (__builtin_expect(p == NULL, 0)) return p;
-    hk_held_add(HK_CHUNK(p));
-    if (__builtin_expect(hk_raw_count(size), 0)) return hk_raw_crossed(p, size);
-    return p;
+    return hk_malloc_counted(size, 1);
 }
 
-static void *hk_calloc_rawcm(void *ctx, size_t nelem, size_t elsize) {
-    hk_shim_mask(1);
-    void *p = hk_raw_calloc(ctx, nelem, elsize);
-    hk_shim_mask(-1);
-    if (p != NULL) hk_held_add(HK_CHUNK(p));
-    return p;
-}
+static void *hk_calloc_rawcm(void *ctx, size_t nelem, size_t elsize) { return hk_calloc_counted(ctx, nelem, elsize, 1); }
 
 static void *hk_realloc_rawcm(void *ctx, void *ptr, size_t size) {
     (void)ctx;
-    int64_t old = 0;
-    if (ptr != NULL) {
-        hp_untrack(ptr);
-        old = HK_CHUNK(ptr);
-    }
-    hk_shim_mask(1);
-    void *p = hk_ctx[0].orig.realloc(hk_ctx[0].orig.ctx, ptr, size);
-    hk_shim_mask(-1);
-    if (__builtin_expect(p == NULL, 0)) return p; /* failed: the block is unchanged */
-    hk_held_add(HK_CHUNK(p) - old);
-    if (__builtin_expect(hk_raw_count(size), 0)) return hk_raw_crossed(p, size);
-    return p;
-}
-
-static void hk_free_rawcm(void *ctx, void *ptr) {
-    (void)ctx;
-    if (ptr != NULL) {
-        hk_held_add(-HK_CHUNK(ptr));
-        if (__builtin_expect(hp_maybe_sampled(ptr), 0)) hp_untrack_slow(ptr);
-    }
-    hk_ctx[0].orig.free(hk_ctx[0].orig.ctx, ptr); /* not masked: the shim untracks its own blocks */
+    return hk_realloc_counted(ptr, size, 1);
 }
 
 static int hk_ours_on_top(int i) {
@@ -695,7 +682,7 @@ static PyObject *hp_py_start(PyObject *self, PyObject *args) {
             hk_hooks[0].malloc = shim ? hk_malloc_rawcm : hk_malloc_rawc;
             hk_hooks[0].calloc = shim ? hk_calloc_rawcm : hk_calloc_rawc;
             hk_hooks[0].realloc = shim ? hk_realloc_rawcm : hk_realloc_rawc;
-            hk_hooks[0].free = shim ? hk_free_rawcm : hk_free_rawc;
+            hk_hooks[0].free = hk_free_rawc;
             hk_counting = 1;
             hk_held_epoch++;
         }
