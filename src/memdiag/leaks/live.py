@@ -368,12 +368,15 @@ class HeapSeries:
         out.sort(key=lambda s: s["growth_bytes_per_min"], reverse=True)
         return out
 
-    def slopes(self, now: float, horizon: float = HORIZON_SECONDS) -> list[dict[str, Any]]:
+    def slopes(self, now: float, horizon: float = HORIZON_SECONDS, domain: str | None = None) -> list[dict[str, Any]]:
         """Every followed line's live bytes and blocks per minute (Theil-Sen, no significance
         test): what a growing container is matched against when no line passes the growth
-        test (a sampled profile sees a slow leak as a few steps)."""
+        test (a sampled profile sees a slow leak as a few steps). ``domain``: that domain's
+        lines only."""
         out = []
         for key, ser in self._series.items():
+            if domain is not None and key[2] != domain:
+                continue
             pts = [p for p in ser if p[0] >= now - horizon]
             if len(pts) < 4 or pts[-1][1] <= pts[0][1]:
                 continue

@@ -274,7 +274,7 @@ class LiveChecker:
             return native
         rate = native["growth_bytes_per_min"]
         with self._lock:
-            lines = [s for s in self.heap.slopes(now) if s["domain"] == "native" and s["file"]]
+            lines = [s for s in self.heap.slopes(now, domain="native") if s["file"]]
         lo, hi = rate / NATIVE_MATCH_FACTOR, rate * NATIVE_MATCH_FACTOR
         fits = [s for s in lines if lo <= s["growth_bytes_per_min"] <= hi]
         kept = [s for s in lines if (s["file"], s["line"]) == self._native_line]  # still rising: kept, no flapping
