@@ -12,6 +12,10 @@ defined in that module (nested ones and comprehensions included) is read for
 * ``NAME.append(...)``, ``.add``, ``.setdefault``, ``.update``, ``.insert``, ``.extend``,
   ``.appendleft``, ``.extendleft``, ``.__setitem__``: the method loaded right after it.
 
+For a container held as an attribute (``self._history`` of a long-lived object, a class's
+``_registry``), the same stores into that attribute of any object, in the module that
+defines the holder's class.
+
 For an ``lru_cache`` the insertion is the cache itself: the decorated function's
 definition is named (where ``maxsize`` is set).
 
@@ -95,8 +99,35 @@ def _line_at(code: types.CodeType) -> Any:
     return at
 
 
-def _inserts_in(code: types.CodeType, name: str) -> list[int]:
-    """Lines of ``code`` that insert into the global ``name``."""
+def _loads(op: int, arg: int, names: tuple[str, ...], name: str, attribute: bool) -> bool:
+    """Whether the instruction loads the global ``name`` (or, ``attribute``, the attribute
+    ``name`` of whatever is on the stack: ``self.name``, ``Class.name``)."""
+    if attribute:
+        idx = arg >> 1 if _ATTR_FLAG else arg
+        return op == _LOAD_ATTR and idx < len(names) and names[idx] == name
+    idx = arg >> 1 if _NEW_ARGS else arg
+    return op == _LOAD_GLOBAL and idx < len(names) and names[idx] == name
+
+
+def _method_load(op: int, arg: int) -> bool:
+    return op == _LOAD_METHOD or (op == _LOAD_ATTR and _ATTR_FLAG and bool(arg & 1))
+
+
+def _stored_into(ins: list[tuple[int, int, int]], k: int) -> bool:
+    """A subscript store into what instruction ``k`` loaded, its key (and the value) read
+    after it: attribute reads are part of the key (``REG[self.sid] = self``), a call, a
+    method or a read of the container is not an insertion."""
+    for _o, op2, a2 in ins[k + 1 : k + 16]:
+        if op2 == _STORE_SUBSCR:
+            return True
+        if op2 in _BREAKS or _method_load(op2, a2):
+            return False
+    return False
+
+
+def _inserts_in(code: types.CodeType, name: str, attribute: bool = False) -> list[int]:
+    """Lines of ``code`` that insert into the global ``name`` (``attribute``: into the
+    attribute ``name`` of any object)."""
     names = code.co_names
     if name not in names:
         return []
@@ -104,23 +135,14 @@ def _inserts_in(code: types.CodeType, name: str) -> list[int]:
     lines: list[int] = []
     at = None
     for k, (offset, op, arg) in enumerate(ins):
-        if op != _LOAD_GLOBAL:
+        if not _loads(op, arg, names, name, attribute):
             continue
-        idx = arg >> 1 if _NEW_ARGS else arg
-        if idx >= len(names) or names[idx] != name:
-            continue
-        hit = False
         nxt = ins[k + 1] if k + 1 < len(ins) else None
         if nxt is not None and nxt[1] in (_LOAD_METHOD, _LOAD_ATTR):
             j = nxt[2] >> 1 if (nxt[1] == _LOAD_ATTR and _ATTR_FLAG) else nxt[2]
             hit = j < len(names) and names[j] in _METHODS
         else:
-            for _o, op2, _a in ins[k + 1 : k + 16]:
-                if op2 == _STORE_SUBSCR:
-                    hit = True
-                    break
-                if op2 in _BREAKS or op2 in (_LOAD_METHOD, _LOAD_ATTR):
-                    break
+            hit = _stored_into(ins, k)
         if hit:
             at = at or _line_at(code)
             line = at(offset)
@@ -166,16 +188,18 @@ def _codes_of(module: types.ModuleType) -> list[types.CodeType]:
     return out
 
 
-def insertion_sites(module_name: str, name: str) -> list[dict[str, Any]]:
+def insertion_sites(module_name: str, name: str, attribute: bool = False) -> list[dict[str, Any]]:
     """``[{"file", "line"}]``: where the module's own code inserts into its global ``name``
-    (empty when it cannot tell: a module not imported, inserts only through an alias)."""
+    (``attribute``: into an attribute ``name``, as ``self.name.append(x)`` or
+    ``Class.name[k] = v`` in the methods of the class holding it); empty when it cannot
+    tell: a module not imported, inserts only through an alias."""
     module = sys.modules.get(module_name)
     if module is None:
         return []
     out: list[dict[str, Any]] = []
     try:
         for code in _codes_of(module):
-            for line in _inserts_in(code, name):
+            for line in _inserts_in(code, name, attribute):
                 site = {"file": code.co_filename, "line": line}
                 if site not in out:
                     out.append(site)

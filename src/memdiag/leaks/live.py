@@ -719,23 +719,47 @@ class ContainerWatch:
         return MAX_CONTAINERS * 4 * (64 * (LEN_POINT_BYTES + HEAD_BYTES) + FOLLOWED_BYTES)
 
 
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+
+
 def _referrers(obj: Any) -> list[Any]:
-    """Objects referring to ``obj`` that can name it (called with other threads held off)."""
+    """Objects referring to ``obj`` that can name it (called with other threads held off):
+    dicts, ``lru_cache`` wrappers, classes, cells, and instances of classes defined in
+    Python (whose attributes live in the object itself, not in a ``__dict__``, since 3.11)."""
     out = []
     for r in referrers(obj):
-        if isinstance(r, (dict, _LRU, type)) or hasattr(r, "cell_contents"):
+        tr = type(r)  # never isinstance/hasattr: they may run the object's own code
+        if issubclass(tr, (dict, _LRU, type)) or tr is types.CellType or _attribute_of(r, obj) is not None:
             out.append(r)
             if len(out) >= 8:
                 break
     return out
 
 
+def _attribute_of(r: Any, obj: Any) -> str | None:
+    """The attribute of the instance ``r`` (of a class defined in Python) that is ``obj``."""
+    tr = type(r)
+    if not tr.__flags__ & _HEAPTYPE or issubclass(tr, (type, BaseException, *_SEQUENCES, dict)):
+        return None
+    try:
+        d = object.__getattribute__(r, "__dict__")
+    except (AttributeError, TypeError):
+        return None
+    if not isinstance(d, dict):
+        return None
+    try:
+        return next((k for k, v in d.items() if v is obj and isinstance(k, str)), None)
+    except RuntimeError:  # changed while read
+        return None
+
+
 def _holder(obj: Any, refs: list[Any]) -> str | None:
-    """A name for what holds ``obj``: ``module.NAME``, ``Class.attr``, ``lru_cache of f``."""
+    """A name for what holds ``obj``: ``module.NAME``, ``Class.attr``, ``module.NAME.attr``
+    (an attribute of an object held by a module global), ``lru_cache of f``."""
     for r in refs:
         if isinstance(r, _LRU):
             return f"lru_cache of {getattr(r, '__module__', '?')}.{getattr(r, '__qualname__', '?')}"
-        if isinstance(r, dict):
+        if type(r) is dict:
             key = next((k for k, v in r.items() if v is obj), None)
             if key is None:
                 continue
@@ -745,43 +769,75 @@ def _holder(obj: Any, refs: list[Any]) -> str | None:
                 return f"{name}.{key}"
             owner = _dict_owner(r)
             if owner is not None:
-                return f"{owner}.{key}"
+                return f"{_owner_name(owner)}.{key}"
             return f"a dict entry {key!r}"[:120]
+        attr = _attribute_of(r, obj)
+        if attr is not None:
+            return f"{_owner_name(r)}.{attr}"
     return None
+
+
+def _owner_name(owner: Any) -> str:
+    """``module.Class`` for a class; for an instance, the module global holding it
+    (``module.NAME``), else ``module.Class instance``."""
+    if type(owner) is type or issubclass(type(owner), type):
+        return f"{owner.__module__}.{owner.__qualname__}"
+    with exclusive_gil():
+        for r in referrers(owner):
+            if type(r) is dict and isinstance(r.get("__name__"), str):
+                mod = sys.modules.get(r["__name__"])
+                if mod is not None and getattr(mod, "__dict__", None) is r:
+                    key = next((k for k, v in list(r.items()) if v is owner), None)
+                    if isinstance(key, str):
+                        return f"{r['__name__']}.{key}"
+    return type_name(type(owner)) + " instance"
 
 
 def _inserted(obj: Any, refs: list[Any]) -> list[dict[str, Any]]:
     """Where the holder's code inserts into ``obj`` (see :mod:`.inserts`, imported on the
-    first container described): the lines that store into a module global, or the
-    definition an ``lru_cache`` wraps."""
+    first container described): the lines that store into a module global or into an
+    attribute (of an instance, or of a class), read in the module defining the holder's
+    class, or the definition an ``lru_cache`` wraps."""
     from . import inserts as _inserts
 
     for r in refs:
         if isinstance(r, _LRU):
             site = _inserts.lru_site(r)
             return [site] if site is not None else []
-        if isinstance(r, dict):
-            name = r.get("__name__")
-            mod = sys.modules.get(name) if isinstance(name, str) else None
-            if mod is None or getattr(mod, "__dict__", None) is not r:
-                continue
+        if type(r) is dict:
             try:
                 key = next((k for k, v in r.items() if v is obj), None)
-            except RuntimeError:  # the module's globals changed while read
+            except RuntimeError:  # the dict changed while read
                 return []
-            if isinstance(key, str):
+            if not isinstance(key, str):
+                continue
+            name = r.get("__name__")
+            mod = sys.modules.get(name) if isinstance(name, str) else None
+            if mod is not None and getattr(mod, "__dict__", None) is r:
                 return _inserts.insertion_sites(name, key)
+            owner = _dict_owner(r)
+            if owner is not None:
+                cls = owner if isinstance(owner, type) else type(owner)
+                return _inserts.insertion_sites(cls.__module__, key, attribute=True)
+            continue
+        attr = _attribute_of(r, obj)
+        if attr is not None:
+            return _inserts.insertion_sites(type(r).__module__, attr, attribute=True)
     return []
 
 
-def _dict_owner(d: dict[str, Any]) -> str | None:
-    """The class or instance type whose ``__dict__`` is ``d`` (one more referrer look-up)."""
+def _dict_owner(d: dict[str, Any]) -> Any:
+    """The class or instance whose ``__dict__`` is ``d`` (one more referrer look-up), or None."""
     with exclusive_gil():
         for r in referrers(d):
-            if isinstance(r, type) and r.__dict__.get("__dict__") is not None:
-                return f"{r.__module__}.{r.__qualname__}"
-            if getattr(r, "__dict__", None) is d:
-                return type_name(type(r)) + " instance"
+            if isinstance(r, type) and "__module__" in d:  # its namespace (not its subclasses' table)
+                return r
+            if type(r).__flags__ & _HEAPTYPE and not isinstance(r, type):
+                try:
+                    if object.__getattribute__(r, "__dict__") is d:
+                        return r
+                except (AttributeError, TypeError):
+                    continue
     return None
 
 
@@ -835,11 +891,33 @@ def _deep(o: Any, seen: set[int]) -> int:
             below = [x.__self__, x.__func__]
         elif tx.__name__ == "cell":
             below = [x.cell_contents] if _cell_full(x) else []
+        elif tx is types.TracebackType or tx is types.FrameType or issubclass(tx, BaseException):
+            extra, below = _error_storage(x, tx, seen)
+            total += extra
         else:
             extra, below = _instance_storage(x, tx, seen)
             total += extra
         todo.extend((y, depth + 1) for y in below)
     return total
+
+
+_EXC_FIELDS = tuple(BaseException.__dict__[k] for k in ("args", "__traceback__", "__context__", "__cause__"))
+
+
+def _error_storage(x: Any, tx: type, seen: set[int]) -> tuple[int, list[Any]]:
+    """What a kept exception retains: its arguments, its chained exceptions and its
+    traceback, whose frames keep their functions' locals (a list of caught exceptions
+    counted ~10 % of its bytes without them, and was no verdict). Read through the base
+    type's descriptors and the frame's own locals: no application code runs."""
+    if tx is types.TracebackType:
+        return 0, [x.tb_frame, x.tb_next]
+    if tx is types.FrameType:  # a method's self/cls is the long-lived object it ran on: not the error's own
+        try:
+            return 0, [v for k, v in itertools.islice(x.f_locals.items(), 64) if k not in ("self", "cls")]
+        except Exception:  # (a module's frame gives its globals: not followed, see _deep)
+            return 0, []
+    extra, below = _instance_storage(x, tx, seen)
+    return extra, [*(f.__get__(x, tx) for f in _EXC_FIELDS), *below]
 
 
 def _cell_full(cell: Any) -> bool:
