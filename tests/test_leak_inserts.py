@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -292,3 +293,35 @@ def test_kept_exceptions_count_what_their_tracebacks_keep(holders) -> None:
     assert info["holder"] == "user_holders.ERRORS"
     assert info["inserted_at"] == [{"file": holders.__file__, "line": _line(HOLDERS, "# INSERT-ERRORS")}]
     assert 0.75 * per_error <= info["bytes_per_item"] <= 1.25 * per_error, (info, per_error)
+
+
+def test_a_container_seen_evicting_loses_its_verdict_at_once(diag, monkeypatch) -> None:
+    """A TTL cache fills linearly for its TTL (90 s in a new user's twin): a verdict while it
+    fills cannot be told from a leak's. Once its sweeps delete entries (turnover), the
+    verdict went only after the minute-long hold that keeps flickering evidence listed; it
+    is withdrawn at the next check now."""
+    from memdiag.leaks.detector import LeakDetector
+
+    det = LeakDetector(diag)
+    live = det.live
+    monkeypatch.setattr(type(live), "heap_running", property(lambda self: True))
+    monkeypatch.setattr(live.heap, "growing", lambda now, floor: [])
+    c = {"object_id": 5, "type": "dict", "holder": "svc.SESSIONS", "len": 800, "items_per_min": 1200.0,
+         "bytes_per_item": 2000.0, "z": 6.0, "followed_seconds": 40.0, "turnover": False,
+         "inserted_at": [{"file": "/srv/svc.py", "line": 15}]}  # fmt: skip
+    monkeypatch.setattr(live.containers, "growing", lambda now: [dict(c)])
+    t = time.time()
+    first = {s["id"]: s for s in live.memory_suspects(t, 131072.0)}
+    assert list(first) == ["python_objects:/srv/svc.py:15"] and live.retracted == set()
+    det._commit(first, t, 300.0, None)
+    monkeypatch.setattr(live.containers, "growing", lambda now: [{**c, "turnover": True}])
+    second = {s["id"]: s for s in live.memory_suspects(t + 10, 131072.0)}
+    assert second == {} and live.retracted == {"python_objects:/srv/svc.py:15"}
+    det._commit(second, t + 10, 300.0, None)
+    assert det.suspects() == []
+    # a verdict that merely lapses (no eviction seen) is still held
+    monkeypatch.setattr(live.containers, "growing", lambda now: [dict(c, object_id=6)])
+    det._commit({s["id"]: s for s in live.memory_suspects(t + 20, 131072.0)}, t + 20, 300.0, None)
+    monkeypatch.setattr(live.containers, "growing", lambda now: [])
+    det._commit({s["id"]: s for s in live.memory_suspects(t + 30, 131072.0)}, t + 30, 300.0, None)
+    assert [s["id"] for s in det.suspects()] == ["python_objects:/srv/svc.py:15"]

@@ -511,8 +511,10 @@ class LeakDetector:
         note = notifier()
         latest = max((x["evidence"].get("window_id") or 0 for x in found.values()), default=0)
         # a verdict renamed (tasks named at their coroutine, then at their creating line once
-        # the Task hook went in) is superseded at once, not held as a lapse
+        # the Task hook went in) is superseded at once, not held as a lapse; so is one whose
+        # container was seen evicting (a cache)
         replaced = {k for x in found.values() for k in x["evidence"].get("replaces", ())}
+        replaced |= self.live.retracted if self.live.heap_running else set()
         for key, s in found.items():
             prev = self._suspects.get(key)
             s["first_seen"] = prev["first_seen"] if prev else now

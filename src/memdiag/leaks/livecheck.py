@@ -76,6 +76,7 @@ class LiveChecker:
         self.growing_lines: list[dict[str, Any]] = []
         self._container_ids: dict[int, str] = {}  # a growing container's id -> its last verdict's id
         self._native_line: tuple[str, int] | None = None  # the line malloc's native verdict was last named at
+        self.retracted: set[str] = set()  # container verdicts the last check withdrew (evictions seen)
         self._every = 5.0
         self._lock = threading.Lock()
         self._bytes = 0  # what cost() reports: counted after each snapshot, read without the lock
@@ -323,12 +324,18 @@ class LiveChecker:
         part of it are added to ``explained``."""
         out = []
         cache_lines = frozenset(explained)
+        self.retracted = set()
         for c in containers:
             for s in sites:  # the lines that allocate its entries (at its entry rate) are part of it
                 if at_entry_rate(c, s):
                     explained.add((s["file"], s["line"]))
-            if c.get("turnover") or "bytes_per_item" not in c:
-                continue  # a cache that evicts or reorders while it fills: not a leak
+            if c.get("turnover"):  # a cache that evicts or reorders while it fills: not a leak
+                before = self._container_ids.pop(c["object_id"], None)
+                if before is not None:  # its verdict (a TTL cache's first fill) goes at once, not after a hold
+                    self.retracted.add(before)
+                continue
+            if "bytes_per_item" not in c:
+                continue
             rate = c["items_per_min"] * c["bytes_per_item"]
             if rate < floor:
                 continue
