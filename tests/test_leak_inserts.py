@@ -181,6 +181,7 @@ def test_of_several_insertions_the_one_nearest_the_entries_allocation_is_named()
 
 HOLDERS = textwrap.dedent(
     """
+    import collections
     import os
     import uuid
 
@@ -219,6 +220,30 @@ HOLDERS = textwrap.dedent(
     def parse(i):
         raw = os.urandom(300).hex()
         raise ValueError(f"order {i} failed")
+
+
+    class EventBus:
+        def __init__(self):
+            self._subs = collections.defaultdict(list)
+
+        def subscribe(self, topic, fn):
+            self._subs[topic].append(fn)  # INSERT-NESTED-ITEM
+
+        def publish(self, topic, evt):
+            for fn in self._subs[topic][-3:]:  # a read
+                fn(evt)
+
+
+    BUS = EventBus()
+
+
+    def on_request(i):
+        ctx = {"req": i, "body": os.urandom(300).hex()}
+
+        def done(evt):
+            return ctx["req"], evt
+
+        BUS.subscribe("order.done", done)
 
 
     class Service:
@@ -325,3 +350,16 @@ def test_a_container_seen_evicting_loses_its_verdict_at_once(diag, monkeypatch) 
     monkeypatch.setattr(live.containers, "growing", lambda now: [])
     det._commit({s["id"]: s for s in live.memory_suspects(t + 30, 131072.0)}, t + 30, 300.0, None)
     assert [s["id"] for s in det.suspects()] == ["python_objects:/srv/svc.py:15"]
+
+
+def test_a_list_in_a_dict_held_as_an_attribute_is_named_at_its_insertion(holders) -> None:
+    """Subscribers kept in a ``defaultdict(list)`` on an event bus (``self._subs[topic]
+    .append(fn)``), each closure keeping its request's context: a new user's service got
+    "a dict entry 'order.done'" and a line matched by rate that came and went. The holder is
+    ``module.BUS._subs['order.done']``, the line the append."""
+    for i in range(300):
+        holders.on_request(i)
+    info = _described(lambda: holders.BUS._subs["order.done"])
+    assert info["holder"] == "user_holders.BUS._subs['order.done']"
+    assert info["inserted_at"] == [{"file": holders.__file__, "line": _line(HOLDERS, "# INSERT-NESTED-ITEM")}]
+    assert inserts.insertion_sites("user_holders", "_subs", attribute=True) == []  # the dict itself: never stored into

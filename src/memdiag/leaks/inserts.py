@@ -14,7 +14,9 @@ defined in that module (nested ones and comprehensions included) is read for
 
 For a container held as an attribute (``self._history`` of a long-lived object, a class's
 ``_registry``), the same stores into that attribute of any object, in the module that
-defines the holder's class.
+defines the holder's class. For a container that is an item of such a dict (a
+``defaultdict(list)`` of subscribers), the stores into an item of it:
+``self._subs[topic].append(fn)``.
 
 For an ``lru_cache`` the insertion is the cache itself: the decorated function's
 definition is named (where ``maxsize`` is set).
@@ -40,6 +42,7 @@ _LOAD_GLOBAL = _OP.get("LOAD_GLOBAL")
 _LOAD_METHOD = _OP.get("LOAD_METHOD")  # <= 3.11
 _LOAD_ATTR = _OP.get("LOAD_ATTR")
 _STORE_SUBSCR = _OP.get("STORE_SUBSCR")
+_BINARY_SUBSCR = _OP.get("BINARY_SUBSCR")
 _CACHE = _OP.get("CACHE")
 _EXTENDED_ARG = _OP.get("EXTENDED_ARG")
 # A read or a use of the loaded global before any subscript store: not an insertion.
@@ -125,9 +128,22 @@ def _stored_into(ins: list[tuple[int, int, int]], k: int) -> bool:
     return False
 
 
-def _inserts_in(code: types.CodeType, name: str, attribute: bool = False) -> list[int]:
+def _subscript_after(ins: list[tuple[int, int, int]], k: int) -> int | None:
+    """The index of the subscript read of what instruction ``k`` loaded (``NAME[key]``, the
+    key read in between), or None."""
+    for j in range(k + 1, min(len(ins), k + 12)):
+        op, arg = ins[j][1], ins[j][2]
+        if op == _BINARY_SUBSCR:
+            return j
+        if op in _BREAKS or _method_load(op, arg):
+            return None
+    return None
+
+
+def _inserts_in(code: types.CodeType, name: str, attribute: bool = False, nested: bool = False) -> list[int]:
     """Lines of ``code`` that insert into the global ``name`` (``attribute``: into the
-    attribute ``name`` of any object)."""
+    attribute ``name`` of any object; ``nested``: into one of its items, as
+    ``NAME[topic].append(fn)``)."""
     names = code.co_names
     if name not in names:
         return []
@@ -137,6 +153,11 @@ def _inserts_in(code: types.CodeType, name: str, attribute: bool = False) -> lis
     for k, (offset, op, arg) in enumerate(ins):
         if not _loads(op, arg, names, name, attribute):
             continue
+        if nested:
+            j = _subscript_after(ins, k)
+            if j is None:
+                continue
+            k = j
         nxt = ins[k + 1] if k + 1 < len(ins) else None
         if nxt is not None and nxt[1] in (_LOAD_METHOD, _LOAD_ATTR):
             j = nxt[2] >> 1 if (nxt[1] == _LOAD_ATTR and _ATTR_FLAG) else nxt[2]
@@ -188,18 +209,21 @@ def _codes_of(module: types.ModuleType) -> list[types.CodeType]:
     return out
 
 
-def insertion_sites(module_name: str, name: str, attribute: bool = False) -> list[dict[str, Any]]:
+def insertion_sites(
+    module_name: str, name: str, attribute: bool = False, nested: bool = False
+) -> list[dict[str, Any]]:
     """``[{"file", "line"}]``: where the module's own code inserts into its global ``name``
     (``attribute``: into an attribute ``name``, as ``self.name.append(x)`` or
-    ``Class.name[k] = v`` in the methods of the class holding it); empty when it cannot
-    tell: a module not imported, inserts only through an alias."""
+    ``Class.name[k] = v`` in the methods of the class holding it; ``nested``: into one of
+    its items, ``self.name[topic].append(fn)``); empty when it cannot tell: a module not
+    imported, inserts only through an alias."""
     module = sys.modules.get(module_name)
     if module is None:
         return []
     out: list[dict[str, Any]] = []
     try:
         for code in _codes_of(module):
-            for line in _inserts_in(code, name, attribute):
+            for line in _inserts_in(code, name, attribute, nested):
                 site = {"file": code.co_filename, "line": line}
                 if site not in out:
                     out.append(site)

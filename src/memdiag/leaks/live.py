@@ -753,23 +753,30 @@ def _attribute_of(r: Any, obj: Any) -> str | None:
         return None
 
 
-def _holder(obj: Any, refs: list[Any]) -> str | None:
+def _holder(obj: Any, refs: list[Any], outer: bool = True) -> str | None:
     """A name for what holds ``obj``: ``module.NAME``, ``Class.attr``, ``module.NAME.attr``
-    (an attribute of an object held by a module global), ``lru_cache of f``."""
+    (an attribute of an object held by a module global), ``module.NAME.attr['key']`` (an
+    item of a dict held so, ``outer``), ``lru_cache of f``."""
     for r in refs:
         if isinstance(r, _LRU):
             return f"lru_cache of {getattr(r, '__module__', '?')}.{getattr(r, '__qualname__', '?')}"
-        if type(r) is dict:
-            key = next((k for k, v in r.items() if v is obj), None)
+        if issubclass(type(r), dict):
+            try:
+                key = next((k for k, v in r.items() if v is obj), None)
+            except RuntimeError:  # the dict changed while read
+                continue
             if key is None:
                 continue
-            name = r.get("__name__")
-            mod = sys.modules.get(name) if isinstance(name, str) else None
-            if mod is not None and getattr(mod, "__dict__", None) is r:
-                return f"{name}.{key}"
+            if _is_module_dict(r):
+                return f"{r['__name__']}.{key}"
             owner = _dict_owner(r)
             if owner is not None:
                 return f"{_owner_name(owner)}.{key}"
+            if outer:  # an item of a dict held by a global or an attribute: BUS._subs['topic']
+                with exclusive_gil():
+                    named = _holder(r, _referrers(r), outer=False)
+                if named is not None and not named.startswith("a dict entry"):
+                    return f"{named}[{key!r}]"[:160]
             return f"a dict entry {key!r}"[:120]
         attr = _attribute_of(r, obj)
         if attr is not None:
@@ -797,33 +804,54 @@ def _inserted(obj: Any, refs: list[Any]) -> list[dict[str, Any]]:
     """Where the holder's code inserts into ``obj`` (see :mod:`.inserts`, imported on the
     first container described): the lines that store into a module global or into an
     attribute (of an instance, or of a class), read in the module defining the holder's
-    class, or the definition an ``lru_cache`` wraps."""
+    class, or into an item of a dict held so (``self._subs[topic].append(fn)``), or the
+    definition an ``lru_cache`` wraps."""
     from . import inserts as _inserts
 
+    site = next((_inserts.lru_site(r) for r in refs if isinstance(r, _LRU)), None)
+    if site is not None:
+        return [site]
+    where = _where(obj, refs)
+    if where is not None:
+        return _inserts.insertion_sites(*where)
+    for r in refs:  # an item of a dict that is itself held by a global or an attribute
+        if issubclass(type(r), dict) and not _is_module_dict(r):
+            with exclusive_gil():
+                outer = _referrers(r)
+            where = _where(r, outer)
+            if where is not None:
+                return _inserts.insertion_sites(*where, nested=True)
+    return []
+
+
+def _is_module_dict(r: Any) -> bool:
+    name = r.get("__name__") if type(r) is dict else None
+    mod = sys.modules.get(name) if isinstance(name, str) else None
+    return mod is not None and getattr(mod, "__dict__", None) is r
+
+
+def _where(obj: Any, refs: list[Any]) -> tuple[str, str, bool] | None:
+    """``(module, name, attribute)``: the module global ``name`` that is ``obj``, or the
+    attribute ``name`` of an instance or a class (defined in ``module``) that is."""
     for r in refs:
-        if isinstance(r, _LRU):
-            site = _inserts.lru_site(r)
-            return [site] if site is not None else []
-        if type(r) is dict:
+        if issubclass(type(r), dict):
             try:
                 key = next((k for k, v in r.items() if v is obj), None)
             except RuntimeError:  # the dict changed while read
-                return []
+                return None
             if not isinstance(key, str):
                 continue
-            name = r.get("__name__")
-            mod = sys.modules.get(name) if isinstance(name, str) else None
-            if mod is not None and getattr(mod, "__dict__", None) is r:
-                return _inserts.insertion_sites(name, key)
+            if _is_module_dict(r):
+                return r["__name__"], key, False
             owner = _dict_owner(r)
             if owner is not None:
                 cls = owner if isinstance(owner, type) else type(owner)
-                return _inserts.insertion_sites(cls.__module__, key, attribute=True)
+                return cls.__module__, key, True
             continue
         attr = _attribute_of(r, obj)
         if attr is not None:
-            return _inserts.insertion_sites(type(r).__module__, attr, attribute=True)
-    return []
+            return type(r).__module__, attr, True
+    return None
 
 
 def _dict_owner(d: dict[str, Any]) -> Any:
