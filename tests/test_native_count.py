@@ -144,6 +144,32 @@ def test_native_leak_is_named_at_its_rate_while_python_grows(sampler_started: No
 
 
 @needs_count
+def test_one_native_line_takes_mallocs_counted_rate(sampler_started: None, monkeypatch) -> None:
+    """Under the shim, a native line that passed its own growth test carried its sampled
+    rate: a few samples a minute put a new user's 1 MiB/min ctypes leak at +50 %. With one
+    native line and malloc's counted native growth, the verdict takes the counted rate (the
+    sampled one kept in the evidence)."""
+    from memdiag.leaks.livecheck import LiveChecker
+
+    lc, now = _drive(24, 100, 0)
+    truth = 100 * 1040 * 12
+    line = {"file": "/srv/codec.py", "line": 16, "domain": "native", "traceback": ["/srv/codec.py:16"],
+            "growth_bytes_per_min": 1.5 * truth, "blocks_per_min": 1200.0, "live_bytes": 2e6, "live_blocks": 2000.0,
+            "z": 5.0, "p": 0.001, "span_seconds": 115.0, "points": 24, "confidence": 0.9}  # fmt: skip
+    monkeypatch.setattr(LiveChecker, "heap_running", property(lambda self: True))
+    monkeypatch.setattr(lc.heap, "growing", lambda now, floor: [dict(line)])
+    monkeypatch.setattr(lc.containers, "growing", lambda now: [])
+    natives = [s for s in lc.memory_suspects(now, FLOOR) if s["kind"] == "native"]
+    assert [(s["file"], s["line"]) for s in natives] == [("/srv/codec.py", 16)], natives
+    assert abs(natives[0]["growth_bytes_per_min"] - truth) <= 0.25 * truth, natives
+    assert natives[0]["evidence"]["sampled_bytes_per_min"] == 1.5 * truth
+    # two native lines: malloc's figure is their sum, each keeps its own sampled rate
+    monkeypatch.setattr(lc.heap, "growing", lambda now, floor: [dict(line), {**line, "line": 30}])
+    two = [s for s in lc.memory_suspects(now, FLOOR) if s["kind"] == "native"]
+    assert sorted(s["growth_bytes_per_min"] for s in two) == [1.5 * truth, 1.5 * truth]
+
+
+@needs_count
 def test_python_growth_is_never_native(sampler_started: None) -> None:
     """Only the Python heap grows (kept objects from malloc and a warming cache): malloc's
     figure grows by MiB a minute, the native figure does not, and no native verdict comes."""
