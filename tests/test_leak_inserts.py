@@ -72,13 +72,19 @@ def _line(src: str, marker: str) -> int:
     return next(i for i, line in enumerate(src.splitlines(), 1) if marker in line)
 
 
+def _user_module(tmp_path, monkeypatch, name: str, source: str):
+    """``source`` imported as the application's module ``name`` (from a real file)."""
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop(name, None)
+    mod = importlib.import_module(name)
+    monkeypatch.setitem(sys.modules, name, mod)  # dropped again afterwards
+    return mod
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    (tmp_path / "user_store.py").write_text(STORE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    mod = importlib.import_module("user_store")
-    yield mod
-    sys.modules.pop("user_store", None)
+    return _user_module(tmp_path, monkeypatch, "user_store", STORE)
 
 
 def test_stores_and_insert_methods_are_found_and_reads_are_not(store) -> None:
@@ -261,11 +267,7 @@ HOLDERS = textwrap.dedent(
 
 @pytest.fixture
 def holders(tmp_path, monkeypatch):
-    (tmp_path / "user_holders.py").write_text(HOLDERS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    mod = importlib.import_module("user_holders")
-    yield mod
-    sys.modules.pop("user_holders", None)
+    return _user_module(tmp_path, monkeypatch, "user_holders", HOLDERS)
 
 
 def _described(get):
