@@ -73,18 +73,19 @@ def _line(src: str, marker: str) -> int:
 
 
 def _user_module(tmp_path, monkeypatch, name: str, source: str):
-    """``source`` imported as the application's module ``name`` (from a real file)."""
+    """``source`` imported as the application's module ``name`` (from a real file), dropped
+    from ``sys.modules`` afterwards."""
     (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop(name, None)
-    mod = importlib.import_module(name)
-    monkeypatch.setitem(sys.modules, name, mod)  # dropped again afterwards
-    return mod
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    return _user_module(tmp_path, monkeypatch, "user_store", STORE)
+    yield from _user_module(tmp_path, monkeypatch, "user_store", STORE)
 
 
 def test_stores_and_insert_methods_are_found_and_reads_are_not(store) -> None:
@@ -267,7 +268,21 @@ HOLDERS = textwrap.dedent(
 
 @pytest.fixture
 def holders(tmp_path, monkeypatch):
-    return _user_module(tmp_path, monkeypatch, "user_holders", HOLDERS)
+    yield from _user_module(tmp_path, monkeypatch, "user_holders", HOLDERS)
+
+
+def _traced_per_call(fn, n: int = 300) -> float:
+    """tracemalloc's bytes kept per call of ``fn(i)``, over ``n`` calls."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        t0 = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            fn(i)
+        return (tracemalloc.get_traced_memory()[0] - t0) / n
+    finally:
+        tracemalloc.stop()
 
 
 def _described(get):
@@ -283,14 +298,7 @@ def test_containers_held_as_attributes_are_named_at_their_insertions(holders) ->
     self``): no holder and no line (the instance's attributes live in the object itself
     since 3.11, not in a dict; the subclass's namespace has no ``__dict__`` entry), and the
     registry's bytes per entry 60 % low. Both are named at their insertion now."""
-    import tracemalloc
-
-    tracemalloc.start()
-    t0 = tracemalloc.get_traced_memory()[0]
-    for i in range(300):
-        holders.Handler(i)
-    per_handler = (tracemalloc.get_traced_memory()[0] - t0) / 300
-    tracemalloc.stop()
+    per_handler = _traced_per_call(holders.Handler)
     for i in range(300):
         holders.AUDIT.note(i)
     path = holders.__file__
@@ -307,15 +315,8 @@ def test_kept_exceptions_count_what_their_tracebacks_keep(holders) -> None:
     """A list of caught exceptions keeps their tracebacks, whose frames keep their locals:
     the bytes per entry counted the exception alone (~10 %) and no verdict came. A method's
     ``self`` (here a long-lived service holding a 400-KB table) is not the error's own."""
-    import tracemalloc
-
     service = holders.Service()  # every handle() frame's self: not an entry's bytes
-    tracemalloc.start()
-    t0 = tracemalloc.get_traced_memory()[0]
-    for i in range(300):
-        service.handle(i)
-    per_error = (tracemalloc.get_traced_memory()[0] - t0) / 300
-    tracemalloc.stop()
+    per_error = _traced_per_call(service.handle)
     info = _described(lambda: holders.ERRORS)
     assert info["holder"] == "user_holders.ERRORS"
     assert info["inserted_at"] == [{"file": holders.__file__, "line": _line(HOLDERS, "# INSERT-ERRORS")}]
