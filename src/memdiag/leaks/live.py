@@ -762,7 +762,7 @@ def _holder(obj: Any, refs: list[Any], outer: bool = True) -> str | None:
             return f"lru_cache of {getattr(r, '__module__', '?')}.{getattr(r, '__qualname__', '?')}"
         if issubclass(type(r), dict):
             try:
-                key = next((k for k, v in r.items() if v is obj), None)
+                key = next((k for k, v in dict.items(r) if v is obj), None)
             except RuntimeError:  # the dict changed while read
                 continue
             if key is None:
@@ -836,7 +836,7 @@ def _where(obj: Any, refs: list[Any]) -> tuple[str, str, bool] | None:
     for r in refs:
         if issubclass(type(r), dict):
             try:
-                key = next((k for k, v in r.items() if v is obj), None)
+                key = next((k for k, v in dict.items(r) if v is obj), None)
             except RuntimeError:  # the dict changed while read
                 return None
             if not isinstance(key, str):
