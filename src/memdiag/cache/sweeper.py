@@ -1,20 +1,30 @@
 """One shared background thread that frees expired cache entries.
 
 Design: caches do not each own a thread. The first time a cache stores an entry that
-can expire, it calls :func:`watch`, which adds it (weakly) to a set and starts the
-single daemon thread ``memdiag-cache-sweeper`` if it is not running. The thread
-sleeps until the earliest cache is due (each cache's ``cleanup_interval``), calls
-that cache's ``expire()`` (which frees what has expired, in bounded chunks of lock
-hold), and goes back to sleep. It holds caches only weakly between sweeps, and it
-exits when no watched cache is left alive; the next :func:`watch` starts a new one.
+can expire, it calls :func:`watch`, which hands it (weakly) to the single daemon thread
+``memdiag-cache-sweeper``, starting that thread if it is not running. The thread sleeps
+until the earliest cache is due (each cache's ``cleanup_interval``), calls that cache's
+``expire()`` (which frees what has expired, in bounded chunks of lock hold), and goes back
+to sleep. It holds caches only weakly between sweeps, and it exits when no watched cache
+is left alive; the next :func:`watch` starts a new one.
+
+:func:`watch` runs under the calling cache's lock, so it never waits for anything another
+thread can hold: a thread holding a lock can allocate, an allocation can run the garbage
+collector, and a finaliser it runs can call a cache and wait for that cache's lock. (The
+cache stress deadlocked that way when ``watch`` took a condition variable the sweeper
+held: one writer held cache A and the condition and waited for cache B from a finaliser,
+another held cache B and waited for the condition.) So the hand-over is a list append,
+the wake-up is the release of a plain lock used as a binary semaphore (a release never
+blocks), and the thread's start is guarded by a lock taken only without blocking.
 
 Nothing starts at import time. After ``fork()`` the child forgets the parent's thread
-(it does not exist there) and re-creates its lock; the child's caches stay watched
-and the thread is started again by the next :func:`watch` (any ``set`` with a TTL).
+(it does not exist there) and re-creates its locks; the child's caches are re-watched
+by their next write with a TTL.
 """
 
 from __future__ import annotations
 
+import _thread
 import gc
 import os
 import threading
@@ -28,9 +38,16 @@ __all__ = ["running", "watch"]
 
 _log = get_logger("memdiag.cache")
 
-_cond = threading.Condition(threading.Lock())
+# Written by watch() (under a cache's lock): weak references of the caches to sweep.
+_incoming: list[weakref.ref[Any]] = []
+# Released = a wake-up is pending; the sweeper sleeps in acquire(timeout=...).
+_wake = _thread.allocate_lock()
+_wake.acquire()
+# Guards starting the thread and the thread's decision to exit; watch() never waits for it.
+_state = _thread.allocate_lock()
+# Owned by the sweeper thread: the caches it sweeps.
 _watched: weakref.WeakSet[Any] = weakref.WeakSet()
-_thread: threading.Thread | None = None
+_thread_obj: threading.Thread | None = None
 _generation = 0
 
 
@@ -38,16 +55,30 @@ def watch(cache: Any) -> None:
     """Sweep ``cache`` (held weakly) every ``cache.cleanup_interval`` seconds.
 
     ``cache`` must have ``cleanup_interval`` (seconds), ``_next_sweep`` (a
-    ``time.monotonic()`` deadline it keeps) and ``expire()``.
+    ``time.monotonic()`` deadline it keeps) and ``expire()``. Never blocks on another
+    thread (module docstring).
     """
-    global _thread
-    with _cond:
-        _watched.add(cache)
-        if _thread is None or not _thread.is_alive():
-            _thread = threading.Thread(target=_run, args=(_generation,), name="memdiag-cache-sweeper", daemon=True)
-            _start_without_collections(_thread)
-        else:
-            _cond.notify()
+    global _thread_obj
+    _incoming.append(weakref.ref(cache))
+    try:
+        _wake.release()
+    except RuntimeError:  # a wake-up is already pending
+        pass
+    t = _thread_obj
+    if t is not None and t.is_alive():
+        return
+    # Not acquired: another watch() is starting the thread, or the thread is deciding
+    # whether to exit; either way it reads _incoming (appended above) before it does.
+    if not _state.acquire(False):
+        return
+    try:
+        t = _thread_obj
+        if t is None or not t.is_alive():
+            t = threading.Thread(target=_run, args=(_generation,), name="memdiag-cache-sweeper", daemon=True)
+            _start_without_collections(t)
+            _thread_obj = t
+    finally:
+        _state.release()
 
 
 def _start_without_collections(thread: threading.Thread) -> None:
@@ -73,27 +104,47 @@ def _start_without_collections(thread: threading.Thread) -> None:
 
 def running() -> bool:
     """Whether the sweeper thread is alive (for tests and diagnostics)."""
-    t = _thread
+    t = _thread_obj
     return t is not None and t.is_alive()
 
 
+def _take_incoming() -> None:
+    """In the sweeper thread: move what watch() handed over into _watched."""
+    while _incoming:
+        cache = _incoming.pop(0)()
+        if cache is not None:
+            _watched.add(cache)
+            del cache
+
+
+def _may_exit() -> bool:
+    """In the sweeper thread, with nothing to sweep: whether it may exit (then it is no
+    longer the running thread). Decided under _state, after a last look at _incoming,
+    so that a watch() racing with it either is seen here or starts a new thread."""
+    global _thread_obj
+    with _state:
+        if _incoming:
+            return False
+        if _thread_obj is threading.current_thread():
+            _thread_obj = None
+        return True
+
+
 def _run(generation: int) -> None:
-    global _thread
-    while True:
-        with _cond:
-            if generation != _generation:
+    while generation == _generation:
+        _take_incoming()
+        caches = list(_watched)
+        if not caches:
+            if _may_exit():
                 return
-            caches = list(_watched)
-            if not caches:
-                _thread = None
-                return
-            now = time.monotonic()
-            due = [c for c in caches if c._next_sweep <= now]
-            if not due:
-                wait = min(c._next_sweep for c in caches) - now
-                del caches
-                _cond.wait(timeout=min(max(wait, 0.001), 3600.0))
-                continue
+            continue
+        now = time.monotonic()
+        due = [c for c in caches if c._next_sweep <= now]
+        if not due:
+            wait = min(c._next_sweep for c in caches) - now
+            del caches
+            _wake.acquire(timeout=min(max(wait, 0.001), 3600.0))  # watch() releases it
+            continue
         del caches
         for cache in due:
             try:
@@ -105,9 +156,13 @@ def _run(generation: int) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _cond, _thread, _generation
-    _cond = threading.Condition(threading.Lock())
-    _thread = None
+    global _wake, _state, _thread_obj, _generation
+    _wake = _thread.allocate_lock()
+    _wake.acquire()
+    _state = _thread.allocate_lock()
+    _thread_obj = None
+    _incoming.clear()
+    _watched.clear()
     _generation += 1
 
 
