@@ -613,6 +613,37 @@ def test_sweeper_holds_caches_weakly_and_stops_when_none_is_left() -> None:
     assert wait_until(lambda: not sweeper.running(), timeout=5.0)
 
 
+def _sweeper_frame() -> str | None:
+    """The function the sweeper thread is in, or None when it is not running."""
+    t = sweeper._thread_obj
+    frame = sys._current_frames().get(t.ident) if t is not None and t.ident is not None else None
+    return frame.f_code.co_name if frame is not None else None
+
+
+def test_a_first_ttl_write_does_not_wait_for_the_sweeper_and_is_swept() -> None:
+    """watch() runs under the writing cache's lock, so it must never wait for the sweeper
+    (a finaliser deadlock otherwise: sweeper.py). Here the sweeper is held in the middle of
+    deciding to exit (its guard taken by this test): the write returns at once, and once
+    the guard is free the sweeper sees the new cache and sweeps it."""
+    gone = SharedPromptCache(ttl=0.05, cleanup_interval=0.01)
+    gone.set("k", "v")
+    assert sweeper.running()
+    assert sweeper._state.acquire(timeout=5)
+    try:
+        del gone
+        gc.collect()  # nothing left to sweep: the sweeper goes to decide whether to exit
+        assert wait_until(lambda: _sweeper_frame() == "_may_exit"), _sweeper_frame()
+        fresh = SharedPromptCache(ttl=0.05, cleanup_interval=0.01)
+        writer = threading.Thread(target=fresh.set, args=("a", "b"))
+        writer.start()
+        writer.join(2.0)
+        assert not writer.is_alive(), "a first TTL write waited for the sweeper"
+    finally:
+        sweeper._state.release()
+    assert wait_until(lambda: len(fresh) == 0), "the cache watched meanwhile was never swept"
+    assert fresh.metrics()["evictions"]["ttl"] == 1
+
+
 def test_expire_can_be_called_directly() -> None:
     cache = SharedPromptCache(cleanup_interval=3600)
     cache.set("a", "1", ttl=0.02)
