@@ -36,9 +36,13 @@ The measures:
    than the other through a whole run at load 13-16): an A/A interval that excludes 1 is
    flagged, and the bar line then says "not shown". For the quiet service (its bar names
    throughput) also operations per wall second over all of a process's slices, against the
-   pooled pair, with its bootstrap interval: the quiet bar's measure.
+   pooled pair, with its bootstrap interval: the quiet bar's measure. ``--procs N`` runs N
+   processes of every contender and N in each half of the A/A pair, pools each group per
+   cycle, and draws processes as well as cycles in every bootstrap resample (a
+   hierarchical bootstrap): the layouts' spread is then inside the interval, not beside it.
 
        python benchmarks/bench_heapprof.py --alternate --workload both --contenders none,sampler,memdiag
+       python benchmarks/bench_heapprof.py --alternate --procs 4 --workload both --contenders none,memdiag
 
    ``--dump PREFIX`` also writes every slice (JSON) for other estimators.
 
@@ -632,98 +636,136 @@ def _pin_cpu(choice: str) -> int | None:
 
 
 def alternate(workload: str, contenders: list[str], cycles: int, slice_s: float,
-              pin: int | None, warmup: float) -> dict[str, list[dict[str, float]]]:  # fmt: skip
-    """Run the contenders' processes in alternating slices; return each one's slices."""
+              pin: int | None, warmup: float, procs: int = 1) -> dict[str, list[list[dict[str, float]]]]:  # fmt: skip
+    """Run the contenders' processes (``procs`` of each) in alternating slices; return, per
+    contender, each of its processes' slices (indexed by cycle)."""
     import random
 
     names = ["none", "none (A/A)", *[c for c in contenders if c != "none"]]
-    procs = [_Proc(workload, "none" if n == "none (A/A)" else n, pin) for n in names]
+    keys = [(n, j) for n in names for j in range(procs)]
+    ps = [_Proc(workload, "none" if n == "none (A/A)" else n, pin) for n, _ in keys]
     try:
-        for p in procs:
+        for p in ps:
             p.wait_ready()
-        for p in procs:  # warm-up: one long slice each, not measured
+        for p in ps:  # warm-up: one long slice each, not measured
             p.slice(warmup)
-        got: dict[str, list[dict[str, float]]] = {n: [] for n in names}
-        order = list(range(len(procs)))
+        got: dict[str, list[list[dict[str, float]]]] = {n: [[] for _ in range(procs)] for n in names}
+        order = list(range(len(ps)))
         for k in range(cycles):
             random.Random(k).shuffle(order)
             for i in order:
-                got[names[i]].append(procs[i].slice(slice_s))
+                n, j = keys[i]
+                got[n][j].append(ps[i].slice(slice_s))
     finally:
-        for p in procs:
+        for p in ps:
             p.close()
     return got
+
+
+def _pooled(got: dict[str, list[list[dict[str, float]]]]) -> dict[str, list[dict[str, float]]]:
+    """Per contender, per cycle: its processes' slices summed (one process: its own)."""
+    fields = ("cpu", "ops", "wall")
+    return {n: [{f: sum(s[f] for s in cyc) for f in fields} for cyc in zip(*per)] for n, per in got.items()}
 
 
 def _per_op(slices: list[dict[str, float]]) -> list[float]:
     return [s["cpu"] / max(s["ops"], 1) for s in slices]
 
 
-def _boot(values: list[list[float]], stat: Any, n: int = 2000) -> tuple[float, float]:
-    """95 % percentile-bootstrap interval of ``stat`` over cycles (``values``: one list per
-    series, indexed by cycle; the same cycles are drawn for every series). Seeded."""
+def _boot(base: list[dict[str, list[float]]], cont: list[dict[str, list[float]]], stat: Any,
+          resample_procs: bool, n: int = 2000) -> tuple[float, float]:  # fmt: skip
+    """95 % percentile-bootstrap interval of ``stat(base, cont)`` (each a dict of columns
+    indexed by cycle, summed over a group's processes). ``base``/``cont``: one dict of
+    columns per process. Every resample draws the cycles (the same for both groups) and,
+    with ``resample_procs``, each group's processes too (hierarchical: the spread between
+    processes, their layouts, is then in the interval). Seeded."""
     import random
 
     rng = random.Random(1)
-    m = len(values[0])
+    m = len(base[0]["cpu"])
+    fields = list(base[0])
+
+    def pool(group: list[dict[str, list[float]]], idx: list[int]) -> dict[str, list[float]]:
+        sel = [group[rng.randrange(len(group))] for _ in group] if resample_procs else group
+        return {f: [sum(p[f][k] for p in sel) for k in idx] for f in fields}
+
     est = []
     for _ in range(n):
         idx = [rng.randrange(m) for _ in range(m)]
-        est.append(stat([[v[i] for i in idx] for v in values]))
+        est.append(stat(pool(base, idx), pool(cont, idx)))
     est.sort()
     return est[int(0.025 * n)], est[int(0.975 * n) - 1]
 
 
-def _ratio_rows(got: dict[str, list[dict[str, float]]]) -> list[tuple[str, float, tuple[float, float], float,
+def _columns(per_proc: list[list[dict[str, float]]]) -> list[dict[str, list[float]]]:
+    return [{f: [s[f] for s in slices] for f in ("cpu", "ops", "wall")} for slices in per_proc]
+
+
+def _whole(group: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    return {f: [sum(v) for v in zip(*(p[f] for p in group))] for f in group[0]}
+
+
+def _med_ratio(b: dict[str, list[float]], c: dict[str, list[float]]) -> float:
+    """Median over cycles of (base CPU per op / contender's)."""
+    return statistics.median(
+        bc / max(bo, 1) / (cc / max(co, 1)) for bc, bo, cc, co in zip(b["cpu"], b["ops"], c["cpu"], c["ops"])
+    )
+
+
+def _tot_ratio(b: dict[str, list[float]], c: dict[str, list[float]]) -> float:
+    """Ratio of the totals: base CPU per op over all cycles / contender's."""
+    return (sum(b["cpu"]) / max(sum(b["ops"]), 1)) / (sum(c["cpu"]) / max(sum(c["ops"]), 1))
+
+
+def _wall_ratio(b: dict[str, list[float]], c: dict[str, list[float]]) -> float:
+    """Operations per wall second over all cycles: contender's / base's."""
+    return (sum(c["ops"]) / sum(c["wall"])) / (sum(b["ops"]) / sum(b["wall"]))
+
+
+def _groups(got: dict[str, list[list[dict[str, float]]]], name: str) -> tuple[list[Any], list[Any]]:
+    """(base processes, contender processes) for a row: no profiler's processes pooled (the
+    A/A row: "none" against "none (A/A)"), as columns."""
+    if name == "none (A/A)":
+        return _columns(got["none"]), _columns(got[name])
+    return _columns(got["none"]) + _columns(got["none (A/A)"]), _columns(got[name])
+
+
+def _ratio_rows(got: dict[str, list[list[dict[str, float]]]]) -> list[tuple[str, float, tuple[float, float], float,
                                                                         tuple[float, float], float]]:  # fmt: skip
     """Per contender: the median over cycles of (no profiler's CPU per op / its own) with its
     bootstrap CI, the same for the ratio of the totals (every slice's CPU over every slice's
     operations: periodic work that falls in few slices counts in full), and its CPU us/op.
-    No profiler's CPU per op is the two processes' pooled (each cycle: their CPU over their
-    operations), so that neither one's layout sets the baseline; the A/A row is the one
-    against the other."""
-    pooled = [{"cpu": a["cpu"] + b["cpu"], "ops": a["ops"] + b["ops"]} for a, b in zip(got["none"], got["none (A/A)"])]
+    No profiler's CPU per op is its processes' pooled (each cycle: their CPU over their
+    operations), so that no one process's layout sets the baseline; the A/A row is the one
+    half against the other. Several processes per contender (``--procs``): a contender's
+    are pooled the same way, and the interval resamples processes too."""
+    resample = len(got["none"]) > 1
     rows = []
-    for name, slices in got.items():
+    for name in got:
         if name == "none":
             continue
-        base = got["none"] if name == "none (A/A)" else pooled
-        series = [[s["cpu"] for s in base], [s["ops"] for s in base], [s["cpu"] for s in slices],
-                  [s["ops"] for s in slices]]  # fmt: skip
-
-        def med(v: list[list[float]]) -> float:
-            return statistics.median(bc / max(bo, 1) / (cc / max(co, 1)) for bc, bo, cc, co in zip(*v))
-
-        def tot(v: list[list[float]]) -> float:
-            return (sum(v[0]) / max(sum(v[1]), 1)) / (sum(v[2]) / max(sum(v[3]), 1))
-
-        rows.append((name, med(series), _boot(series, med), tot(series), _boot(series, tot),
-                     statistics.median(_per_op(slices)) * 1e6))  # fmt: skip
+        base, cont = _groups(got, name)
+        b, c = _whole(base), _whole(cont)
+        us = statistics.median(cc / max(co, 1) for cc, co in zip(c["cpu"], c["ops"])) * 1e6
+        rows.append((name, _med_ratio(b, c), _boot(base, cont, _med_ratio, resample), _tot_ratio(b, c),
+                     _boot(base, cont, _tot_ratio, resample), us))  # fmt: skip
     return rows
 
 
-def _throughput_rows(got: dict[str, list[dict[str, float]]]) -> list[tuple[str, float, tuple[float, float]]]:
-    """Per contender: its operations per wall second over all its slices, against the two
-    processes without profiler pooled (the A/A row: the one against the other), with a 95 %
-    bootstrap interval over cycles. The quiet service's bar names throughput: its 1 ms sleep
-    sets most of it, and what a profiler adds shows as wall time per operation. Totals, not
-    per-cycle ratios: a 10 ms slice holds a handful of operations."""
+def _throughput_rows(got: dict[str, list[list[dict[str, float]]]]) -> list[tuple[str, float, tuple[float, float]]]:
+    """Per contender: its operations per wall second over all its slices, against the
+    processes without profiler pooled (the A/A row: the one half against the other), with
+    a 95 % bootstrap interval over cycles (and processes, with ``--procs``). The quiet
+    service's bar names throughput: its 1 ms sleep sets most of it, and what a profiler adds
+    shows as wall time per operation. Totals, not per-cycle ratios: a 10 ms slice holds a
+    handful of operations."""
+    resample = len(got["none"]) > 1
     rows = []
-    for name, slices in got.items():
+    for name in got:
         if name == "none":
             continue
-        if name == "none (A/A)":
-            base = got["none"]
-        else:
-            base = [{"ops": a["ops"] + b["ops"], "wall": a["wall"] + b["wall"]}
-                    for a, b in zip(got["none"], got["none (A/A)"])]  # fmt: skip
-        series = [[s["ops"] for s in slices], [s["wall"] for s in slices], [s["ops"] for s in base],
-                  [s["wall"] for s in base]]  # fmt: skip
-
-        def tot(v: list[list[float]]) -> float:
-            return (sum(v[0]) / sum(v[1])) / (sum(v[2]) / sum(v[3]))
-
-        rows.append((name, tot(series), _boot(series, tot)))
+        base, cont = _groups(got, name)
+        rows.append((name, _wall_ratio(_whole(base), _whole(cont)), _boot(base, cont, _wall_ratio, resample)))
     return rows
 
 
@@ -731,19 +773,24 @@ def run_alternate(a: argparse.Namespace, contenders: list[str]) -> None:
     workloads = ["busy", "quiet"] if a.workload == "both" else [a.workload]
     pin = _pin_cpu(a.pin)
     head = f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}"
-    print(f"{head}; alternating slices: every contender's process and two without profiler, one running at a "
+    who = ("every contender's process and two without profiler" if a.procs == 1 else
+           f"{a.procs} processes of every contender and {2 * a.procs} without profiler (the intervals resample "
+           f"processes and cycles)")  # fmt: skip
+    print(f"{head}; alternating slices: {who}, one running at a "
           f"time, {a.cycles} cycles of {a.slice:g} s slices in shuffled order, "
           f"{'pinned to cpu ' + str(pin) if pin is not None else 'not pinned'}")  # fmt: skip
     for w in workloads:
-        got = alternate(w, contenders, a.cycles, a.slice, pin, a.warmup)
+        got = alternate(w, contenders, a.cycles, a.slice, pin, a.warmup, a.procs)
         if a.dump:
             with open(f"{a.dump}.{w}.json", "w") as fh:
                 json.dump(got, fh)
         rows = _ratio_rows(got)
         aa = next(r for r in rows if r[0] == "none (A/A)")
-        base_us = statistics.median(_per_op(got["none"])) * 1e6
-        print(f"\n{w}: operations per CPU second vs the two processes without profiler, pooled (none: "
-              f"{base_us:.1f} us/op; A/A: one against the other); median of the per-cycle ratios [95 % bootstrap "
+        base_us = statistics.median(_per_op(_pooled(got)["none"])) * 1e6
+        nb = "two" if a.procs == 1 else str(2 * a.procs)
+        aa_what = "one against the other" if a.procs == 1 else "one half against the other"
+        print(f"\n{w}: operations per CPU second vs the {nb} processes without profiler, pooled (none: "
+              f"{base_us:.1f} us/op; A/A: {aa_what}); median of the per-cycle ratios [95 % bootstrap "
               f"CI], ratio of the totals [CI]; A/A of the same run beside each")  # fmt: skip
         for name, m, (lo, hi), t, (tlo, thi), us in rows:
             line = (f"  {name:15s} {m:.3f} [{lo:.3f}-{hi:.3f}]  totals {t:.3f} [{tlo:.3f}-{thi:.3f}]  "
@@ -756,8 +803,8 @@ def run_alternate(a: argparse.Namespace, contenders: list[str]) -> None:
             trows = _throughput_rows(got)
             taa = next(r for r in trows if r[0] == "none (A/A)")
             print(
-                "quiet: operations per wall second over all slices vs the two processes without profiler, pooled "
-                "(A/A: one against the other) [95 % bootstrap CI over cycles]"
+                f"quiet: operations per wall second over all slices vs the {nb} processes without profiler, pooled "
+                f"(A/A: {aa_what}) [95 % bootstrap CI over cycles{'' if a.procs == 1 else ' and processes'}]"
             )
             for name, t, (tlo, thi) in trows:
                 line = f"  {name:15s} {t:.4f} [{tlo:.4f}-{thi:.4f}]  cost {100 * (1 - t):+.2f} %"
@@ -766,8 +813,10 @@ def run_alternate(a: argparse.Namespace, contenders: list[str]) -> None:
                 print(line)
             _throughput_bar(trows)
         if not aa[2][0] <= 1.0 <= aa[2][1]:
-            print("  (the A/A interval excludes 1: the two processes without profiler differ by more than the "
-                  "slices resolve (layout), so every interval here understates the spread between processes)")
+            print(
+                "  (the A/A interval excludes 1: the two processes without profiler differ by more than the "
+                "slices resolve (layout), so every interval here understates the spread between processes)"
+            )
         _alternate_bar(w, rows)
 
 
@@ -939,6 +988,9 @@ def main() -> None:
     p.add_argument("--cycles", type=int, default=1000, help="--alternate: cycles (each process once per cycle)")
     p.add_argument("--slice", type=float, default=0.01, help="--alternate: seconds per slice")
     p.add_argument("--warmup", type=float, default=1.0, help="--alternate: seconds of unmeasured first slice")
+    p.add_argument(
+        "--procs", type=int, default=1, help="--alternate: processes per contender (and per half of the A/A pair)"
+    )
     p.add_argument("--pin", default="auto", help="--alternate: cpu for every child (auto: the last; none)")
     p.add_argument("--dump", metavar="PREFIX", help="--alternate: also write every slice to PREFIX.WORKLOAD.json")
     p.add_argument("--_gated", nargs=2, metavar=("WORKLOAD", "CONTENDER"), help=argparse.SUPPRESS)
@@ -954,6 +1006,8 @@ def main() -> None:
     if a._child:
         print(json.dumps(child(a._child[0], a._child[1], a.seconds)))
         return
+    if a.procs < 1:
+        raise SystemExit("--procs must be at least 1")
     if a._gated:
         gated_child(a._gated[0], a._gated[1], None if a.pin in ("auto", "none") else int(a.pin))
         return
