@@ -30,8 +30,13 @@ The verdict, printed as one JSON document (and the exit status, 0 when all hold)
   one sample of USS moves by a few MiB with the allocator, so only medians are compared,
   and a run under a few minutes cannot tell flat from a slow rise: the CI form does not
   judge this check, see tests/test_soak.py);
-* ``cpu_per_tick_flat``: the monitor's CPU per tick in the last quarter is at most
-  1.5 x the second quarter's (+0.5 ms: a 10 ms clock tick over few ticks);
+* ``cpu_per_tick_flat``: the monitor's typical CPU per tick (the median over the quarter's
+  sampling intervals) in the last quarter is at most 1.5 x the second quarter's (+0.5 ms),
+  and, when each quarter holds 100 ticks or more, so is the mean (all of the quarter's CPU
+  over its ticks). Not the mean in short runs: a tick now and then costs several times the
+  usual one (the heap profiler's snapshot, a leak check), and one such tick in a quarter of
+  ten moves the mean by about 1 ms: a CI run failed on a mean of 2.44 ms against 1.29 ms,
+  and a 40-s run here showed ticks of about 1 ms with single ones of 2.6 to 9.2 ms);
 * ``monitor_cpu_percent``: the monitor's CPU as a share of one core, the figure printed
   beside the service's own throughput ratio (``ops_ratio``: operations of the memdiag
   twin / the plain twin over the run; both share the machine, so read it with the load).
@@ -40,6 +45,7 @@ The verdict, printed as one JSON document (and the exit status, 0 when all hold)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -151,14 +157,22 @@ def verdict(with_rows: list[dict[str, Any]], without_rows: list[dict[str, Any]])
         ticks = q[-1]["ticks"] - q[0]["ticks"]
         return (q[-1]["monitor_cpu"] - q[0]["monitor_cpu"]) / max(ticks, 1)
 
+    def typical_tick(q: list[dict[str, Any]]) -> float:
+        """Median over the quarter's sampling intervals of the CPU per tick in each."""
+        per = [(r1["monitor_cpu"] - r0["monitor_cpu"]) / (r1["ticks"] - r0["ticks"])
+               for r0, r1 in itertools.pairwise(q) if r1["ticks"] > r0["ticks"]]  # fmt: skip
+        return statistics.median(per) if per else 0.0
+
     cpt2, cpt4 = cpu_per_tick(qw[1]), cpu_per_tick(qw[3])
+    typ2, typ4 = typical_tick(qw[1]), typical_tick(qw[3])
+    long_quarters = min(qw[1][-1]["ticks"] - qw[1][0]["ticks"], qw[3][-1]["ticks"] - qw[3][0]["ticks"]) >= 100
     elapsed = w[-1]["t"] - w[0]["t"]
     monitor_pct = 100 * (w[-1]["monitor_cpu"] - w[0]["monitor_cpu"]) / max(elapsed, 1e-9)
     checks = {
         "own_memory_flat": own4 <= own2 * 1.10 + 64 * 1024,
         "within_budget": max(r["own"] for r in w) <= w[0]["budget"],
         "uss_gap_flat": gap4 <= gap2 * 1.10 + MIB,
-        "cpu_per_tick_flat": cpt4 <= cpt2 * 1.5 + 0.0005,
+        "cpu_per_tick_flat": typ4 <= typ2 * 1.5 + 0.0005 and (not long_quarters or cpt4 <= cpt2 * 1.5 + 0.0005),
     }
     return {
         "ok": all(checks.values()),
@@ -167,7 +181,12 @@ def verdict(with_rows: list[dict[str, Any]], without_rows: list[dict[str, Any]])
         "seconds": round(elapsed, 1),
         "own_bytes": {"q2_median": int(own2), "q4_median": int(own4), "max": max(r["own"] for r in w), "budget": w[0]["budget"]},
         "uss_gap_mib": {"q2_median": round(gap2 / MIB, 2), "q4_median": round(gap4 / MIB, 2)},
-        "monitor_cpu_ms_per_tick": {"q2": round(cpt2 * 1e3, 3), "q4": round(cpt4 * 1e3, 3)},
+        "monitor_cpu_ms_per_tick": {
+            "q2": round(cpt2 * 1e3, 3),
+            "q4": round(cpt4 * 1e3, 3),
+            "q2_typical": round(typ2 * 1e3, 3),
+            "q4_typical": round(typ4 * 1e3, 3),
+        },
         "monitor_cpu_percent": round(monitor_pct, 3),
         "ticks": w[-1]["ticks"] - w[0]["ticks"],
         "ops_ratio": round((w[-1]["ops"] - w[0]["ops"]) / max(b[-1]["ops"] - b[0]["ops"], 1), 3),
