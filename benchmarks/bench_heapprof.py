@@ -662,14 +662,9 @@ def alternate(workload: str, contenders: list[str], cycles: int, slice_s: float,
     return got
 
 
-def _pooled(got: dict[str, list[list[dict[str, float]]]]) -> dict[str, list[dict[str, float]]]:
-    """Per contender, per cycle: its processes' slices summed (one process: its own)."""
-    fields = ("cpu", "ops", "wall")
-    return {n: [{f: sum(s[f] for s in cyc) for f in fields} for cyc in zip(*per)] for n, per in got.items()}
-
-
-def _per_op(slices: list[dict[str, float]]) -> list[float]:
-    return [s["cpu"] / max(s["ops"], 1) for s in slices]
+def _us_per_op(cols: dict[str, list[float]]) -> float:
+    """Median over cycles of CPU microseconds per operation."""
+    return statistics.median(c / max(o, 1) for c, o in zip(cols["cpu"], cols["ops"])) * 1e6
 
 
 def _boot(base: list[dict[str, list[float]]], cont: list[dict[str, list[float]]], stat: Any,
@@ -746,9 +741,8 @@ def _ratio_rows(got: dict[str, list[list[dict[str, float]]]]) -> list[tuple[str,
             continue
         base, cont = _groups(got, name)
         b, c = _whole(base), _whole(cont)
-        us = statistics.median(cc / max(co, 1) for cc, co in zip(c["cpu"], c["ops"])) * 1e6
         rows.append((name, _med_ratio(b, c), _boot(base, cont, _med_ratio, resample), _tot_ratio(b, c),
-                     _boot(base, cont, _tot_ratio, resample), us))  # fmt: skip
+                     _boot(base, cont, _tot_ratio, resample), _us_per_op(c)))  # fmt: skip
     return rows
 
 
@@ -786,7 +780,7 @@ def run_alternate(a: argparse.Namespace, contenders: list[str]) -> None:
                 json.dump(got, fh)
         rows = _ratio_rows(got)
         aa = next(r for r in rows if r[0] == "none (A/A)")
-        base_us = statistics.median(_per_op(_pooled(got)["none"])) * 1e6
+        base_us = _us_per_op(_whole(_columns(got["none"])))
         nb = "two" if a.procs == 1 else str(2 * a.procs)
         aa_what = "one against the other" if a.procs == 1 else "one half against the other"
         print(f"\n{w}: operations per CPU second vs the {nb} processes without profiler, pooled (none: "

@@ -305,8 +305,8 @@ def scenario_overhead(quick: bool, rounds: int | None, concurrent: bool = False)
     # that they share whatever else loads the host. Pairs, not all three at once: three
     # CPU-bound processes on two CPUs made ops/s the scheduler's share of each (the memdiag
     # process once got 2.9 % less CPU than the baseline while its threads used 0.3 %).
-    runs["baseline (tracemalloc's)"] = []
-    base_of = {"memdiag": "baseline", "tracemalloc": "baseline (tracemalloc's)"}
+    base_of = {"memdiag": "baseline", "tracemalloc": "baseline (tracemalloc's)" if concurrent else "baseline"}
+    runs.setdefault(base_of["tracemalloc"], [])
     for i in range(rounds):
         order = modes if i % 2 == 0 else modes[::-1]  # interleaved, alternating order
         if concurrent:
@@ -321,9 +321,6 @@ def scenario_overhead(quick: bool, rounds: int | None, concurrent: bool = False)
         for m in order:
             runs[m].append(run_child(m, seconds, leak=True, workload="hot", config=cfg))
             show(i, m)
-    if not concurrent:  # one baseline for both profilers
-        base_of["tracemalloc"] = "baseline"
-        del runs["baseline (tracemalloc's)"]
     med = {m: statistics.median(r["ops_per_second"] for r in rs) for m, rs in runs.items()}
     slow = {m: 1.0 - med[m] / med[base_of.get(m, m)] for m in modes}
     cpu_med = {m: statistics.median(r.get("ops_per_cpu_second") or 0.0 for r in rs) for m, rs in runs.items()}
